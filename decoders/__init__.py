@@ -1,0 +1,1 @@
+"""Generators (image, video, audio, music, speech), each a registered tool."""

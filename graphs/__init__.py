@@ -1,0 +1,1 @@
+"""Prebuilt workflows, listed by name."""

@@ -1,0 +1,1 @@
+"""Encoders and media tools, each a registered tool."""
