@@ -1,0 +1,21 @@
+"""Workflow graphs: typed tool nodes compiled to LangGraph, parallel, cached, observable."""
+
+from __future__ import annotations
+
+from . import events
+from ._builder import InputDecl, NodeDecl, OutputDecl, Workflow, WorkflowDoc
+from ._engine import CompiledWorkflow, NodeResult, RunResult, cache_key, coerce_input
+
+__all__ = [
+    "CompiledWorkflow",
+    "InputDecl",
+    "NodeDecl",
+    "NodeResult",
+    "OutputDecl",
+    "RunResult",
+    "Workflow",
+    "WorkflowDoc",
+    "cache_key",
+    "coerce_input",
+    "events",
+]

@@ -1,0 +1,575 @@
+"""The engine: a validated plan compiled to a LangGraph ``StateGraph`` and run.
+
+The graph has one LangGraph node per workflow node; a node with several
+upstream nodes waits for all of them (``add_edge([a, b], c)``). The state holds
+``ArtifactRef``s only. Each node loads its inputs from the store, runs its tool
+(async tools on the loop, blocking ones in a bounded thread pool), stores its
+outputs and emits events. A failure is written into the state, not raised, so
+independent branches finish and dependents are skipped with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+
+from orchestrator.artifacts import ArtifactRef, ArtifactStore, Modality, Provenance, open_store
+from orchestrator.errors import (
+    ArtifactError,
+    OrchestratorError,
+    ToolError,
+    WorkflowError,
+    WorkflowInputError,
+)
+from orchestrator.registry import ToolRegistry, default_registry
+from orchestrator.tool import ToolContext
+
+from . import events as ev
+from ._builder import Workflow
+from ._validate import Plan, ResolvedNode, resolve
+
+__all__ = ["CompiledWorkflow", "NodeResult", "RunResult"]
+
+logger = logging.getLogger("orchestrator.workflow")
+CACHE_NAMESPACE = "nodecache"
+
+def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    return {**(left or {}), **(right or {})}
+
+class GraphState(TypedDict, total=False):
+    """LangGraph state: artifact refs and node statuses, never payloads."""
+
+    inputs: dict[str, ArtifactRef | list[ArtifactRef]]
+    refs: Annotated[dict[str, dict[str, ArtifactRef]], _merge]
+    status: Annotated[dict[str, str], _merge]
+    errors: Annotated[dict[str, str], _merge]
+
+@dataclass
+class NodeResult:
+    """What became of one node."""
+
+    status: str  # succeeded | cached | failed | skipped | cancelled
+    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def cached(self) -> bool:
+        return self.status == "cached"
+
+@dataclass
+class RunResult:
+    """The outcome of a run: outputs as refs, and why missing ones are missing."""
+
+    run_id: str
+    status: str  # succeeded | partial | failed | cancelled
+    outputs: dict[str, ArtifactRef]
+    errors: dict[str, str]
+    nodes: dict[str, NodeResult]
+    seconds: float
+    store: ArtifactStore
+    events: list[Any] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def load(self, name: str) -> Any:
+        """The decoded object of output ``name``."""
+        return self.store.load(self._ref(name))
+
+    def save(self, name: str, path: str | Path) -> Path:
+        """Write output ``name``'s canonical bytes to ``path`` (a directory gets ``<name><ext>``)."""
+        ref = self._ref(name)
+        path = Path(path)
+        if path.is_dir():
+            path = path / f"{name}{ref.extension}"
+        path.write_bytes(self.store.get_bytes(ref))
+        return path
+
+    def _ref(self, name: str) -> ArtifactRef:
+        if name not in self.outputs:
+            why = self.errors.get(name, "no such output")
+            raise WorkflowError(f"output {name!r} does not exist: {why}", output=name)
+        return self.outputs[name]
+
+@dataclass
+class _RunContext:
+    run_id: str
+    store: ArtifactStore
+    cache: bool
+    seed: int | None
+    emit: Callable[[Any], None]
+    loop: asyncio.AbstractEventLoop
+    executor: ThreadPoolExecutor
+    cancel: threading.Event
+    models: Any
+    profile: Any
+    settings: Any
+    results: dict[str, NodeResult]
+
+class CompiledWorkflow:
+    """A validated workflow, ready to run; ``graph`` is the compiled LangGraph graph."""
+
+    def __init__(self, workflow: Workflow, *, registry: ToolRegistry | None = None, settings: Any = None) -> None:
+        from orchestrator.settings import get_settings
+
+        self.workflow = workflow
+        self.registry = registry or default_registry
+        self.settings = settings or get_settings()
+        self.plan: Plan = resolve(workflow, self.registry)
+        self.graph = self._build_graph()
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    def __repr__(self) -> str:
+        return f"CompiledWorkflow({self.name!r}, nodes={self.plan.order})"
+
+    # -------------------------------------------------- graph
+    def _build_graph(self) -> Any:
+        builder = StateGraph(GraphState)
+        for node_id in self.plan.order:
+            builder.add_node(node_id, self._node_fn(self.plan.nodes[node_id]))
+        downstream = {d for n in self.plan.nodes.values() for d in n.deps}
+        for node_id, node in self.plan.nodes.items():
+            deps = sorted(node.deps)
+            if not deps:
+                builder.add_edge(START, node_id)
+            elif len(deps) == 1:
+                builder.add_edge(deps[0], node_id)
+            else:
+                builder.add_edge(deps, node_id)
+            if node_id not in downstream:
+                builder.add_edge(node_id, END)
+        return builder.compile(name=self.name)
+
+    def _node_fn(self, node: ResolvedNode) -> Callable[..., Any]:
+        async def run_node(state: GraphState, config: RunnableConfig) -> dict[str, Any]:
+            rc: _RunContext | None = (config or {}).get("configurable", {}).get("orchestrator_run")
+            if rc is None:  # embedded in someone else's LangGraph graph: defaults
+                rc = _default_context(self)
+            return await _execute_node(node, state, rc)
+
+        run_node.__name__ = f"node_{node.id}"
+        return run_node
+
+    # -------------------------------------------------- running
+    def run(self, inputs: dict[str, Any] | None = None, **options: Any) -> RunResult:
+        """Run to completion (blocking). Options as for :meth:`arun`."""
+        coro = self.arun(inputs, **options)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro)
+        with ThreadPoolExecutor(1) as pool:  # called from inside a running loop
+            return pool.submit(asyncio.run, coro).result()
+
+    async def arun(self, inputs: dict[str, Any] | None = None, **options: Any) -> RunResult:
+        """Run to completion; see :meth:`astream` for the options."""
+        result: RunResult | None = None
+        async for item in self._astream(inputs, **options):
+            if isinstance(item, RunResult):
+                result = item
+        assert result is not None
+        return result
+
+    async def astream(self, inputs: dict[str, Any] | None = None, **options: Any) -> AsyncIterator[Any]:
+        """Run and yield typed events as they happen (see :mod:`orchestrator.workflow.events`).
+
+        Options: ``store`` (default: the configured store), ``cache`` (default True),
+        ``seed`` (run seed; seeded tools derive a per-node seed from it), ``run_id``,
+        ``max_workers`` (threads for blocking tools), ``cancel`` (a ``threading.Event``
+        that cancels the run), ``on_event`` (a callback for every event).
+        """
+        async for item in self._astream(inputs, **options):
+            if not isinstance(item, RunResult):
+                yield item
+
+    def stream(self, inputs: dict[str, Any] | None = None, **options: Any) -> Iterator[Any]:
+        """Blocking iterator over the run's events."""
+        collected: list[Any] = []
+        self.run(inputs, on_event=collected.append, **options)
+        yield from collected
+
+    async def _astream(
+        self,
+        inputs: dict[str, Any] | None,
+        *,
+        store: ArtifactStore | None = None,
+        cache: bool = True,
+        seed: int | None = None,
+        run_id: str | None = None,
+        max_workers: int | None = None,
+        cancel: threading.Event | None = None,
+        on_event: Callable[[Any], None] | None = None,
+        profile: Any = None,
+    ) -> AsyncIterator[Any]:
+        store = store or open_store(self.settings)
+        run_id = run_id or uuid.uuid4().hex
+        started = time.perf_counter()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        seq = 0
+        log: list[Any] = []
+        seq_lock = threading.Lock()
+        loop = asyncio.get_running_loop()
+
+        def emit(event: Any) -> None:
+            nonlocal seq
+            with seq_lock:
+                seq += 1
+                event.seq = seq
+            log.append(event)
+            if on_event is not None:
+                on_event(event)
+            if threading.get_ident() == loop_thread:
+                queue.put_nowait(event)
+            else:
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        loop_thread = threading.get_ident()
+        refs = self._coerce_inputs(inputs or {}, store)  # raises before any node runs
+        models, prof = _runtime(profile)
+        executor = ThreadPoolExecutor(max_workers or self.settings.max_workers, thread_name_prefix=f"orch-{run_id[:6]}")
+        rc = _RunContext(
+            run_id=run_id, store=store, cache=cache, seed=seed, emit=emit, loop=loop, executor=executor,
+            cancel=cancel or threading.Event(), models=models, profile=prof, settings=self.settings, results={},
+        )
+        emit(ev.RunStarted(run_id=run_id, workflow=self.name, nodes=list(self.plan.order)))
+        config = {"configurable": {"orchestrator_run": rc}, "recursion_limit": len(self.plan.nodes) + 10}
+        store.pin(run_id, [r for v in refs.values() for r in (v if isinstance(v, list) else [v])])
+        task = asyncio.create_task(self.graph.ainvoke({"inputs": refs}, config))
+        error: BaseException | None = None
+        try:
+            while True:
+                getter = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                    continue
+                getter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await getter
+                break
+            try:
+                task.result()
+            except BaseException as exc:  # noqa: BLE001 - reported as run_failed
+                error = exc
+            while not queue.empty():
+                yield queue.get_nowait()
+        finally:
+            if not task.done():
+                rc.cancel.set()
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            executor.shutdown(wait=False, cancel_futures=True)
+            store.unpin(run_id)
+        result = self._finish(rc, started, error)
+        emit(_final_event(result))
+        while not queue.empty():
+            yield queue.get_nowait()
+        result.events = log
+        yield result
+
+    def _finish(self, rc: _RunContext, started: float, error: BaseException | None) -> RunResult:
+        outputs: dict[str, ArtifactRef] = {}
+        errors: dict[str, str] = {}
+        for name, src in self.plan.outputs.items():
+            if src.node is None:
+                errors[name] = "outputs that pass a workflow input through are not supported"
+                continue
+            res = rc.results.get(src.node)
+            if res is not None and src.name in res.outputs:
+                outputs[name] = res.outputs[src.name]
+            elif res is not None:
+                errors[name] = f"node {src.node!r} {res.status}: {res.error or 'no output ' + src.name}"
+            else:
+                errors[name] = f"node {src.node!r} did not run"
+        for node_id, res in rc.results.items():
+            if res.status == "failed":
+                errors.setdefault(node_id, res.error or "failed")
+        if error is not None:
+            errors["<run>"] = f"{type(error).__name__}: {error}"
+        if rc.cancel.is_set() and len(outputs) < len(self.plan.outputs):
+            status = "cancelled"
+        elif error is not None or not outputs:
+            status = "failed"
+        elif len(outputs) < len(self.plan.outputs) or any(r.status == "failed" for r in rc.results.values()):
+            status = "partial"
+        else:
+            status = "succeeded"
+        return RunResult(
+            run_id=rc.run_id, status=status, outputs=outputs, errors=errors, nodes=dict(rc.results),
+            seconds=time.perf_counter() - started, store=rc.store,
+        )
+
+    # -------------------------------------------------- inputs
+    def _coerce_inputs(self, inputs: dict[str, Any], store: ArtifactStore) -> dict[str, Any]:
+        problems = []
+        unknown = sorted(set(inputs) - set(self.plan.inputs))
+        if unknown:
+            problems.append(f"unknown input(s) {unknown}; the workflow takes {sorted(self.plan.inputs)}")
+        refs: dict[str, Any] = {}
+        for name, decl in self.plan.inputs.items():
+            if name not in inputs or inputs[name] is None:
+                if not decl.optional:
+                    problems.append(f"input {name!r} ({decl.modality.value}) is missing")
+                continue
+            try:
+                refs[name] = coerce_input(inputs[name], decl.modality, store)
+            except (ArtifactError, WorkflowInputError) as exc:
+                problems.append(f"input {name!r}: {exc}")
+        if problems:
+            raise WorkflowInputError("; ".join(problems), workflow=self.name)
+        return refs
+
+def coerce_input(value: Any, modality: Modality, store: ArtifactStore) -> ArtifactRef:
+    """Turn a Python object, a file path or a ref/id into a stored ref of ``modality``."""
+    if isinstance(value, ArtifactRef) or (isinstance(value, str) and value.startswith("sha256:")):
+        ref = store.stat(value)
+    elif isinstance(value, Path) or (isinstance(value, str) and modality is not Modality.TEXT):
+        path = Path(value)
+        if not path.is_file():
+            raise WorkflowInputError(f"{str(value)[:200]!r} is not a file, an artifact id, or a {modality.value} object")
+        ref = store.put(path.read_bytes(), modality=modality)
+    elif isinstance(value, (bytes, bytearray)):
+        ref = store.put(bytes(value), modality=modality)
+    else:
+        ref = store.put(value, modality=modality)
+    if ref.modality is not modality:
+        raise WorkflowInputError(f"expected {modality.value}, got a {ref.modality.value} artifact ({ref.id[:19]}…)")
+    return ref
+
+def _final_event(result: RunResult) -> Any:
+    if result.status in ("succeeded", "partial"):
+        return ev.RunFinished(
+            run_id=result.run_id, status=result.status, outputs=result.outputs, errors=result.errors, seconds=result.seconds
+        )
+    return ev.RunFailed(
+        run_id=result.run_id, status="cancelled" if result.status == "cancelled" else "failed",
+        error={"message": "; ".join(f"{k}: {v}" for k, v in result.errors.items()) or result.status},
+        errors=result.errors, seconds=result.seconds,
+    )
+
+def _runtime(profile: Any) -> tuple[Any, Any]:
+    """The model manager and profile, when the model runtime is available."""
+    try:
+        from orchestrator import runtime
+
+        models = runtime.get_model_manager()
+        if profile is None or isinstance(profile, str):
+            profile = runtime.get_profile(profile)
+    except (ImportError, AttributeError):
+        return None, profile
+    return models, profile
+
+def _default_context(compiled: CompiledWorkflow) -> _RunContext:
+    models, prof = _runtime(None)
+    return _RunContext(
+        run_id=uuid.uuid4().hex, store=open_store(compiled.settings), cache=True, seed=None, emit=lambda e: None,
+        loop=asyncio.get_running_loop(), executor=ThreadPoolExecutor(compiled.settings.max_workers),
+        cancel=threading.Event(), models=models, profile=prof, settings=compiled.settings, results={},
+    )
+
+# ------------------------------------------------------------------ one node
+
+def _effective_seed(node: ResolvedNode, run_seed: int | None) -> tuple[int | None, bool]:
+    """(seed to use, whether it is fixed). Unseeded tools get ``None``."""
+    if not node.tool.spec.seeded:
+        return None, True
+    param_seed = getattr(node.params, "seed", None)
+    if node.seed is not None:
+        return node.seed, True
+    if param_seed is not None:
+        return int(param_seed), True
+    if run_seed is not None:
+        digest = hashlib.sha256(f"{run_seed}:{node.id}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF, True
+    return random.SystemRandom().randrange(2**31), False
+
+def cache_key(node: ResolvedNode, seed: int | None, input_ids: dict[str, Any]) -> str:
+    """Content address of a node's result: tool, version, params, seed and input artifact ids."""
+    doc = {
+        "tool": node.tool.name,
+        "version": node.tool.spec.version,
+        "params": node.params.model_dump(mode="json"),
+        "seed": seed,
+        "inputs": input_ids,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) -> dict[str, Any]:
+    statuses = state.get("status", {})
+    errs = state.get("errors", {})
+
+    def finish(status: str, outputs: dict[str, ArtifactRef] | None = None, error: str | None = None,
+               seconds: float = 0.0) -> dict[str, Any]:
+        rc.results[node.id] = NodeResult(status=status, outputs=outputs or {}, error=error, seconds=seconds)
+        update: dict[str, Any] = {"status": {node.id: status}, "refs": {node.id: outputs or {}}}
+        if error:
+            update["errors"] = {node.id: error}
+        return update
+
+    # 1. upstream failures and cancellation skip the node
+    bad = sorted(d for d in node.deps if statuses.get(d) not in ("succeeded", "cached"))
+    if bad:
+        reason = f"upstream node {bad[0]!r} {statuses.get(bad[0], 'did not run')}" + (
+            f": {errs[bad[0]]}" if bad[0] in errs else ""
+        )
+        rc.emit(ev.NodeSkipped(run_id=rc.run_id, node=node.id, reason=reason))
+        return finish("skipped", error=reason)
+    if rc.cancel.is_set():
+        rc.emit(ev.NodeSkipped(run_id=rc.run_id, node=node.id, reason="run cancelled"))
+        return finish("cancelled", error="run cancelled")
+
+    # 2. resolve input refs
+    refs: dict[str, Any] = {}
+    all_refs = state.get("refs", {})
+    inputs_state = state.get("inputs", {})
+    for port_name, sources in node.bindings.items():
+        port = node.tool.spec.input(port_name)
+        found = [inputs_state[s.name] if s.node is None else all_refs[s.node][s.name] for s in sources
+                 if (s.node is None and s.name in inputs_state) or (s.node is not None and s.name in all_refs.get(s.node, {}))]
+        if port is not None and port.many:
+            refs[port_name] = found
+        elif found:
+            refs[port_name] = found[0]
+    seed, fixed = _effective_seed(node, rc.seed)
+    input_ids = {k: [r.id for r in v] if isinstance(v, list) else v.id for k, v in refs.items()}
+
+    # 3. cache lookup
+    cacheable = rc.cache and node.tool.spec.cacheable and fixed
+    key = cache_key(node, seed, input_ids) if cacheable else None
+    if key is not None:
+        hit = await asyncio.to_thread(_cache_lookup, rc.store, key)
+        if hit is not None:
+            rc.store.pin(rc.run_id, hit.values())
+            rc.emit(ev.NodeCached(run_id=rc.run_id, node=node.id, outputs=hit))
+            return finish("cached", hit)
+
+    # 4. run with retries and timeout
+    attempts = node.retries + 1
+    started = time.perf_counter()
+    last_error: BaseException | None = None
+    for attempt in range(1, attempts + 1):
+        if rc.cancel.is_set():
+            break
+        rc.emit(ev.NodeStarted(run_id=rc.run_id, node=node.id, tool=node.tool.name, attempt=attempt))
+        try:
+            outputs = await _call_tool(node, refs, seed, rc)
+            stored = await asyncio.to_thread(_store_outputs, node, outputs, seed, input_ids, rc)
+        except asyncio.CancelledError:
+            rc.emit(ev.NodeFailed(run_id=rc.run_id, node=node.id, error={"type": "RunCancelled", "message": "cancelled"}))
+            return finish("cancelled", error="run cancelled")
+        except Exception as exc:  # noqa: BLE001 - isolated: only dependents fail
+            last_error = exc
+            logger.info("node %s attempt %d/%d failed: %s", node.id, attempt, attempts, exc)
+            if attempt < attempts and node.retry_delay:
+                await asyncio.sleep(node.retry_delay * 2 ** (attempt - 1))
+            continue
+        seconds = time.perf_counter() - started
+        if key is not None:
+            await asyncio.to_thread(rc.store.put_record, CACHE_NAMESPACE, key, {k: r.id for k, r in stored.items()})
+        rc.emit(ev.NodeFinished(run_id=rc.run_id, node=node.id, outputs=stored, seconds=seconds))
+        return finish("succeeded", stored, seconds=seconds)
+
+    if last_error is None:
+        rc.emit(ev.NodeSkipped(run_id=rc.run_id, node=node.id, reason="run cancelled"))
+        return finish("cancelled", error="run cancelled")
+    info = _error_info(last_error, node)
+    rc.emit(ev.NodeFailed(run_id=rc.run_id, node=node.id, error=info, attempts=attempts))
+    return finish("failed", error=info["message"], seconds=time.perf_counter() - started)
+
+def _error_info(exc: BaseException, node: ResolvedNode) -> dict[str, Any]:
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return {"type": "NodeTimeout", "message": f"timed out after {node.timeout}s", "node": node.id}
+    if isinstance(exc, OrchestratorError):
+        return {**exc.to_dict(), "node": node.id}
+    return {"type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}", "node": node.id}
+
+async def _call_tool(node: ResolvedNode, refs: dict[str, Any], seed: int | None, rc: _RunContext) -> dict[str, Any]:
+    store = rc.store
+    decoded: dict[str, Any] = {}
+    for port, value in refs.items():
+        decoded[port] = [await store.aload(r) for r in value] if isinstance(value, list) else await store.aload(value)
+
+    def on_progress(step: int, total: int, message: str | None) -> None:
+        rc.emit(ev.NodeProgress(run_id=rc.run_id, node=node.id, step=step, total=total, message=message))
+
+    ctx = ToolContext(
+        node=node.id, seed=seed, models=rc.models, profile=rc.profile, settings=rc.settings, store=store,
+        on_progress=on_progress, cancel_event=rc.cancel,
+    )
+    t = node.tool
+    kwargs = t._kwargs(decoded, node.params, ctx)
+    if t.is_async:
+        call = asyncio.ensure_future(t.fn(**kwargs))
+    else:
+        call = rc.loop.run_in_executor(rc.executor, lambda: t.fn(**kwargs))
+    cancel_wait = asyncio.ensure_future(_wait_event(rc.cancel))
+    try:
+        done, _ = await asyncio.wait({call, cancel_wait}, timeout=node.timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        cancel_wait.cancel()
+    if call not in done:
+        call.cancel()
+        if cancel_wait in done:
+            raise asyncio.CancelledError
+        raise asyncio.TimeoutError
+    return t._outputs(call.result())
+
+async def _wait_event(event: threading.Event) -> None:
+    while not event.is_set():
+        await asyncio.sleep(0.02)
+
+def _store_outputs(
+    node: ResolvedNode, outputs: dict[str, Any], seed: int | None, input_ids: dict[str, Any], rc: _RunContext
+) -> dict[str, ArtifactRef]:
+    stored: dict[str, ArtifactRef] = {}
+    provenance = Provenance(
+        tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id, seed=seed,
+        params=node.params.model_dump(mode="json"), inputs=input_ids,
+        model=getattr(node.params, "model", None),
+    )
+    for port_name, value in outputs.items():
+        port = node.tool.spec.output(port_name)
+        assert port is not None
+        if isinstance(value, ArtifactRef):
+            ref = value
+        else:
+            try:
+                ref = rc.store.put(value, modality=port.modality, provenance=provenance)
+            except ArtifactError as exc:
+                raise ToolError(f"output {port_name!r} could not be stored: {exc}", tool=node.tool.name) from exc
+        if ref.modality is not port.modality:
+            raise ToolError(f"output {port_name!r} is {ref.modality.value}, declared {port.modality.value}", tool=node.tool.name)
+        stored[port_name] = ref
+    rc.store.pin(rc.run_id, stored.values())
+    return stored
+
+def _cache_lookup(store: ArtifactStore, key: str) -> dict[str, ArtifactRef] | None:
+    record = store.get_record(CACHE_NAMESPACE, key)
+    if not record:
+        return None
+    try:
+        return {port: store.stat(artifact_id) for port, artifact_id in record.items()}
+    except ArtifactError:  # an output expired or was deleted: run again
+        return None
+

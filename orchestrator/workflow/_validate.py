@@ -1,0 +1,241 @@
+"""Compile-time checks: flatten nested workflows, resolve tools, bind ports, find cycles.
+
+Every problem is collected (with the node and port it concerns) and raised at
+once as one :class:`~orchestrator.errors.WorkflowValidationError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.artifacts import Modality
+from orchestrator.errors import ToolNotFound, WorkflowValidationError
+from orchestrator.registry import ToolRegistry
+from orchestrator.tool import Tool
+
+from ._builder import InputDecl, NodeDecl, Workflow
+
+__all__ = ["Plan", "ResolvedNode", "Source", "resolve"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a port's artifact comes from: a workflow input, or a node's output port."""
+
+    node: str | None  # None: a workflow input
+    name: str  # the input name, or the node's output port
+
+    def __str__(self) -> str:
+        return self.name if self.node is None else f"{self.node}.{self.name}"
+
+
+@dataclass
+class ResolvedNode:
+    id: str
+    tool: Tool
+    params: BaseModel
+    bindings: dict[str, list[Source]]
+    seed: int | None = None
+    retries: int = 0
+    retry_delay: float = 0.0
+    timeout: float | None = None
+    deps: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Plan:
+    """A validated, flattened workflow in dependency order."""
+
+    name: str
+    inputs: dict[str, InputDecl]
+    nodes: dict[str, ResolvedNode]
+    outputs: dict[str, Source]
+    order: list[str]
+
+
+@dataclass
+class _Flat:
+    id: str
+    decl: NodeDecl
+    inputs: dict[str, list[str]]
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _flatten(
+    wf: Workflow, prefix: str, input_map: dict[str, list[str]] | None, problems: list[str], depth: int = 0
+) -> tuple[list[_Flat], dict[str, str]]:
+    """Inline nested workflows. Returns the flat nodes and this workflow's output -> source map."""
+    if depth > 16:
+        problems.append(f"{prefix or wf.name}: workflows nested more than 16 deep (a workflow that contains itself?)")
+        return [], {}
+    local_ids = {n.id for n in wf.nodes}
+    input_names = {i.name for i in wf.inputs}
+
+    def rewrite(src: str) -> list[str]:
+        node_id, dot, port = src.partition(".")
+        if dot and node_id in local_ids:
+            return [f"{prefix}{node_id}.{port}"]
+        if not dot and input_map is not None and src in input_names:
+            return input_map.get(src, [])
+        return [src] if input_map is None else [f"{prefix}{src}"]
+
+    flat: list[_Flat] = []
+    sub_outputs: dict[str, dict[str, str]] = {}
+    for node in wf.nodes:
+        bound = {port: [s for src in _as_list(v) for s in rewrite(src)] for port, v in node.inputs.items()}
+        if node.tool.startswith("workflow:"):
+            key = node.tool.split(":", 1)[1]
+            sub = wf.subworkflows.get(key)
+            if sub is None:
+                problems.append(f"node {prefix}{node.id!s}: unknown subworkflow {key!r}")
+                continue
+            unknown = sorted(set(bound) - {i.name for i in sub.inputs})
+            for port in unknown:
+                problems.append(f"node {prefix}{node.id}: subworkflow {sub.name!r} has no input {port!r}")
+            inner, outs = _flatten(sub, f"{prefix}{node.id}/", bound, problems, depth + 1)
+            for i in sub.inputs:
+                if i.name not in bound and not i.optional:
+                    problems.append(f"node {prefix}{node.id}: required input {i.name!r} of subworkflow {sub.name!r} is unbound")
+            flat.extend(inner)
+            sub_outputs[node.id] = outs
+        else:
+            flat.append(_Flat(f"{prefix}{node.id}", node, bound))
+    # references to a subworkflow node's outputs point at the inner producer
+    def through(src: str) -> str:
+        head, dot, port = src.partition(".")
+        for sub_id, outs in sub_outputs.items():
+            if dot and head == f"{prefix}{sub_id}" and port in outs:
+                return outs[port]
+        return src
+
+    for f in flat:
+        f.inputs = {p: [through(s) for s in srcs] for p, srcs in f.inputs.items()}
+    outputs = {o.name: through(rewrite(o.source)[0] if rewrite(o.source) else o.source) for o in wf.outputs}
+    return flat, outputs
+
+
+def resolve(wf: Workflow, registry: ToolRegistry) -> Plan:
+    """Validate ``wf`` against ``registry``; return a :class:`Plan` or raise listing every problem."""
+    problems: list[str] = []
+    inputs: dict[str, InputDecl] = {}
+    for decl in wf.inputs:
+        if decl.name in inputs:
+            problems.append(f"input {decl.name!r} is declared twice")
+        inputs[decl.name] = decl
+    flat, out_sources = _flatten(wf, "", None, problems)
+
+    seen: set[str] = set()
+    for f in flat:
+        if f.id in seen:
+            problems.append(f"node {f.id!r} is declared twice")
+        if f.id in inputs:
+            problems.append(f"node {f.id!r} has the same name as a workflow input")
+        seen.add(f.id)
+
+    tools: dict[str, Tool] = {}
+    nodes: dict[str, ResolvedNode] = {}
+    for f in flat:
+        try:
+            tools[f.id] = registry.get(f.decl.tool)
+        except ToolNotFound:
+            problems.append(f"node {f.id!r}: unknown tool {f.decl.tool!r}")
+    for f in flat:
+        t = tools.get(f.id)
+        if t is None:
+            continue
+        try:
+            params = t.validate_params(f.decl.params)
+        except ValidationError as exc:
+            for e in exc.errors():
+                loc = ".".join(str(p) for p in e["loc"]) or "<params>"
+                problems.append(f"node {f.id!r}: param {loc!r} of tool {t.name!r}: {e['msg']}")
+            continue
+        bindings: dict[str, list[Source]] = {}
+        for port_name, srcs in f.inputs.items():
+            port = t.spec.input(port_name)
+            if port is None:
+                problems.append(f"node {f.id!r}: tool {t.name!r} has no input port {port_name!r} (ports: {[p.name for p in t.spec.inputs]})")
+                continue
+            if len(srcs) > 1 and not port.many:
+                problems.append(f"node {f.id!r}: port {port_name!r} takes one source, got {len(srcs)} ({', '.join(srcs)})")
+            resolved = []
+            for src in srcs:
+                source, modality = _source(src, inputs, tools, problems, f"node {f.id!r} port {port_name!r}")
+                if source is None:
+                    continue
+                if modality is not None and modality is not port.modality:
+                    problems.append(
+                        f"node {f.id!r}: port {port_name!r} expects {port.modality.value} but {src!r} gives {modality.value}"
+                    )
+                resolved.append(source)
+            bindings[port_name] = resolved
+        for port in t.spec.inputs:
+            if not port.optional and port.name not in f.inputs:
+                problems.append(f"node {f.id!r}: required input port {port.name!r} ({port.modality.value}) is unbound")
+        nodes[f.id] = ResolvedNode(
+            id=f.id, tool=t, params=params, bindings=bindings, seed=f.decl.seed, retries=f.decl.retries,
+            retry_delay=f.decl.retry_delay, timeout=f.decl.timeout,
+            deps={s.node for srcs in bindings.values() for s in srcs if s.node is not None},
+        )
+
+    outputs: dict[str, Source] = {}
+    for name, src in out_sources.items():
+        source, _ = _source(src, {} if "." in src else inputs, tools, problems, f"output {name!r}")
+        if source is not None:
+            outputs[name] = source
+    if not wf.outputs:
+        problems.append("the workflow declares no outputs (add_output)")
+
+    order = _toposort(nodes, problems)
+    if problems:
+        raise WorkflowValidationError(problems, workflow=wf.name)
+    return Plan(name=wf.name, inputs=inputs, nodes=nodes, outputs=outputs, order=order)
+
+
+def _source(
+    src: str, inputs: dict[str, InputDecl], tools: dict[str, Tool], problems: list[str], where: str
+) -> tuple[Source | None, Modality | None]:
+    node_id, dot, port = src.rpartition(".")[0], ".", src.rpartition(".")[2]
+    if "." not in src:
+        decl = inputs.get(src)
+        if decl is None:
+            problems.append(f"{where}: {src!r} is neither a workflow input nor 'node.port'")
+            return None, None
+        return Source(None, src), decl.modality
+    if node_id not in tools:
+        problems.append(f"{where}: source {src!r} names a missing node {node_id!r}")
+        return None, None
+    out = tools[node_id].spec.output(port)
+    if out is None:
+        names = [p.name for p in tools[node_id].spec.outputs]
+        problems.append(f"{where}: node {node_id!r} has no output port {port!r} (outputs: {names})")
+        return None, None
+    return Source(node_id, port), out.modality
+
+
+def _toposort(nodes: dict[str, ResolvedNode], problems: list[str]) -> list[str]:
+    indegree = {n: len(r.deps & nodes.keys()) for n, r in nodes.items()}
+    order = [n for n, d in indegree.items() if d == 0]
+    i = 0
+    while i < len(order):
+        current = order[i]
+        i += 1
+        for n, r in nodes.items():
+            if current in r.deps:
+                indegree[n] -= 1
+                if indegree[n] == 0:
+                    order.append(n)
+    if len(order) < len(nodes):
+        cyclic = sorted(set(nodes) - set(order))
+        problems.append(f"cycle among nodes {cyclic}")
+    return order
+
+
+def describe_inputs(plan: Plan) -> dict[str, Any]:
+    return {k: v.modality.value for k, v in plan.inputs.items()}

@@ -1,0 +1,103 @@
+"""Typed run events, the same for a hand-written workflow, an agent plan and a chat span.
+
+Every event carries ``type``, ``run_id``, ``seq`` (1-based, in emission order),
+``ts`` (UNIX seconds) and, for node events, ``node``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from orchestrator.artifacts import ArtifactRef
+
+__all__ = [
+    "Event",
+    "NodeCached",
+    "NodeFailed",
+    "NodeFinished",
+    "NodeProgress",
+    "NodeSkipped",
+    "NodeStarted",
+    "RunFailed",
+    "RunFinished",
+    "RunStarted",
+    "event_adapter",
+]
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    run_id: str
+    seq: int = 0
+    ts: float = Field(default_factory=time.time)
+    node: str | None = None
+
+
+class RunStarted(_Base):
+    type: Literal["run_started"] = "run_started"
+    workflow: str
+    nodes: list[str]
+
+
+class NodeStarted(_Base):
+    type: Literal["node_started"] = "node_started"
+    tool: str
+    attempt: int = 1
+
+
+class NodeProgress(_Base):
+    type: Literal["node_progress"] = "node_progress"
+    step: int
+    total: int
+    message: str | None = None
+
+
+class NodeCached(_Base):
+    type: Literal["node_cached"] = "node_cached"
+    outputs: dict[str, ArtifactRef]
+
+
+class NodeFinished(_Base):
+    type: Literal["node_finished"] = "node_finished"
+    outputs: dict[str, ArtifactRef]
+    seconds: float
+
+
+class NodeFailed(_Base):
+    type: Literal["node_failed"] = "node_failed"
+    error: dict[str, Any]
+    attempts: int = 1
+
+
+class NodeSkipped(_Base):
+    type: Literal["node_skipped"] = "node_skipped"
+    reason: str
+
+
+class RunFinished(_Base):
+    type: Literal["run_finished"] = "run_finished"
+    status: Literal["succeeded", "partial"]
+    outputs: dict[str, ArtifactRef]
+    errors: dict[str, str] = Field(default_factory=dict)
+    seconds: float
+
+
+class RunFailed(_Base):
+    type: Literal["run_failed"] = "run_failed"
+    status: Literal["failed", "cancelled"] = "failed"
+    error: dict[str, Any]
+    errors: dict[str, str] = Field(default_factory=dict)
+    seconds: float
+
+
+Event = Annotated[
+    RunStarted | NodeStarted | NodeProgress | NodeCached | NodeFinished | NodeFailed | NodeSkipped | RunFinished | RunFailed,
+    Field(discriminator="type"),
+]
+
+event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+"""Parse an event back from JSON: ``event_adapter.validate_python(doc)``."""
