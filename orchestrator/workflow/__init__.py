@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from . import events
 from ._builder import InputDecl, NodeDecl, OutputDecl, Workflow, WorkflowDoc
-from ._engine import CompiledWorkflow, NodeResult, RunResult, cache_key, coerce_input
+from ._engine import CompiledWorkflow, GraphState, NodeResult, RunResult, cache_key, coerce_input
 
 __all__ = [
     "CompiledWorkflow",
+    "GraphState",
     "InputDecl",
     "NodeDecl",
     "NodeResult",

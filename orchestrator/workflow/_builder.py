@@ -208,8 +208,11 @@ class Workflow:
 
     @staticmethod
     def json_schema() -> dict[str, Any]:
-        """The published JSON Schema of workflow documents."""
-        return WorkflowDoc.model_json_schema()
+        """The published JSON Schema of workflow documents (draft 2020-12)."""
+        schema = WorkflowDoc.model_json_schema()
+        defs = schema.get("$defs", {})
+        root = defs.get("WorkflowDoc", schema)  # the model is recursive (subworkflows): hoist its definition
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema", **root, "$defs": defs}
 
 
 def _where(err: Any) -> str:

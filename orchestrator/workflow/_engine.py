@@ -122,6 +122,8 @@ class _RunContext:
     profile: Any
     settings: Any
     results: dict[str, NodeResult]
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set on the loop when ``cancel`` is set (by a watcher task), so nodes can await it."""
 
 class CompiledWorkflow:
     """A validated workflow, ready to run; ``graph`` is the compiled LangGraph graph."""
@@ -169,6 +171,17 @@ class CompiledWorkflow:
 
         run_node.__name__ = f"node_{node.id}"
         return run_node
+
+    def langgraph_config(self, *, store: ArtifactStore | None = None, cache: bool = True,
+                         seed: int | None = None) -> dict[str, Any]:
+        """A LangGraph config for running :attr:`graph` embedded in another graph.
+
+        Without it the embedded graph uses the configured store, cache on, no seed.
+        Its state keys are ``inputs`` (name -> ArtifactRef), ``refs``, ``status``, ``errors``.
+        """
+        rc = _default_context(self)
+        rc.store, rc.cache, rc.seed = store or rc.store, cache, seed
+        return {"configurable": {"orchestrator_run": rc}, "recursion_limit": len(self.plan.nodes) + 10}
 
     # -------------------------------------------------- running
     def run(self, inputs: dict[str, Any] | None = None, **options: Any) -> RunResult:
@@ -255,6 +268,7 @@ class CompiledWorkflow:
         config = {"configurable": {"orchestrator_run": rc}, "recursion_limit": len(self.plan.nodes) + 10}
         store.pin(run_id, [r for v in refs.values() for r in (v if isinstance(v, list) else [v])])
         task = asyncio.create_task(self.graph.ainvoke({"inputs": refs}, config))
+        watcher = asyncio.create_task(_watch_cancel(rc))
         error: BaseException | None = None
         try:
             while True:
@@ -274,6 +288,7 @@ class CompiledWorkflow:
             while not queue.empty():
                 yield queue.get_nowait()
         finally:
+            watcher.cancel()
             if not task.done():
                 rc.cancel.set()
                 task.cancel()
@@ -356,6 +371,13 @@ def coerce_input(value: Any, modality: Modality, store: ArtifactStore) -> Artifa
     if ref.modality is not modality:
         raise WorkflowInputError(f"expected {modality.value}, got a {ref.modality.value} artifact ({ref.id[:19]}…)")
     return ref
+
+async def _watch_cancel(rc: _RunContext) -> None:
+    """Mirror the thread-safe cancel flag into the loop's event."""
+    while not rc.cancel.is_set():
+        await asyncio.sleep(0.02)
+    rc.cancelled.set()
+
 
 def _final_event(result: RunResult) -> Any:
     if result.status in ("succeeded", "partial"):
@@ -473,8 +495,7 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
             break
         rc.emit(ev.NodeStarted(run_id=rc.run_id, node=node.id, tool=node.tool.name, attempt=attempt))
         try:
-            outputs = await _call_tool(node, refs, seed, rc)
-            stored = await asyncio.to_thread(_store_outputs, node, outputs, seed, input_ids, rc)
+            stored = await _call_tool(node, refs, seed, input_ids, rc)
         except asyncio.CancelledError:
             rc.emit(ev.NodeFailed(run_id=rc.run_id, node=node.id, error={"type": "RunCancelled", "message": "cancelled"}))
             return finish("cancelled", error="run cancelled")
@@ -504,7 +525,11 @@ def _error_info(exc: BaseException, node: ResolvedNode) -> dict[str, Any]:
         return {**exc.to_dict(), "node": node.id}
     return {"type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}", "node": node.id}
 
-async def _call_tool(node: ResolvedNode, refs: dict[str, Any], seed: int | None, rc: _RunContext) -> dict[str, Any]:
+async def _call_tool(
+    node: ResolvedNode, refs: dict[str, Any], seed: int | None, input_ids: dict[str, Any], rc: _RunContext
+) -> dict[str, ArtifactRef]:
+    """Load inputs, run the tool, store its outputs. A blocking tool and the storing of
+    its outputs share one trip to the thread pool."""
     store = rc.store
     decoded: dict[str, Any] = {}
     for port, value in refs.items():
@@ -520,10 +545,17 @@ async def _call_tool(node: ResolvedNode, refs: dict[str, Any], seed: int | None,
     t = node.tool
     kwargs = t._kwargs(decoded, node.params, ctx)
     if t.is_async:
-        call = asyncio.ensure_future(t.fn(**kwargs))
+
+        async def call_async() -> dict[str, ArtifactRef]:
+            outputs = t._outputs(await t.fn(**kwargs))
+            return await asyncio.to_thread(_store_outputs, node, outputs, seed, input_ids, rc)
+
+        call = asyncio.ensure_future(call_async())
     else:
-        call = rc.loop.run_in_executor(rc.executor, lambda: t.fn(**kwargs))
-    cancel_wait = asyncio.ensure_future(_wait_event(rc.cancel))
+        call = rc.loop.run_in_executor(
+            rc.executor, lambda: _store_outputs(node, t._outputs(t.fn(**kwargs)), seed, input_ids, rc)
+        )
+    cancel_wait = asyncio.ensure_future(rc.cancelled.wait())
     try:
         done, _ = await asyncio.wait({call, cancel_wait}, timeout=node.timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -533,11 +565,8 @@ async def _call_tool(node: ResolvedNode, refs: dict[str, Any], seed: int | None,
         if cancel_wait in done:
             raise asyncio.CancelledError
         raise asyncio.TimeoutError
-    return t._outputs(call.result())
+    return call.result()
 
-async def _wait_event(event: threading.Event) -> None:
-    while not event.is_set():
-        await asyncio.sleep(0.02)
 
 def _store_outputs(
     node: ResolvedNode, outputs: dict[str, Any], seed: int | None, input_ids: dict[str, Any], rc: _RunContext

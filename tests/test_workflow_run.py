@@ -1,0 +1,269 @@
+"""Running workflows: concurrency, failure isolation, retries, timeouts, cancellation,
+cache, events, inputs — against both artifact stores."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from langgraph.graph import END, START, StateGraph
+
+from orchestrator import Audio
+from orchestrator.errors import WorkflowError, WorkflowInputError
+from orchestrator.workflow import Workflow
+from orchestrator.workflow._engine import GraphState
+
+import workflow_tools
+from workflow_tools import registry
+
+
+def branches(delay: float, tool: str = "t.upper") -> Workflow:
+    return (
+        Workflow("branches")
+        .add_input("text", "text")
+        .add_node("left", tool, {"delay": delay, "suffix": "<"}, inputs={"text": "text"})
+        .add_node("right", tool, {"delay": delay, "suffix": ">"}, inputs={"text": "text"})
+        .add_node("both", "t.join")
+        .connect("left.text", "both.texts")
+        .connect("right.text", "both.texts")
+        .add_output("joined", "both.text")
+    )
+
+
+@pytest.mark.parametrize("tool", ["t.upper", "t.aupper"])
+def test_independent_branches_run_concurrently(store, tool):
+    compiled = branches(0.4, tool).compile(registry=registry)
+    started = time.perf_counter()
+    result = compiled.run({"text": "hi"}, store=store, cache=False)
+    elapsed = time.perf_counter() - started
+    assert result.status == "succeeded"
+    assert result.load("joined") == "HI< + HI>"
+    assert elapsed < 0.75, f"two 0.4 s branches took {elapsed:.2f}s: not concurrent"
+
+
+def test_failed_node_fails_only_its_dependents(store):
+    wf = (
+        Workflow("isolation")
+        .add_input("text", "text")
+        .add_node("bad", "t.fail", inputs={"text": "text"})
+        .add_node("after_bad", "t.upper", inputs={"text": "bad.text"})
+        .add_node("good", "t.upper", {"delay": 0.1}, inputs={"text": "text"})
+        .add_node("after_good", "t.upper", inputs={"text": "good.text"})
+        .add_output("bad_out", "after_bad.text")
+        .add_output("good_out", "after_good.text")
+    )
+    result = wf.compile(registry=registry).run({"text": "x"}, store=store, cache=False)
+    assert result.status == "partial"
+    assert result.load("good_out") == "X!!"
+    assert "bad_out" not in result.outputs
+    assert "upstream node 'bad' failed" in result.errors["bad_out"]
+    assert "cannot handle 'x'" in result.errors["bad"]
+    assert result.nodes["after_bad"].status == "skipped"
+    with pytest.raises(WorkflowError, match="output 'bad_out' does not exist"):
+        result.load("bad_out")
+    types = [(e.type, e.node) for e in result.events]
+    assert ("node_failed", "bad") in types and ("node_skipped", "after_bad") in types
+
+
+def test_retries_then_success_and_exhaustion(store):
+    key = f"k{time.time_ns()}"
+    ok = Workflow("r").add_input("t", "text").add_node("f", "t.flaky", {"key": key, "failures": 2}, inputs={"text": "t"}, retries=2).add_output("o", "f.text")
+    result = ok.compile(registry=registry).run({"t": "v"}, store=store, cache=False)
+    assert result.load("o") == "v (after 2 failures)"
+    assert [e.attempt for e in result.events if e.type == "node_started"] == [1, 2, 3]
+
+    key2 = key + "b"
+    bad = Workflow("r").add_input("t", "text").add_node("f", "t.flaky", {"key": key2, "failures": 5}, inputs={"text": "t"}, retries=1).add_output("o", "f.text")
+    result = bad.compile(registry=registry).run({"t": "v"}, store=store, cache=False)
+    assert result.status == "failed"
+    failed = [e for e in result.events if e.type == "node_failed"][0]
+    assert failed.attempts == 2 and "transient failure 2" in failed.error["message"]
+
+
+def test_timeout_fails_the_node(store):
+    wf = Workflow("t").add_input("t", "text").add_node("s", "t.sleep_async", {"seconds": 5}, inputs={"text": "t"}, timeout=0.2).add_output("o", "s.text")
+    started = time.perf_counter()
+    result = wf.compile(registry=registry).run({"t": "v"}, store=store, cache=False)
+    assert time.perf_counter() - started < 2
+    assert result.status == "failed" and "timed out after 0.2s" in result.errors["s"]
+
+
+def test_cancel_stops_running_async_node_and_scheduling(store):
+    wf = (
+        Workflow("c").add_input("t", "text")
+        .add_node("slow", "t.sleep_async", {"seconds": 10}, inputs={"text": "t"})
+        .add_node("next", "t.upper", inputs={"text": "slow.text"})
+        .add_output("o", "next.text")
+    )
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    before = workflow_tools.calls.get("t.upper", 0)
+    started = time.perf_counter()
+    result = wf.compile(registry=registry).run({"t": "v"}, store=store, cache=False, cancel=cancel)
+    assert time.perf_counter() - started < 3
+    assert result.status == "cancelled"
+    assert result.nodes["slow"].status == "cancelled"
+    assert workflow_tools.calls.get("t.upper", 0) == before  # never scheduled
+    assert result.events[-1].type == "run_failed" and result.events[-1].status == "cancelled"
+
+
+def test_unchanged_rerun_is_fully_cached_and_one_branch_change_reruns_only_it(store):
+    wf = branches(0.0)
+    compiled = wf.compile(registry=registry)
+    first = compiled.run({"text": "cache me"}, store=store)
+    assert {n.status for n in first.nodes.values()} == {"succeeded"}
+
+    second = compiled.run({"text": "cache me"}, store=store)
+    assert {k: n.status for k, n in second.nodes.items()} == {"left": "cached", "right": "cached", "both": "cached"}
+    assert second.outputs == first.outputs
+    assert [e.type for e in second.events].count("node_cached") == 3
+
+    changed = branches(0.0)
+    changed.nodes[1].params["suffix"] = "}"  # right branch only
+    third = changed.compile(registry=registry).run({"text": "cache me"}, store=store)
+    assert {k: n.status for k, n in third.nodes.items()} == {"left": "cached", "right": "succeeded", "both": "succeeded"}
+    assert third.load("joined") == "CACHE ME< + CACHE ME}"
+
+    # a changed input invalidates everything downstream
+    fourth = compiled.run({"text": "other"}, store=store)
+    assert {n.status for n in fourth.nodes.values()} == {"succeeded"}
+    # caching can be switched off per run
+    off = compiled.run({"text": "cache me"}, store=store, cache=False)
+    assert {n.status for n in off.nodes.values()} == {"succeeded"}
+
+
+def test_seeded_tools_cache_only_with_a_fixed_seed(store):
+    wf = Workflow("n").add_input("t", "text").add_node("n", "t.noise", inputs={"text": "t"}).add_output("a", "n.audio")
+    compiled = wf.compile(registry=registry)
+    r1, r2 = (compiled.run({"t": "x"}, store=store) for _ in range(2))
+    assert r2.nodes["n"].status == "succeeded"  # no seed: sampled again, not cached
+    assert r1.outputs["a"].id != r2.outputs["a"].id
+
+    s1 = compiled.run({"t": "x"}, store=store, seed=7)
+    s2 = compiled.run({"t": "x"}, store=store, seed=7)
+    assert s2.nodes["n"].status == "cached" and s1.outputs["a"].id == s2.outputs["a"].id
+    s3 = compiled.run({"t": "x"}, store=store, seed=8)
+    assert s3.nodes["n"].status == "succeeded" and s3.outputs["a"].id != s1.outputs["a"].id
+    # same seed, cache off: same bytes anyway
+    s4 = compiled.run({"t": "x"}, store=store, seed=7, cache=False)
+    assert s4.outputs["a"].id == s1.outputs["a"].id
+
+
+def test_cache_survives_the_process_in_the_store(store):
+    wf = Workflow("p").add_input("t", "text").add_node("u", "t.upper", inputs={"text": "t"}).add_output("o", "u.text")
+    wf.compile(registry=registry).run({"t": "persist"}, store=store)
+    store.cache.clear()  # as if a new process: only the backend is left
+    again = Workflow.from_json(wf.to_json()).compile(registry=registry).run({"t": "persist"}, store=store)
+    assert again.nodes["u"].status == "cached" and again.load("o") == "PERSIST!"
+
+
+def test_events_are_typed_ordered_and_carry_refs_and_progress(store):
+    wf = (
+        Workflow("ev").add_input("t", "text")
+        .add_node("n", "t.noise", {"seconds": 0.5}, inputs={"text": "t"})
+        .add_node("d", "t.duration", inputs={"audio": "n.audio"})
+        .add_output("text", "d.text").add_output("info", "d.info").add_output("audio", "n.audio")
+    )
+    result = wf.compile(registry=registry).run({"t": "x"}, store=store, seed=1, cache=False)
+    types = [e.type for e in result.events]
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    assert [e.seq for e in result.events] == list(range(1, len(types) + 1))
+    assert types.index("node_started") < types.index("node_progress") < types.index("node_finished")
+    progress = [(e.step, e.total) for e in result.events if e.type == "node_progress"]
+    assert progress == [(1, 3), (2, 3), (3, 3)]
+    finished = {e.node: e for e in result.events if e.type == "node_finished"}
+    assert finished["n"].outputs["audio"].modality == "audio" and finished["n"].seconds >= 0
+    assert result.load("info") == {"seconds": 0.5, "rate": 8000}
+    assert result.load("text") == "0.50s"
+    # provenance is recorded in the output artifacts
+    prov = store.stat(result.outputs["audio"]).meta.provenance
+    assert prov.tool == "t.noise" and prov.node == "n" and prov.seed is not None and prov.params["seconds"] == 0.5
+    assert prov.inputs["text"].startswith("sha256:")
+
+
+async def test_astream_yields_events_live(store):
+    compiled = branches(0.2, "t.aupper").compile(registry=registry)
+    seen = []
+    first_finish_at = None
+    started = time.perf_counter()
+    async for event in compiled.astream({"text": "a"}, store=store, cache=False):
+        seen.append(event.type)
+        if event.type == "node_finished" and first_finish_at is None:
+            first_finish_at = time.perf_counter() - started
+    assert seen[0] == "run_started" and seen[-1] == "run_finished"
+    assert first_finish_at is not None and first_finish_at < 0.4
+
+
+def test_inputs_as_objects_paths_and_refs(store, tmp_path):
+    wf = Workflow("in").add_input("a", "audio").add_node("d", "t.duration", inputs={"audio": "a"}).add_output("o", "d.text")
+    compiled = wf.compile(registry=registry)
+    audio = Audio(np.zeros(8000, dtype=np.float32), 8000)
+    assert compiled.run({"a": audio}, store=store).load("o") == "1.00s"
+    ref = store.put(audio)
+    assert compiled.run({"a": ref}, store=store).load("o") == "1.00s"
+    assert compiled.run({"a": ref.id}, store=store).load("o") == "1.00s"
+    path = tmp_path / "a.wav"
+    path.write_bytes(store.get_bytes(ref))
+    assert compiled.run({"a": path}, store=store).load("o") == "1.00s"
+    out = compiled.run({"a": str(path)}, store=store).save("o", tmp_path)
+    assert out.read_text() == "1.00s"
+
+
+def test_wrong_or_missing_inputs_fail_before_any_node_runs(store, tmp_path):
+    wf = (
+        Workflow("img").add_input("photo", "image").add_input("t", "text")
+        .add_node("u", "t.upper", inputs={"text": "t"}).add_output("o", "u.text")
+    )
+    compiled = wf.compile(registry=registry)
+    wav = tmp_path / "sound.png"
+    wav.write_bytes(store.get_bytes(store.put(Audio(np.zeros(800, dtype=np.float32), 8000))))
+    before = workflow_tools.calls.get("t.upper", 0)
+    with pytest.raises(WorkflowInputError) as info:
+        compiled.run({"photo": wav, "t": "x"}, store=store)
+    assert "input 'photo'" in str(info.value) and "declared image but the bytes are audio" in str(info.value)
+    with pytest.raises(WorkflowInputError, match="input 'photo' \\(image\\) is missing"):
+        compiled.run({"t": "x"}, store=store)
+    with pytest.raises(WorkflowInputError, match="unknown input"):
+        compiled.run({"t": "x", "photo": wav, "zzz": 1}, store=store)
+    text_ref = store.put("just text")
+    with pytest.raises(WorkflowInputError, match="expected image, got a text artifact"):
+        compiled.run({"photo": text_ref, "t": "x"}, store=store)
+    with pytest.raises(WorkflowInputError, match="is not a file"):
+        compiled.run({"photo": "/no/such/file.png", "t": "x"}, store=store)
+    assert workflow_tools.calls.get("t.upper", 0) == before
+
+
+def test_nested_workflow_runs(store):
+    inner = Workflow("inner").add_input("text", "text").add_node("a", "t.upper", inputs={"text": "text"}).add_output("r", "a.text")
+    outer = (
+        Workflow("outer").add_input("w", "text").add_workflow("sub", inner, inputs={"text": "w"})
+        .add_node("b", "t.upper", {"suffix": "?"}, inputs={"text": "sub.r"}).add_output("o", "b.text")
+    )
+    assert outer.compile(registry=registry).run({"w": "x"}, store=store).load("o") == "X!?"
+
+
+async def test_compiled_graph_embeds_in_a_langgraph_graph(store):
+    compiled = branches(0.0).compile(registry=registry)
+    ref = store.put("emb")
+    parent = StateGraph(GraphState)
+    parent.add_node("ours", compiled.graph)
+    parent.add_edge(START, "ours")
+    parent.add_edge("ours", END)
+    # a LangGraph user passes our store (and options) through the config
+    config = compiled.langgraph_config(store=store)
+    out = await parent.compile().ainvoke({"inputs": {"text": ref}}, config)
+    assert out["status"] == {"left": "succeeded", "right": "succeeded", "both": "succeeded"}
+    assert store.load(out["refs"]["both"]["text"]) == "EMB< + EMB>"
+    assert all(hasattr(r, "id") for refs in out["refs"].values() for r in refs.values())  # refs only, no payloads
+
+
+def test_sync_run_works_inside_a_running_loop(store):
+    compiled = branches(0.0).compile(registry=registry)
+
+    async def inside():
+        return compiled.run({"text": "loop"}, store=store, cache=False)
+
+    assert asyncio.run(inside()).load("joined") == "LOOP! + LOOP!".replace("!", "<", 1).replace("!", ">", 1)
