@@ -47,8 +47,12 @@ class Settings(BaseSettings):
     llm_model: str | None = None
     llm_api_key: str | None = None
 
-    # downloads
+    # downloads (tools/downloaders.py, URL inputs of the server)
     allow_private_urls: bool = False
+    download_max_bytes: int = 200 << 20
+    download_timeout_seconds: float = 20.0
+    download_max_redirects: int = 5
+    download_deadline_seconds: float = 300.0
 
     @property
     def artifacts_dir(self) -> Path:
