@@ -106,7 +106,8 @@ class ToolContext:
 
     ``progress(step, total)`` reports progress (denoising steps, blocks);
     ``seed`` is the effective seed (params.seed, else one derived from the run seed);
-    ``models`` is the model manager and ``profile`` the active profile.
+    ``models`` is the model manager and ``profile`` the active profile; a tool may add
+    entries to ``provenance`` (e.g. the resolved model id).
     """
 
     node: str = ""
@@ -118,6 +119,9 @@ class ToolContext:
     on_progress: Callable[[int, int, str | None], None] | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     logger: logging.Logger = logger
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Extra provenance a tool records (resolved model, effective settings); the engine merges it
+    into every output artifact's metadata."""
 
     def progress(self, step: int, total: int, message: str | None = None) -> None:
         if self.on_progress is not None:

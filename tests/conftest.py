@@ -9,80 +9,20 @@ skip silently: if no Redis can be had, they error.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
+from orchestrator._redis_server import redis_url as _redis_or_private
 from orchestrator.artifacts import ArtifactStore, Limits, LocalArtifactStore, RedisArtifactStore
-
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
-
-
-def _answers(url: str) -> bool:
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
-        client.ping()
-        client.close()
-        return True
-    except redis.RedisError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _redis_binary() -> str:
-    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
-    if binary:
-        return binary
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    subprocess.run([*sudo, "apt-get", "update", "-q"], check=False, capture_output=True)
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "redis-server"], check=True, capture_output=True)
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(binary).exists():
-        raise RuntimeError("redis-server is not installed and apt-get could not install it")
-    return binary
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    url = os.environ.get("ORCHESTRATOR_REDIS_URL") or DEFAULT_URL
-    if _answers(url):
+    with _redis_or_private() as url:
         yield url
-        return
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="orch-redis-")
-    proc = subprocess.Popen(
-        [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
-        if _answers(url):
-            break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        raise RuntimeError(f"private redis-server on port {port} did not start")
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

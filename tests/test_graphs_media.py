@@ -52,3 +52,39 @@ def test_clean_and_visualize(store):
     assert out.sample_rate == 16000 and out.duration >= 1.9
     image = result.load("waveform")
     assert image.width > 100 and image.height > 50
+
+
+@pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="espeak-ng is installed by scripts/setup.sh")
+def test_illustrated_story_on_the_tiny_zoo(store):
+    """Several decoders together: image + music + narration, assembled into a narrated video."""
+    result = get_graph("illustrated-story").compile().run(
+        {"scene": "a lighthouse at dusk, calm", "script": "The keeper lights the lamp."},
+        store=store, seed=3, profile="tiny",
+    )
+    assert result.ok, result.errors
+    image, music, narration, video = (result.load(n) for n in ("image", "music", "narration", "video"))
+    assert image.width % 8 == 0 and image.height % 8 == 0
+    assert music.duration == pytest.approx(4.0, abs=0.5)
+    assert narration.duration > 0.5 and np.abs(narration.mono()).max() > 0.01
+    assert video.audio is not None and video.frames.shape[1:3] == (image.height + image.height % 2, image.width + image.width % 2)
+    assert video.duration >= music.duration - 0.3
+    # provenance names the resolved tiny model and the seed
+    prov = store.stat(result.outputs["image"]).meta.provenance
+    assert prov.tool == "image.generate" and prov.seed is not None and "tiny" in str(prov.model)
+
+
+def test_cache_key_follows_the_profiles_model_choice(store, monkeypatch):
+    """A model-backed node cached under one profile choice is not reused when the profile points elsewhere."""
+    from orchestrator.runtime import get_profile
+    from orchestrator.workflow import Workflow
+
+    wf = Workflow("img").add_input("t", "text").add_node("g", "image.generate", {"steps": 1}, inputs={"text": "t"}).add_output("i", "g.image")
+    compiled = wf.compile()
+    tiny = get_profile("tiny")
+    first = compiled.run({"t": "a boat"}, store=store, seed=1, profile=tiny)
+    assert compiled.run({"t": "a boat"}, store=store, seed=1, profile=tiny).nodes["g"].cached
+    other = tiny.with_overrides({"text-to-image": "/no/such/checkpoint"})
+    changed = compiled.run({"t": "a boat"}, store=store, seed=1, profile=other)
+    assert not changed.nodes["g"].cached
+    assert changed.status == "failed" and "/no/such/checkpoint" in changed.errors["g"]
+    assert first.ok

@@ -267,3 +267,25 @@ def test_sync_run_works_inside_a_running_loop(store):
         return compiled.run({"text": "loop"}, store=store, cache=False)
 
     assert asyncio.run(inside()).load("joined") == "LOOP! + LOOP!".replace("!", "<", 1).replace("!", ">", 1)
+
+
+def test_many_output_ports_store_lists_and_feed_many_inputs(store, tmp_path):
+    wf = (
+        Workflow("many").add_input("t", "text")
+        .add_node("s", "t.split", inputs={"text": "t"})
+        .add_node("j", "t.join", inputs={"texts": "s.words"})
+        .add_output("words", "s.words").add_output("joined", "j.text")
+    )
+    compiled = wf.compile(registry=registry)
+    result = compiled.run({"t": "one two three"}, store=store)
+    assert result.load("words") == ["one", "two", "three"]
+    assert result.load("joined") == "one + two + three"
+    assert [p.name for p in result.save("words", tmp_path / "w")] == ["words-0.txt", "words-1.txt", "words-2.txt"]
+    # tool-recorded provenance is merged into every output
+    assert {store.stat(r).meta.provenance.model for r in result.outputs["words"]} == {"word-splitter-v1"}
+    again = compiled.run({"t": "one two three"}, store=store)
+    assert again.nodes["s"].status == "cached" and again.outputs["words"] == result.outputs["words"]
+    # a single port cannot take a list
+    bad = Workflow("bad").add_input("t", "text").add_node("s", "t.split", inputs={"text": "t"}).add_node("u", "t.upper", inputs={"text": "s.words"}).add_output("o", "u.text")
+    with pytest.raises(Exception, match="takes one artifact but 's.words' is a list"):
+        bad.compile(registry=registry)

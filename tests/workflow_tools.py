@@ -107,5 +107,12 @@ async def sleep_async(text: str, *, params: Sleep) -> str:
     return text
 
 
-for _t in (upper, aupper, join, fail, flaky, noise, duration, sleep_async):
+@tool("t.split", task="text-split", description="Split into words; records provenance.",
+      inputs={"text": "text"}, outputs={"words": {"modality": "text", "many": True}}, register=False)
+def split(text: str, *, ctx) -> list[str]:
+    ctx.provenance["model"] = "word-splitter-v1"
+    return text.split()
+
+
+for _t in (upper, aupper, join, fail, flaky, noise, duration, sleep_async, split):
     registry.register(_t)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,9 @@ __all__ = [
     "audio_windows",
     "batched",
     "encoder",
+    "features",
     "mono_at",
+    "register_backends",
     "rgb",
     "to_device",
 ]
@@ -67,7 +69,8 @@ def _bundle_loader(model_cls: str, processor_cls: str) -> Any:
     return load
 
 
-def _register_backends() -> None:
+def register_backends() -> None:
+    """Register the encoders' ``transformers.*`` model backends (idempotent)."""
     from orchestrator.runtime import list_backends, register_backend
 
     known = list_backends()
@@ -88,7 +91,6 @@ class Encoding:
     choice: Any  # orchestrator.runtime.ModelChoice
     models: Any  # orchestrator.runtime.ModelManager
     backend: str
-    stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model(self) -> str:
@@ -115,7 +117,7 @@ def encoder(ctx: Any, task: str, tool: str, model: str | None, backend: str, *, 
     """
     from orchestrator.runtime import get_model_manager, get_profile
 
-    _register_backends()
+    register_backends()
     profile = getattr(ctx, "profile", None) or get_profile()
     manager = getattr(ctx, "models", None) or get_model_manager()
     lookup = task

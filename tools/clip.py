@@ -32,7 +32,8 @@ from ._encoding import MODEL_FIELD, batched, encoder, features, rgb, to_device
 
 __all__ = ["ClassifyParams", "EmbedParams", "classify_images", "embed_images", "embed_texts"]
 
-CLASSIFY_TASK, IMAGE_EMBED_TASK, TEXT_EMBED_TASK = "zero-shot-image-classification", "image-feature-extraction", "feature-extraction"
+CLASSIFY_TASK = "zero-shot-image-classification"
+IMAGE_EMBED_TASK, TEXT_EMBED_TASK = "image-feature-extraction", "feature-extraction"
 BACKEND = "transformers.dual-encoder"
 
 
@@ -127,7 +128,9 @@ def embed_texts(texts: Sequence[str], params: EmbedParams | Mapping[str, Any] | 
     return np.concatenate(rows)
 
 
-def classify_images(images: Sequence[Any], params: ClassifyParams | Mapping[str, Any], *, ctx: Any = None) -> list[list[dict[str, Any]]]:
+def classify_images(
+    images: Sequence[Any], params: ClassifyParams | Mapping[str, Any], *, ctx: Any = None
+) -> list[list[dict[str, Any]]]:
     """Per image, every label with its probability, best first (softmax over the labels)."""
     import torch
 

@@ -90,7 +90,9 @@ def _editor(pipe: Any) -> tuple[Any, str]:
         return pipe, "img2img"
     from diffusers import AutoPipelineForImage2Image
 
-    return AutoPipelineForImage2Image.from_pipe(pipe), "img2img"
+    editor = AutoPipelineForImage2Image.from_pipe(pipe)
+    editor.set_progress_bar_config(disable=True)
+    return editor, "img2img"
 
 
 def colorize(image: Any, params: ColorizeParams | Mapping[str, Any] | None = None, *, ctx: Any = None) -> Any:

@@ -165,9 +165,10 @@ def transcribe(audio: Any, params: TranscribeParams | Mapping[str, Any] | None =
         tokenizer = processor.tokenizer
         eos = gen.eos_token_id if isinstance(gen.eos_token_id, int) else None
         skip = set(tokenizer.all_special_ids)
-        if no_ts is not None and eos is not None and eos < no_ts:  # Whisper's control tokens: <|endoftext|> .. <|notimestamps|>
-            skip |= set(range(eos, int(no_ts) + 1))
-        max_new = min(int(enc.option(p, "max_tokens", 160)), max(1, int(getattr(model.config, "max_target_positions", 448)) - 8))
+        if no_ts is not None and eos is not None and eos < no_ts:
+            skip |= set(range(eos, int(no_ts) + 1))  # Whisper's control tokens: <|endoftext|> .. <|notimestamps|>
+        room = int(getattr(model.config, "max_target_positions", 448)) - 8  # the decoder prompt takes a few
+        max_new = max(1, min(int(enc.option(p, "max_tokens", 160)), room))
         language: str | None = None
         segments: list[dict[str, Any]] = []
         passes = 0
@@ -178,7 +179,9 @@ def transcribe(audio: Any, params: TranscribeParams | Mapping[str, Any] | None =
             if no_ts is not None:  # a Whisper-style model
                 if passes == 0:
                     language = _language(model, processor, p.language, feats["input_features"])
-                kwargs.update(return_timestamps=use_ts, task=p.task)
+                kwargs["return_timestamps"] = use_ts
+                if getattr(gen, "is_multilingual", False):  # English-only checkpoints refuse a task
+                    kwargs["task"] = p.task
                 if language is not None:
                     kwargs["language"] = language
             with torch.inference_mode():
@@ -203,7 +206,9 @@ def transcribe(audio: Any, params: TranscribeParams | Mapping[str, Any] | None =
             if ctx is not None:
                 ctx.progress(min(passes * p.batch_size, len(windows)), len(windows))
     text = " ".join(s["text"] for s in segments).strip()
-    stats = {"windows": len(windows), "forward_passes": passes, "sample_rate": rate, "input_sample_rate": source.sample_rate}
+    stats = {
+        "windows": len(windows), "forward_passes": passes, "sample_rate": rate, "input_sample_rate": source.sample_rate,
+    }
     return Transcript(text, segments, language, len(samples) / rate, len(windows), enc.model,
                       time.perf_counter() - started, stats)
 

@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.tool import Port, ToolContext, tool
 
-from ._encoding import MODEL_FIELD
 from .image_captioning import CaptionParams, caption_images
 from .speech_recognition import TranscribeParams, transcribe
 
@@ -37,7 +36,7 @@ class DescribeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, description="Captioning checkpoint (None: the profile's image-to-text choice).")
-    asr_model: str | None = MODEL_FIELD
+    asr_model: str | None = Field(None, description="Speech recognition checkpoint (None: the profile's choice).")
     interval: float = Field(2.0, gt=0.0, le=600.0, description="Seconds between sampled frames.")
     max_frames: int = Field(16, ge=1, le=256, description="Most frames captioned.")
     transcribe: bool = Field(True, description="Transcribe the audio track when there is one.")

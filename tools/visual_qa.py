@@ -37,7 +37,9 @@ class VQAParams(BaseModel):
 
     model: str | None = MODEL_FIELD
     top_k: int = Field(3, ge=1, le=20, description="Answers listed on the 'answers' port (classifier models).")
-    max_tokens: int | None = Field(None, ge=1, le=128, description="Longest answer, in tokens (generative models; None: profile, else 20).")
+    max_tokens: int | None = Field(
+        None, ge=1, le=128, description="Longest answer, in tokens (generative models; None: profile, else 20)."
+    )
     batch_size: int = Field(8, ge=1, le=64, description="Image-question pairs per forward pass.")
 
 
@@ -89,7 +91,8 @@ def answer_questions(
                     out += [[{"answer": t.strip(), "score": None}] for t in processor.batch_decode(ids, skip_special_tokens=True)]
                     continue
                 logits = model(**inputs).logits.float()
-            probs = logits.sigmoid() if getattr(model.config, "problem_type", None) != "single_label_classification" else logits.softmax(-1)
+            single_label = getattr(model.config, "problem_type", None) == "single_label_classification"
+            probs = logits.softmax(-1) if single_label else logits.sigmoid()  # ViLT: multi-label (sigmoid)
             scores, idx = probs.topk(min(p.top_k, probs.shape[-1]), dim=-1)
             labels = model.config.id2label
             out += [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._local import LocalArtifactStore
 from ._redis import RedisArtifactStore
 from ._ref import CANONICAL_MIME, ArtifactMeta, ArtifactRef, Modality, Provenance, content_id, normalize_id
-from .codecs import Audio, Limits, Video, canonicalize, decode, encode, infer_modality, sniff
+from .codecs import Audio, Encoded, Limits, Video, canonicalize, decode, encode, infer_modality, sniff
 from .store import ArtifactStore, DecodedCache
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "ArtifactStore",
     "Audio",
     "DecodedCache",
+    "Encoded",
     "Limits",
     "LocalArtifactStore",
     "Modality",
@@ -43,7 +44,10 @@ def open_store(settings: object | None = None) -> ArtifactStore:
         max_audio_seconds=s.max_audio_seconds,
         max_video_seconds=s.max_video_seconds,
     )
-    common = {"limits": limits, "decoded_cache_bytes": s.decoded_cache_bytes, "default_ttl": s.artifact_ttl_seconds}
+    cache, ttl = s.decoded_cache_bytes, s.artifact_ttl_seconds
     if s.redis_url:
-        return RedisArtifactStore(s.redis_url, prefix=s.key_prefix, chunk_bytes=s.chunk_bytes, **common)
-    return LocalArtifactStore(s.artifacts_dir, **common)
+        return RedisArtifactStore(
+            s.redis_url, prefix=s.key_prefix, chunk_bytes=s.chunk_bytes, limits=limits, decoded_cache_bytes=cache,
+            default_ttl=ttl,
+        )
+    return LocalArtifactStore(s.artifacts_dir, limits=limits, decoded_cache_bytes=cache, default_ttl=ttl)

@@ -2,39 +2,61 @@
 
 Layout under ``root``::
 
-    blobs/ab/<hex>         canonical bytes
-    blobs/ab/<hex>.json    the ArtifactRef plus ``expires_at``
-    records/<ns>/<key>.json
-    events/<stream>.jsonl
+    blobs/ab/<hex>.json        the ArtifactRef, the writer's token, ``expires_at``
+    blobs/ab/<hex>.<token>     canonical bytes, written by that writer
+    records/<ns>/<key>.json    {"value": ..., "expires_at": ...}
+    events/<stream>.jsonl      one JSON event per line; line n is event n
+    tmp/                       files being written (renamed into place)
 
-Bytes are written to a temporary file and renamed into place, then the ref is
-linked in exclusively (first writer wins), so a reader that finds the ref always
-finds complete bytes.
+A writer writes its bytes to its own file, then links the ref in exclusively
+(first writer wins; a loser removes its file). A reader resolves the ref first,
+so it only ever opens one writer's complete file. Expired entries are removed
+lazily, when next touched. Every OS error becomes :class:`StoreUnavailable`.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 from orchestrator.errors import ArtifactNotFound, StoreUnavailable
 
-from ._ref import ArtifactRef
-from .store import ArtifactStore
+from ._ref import ArtifactRef, Modality, normalize_id
+from .store import ArtifactStore, PendingRef
 
 __all__ = ["LocalArtifactStore"]
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _translated(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(self: LocalArtifactStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except OSError as exc:
+            raise StoreUnavailable(f"artifact directory {self.root} is unusable: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
 
 class LocalArtifactStore(ArtifactStore):
-    """Artifacts as files in a directory (default ``./.orchestrator/artifacts``)."""
+    """Artifacts as files in a directory (default ``./.orchestrator/artifacts``).
+
+    >>> store = LocalArtifactStore(tmp_path / "artifacts")   # doctest: +SKIP
+    >>> store.load(store.put({"a": 1}))                      # doctest: +SKIP
+    {'a': 1}
+    """
 
     def __init__(self, root: str | os.PathLike[str] = ".orchestrator/artifacts", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -44,37 +66,51 @@ class LocalArtifactStore(ArtifactStore):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnavailable(f"cannot create the artifact directory {self.root}: {exc}") from exc
+        self._ref_lock = threading.Lock()  # read-modify-write of ref documents (TTL changes)
         self._event_lock = threading.Lock()
+        self._event_counts: dict[Path, tuple[int, int]] = {}  # path -> (file size, events) seen last
 
     def __repr__(self) -> str:
         return f"LocalArtifactStore({str(self.root)!r})"
 
     # -------------------------------------------------- paths and helpers
-    def _blob(self, artifact_id: str) -> Path:
-        hex_ = artifact_id[7:]
-        return self.root / "blobs" / hex_[:2] / hex_
-
     def _refpath(self, artifact_id: str) -> Path:
-        p = self._blob(artifact_id)
-        return p.with_name(p.name + ".json")
+        hex_ = artifact_id[7:]
+        return self.root / "blobs" / hex_[:2] / f"{hex_}.json"
 
-    def _tmpfile(self, data: bytes) -> Path:
+    def _blob(self, artifact_id: str, token: str | None) -> Path:
+        hex_ = artifact_id[7:]
+        return self.root / "blobs" / hex_[:2] / (f"{hex_}.{token}" if token else hex_)
+
+    def _tmpfile(self, data: bytes | memoryview) -> Path:
         fd, name = tempfile.mkstemp(dir=self.root / "tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except BaseException:
+            os.unlink(name)
+            raise
         return Path(name)
 
+    def _replace(self, path: Path, data: bytes) -> None:
+        tmp = self._tmpfile(data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
     @staticmethod
-    def _expires(ttl: int | None) -> float | None:
+    def _expires(ttl: float | None) -> float | None:
         return time.time() + ttl if ttl is not None else None
 
     def _load_refdoc(self, artifact_id: str) -> dict[str, Any] | None:
         try:
-            doc = json.loads(self._refpath(artifact_id).read_text())
+            doc = json.loads(self._refpath(artifact_id).read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
-            raise StoreUnavailable(f"cannot read artifact metadata: {exc}", artifact_id=artifact_id) from exc
+        except ValueError as exc:
+            raise StoreUnavailable(f"artifact metadata is corrupt: {exc}", artifact_id=artifact_id) from exc
         exp = doc.get("expires_at")
         if exp is not None and exp <= time.time():
             self._delete(artifact_id)
@@ -82,77 +118,111 @@ class LocalArtifactStore(ArtifactStore):
         return doc
 
     # -------------------------------------------------- artifacts
-    def _write(self, ref: ArtifactRef, data: bytes, ttl: int | None) -> ArtifactRef:
-        existing = self._load_refdoc(ref.id)
-        if existing is not None:
-            return ArtifactRef.model_validate(existing["ref"])
-        blob = self._blob(ref.id)
+    @_translated
+    def _write(self, pending: PendingRef, data: bytes, ttl: float | None) -> ArtifactRef:
+        tmp = self._tmpfile(data)  # while the hash is computed
         try:
+            ref = pending.result()
+            existing = self._load_refdoc(ref.id)
+            if existing is not None:
+                return self._extend(ref.id, existing, ttl)
+            token = uuid.uuid4().hex[:12]
+            blob = self._blob(ref.id, token)
             blob.parent.mkdir(exist_ok=True)
-            tmp = self._tmpfile(data)
             os.replace(tmp, blob)
-            doc = {"ref": ref.model_dump(mode="json"), "expires_at": self._expires(ttl)}
-            tmp = self._tmpfile(json.dumps(doc).encode())
-            try:
-                os.link(tmp, self._refpath(ref.id))  # exclusive: first writer wins
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink(missing_ok=True)
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot write artifact: {exc}", artifact_id=ref.id) from exc
-        stored = self._load_refdoc(ref.id)
-        return ArtifactRef.model_validate(stored["ref"]) if stored else ref
+        finally:
+            tmp.unlink(missing_ok=True)
+        doc = {"ref": ref.model_dump(mode="json"), "token": token, "expires_at": self._expires(ttl)}
+        tmp = self._tmpfile(json.dumps(doc).encode())
+        try:
+            os.link(tmp, self._refpath(ref.id))  # exclusive: the first writer wins
+            return ref
+        except FileExistsError:
+            blob.unlink(missing_ok=True)
+        finally:
+            tmp.unlink(missing_ok=True)
+        existing = self._load_refdoc(ref.id)
+        return self._extend(ref.id, existing, ttl) if existing is not None else self._write(pending, data, ttl)
 
-    def _read(self, artifact_id: str) -> bytes:
-        if self._load_refdoc(artifact_id) is None:
+    def _extend(self, artifact_id: str, doc: dict[str, Any], ttl: float | None) -> ArtifactRef:
+        """A repeated put: keep the first ref, make it live at least ``ttl`` more seconds (or forever)."""
+        exp, new = doc.get("expires_at"), self._expires(ttl)
+        if exp is not None and (new is None or new > exp):
+            self._set_expiry(artifact_id, new)
+        return ArtifactRef.model_validate(doc["ref"])
+
+    def _set_expiry(self, artifact_id: str, expires_at: float | None) -> bool:
+        with self._ref_lock:
+            doc = self._load_refdoc(artifact_id)
+            if doc is None:
+                return False
+            doc["expires_at"] = expires_at
+            self._replace(self._refpath(artifact_id), json.dumps(doc).encode())
+            return True
+
+    @_translated
+    def _read(self, artifact_id: str) -> tuple[Modality, bytes]:
+        doc = self._load_refdoc(artifact_id)
+        if doc is None:
             raise ArtifactNotFound("no such artifact (never stored, deleted or expired)", artifact_id=artifact_id)
         try:
-            return self._blob(artifact_id).read_bytes()
+            data = self._blob(artifact_id, doc.get("token")).read_bytes()
         except FileNotFoundError:
             raise ArtifactNotFound("artifact was deleted while reading", artifact_id=artifact_id) from None
+        return Modality(doc["ref"]["modality"]), data
 
+    @_translated
     def _read_ref(self, artifact_id: str) -> ArtifactRef | None:
         doc = self._load_refdoc(artifact_id)
         return ArtifactRef.model_validate(doc["ref"]) if doc else None
 
+    @_translated
     def _delete(self, artifact_id: str) -> bool:
+        path = self._refpath(artifact_id)
         try:
-            self._refpath(artifact_id).unlink()
+            doc = json.loads(path.read_bytes())
+            path.unlink()
         except FileNotFoundError:
             return False
-        self._blob(artifact_id).unlink(missing_ok=True)
+        except ValueError:
+            path.unlink(missing_ok=True)
+            return True
+        self._blob(artifact_id, doc.get("token")).unlink(missing_ok=True)
         return True
 
-    def _expire(self, artifact_id: str, ttl: int | None) -> bool:
+    @_translated
+    def _expire(self, artifact_id: str, ttl: float | None) -> bool:
+        return self._set_expiry(artifact_id, self._expires(ttl))
+
+    @_translated
+    def _ids(self) -> list[str]:
+        ids = ["sha256:" + p.name[:-5] for p in (self.root / "blobs").glob("*/*.json")]
+        return [i for i in ids if self._load_refdoc(i) is not None]
+
+    @_translated
+    def expires_at(self, ref: ArtifactRef | str) -> float | None:
+        """When an artifact expires (epoch seconds), ``None`` if never; for inspection and tests."""
+        artifact_id = normalize_id(ref)
         doc = self._load_refdoc(artifact_id)
         if doc is None:
-            return False
-        doc["expires_at"] = self._expires(ttl)
-        tmp = self._tmpfile(json.dumps(doc).encode())
-        os.replace(tmp, self._refpath(artifact_id))
-        return True
-
-    def _ids(self) -> Iterator[str]:
-        for p in (self.root / "blobs").glob("*/*.json"):
-            artifact_id = "sha256:" + p.name[:-5]
-            if self._load_refdoc(artifact_id) is not None:
-                yield artifact_id
+            raise ArtifactNotFound("no such artifact", artifact_id=artifact_id)
+        return doc.get("expires_at")
 
     # -------------------------------------------------- records
     def _record_path(self, namespace: str, key: str) -> Path:
         return self.root / "records" / quote(namespace, safe="") / (quote(key, safe="") + ".json")
 
-    def put_record(self, namespace: str, key: str, value: dict[str, Any], *, ttl: int | None = None) -> None:
+    @_translated
+    def put_record(self, namespace: str, key: str, value: dict[str, Any], *, ttl: float | None = None) -> None:
         path = self._record_path(namespace, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._tmpfile(json.dumps({"value": value, "expires_at": self._expires(ttl)}).encode())
-        os.replace(tmp, path)
+        self._replace(path, json.dumps({"value": value, "expires_at": self._expires(ttl)}).encode())
 
+    @_translated
     def get_record(self, namespace: str, key: str) -> dict[str, Any] | None:
         path = self._record_path(namespace, key)
         try:
-            doc = json.loads(path.read_text())
+            doc = json.loads(path.read_bytes())
         except FileNotFoundError:
             return None
         if doc.get("expires_at") is not None and doc["expires_at"] <= time.time():
@@ -160,6 +230,7 @@ class LocalArtifactStore(ArtifactStore):
             return None
         return doc["value"]
 
+    @_translated
     def delete_record(self, namespace: str, key: str) -> bool:
         try:
             self._record_path(namespace, key).unlink()
@@ -167,36 +238,54 @@ class LocalArtifactStore(ArtifactStore):
         except FileNotFoundError:
             return False
 
+    @_translated
     def list_records(self, namespace: str) -> list[str]:
         folder = self.root / "records" / quote(namespace, safe="")
         keys = sorted(unquote(p.name[:-5]) for p in folder.glob("*.json")) if folder.exists() else []
         return [k for k in keys if self.get_record(namespace, k) is not None]
 
     # -------------------------------------------------- events
+    def _events_path(self, stream: str) -> Path:
+        return self.root / "events" / (quote(stream, safe="") + ".jsonl")
+
+    @_translated
     def append_event(self, stream: str, event: dict[str, Any]) -> int:
-        path = self.root / "events" / (quote(stream, safe="") + ".jsonl")
-        line = json.dumps(event, separators=(",", ":")) + "\n"
-        with self._event_lock, open(path, "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+        path = self._events_path(stream)
+        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+        with self._event_lock, open(path, "ab+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # other processes appending to the same log
             try:
-                f.seek(0)
-                seq = sum(1 for _ in f) + 1
+                size = f.seek(0, os.SEEK_END)
+                known = self._event_counts.get(path)
+                if known is not None and known[0] == size:
+                    count = known[1]
+                else:  # first append here, or another process wrote: count once
+                    f.seek(0)
+                    count = sum(1 for _ in f)
                 f.write(line)
+                f.flush()
+                self._event_counts[path] = (size + len(line), count + 1)
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
-        return seq
+        return count + 1
 
+    @_translated
     def read_events(self, stream: str, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
-        path = self.root / "events" / (quote(stream, safe="") + ".jsonl")
-        if not path.exists():
+        path = self._events_path(stream)
+        out: list[tuple[int, dict[str, Any]]] = []
+        try:
+            with open(path, "rb") as f:
+                for i, line in enumerate(f, start=1):
+                    if i > after and line.endswith(b"\n"):
+                        out.append((i, json.loads(line)))
+        except FileNotFoundError:
             return []
-        out = []
-        with open(path) as f:
-            for i, line in enumerate(f, start=1):
-                if i > after and line.endswith("\n"):
-                    out.append((i, json.loads(line)))
         return out
 
     def ping(self) -> None:
-        if not os.access(self.root, os.W_OK):
-            raise StoreUnavailable(f"artifact directory {self.root} is not writable")
+        probe = self.root / "tmp" / f".ping-{uuid.uuid4().hex[:8]}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreUnavailable(f"artifact directory {self.root} is not writable: {exc}") from exc

@@ -2,16 +2,25 @@
 
 Keys, under a configurable prefix ``p``::
 
-    p art:<hex>                 JSON: the ArtifactRef, the writer token, chunk count
-    p art:<hex>:<token>:<i>     the bytes, split into chunks of ``chunk_bytes``
+    p art:<hex>                 JSON: {"ref": ArtifactRef, "chunks": n, "chunk": chunk size}
+    p art:<hex>:data            the bytes, when they fit in one chunk
+    p art:<hex>:<chunk>:<i>     else chunk i (of ``chunk`` bytes)
+    p tmp:<token>:<i>           a writer's upload before it is published
+    p pin:<run>                 set of the hex ids a run pins
+    p pinned:<hex>              set of the runs pinning an artifact
     p rec:<ns>:<key>            a JSON record;  p recidx:<ns>  the namespace's key set
-    p ev:<stream>               an event log (a Redis list)
+    p ev:<stream>               an event log (a Redis list; entry n is event n)
 
-A writer stores its chunks under its own random token, then publishes the ref
-with ``SET NX``; a losing concurrent writer of the same id drops its chunks. A
-reader resolves the ref first, so it only ever reads one writer's complete
-chunks, never a partial or mixed blob. TTLs are applied to every key of an
-artifact in one transaction.
+A writer uploads its chunks under its own random token, so it can start before
+the content hash is known (hashing runs alongside, in a helper thread). A Lua
+script then publishes atomically: if the id is new it RENAMEs the temporary keys
+to the artifact's data keys (no copy), sets the ref, and gives every key the
+same TTL; if another writer won, it drops the upload. Data keys only ever appear
+complete, and a data key's name fixes its content (hash, chunk size, index), so
+a reader never sees a partial or mixed blob. A small artifact is read in one
+round trip (ref and data together). TTL changes and pins also run as scripts
+over every key of an artifact, so its keys expire together. Redis errors become
+:class:`~orchestrator.errors.StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -19,28 +28,130 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
 from redis import exceptions as rexc
 
-from orchestrator.errors import ArtifactNotFound, StoreUnavailable
+from orchestrator.errors import ArtifactNotFound, ConfigError, StoreUnavailable
 
-from ._ref import ArtifactRef
-from .store import ArtifactStore
+from ._ref import ArtifactRef, Modality, normalize_id
+from .store import ArtifactStore, PendingRef
 
 __all__ = ["RedisArtifactStore"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-PROVISIONAL_TTL = 3600  # chunks of a writer that dies before publishing expire
+PROVISIONAL_TTL_MS = 3_600_000  # chunks of a writer that dies before publishing expire
+PIPELINE_BYTES = 16 << 20  # chunks sent per round trip: bounds what a pipeline holds
+
+# Lua helpers shared by the scripts: the keys of an artifact, and setting their TTL together.
+_LUA_LIB = """
+local function data_keys(ref, chunks, chunk)
+  if chunks == 1 then return {ref .. ':data'} end
+  local keys = {}
+  for i = 0, chunks - 1 do keys[#keys + 1] = ref .. ':' .. chunk .. ':' .. i end
+  return keys
+end
+local function keys_of(ref)
+  local raw = redis.call('GET', ref)
+  if not raw then return nil, nil end
+  local doc = cjson.decode(raw)
+  local keys = data_keys(ref, doc.chunks, doc.chunk)
+  table.insert(keys, 1, ref)
+  return keys, raw
+end
+-- ttl: milliseconds, or '' for none; extend_only: never shorten a life or end 'forever'
+local function set_ttl(keys, ttl, extend_only)
+  if extend_only then
+    local cur = redis.call('PTTL', keys[1])
+    if cur == -1 or (ttl ~= '' and cur >= tonumber(ttl)) then return end
+  end
+  for i = 1, #keys do
+    if ttl == '' then redis.call('PERSIST', keys[i]) else redis.call('PEXPIRE', keys[i], ttl) end
+  end
+end
+"""
+
+# KEYS[1] ref key, KEYS[2..] this writer's temporary keys;
+# ARGV[1] ref document, ARGV[2] TTL, ARGV[3] chunk size (the document's, passed to spare a decode).
+# Returns nil when published, else the stored document (whose life is extended).
+_PUBLISH = _LUA_LIB + """
+local keys, raw = keys_of(KEYS[1])
+if raw then
+  for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+  set_ttl(keys, ARGV[2], true)
+  return raw
+end
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    return redis.error_reply('ERR upload ' .. KEYS[i] .. ' vanished before it was published')
+  end
+end
+local targets = data_keys(KEYS[1], #KEYS - 1, ARGV[3])
+for i = 2, #KEYS do redis.call('RENAME', KEYS[i], targets[i - 1]) end
+redis.call('SET', KEYS[1], ARGV[1])
+table.insert(targets, 1, KEYS[1])
+set_ttl(targets, ARGV[2], false)
+return false
+"""
+
+# KEYS[1] ref key; ARGV[1] TTL ('' = none), ARGV[2] '1' to only extend. Returns 0 if absent.
+_SET_TTL = _LUA_LIB + """
+local keys = keys_of(KEYS[1])
+if not keys then return 0 end
+set_ttl(keys, ARGV[1], ARGV[2] == '1')
+return 1
+"""
+
+# KEYS[1] ref key. Deletes the ref and its chunks together; returns 0 if absent.
+_DELETE = _LUA_LIB + """
+local keys = keys_of(KEYS[1])
+if not keys then return 0 end
+for i = 1, #keys do redis.call('DEL', keys[i]) end
+return 1
+"""
+
+# KEYS[1] the run's pin set; ARGV[1] ref key prefix, ARGV[2] pinned-by prefix, ARGV[3] run id, ARGV[4..] hex ids.
+_PIN = _LUA_LIB + """
+for i = 4, #ARGV do
+  local keys = keys_of(ARGV[1] .. ARGV[i])
+  if keys then
+    redis.call('SADD', KEYS[1], ARGV[i])
+    redis.call('SADD', ARGV[2] .. ARGV[i], ARGV[3])
+    set_ttl(keys, '', false)
+  end
+end
+return 1
+"""
+
+# KEYS[1] the run's pin set; ARGV[1] ref key prefix, ARGV[2] pinned-by prefix, ARGV[3] run id,
+# ARGV[4] the default TTL ('' = keep). Artifacts no other run pins get the default TTL back.
+_UNPIN = _LUA_LIB + """
+local released = 0
+for _, hex in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local by = ARGV[2] .. hex
+  redis.call('SREM', by, ARGV[3])
+  if redis.call('SCARD', by) == 0 then
+    local keys = keys_of(ARGV[1] .. hex)
+    if keys and ARGV[4] ~= '' then set_ttl(keys, ARGV[4], false) end
+    released = released + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+return released
+"""
 
 
 def _translated(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(self: RedisArtifactStore, *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(self, *args, **kwargs)
+            try:
+                return fn(self, *args, **kwargs)
+            except rexc.NoScriptError:  # the server restarted or its script cache was flushed
+                self._load_scripts()
+                return fn(self, *args, **kwargs)
         except (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError) as exc:
             raise StoreUnavailable(f"Redis at {self.url_for_humans} is unavailable: {exc}") from exc
         except rexc.RedisError as exc:
@@ -49,10 +160,32 @@ def _translated(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _zero_copy_packer() -> dict[str, Any]:
+    """Connection options that send large values straight from our buffers.
+
+    With hiredis installed, redis-py packs every command into one new bytes
+    object (and copies memoryviews first): two extra copies of each chunk. Its
+    pure-Python packer hands large values and memoryviews to ``sendall`` as
+    they are. Replies are still parsed by hiredis.
+    """
+    try:
+        from redis.connection import Encoder, PythonRespSerializer
+    except ImportError:  # a redis-py without it: keep the default
+        return {}
+    encoder = Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False)
+    return {"command_packer": PythonRespSerializer(6000, encoder.encode)}
+
+
+def _ms(ttl: float | None) -> str:
+    return "" if ttl is None else str(max(1, int(ttl * 1000)))
+
+
 class RedisArtifactStore(ArtifactStore):
     """Artifacts in Redis, split into chunks, under ``prefix``.
 
     >>> store = RedisArtifactStore("redis://127.0.0.1:6379/0", prefix="demo:")  # doctest: +SKIP
+    >>> store.get_bytes(store.put("hi"))                                         # doctest: +SKIP
+    b'hi'
     """
 
     def __init__(
@@ -60,17 +193,23 @@ class RedisArtifactStore(ArtifactStore):
         url: str = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "orch:",
-        chunk_bytes: int = 8 << 20,
+        chunk_bytes: int = 1 << 20,
         client: redis.Redis | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if chunk_bytes <= 0 or chunk_bytes > 512 << 20:
-            raise ValueError("chunk_bytes must be in (0, 512 MiB]")
+            raise ConfigError(f"chunk_bytes must be in (0, 512 MiB], got {chunk_bytes}")
         self.url = url
         self.prefix = prefix
         self.chunk_bytes = chunk_bytes
-        self.r = client or redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=30, health_check_interval=30)
+        try:
+            self.r = client or redis.Redis.from_url(
+                url, socket_connect_timeout=2, socket_timeout=30, health_check_interval=30, **_zero_copy_packer()
+            )
+        except ValueError as exc:
+            raise ConfigError(f"invalid Redis URL {self.url_for_humans!r}: {exc}") from exc
+        self._sha: dict[str, str] = {}
 
     @property
     def url_for_humans(self) -> str:
@@ -79,61 +218,108 @@ class RedisArtifactStore(ArtifactStore):
     def __repr__(self) -> str:
         return f"RedisArtifactStore({self.url_for_humans!r}, prefix={self.prefix!r})"
 
+    # -------------------------------------------------- keys and scripts
     def _k(self, artifact_id: str) -> str:
         return f"{self.prefix}art:{artifact_id[7:]}"
 
-    def _chunk_keys(self, artifact_id: str, token: str, n: int) -> list[str]:
+    def _data_keys(self, artifact_id: str, doc: dict[str, Any]) -> list[str]:
         base = self._k(artifact_id)
-        return [f"{base}:{token}:{i}" for i in range(n)]
+        if doc["chunks"] == 1:
+            return [f"{base}:data"]
+        return [f"{base}:{doc['chunk']}:{i}" for i in range(doc["chunks"])]
 
     def _doc(self, artifact_id: str) -> dict[str, Any] | None:
         raw = self.r.get(self._k(artifact_id))
         return json.loads(raw) if raw is not None else None
 
+    def _load_scripts(self) -> None:
+        for name, src in (("publish", _PUBLISH), ("set_ttl", _SET_TTL), ("delete", _DELETE), ("pin", _PIN), ("unpin", _UNPIN)):
+            self._sha[name] = self.r.script_load(src)
+
+    def _script(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
+        if not self._sha:
+            self._load_scripts()
+        return (client or self.r).evalsha(self._sha[name], len(keys), *keys, *args)
+
     # -------------------------------------------------- artifacts
     @_translated
-    def _write(self, ref: ArtifactRef, data: bytes, ttl: int | None) -> ArtifactRef:
-        doc = self._doc(ref.id)
-        if doc is not None:
-            return ArtifactRef.model_validate(doc["ref"])
-        token = uuid.uuid4().hex[:12]
-        view = memoryview(data)
+    def _write(self, pending: PendingRef, data: bytes, ttl: float | None) -> ArtifactRef:
+        if not self._sha:
+            self._load_scripts()
         n = max(1, -(-len(data) // self.chunk_bytes))
-        keys = self._chunk_keys(ref.id, token, n)
+        tmp = [f"{self.prefix}tmp:{uuid.uuid4().hex[:12]}:{i}" for i in range(n)]
+        # one chunk goes as the bytes object itself: redis-py writes a memoryview separately,
+        # and a small command split over several TCP segments costs the server extra wake-ups
+        view = memoryview(data) if n > 1 else None
         pipe = self.r.pipeline(transaction=False)
-        for i, key in enumerate(keys):
-            pipe.set(key, view[i * self.chunk_bytes : (i + 1) * self.chunk_bytes], ex=ttl or PROVISIONAL_TTL)
-        pipe.execute()
-        published = self.r.set(
-            self._k(ref.id), json.dumps({"ref": ref.model_dump(mode="json"), "token": token, "chunks": n}), nx=True, ex=ttl
-        )
-        if not published:  # another writer of the same bytes won
+        queued, checked = 0, False
+        try:
+            # 1. upload under a private token, while the hash is computed alongside
+            for i, key in enumerate(tmp):
+                part = data if view is None else view[i * self.chunk_bytes : (i + 1) * self.chunk_bytes]
+                pipe.set(key, part, px=PROVISIONAL_TTL_MS)
+                queued += len(part)
+                if queued >= PIPELINE_BYTES and i < n - 1:
+                    pipe.execute()
+                    queued = 0
+                    if not checked and pending.done():  # a large blob stored already: stop uploading
+                        checked = True
+                        stored = self._stored(pending.result().id, ttl)
+                        if stored is not None:
+                            self._discard(tmp[: i + 1])
+                            return stored
+            if not pending.done():
+                pipe.execute()  # send the rest now; publish once the id is known
+            # 2. publish: rename the upload into place, or drop it if another writer won
+            ref = pending.result()
+            pipe.execute_command(*self._publish_command(ref, tmp, ttl))
+            existing = pipe.execute()[-1]
+        except rexc.ResponseError:  # refused (OOM, a vanished upload): nothing was published
+            self._discard(tmp)
+            raise
+        return ref if existing is None else ArtifactRef.model_validate(json.loads(existing)["ref"])
+
+    def _publish_command(self, ref: ArtifactRef, tmp: list[str], ttl: float | None) -> tuple[Any, ...]:
+        doc = f'{{"ref":{ref.model_dump_json()},"chunks":{len(tmp)},"chunk":{self.chunk_bytes}}}'
+        return ("EVALSHA", self._sha["publish"], 1 + len(tmp), self._k(ref.id), *tmp, doc, _ms(ttl), self.chunk_bytes)
+
+    def _stored(self, artifact_id: str, ttl: float | None) -> ArtifactRef | None:
+        """The stored ref of an id (its life extended to ``ttl``), or ``None`` if absent."""
+        if not self._script("set_ttl", [self._k(artifact_id)], [_ms(ttl), "1"]):
+            return None
+        doc = self._doc(artifact_id)
+        return ArtifactRef.model_validate(doc["ref"]) if doc else None
+
+    def _discard(self, keys: list[str]) -> None:
+        """Best effort: drop the upload of a write that failed or was not needed."""
+        try:
             self.r.delete(*keys)
-            doc = self._doc(ref.id)
-            return ArtifactRef.model_validate(doc["ref"]) if doc else ref
-        if ttl is None:
-            pipe = self.r.pipeline(transaction=False)
-            for key in keys:
-                pipe.persist(key)
-            pipe.execute()
-        return ref
+        except rexc.RedisError:
+            pass  # it expires with the provisional TTL anyway
 
     @_translated
-    def _read(self, artifact_id: str) -> bytes:
-        doc = self._doc(artifact_id)
-        if doc is None:
-            raise ArtifactNotFound("no such artifact (never stored, deleted or expired)", artifact_id=artifact_id)
-        keys = self._chunk_keys(artifact_id, doc["token"], doc["chunks"])
-        if len(keys) == 1:
-            parts = [self.r.get(keys[0])]
-        else:
+    def _read(self, artifact_id: str) -> tuple[Modality, bytes]:
+        base = self._k(artifact_id)
+        for _ in range(3):  # deleted and stored again between two reads: look again
             pipe = self.r.pipeline(transaction=False)
-            for key in keys:
+            pipe.get(base)
+            pipe.get(f"{base}:data")  # a one-chunk artifact comes in the same round trip
+            raw, data = pipe.execute()
+            if raw is None:
+                break
+            doc = json.loads(raw)
+            modality = Modality(doc["ref"]["modality"])
+            if doc["chunks"] == 1:
+                if data is not None:
+                    return modality, data
+                continue
+            pipe = self.r.pipeline(transaction=False)
+            for key in self._data_keys(artifact_id, doc):
                 pipe.get(key)
             parts = pipe.execute()
-        if any(p is None for p in parts):
-            raise ArtifactNotFound("artifact was deleted or expired while reading", artifact_id=artifact_id)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            if all(p is not None for p in parts):
+                return modality, b"".join(parts)
+        raise ArtifactNotFound("no such artifact (never stored, deleted or expired)", artifact_id=artifact_id)
 
     @_translated
     def _read_ref(self, artifact_id: str) -> ArtifactRef | None:
@@ -141,71 +327,84 @@ class RedisArtifactStore(ArtifactStore):
         return ArtifactRef.model_validate(doc["ref"]) if doc else None
 
     @_translated
+    def _exists(self, artifact_id: str) -> bool:
+        return bool(self.r.exists(self._k(artifact_id)))
+
+    @_translated
     def _delete(self, artifact_id: str) -> bool:
-        doc = self._doc(artifact_id)
-        if doc is None:
-            return False
-        self.r.delete(self._k(artifact_id), *self._chunk_keys(artifact_id, doc["token"], doc["chunks"]))
-        return True
+        return bool(self._script("delete", [self._k(artifact_id)], []))
 
     @_translated
-    def _expire(self, artifact_id: str, ttl: int | None) -> bool:
-        doc = self._doc(artifact_id)
-        if doc is None:
-            return False
-        keys = [self._k(artifact_id), *self._chunk_keys(artifact_id, doc["token"], doc["chunks"])]
-        pipe = self.r.pipeline(transaction=True)
-        for key in keys:
-            pipe.persist(key) if ttl is None else pipe.expire(key, ttl)
-        results = pipe.execute()
-        return bool(results[0]) or ttl is None
+    def _expire(self, artifact_id: str, ttl: float | None) -> bool:
+        return bool(self._script("set_ttl", [self._k(artifact_id)], [_ms(ttl), "0"]))
 
     @_translated
-    def _ids(self) -> Iterator[str]:
+    def _ids(self) -> list[str]:
         plen = len(self.prefix) + 4
-        for key in self.r.scan_iter(match=f"{self.prefix}art:*", count=1000):
-            name = key.decode()[plen:]
-            if ":" not in name:
-                yield "sha256:" + name
+        found = (key.decode()[plen:] for key in self.r.scan_iter(match=f"{self.prefix}art:*", count=1000))
+        return ["sha256:" + name for name in found if ":" not in name]
 
     @_translated
-    def ttl(self, artifact_id: str) -> dict[str, int]:
-        """Remaining TTL of every key of an artifact (-1: none), for inspection and tests."""
+    def ttl(self, ref: ArtifactRef | str) -> dict[str, int]:
+        """Remaining TTL in seconds of every key of an artifact (-1: none), for inspection and tests."""
+        artifact_id = normalize_id(ref)
         doc = self._doc(artifact_id)
         if doc is None:
             raise ArtifactNotFound("no such artifact", artifact_id=artifact_id)
-        keys = [self._k(artifact_id), *self._chunk_keys(artifact_id, doc["token"], doc["chunks"])]
-        return {k: self.r.ttl(k) for k in keys}
+        keys = [self._k(artifact_id), *self._data_keys(artifact_id, doc)]
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.ttl(key)
+        return dict(zip(keys, pipe.execute(), strict=True))
+
+    # -------------------------------------------------- pins (shared by every process on this Redis)
+    @_translated
+    def _pin(self, run_id: str, ids: list[str]) -> None:
+        args = [f"{self.prefix}art:", f"{self.prefix}pinned:", run_id, *(i[7:] for i in ids)]
+        self._script("pin", [f"{self.prefix}pin:{run_id}"], args)
+
+    @_translated
+    def _unpin(self, run_id: str) -> None:
+        args = [f"{self.prefix}art:", f"{self.prefix}pinned:", run_id, _ms(self.default_ttl)]
+        self._script("unpin", [f"{self.prefix}pin:{run_id}"], args)
 
     # -------------------------------------------------- records
+    def _rec(self, namespace: str, key: str) -> str:
+        return f"{self.prefix}rec:{namespace}:{key}"
+
     @_translated
-    def put_record(self, namespace: str, key: str, value: dict[str, Any], *, ttl: int | None = None) -> None:
+    def put_record(self, namespace: str, key: str, value: dict[str, Any], *, ttl: float | None = None) -> None:
         pipe = self.r.pipeline(transaction=True)
-        pipe.set(f"{self.prefix}rec:{namespace}:{key}", json.dumps(value), ex=ttl)
+        pipe.set(self._rec(namespace, key), json.dumps(value), px=int(_ms(ttl)) if ttl is not None else None)
         pipe.sadd(f"{self.prefix}recidx:{namespace}", key)
         pipe.execute()
 
     @_translated
     def get_record(self, namespace: str, key: str) -> dict[str, Any] | None:
-        raw = self.r.get(f"{self.prefix}rec:{namespace}:{key}")
+        raw = self.r.get(self._rec(namespace, key))
         return json.loads(raw) if raw is not None else None
 
     @_translated
     def delete_record(self, namespace: str, key: str) -> bool:
         pipe = self.r.pipeline(transaction=True)
-        pipe.delete(f"{self.prefix}rec:{namespace}:{key}")
+        pipe.delete(self._rec(namespace, key))
         pipe.srem(f"{self.prefix}recidx:{namespace}", key)
         return bool(pipe.execute()[0])
 
     @_translated
     def list_records(self, namespace: str) -> list[str]:
-        keys = sorted(k.decode() for k in self.r.smembers(f"{self.prefix}recidx:{namespace}"))
+        index = f"{self.prefix}recidx:{namespace}"
+        keys = sorted(k.decode() if isinstance(k, bytes) else k for k in self.r.smembers(index))
         if not keys:
             return []
         pipe = self.r.pipeline(transaction=False)
         for k in keys:
-            pipe.exists(f"{self.prefix}rec:{namespace}:{k}")
-        return [k for k, alive in zip(keys, pipe.execute(), strict=True) if alive]
+            pipe.exists(self._rec(namespace, k))
+        alive = pipe.execute()
+        expired = [k for k, a in zip(keys, alive, strict=True) if not a]
+        if expired:
+            self.r.srem(index, *expired)
+        return [k for k, a in zip(keys, alive, strict=True) if a]
 
     # -------------------------------------------------- events
     @_translated

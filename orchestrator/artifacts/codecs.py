@@ -1,39 +1,53 @@
 """Codecs: Python objects <-> canonical bytes, with validation on the way in.
 
 Canonical encodings: text UTF-8, image PNG, audio WAV (16-bit PCM, sample rate
-kept), video MP4 (H.264, optional AAC track, fps kept), embedding float32 ``.npy``,
-JSON. Foreign encodings handed to :func:`canonicalize` (JPEG, FLAC, WebM …) are
-validated and converted; anything empty, truncated, mislabelled or over a limit
-raises an :class:`~orchestrator.errors.ArtifactError` that says which and why.
+kept), video MP4 (H.264 yuv420p, optional AAC track, fps kept), embedding
+float32 little-endian ``.npy``, JSON (sorted keys, compact). Foreign encodings
+handed to :func:`canonicalize` (JPEG, GIF, FLAC, OGG, MP3, WebM, MPEG-4 part 2,
+MOV …) are validated and converted; anything empty, truncated, mislabelled or
+over a limit raises an :class:`~orchestrator.errors.ArtifactError` that says
+which artifact and why.
 
 Python types per modality: ``str``; ``PIL.Image.Image``; :class:`Audio`;
-:class:`Video`; ``numpy.ndarray`` (float32); ``dict``/``list``.
+:class:`Video`; ``numpy.ndarray`` (float32); ``dict``/``list`` (any JSON value).
+Decoded arrays may be read-only views of the bytes: copy before changing them.
+
+>>> data, meta = encode({"b": 1, "a": [1, 2]})
+>>> data
+b'{"a":[1,2],"b":1}'
+>>> decode(data, "json")
+{'a': [1, 2], 'b': 1}
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from orchestrator.errors import ArtifactDecodeError, ArtifactTooLarge
+from orchestrator.errors import ArtifactDecodeError, ArtifactError, ArtifactTooLarge
 
 from ._ref import ArtifactMeta, Modality
 
 __all__ = [
     "Audio",
+    "Encoded",
     "Limits",
     "Video",
     "canonicalize",
     "decode",
     "encode",
+    "encode_object",
     "infer_modality",
     "sniff",
 ]
@@ -41,7 +55,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Limits:
-    """What decoding accepts. The store passes the settings' values."""
+    """What encoding and decoding accept. The store passes the settings' values."""
 
     max_bytes: int = 1 << 30
     max_pixels: int = 64_000_000
@@ -50,6 +64,14 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+class Encoded(NamedTuple):
+    """Canonical bytes, the media facts read off them, and the object they decode to."""
+
+    data: bytes
+    meta: ArtifactMeta
+    obj: Any
 
 
 @dataclass
@@ -86,7 +108,11 @@ class Audio:
 
 @dataclass
 class Video:
-    """Frames as uint8 ``(T, H, W, 3)``, frames per second, and an optional audio track."""
+    """Frames as uint8 ``(T, H, W, 3)``, frames per second, and an optional audio track.
+
+    Accepts a list of PIL images or arrays, gray ``(T, H, W)`` / ``(T, H, W, 1)``
+    and RGBA frames (alpha dropped), and floats in [0, 1].
+    """
 
     frames: np.ndarray
     fps: float
@@ -99,9 +125,15 @@ class Video:
         frames = np.asarray(frames)
         if frames.dtype != np.uint8:
             frames = np.clip(frames * (255.0 if frames.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        if frames.ndim == 3:
+            frames = frames[..., None]
+        if frames.ndim == 4 and frames.shape[-1] == 1:
+            frames = np.repeat(frames, 3, axis=3)
+        elif frames.ndim == 4 and frames.shape[-1] == 4:
+            frames = frames[..., :3]
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"video frames must be (T, H, W, 3), got shape {frames.shape}")
-        if self.fps <= 0:
+        if not self.fps or not math.isfinite(self.fps) or self.fps <= 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
         self.frames = frames
 
@@ -111,6 +143,7 @@ class Video:
 
     @property
     def size(self) -> tuple[int, int]:
+        """``(width, height)``."""
         return int(self.frames.shape[2]), int(self.frames.shape[1])
 
 
@@ -124,19 +157,31 @@ def _to_rgb_array(img: Any) -> np.ndarray:
 
 # ---------------------------------------------------------------- sniffing
 
+_IMAGE_BRANDS = {b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1"}
+_AUDIO_BRANDS = {b"M4A ", b"M4B "}
+
 
 def sniff(data: bytes) -> Modality | None:
-    """Guess the modality from magic bytes; ``None`` for plain text or unknown."""
-    head = data[:16]
-    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8\xff") or head[:4] in (b"GIF8", b"BM\x00\x00"):
+    """Guess the modality from magic bytes; ``None`` for plain text, JSON or unknown."""
+    head = bytes(data[:16])
+    if head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")):
         return Modality.IMAGE
-    if head.startswith(b"RIFF") and data[8:12] == b"WEBP":
+    if head.startswith(b"BM") and len(data) > 26 and int.from_bytes(head[2:6], "little") in (0, len(data)):
         return Modality.IMAGE
-    if head.startswith(b"RIFF") and data[8:12] == b"WAVE":
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return Modality.IMAGE
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
         return Modality.AUDIO
-    if head.startswith((b"fLaC", b"OggS", b"ID3")) or head[:2] in (b"\xff\xfb", b"\xff\xf3"):
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
         return Modality.AUDIO
-    if data[4:8] == b"ftyp" or head.startswith(b"\x1aE\xdf\xa3"):
+    if head.startswith((b"fLaC", b"OggS", b"ID3")) or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2", b"\xff\xf1", b"\xff\xf9"):
+        return Modality.AUDIO
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _IMAGE_BRANDS:
+            return Modality.IMAGE
+        return Modality.AUDIO if brand in _AUDIO_BRANDS else Modality.VIDEO
+    if head.startswith(b"\x1aE\xdf\xa3"):
         return Modality.VIDEO
     if head.startswith(b"\x93NUMPY"):
         return Modality.EMBEDDING
@@ -157,7 +202,7 @@ def infer_modality(obj: Any) -> Modality:
         return Modality.VIDEO
     if isinstance(obj, np.ndarray):
         return Modality.IMAGE if obj.dtype == np.uint8 and obj.ndim == 3 else Modality.EMBEDDING
-    if isinstance(obj, (dict, list, int, float, bool)) or obj is None:
+    if isinstance(obj, (dict, list, tuple, int, float, bool)) or obj is None or hasattr(obj, "model_dump"):
         return Modality.JSON
     raise TypeError(f"cannot infer a modality for {type(obj).__name__}; pass modality= explicitly")
 
@@ -165,83 +210,143 @@ def infer_modality(obj: Any) -> Modality:
 # ---------------------------------------------------------------- encode
 
 
-def encode(obj: Any, modality: Modality | str | None = None) -> tuple[bytes, ArtifactMeta]:
-    """Encode a Python object to canonical bytes plus media metadata."""
+def encode(obj: Any, modality: Modality | str | None = None, *, limits: Limits | None = None) -> tuple[bytes, ArtifactMeta]:
+    """Encode a Python object to canonical bytes plus media metadata.
+
+    With ``limits`` the object is checked against them first (pixels, duration, size).
+    """
+    data, meta, _ = encode_object(obj, modality, limits=limits)
+    return data, meta
+
+
+def encode_object(obj: Any, modality: Modality | str | None = None, *, limits: Limits | None = None) -> Encoded:
+    """Like :func:`encode`, also returning the object the bytes decode to (a private copy).
+
+    The store caches that object, so it must not share mutable state with the caller.
+    """
     modality = Modality(modality) if modality is not None else infer_modality(obj)
     try:
-        return _ENCODERS[modality](obj)
-    except (TypeError, ValueError) as exc:
+        encoded = _ENCODERS[modality](obj, limits)
+    except ArtifactError:
+        raise
+    except Exception as exc:  # TypeError/ValueError from us, or a library error (PIL, libsndfile, ffmpeg)
         raise ArtifactDecodeError(f"cannot encode {type(obj).__name__} as {modality}: {exc}") from exc
+    if limits is not None and len(encoded.data) > limits.max_bytes:
+        raise ArtifactTooLarge(f"{modality} encodes to {len(encoded.data)} bytes, over the {limits.max_bytes}-byte limit")
+    return encoded
 
 
-def _encode_text(obj: Any) -> tuple[bytes, ArtifactMeta]:
+def _encode_text(obj: Any, limits: Limits | None) -> Encoded:
     if not isinstance(obj, str):
         raise TypeError("text must be str")
-    return obj.encode("utf-8"), ArtifactMeta()
+    try:
+        data = obj.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates
+        raise ValueError(f"text has a character UTF-8 cannot encode at index {exc.start}") from exc
+    return Encoded(data, ArtifactMeta(), obj)
 
 
-def _encode_image(obj: Any) -> tuple[bytes, ArtifactMeta]:
+_PNG_MODES = ("RGB", "RGBA", "L", "LA", "1", "I;16")
+
+
+def _encode_image(obj: Any, limits: Limits | None) -> Encoded:
     from PIL import Image
 
     if isinstance(obj, np.ndarray):
-        obj = Image.fromarray(obj)
-    if not isinstance(obj, Image.Image):
-        raise TypeError("image must be a PIL.Image or a uint8 (H, W, C) array")
-    if obj.mode not in ("RGB", "RGBA", "L", "LA", "I;16", "I"):
-        obj = obj.convert("RGBA" if "A" in obj.getbands() else "RGB")
+        obj = Image.fromarray(_image_array(obj))
+    elif not isinstance(obj, Image.Image):
+        raise TypeError("image must be a PIL.Image or an (H, W[, C]) array")
+    if limits is not None:
+        _check_pixels(obj.width, obj.height, limits, None)
+    if obj.mode == "I":  # 32-bit gray: PNG holds 16 bits
+        obj = Image.fromarray(np.clip(np.asarray(obj), 0, 65535).astype(np.uint16))
+    elif obj.mode not in _PNG_MODES:
+        obj = obj.convert("RGBA" if obj.has_transparency_data else "RGB")
+    else:
+        obj = obj.copy()  # the cached object must not follow later edits of the caller's image
     buf = io.BytesIO()
     obj.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue(), ArtifactMeta(width=obj.width, height=obj.height)
+    return Encoded(buf.getvalue(), ArtifactMeta(width=obj.width, height=obj.height), obj)
 
 
-def _encode_audio(obj: Any) -> tuple[bytes, ArtifactMeta]:
+def _image_array(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ValueError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"an image array must be uint8 or float in [0, 1], got {arr.dtype}")
+        arr = (np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def _encode_audio(obj: Any, limits: Limits | None) -> Encoded:
     import soundfile as sf
 
     if not isinstance(obj, Audio):
         raise TypeError("audio must be an Audio(samples, sample_rate)")
-    samples = np.nan_to_num(obj.samples, nan=0.0, posinf=1.0, neginf=-1.0)
+    if limits is not None:
+        _check_seconds("audio", obj.duration, limits.max_audio_seconds, None)
+    samples = np.clip(np.nan_to_num(obj.samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)  # a new array
     buf = io.BytesIO()
-    sf.write(buf, np.clip(samples, -1.0, 1.0), obj.sample_rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue(), ArtifactMeta(sample_rate=obj.sample_rate, channels=obj.channels, duration=round(obj.duration, 6))
+    sf.write(buf, samples, obj.sample_rate, format="WAV", subtype="PCM_16")
+    clean = Audio(samples, obj.sample_rate)
+    meta = ArtifactMeta(sample_rate=obj.sample_rate, channels=clean.channels, duration=round(clean.duration, 6))
+    return Encoded(buf.getvalue(), meta, clean)
 
 
-def _encode_video(obj: Any) -> tuple[bytes, ArtifactMeta]:
-    import av
+# sample rates the AAC encoder takes; others are resampled to 48 kHz inside the MP4
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 
+
+def _encode_video(obj: Any, limits: Limits | None) -> Encoded:
     if not isinstance(obj, Video):
         raise TypeError("video must be a Video(frames, fps, audio=None)")
     if len(obj.frames) == 0:
         raise ValueError("a video needs at least one frame")
+    if limits is not None:
+        _check_seconds("video", obj.duration, limits.max_video_seconds, None)
+        _check_pixels(obj.size[0], obj.size[1], limits, None)
     frames = obj.frames
     h, w = frames.shape[1], frames.shape[2]
-    if h % 2 or w % 2:  # yuv420p needs even sides
+    if h % 2 or w % 2:  # yuv420p needs even sides: repeat the last row/column
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         h, w = frames.shape[1], frames.shape[2]
+    else:
+        frames = frames.copy()
     rate = Fraction(obj.fps).limit_denominator(1001)
+    audio = None
+    if obj.audio is not None:
+        samples = obj.audio.samples if obj.audio.samples.ndim == 1 else obj.audio.samples[:, :2]
+        audio = Audio(np.clip(np.nan_to_num(samples), -1.0, 1.0), obj.audio.sample_rate)
     # a real file: faststart (moov atom first, for players streaming by Range) rewrites it
-    tmp = tempfile.NamedTemporaryFile(suffix=".mp4", delete=False)
-    tmp.close()
+    fd, name = tempfile.mkstemp(suffix=".mp4")
+    os.close(fd)
     try:
-        _write_mp4(tmp.name, frames, rate, obj.audio)
-        data = Path(tmp.name).read_bytes()
+        _write_mp4(name, frames, rate, audio)
+        data = Path(name).read_bytes()
     finally:
-        os.unlink(tmp.name)
+        os.unlink(name)
     meta = ArtifactMeta(
         width=w, height=h, fps=float(rate), frames=len(frames), duration=round(len(frames) / float(rate), 6),
-        has_audio=obj.audio is not None,
+        has_audio=audio is not None,
     )
-    return data, meta
+    return Encoded(data, meta, Video(frames, float(rate), audio))
 
 
 def _write_mp4(path: str, frames: np.ndarray, rate: Fraction, audio: Audio | None) -> None:
     import av
 
     with av.open(path, mode="w", format="mp4", options={"movflags": "+faststart", "fflags": "+bitexact"}) as container:
-        stream = container.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "18", "threads": "1", "flags": "+bitexact"})
+        stream = container.add_stream(
+            "libx264", rate=rate, options={"preset": "veryfast", "crf": "18", "threads": "1", "flags": "+bitexact"}
+        )
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         astream = None
         if audio is not None:
-            astream = container.add_stream("aac", rate=audio.sample_rate, options={"flags": "+bitexact"})
+            arate = audio.sample_rate if audio.sample_rate in _AAC_RATES else 48000
+            astream = container.add_stream("aac", rate=arate, options={"flags": "+bitexact"})
             astream.layout = "mono" if audio.channels == 1 else "stereo"
         for i, frame in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
@@ -256,35 +361,49 @@ def _write_mp4(path: str, frames: np.ndarray, rate: Fraction, audio: Audio | Non
 def _mux_audio(container: Any, astream: Any, audio: Audio) -> None:
     import av
 
-    samples = audio.samples if audio.samples.ndim == 2 else audio.samples[:, None]
-    samples = np.clip(samples, -1, 1).astype(np.float32)
-    if samples.shape[1] > 2:
-        samples = samples[:, :2]
-    frame_size = astream.codec_context.frame_size or 1024
-    planar = np.ascontiguousarray(samples.T)
-    layout = "mono" if planar.shape[0] == 1 else "stereo"
-    for start in range(0, planar.shape[1], frame_size):
-        chunk = np.ascontiguousarray(planar[:, start : start + frame_size])
-        af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+    layout = "mono" if audio.channels == 1 else "stereo"
+    planar = np.ascontiguousarray((audio.samples if audio.samples.ndim == 2 else audio.samples[:, None]).T)
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=astream.rate, frame_size=astream.codec_context.frame_size or 1024)
+    step = 4096
+    for start in range(0, planar.shape[1], step):
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, start : start + step]), format="fltp", layout=layout)
         af.sample_rate = audio.sample_rate
         af.pts = start
-        container.mux(astream.encode(af))
+        for out in resampler.resample(af):
+            container.mux(astream.encode(out))
+    for out in resampler.resample(None):
+        container.mux(astream.encode(out))
     container.mux(astream.encode())
 
 
-def _encode_embedding(obj: Any) -> tuple[bytes, ArtifactMeta]:
-    arr = np.asarray(obj, dtype=np.float32)
+_NPY_DTYPE = np.dtype("<f4")
+
+
+def _encode_embedding(obj: Any, limits: Limits | None) -> Encoded:
+    arr = np.asarray(obj)
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"an embedding must be real numbers, got dtype {arr.dtype}")
     if arr.ndim == 0:
         raise ValueError("an embedding must have at least one dimension")
+    arr = np.ascontiguousarray(arr, dtype=_NPY_DTYPE)
+    header = _npy_header(arr.shape)
+    data = b"".join((header, arr.data.cast("B") if arr.size else b""))
+    view = np.frombuffer(data, dtype=_NPY_DTYPE, offset=len(header)).reshape(arr.shape)  # not the caller's array
+    return Encoded(data, ArtifactMeta(shape=list(arr.shape)), view)
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_header(shape: tuple[int, ...]) -> bytes:
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    return buf.getvalue(), ArtifactMeta(shape=list(arr.shape))
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(_NPY_DTYPE), "fortran_order": False, "shape": shape})
+    return buf.getvalue()  # magic, version 1.0, header length, padded header
 
 
-def _encode_json(obj: Any) -> tuple[bytes, ArtifactMeta]:
+def _encode_json(obj: Any, limits: Limits | None) -> Encoded:
     if hasattr(obj, "model_dump"):
         obj = obj.model_dump(mode="json")
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8"), ArtifactMeta()
+    data = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return Encoded(data, ArtifactMeta(), json.loads(data))  # the cached object is the canonical, unshared form
 
 
 _ENCODERS = {
@@ -297,19 +416,38 @@ _ENCODERS = {
 }
 
 
+# ---------------------------------------------------------------- limits
+
+
+def _check_pixels(w: int, h: int, limits: Limits, aid: str | None, what: str = "image") -> None:
+    if w * h > limits.max_pixels:
+        raise ArtifactTooLarge(
+            f"{what} is {w}x{h} = {w * h} pixels, over the {limits.max_pixels}-pixel limit", artifact_id=aid
+        )
+
+
+def _check_seconds(what: str, seconds: float, limit: float, aid: str | None) -> None:
+    if seconds > limit:
+        raise ArtifactTooLarge(f"{what} is {seconds:.1f}s long, over the {limit:g}s duration limit", artifact_id=aid)
+
+
 # ---------------------------------------------------------------- decode
 
 
 def decode(data: bytes, modality: Modality | str, *, limits: Limits = DEFAULT_LIMITS, artifact_id: str | None = None) -> Any:
-    """Decode canonical (or foreign but supported) bytes to the modality's Python type."""
+    """Decode canonical (or foreign but supported) bytes to the modality's Python type.
+
+    Raises :class:`ArtifactDecodeError` for empty, truncated, corrupt or mislabelled
+    bytes and :class:`ArtifactTooLarge` for anything over ``limits``.
+    """
     modality = Modality(modality)
     _check_basic(data, modality, limits, artifact_id)
     try:
         return _DECODERS[modality](data, limits, artifact_id)
-    except (ArtifactDecodeError, ArtifactTooLarge):
+    except ArtifactError:
         raise
-    except Exception as exc:  # a library error deep in PIL / libsndfile / ffmpeg
-        raise ArtifactDecodeError(f"cannot decode {modality}: {exc}", artifact_id=artifact_id) from exc
+    except Exception as exc:  # a library error deep in PIL / numpy / libsndfile / ffmpeg
+        raise ArtifactDecodeError(f"{modality} is truncated or corrupt: {exc}", artifact_id=artifact_id) from exc
 
 
 def _check_basic(data: bytes, modality: Modality, limits: Limits, artifact_id: str | None) -> None:
@@ -319,103 +457,207 @@ def _check_basic(data: bytes, modality: Modality, limits: Limits, artifact_id: s
         )
     if not data and modality is not Modality.TEXT:
         raise ArtifactDecodeError(f"{modality} is empty (zero bytes)", artifact_id=artifact_id)
+    if modality is Modality.TEXT:
+        return
     sniffed = sniff(data)
-    if sniffed is not None and sniffed is not modality and modality is not Modality.TEXT:
+    if sniffed is not None and sniffed is not modality:
         raise ArtifactDecodeError(f"declared {modality} but the bytes are {sniffed}", artifact_id=artifact_id)
-    if modality in (Modality.IMAGE, Modality.AUDIO, Modality.VIDEO, Modality.EMBEDDING) and sniffed is None:
+    if modality is not Modality.JSON and sniffed is None:
         raise ArtifactDecodeError(f"declared {modality} but the bytes are no known {modality} format", artifact_id=artifact_id)
 
 
 def _decode_text(data: bytes, limits: Limits, aid: str | None) -> str:
     try:
-        return data.decode("utf-8")
+        return str(data, "utf-8")
     except UnicodeDecodeError as exc:
         raise ArtifactDecodeError(f"text is not valid UTF-8 at byte {exc.start}", artifact_id=aid) from exc
 
 
-def _decode_image(data: bytes, limits: Limits, aid: str | None) -> Any:
-    from PIL import Image
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
-    with Image.open(io.BytesIO(data)) as probe:
-        w, h = probe.size
-    if w * h > limits.max_pixels:
-        raise ArtifactTooLarge(f"image is {w}x{h} = {w * h} pixels, over the {limits.max_pixels}-pixel limit", artifact_id=aid)
+
+def _decode_image(data: bytes, limits: Limits, aid: str | None) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as probe:  # reads the header only
+            _check_pixels(probe.width, probe.height, limits, aid)
+            if probe.format == "PNG":
+                probe.verify()  # walks every chunk and its CRC: catches a cut anywhere before the IEND
+    except Image.DecompressionBombError as exc:
+        raise ArtifactTooLarge(f"image is over Pillow's decompression-bomb limit: {exc}", artifact_id=aid) from exc
+    except UnidentifiedImageError as exc:
+        raise ArtifactDecodeError("image is truncated or corrupt: Pillow cannot identify it", artifact_id=aid) from exc
+    if data[:8] == _PNG_SIGNATURE and not 0 < data.rfind(b"IEND") <= len(data) - 8:
+        raise ArtifactDecodeError("image is truncated: the PNG's IEND chunk is cut", artifact_id=aid)
     img = Image.open(io.BytesIO(data))
-    img.load()  # forces full decode: truncated files fail here
+    img.load()  # forces the full decode: truncated data fails here
     return img
 
 
 def _decode_audio(data: bytes, limits: Limits, aid: str | None) -> Audio:
     import soundfile as sf
 
-    with sf.SoundFile(io.BytesIO(data)) as f:
-        if f.samplerate <= 0 or f.frames < 0:
+    if data[:4] in (b"RIFF", b"RF64"):
+        _check_wav_chunks(data, aid)
+    try:
+        f = sf.SoundFile(io.BytesIO(data))
+    except sf.LibsndfileError:
+        return _decode_audio_av(data, limits, aid)  # M4A/AAC and the like
+    with f:
+        if f.samplerate <= 0 or f.frames < 0 or f.channels <= 0:
             raise ArtifactDecodeError("audio header is invalid", artifact_id=aid)
-        seconds = f.frames / f.samplerate
-        if seconds > limits.max_audio_seconds:
-            raise ArtifactTooLarge(f"audio is {seconds:.1f}s, over the {limits.max_audio_seconds:.0f}s limit", artifact_id=aid)
+        _check_seconds("audio", f.frames / f.samplerate, limits.max_audio_seconds, aid)
         samples = f.read(dtype="float32", always_2d=False)
-        if data[:4] == b"RIFF" and len(samples) < f.frames:
-            raise ArtifactDecodeError("audio is truncated", artifact_id=aid)
+        if len(samples) < f.frames:
+            raise ArtifactDecodeError(f"audio is truncated: header says {f.frames} frames, {len(samples)} present", artifact_id=aid)
         return Audio(samples, f.samplerate)
+
+
+def _check_wav_chunks(data: bytes, aid: str | None) -> None:
+    """A WAV's data chunk must hold as many bytes as it declares (libsndfile silently shortens)."""
+    pos = 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if cid == b"data":
+            have = len(data) - pos - 8
+            if size not in (0, 0xFFFFFFFF) and size > have and data[:4] == b"RIFF":
+                raise ArtifactDecodeError(
+                    f"audio is truncated: the WAV data chunk declares {size} bytes, {have} present", artifact_id=aid
+                )
+            return
+        pos += 8 + size + (size & 1)
+    raise ArtifactDecodeError("audio is truncated: the WAV has no data chunk", artifact_id=aid)
+
+
+def _decode_audio_av(data: bytes, limits: Limits, aid: str | None) -> Audio:
+    import av
+
+    with av.open(io.BytesIO(data), mode="r") as container:
+        if not container.streams.audio:
+            raise ArtifactDecodeError("audio has no audio stream", artifact_id=aid)
+        astream = container.streams.audio[0]
+        if container.duration:
+            _check_seconds("audio", container.duration / 1_000_000, limits.max_audio_seconds, aid)
+        audio = _AudioCollector(astream, limits.max_audio_seconds, aid)
+        for frame in container.decode(astream):
+            audio.add(frame)
+    track = audio.result()
+    if track is None:
+        raise ArtifactDecodeError("audio has no decodable samples", artifact_id=aid)
+    return track
+
+
+class _AudioCollector:
+    """Decoded audio frames -> one float32 :class:`Audio` (mono or stereo), within the duration limit."""
+
+    def __init__(self, astream: Any, max_seconds: float, aid: str | None) -> None:
+        import av
+
+        self.rate = int(astream.rate or astream.codec_context.sample_rate)
+        self.channels = 1 if astream.channels == 1 else 2
+        self.resampler = av.AudioResampler(format="flt", layout="mono" if self.channels == 1 else "stereo", rate=self.rate)
+        self.max_seconds = max_seconds
+        self.chunks: list[np.ndarray] = []
+        self.n = 0
+        self.aid = aid
+
+    def add(self, frame: Any) -> None:
+        for out in self.resampler.resample(frame):
+            chunk = out.to_ndarray().reshape(-1, self.channels)
+            self.chunks.append(chunk)
+            self.n += len(chunk)
+        if self.n > (self.max_seconds + 1) * self.rate:  # a header that lied about the duration
+            _check_seconds("audio", self.n / self.rate, self.max_seconds, self.aid)
+
+    def result(self) -> Audio | None:
+        for out in self.resampler.resample(None):
+            self.chunks.append(out.to_ndarray().reshape(-1, self.channels))
+        if not self.chunks:
+            return None
+        samples = np.concatenate(self.chunks)
+        return Audio(samples[:, 0] if self.channels == 1 else samples, self.rate)
 
 
 def _decode_video(data: bytes, limits: Limits, aid: str | None) -> Video:
     import av
 
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         if not container.streams.video:
             raise ArtifactDecodeError("video has no video stream", artifact_id=aid)
         vs = container.streams.video[0]
         fps = float(vs.average_rate or vs.guessed_rate or 0) or 25.0
-        _check_video_duration(container, vs, limits, aid)
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(vs)]
+        if container.duration:
+            _check_seconds("video", container.duration / 1_000_000, limits.max_video_seconds, aid)
+        _check_pixels(vs.codec_context.width, vs.codec_context.height, limits, aid, what="video frames")
+        max_frames = int(limits.max_video_seconds * fps) + 1
+        promised = int(vs.frames or 0)
+        astream = container.streams.audio[0] if container.streams.audio else None
+        audio = _AudioCollector(astream, limits.max_video_seconds, aid) if astream is not None else None
+        frames: list[np.ndarray] = []
+        try:
+            for packet in container.demux(*(s for s in (vs, astream) if s is not None)):
+                for frame in packet.decode():
+                    if isinstance(frame, av.VideoFrame):
+                        frames.append(frame.to_ndarray(format="rgb24"))
+                        if len(frames) > max_frames:
+                            _check_seconds("video", len(frames) / fps, limits.max_video_seconds, aid)
+                    elif isinstance(frame, av.AudioFrame) and audio is not None:
+                        audio.add(frame)
+        except av.error.FFmpegError as exc:
+            raise ArtifactDecodeError(f"video is truncated or corrupt ({len(frames)} frames decoded): {exc}", artifact_id=aid) from exc
     if not frames:
-        raise ArtifactDecodeError("video has no decodable frames", artifact_id=aid)
-    audio = _decode_video_audio(data)
-    return Video(np.stack(frames), fps, audio)
-
-
-def _check_video_duration(container: Any, vs: Any, limits: Limits, aid: str | None) -> None:
-    seconds = float(container.duration / 1_000_000) if container.duration else 0.0
-    if seconds > limits.max_video_seconds:
-        raise ArtifactTooLarge(f"video is {seconds:.1f}s, over the {limits.max_video_seconds:.0f}s limit", artifact_id=aid)
-    if vs.width * vs.height > limits.max_pixels:
-        raise ArtifactTooLarge(f"video frames are {vs.width}x{vs.height}, over the pixel limit", artifact_id=aid)
-
-
-def _decode_video_audio(data: bytes) -> Audio | None:
-    import av
-
-    with av.open(io.BytesIO(data)) as container:
-        if not container.streams.audio:
-            return None
-        astream = container.streams.audio[0]
-        rate = astream.rate or astream.codec_context.sample_rate
-        resampler = av.AudioResampler(format="flt", layout="mono" if astream.channels == 1 else "stereo", rate=rate)
-        chunks = []
-        for frame in container.decode(astream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1, astream.channels if astream.channels <= 2 else 2))
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1, astream.channels if astream.channels <= 2 else 2))
-    if not chunks:
-        return None
-    samples = np.concatenate(chunks)
-    return Audio(samples[:, 0] if samples.shape[1] == 1 else samples, rate)
+        raise ArtifactDecodeError("video is truncated or corrupt: no decodable frames", artifact_id=aid)
+    if promised and len(frames) < promised:
+        raise ArtifactDecodeError(f"video is truncated: {promised} frames declared, {len(frames)} decodable", artifact_id=aid)
+    return Video(np.stack(frames), fps, audio.result() if audio is not None else None)
 
 
 def _decode_embedding(data: bytes, limits: Limits, aid: str | None) -> np.ndarray:
+    canonical = _canonical_npy(data, aid)
+    if canonical is not None:
+        return canonical
     arr = np.load(io.BytesIO(data), allow_pickle=False)
-    if arr.dtype != np.float32:
-        arr = arr.astype(np.float32)
-    return arr
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ArtifactDecodeError(f"embedding must hold real numbers, the .npy holds {arr.dtype}", artifact_id=aid)
+    if arr.ndim == 0:
+        raise ArtifactDecodeError("embedding must have at least one dimension", artifact_id=aid)
+    return arr.astype(np.float32, copy=False)
+
+
+_NPY_CANONICAL = re.compile(rb"\{'descr': '<f4', 'fortran_order': False, 'shape': \(([0-9, ]+)\), \} *\n")
+
+
+def _canonical_npy(data: bytes, aid: str | None = None) -> np.ndarray | None:
+    """A zero-copy view when the bytes are exactly what :func:`encode` writes, else ``None``."""
+    if len(data) < 10 or data[:8] != b"\x93NUMPY\x01\x00":
+        return None
+    hlen = 10 + int.from_bytes(data[8:10], "little")
+    match = _NPY_CANONICAL.fullmatch(data, 10, hlen)
+    if match is None:
+        return None
+    shape = tuple(int(x) for x in match.group(1).split(b",") if x.strip())
+    if not shape or data[:hlen] != _npy_header(shape):
+        return None
+    count = math.prod(shape)
+    if len(data) != hlen + 4 * count:
+        raise ArtifactDecodeError(
+            f"embedding is truncated or padded: shape {shape} needs {4 * count} data bytes, {len(data) - hlen} present",
+            artifact_id=aid,
+        )
+    return np.frombuffer(data, dtype=_NPY_DTYPE, offset=hlen, count=count).reshape(shape)
 
 
 def _decode_json(data: bytes, limits: Limits, aid: str | None) -> Any:
+    def reject(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
     try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(str(data, "utf-8"), parse_constant=reject)
+    except UnicodeDecodeError as exc:
+        raise ArtifactDecodeError(f"JSON is not valid UTF-8 at byte {exc.start}", artifact_id=aid) from exc
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise ArtifactDecodeError(f"JSON is malformed: {exc}", artifact_id=aid) from exc
 
 
@@ -432,31 +674,57 @@ _DECODERS = {
 # ---------------------------------------------------------------- canonicalize
 
 
-def canonicalize(
-    data: bytes, modality: Modality | str, *, limits: Limits = DEFAULT_LIMITS
-) -> tuple[bytes, ArtifactMeta, Any]:
+def canonicalize(data: bytes, modality: Modality | str, *, limits: Limits = DEFAULT_LIMITS) -> Encoded:
     """Validate incoming bytes and return ``(canonical_bytes, meta, decoded_object)``.
 
     Already-canonical bytes are kept as they are (so their id does not change);
-    foreign formats (JPEG, FLAC, OGG, WebM …) are converted.
+    foreign formats (JPEG, FLAC, OGG, WebM, MPEG-4 part 2 …) are converted, and
+    JSON and embeddings are re-serialized to their one canonical form.
     """
     modality = Modality(modality)
+    if modality is Modality.EMBEDDING:  # the common large case: validated from the header alone
+        _check_basic(data, modality, limits, None)
+        view = _canonical_npy(data)
+        if view is not None:
+            return Encoded(data, ArtifactMeta(shape=list(view.shape)), view)
     obj = decode(data, modality, limits=limits)
     if _is_canonical(data, modality):
-        return data, _meta_of(obj, modality), obj
-    canonical, meta = encode(obj, modality)
-    return canonical, meta, obj
+        return Encoded(data, _meta_of(obj, modality), obj)
+    if modality is Modality.IMAGE:
+        from PIL import ImageOps
+
+        obj = ImageOps.exif_transpose(obj)  # a photo's orientation tag becomes real pixels
+    return encode_object(obj, modality, limits=limits)
 
 
 def _is_canonical(data: bytes, modality: Modality) -> bool:
+    if modality is Modality.TEXT:
+        return True
     if modality is Modality.IMAGE:
-        return data.startswith(b"\x89PNG")
+        return data.startswith(_PNG_SIGNATURE) and data.endswith(_PNG_IEND)  # else: trailing bytes, re-encoded
     if modality is Modality.AUDIO:
-        return data[:4] == b"RIFF"
+        return data[:4] == b"RIFF" and data[8:12] == b"WAVE"
     if modality is Modality.VIDEO:
-        return data[4:8] == b"ftyp"
-    # text is kept byte for byte; embeddings and JSON are re-encoded (dtype, key order)
-    return modality is Modality.TEXT
+        return _is_canonical_mp4(data)
+    if modality is Modality.EMBEDDING:
+        return _canonical_npy(data) is not None
+    return False  # JSON: key order and spacing are normalized
+
+
+def _is_canonical_mp4(data: bytes) -> bool:
+    """MP4 (not QuickTime) with one H.264 yuv420p video stream and at most one AAC audio stream."""
+    import av
+
+    if data[4:8] != b"ftyp" or data[8:12] == b"qt  ":
+        return False
+    with av.open(io.BytesIO(data), mode="r") as container:
+        streams = container.streams
+        if len(streams.video) != 1 or len(streams.audio) > 1 or len(streams) != len(streams.video) + len(streams.audio):
+            return False
+        vcc = streams.video[0].codec_context
+        if vcc.name != "h264" or vcc.pix_fmt != "yuv420p":
+            return False
+        return not streams.audio or streams.audio[0].codec_context.name == "aac"
 
 
 def _meta_of(obj: Any, modality: Modality) -> ArtifactMeta:
@@ -487,4 +755,6 @@ def approx_nbytes(obj: Any) -> int:
         return int(obj.frames.nbytes) + (int(obj.audio.samples.nbytes) if obj.audio else 0)
     if hasattr(obj, "width") and hasattr(obj, "getbands"):
         return obj.width * obj.height * len(obj.getbands())
+    if isinstance(obj, (dict, list)):
+        return 1024 + 64 * len(obj)
     return 1024

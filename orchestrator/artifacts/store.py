@@ -4,33 +4,97 @@ Both backends share this class's public API (sync, plus ``a``-prefixed async
 twins) and differ only in a handful of private primitives. Besides artifacts
 the store keeps small JSON *records* (run state, chat sessions, the node cache
 index) and append-only *event logs*, so every layer persists to one backend.
+
+TTL rules, the same for both backends:
+
+- ``put(..., ttl=s)`` (or the store's ``default_ttl``) expires every key of the
+  artifact together after ``s`` seconds; ``None`` keeps it.
+- Putting bytes that are already stored keeps the first ref (and its metadata)
+  and only ever *extends* its life: to at least ``ttl``, or forever for ``None``.
+- ``pin(run_id, refs)`` removes the TTL while the run lives; ``unpin(run_id)``
+  gives the store's ``default_ttl`` back (when set) to what no other run pins.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from orchestrator.errors import ArtifactDecodeError, ArtifactNotFound, ArtifactTooLarge
+from pydantic import ValidationError
+
+from orchestrator.errors import ArtifactDecodeError, ArtifactError, ArtifactNotFound
 
 from . import codecs
-from ._ref import ArtifactMeta, ArtifactRef, Modality, Provenance, content_id, normalize_id
+from ._ref import CANONICAL_MIME, ArtifactMeta, ArtifactRef, Modality, Provenance, content_id, normalize_id
 
-__all__ = ["ArtifactStore", "DecodedCache"]
+__all__ = ["ArtifactStore", "DecodedCache", "PendingRef", "PinSet"]
 
 Ref = ArtifactRef | str
+_MISSING: Any = object()
+
+OVERLAP_BYTES = 256 << 10  # from this size on, hash in a helper thread while the backend writes
+_hash_pool: ThreadPoolExecutor | None = None
+_hash_pool_lock = threading.Lock()
+
+
+def _hasher() -> ThreadPoolExecutor:
+    global _hash_pool
+    with _hash_pool_lock:
+        if _hash_pool is None:
+            _hash_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="orch-hash")
+        return _hash_pool
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class PendingRef:
+    """The ref of bytes being stored, its content hash computed while the backend writes.
+
+    hashlib releases the GIL, so for large blobs the hash runs in a helper thread
+    while the backend sends or writes the bytes under a temporary name; the
+    backend asks for :meth:`result` only when it needs the id to publish.
+    """
+
+    def __init__(self, data: bytes, modality: Modality, meta: ArtifactMeta) -> None:
+        self.size = len(data)
+        self._modality, self._meta = modality, meta
+        self._ref: ArtifactRef | None = None
+        self._future: Future[str] | None = None
+        if len(data) >= OVERLAP_BYTES:
+            self._future = _hasher().submit(_sha256_hex, data)
+        else:
+            self._ref = self._make(_sha256_hex(data))
+
+    def _make(self, hex_digest: str) -> ArtifactRef:
+        return ArtifactRef(
+            id="sha256:" + hex_digest, modality=self._modality, mime=CANONICAL_MIME[self._modality],
+            size=self.size, meta=self._meta,
+        )
+
+    def done(self) -> bool:
+        return self._ref is not None or (self._future is not None and self._future.done())
+
+    def result(self) -> ArtifactRef:
+        if self._ref is None:
+            assert self._future is not None
+            self._ref = self._make(self._future.result())
+        return self._ref
 
 
 class DecodedCache:
     """A size-bounded LRU of decoded objects keyed by artifact id.
 
     Objects handed out are shared: treat them as read-only (numpy arrays are
-    marked non-writeable).
+    marked non-writeable). ``hits`` and ``misses`` count lookups.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -41,12 +105,22 @@ class DecodedCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: str) -> Any | None:
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def get(self, key: str, default: Any = None) -> Any:
         with self._lock:
             item = self._items.get(key)
             if item is None:
                 self.misses += 1
-                return None
+                return default
             self._items.move_to_end(key)
             self.hits += 1
             return item[0]
@@ -81,9 +155,18 @@ class DecodedCache:
 def _freeze(obj: Any) -> None:
     import numpy as np
 
-    for arr in (obj, getattr(obj, "samples", None), getattr(obj, "frames", None)):
+    audio = getattr(obj, "audio", None)
+    for arr in (obj, getattr(obj, "samples", None), getattr(obj, "frames", None), getattr(audio, "samples", None)):
         if isinstance(arr, np.ndarray):
             arr.flags.writeable = False
+
+
+def _modality(value: Modality | str) -> Modality:
+    try:
+        return Modality(value)
+    except ValueError:
+        known = ", ".join(m.value for m in Modality)
+        raise ArtifactError(f"unknown modality {value!r}; expected one of: {known}") from None
 
 
 class ArtifactStore(ABC):
@@ -101,7 +184,7 @@ class ArtifactStore(ABC):
         *,
         limits: codecs.Limits | None = None,
         decoded_cache_bytes: int = 256 << 20,
-        default_ttl: int | None = None,
+        default_ttl: float | None = None,
     ) -> None:
         self.limits = limits or codecs.Limits()
         self.cache = DecodedCache(decoded_cache_bytes)
@@ -111,27 +194,36 @@ class ArtifactStore(ABC):
 
     # -------------------------------------------------- backend primitives
     @abstractmethod
-    def _write(self, ref: ArtifactRef, data: bytes, ttl: int | None) -> ArtifactRef:
-        """Store bytes and ref atomically; if the id exists keep it and return the stored ref."""
+    def _write(self, pending: PendingRef, data: bytes, ttl: float | None) -> ArtifactRef:
+        """Store bytes and ref so that readers see all or nothing.
+
+        ``pending.result()`` gives the ref (blocking until the hash is done):
+        write what does not need the id first. If the id is stored already keep
+        it, extend its TTL (see the module docstring) and return the stored ref.
+        """
 
     @abstractmethod
-    def _read(self, artifact_id: str) -> bytes: ...
+    def _read(self, artifact_id: str) -> tuple[Modality, bytes]:
+        """The artifact's modality and bytes; raises :class:`ArtifactNotFound`."""
 
     @abstractmethod
     def _read_ref(self, artifact_id: str) -> ArtifactRef | None: ...
+
+    def _exists(self, artifact_id: str) -> bool:
+        return self._read_ref(artifact_id) is not None
 
     @abstractmethod
     def _delete(self, artifact_id: str) -> bool: ...
 
     @abstractmethod
-    def _expire(self, artifact_id: str, ttl: int | None) -> bool:
-        """Set (or with ``None`` remove) the TTL of every key of an artifact."""
+    def _expire(self, artifact_id: str, ttl: float | None) -> bool:
+        """Set (or with ``None`` remove) the TTL of every key of an artifact; ``False`` if absent."""
 
     @abstractmethod
-    def _ids(self) -> Iterator[str]: ...
+    def _ids(self) -> list[str]: ...
 
     @abstractmethod
-    def put_record(self, namespace: str, key: str, value: dict[str, Any], *, ttl: int | None = None) -> None:
+    def put_record(self, namespace: str, key: str, value: dict[str, Any], *, ttl: float | None = None) -> None:
         """Store a small JSON record (run state, a chat session, a cache entry)."""
 
     @abstractmethod
@@ -148,7 +240,8 @@ class ArtifactStore(ABC):
         """Append to an event log; returns the event's 1-based sequence number."""
 
     @abstractmethod
-    def read_events(self, stream: str, after: int = 0) -> list[tuple[int, dict[str, Any]]]: ...
+    def read_events(self, stream: str, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
+        """Events with a sequence number above ``after``, oldest first."""
 
     @abstractmethod
     def ping(self) -> None:
@@ -171,48 +264,73 @@ class ArtifactStore(ABC):
         modality: Modality | str | None = None,
         provenance: Provenance | dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
-        ttl: int | None = None,
+        ttl: float | None = None,
     ) -> ArtifactRef:
         """Store a Python object, or bytes of a declared modality; same bytes, same id.
 
-        Bytes are validated (and foreign formats converted) before anything is written.
+        Everything is validated (and foreign formats converted) before anything is
+        written, so a bad input leaves the store as it was. Media facts read off
+        the bytes (width, duration …) win over the same keys in ``meta``. If the
+        bytes are stored already, the stored ref comes back (the only way its
+        modality can differ: JSON text stored first as ``text``, or the reverse).
         """
+        # 1. canonical bytes, their media facts, and the object they decode to
         if isinstance(obj, (bytes, bytearray, memoryview)):
             if modality is None:
                 raise ArtifactDecodeError("bytes need an explicit modality=")
-            data, media, decoded = codecs.canonicalize(bytes(obj), modality, limits=self.limits)
+            mod = _modality(modality)
+            encoded = codecs.canonicalize(bytes(obj), mod, limits=self.limits)
         else:
-            data, media = codecs.encode(obj, modality)
-            decoded = obj
-            modality = modality or codecs.infer_modality(obj)
-        if len(data) > self.limits.max_bytes:
-            raise ArtifactTooLarge(f"artifact is {len(data)} bytes, over the {self.limits.max_bytes}-byte limit")
-        extra = dict(meta or {})
-        if provenance is not None:
-            extra["provenance"] = provenance if isinstance(provenance, Provenance) else Provenance(**provenance)
-        full = media.model_copy(update=extra) if extra else media
-        ref = ArtifactRef.for_bytes(data, Modality(modality), ArtifactMeta.model_validate(full.model_dump()))
-        stored = self._write(ref, data, ttl if ttl is not None else self.default_ttl)
-        if not isinstance(decoded, (bytes, bytearray)) and not isinstance(obj, (bytes, bytearray, memoryview)):
-            self.cache.put(stored.id, decoded)
+            try:
+                mod = _modality(modality) if modality is not None else codecs.infer_modality(obj)
+            except TypeError as exc:
+                raise ArtifactError(str(exc)) from exc
+            encoded = codecs.encode_object(obj, mod, limits=self.limits)
+        # 2. the ref: content id plus metadata
+        pending = PendingRef(encoded.data, mod, self._meta(encoded.meta, meta, provenance))
+        # 3. write (the first writer of an id wins) and keep the decoded object
+        stored = self._write(pending, encoded.data, ttl if ttl is not None else self.default_ttl)
+        if stored.modality is mod:  # the same bytes stored first as text, now put as JSON: keep the first
+            self.cache.put(stored.id, encoded.obj)
         return stored
+
+    @staticmethod
+    def _meta(media: ArtifactMeta, meta: dict[str, Any] | None, provenance: Provenance | dict[str, Any] | None) -> ArtifactMeta:
+        fields = {**(meta or {}), **media.model_dump(exclude_none=True)}
+        if provenance is not None:
+            fields["provenance"] = provenance
+        try:
+            full = ArtifactMeta.model_validate(fields)
+            full.model_dump_json()  # everything must survive the trip through the store
+        except (ValidationError, ValueError, TypeError) as exc:
+            raise ArtifactError(f"invalid artifact metadata: {exc}") from exc
+        return full
 
     def get_bytes(self, ref: Ref) -> bytes:
         """The canonical bytes; raises :class:`ArtifactNotFound`."""
-        return self._read(normalize_id(ref))
+        return self._read(normalize_id(ref))[1]
 
     def load(self, ref: Ref) -> Any:
-        """The decoded object (from the in-process cache when a producer just stored it)."""
+        """The decoded object; raises :class:`ArtifactNotFound`.
+
+        Objects this process stored or loaded recently come from the in-process
+        cache (after a cheap check that the artifact still exists), so a consumer
+        does not decode again what a producer just encoded.
+        """
         artifact_id = normalize_id(ref)
-        cached = self.cache.get(artifact_id)
-        if cached is not None:
-            return cached
-        info = self.stat(artifact_id)
-        obj = codecs.decode(self._read(artifact_id), info.modality, limits=self.limits, artifact_id=artifact_id)
+        cached = self.cache.get(artifact_id, _MISSING)
+        if cached is not _MISSING:
+            if self._exists(artifact_id):
+                return cached
+            self.cache.discard(artifact_id)
+            raise ArtifactNotFound("no such artifact (deleted or expired)", artifact_id=artifact_id)
+        modality, data = self._read(artifact_id)
+        obj = codecs.decode(data, modality, limits=self.limits, artifact_id=artifact_id)
         self.cache.put(artifact_id, obj)
         return obj
 
     def stat(self, ref: Ref) -> ArtifactRef:
+        """The stored ref (modality, size, metadata); raises :class:`ArtifactNotFound`."""
         artifact_id = normalize_id(ref)
         info = self._read_ref(artifact_id)
         if info is None:
@@ -221,55 +339,69 @@ class ArtifactStore(ABC):
 
     def exists(self, ref: Ref) -> bool:
         try:
-            return self._read_ref(normalize_id(ref)) is not None
-        except ArtifactNotFound:
+            return self._exists(normalize_id(ref))
+        except ArtifactNotFound:  # not an artifact id at all
             return False
 
     def delete(self, ref: Ref) -> bool:
+        """Remove an artifact; ``False`` if it was not there."""
         artifact_id = normalize_id(ref)
         self.cache.discard(artifact_id)
         return self._delete(artifact_id)
 
-    def expire(self, ref: Ref, ttl: int | None) -> None:
+    def expire(self, ref: Ref, ttl: float | None) -> None:
         """Set an artifact's time to live in seconds (``None``: keep forever)."""
         artifact_id = normalize_id(ref)
         if not self._expire(artifact_id, ttl):
             raise ArtifactNotFound("no such artifact", artifact_id=artifact_id)
 
     def ids(self) -> list[str]:
+        """Every live artifact id, sorted."""
         return sorted(self._ids())
 
     def verify(self, ref: Ref) -> bool:
         """Re-hash the stored bytes and compare them with the id."""
         artifact_id = normalize_id(ref)
-        return content_id(self._read(artifact_id)) == artifact_id
+        return content_id(self._read(artifact_id)[1]) == artifact_id
 
     # -------------------------------------------------- pins
     def pin(self, run_id: str, refs: Iterable[Ref]) -> None:
-        """Keep artifacts from expiring while ``run_id`` lives (until :meth:`unpin`)."""
+        """Keep artifacts from expiring while ``run_id`` lives (until :meth:`unpin`).
+
+        Ids that are not stored are ignored.
+        """
         ids = [normalize_id(r) for r in refs]
-        with self._pin_lock:
-            self._pins.setdefault(run_id, set()).update(ids)
-        for artifact_id in ids:
-            self._expire(artifact_id, None)
+        if ids:
+            self._pin(run_id, ids)
 
     def unpin(self, run_id: str) -> None:
         """Release a run's pins: artifacts get the default TTL back, unless another run pins them."""
-        with self._pin_lock:
-            ids = self._pins.pop(run_id, set())
-            still = set().union(*self._pins.values()) if self._pins else set()
-        if self.default_ttl is None:
-            return
-        for artifact_id in ids - still:
-            self._expire(artifact_id, self.default_ttl)
+        self._unpin(run_id)
 
     @contextlib.contextmanager
     def pinned(self, run_id: str) -> Iterator[PinSet]:
+        """``with store.pinned(run_id) as pins: pins.add(ref)`` — released when the block ends."""
         pins = PinSet(self, run_id)
         try:
             yield pins
         finally:
             self.unpin(run_id)
+
+    def _pin(self, run_id: str, ids: list[str]) -> None:
+        """In-process pin bookkeeping; a backend shared by processes overrides this pair."""
+        with self._pin_lock:
+            self._pins.setdefault(run_id, set()).update(ids)
+            for artifact_id in ids:
+                self._expire(artifact_id, None)
+
+    def _unpin(self, run_id: str) -> None:
+        with self._pin_lock:
+            ids = self._pins.pop(run_id, set())
+            still = set().union(*self._pins.values()) if self._pins else set()
+            if self.default_ttl is None:
+                return
+            for artifact_id in ids - still:
+                self._expire(artifact_id, self.default_ttl)
 
     # -------------------------------------------------- async twins
     async def aput(self, obj: Any, **kwargs: Any) -> ArtifactRef:
@@ -279,8 +411,7 @@ class ArtifactStore(ABC):
         return await asyncio.to_thread(self.get_bytes, ref)
 
     async def aload(self, ref: Ref) -> Any:
-        cached = self.cache.get(normalize_id(ref))
-        return cached if cached is not None else await asyncio.to_thread(self.load, ref)
+        return await asyncio.to_thread(self.load, ref)
 
     async def astat(self, ref: Ref) -> ArtifactRef:
         return await asyncio.to_thread(self.stat, ref)

@@ -48,6 +48,9 @@ __all__ = ["CompiledWorkflow", "NodeResult", "RunResult"]
 logger = logging.getLogger("orchestrator.workflow")
 CACHE_NAMESPACE = "nodecache"
 
+Refs = ArtifactRef | list[ArtifactRef]
+
+
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
     return {**(left or {}), **(right or {})}
 
@@ -55,7 +58,7 @@ class GraphState(TypedDict, total=False):
     """LangGraph state: artifact refs and node statuses, never payloads."""
 
     inputs: dict[str, ArtifactRef | list[ArtifactRef]]
-    refs: Annotated[dict[str, dict[str, ArtifactRef]], _merge]
+    refs: Annotated[dict[str, dict[str, ArtifactRef | list[ArtifactRef]]], _merge]
     status: Annotated[dict[str, str], _merge]
     errors: Annotated[dict[str, str], _merge]
 
@@ -64,7 +67,7 @@ class NodeResult:
     """What became of one node."""
 
     status: str  # succeeded | cached | failed | skipped | cancelled
-    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    outputs: dict[str, Refs] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
 
@@ -78,7 +81,7 @@ class RunResult:
 
     run_id: str
     status: str  # succeeded | partial | failed | cancelled
-    outputs: dict[str, ArtifactRef]
+    outputs: dict[str, Refs]
     errors: dict[str, str]
     nodes: dict[str, NodeResult]
     seconds: float
@@ -90,19 +93,27 @@ class RunResult:
         return self.status == "succeeded"
 
     def load(self, name: str) -> Any:
-        """The decoded object of output ``name``."""
-        return self.store.load(self._ref(name))
+        """The decoded object of output ``name`` (a list for a ``many`` output)."""
+        ref = self._ref(name)
+        return [self.store.load(r) for r in ref] if isinstance(ref, list) else self.store.load(ref)
 
-    def save(self, name: str, path: str | Path) -> Path:
-        """Write output ``name``'s canonical bytes to ``path`` (a directory gets ``<name><ext>``)."""
+    def save(self, name: str, path: str | Path) -> Path | list[Path]:
+        """Write output ``name``'s canonical bytes to ``path`` (a directory gets ``<name><ext>``;
+        a ``many`` output writes ``<name>-<i><ext>`` files into the directory ``path``)."""
         ref = self._ref(name)
         path = Path(path)
+        if isinstance(ref, list):
+            path.mkdir(parents=True, exist_ok=True)
+            return [self._write(r, path / f"{name}-{i}{r.extension}") for i, r in enumerate(ref)]
         if path.is_dir():
             path = path / f"{name}{ref.extension}"
+        return self._write(ref, path)
+
+    def _write(self, ref: ArtifactRef, path: Path) -> Path:
         path.write_bytes(self.store.get_bytes(ref))
         return path
 
-    def _ref(self, name: str) -> ArtifactRef:
+    def _ref(self, name: str) -> Refs:
         if name not in self.outputs:
             why = self.errors.get(name, "no such output")
             raise WorkflowError(f"output {name!r} does not exist: {why}", output=name)
@@ -209,7 +220,9 @@ class CompiledWorkflow:
         Options: ``store`` (default: the configured store), ``cache`` (default True),
         ``seed`` (run seed; seeded tools derive a per-node seed from it), ``run_id``,
         ``max_workers`` (threads for blocking tools), ``cancel`` (a ``threading.Event``
-        that cancels the run), ``on_event`` (a callback for every event).
+        that cancels the run), ``on_event`` (a callback for every event), ``profile``
+        (a name or Profile for model-backed tools) and ``models`` (a ModelManager; default:
+        the process-wide one, created on first use).
         """
         async for item in self._astream(inputs, **options):
             if not isinstance(item, RunResult):
@@ -233,6 +246,7 @@ class CompiledWorkflow:
         cancel: threading.Event | None = None,
         on_event: Callable[[Any], None] | None = None,
         profile: Any = None,
+        models: Any = None,
     ) -> AsyncIterator[Any]:
         store = store or open_store(self.settings)
         run_id = run_id or uuid.uuid4().hex
@@ -258,7 +272,8 @@ class CompiledWorkflow:
 
         loop_thread = threading.get_ident()
         refs = self._coerce_inputs(inputs or {}, store)  # raises before any node runs
-        models, prof = _runtime(profile)
+        default_models, prof = _runtime(profile)
+        models = models or default_models
         executor = ThreadPoolExecutor(max_workers or self.settings.max_workers, thread_name_prefix=f"orch-{run_id[:6]}")
         rc = _RunContext(
             run_id=run_id, store=store, cache=cache, seed=seed, emit=emit, loop=loop, executor=executor,
@@ -304,7 +319,7 @@ class CompiledWorkflow:
         yield result
 
     def _finish(self, rc: _RunContext, started: float, error: BaseException | None) -> RunResult:
-        outputs: dict[str, ArtifactRef] = {}
+        outputs: dict[str, Refs] = {}
         errors: dict[str, str] = {}
         for name, src in self.plan.outputs.items():
             if src.node is None:
@@ -391,16 +406,14 @@ def _final_event(result: RunResult) -> Any:
     )
 
 def _runtime(profile: Any) -> tuple[Any, Any]:
-    """The model manager and profile, when the model runtime is available."""
-    try:
-        from orchestrator import runtime
+    """The model manager and profile for tools. ``None`` lets model-backed tools use the
+    process-wide defaults lazily, so runs of plain tools never import torch."""
+    if isinstance(profile, str):
+        from orchestrator.runtime import get_profile
 
-        models = runtime.get_model_manager()
-        if profile is None or isinstance(profile, str):
-            profile = runtime.get_profile(profile)
-    except (ImportError, AttributeError):
-        return None, profile
-    return models, profile
+        profile = get_profile(profile)
+    return None, profile
+
 
 def _default_context(compiled: CompiledWorkflow) -> _RunContext:
     models, prof = _runtime(None)
@@ -426,14 +439,16 @@ def _effective_seed(node: ResolvedNode, run_seed: int | None) -> tuple[int | Non
         return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF, True
     return random.SystemRandom().randrange(2**31), False
 
-def cache_key(node: ResolvedNode, seed: int | None, input_ids: dict[str, Any]) -> str:
-    """Content address of a node's result: tool, version, params, seed and input artifact ids."""
+def cache_key(node: ResolvedNode, seed: int | None, input_ids: dict[str, Any], model: Any = None) -> str:
+    """Content address of a node's result: tool, version, params, seed, input artifact ids and,
+    for model-backed tools, the profile's resolved model choice."""
     doc = {
         "tool": node.tool.name,
         "version": node.tool.spec.version,
         "params": node.params.model_dump(mode="json"),
         "seed": seed,
         "inputs": input_ids,
+        "model": model,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -441,7 +456,7 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
     statuses = state.get("status", {})
     errs = state.get("errors", {})
 
-    def finish(status: str, outputs: dict[str, ArtifactRef] | None = None, error: str | None = None,
+    def finish(status: str, outputs: dict[str, Refs] | None = None, error: str | None = None,
                seconds: float = 0.0) -> dict[str, Any]:
         rc.results[node.id] = NodeResult(status=status, outputs=outputs or {}, error=error, seconds=seconds)
         update: dict[str, Any] = {"status": {node.id: status}, "refs": {node.id: outputs or {}}}
@@ -467,8 +482,15 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
     inputs_state = state.get("inputs", {})
     for port_name, sources in node.bindings.items():
         port = node.tool.spec.input(port_name)
-        found = [inputs_state[s.name] if s.node is None else all_refs[s.node][s.name] for s in sources
-                 if (s.node is None and s.name in inputs_state) or (s.node is not None and s.name in all_refs.get(s.node, {}))]
+        found: list[ArtifactRef] = []
+        for s in sources:
+            if s.node is None and s.name in inputs_state:
+                value = inputs_state[s.name]
+            elif s.node is not None and s.name in all_refs.get(s.node, {}):
+                value = all_refs[s.node][s.name]
+            else:
+                continue
+            found.extend(value if isinstance(value, list) else [value])
         if port is not None and port.many:
             refs[port_name] = found
         elif found:
@@ -478,11 +500,11 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
 
     # 3. cache lookup
     cacheable = rc.cache and node.tool.spec.cacheable and fixed
-    key = cache_key(node, seed, input_ids) if cacheable else None
+    key = cache_key(node, seed, input_ids, _resolved_model(node, rc)) if cacheable else None
     if key is not None:
         hit = await asyncio.to_thread(_cache_lookup, rc.store, key)
         if hit is not None:
-            rc.store.pin(rc.run_id, hit.values())
+            rc.store.pin(rc.run_id, _flat(hit.values()))
             rc.emit(ev.NodeCached(run_id=rc.run_id, node=node.id, outputs=hit))
             return finish("cached", hit)
 
@@ -507,7 +529,8 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
             continue
         seconds = time.perf_counter() - started
         if key is not None:
-            await asyncio.to_thread(rc.store.put_record, CACHE_NAMESPACE, key, {k: r.id for k, r in stored.items()})
+            record = {k: [x.id for x in r] if isinstance(r, list) else r.id for k, r in stored.items()}
+            await asyncio.to_thread(rc.store.put_record, CACHE_NAMESPACE, key, record)
         rc.emit(ev.NodeFinished(run_id=rc.run_id, node=node.id, outputs=stored, seconds=seconds))
         return finish("succeeded", stored, seconds=seconds)
 
@@ -518,6 +541,21 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
     rc.emit(ev.NodeFailed(run_id=rc.run_id, node=node.id, error=info, attempts=attempts))
     return finish("failed", error=info["message"], seconds=time.perf_counter() - started)
 
+def _resolved_model(node: ResolvedNode, rc: _RunContext) -> Any:
+    """What a model-backed tool (one with a ``model`` param left to the profile) will load,
+    so switching profiles never returns another model's cached result."""
+    if "model" not in type(node.params).model_fields or getattr(node.params, "model", None) is not None:
+        return None
+    try:
+        from orchestrator.runtime import get_profile
+
+        profile = rc.profile or get_profile(settings=rc.settings)
+        choice = profile.resolve(node.tool.spec.task, tool=node.tool.name)
+    except Exception:  # noqa: BLE001 - no profile entry: the tool decides, keyed by profile name
+        return {"profile": getattr(rc.profile, "name", None) or getattr(rc.settings, "profile", None)}
+    return choice.model_dump(mode="json")
+
+
 def _error_info(exc: BaseException, node: ResolvedNode) -> dict[str, Any]:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return {"type": "NodeTimeout", "message": f"timed out after {node.timeout}s", "node": node.id}
@@ -527,7 +565,7 @@ def _error_info(exc: BaseException, node: ResolvedNode) -> dict[str, Any]:
 
 async def _call_tool(
     node: ResolvedNode, refs: dict[str, Any], seed: int | None, input_ids: dict[str, Any], rc: _RunContext
-) -> dict[str, ArtifactRef]:
+) -> dict[str, Refs]:
     """Load inputs, run the tool, store its outputs. A blocking tool and the storing of
     its outputs share one trip to the thread pool."""
     store = rc.store
@@ -546,14 +584,14 @@ async def _call_tool(
     kwargs = t._kwargs(decoded, node.params, ctx)
     if t.is_async:
 
-        async def call_async() -> dict[str, ArtifactRef]:
+        async def call_async() -> dict[str, Refs]:
             outputs = t._outputs(await t.fn(**kwargs))
-            return await asyncio.to_thread(_store_outputs, node, outputs, seed, input_ids, rc)
+            return await asyncio.to_thread(_store_outputs, node, outputs, seed, input_ids, rc, ctx.provenance)
 
         call = asyncio.ensure_future(call_async())
     else:
         call = rc.loop.run_in_executor(
-            rc.executor, lambda: _store_outputs(node, t._outputs(t.fn(**kwargs)), seed, input_ids, rc)
+            rc.executor, lambda: _store_outputs(node, t._outputs(t.fn(**kwargs)), seed, input_ids, rc, ctx.provenance)
         )
     cancel_wait = asyncio.ensure_future(rc.cancelled.wait())
     try:
@@ -569,36 +607,58 @@ async def _call_tool(
 
 
 def _store_outputs(
-    node: ResolvedNode, outputs: dict[str, Any], seed: int | None, input_ids: dict[str, Any], rc: _RunContext
-) -> dict[str, ArtifactRef]:
-    stored: dict[str, ArtifactRef] = {}
+    node: ResolvedNode, outputs: dict[str, Any], seed: int | None, input_ids: dict[str, Any], rc: _RunContext,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Refs]:
+    """Store each output (a list of artifacts for ``many`` ports) with the node's provenance."""
+    extra = dict(extra or {})
     provenance = Provenance(
-        tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id, seed=seed,
+        tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id,
         params=node.params.model_dump(mode="json"), inputs=input_ids,
-        model=getattr(node.params, "model", None),
+        **{"model": getattr(node.params, "model", None), "seed": seed, **extra},
     )
-    for port_name, value in outputs.items():
-        port = node.tool.spec.output(port_name)
-        assert port is not None
+
+    def put(port_name: str, value: Any, modality: Modality) -> ArtifactRef:
         if isinstance(value, ArtifactRef):
             ref = value
         else:
             try:
-                ref = rc.store.put(value, modality=port.modality, provenance=provenance)
+                ref = rc.store.put(value, modality=modality, provenance=provenance)
             except ArtifactError as exc:
                 raise ToolError(f"output {port_name!r} could not be stored: {exc}", tool=node.tool.name) from exc
-        if ref.modality is not port.modality:
-            raise ToolError(f"output {port_name!r} is {ref.modality.value}, declared {port.modality.value}", tool=node.tool.name)
-        stored[port_name] = ref
-    rc.store.pin(rc.run_id, stored.values())
+        if ref.modality is not modality:
+            raise ToolError(f"output {port_name!r} is {ref.modality.value}, declared {modality.value}", tool=node.tool.name)
+        return ref
+
+    stored: dict[str, Refs] = {}
+    for port_name, value in outputs.items():
+        port = node.tool.spec.output(port_name)
+        assert port is not None
+        if port.many:
+            if not isinstance(value, (list, tuple)):
+                raise ToolError(f"output {port_name!r} is a 'many' port: return a list", tool=node.tool.name)
+            stored[port_name] = [put(port_name, v, port.modality) for v in value]
+        else:
+            stored[port_name] = put(port_name, value, port.modality)
+    rc.store.pin(rc.run_id, _flat(stored.values()))
     return stored
 
-def _cache_lookup(store: ArtifactStore, key: str) -> dict[str, ArtifactRef] | None:
+
+def _flat(values: Any) -> list[ArtifactRef]:
+    out: list[ArtifactRef] = []
+    for v in values:
+        out.extend(v if isinstance(v, list) else [v])
+    return out
+
+
+def _cache_lookup(store: ArtifactStore, key: str) -> dict[str, Refs] | None:
     record = store.get_record(CACHE_NAMESPACE, key)
     if not record:
         return None
     try:
-        return {port: store.stat(artifact_id) for port, artifact_id in record.items()}
+        return {
+            port: [store.stat(i) for i in ids] if isinstance(ids, list) else store.stat(ids)
+            for port, ids in record.items()
+        }
     except ArtifactError:  # an output expired or was deleted: run again
         return None
-

@@ -166,7 +166,9 @@ def resolve(wf: Workflow, registry: ToolRegistry) -> Plan:
                 problems.append(f"node {f.id!r}: port {port_name!r} takes one source, got {len(srcs)} ({', '.join(srcs)})")
             resolved = []
             for src in srcs:
-                source, modality = _source(src, inputs, tools, problems, f"node {f.id!r} port {port_name!r}")
+                source, modality = _source(
+                    src, inputs, tools, problems, f"node {f.id!r} port {port_name!r}", single=not port.many
+                )
                 if source is None:
                     continue
                 if modality is not None and modality is not port.modality:
@@ -199,7 +201,8 @@ def resolve(wf: Workflow, registry: ToolRegistry) -> Plan:
 
 
 def _source(
-    src: str, inputs: dict[str, InputDecl], tools: dict[str, Tool], problems: list[str], where: str
+    src: str, inputs: dict[str, InputDecl], tools: dict[str, Tool], problems: list[str], where: str,
+    single: bool = False,
 ) -> tuple[Source | None, Modality | None]:
     node_id, dot, port = src.rpartition(".")[0], ".", src.rpartition(".")[2]
     if "." not in src:
@@ -216,6 +219,8 @@ def _source(
         names = [p.name for p in tools[node_id].spec.outputs]
         problems.append(f"{where}: node {node_id!r} has no output port {port!r} (outputs: {names})")
         return None, None
+    if single and out.many:
+        problems.append(f"{where}: takes one artifact but {src!r} is a list ('many' port); bind it to a 'many' port")
     return Source(node_id, port), out.modality
 
 

@@ -58,12 +58,12 @@ class NodeProgress(_Base):
 
 class NodeCached(_Base):
     type: Literal["node_cached"] = "node_cached"
-    outputs: dict[str, ArtifactRef]
+    outputs: dict[str, ArtifactRef | list[ArtifactRef]]
 
 
 class NodeFinished(_Base):
     type: Literal["node_finished"] = "node_finished"
-    outputs: dict[str, ArtifactRef]
+    outputs: dict[str, ArtifactRef | list[ArtifactRef]]
     seconds: float
 
 
@@ -81,7 +81,7 @@ class NodeSkipped(_Base):
 class RunFinished(_Base):
     type: Literal["run_finished"] = "run_finished"
     status: Literal["succeeded", "partial"]
-    outputs: dict[str, ArtifactRef]
+    outputs: dict[str, ArtifactRef | list[ArtifactRef]]
     errors: dict[str, str] = Field(default_factory=dict)
     seconds: float
 

@@ -1,0 +1,57 @@
+"""``orchestrator serve``: the REST server (runs, live events, artifacts, OpenAI-compatible chat).
+
+>>> from orchestrator.server import create_app, ServerSettings
+>>> app = create_app(ServerSettings(max_concurrent_runs=2))     # doctest: +SKIP
+
+See docs/server.md for the API. The web stack (FastAPI, uvicorn) is the ``serve``
+extra; names are imported lazily so the CLI can share the light helpers without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .settings import ServerSettings, is_loopback
+
+if TYPE_CHECKING:
+    from ._app import create_app
+    from ._outcome import Outcome
+    from ._runs import QueueFull, RunJob, RunManager
+
+__all__ = ["Outcome", "QueueFull", "RunJob", "RunManager", "ServerSettings", "create_app", "is_loopback", "serve"]
+
+_LAZY = {
+    "create_app": "._app",
+    "Outcome": "._outcome",
+    "QueueFull": "._runs",
+    "RunJob": "._runs",
+    "RunManager": "._runs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)
+
+
+def serve(app: object = None, *, settings: ServerSettings | None = None, log_level: str = "info") -> None:
+    """Run the server with uvicorn (blocking). Refuses a non-loopback host without API keys."""
+    import uvicorn
+
+    from orchestrator.errors import ConfigError
+
+    from ._app import create_app
+
+    s = settings or ServerSettings()
+    if not s.api_keys and not s.allow_unauthenticated and not is_loopback(s.host):
+        raise ConfigError(
+            f"refusing to listen on {s.host} without API keys; set ORCHESTRATOR_API_KEYS, "
+            "or ORCHESTRATOR_ALLOW_UNAUTHENTICATED=1 if something in front of the server authenticates",
+            param="host",
+        )
+    uvicorn.run(app or create_app(s), host=s.host, port=s.port, log_level=log_level,
+                timeout_graceful_shutdown=5, access_log=False)

@@ -1,0 +1,604 @@
+"""The run manager: a bounded queue of runs, workers, persisted state and event logs.
+
+Runs are jobs. ``submit`` records a run (``queued``) and queues it; a fixed pool of
+worker tasks executes runs (``running``) and appends every event to the store's
+event log ``run:<id>`` in order; the final state (outputs, errors, answer, node
+results) is written as the record ``runs/<id>``. Both live in the store's backend
+(Redis, or the embedded directory), so:
+
+* any server process sharing the backend answers ``GET /v1/runs/{id}`` and streams
+  the events (by polling the log) for runs another process executes;
+* a restarted server still answers for finished runs, and reports runs that were in
+  flight as ``interrupted``: each server holds a lease record refreshed every
+  ``lease_seconds / 3``; a queued or running run whose owner's lease is gone is
+  marked interrupted (a ``run_failed`` event with ``status: "interrupted"`` is
+  appended, so event streams end too). A server shutting down cleanly marks its own
+  unfinished runs at once.
+
+Capacity: ``max_concurrent_runs`` run at once and ``max_queued_runs`` more may wait;
+beyond that :class:`QueueFull` (HTTP 429) says when to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.artifacts import ArtifactRef, ArtifactStore
+from orchestrator.errors import OrchestratorError
+
+from ._metrics import Metrics
+from ._outcome import Outcome, event_json
+from .settings import ServerSettings
+
+__all__ = ["ACTIVE", "TERMINAL", "Outcome", "QueueFull", "RunJob", "RunManager", "event_stream"]
+
+logger = logging.getLogger("orchestrator.server.runs")
+
+RUNS_NS = "runs"
+ACTIVE_NS = "runs_active"
+CANCEL_NS = "runs_cancel"
+SERVERS_NS = "servers"
+ACTIVE = frozenset({"queued", "running"})
+TERMINAL = frozenset({"succeeded", "partial", "failed", "cancelled", "interrupted"})
+
+
+def event_stream(run_id: str) -> str:
+    """The store's event-log name of a run."""
+    return f"run:{run_id}"
+
+
+def new_run_id() -> str:
+    """Time-ordered id: 12 hex digits of milliseconds, then 12 random hex digits."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
+class QueueFull(OrchestratorError):
+    """The run queue is full; ``retry_after`` is a suggested wait in seconds."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+Executor = Callable[["RunJob"], AsyncIterator[Any]]
+"""Executes one run: yields events (dicts or pydantic models) and, last, an :class:`Outcome`."""
+
+
+class _Signal:
+    """Wakes everyone waiting for a run's next event (in this process)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.users = 0
+
+    def fire(self) -> None:
+        self.event.set()
+        self.event = asyncio.Event()
+
+
+@dataclass
+class RunJob:
+    """A run owned by this process: its record, what to execute, and its cancel switch."""
+
+    id: str
+    record: dict[str, Any]
+    executor: Executor
+    spec: dict[str, Any] = field(default_factory=dict)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    task: asyncio.Task[None] | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    node_tools: dict[str, str] = field(default_factory=dict)
+    terminal_event: bool = False
+    finalizing: bool = False
+
+    @property
+    def status(self) -> str:
+        return str(self.record["status"])
+
+
+class RunManager:
+    """Queue, workers, persistence and event fan-out for runs.
+
+    >>> manager = RunManager(store, ServerSettings())          # doctest: +SKIP
+    >>> await manager.start()                                  # doctest: +SKIP
+    >>> record = await manager.submit("graph", executor, request={"graph": "x"})  # doctest: +SKIP
+    """
+
+    def __init__(self, store: ArtifactStore, settings: ServerSettings, *, metrics: Metrics | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._jobs: dict[str, RunJob] = {}
+        self._queued: set[str] = set()
+        self._running: set[str] = set()
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._signals: dict[str, _Signal] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._background: asyncio.Task[None] | None = None
+        self._closing = False
+        self._ewma_seconds: float | None = None
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._closing = False
+        await asyncio.to_thread(self._write_lease)
+        await self.sweep()
+        self._workers = [asyncio.create_task(self._worker(i), name=f"run-worker-{i}")
+                         for i in range(self.settings.max_concurrent_runs)]
+        self._background = asyncio.create_task(self._heartbeat(), name="run-heartbeat")
+        logger.info("run manager %s started: %d workers, %d queue slots", self.instance_id,
+                    self.settings.max_concurrent_runs, self.settings.max_queued_runs)
+
+    async def stop(self) -> None:
+        """Stop workers; unfinished runs of this process are marked interrupted."""
+        if not self._started:
+            return
+        self._closing = True
+        self._started = False
+        running = [j.task for j in self._jobs.values() if j.task is not None and not j.task.done()]
+        tasks = [*self._workers, *running, *([self._background] if self._background else [])]
+        for task in tasks:  # a cancelled run task records itself as interrupted
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        for job in list(self._jobs.values()):
+            if job.status in ACTIVE:
+                await self._finalize(job, Outcome("interrupted", error={
+                    "type": "RunInterrupted", "message": "the server shut down before the run finished"}))
+        for signal in self._signals.values():
+            signal.fire()
+        with contextlib.suppress(OrchestratorError):
+            await asyncio.to_thread(self.store.delete_record, SERVERS_NS, self.instance_id)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    # ------------------------------------------------------------------ capacity
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queued)
+
+    def retry_after(self) -> int:
+        per_run = self._ewma_seconds or 1.0
+        waves = (self.queued + 1) / self.settings.max_concurrent_runs
+        return max(1, min(300, math.ceil(per_run * waves)))
+
+    # ------------------------------------------------------------------ submit
+    async def submit(
+        self,
+        kind: str,
+        executor: Executor,
+        *,
+        request: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        spec: dict[str, Any] | None = None,
+    ) -> RunJob:
+        """Record and queue a run; raises :class:`QueueFull` when at capacity."""
+        if self._closing or not self._started:
+            raise QueueFull("the server is shutting down", retry_after=5)
+        active = self.running + self.queued
+        if active >= self.settings.max_concurrent_runs + self.settings.max_queued_runs:
+            self.metrics.runs_rejected.inc()
+            raise QueueFull(
+                f"the run queue is full ({self.queued} waiting, {self.running} running); retry later",
+                retry_after=self.retry_after(),
+            )
+        run_id = new_run_id()
+        record: dict[str, Any] = {
+            "id": run_id,
+            "kind": kind,
+            "status": "queued",
+            "created_at": time.time(),
+            "started_at": None,
+            "finished_at": None,
+            "request": request or {},
+            "options": options or {},
+            "inputs": {k: _ref_json(v) for k, v in (inputs or {}).items()},
+            "outputs": {},
+            "errors": {},
+            "error": None,
+            "answer": None,
+            "plan": None,
+            "nodes": {},
+            "last_event_id": 0,
+            "cancel_requested": False,
+            "owner": self.instance_id,
+        }
+        job = RunJob(id=run_id, record=record, executor=executor, spec=spec or {},
+                     node_tools=dict((spec or {}).get("node_tools") or {}))
+        self._jobs[run_id] = job
+        try:
+            await asyncio.to_thread(self._persist_new, record)
+        except BaseException:
+            self._jobs.pop(run_id, None)
+            raise
+        self.metrics.runs_submitted.labels(kind).inc()
+        self._queued.add(run_id)
+        self._update_gauges()
+        self._queue.put_nowait(run_id)
+        return job
+
+    def _persist_new(self, record: dict[str, Any]) -> None:
+        self.store.put_record(RUNS_NS, record["id"], record)
+        self.store.put_record(ACTIVE_NS, record["id"], {"owner": self.instance_id, "since": record["created_at"]})
+
+    # ------------------------------------------------------------------ workers
+    async def _worker(self, index: int) -> None:
+        while True:
+            run_id = await self._queue.get()
+            job = self._jobs.get(run_id)
+            if job is None or job.status != "queued":
+                continue
+            job.task = asyncio.create_task(self._run(job), name=f"run-{run_id}")
+            try:
+                await asyncio.shield(job.task)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if self._closing or (current is not None and current.cancelling()):
+                    raise  # the worker itself is being stopped
+
+    async def _run(self, job: RunJob) -> None:
+        started = time.time()
+        job.record.update(status="running", started_at=started)
+        self._queued.discard(job.id)
+        self._running.add(job.id)
+        self.metrics.queue_wait_seconds.observe(max(0.0, started - job.record["created_at"]))
+        self._update_gauges()
+        outcome: Outcome | None = None
+        try:
+            await asyncio.to_thread(self.store.put_record, RUNS_NS, job.id, job.record)
+            async for item in job.executor(job):
+                if isinstance(item, Outcome):
+                    outcome = item
+                else:
+                    await self.emit(job, item)
+            if outcome is None:
+                outcome = Outcome("failed", error={"type": "RunError", "message": "the run ended without a result"})
+        except asyncio.CancelledError:
+            outcome = Outcome("cancelled" if job.cancel.is_set() and not self._closing else "interrupted",
+                              error={"type": "RunCancelled", "message": "the run was cancelled"})
+            if self._closing:
+                outcome.error = {"type": "RunInterrupted", "message": "the server shut down before the run finished"}
+        except OrchestratorError as exc:
+            outcome = Outcome("failed", error=exc.to_dict(), errors={"<run>": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a run's failure must not kill the worker
+            logger.exception("run %s crashed", job.id)
+            outcome = Outcome("failed", error={"type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"},
+                              errors={"<run>": f"{type(exc).__name__}: {exc}"})
+        if job.cancel.is_set() and outcome.status == "failed" and not self._closing:
+            outcome.status = "cancelled"
+        await self._finalize(job, outcome)
+
+    # ------------------------------------------------------------------ events
+    async def emit(self, job: RunJob, event: Any) -> int:
+        """Append one event to the run's log (in order) and wake its followers."""
+        doc = event_json(event)
+        doc.setdefault("run_id", job.id)
+        self._observe(job, doc)
+        async with job.lock:
+            seq = await asyncio.to_thread(self.store.append_event, event_stream(job.id), doc)
+            job.record["last_event_id"] = seq
+        signal = self._signals.get(job.id)
+        if signal is not None:
+            signal.fire()
+        return seq
+
+    def _observe(self, job: RunJob, doc: dict[str, Any]) -> None:
+        """Keep node results in the record and feed the metrics."""
+        kind = doc.get("type")
+        if kind in ("run_finished", "run_failed") and doc.get("status") in TERMINAL and doc.get("run_id") in (None, job.id):
+            job.terminal_event = True
+        node = apply_event(job.record["nodes"], doc, job.node_tools)
+        if node is None:
+            return
+        tool = job.node_tools.get(node, "?")
+        if kind == "node_finished":
+            self.metrics.node_seconds.labels(tool).observe(float(doc.get("seconds") or 0.0))
+        elif kind == "node_cached":
+            self.metrics.node_cache_hits.labels(tool).inc()
+        elif kind == "node_failed":
+            self.metrics.node_failures.labels(tool).inc()
+
+    async def _finalize(self, job: RunJob, outcome: Outcome) -> None:
+        if job.status in TERMINAL or job.finalizing:
+            return
+        job.finalizing = True
+        now = time.time()
+        seconds = now - (job.record["started_at"] or now)
+        if job.spec.get("final_event") or not job.terminal_event:
+            final: dict[str, Any] = {"run_id": job.id, "status": outcome.status, "errors": outcome.errors,
+                                     "seconds": seconds}
+            if outcome.status in ("succeeded", "partial"):
+                final.update(type="run_finished",
+                             outputs={k: v.model_dump(mode="json") for k, v in outcome.outputs.items()})
+            else:
+                final.update(type="run_failed", error=outcome.error or {"message": outcome.status})
+            if outcome.answer is not None:
+                final["answer"] = outcome.answer
+            await self.emit(job, final)
+        rec = job.record
+        rec.update(
+            status=outcome.status,
+            finished_at=now,
+            outputs={k: _ref_json(v) for k, v in outcome.outputs.items()},
+            errors=dict(outcome.errors),
+            error=outcome.error,
+            answer=outcome.answer,
+            plan=outcome.plan,
+        )
+        rec.update(outcome.extra)
+        for entry in rec["nodes"].values():
+            if entry.get("status") in ("pending", "running"):
+                entry["status"] = "cancelled" if outcome.status in ("cancelled", "interrupted") else entry["status"]
+        try:
+            await asyncio.to_thread(self._persist_final, rec)
+        except OrchestratorError as exc:
+            logger.error("could not persist the final state of run %s: %s", job.id, exc)
+        if rec["started_at"] is not None:
+            seconds = now - rec["started_at"]
+            self.metrics.run_seconds.labels(rec["kind"]).observe(seconds)
+            self._ewma_seconds = seconds if self._ewma_seconds is None else 0.8 * self._ewma_seconds + 0.2 * seconds
+        self.metrics.runs_finished.labels(rec["kind"], outcome.status).inc()
+        job.done.set()
+        signal = self._signals.get(job.id)
+        if signal is not None:
+            signal.fire()
+        self._jobs.pop(job.id, None)
+        self._queued.discard(job.id)
+        self._running.discard(job.id)
+        self._update_gauges()
+
+    def _persist_final(self, record: dict[str, Any]) -> None:
+        self.store.put_record(RUNS_NS, record["id"], record, ttl=self.settings.run_ttl_seconds)
+        self.store.delete_record(ACTIVE_NS, record["id"])
+        self.store.delete_record(CANCEL_NS, record["id"])
+
+    def _update_gauges(self) -> None:
+        self.metrics.runs_running.set(self.running)
+        self.metrics.queue_depth.set(self.queued)
+
+    # ------------------------------------------------------------------ queries
+    def local(self, run_id: str) -> RunJob | None:
+        return self._jobs.get(run_id)
+
+    async def get(self, run_id: str) -> dict[str, Any] | None:
+        """The run's record: live for runs of this process, else from the store
+        (an unfinished run whose server is gone is reported, and recorded, as interrupted)."""
+        job = self._jobs.get(run_id)
+        if job is not None:
+            return job.record
+        record = await asyncio.to_thread(self.store.get_record, RUNS_NS, run_id)
+        if record is None or record.get("status") not in ACTIVE:
+            return record
+        if record.get("owner") != self.instance_id and not await self._owner_alive(record.get("owner")):
+            return await self._mark_interrupted(record)
+        return record
+
+    async def list(self, *, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
+        ids = await asyncio.to_thread(self.store.list_records, RUNS_NS)
+        out: list[dict[str, Any]] = []
+        for run_id in sorted(ids, reverse=True):
+            record = await self.get(run_id)
+            if record is not None and (status is None or record.get("status") == status):
+                out.append(record)
+            if len(out) >= limit:
+                break
+        return out
+
+    async def _owner_alive(self, owner: str | None) -> bool:
+        if not owner:
+            return False
+        if owner == self.instance_id:
+            return True
+        return await asyncio.to_thread(self.store.get_record, SERVERS_NS, owner) is not None
+
+    async def _mark_interrupted(self, record: dict[str, Any]) -> dict[str, Any]:
+        run_id = record["id"]
+        now = time.time()
+        error = {"type": "RunInterrupted",
+                 "message": "the server running this run stopped before it finished; submit it again"}
+
+        def write() -> dict[str, Any]:
+            nodes = record.setdefault("nodes", {})
+            for _, doc in self.store.read_events(event_stream(run_id)):
+                apply_event(nodes, doc)
+            seq = self.store.append_event(event_stream(run_id), {
+                "type": "run_failed", "run_id": run_id, "status": "interrupted", "error": error,
+                "errors": {"<run>": error["message"]}, "seconds": now - (record.get("started_at") or now),
+            })
+            record.update(status="interrupted", finished_at=now, error=error, last_event_id=seq)
+            record.setdefault("errors", {})["<run>"] = error["message"]
+            for entry in record.get("nodes", {}).values():
+                if entry.get("status") in ("pending", "running"):
+                    entry["status"] = "cancelled"
+            self._persist_final(record)
+            return record
+
+        result = await asyncio.to_thread(write)
+        self.metrics.runs_finished.labels(record.get("kind", "?"), "interrupted").inc()
+        logger.warning("run %s of server %s was interrupted", run_id, record.get("owner"))
+        return result
+
+    async def sweep(self) -> int:
+        """Mark unfinished runs of servers whose lease expired as interrupted; returns how many."""
+        try:
+            ids = await asyncio.to_thread(self.store.list_records, ACTIVE_NS)
+        except OrchestratorError as exc:
+            logger.warning("sweep skipped: %s", exc)
+            return 0
+        alive: dict[str, bool] = {}
+        count = 0
+        for run_id in ids:
+            if run_id in self._jobs:
+                continue
+            record = await asyncio.to_thread(self.store.get_record, RUNS_NS, run_id)
+            if record is None or record.get("status") not in ACTIVE:
+                await asyncio.to_thread(self.store.delete_record, ACTIVE_NS, run_id)
+                continue
+            owner = record.get("owner")
+            if owner not in alive:
+                alive[owner] = owner != self.instance_id and await self._owner_alive(owner)
+            if not alive[owner]:
+                await self._mark_interrupted(record)
+                count += 1
+        return count
+
+    # ------------------------------------------------------------------ cancel
+    async def cancel(self, run_id: str, *, wait: float = 2.0) -> dict[str, Any] | None:
+        """Cancel a queued or running run; returns its record (None: unknown run)."""
+        job = self._jobs.get(run_id)
+        if job is None:
+            record = await self.get(run_id)
+            if record is None or record.get("status") in TERMINAL:
+                return record
+            record["cancel_requested"] = True
+            await asyncio.to_thread(self.store.put_record, CANCEL_NS, run_id, {"at": time.time()})
+            return record
+        job.record["cancel_requested"] = True
+        job.cancel.set()
+        if job.status == "queued":
+            await self._finalize(job, Outcome("cancelled", error={"type": "RunCancelled",
+                                                                  "message": "cancelled before it started"}))
+            return job.record
+        if job.task is not None:
+            task = job.task
+            grace = self.settings.cancel_grace_seconds if job.spec.get("honours_cancel", True) else 0.0
+            asyncio.get_running_loop().call_later(grace, lambda: task.done() or task.cancel())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(job.done.wait(), timeout=wait)
+        return job.record
+
+    # ------------------------------------------------------------------ following
+    async def follow(self, run_id: str, after: int = 0, *, idle: float = 15.0
+                     ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
+        """Yield ``(seq, event)`` after ``after`` until the run has ended and its log is drained.
+
+        Runs of this process wake followers at once; others are polled every
+        ``event_poll_seconds``. ``None`` is yielded after ``idle`` quiet seconds (a
+        chance to send a keep-alive). Check that the run exists first.
+        """
+        signal = self._signals.setdefault(run_id, _Signal())
+        signal.users += 1
+        last = after
+        quiet_since = time.monotonic()
+        try:
+            while True:
+                wake = signal.event
+                items = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
+                for seq, doc in items:
+                    last = seq
+                    yield seq, doc
+                if items:
+                    quiet_since = time.monotonic()
+                    continue
+                record = await self.get(run_id)
+                if record is None or record.get("status") in TERMINAL:
+                    tail = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
+                    for seq, doc in tail:
+                        last = seq
+                        yield seq, doc
+                    return
+                if self._closing:
+                    return
+                if time.monotonic() - quiet_since >= idle:
+                    quiet_since = time.monotonic()
+                    yield None
+                timeout = idle if run_id in self._jobs else min(idle, self.settings.event_poll_seconds)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=timeout)
+        finally:
+            signal.users -= 1
+            if signal.users <= 0 and run_id not in self._jobs:
+                self._signals.pop(run_id, None)
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any] | None:
+        """Wait until a run ends; returns its record."""
+        job = self._jobs.get(run_id)
+        if job is not None:
+            await asyncio.wait_for(job.done.wait(), timeout=timeout)
+            return job.record
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = await self.get(run_id)
+            if record is None or record.get("status") in TERMINAL:
+                return record
+            if deadline is not None and time.monotonic() > deadline:
+                raise asyncio.TimeoutError
+            await asyncio.sleep(self.settings.event_poll_seconds)
+
+    # ------------------------------------------------------------------ background
+    def _write_lease(self) -> None:
+        self.store.put_record(SERVERS_NS, self.instance_id, {"pid": os.getpid(), "host": socket.gethostname(),
+                                                            "at": time.time()},
+                              ttl=max(1, math.ceil(self.settings.lease_seconds)))
+
+    async def _heartbeat(self) -> None:
+        interval = max(0.2, self.settings.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self._write_lease)
+                for job in list(self._jobs.values()):
+                    if job.status == "running" and not job.cancel.is_set():
+                        if await asyncio.to_thread(self.store.get_record, CANCEL_NS, job.id) is not None:
+                            logger.info("run %s cancelled by another server", job.id)
+                            await self.cancel(job.id, wait=0)
+                await self.sweep()
+            except OrchestratorError as exc:
+                logger.warning("heartbeat failed: %s", exc)
+            except Exception:  # noqa: BLE001 - keep the heartbeat alive
+                logger.exception("heartbeat crashed")
+
+
+def apply_event(nodes: dict[str, Any], doc: dict[str, Any], node_tools: dict[str, str] | None = None) -> str | None:
+    """Fold one event into the per-node summary ``nodes``; returns the node it concerned."""
+    node = doc.get("node")
+    if not node:
+        return None
+    kind = doc.get("type")
+    entry = nodes.setdefault(node, {"status": "pending"})
+    if kind == "node_started":
+        if node_tools is not None:
+            node_tools[node] = doc.get("tool", "")
+        entry.update(status="running", tool=doc.get("tool"), attempt=doc.get("attempt", 1))
+    elif kind == "node_progress":
+        entry.update(step=doc.get("step"), total=doc.get("total"))
+    elif kind == "node_finished":
+        entry.update(status="succeeded", seconds=doc.get("seconds"))
+    elif kind == "node_cached":
+        entry.update(status="cached")
+    elif kind == "node_failed":
+        entry.update(status="failed", error=(doc.get("error") or {}).get("message"))
+    elif kind == "node_skipped":
+        entry.update(status="skipped", reason=doc.get("reason"))
+    return str(node)
+
+
+def _ref_json(value: Any) -> Any:
+    if isinstance(value, ArtifactRef):
+        return value.model_dump(mode="json")
+    return value

@@ -1,0 +1,103 @@
+"""What every route needs: settings, the store, the run manager, the agent, compiled workflows."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from orchestrator.artifacts import ArtifactRef, ArtifactStore, Modality
+from orchestrator.registry import ToolRegistry
+from orchestrator.settings import Settings
+from orchestrator.workflow import CompiledWorkflow, Workflow
+
+from ._agent import AgentBackend
+from ._metrics import Metrics
+from ._runs import RunManager
+from .settings import ServerSettings
+
+__all__ = ["ServerState", "WorkflowCache", "get_state"]
+
+
+class WorkflowCache:
+    """Compiled workflows by prebuilt-graph name or document hash (validation and
+    LangGraph compilation happen once, not per run)."""
+
+    def __init__(self, registry: ToolRegistry, core: Settings, size: int = 128) -> None:
+        self.registry = registry
+        self.core = core
+        self.size = size
+        self._items: OrderedDict[str, CompiledWorkflow] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _get(self, key: str, build: Any) -> CompiledWorkflow:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        compiled = build().compile(registry=self.registry, settings=self.core)
+        with self._lock:
+            self._items[key] = compiled
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return compiled
+
+    def graph(self, name: str) -> CompiledWorkflow:
+        from graphs import get_graph
+
+        return self._get(f"graph:{name}", lambda: get_graph(name))
+
+    def document(self, doc: dict[str, Any]) -> CompiledWorkflow:
+        digest = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        return self._get(f"doc:{digest}", lambda: Workflow.from_dict(doc))
+
+
+@dataclass
+class ServerState:
+    settings: ServerSettings
+    core: Settings
+    store: ArtifactStore
+    registry: ToolRegistry
+    metrics: Metrics
+    runs: RunManager
+    agent: AgentBackend
+    workflows: WorkflowCache
+    owns_store: bool = False
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def base_url(self, request: Request) -> str:
+        return (self.settings.public_url or str(request.base_url)).rstrip("/")
+
+    def artifact_url(self, request: Request, artifact_id: str) -> str:
+        return f"{self.base_url(request)}/v1/artifacts/{artifact_id}"
+
+    def artifact_view(self, request: Request, ref: ArtifactRef | dict[str, Any]) -> dict[str, Any]:
+        doc = ref.model_dump(mode="json") if isinstance(ref, ArtifactRef) else dict(ref)
+        doc["meta"] = {k: v for k, v in (doc.get("meta") or {}).items() if v is not None}
+        doc["url"] = self.artifact_url(request, doc["id"])
+        return doc
+
+    def run_view(self, request: Request, record: dict[str, Any]) -> dict[str, Any]:
+        view = {k: v for k, v in record.items() if k != "owner"}
+        view["outputs"] = {k: self.artifact_view(request, v) for k, v in (record.get("outputs") or {}).items()}
+        view["inputs"] = {k: self.artifact_view(request, v) if isinstance(v, dict) and "id" in v else v
+                          for k, v in (record.get("inputs") or {}).items()}
+        view["events_url"] = f"{self.base_url(request)}/v1/runs/{record['id']}/events"
+        return view
+
+
+def get_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.orchestrator
+    return state
+
+
+def declared_inputs(compiled: CompiledWorkflow) -> dict[str, tuple[Modality, bool]]:
+    """A compiled workflow's inputs: name -> (modality, optional)."""
+    return {i.name: (Modality(i.modality), i.optional) for i in compiled.workflow.inputs}

@@ -1,0 +1,41 @@
+"""Operations: ``/healthz`` (the process answers), ``/readyz`` (the store answers), ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+
+from orchestrator import __version__
+from orchestrator.errors import StoreUnavailable
+
+from .._metrics import CONTENT_TYPE
+from .._state import ServerState, get_state
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz(state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    return {"status": "ok", "version": __version__, "instance": state.runs.instance_id}
+
+
+@router.get("/readyz", summary="Readiness: the store answers and the workers run")
+async def readyz(state: ServerState = Depends(get_state)) -> JSONResponse:
+    try:
+        await asyncio.wait_for(asyncio.to_thread(state.store.ping), timeout=5)
+    except (StoreUnavailable, asyncio.TimeoutError) as exc:
+        return JSONResponse({"status": "unavailable", "store": repr(state.store), "error": str(exc) or "timeout"}, 503)
+    if state.runs.closing or not state.ready.is_set():
+        return JSONResponse({"status": "starting" if not state.runs.closing else "stopping"}, 503)
+    return JSONResponse({"status": "ready", "store": repr(state.store), "running": state.runs.running,
+                         "queued": state.runs.queued})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(state: ServerState = Depends(get_state)) -> Response:
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE)

@@ -1,0 +1,191 @@
+"""``/v1/runs``: start runs (prompt, prebuilt graph or workflow document), read, cancel, stream events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from orchestrator.artifacts import ArtifactRef, Modality
+from orchestrator.errors import WorkflowInputError
+
+from .._errors import ApiError
+from .._execute import agent_executor, workflow_executor
+from .._inputs import resolve_input
+from .._runs import TERMINAL, QueueFull, RunJob
+from .._state import ServerState, get_state
+from ..schemas import InputValue, RunRequest, RunView
+
+__all__ = ["router", "sse_format", "submit_or_429"]
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+
+def _as_value(value: str | InputValue) -> InputValue:
+    if isinstance(value, InputValue):
+        return value
+    return InputValue(artifact_id=value) if value.startswith("sha256:") else InputValue(text=value)
+
+
+async def resolve_now(state: ServerState, raw: dict[str, str | InputValue],
+                      declared: dict[str, Modality] | None) -> tuple[dict[str, ArtifactRef], dict[str, InputValue]]:
+    """Validate and store inputs now; http(s) URLs are left for the run to fetch."""
+    refs: dict[str, ArtifactRef] = {}
+    pending: dict[str, InputValue] = {}
+    for name, value in raw.items():
+        value = _as_value(value)
+        if value.url is not None and value.url.lower().startswith(("http://", "https://")):
+            pending[name] = value
+            continue
+        hint = declared.get(name) if declared is not None else None
+        refs[name] = await asyncio.to_thread(
+            resolve_input, name, value, declared=hint, store=state.store, core_settings=state.core,
+            max_bytes=state.settings.max_upload_bytes,
+        )
+    return refs, pending
+
+
+def _check_names(raw: dict[str, Any], declared: dict[str, tuple[Modality, bool]], workflow: str) -> None:
+    problems = []
+    unknown = sorted(set(raw) - set(declared))
+    if unknown:
+        problems.append(f"unknown input(s) {unknown}; {workflow!r} takes {sorted(declared)}")
+    missing = sorted(n for n, (_, optional) in declared.items() if not optional and n not in raw)
+    if missing:
+        problems.append("missing input(s) " + ", ".join(f"{n!r} ({declared[n][0].value})" for n in missing))
+    if problems:
+        raise WorkflowInputError("; ".join(problems), workflow=workflow)
+
+
+def submit_or_429(exc: QueueFull) -> ApiError:
+    return ApiError(429, exc.message, type="QueueFull", headers={"Retry-After": str(exc.retry_after)},
+                    retry_after=exc.retry_after)
+
+
+def _capacity_check(state: ServerState) -> None:
+    runs = state.runs
+    if runs.running + runs.queued >= state.settings.max_concurrent_runs + state.settings.max_queued_runs:
+        runs.metrics.runs_rejected.inc()
+        raise submit_or_429(QueueFull("the run queue is full; retry later", retry_after=runs.retry_after()))
+
+
+@router.post("", status_code=202, response_model=RunView, summary="Start a run")
+async def create_run(body: RunRequest, request: Request, state: ServerState = Depends(get_state)) -> JSONResponse:
+    """Start a run of a prompt (the agent plans it), a prebuilt graph, or a workflow document.
+
+    Answers 202 with the run (``status: queued``); follow it with ``GET /v1/runs/{id}``
+    or its events. 429 with ``Retry-After`` when the run queue is full.
+    """
+    _capacity_check(state)
+    options = body.options
+    if body.prompt is not None:
+        refs, pending = await resolve_now(state, body.inputs, None)
+        executor = agent_executor(state, body.prompt, refs, pending, options)
+        kind, req = "prompt", {"prompt": body.prompt}
+        spec = {"final_event": True, "honours_cancel": False}
+    else:
+        if body.graph is not None:
+            compiled = await asyncio.to_thread(state.workflows.graph, body.graph)
+            kind, req = "graph", {"graph": body.graph}
+        else:
+            assert body.workflow is not None
+            compiled = await asyncio.to_thread(state.workflows.document, body.workflow)
+            kind, req = "workflow", {"workflow": compiled.name}
+        declared = {i.name: (Modality(i.modality), i.optional) for i in compiled.workflow.inputs}
+        _check_names(body.inputs, declared, compiled.name)
+        refs, pending = await resolve_now(state, body.inputs, {n: m for n, (m, _) in declared.items()})
+        executor = workflow_executor(state, compiled, refs, pending, options)
+        spec = {"node_tools": {n.id: n.tool for n in compiled.workflow.nodes}}
+    try:
+        job: RunJob = await state.runs.submit(
+            kind, executor, request=req, options=options.model_dump(mode="json"), inputs=refs, spec=spec,
+        )
+    except QueueFull as exc:
+        raise submit_or_429(exc) from exc
+    view = state.run_view(request, job.record)
+    return JSONResponse(view, status_code=202, headers={"Location": f"/v1/runs/{job.id}"})
+
+
+@router.get("", summary="Recent runs")
+async def list_runs(request: Request, limit: int = Query(50, ge=1, le=500), status: str | None = None,
+                    state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    records = await state.runs.list(limit=limit, status=status)
+    return {"runs": [state.run_view(request, r) for r in records]}
+
+
+async def _record(state: ServerState, run_id: str) -> dict[str, Any]:
+    if not run_id.isalnum() or len(run_id) > 64:
+        raise ApiError(404, f"no run {run_id[:80]!r}", type="RunNotFound", run_id=run_id[:80])
+    record = await state.runs.get(run_id)
+    if record is None:
+        raise ApiError(404, f"no run {run_id!r} (never started, or expired)", type="RunNotFound", run_id=run_id)
+    return record
+
+
+@router.get("/{run_id}", response_model=RunView, summary="A run's status, outputs and errors")
+async def get_run(run_id: str, request: Request, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    return state.run_view(request, await _record(state, run_id))
+
+
+@router.delete("/{run_id}", response_model=RunView, summary="Cancel a run")
+async def cancel_run(run_id: str, request: Request, state: ServerState = Depends(get_state)) -> JSONResponse:
+    """Cancel a queued or running run. Answers 409 if it had already ended."""
+    record = await _record(state, run_id)
+    if record.get("status") in TERMINAL:
+        raise ApiError(409, f"run {run_id} already ended ({record['status']})", type="RunFinished",
+                       run_id=run_id, run_status=record["status"])
+    record = await state.runs.cancel(run_id) or record
+    return JSONResponse(state.run_view(request, record), status_code=202 if record["status"] not in TERMINAL else 200)
+
+
+def sse_format(seq: int | None, event: str, data: Any) -> str:
+    """One Server-Sent Event."""
+    head = f"id: {seq}\n" if seq is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+@router.get("/{run_id}/events", summary="The run's events (SSE, resumable)",
+            responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}})
+async def run_events(
+    run_id: str,
+    request: Request,
+    after: int | None = Query(None, ge=0, description="start after this event id (like Last-Event-ID)"),
+    last_event_id: str | None = Header(None, alias="Last-Event-ID"),
+    state: ServerState = Depends(get_state),
+) -> Any:
+    """Stream the run's events as Server-Sent Events, in order: ``id`` is the event's
+    sequence number, ``event`` its type, ``data`` the event as JSON. Reconnecting with
+    ``Last-Event-ID`` (or ``?after=``) resumes after that event. When the run has
+    ended and every event was sent, an ``end`` event (no id) carries the final status
+    and the stream closes. With ``Accept: application/json`` the events so far come
+    back as one JSON list instead."""
+    await _record(state, run_id)
+    try:
+        start = int(last_event_id) if last_event_id else (after or 0)
+    except ValueError:
+        raise ApiError(400, "Last-Event-ID must be an event id (an integer)", type="BadRequest") from None
+    accept = request.headers.get("accept", "")
+    if "application/json" in accept and "text/event-stream" not in accept:
+        from .._runs import event_stream
+
+        items = await asyncio.to_thread(state.store.read_events, event_stream(run_id), start)
+        return JSONResponse({"events": [{"id": seq, **doc} for seq, doc in items]})
+
+    async def stream() -> AsyncIterator[str]:
+        yield "retry: 1000\n\n"
+        async for item in state.runs.follow(run_id, start):
+            if item is None:
+                yield ": keep-alive\n\n"
+                continue
+            seq, doc = item
+            yield sse_format(seq, str(doc.get("type", "message")), doc)
+        final = await state.runs.get(run_id) or {}
+        yield sse_format(None, "end", {"run_id": run_id, "status": final.get("status"),
+                                       "last_event_id": final.get("last_event_id")})
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,140 @@
+"""Request and response bodies of the REST API (they make the published OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "ArtifactView",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "InputValue",
+    "RunOptions",
+    "RunRequest",
+    "RunView",
+]
+
+
+class InputValue(BaseModel):
+    """One run input, in exactly one of its forms.
+
+    A bare string in ``inputs`` is shorthand: ``"sha256:…"`` is an artifact id,
+    anything else is text.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifact_id: str | None = Field(default=None, description="an uploaded or generated artifact: sha256:<hex>")
+    text: str | None = None
+    base64: str | None = Field(default=None, description="inline bytes, base64 (standard or URL-safe)")
+    url: str | None = Field(default=None, description="http(s) URL fetched under the downloader's limits, or a data: URL")
+    modality: Literal["text", "image", "audio", "video", "embedding", "json"] | None = Field(
+        default=None, description="needed for base64/URL bytes when the workflow does not declare it and sniffing fails"
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> InputValue:
+        given = [k for k in ("artifact_id", "text", "base64", "url") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of artifact_id, text, base64, url (got {given or 'none'})")
+        return self
+
+
+class RunOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str | None = Field(default=None, description="model profile (e.g. tiny, default); default: the server's")
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    cache: bool = True
+    session_id: str | None = Field(default=None, max_length=200, description="agent chat memory session")
+
+
+class RunRequest(BaseModel):
+    """Start a run: exactly one of ``prompt`` (the agent plans it), ``graph`` (a prebuilt
+    graph by name) or ``workflow`` (a workflow JSON document)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = Field(default=None, max_length=100_000)
+    graph: str | None = Field(default=None, max_length=200)
+    workflow: dict[str, Any] | None = None
+    inputs: dict[str, str | InputValue] = Field(default_factory=dict)
+    options: RunOptions = Field(default_factory=RunOptions)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RunRequest:
+        given = [k for k in ("prompt", "graph", "workflow") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of prompt, graph, workflow (got {given or 'none'})")
+        return self
+
+
+class ArtifactView(BaseModel):
+    """An artifact ref plus where to download it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    modality: str
+    mime: str
+    size: int
+    meta: dict[str, Any] = Field(default_factory=dict)
+    url: str
+
+
+class RunView(BaseModel):
+    """A run's state: what was asked, where it is, what it produced and what went wrong."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    kind: Literal["prompt", "graph", "workflow", "chat"]
+    status: Literal["queued", "running", "succeeded", "partial", "failed", "cancelled", "interrupted"]
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    request: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, ArtifactView | Any] = Field(default_factory=dict)
+    outputs: dict[str, ArtifactView] = Field(default_factory=dict)
+    errors: dict[str, str] = Field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    answer: str | None = None
+    plan: Any = None
+    nodes: dict[str, Any] = Field(default_factory=dict)
+    last_event_id: int = 0
+    cancel_requested: bool = False
+    events_url: str | None = None
+
+
+class ChatMessage(BaseModel):
+    """An OpenAI chat message; ``content`` is text or a list of content parts
+    (``text``, ``image_url`` with a data: or http(s) URL, ``input_audio``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool", "developer", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's chat-completions request. Sampling fields are accepted and mostly ignored;
+    ``seed`` is passed on. ``session_id`` (or ``user``, or the ``X-Session-Id`` header)
+    selects server-side chat memory."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = "orchestrator"
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    seed: int | None = None
+    user: str | None = None
+    session_id: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    n: int | None = Field(default=None, ge=1, le=1)

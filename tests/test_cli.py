@@ -1,0 +1,168 @@
+"""The ``orchestrator`` command line: run (graph, workflow file, prompt), catalog, artifacts, chat, serve."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.artifacts import Audio, decode, encode
+from orchestrator.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """An embedded store of its own; no Redis, no network."""
+    return {"ORCHESTRATOR_DATA_DIR": str(tmp_path / "data"), "ORCHESTRATOR_REDIS_URL": "", "TQDM_DISABLE": "1"}
+
+
+def invoke(args: list[str], env: dict[str, str], input: str | None = None) -> Any:  # noqa: A002
+    return runner.invoke(app, args, env=env, input=input, catch_exceptions=False)
+
+
+def _workflow(path: Path, nodes: list[dict[str, Any]], outputs: dict[str, str]) -> Path:
+    path.write_text(json.dumps({
+        "name": "cli-test",
+        "inputs": [{"name": "text", "modality": "text"}],
+        "nodes": nodes,
+        "outputs": [{"name": k, "source": v} for k, v in outputs.items()],
+    }))
+    return path
+
+
+def test_tools_and_graphs_json(env: dict[str, str]) -> None:
+    result = invoke(["tools", "--json"], env)
+    assert result.exit_code == 0
+    tools = {t["name"]: t for t in json.loads(result.stdout)}
+    assert "template" in tools["text.template"]["params_schema"]["properties"]
+    assert tools["speech.espeak"]["task"] == "text-to-speech"
+    table = invoke(["tools", "--task", "text-to-speech"], env)
+    assert table.exit_code == 0 and "speech.espeak" in table.stdout and "text.template" not in table.stdout
+    graphs = json.loads(invoke(["graphs", "--json"], env).stdout)
+    assert "clean-and-visualize" in {g["name"] for g in graphs}
+
+
+def test_run_workflow_file_writes_outputs_and_manifest(env: dict[str, str], tmp_path: Path) -> None:
+    wf = _workflow(tmp_path / "wf.json", [
+        {"id": "wrap", "tool": "text.template", "params": {"template": "<<{text}>>"}, "inputs": {"texts": "text"}},
+        {"id": "speak", "tool": "speech.espeak", "inputs": {"text": "wrap.text"}},
+    ], {"result": "wrap.text", "speech": "speak.audio"})
+    out = tmp_path / "out"
+    result = invoke(["run", "--graph", str(wf), "-i", "text=hello there", "--out", str(out), "--seed", "3"], env)
+    assert result.exit_code == 0, result.output
+    assert (out / "result.txt").read_text() == "<<hello there>>"
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "succeeded" and manifest["request"]["workflow"] == "cli-test"
+    speech = manifest["outputs"]["speech"]
+    data = Path(speech["file"]).read_bytes()
+    assert speech["id"] == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert speech["modality"] == "audio" and speech["mime"] == "audio/wav"
+    audio = decode(data, "audio")
+    assert audio.sample_rate == 22050 and audio.duration > 0.3
+    assert set(manifest["timings"]["nodes"]) == {"wrap", "speak"}
+    assert manifest["timings"]["nodes"]["speak"]["status"] == "succeeded"
+    assert f"manifest: {out / 'run.json'}" in result.stdout and "succeeded" in result.stdout
+    assert f"files:    {out / 'result.txt'}, {out / 'speech.wav'}" in result.stdout
+
+
+def test_run_prebuilt_graph_with_file_input(env: dict[str, str], tmp_path: Path) -> None:
+    t = np.arange(8000) / 16000
+    wav = tmp_path / "tone.wav"
+    wav.write_bytes(encode(Audio((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000))[0])
+    out = tmp_path / "out"
+    result = invoke(["run", "--graph", "clean-and-visualize", "-i", f"audio={wav}", "-i", "instruction=add echo",
+                     "--out", str(out), "-q"], env)
+    assert result.exit_code == 0, result.output
+    cleaned = decode((out / "audio.wav").read_bytes(), "audio")
+    assert cleaned.sample_rate == 16000 and cleaned.duration >= 0.5 - 1e-3
+    image = decode((out / "waveform.png").read_bytes(), "image")
+    assert image.size[0] > 10
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["outputs"]["waveform"]["file"].endswith("waveform.png")
+
+
+def test_run_failures_exit_non_zero(env: dict[str, str], tmp_path: Path) -> None:
+    bad_tool = _workflow(tmp_path / "bad.json", [{"id": "x", "tool": "no.such.tool", "inputs": {"text": "text"}}],
+                         {"o": "x.text"})
+    result = invoke(["run", "--graph", str(bad_tool), "-i", "text=a", "--out", str(tmp_path / "o1")], env)
+    assert result.exit_code == 1 and "no.such.tool" in result.output
+    failing = _workflow(tmp_path / "fail.json", [
+        {"id": "broken", "tool": "text.template", "params": {"template": "stray {"}, "inputs": {"texts": "text"}}],
+        {"o": "broken.text"})
+    out = tmp_path / "o2"
+    result = invoke(["run", "--graph", str(failing), "-i", "text=a", "--out", str(out)], env)
+    assert result.exit_code == 1 and "failed" in result.output and "stray" in result.output
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+    partial = _workflow(tmp_path / "partial.json", [
+        {"id": "broken", "tool": "text.template", "params": {"template": "stray {"}, "inputs": {"texts": "text"}},
+        {"id": "fine", "tool": "text.template", "params": {"template": "ok"}, "inputs": {"texts": "text"}}],
+        {"bad": "broken.text", "good": "fine.text"})
+    out = tmp_path / "o3"
+    result = invoke(["run", "--graph", str(partial), "-i", "text=a", "--out", str(out)], env)
+    assert result.exit_code == 2 and (out / "good.txt").read_text() == "ok" and not (out / "bad.txt").exists()
+    assert invoke(["run"], env).exit_code == 2
+    assert invoke(["run", "--graph", str(partial), "-i", "novalue"], env).exit_code == 2
+
+
+def test_run_prompt_with_the_heuristic_planner(env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = invoke(["run", "Summarize this text: 'Servers stream events. Clients resume. Redis keeps state.'",
+                     "--out", str(out)], env)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "succeeded" and manifest["request"]["llm"] == "heuristic"
+    assert manifest["plan"]["tasks"][0]["task"] == "summarization"
+    (info,) = manifest["outputs"].values()
+    assert Path(info["file"]).read_text() in manifest["answer"]
+    assert manifest["answer"].splitlines()[0] in result.output
+
+
+def test_artifacts_put_get_meta(env: dict[str, str], tmp_path: Path) -> None:
+    src = tmp_path / "note.txt"
+    src.write_text("artifact via cli")
+    put = invoke(["artifacts", "put", str(src), "--modality", "text"], env)
+    assert put.exit_code == 0, put.output
+    ref = json.loads(put.stdout)
+    dest = tmp_path / "copy.txt"
+    got = invoke(["artifacts", "get", ref["id"], "-o", str(dest)], env)
+    assert got.exit_code == 0 and dest.read_text() == "artifact via cli"
+    meta = json.loads(invoke(["artifacts", "meta", ref["id"]], env).stdout)
+    assert meta["size"] == len("artifact via cli") and meta["modality"] == "text"
+    missing = invoke(["artifacts", "get", "sha256:" + "0" * 64, "-o", str(tmp_path / "x")], env)
+    assert missing.exit_code == 1 and "no such artifact" in missing.output
+
+
+def test_chat_reads_messages_from_stdin_and_saves_media(env: dict[str, str], tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    result = invoke(["chat", "--out", str(media), "--session", "cli-s"], env,
+                    input="hello there\nsay 'good morning' out loud\n/quit\nnever read\n")
+    assert result.exit_code == 0, result.output
+    assert "offline planner" in result.output  # small talk: the heuristic says what it can do
+    (saved,) = media.glob("*.wav")
+    assert f"[saved audio: {saved}]" in result.output
+    speech = decode(saved.read_bytes(), "audio")
+    assert speech.sample_rate == 22050 and speech.duration > 0.3
+
+
+def test_zoo_list_and_serve_refuses_open_host(env: dict[str, str]) -> None:
+    listed = invoke(["zoo", "list"], env)
+    assert listed.exit_code == 0 and "tiny-sd" in listed.stdout
+    assert invoke(["zoo", "build", "huge"], env).exit_code == 2
+    refused = invoke(["serve", "--host", "0.0.0.0", "--port", "0"], env)
+    assert refused.exit_code == 1 and "API keys" in refused.output
+
+
+def test_python_dash_m_entry_point() -> None:
+    result = subprocess.run([sys.executable, "-m", "orchestrator", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for command in ("run", "chat", "serve", "tools", "graphs", "zoo", "artifacts"):
+        assert command in result.stdout
