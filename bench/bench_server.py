@@ -148,28 +148,34 @@ async def openai_stream(client: httpx.AsyncClient, i: int) -> bool:
 
 
 # ---------------------------------------------------------------------- measuring
-async def measure(url: str, n: int, fn: Callable[[httpx.AsyncClient, int], Awaitable[bool]]) -> dict[str, float]:
-    """Fire ``n`` requests at once; each has its own small client (httpx's connection pool
-    scans every connection per request, which would make one shared pool of n the bottleneck)."""
+async def measure(url: str, n: int, fn: Callable[[httpx.AsyncClient, int], Awaitable[bool]],
+                  clients: int = 20) -> dict[str, float]:
+    """Fire ``n`` requests at once, spread over ``clients`` HTTP clients (httpx's connection pool
+    scans all its connections per request: one pool of n connections would be the bottleneck)."""
     async with httpx.AsyncClient(base_url=url, timeout=300) as warm:
         await fn(warm, -1)  # warm-up (imports, caches)
+    pool = [httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=None))
+            for _ in range(clients)]
     latencies: list[float] = []
     errors = 0
 
     async def one(i: int) -> None:
         nonlocal errors
-        async with httpx.AsyncClient(base_url=url, timeout=300) as client:
-            t0 = time.perf_counter()
-            try:
-                ok = await fn(client, i)
-            except httpx.HTTPError:
-                ok = False
-            latencies.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        try:
+            ok = await fn(pool[i % clients], i)
+        except httpx.HTTPError:
+            ok = False
+        latencies.append(time.perf_counter() - t0)
         errors += 0 if ok else 1
 
-    started = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(n)))
-    wall = time.perf_counter() - started
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        wall = time.perf_counter() - started
+    finally:
+        for client in pool:
+            await client.aclose()
     latencies.sort()
     return {
         "n": n, "errors": errors, "wall": wall, "throughput": n / wall,

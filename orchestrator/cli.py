@@ -76,6 +76,15 @@ def _main(
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug logs")] = 0,
 ) -> None:
     _opts.redis_url, _opts.data_dir = redis_url, data_dir
+    # the same values for library code that reads the process settings (the zoo, the model runtime)
+    if redis_url:
+        os.environ["ORCHESTRATOR_REDIS_URL"] = redis_url
+    if data_dir is not None:
+        os.environ["ORCHESTRATOR_DATA_DIR"] = str(data_dir)
+    if redis_url or data_dir is not None:
+        from orchestrator.settings import get_settings
+
+        get_settings.cache_clear()
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
@@ -171,6 +180,13 @@ class _ProgressView:
             tasks = (doc.get("plan") or {}).get("tasks") if isinstance(doc.get("plan"), dict) else doc.get("plan")
             count = len(tasks) if isinstance(tasks, list) else "?"
             self.stop_planning(f"[green]planned[/] {count} task(s)")
+            return
+        if kind == "models_selected":
+            for task_id, choice in (doc.get("selections") or {}).items():
+                node = f"t{task_id}"
+                task = self._task(node)
+                self.nodes[node]["tool"] = choice.get("tool")
+                self.progress.update(task, description=f"[dim]{node} {choice.get('tool') or ''} waiting[/]")
             return
         if kind == "run_started":
             self.stop_planning("[green]planned[/]")
@@ -296,6 +312,9 @@ def run(
     settings = _settings(profile=profile)
     os.environ.setdefault("TQDM_DISABLE", "1")  # library progress bars would tear the live display
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # library chatter (tiny-config and torchvision notices) would tear it too; -v shows it
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error" if not logger.isEnabledFor(logging.INFO) else "info")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error" if not logger.isEnabledFor(logging.INFO) else "info")
     started = time.time()
     # 2. Run with live progress
     try:
@@ -589,8 +608,12 @@ def zoo_list() -> None:
     """List the tiny zoo's checkpoints."""
     from orchestrator.runtime import list_zoo
 
+    table = Table(title="tiny zoo (orchestrator zoo build tiny)", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("what", overflow="fold")
     for name, entry in list_zoo().items():
-        out_console.print(f"{name}\t{entry.description}")
+        table.add_row(name, entry.description)
+    out_console.print(table)
 
 
 # ====================================================================== artifacts

@@ -418,6 +418,13 @@ def test_malformed_json(data, reason):
         decode(data, "json")
 
 
+def test_npy_header_lying_about_its_size_is_refused_before_allocating():
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (10**11,)})
+    with pytest.raises(ArtifactDecodeError, match=r"shape \(100000000000,\) needs 800000000000 data bytes, 16 present"):
+        decode(buf.getvalue() + b"\x00" * 16, "embedding")
+
+
 def test_pickled_or_non_numeric_npy_is_refused():
     for arr in (np.array([{"a": 1}], dtype=object), np.array(["a", "b"])):
         buf = io.BytesIO()

@@ -282,6 +282,8 @@ def test_upload_download_and_range(http: httpx.Client) -> None:
     assert beyond.status_code == 206 and beyond.content == wav[5:]
     unsat = http.get(url, headers={"Range": f"bytes={len(wav) + 10}-"})
     assert unsat.status_code == 416 and unsat.headers["content-range"] == f"bytes */{len(wav)}"
+    head = http.head(url)
+    assert head.status_code == 200 and head.headers["content-length"] == str(len(wav)) and head.content == b""
     cached = http.get(url, headers={"If-None-Match": full.headers["etag"]})
     assert cached.status_code == 304
     meta = http.get(url + "/meta").json()

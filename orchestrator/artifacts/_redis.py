@@ -322,6 +322,13 @@ class RedisArtifactStore(ArtifactStore):
         raise ArtifactNotFound("no such artifact (never stored, deleted or expired)", artifact_id=artifact_id)
 
     @_translated
+    def _read_bytes(self, artifact_id: str) -> bytes:
+        # a one-chunk artifact's data key exists only while its ref does (published, deleted
+        # and expired together), so finding it is enough
+        data = self.r.get(f"{self._k(artifact_id)}:data")
+        return data if data is not None else self._read(artifact_id)[1]
+
+    @_translated
     def _read_ref(self, artifact_id: str) -> ArtifactRef | None:
         doc = self._doc(artifact_id)
         return ArtifactRef.model_validate(doc["ref"]) if doc else None

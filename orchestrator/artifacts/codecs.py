@@ -618,12 +618,31 @@ def _decode_embedding(data: bytes, limits: Limits, aid: str | None) -> np.ndarra
     canonical = _canonical_npy(data, aid)
     if canonical is not None:
         return canonical
+    _check_npy_size(data, aid)
     arr = np.load(io.BytesIO(data), allow_pickle=False)
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.issubdtype(arr.dtype, np.complexfloating):
         raise ArtifactDecodeError(f"embedding must hold real numbers, the .npy holds {arr.dtype}", artifact_id=aid)
     if arr.ndim == 0:
         raise ArtifactDecodeError("embedding must have at least one dimension", artifact_id=aid)
     return arr.astype(np.float32, copy=False)
+
+
+def _check_npy_size(data: bytes, aid: str | None) -> None:
+    """The header's shape must match the data (numpy allocates what the header claims first)."""
+    buf = io.BytesIO(data)
+    version = np.lib.format.read_magic(buf)
+    if version not in ((1, 0), (2, 0)):
+        return  # np.load checks the rest
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(buf)
+    if dtype.hasobject:
+        raise ArtifactDecodeError("embedding .npy holds Python objects (pickled data is refused)", artifact_id=aid)
+    need = math.prod(shape) * dtype.itemsize
+    if len(data) - buf.tell() != need:
+        raise ArtifactDecodeError(
+            f"embedding is truncated or padded: shape {shape} needs {need} data bytes, {len(data) - buf.tell()} present",
+            artifact_id=aid,
+        )
 
 
 _NPY_CANONICAL = re.compile(rb"\{'descr': '<f4', 'fortran_order': False, 'shape': \(([0-9, ]+)\), \} *\n")

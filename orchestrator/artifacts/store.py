@@ -206,6 +206,10 @@ class ArtifactStore(ABC):
     def _read(self, artifact_id: str) -> tuple[Modality, bytes]:
         """The artifact's modality and bytes; raises :class:`ArtifactNotFound`."""
 
+    def _read_bytes(self, artifact_id: str) -> bytes:
+        """Just the bytes (a backend may have a faster way than :meth:`_read`)."""
+        return self._read(artifact_id)[1]
+
     @abstractmethod
     def _read_ref(self, artifact_id: str) -> ArtifactRef | None: ...
 
@@ -308,7 +312,7 @@ class ArtifactStore(ABC):
 
     def get_bytes(self, ref: Ref) -> bytes:
         """The canonical bytes; raises :class:`ArtifactNotFound`."""
-        return self._read(normalize_id(ref))[1]
+        return self._read_bytes(normalize_id(ref))
 
     def load(self, ref: Ref) -> Any:
         """The decoded object; raises :class:`ArtifactNotFound`.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 from orchestrator.errors import ConfigError
@@ -92,3 +93,9 @@ def default_memory_budget(device: str) -> int:
     except (ValueError, OSError, AttributeError):
         ram = 16 << 30
     return int(ram * 0.5)
+
+
+HEAVY_LOCK = threading.RLock()
+"""Held while loading a model or building a zoo checkpoint: diffusers' and transformers'
+lazy module imports and meta-device initialisation are not thread-safe, so in one process
+these happen one at a time (inference still runs in parallel)."""

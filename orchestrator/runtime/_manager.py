@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 from orchestrator.errors import ModelError, ModelLoadError, ModelNotFound
 
 from ._backends import LOAD_OPTIONS, check_backend
-from ._device import default_memory_budget, pick_device, resolve_dtype
+from ._device import HEAVY_LOCK, default_memory_budget, pick_device, resolve_dtype
 from .profiles import ModelChoice
 
 __all__ = ["ModelEvent", "ModelKey", "ModelManager", "get_model_manager", "resolve_model", "set_model_manager"]
@@ -59,9 +59,7 @@ def _truthy(value: str | None) -> bool:
 
 _hub_probe: dict[str, tuple[float, bool]] = {}
 _hub_probe_lock = threading.Lock()
-_LOAD_LOCK = threading.Lock()
-"""One load at a time per process: diffusers' and transformers' lazy module imports and
-meta-device initialisation are not thread-safe. Inference still runs in parallel."""
+
 
 
 def hub_reachable(timeout: float = 1.5, ttl: float = 60.0) -> bool:
@@ -427,7 +425,7 @@ class ModelManager:
         offload = self.cpu_offload and self.device.startswith("cuda")
         started = time.perf_counter()
         try:
-            with _LOAD_LOCK:
+            with HEAVY_LOCK:
                 obj = fn(key.model, device=self.device, dtype=getattr(torch, key.dtype), offload=offload,
                          options=dict(options))
         except ModelError:

@@ -113,7 +113,9 @@ class RunManager:
 
     >>> manager = RunManager(store, ServerSettings())          # doctest: +SKIP
     >>> await manager.start()                                  # doctest: +SKIP
-    >>> record = await manager.submit("graph", executor, request={"graph": "x"})  # doctest: +SKIP
+    >>> job = await manager.submit("graph", executor, request={"graph": "x"})  # doctest: +SKIP
+    >>> job.record["status"]                                   # doctest: +SKIP
+    'queued'
     """
 
     def __init__(self, store: ArtifactStore, settings: ServerSettings, *, metrics: Metrics | None = None) -> None:
@@ -186,6 +188,17 @@ class RunManager:
         waves = (self.queued + 1) / self.settings.max_concurrent_runs
         return max(1, min(300, math.ceil(per_run * waves)))
 
+    def ensure_capacity(self) -> None:
+        """Raise :class:`QueueFull` if a run submitted now would be refused (check before costly work)."""
+        if self._closing or not self._started:
+            raise QueueFull("the server is shutting down", retry_after=5)
+        if self.running + self.queued >= self.settings.max_concurrent_runs + self.settings.max_queued_runs:
+            self.metrics.runs_rejected.inc()
+            raise QueueFull(
+                f"the run queue is full ({self.queued} waiting, {self.running} running); retry later",
+                retry_after=self.retry_after(),
+            )
+
     # ------------------------------------------------------------------ submit
     async def submit(
         self,
@@ -198,15 +211,7 @@ class RunManager:
         spec: dict[str, Any] | None = None,
     ) -> RunJob:
         """Record and queue a run; raises :class:`QueueFull` when at capacity."""
-        if self._closing or not self._started:
-            raise QueueFull("the server is shutting down", retry_after=5)
-        active = self.running + self.queued
-        if active >= self.settings.max_concurrent_runs + self.settings.max_queued_runs:
-            self.metrics.runs_rejected.inc()
-            raise QueueFull(
-                f"the run queue is full ({self.queued} waiting, {self.running} running); retry later",
-                retry_after=self.retry_after(),
-            )
+        self.ensure_capacity()
         run_id = new_run_id()
         record: dict[str, Any] = {
             "id": run_id,

@@ -112,7 +112,9 @@ def zoo_path(name: str, *, root: str | Path | None = None, force: bool = False) 
     if not force and _is_current(target, entry):
         return target
     base.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(base / f".{name}.lock")):
+    from orchestrator.runtime._device import HEAVY_LOCK
+
+    with HEAVY_LOCK, FileLock(str(base / f".{name}.lock")):
         if not force and _is_current(target, entry):  # another process built it while we waited
             return target
         started = time.perf_counter()

@@ -39,7 +39,7 @@ from .._inputs import decode_base64, resolve_input
 from .._runs import QueueFull, RunJob
 from .._state import ServerState, get_state
 from ..schemas import ChatCompletionRequest, ChatMessage, InputValue
-from .runs import submit_or_429
+from .runs import ensure_capacity, submit_or_429
 
 __all__ = ["link_for", "router"]
 
@@ -295,9 +295,7 @@ async def chat_completions(
     state: ServerState = Depends(get_state),
 ) -> Any:
     runs = state.runs
-    if runs.running + runs.queued >= state.settings.max_concurrent_runs + state.settings.max_queued_runs:
-        runs.metrics.runs_rejected.inc()
-        raise submit_or_429(QueueFull("the run queue is full; retry later", retry_after=runs.retry_after()))
+    ensure_capacity(state)
     user_messages = [m for m in body.messages if m.role == "user"]
     if not user_messages:
         raise ApiError(422, "messages need at least one user message", type="invalid_request_error", param="messages")

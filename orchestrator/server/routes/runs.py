@@ -20,7 +20,7 @@ from .._runs import TERMINAL, QueueFull, RunJob
 from .._state import ServerState, get_state
 from ..schemas import InputValue, RunRequest, RunView
 
-__all__ = ["router", "sse_format", "submit_or_429"]
+__all__ = ["ensure_capacity", "router", "sse_format", "submit_or_429"]
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -66,11 +66,12 @@ def submit_or_429(exc: QueueFull) -> ApiError:
                     retry_after=exc.retry_after)
 
 
-def _capacity_check(state: ServerState) -> None:
-    runs = state.runs
-    if runs.running + runs.queued >= state.settings.max_concurrent_runs + state.settings.max_queued_runs:
-        runs.metrics.runs_rejected.inc()
-        raise submit_or_429(QueueFull("the run queue is full; retry later", retry_after=runs.retry_after()))
+def ensure_capacity(state: ServerState) -> None:
+    """429 now, before inputs are decoded and stored, when the run would be refused anyway."""
+    try:
+        state.runs.ensure_capacity()
+    except QueueFull as exc:
+        raise submit_or_429(exc) from exc
 
 
 @router.post("", status_code=202, response_model=RunView, summary="Start a run")
@@ -80,7 +81,7 @@ async def create_run(body: RunRequest, request: Request, state: ServerState = De
     Answers 202 with the run (``status: queued``); follow it with ``GET /v1/runs/{id}``
     or its events. 429 with ``Retry-After`` when the run queue is full.
     """
-    _capacity_check(state)
+    ensure_capacity(state)
     options = body.options
     if body.prompt is not None:
         refs, pending = await resolve_now(state, body.inputs, None)
