@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -19,13 +19,17 @@ from orchestrator.errors import ParamError, RunCancelled, ToolInputError
 
 __all__ = [
     "MODEL_FIELD",
+    "Call",
     "Decoding",
+    "begin_call",
     "check_multiple_of",
     "check_range",
     "first_and_all",
+    "generators",
     "global_rng",
     "note_provenance",
     "prompts_of",
+    "record_provenance",
     "resolve_seed",
     "runtime",
     "step_callback",
@@ -74,6 +78,63 @@ def runtime(ctx: Any, task: str, tool: str, model: str | None, *, models: Any = 
     return Decoding(task=task, tool=tool, choice=choice, models=manager)
 
 
+P = TypeVar("P", bound=BaseModel)
+
+
+class Call(NamedTuple, Generic[P]):
+    """What a decoder entry point works from once :func:`begin_call` has checked its inputs."""
+
+    params: P
+    ctx: Any
+    seed: int
+    prompts: list[str]
+    d: Decoding
+
+
+def begin_call(
+    params_cls: type[P],
+    params: P | Mapping[str, Any] | None,
+    prompts: Any,
+    *,
+    task: str,
+    tool: str,
+    seed: int | None,
+    ctx: Any,
+    progress: Callable[[int, int], None] | None,
+    models: Any = None,
+    profile: Any = None,
+    max_chars: int | None = None,
+) -> Call[P]:
+    """The opening every decoder's Python entry point shares.
+
+    Validates ``params``, makes a context when called outside a run (``progress``
+    then receives ``(step, total)``), resolves the seed (explicit, else ``ctx.seed``,
+    else random), checks the prompts (and their length when ``max_chars`` is set)
+    and resolves the model choice, all before any model loads.
+    """
+    from orchestrator.tool import ToolContext
+
+    p = params if isinstance(params, params_cls) else params_cls.model_validate(dict(params or {}))
+    if ctx is None:
+        ctx = ToolContext(seed=seed, on_progress=(lambda s, t, _m: progress(s, t)) if progress else None)
+    seed = resolve_seed(ctx) if seed is None else seed
+    texts = prompts_of(prompts, tool)
+    if max_chars is not None:
+        for text in texts:
+            if len(text) > max_chars:
+                raise ToolInputError(f"text is {len(text)} characters; split it (at most {max_chars} per call)",
+                                     tool=tool)
+    d = runtime(ctx, task, tool, getattr(p, "model", None), models=models, profile=profile)
+    return Call(p, ctx, seed, texts, d)
+
+
+def generators(seed: int, n: int) -> list[Any]:
+    """``n`` CPU torch generators seeded ``seed``, ``seed + 1`` …: output ``k`` is the same alone or batched."""
+    import torch
+
+    return [torch.Generator("cpu").manual_seed(seed + k) for k in range(n)]
+
+
 def check_multiple_of(d: Decoding, name: str, value: int | None, base: int = 8) -> None:
     if value is not None and value % base:
         lower = value - value % base
@@ -113,6 +174,14 @@ def note_provenance(ctx: Any, d: Decoding, seed: int | None, **extra: Any) -> No
 
     Written to ``ctx.provenance`` (a dict, created if the context has none).
     """
+    record_provenance(ctx, model=d.model, task=d.task, seed=seed, settings={**d.settings, **extra})
+
+
+def record_provenance(ctx: Any, **fields: Any) -> None:
+    """Merge ``fields`` into ``ctx.provenance`` (a dict, created if the context has none); no-op without a context.
+
+    The engine adds what it finds there to the output's provenance. Shared by decoders and encoders.
+    """
     if ctx is None:
         return
     prov = getattr(ctx, "provenance", None)
@@ -120,7 +189,7 @@ def note_provenance(ctx: Any, d: Decoding, seed: int | None, **extra: Any) -> No
         prov = {}
         with contextlib.suppress(AttributeError):
             ctx.provenance = prov
-    prov.update({"model": d.model, "task": d.task, "seed": seed, "settings": {**d.settings, **extra}})
+    prov.update(fields)
 
 
 def step_callback(ctx: Any, total: int, *, new_style: bool) -> Callable[..., Any]:

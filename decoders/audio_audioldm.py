@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchestrator.artifacts import Audio
 from orchestrator.tool import Port, ToolContext, tool
 
-from ._common import MODEL_FIELD, check_range, first_and_all, note_provenance, prompts_of, resolve_seed, runtime, step_callback
+from ._common import MODEL_FIELD, begin_call, check_range, first_and_all, generators, note_provenance, prompts_of, step_callback
 
 __all__ = ["AudioBatch", "GenerateAudioParams", "generate_audio"]
 
@@ -60,20 +60,14 @@ def generate_audio(
     ctx: Any = None,
 ) -> AudioBatch:
     """Text to sound clips, one per prompt, in one batched pipeline call."""
-    p = params if isinstance(params, GenerateAudioParams) else GenerateAudioParams.model_validate(dict(params or {}))
-    if ctx is None:
-        ctx = ToolContext(seed=seed, on_progress=(lambda s, t, _m: progress(s, t)) if progress else None)
-    seed = resolve_seed(ctx) if seed is None else seed
-    prompts = prompts_of(prompts, "audio.generate")
-    d = runtime(ctx, TASK, "audio.generate", p.model, models=models, profile=profile)
+    p, ctx, seed, prompts, d = begin_call(GenerateAudioParams, params, prompts, task=TASK, tool="audio.generate",
+                                          seed=seed, ctx=ctx, progress=progress, models=models, profile=profile)
     duration = float(d.get(p, "duration", DEFAULT_DURATION))
     steps, guidance = int(d.get(p, "steps", DEFAULT_STEPS)), float(d.get(p, "guidance", DEFAULT_GUIDANCE))
     check_range(d, "duration", duration, 0.01, MAX_DURATION, unit=" s")
     check_range(d, "steps", steps, 1, 1000)
     if p.negative_prompt:
         d.settings["negative_prompt"] = p.negative_prompt
-    import torch
-
     started = time.perf_counter()
     with d.models.use(d.choice, "diffusers") as pipe:
         result = pipe(
@@ -82,7 +76,7 @@ def generate_audio(
             audio_length_in_s=duration,
             num_inference_steps=steps,
             guidance_scale=guidance,
-            generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(len(prompts))],
+            generator=generators(seed, len(prompts)),
             callback=step_callback(ctx, steps, new_style=False),
             callback_steps=1,
             output_type="np",

@@ -27,13 +27,13 @@ from orchestrator.tool import Port, ToolContext, tool
 from ._common import (
     MODEL_FIELD,
     Decoding,
+    begin_call,
     check_multiple_of,
     check_range,
     first_and_all,
+    generators,
     note_provenance,
     prompts_of,
-    resolve_seed,
-    runtime,
     step_callback,
 )
 
@@ -84,12 +84,6 @@ class ImageBatch:
     seconds: float = 0.0
 
 
-def _context(ctx: Any, seed: int | None, progress: Callable[[int, int], None] | None) -> Any:
-    if ctx is not None:
-        return ctx
-    return ToolContext(seed=seed, on_progress=(lambda s, t, _m: progress(s, t)) if progress else None)
-
-
 def _common_settings(d: Decoding, p: GenerateImageParams) -> dict[str, Any]:
     width, height = d.get(p, "width"), d.get(p, "height")
     steps, guidance = d.get(p, "steps", DEFAULT_STEPS), d.get(p, "guidance", DEFAULT_GUIDANCE)
@@ -103,12 +97,6 @@ def _common_settings(d: Decoding, p: GenerateImageParams) -> dict[str, Any]:
     if p.negative_prompt:
         d.settings["negative_prompt"] = p.negative_prompt
     return {"width": width, "height": height, "num_inference_steps": int(steps), "guidance_scale": float(guidance)}
-
-
-def _generators(seed: int, n: int) -> list[Any]:
-    import torch
-
-    return [torch.Generator("cpu").manual_seed(seed + k) for k in range(n)]
 
 
 def generate_images(
@@ -126,11 +114,8 @@ def generate_images(
     ``models`` / ``profile`` default to the context's, then the process defaults.
     Raises ParamError (bad size, steps …) before any model loads.
     """
-    p = params if isinstance(params, GenerateImageParams) else GenerateImageParams.model_validate(dict(params or {}))
-    ctx = _context(ctx, seed, progress)
-    seed = resolve_seed(ctx) if seed is None else seed
-    prompts = prompts_of(prompts, "image.generate")
-    d = runtime(ctx, T2I_TASK, "image.generate", p.model, models=models, profile=profile)
+    p, ctx, seed, prompts, d = begin_call(GenerateImageParams, params, prompts, task=T2I_TASK, tool="image.generate",
+                                          seed=seed, ctx=ctx, progress=progress, models=models, profile=profile)
     kwargs = _common_settings(d, p)
     n = len(prompts) * p.count
     started = time.perf_counter()
@@ -139,7 +124,7 @@ def generate_images(
             prompt=prompts,
             negative_prompt=[p.negative_prompt] * len(prompts) if p.negative_prompt else None,
             num_images_per_prompt=p.count,
-            generator=_generators(seed, n),
+            generator=generators(seed, n),
             callback_on_step_end=step_callback(ctx, kwargs["num_inference_steps"], new_style=True),
             output_type="pil",
             **kwargs,
@@ -178,11 +163,8 @@ def edit_images(
     ctx: Any = None,
 ) -> ImageBatch:
     """Image to images, guided by prompts (one image per prompt, or one image for all)."""
-    p = params if isinstance(params, EditImageParams) else EditImageParams.model_validate(dict(params or {}))
-    ctx = _context(ctx, seed, progress)
-    seed = resolve_seed(ctx) if seed is None else seed
-    prompts = prompts_of(prompts, "image.edit")
-    d = runtime(ctx, I2I_TASK, "image.edit", p.model, models=models, profile=profile)
+    p, ctx, seed, prompts, d = begin_call(EditImageParams, params, prompts, task=I2I_TASK, tool="image.edit",
+                                          seed=seed, ctx=ctx, progress=progress, models=models, profile=profile)
     kwargs = _common_settings(d, p)
     width, height = kwargs.pop("width"), kwargs.pop("height")
     strength = float(d.get(p, "strength", DEFAULT_STRENGTH))
@@ -207,7 +189,7 @@ def edit_images(
             strength=strength,
             negative_prompt=[p.negative_prompt] * len(prompts) if p.negative_prompt else None,
             num_images_per_prompt=p.count,
-            generator=_generators(seed, n),
+            generator=generators(seed, n),
             callback_on_step_end=step_callback(ctx, max(1, int(kwargs["num_inference_steps"] * strength)), new_style=True),
             output_type="pil",
             **kwargs,

@@ -28,13 +28,12 @@ from orchestrator.tool import Port, ToolContext, tool
 from ._common import (
     MODEL_FIELD,
     Decoding,
+    begin_call,
     check_range,
     first_and_all,
     global_rng,
     note_provenance,
     prompts_of,
-    resolve_seed,
-    runtime,
 )
 
 __all__ = ["GenerateMusicParams", "MusicBatch", "generate_music"]
@@ -165,12 +164,8 @@ def generate_music(
     ctx: Any = None,
 ) -> MusicBatch:
     """Text to music clips, one per prompt, in one batched ``generate`` call."""
-    p = params if isinstance(params, GenerateMusicParams) else GenerateMusicParams.model_validate(dict(params or {}))
-    if ctx is None:
-        ctx = ToolContext(seed=seed, on_progress=(lambda s, t, _m: progress(s, t)) if progress else None)
-    seed = resolve_seed(ctx) if seed is None else seed
-    prompts = prompts_of(prompts, "music.generate")
-    d = runtime(ctx, TASK, "music.generate", p.model, models=models, profile=profile)
+    p, ctx, seed, prompts, d = begin_call(GenerateMusicParams, params, prompts, task=TASK, tool="music.generate",
+                                          seed=seed, ctx=ctx, progress=progress, models=models, profile=profile)
     duration = float(d.get(p, "duration", DEFAULT_DURATION))
     guidance = float(d.get(p, "guidance", DEFAULT_GUIDANCE))
     temperature = float(d.get(p, "temperature", DEFAULT_TEMPERATURE))

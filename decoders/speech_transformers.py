@@ -18,7 +18,7 @@ from orchestrator.artifacts import Audio
 from orchestrator.errors import ToolInputError
 from orchestrator.tool import Port, ToolContext, tool
 
-from ._common import MODEL_FIELD, check_range, first_and_all, global_rng, note_provenance, prompts_of, resolve_seed, runtime
+from ._common import MODEL_FIELD, begin_call, check_range, first_and_all, global_rng, note_provenance, prompts_of
 
 __all__ = ["SpeechBatch", "SynthesizeParams", "synthesize_speech"]
 
@@ -59,16 +59,8 @@ def synthesize_speech(
     import numpy as np
     import torch
 
-    p = params if isinstance(params, SynthesizeParams) else SynthesizeParams.model_validate(dict(params or {}))
-    if ctx is None:
-        ctx = ToolContext(seed=seed, on_progress=(lambda s, t, _m: progress(s, t)) if progress else None)
-    seed = resolve_seed(ctx) if seed is None else seed
-    texts = prompts_of(texts, "speech.synthesize")
-    for text in texts:
-        if len(text) > MAX_CHARS:
-            raise ToolInputError(f"text is {len(text)} characters; split it (at most {MAX_CHARS} per call)",
-                                 tool="speech.synthesize")
-    d = runtime(ctx, TASK, "speech.synthesize", p.model, models=models, profile=profile)
+    p, ctx, seed, texts, d = begin_call(SynthesizeParams, params, texts, task=TASK, tool="speech.synthesize", seed=seed,
+                                        ctx=ctx, progress=progress, models=models, profile=profile, max_chars=MAX_CHARS)
     rate_ = d.get(p, "speaking_rate")
     noise = d.get(p, "noise_scale")
     check_range(d, "speaking_rate", rate_, 0.25, 4.0)

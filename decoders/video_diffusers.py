@@ -19,13 +19,12 @@ from orchestrator.tool import Port, ToolContext, tool
 
 from ._common import (
     MODEL_FIELD,
+    begin_call,
     check_multiple_of,
     check_range,
     first_and_all,
     note_provenance,
     prompts_of,
-    resolve_seed,
-    runtime,
     step_callback,
 )
 
@@ -88,12 +87,8 @@ def generate_videos(
 ) -> VideoBatch:
     """Text to videos, one per prompt. Prompts run one after another: UNet3D pipelines
     do not batch prompts reliably (diffusers skips its own batch tests for them)."""
-    p = params if isinstance(params, GenerateVideoParams) else GenerateVideoParams.model_validate(dict(params or {}))
-    if ctx is None:
-        ctx = ToolContext(seed=seed, on_progress=(lambda s, t, _m: progress(s, t)) if progress else None)
-    seed = resolve_seed(ctx) if seed is None else seed
-    prompts = prompts_of(prompts, "video.generate")
-    d = runtime(ctx, TASK, "video.generate", p.model, models=models, profile=profile)
+    p, ctx, seed, prompts, d = begin_call(GenerateVideoParams, params, prompts, task=TASK, tool="video.generate",
+                                          seed=seed, ctx=ctx, progress=progress, models=models, profile=profile)
     width, height = d.get(p, "width"), d.get(p, "height")
     frames = int(d.get(p, "frames", DEFAULT_FRAMES))
     fps = float(d.get(p, "fps", DEFAULT_FPS))

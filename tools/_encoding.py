@@ -132,14 +132,9 @@ def encoder(ctx: Any, task: str, tool: str, model: str | None, backend: str, *, 
 
 def _note(ctx: Any, choice: Any, task: str) -> None:
     """Record the resolved model where the engine can add it to provenance (``ctx.provenance``)."""
-    if ctx is None:
-        return
-    prov = getattr(ctx, "provenance", None)
-    if not isinstance(prov, dict):
-        prov = {}
-        with contextlib.suppress(AttributeError):
-            ctx.provenance = prov
-    prov.update({"model": choice.model, "task": task})
+    from decoders._common import record_provenance
+
+    record_provenance(ctx, model=choice.model, task=task)
 
 
 # ---------------------------------------------------------------- tensors

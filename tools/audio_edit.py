@@ -17,7 +17,8 @@ True
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -303,6 +304,25 @@ def _reverb(x: np.ndarray, rate: int, amount: float) -> np.ndarray:
     return from_2d(out.astype(np.float32)) if x.ndim == 1 else out.astype(np.float32)
 
 
+_P = TypeVar("_P", bound=BaseModel)
+
+
+def _with_instruction(params: _P, instruction: Any, parse: Callable[[str], dict[str, Any]], *, tool: str,
+                      unknown: str) -> _P:
+    """``params`` completed by what a free-text instruction names; explicitly set params win.
+
+    An instruction that names nothing ``parse`` knows, with no params set either, is a
+    ToolInputError ("the instruction '...' <unknown>").
+    """
+    text = "" if instruction is None else as_text(instruction, tool=tool, port="instruction")
+    if not text.strip():
+        return params
+    found = parse(text)
+    if not found and not params.model_fields_set:
+        raise ToolInputError(f"the instruction {text[:80]!r} {unknown}", tool=tool, port="instruction")
+    return type(params).model_validate({**found, **params.model_dump(include=params.model_fields_set)})
+
+
 @tool(
     "audio.effects",
     task="audio-effects",
@@ -315,15 +335,8 @@ def _reverb(x: np.ndarray, rate: int, amount: float) -> np.ndarray:
 def audio_effects(audio: Any, instruction: Any = None, *, params: EffectsParams, ctx: Any = None) -> Audio:
     name = "audio.effects"
     clip = as_audio(audio, tool=name, port="audio", ctx=ctx)
-    text = "" if instruction is None else as_text(instruction, tool=name, port="instruction")
-    if text.strip():
-        found = parse_effects(text)
-        if not found and not params.model_fields_set:
-            raise ToolInputError(
-                f"the instruction {text[:80]!r} names no effect this tool knows; use one of: {_EFFECT_WORDS}",
-                tool=name, port="instruction",
-            )
-        params = EffectsParams.model_validate({**found, **params.model_dump(include=params.model_fields_set)})
+    params = _with_instruction(params, instruction, parse_effects, tool=name,
+                               unknown=f"names no effect this tool knows; use one of: {_EFFECT_WORDS}")
     out_seconds = clip.duration / params.speed + (2.3 if params.reverb else 0) + 20 * params.echo_delay
     check_audio_seconds(out_seconds, ctx, tool=name)
     return apply_effects(clip, params)
@@ -468,15 +481,8 @@ def change_voice(audio: Audio, p: VoiceParams) -> Audio:
 def voice_changer(audio: Any, instruction: Any = None, *, params: VoiceParams, ctx: Any = None) -> Audio:
     name = "audio.voice_change"
     clip = as_audio(audio, tool=name, port="audio", ctx=ctx)
-    text = "" if instruction is None else as_text(instruction, tool=name, port="instruction")
-    if text.strip():
-        found = parse_voice(text)
-        if not found and not params.model_fields_set:
-            raise ToolInputError(
-                f"the instruction {text[:80]!r} names no voice change this tool knows; use: {_VOICE_WORDS}",
-                tool=name, port="instruction",
-            )
-        params = VoiceParams.model_validate({**found, **params.model_dump(include=params.model_fields_set)})
+    params = _with_instruction(params, instruction, parse_voice, tool=name,
+                               unknown=f"names no voice change this tool knows; use: {_VOICE_WORDS}")
     return change_voice(clip, params)
 
 

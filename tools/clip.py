@@ -19,7 +19,7 @@ works (CLIP, SigLIP, ALIGN …).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -97,34 +97,39 @@ def _texts(items: Sequence[Any], tool: str, port: str = "text") -> list[str]:
 def embed_images(images: Sequence[Any], params: EmbedParams | Mapping[str, Any] | None = None, *, ctx: Any = None,
                  tool_name: str = "image.embed") -> np.ndarray:
     """``(n, dim)`` float32 image embeddings, ``batch_size`` images per forward pass."""
-    import torch
-
     p = params if isinstance(params, EmbedParams) else EmbedParams.model_validate(dict(params or {}))
     pictures = [rgb(im, tool=tool_name, ctx=ctx) for im in images]
-    enc = encoder(ctx, IMAGE_EMBED_TASK, tool_name, p.model, BACKEND, profile_task=CLASSIFY_TASK)
-    rows = []
-    with enc.use(exclusive=False) as (model, processor):
-        for chunk in batched(pictures, p.batch_size):
-            inputs = to_device(processor(images=chunk, return_tensors="pt"), model)
-            with torch.inference_mode():
-                rows.append(_finish(features(model.get_image_features(**inputs)), p.normalize))
-    return np.concatenate(rows)
+
+    def forward(model: Any, processor: Any, chunk: list[Any]) -> Any:
+        return model.get_image_features(**to_device(processor(images=chunk, return_tensors="pt"), model))
+
+    return _embed(pictures, p, IMAGE_EMBED_TASK, tool_name, ctx, forward)
 
 
 def embed_texts(texts: Sequence[str], params: EmbedParams | Mapping[str, Any] | None = None, *, ctx: Any = None,
                 tool_name: str = "text.embed") -> np.ndarray:
     """``(n, dim)`` float32 text embeddings in the image embeddings' space."""
-    import torch
-
     p = params if isinstance(params, EmbedParams) else EmbedParams.model_validate(dict(params or {}))
     items = _texts(texts, tool_name)
-    enc = encoder(ctx, TEXT_EMBED_TASK, tool_name, p.model, BACKEND, profile_task=CLASSIFY_TASK)
+
+    def forward(model: Any, processor: Any, chunk: list[str]) -> Any:
+        inputs = processor(text=chunk, return_tensors="pt", padding=True, truncation=True)
+        return model.get_text_features(**to_device(inputs, model))
+
+    return _embed(items, p, TEXT_EMBED_TASK, tool_name, ctx, forward)
+
+
+def _embed(items: list[Any], p: EmbedParams, task: str, tool_name: str, ctx: Any,
+           forward: Callable[[Any, Any, list[Any]], Any]) -> np.ndarray:
+    """Shared loop of the embed tools: ``forward(model, processor, chunk)`` per batch, stacked ``(n, dim)``."""
+    import torch
+
+    enc = encoder(ctx, task, tool_name, p.model, BACKEND, profile_task=CLASSIFY_TASK)
     rows = []
     with enc.use(exclusive=False) as (model, processor):
         for chunk in batched(items, p.batch_size):
-            inputs = to_device(processor(text=chunk, return_tensors="pt", padding=True, truncation=True), model)
             with torch.inference_mode():
-                rows.append(_finish(features(model.get_text_features(**inputs)), p.normalize))
+                rows.append(_finish(features(forward(model, processor, chunk)), p.normalize))
     return np.concatenate(rows)
 
 

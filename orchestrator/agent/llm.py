@@ -427,23 +427,16 @@ class OpenAICompatClient(LLMClient):
             try:
                 response = self.client.post(self.url, json=body)
             except httpx.TransportError as exc:
-                if attempt >= self.max_retries:
-                    raise self._unreachable(exc) from exc
-                time.sleep(self._delay(attempt, None))
+                time.sleep(self._transport_delay(exc, attempt))
                 attempt += 1
                 continue
-            verdict = self._classify(response, opts)
-            if verdict == "no_json" and use_json:
-                self._reject_json(response)
+            action = self._next_step(response, opts, use_json, attempt)
+            if action == "again":
                 continue
-            if verdict == "retry" and attempt < self.max_retries:
+            if action == "retry":
                 time.sleep(self._delay(attempt, response))
                 attempt += 1
                 continue
-            if response.status_code >= 400:
-                raise self._fail_status(response)
-            if use_json:
-                self._json_supported = True
             return _parse_completion(response)
 
     async def _achat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
@@ -454,24 +447,44 @@ class OpenAICompatClient(LLMClient):
             try:
                 response = await self.aclient.post(self.url, json=body)
             except httpx.TransportError as exc:
-                if attempt >= self.max_retries:
-                    raise self._unreachable(exc) from exc
-                await asyncio.sleep(self._delay(attempt, None))
+                await asyncio.sleep(self._transport_delay(exc, attempt))
                 attempt += 1
                 continue
-            verdict = self._classify(response, opts)
-            if verdict == "no_json" and use_json:
-                self._reject_json(response)
+            action = self._next_step(response, opts, use_json, attempt)
+            if action == "again":
                 continue
-            if verdict == "retry" and attempt < self.max_retries:
+            if action == "retry":
                 await asyncio.sleep(self._delay(attempt, response))
                 attempt += 1
                 continue
-            if response.status_code >= 400:
-                raise self._fail_status(response)
-            if use_json:
-                self._json_supported = True
             return _parse_completion(response)
+
+    def _next_step(self, response: httpx.Response, opts: ChatOptions, use_json: bool,
+                   attempt: int) -> Literal["use", "retry", "again"]:
+        """What the sync and async request loops do with an answer (shared policy).
+
+        ``"again"``: ask again at once without ``response_format``; ``"retry"``:
+        retry after a backoff; ``"use"``: read the answer. A final error status raises.
+        """
+        verdict = self._classify(response, opts)
+        if verdict == "no_json" and use_json:
+            self._reject_json(response)
+            return "again"
+        if verdict == "retry" and attempt < self.max_retries:
+            return "retry"
+        if response.status_code >= 400:
+            raise self._fail_status(response)
+        if use_json:
+            self._json_supported = True
+        return "use"
+
+    def _transport_delay(self, exc: httpx.TransportError, attempt: int, *, yielded: bool = False) -> float:
+        """Backoff before retrying after a connection error, or raise when no retry is left."""
+        if yielded:
+            raise LLMUnavailable(f"the LLM stream broke off: {type(exc).__name__}: {exc}", url=self.url) from exc
+        if attempt >= self.max_retries:
+            raise self._unreachable(exc) from exc
+        return self._delay(attempt, None)
 
     def _reject_json(self, response: httpx.Response) -> None:
         logger.info("server rejected response_format (%s: %s); asking for JSON in the prompt only",
@@ -491,17 +504,12 @@ class OpenAICompatClient(LLMClient):
             try:
                 with self.client.stream("POST", self.url, json=body,
                                         headers={"Accept": "text/event-stream"}) as response:
-                    verdict = self._classify(response, opts)
-                    if verdict != "ok" or response.status_code >= 400:
+                    if response.status_code >= 400:
                         response.read()
-                    if verdict == "no_json" and use_json:
-                        self._reject_json(response)
+                    action = self._next_step(response, opts, use_json, attempt)
+                    if action == "again":
                         continue
-                    if verdict == "retry" and attempt < self.max_retries:
-                        delay = self._delay(attempt, response)
-                    elif response.status_code >= 400:
-                        raise self._fail_status(response)
-                    else:
+                    if action == "use":
                         decoder = _SSEDecoder()
                         for line in response.iter_lines():
                             for piece in decoder.feed_line(line):
@@ -514,13 +522,9 @@ class OpenAICompatClient(LLMClient):
                                 yielded = True
                                 yield piece
                         return
+                    delay = self._delay(attempt, response)
             except httpx.TransportError as exc:
-                if yielded:
-                    raise LLMUnavailable(f"the LLM stream broke off: {type(exc).__name__}: {exc}",
-                                         url=self.url) from exc
-                if attempt >= self.max_retries:
-                    raise self._unreachable(exc) from exc
-                delay = self._delay(attempt, None)
+                delay = self._transport_delay(exc, attempt, yielded=yielded)
             time.sleep(delay)
             attempt += 1
 
@@ -533,17 +537,12 @@ class OpenAICompatClient(LLMClient):
             try:
                 async with self.aclient.stream("POST", self.url, json=body,
                                                headers={"Accept": "text/event-stream"}) as response:
-                    verdict = self._classify(response, opts)
-                    if verdict != "ok" or response.status_code >= 400:
+                    if response.status_code >= 400:
                         await response.aread()
-                    if verdict == "no_json" and use_json:
-                        self._reject_json(response)
+                    action = self._next_step(response, opts, use_json, attempt)
+                    if action == "again":
                         continue
-                    if verdict == "retry" and attempt < self.max_retries:
-                        delay = self._delay(attempt, response)
-                    elif response.status_code >= 400:
-                        raise self._fail_status(response)
-                    else:
+                    if action == "use":
                         decoder = _SSEDecoder()
                         async for line in response.aiter_lines():
                             for piece in decoder.feed_line(line):
@@ -556,13 +555,9 @@ class OpenAICompatClient(LLMClient):
                                 yielded = True
                                 yield piece
                         return
+                    delay = self._delay(attempt, response)
             except httpx.TransportError as exc:
-                if yielded:
-                    raise LLMUnavailable(f"the LLM stream broke off: {type(exc).__name__}: {exc}",
-                                         url=self.url) from exc
-                if attempt >= self.max_retries:
-                    raise self._unreachable(exc) from exc
-                delay = self._delay(attempt, None)
+                delay = self._transport_delay(exc, attempt, yielded=yielded)
             await asyncio.sleep(delay)
             attempt += 1
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import zoo_model
-from ._tokenizers import roberta_tokenizer, t5_tokenizer, write_bpe_files
+from ._diffusion import save_pipeline
+from ._tokenizers import roberta_tokenizer, t5_tokenizer
 
 
 @zoo_model("tiny-audioldm", version="1")
@@ -45,8 +46,7 @@ def build_tiny_audioldm(path: Path) -> None:
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
     )
     pipe = AudioLDMPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, vocoder=vocoder)
-    pipe.save_pretrained(path)
-    write_bpe_files(tokenizer, path / "tokenizer")
+    save_pipeline(pipe, path)
 
 
 @zoo_model("tiny-musicgen", version="2")

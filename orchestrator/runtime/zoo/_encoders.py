@@ -250,29 +250,11 @@ def build_tiny_detr(path: Path) -> None:
 @zoo_model("tiny-instruct-pix2pix", version="1")
 def build_tiny_instruct_pix2pix(path: Path) -> None:
     """InstructPix2Pix (UNet2D with 8 input channels: noise + image latents), as timbrooks/instruct-pix2pix."""
-    import torch
-    from diffusers import AutoencoderKL, StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionInstructPix2PixPipeline
 
-    from ._diffusion import _clip_text_encoder, _scheduler
+    from ._diffusion import save_pipeline, sd_components
 
-    tokenizer = clip_tokenizer()
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=32, in_channels=8, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=4,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"), up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        sample_size=64,
-    )
-    pipe = StableDiffusionInstructPix2PixPipeline(
-        unet=unet, vae=vae, text_encoder=_clip_text_encoder(len(tokenizer), 32), tokenizer=tokenizer,
-        scheduler=_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(path)
-    write_bpe_files(tokenizer, path / "tokenizer")
+    save_pipeline(StableDiffusionInstructPix2PixPipeline(**sd_components(8)), path)
 
 
 @zoo_model("tiny-resnet", version="1")
