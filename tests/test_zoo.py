@@ -150,3 +150,17 @@ def test_command_line_lists_and_builds(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["build", "tiny-vits", "--root", str(tmp_path)]) == 0
     assert "1 checkpoint(s) ready" in capsys.readouterr().out
     assert (tmp_path / "tiny-vits" / "config.json").exists()
+
+
+def test_tokenizer_training_is_deterministic(tmp_path):
+    """Rebuilding a checkpoint gives the same tokenizer files byte for byte."""
+    from orchestrator.runtime.zoo import _tokenizers
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+        _tokenizers.clip_tokenizer().save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    tok = _tokenizers.clip_tokenizer()
+    assert tok.decode(tok("a lighthouse at dusk")["input_ids"], skip_special_tokens=True).strip() == "a lighthouse at dusk"

@@ -40,6 +40,8 @@ __all__ = ["ZooModel", "build_zoo", "list_zoo", "zoo_dir", "zoo_model", "zoo_pat
 logger = logging.getLogger("orchestrator.runtime.zoo")
 
 _MARKER = ".zoo.json"
+ZOO_REVISION = "2"
+"""Bumped when something every builder shares changes (revision 2: deterministic tokenizers)."""
 Builder = Callable[[Path], None]
 
 
@@ -92,7 +94,7 @@ def _is_current(path: Path, entry: ZooModel) -> bool:
         info = json.loads((path / _MARKER).read_text())
     except (OSError, ValueError):
         return False
-    return info.get("version") == entry.version and info.get("name") == entry.name
+    return (info.get("version"), info.get("revision"), info.get("name")) == (entry.version, ZOO_REVISION, entry.name)
 
 
 def zoo_path(name: str, *, root: str | Path | None = None, force: bool = False) -> Path:
@@ -122,7 +124,8 @@ def zoo_path(name: str, *, root: str | Path | None = None, force: bool = False) 
         try:
             entry.fn(tmp)
             seconds = time.perf_counter() - started
-            (tmp / _MARKER).write_text(json.dumps({"name": name, "version": entry.version, "seconds": round(seconds, 3)}))
+            (tmp / _MARKER).write_text(json.dumps({"name": name, "version": entry.version, "revision": ZOO_REVISION,
+                                                     "seconds": round(seconds, 3)}))
             if target.exists():
                 shutil.rmtree(target)
             tmp.chmod(0o755)

@@ -3,8 +3,8 @@
 Each helper returns a real ``transformers`` tokenizer of the class the full-size
 checkpoint uses (CLIP, RoBERTa, T5, VITS, a ChatML byte-level BPE), so
 ``save_pretrained`` / ``from_pretrained`` behave as they do for real models.
-BPE merges are learned here with the ``tokenizers`` trainer; every byte stays in
-the vocabulary, so no input is ever out of vocabulary.
+BPE merges are learned here, deterministically; every byte stays in the
+vocabulary, so no input is ever out of vocabulary.
 """
 
 from __future__ import annotations
@@ -43,29 +43,50 @@ what is in this picture? how many people are there?
 
 
 def _train_bpe(pre_tokenizer: Any, normalizer: Any, vocab_size: int, specials: list[str], suffix: str | None) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """Learn BPE merges on :data:`CORPUS`, deterministically.
 
-    extra = {"end_of_word_suffix": suffix} if suffix else {}
-    tok = Tokenizer(models.BPE(continuing_subword_prefix="", **extra))
-    if normalizer is not None:
-        tok.normalizer = normalizer
-    tok.pre_tokenizer = pre_tokenizer
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-        **extra,
-    )
-    tok.train_from_iterator(CORPUS * 2, trainer)
-    model = json.loads(tok.to_str())["model"]
-    vocab: dict[str, int] = dict(model["vocab"])
-    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab.setdefault(ch, len(vocab))
-        if suffix:  # a word may end in any byte
-            vocab.setdefault(ch + suffix, len(vocab))
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return vocab, merges  # type: ignore[return-value]
+    The vocabulary is the special tokens, every byte-level character (and, with a
+    ``suffix`` such as ``</w>``, its end-of-word form), then one token per merge up to
+    ``vocab_size``. Ties between equally frequent pairs go to the smallest pair, so a
+    rebuilt checkpoint tokenizes exactly as before (the ``tokenizers`` trainer breaks
+    ties by hash order, which changes from run to run).
+    """
+    from collections import Counter
+
+    from tokenizers import pre_tokenizers
+
+    words: Counter[str] = Counter()
+    for line in CORPUS:
+        text = normalizer.normalize_str(line) if normalizer is not None else line
+        words.update(piece for piece, _ in pre_tokenizer.pre_tokenize_str(text))
+    alphabet = sorted(set(pre_tokenizers.ByteLevel.alphabet()) | {ch for w in words for ch in w})
+    vocab: dict[str, int] = {}
+    for token in [*specials, *alphabet, *((ch + suffix for ch in alphabet) if suffix else ())]:
+        vocab.setdefault(token, len(vocab))
+    seqs = {w: [*w[:-1], w[-1] + suffix] if suffix else list(w) for w in words}
+    merges: list[tuple[str, str]] = []
+    for _ in range(max(0, vocab_size - len(specials) - len(alphabet))):
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, count in words.items():
+            seq = seqs[word]
+            for pair in zip(seq, seq[1:]):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(best)
+        vocab.setdefault(best[0] + best[1], len(vocab))
+        for word, seq in seqs.items():
+            merged, i = [], 0
+            while i < len(seq):
+                if i + 1 < len(seq) and (seq[i], seq[i + 1]) == best:
+                    merged.append(seq[i] + seq[i + 1])
+                    i += 2
+                else:
+                    merged.append(seq[i])
+                    i += 1
+            seqs[word] = merged
+    return vocab, merges
 
 
 def write_bpe_files(tok: Any, path: Path) -> None:
