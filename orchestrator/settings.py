@@ -25,7 +25,7 @@ class Settings(BaseSettings):
 
     # artifact limits
     max_artifact_bytes: int = 1 << 30
-    chunk_bytes: int = 8 << 20
+    chunk_bytes: int = 1 << 20
     max_image_pixels: int = 64_000_000
     max_audio_seconds: float = 3600.0
     max_video_seconds: float = 1800.0

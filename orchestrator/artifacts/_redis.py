@@ -326,7 +326,7 @@ class RedisArtifactStore(ArtifactStore):
         # a one-chunk artifact's data key exists only while its ref does (published, deleted
         # and expired together), so finding it is enough
         data = self.r.get(f"{self._k(artifact_id)}:data")
-        return data if data is not None else self._read(artifact_id)[1]
+        return data if isinstance(data, bytes) else self._read(artifact_id)[1]
 
     @_translated
     def _read_ref(self, artifact_id: str) -> ArtifactRef | None:
