@@ -316,6 +316,19 @@ def test_event_logs(store: ArtifactStore):
     assert store.read_events("run-1", after=3) == [(4, {"i": 3})]
 
 
+def test_event_logs_expire(store: ArtifactStore):
+    store.append_event("short", {"i": 0})
+    store.append_event("kept", {"i": 0})
+    store.expire_events("short", 0.3)
+    store.expire_events("kept", 0.3)
+    store.expire_events("kept", None)  # cancelled again
+    assert store.read_events("short") == [(1, {"i": 0})]
+    time.sleep(0.5)
+    assert store.read_events("short") == []
+    assert store.append_event("short", {"i": 1}) == 1  # a fresh log
+    assert store.read_events("kept") == [(1, {"i": 0})]
+
+
 def test_concurrent_event_appends_get_unique_sequence_numbers(store: ArtifactStore):
     with ThreadPoolExecutor(8) as pool:
         seqs = list(pool.map(lambda i: store.append_event("busy", {"i": i}), range(80)))

@@ -251,6 +251,7 @@ class LocalArtifactStore(ArtifactStore):
     @_translated
     def append_event(self, stream: str, event: dict[str, Any]) -> int:
         path = self._events_path(stream)
+        self._drop_if_expired(path)
         line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
         with self._event_lock, open(path, "ab+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # other processes appending to the same log
@@ -269,9 +270,30 @@ class LocalArtifactStore(ArtifactStore):
                 fcntl.flock(f, fcntl.LOCK_UN)
         return count + 1
 
+    def _drop_if_expired(self, path: Path) -> None:
+        marker = path.with_name(path.name + ".expires")
+        try:
+            expires = float(marker.read_text())
+        except (OSError, ValueError):
+            return
+        if expires <= time.time():
+            with self._event_lock:
+                path.unlink(missing_ok=True)
+                marker.unlink(missing_ok=True)
+                self._event_counts.pop(path, None)
+
+    @_translated
+    def expire_events(self, stream: str, ttl: float | None) -> None:
+        marker = self._events_path(stream).with_name(self._events_path(stream).name + ".expires")
+        if ttl is None:
+            marker.unlink(missing_ok=True)
+        else:
+            marker.write_text(repr(time.time() + ttl))
+
     @_translated
     def read_events(self, stream: str, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
         path = self._events_path(stream)
+        self._drop_if_expired(path)
         out: list[tuple[int, dict[str, Any]]] = []
         try:
             with open(path, "rb") as f:

@@ -424,6 +424,14 @@ class RedisArtifactStore(ArtifactStore):
         return [(after + i + 1, json.loads(item)) for i, item in enumerate(raw)]
 
     @_translated
+    def expire_events(self, stream: str, ttl: float | None) -> None:
+        key = f"{self.prefix}ev:{stream}"
+        if ttl is None:
+            self.r.persist(key)
+        else:
+            self.r.pexpire(key, max(1, int(ttl * 1000)))
+
+    @_translated
     def ping(self) -> None:
         self.r.ping()
 

@@ -248,6 +248,10 @@ class ArtifactStore(ABC):
         """Events with a sequence number above ``after``, oldest first."""
 
     @abstractmethod
+    def expire_events(self, stream: str, ttl: float | None) -> None:
+        """Let an event log expire ``ttl`` seconds from now (``None``: keep it)."""
+
+    @abstractmethod
     def ping(self) -> None:
         """Raise :class:`~orchestrator.errors.StoreUnavailable` if the backend does not answer."""
 

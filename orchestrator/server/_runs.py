@@ -379,6 +379,7 @@ class RunManager:
 
     def _persist_final(self, record: dict[str, Any]) -> None:
         self.store.put_record(RUNS_NS, record["id"], record, ttl=self.settings.run_ttl_seconds)
+        self.store.expire_events(event_stream(record["id"]), self.settings.run_ttl_seconds)
         self.store.delete_record(ACTIVE_NS, record["id"])
         self.store.delete_record(CANCEL_NS, record["id"])
 
