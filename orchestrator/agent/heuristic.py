@@ -379,6 +379,9 @@ class HeuristicPlanner(LLMClient):
         catalog = catalog or self.catalog()
         res = _resources(resources)
         mentions = extract_mentions(request, known=res)
+        dictated = _dictations(request, mentions)
+        if dictated:
+            mentions = sorted(mentions + dictated, key=lambda x: x.start)
         for m in mentions:
             if m.kind == "file" and m.value not in res and m.modality is not None:
                 res[m.value] = Resource(m.value, m.modality)
@@ -725,14 +728,21 @@ class HeuristicPlanner(LLMClient):
             if quotes_local:
                 return _Value("literal", quotes_local[0].value, Modality.TEXT)
             return _Value("literal", b.request, Modality.TEXT)
-        # 3. a quote in the clause, an explicit description, the previous text, a global quote
+        # 3. the step's own words (a prompt for generators, the words to speak), a quote in the clause,
+        #    the previous text, a global quote
+        generates = info.kind == "tool" and not has_media_input
+        if info.task in _SPEECH_TASKS:
+            if quotes_local:
+                return _Value("literal", quotes_local[0].value, Modality.TEXT)
+            spoken = _spoken_text(b.masked, ca, _content_end(b.masked, action.start, hi))
+            if spoken is not None:
+                return _Value("literal", b.request[spoken[0]:spoken[1]], Modality.TEXT)
+        elif generates and any(p.modality in _MEDIA for p in info.outputs):
+            prompt = _prompt(b.request, b.masked, action.start, _content_end(b.masked, action.start, hi), info)
+            if prompt:
+                return _Value("literal", prompt, Modality.TEXT)
         if quotes_local:
             return _Value("literal", quotes_local[0].value, Modality.TEXT)
-        generates = info.kind == "tool" and not has_media_input
-        if generates:
-            desc = _description(phrase_clause, b.request[action.start:action.end])
-            if desc:
-                return _Value("literal", desc, Modality.TEXT)
         if recent is not None:
             return recent
         if Modality.TEXT in b.failed_outputs and not generates:
@@ -979,23 +989,168 @@ def _clause_span(masked: str, start: int, end: int, lo: int, hi: int) -> tuple[i
     return a, b
 
 
-_DESC = re.compile(r"\b(?:of|showing|depicting|about|featuring|where|with|for|that shows|representing)\s+(.{3,})$", re.I)
+# ---------------------------------------------------------------- step arguments
+_SPEECH_TASKS = {"text-to-speech", "video-voiceover"}
+"""Tasks whose text is spoken: they take the words after "say", "read … aloud:", "narrate" …"""
+_MEDIA = (Modality.IMAGE, Modality.VIDEO, Modality.AUDIO)
+_LINK = r"(?:and\s+then|then|and\s+also|also|and|after\s+that|afterwards|finally|next|please|plus)"
+_STEP_VERB = (r"(?:generate|create|make|produce|draw|paint|design|render|illustrate|show|build|compose|synthesi[sz]e|"
+              r"sketch|animate|say|narrate|speak|pronounce|announce|recite|turn|convert|add|put|send|save|transcribe|"
+              r"describe|caption|summari[sz]e|translate|apply|remove|reduce|extract|detect|find|search|download|"
+              r"resize|crop|rotate|combine|merge|stitch|speed|slow|stabili[sz]e|sync|synchroni[sz]e|identify|"
+              r"classify|answer|check|provide|change|edit|dub|mix|analy[sz]e|share|upload|email|display)")
+_CONTENT_STOP = re.compile(
+    rf"[.;!?](?=\s|$)|,\s*(?:{_LINK}\b|(?={_STEP_VERB}\b))|\s(?:and\s+)?then\b|\band\s+(?:also\s+)?(?={_STEP_VERB}\b)"
+    r"|\b(?:after that|afterwards)\b", re.I)
+_TRAIL = re.compile(rf"(?:[\s,;:.!?(\-]+|\b(?:{_LINK}|for me|for us|as well|too|now|right now|thanks|thank you)\b)+$", re.I)
+_LEAD = re.compile(r"(?:\s+|(?:please|kindly|now|also|then|and|first(?:ly)?|next|finally|just)\b|(?:can|could|would|will) you\b"
+                   r"|i(?:'d| would) like(?: you)? to\b|i (?:want|need)(?: you)? to\b|help me\b|let's\b)*", re.I)
+_GEN_VERB = re.compile(r"(?:generat|creat|mak|produc|draw|paint|design|render|illustrat|show|build|compos|synthesi[sz]|sketch|"
+                       r"animat|writ|craft|giv|get|bring|come up with|put together|film|shoot|record)\w*\s+"
+                       r"(?:(?:me|us|for me|for us|up)\s+)?", re.I)
+_TASK_NOUNS = {
+    Modality.IMAGE: r"(?:images?|pictures?|pics?|visuals?|graphics?|artworks?|renderings?)",
+    Modality.VIDEO: r"(?:video clips?|videos?|clips?|movies?|films?|footage)",
+    Modality.AUDIO: r"(?:sound effects?|sound clips?|sounds?|audio(?:\s+(?:files?|clips?|tracks?|recordings?))?|recordings?|noises?)",
+}
+"""Nouns that only say which kind of output to make ("an image of", "the sound of"): not part of the prompt."""
+_NOT_ADJ = (r"(?:a|an|the|of|with|in|on|at|to|and|or|for|from|by|as|is|are|that|which|who|where|this|it|its|their|"
+            r"his|her|my|our|your|based|using)")
+_TRIVIAL_ADJ = re.compile(r"^(?:short|long|new|quick|simple|small|big|large|high[- ]quality|hq|hd|4k|8k|hi-res|"
+                          r"high[- ]resolution|single|brief|nice|good|cool|final|digital|one|two|three|few|couple|several|"
+                          r"ai[- ]generated|generated|\d+(?:[- ]?(?:seconds?|secs?|s|minutes?|mins?))?(?:[- ]long)?)$", re.I)
+_CONTENT_PREP = r"(?:of|showing|that shows|which shows|depicting|that depicts|about|featuring|representing|illustrating|portraying|capturing)"
+_ATTR_PREP = r"(?:with|where|in which|that has|containing)"
+_NOUN_PHRASE = {mod: re.compile(
+    rf"(?P<det>(?:an?|the|one|some|two|three|\d+)\s+)?(?P<adj>(?:(?!{_NOT_ADJ}\b)[\w'-]+\s+){{0,3}}?)(?P<noun>{nouns})\b"
+    rf"\s*(?:(?P<cprep>{_CONTENT_PREP})\b|(?P<aprep>{_ATTR_PREP})\b)?\s*", re.I) for mod, nouns in _TASK_NOUNS.items()}
+_DATA_NOUN = (r"(?:texts?|content|information|info|results?|outputs?|summary|summaries|transcripts?|transcriptions?|"
+              r"translations?|descriptions?|keywords?|key ?phrases?|captions?|answers?|articles?|story|stories|script|"
+              r"words|messages?|topics?|details|version|sentences?|paragraphs?|passages?|documents?|headlines?|"
+              r"concepts?|ideas?|themes?|points|findings|data|response|explanation|prompt|images?|pictures?|photos?|"
+              r"videos?|audio|clips?|files?|recordings?|frames?|speech|input)")
+_REFERS_BACK = re.compile(
+    r"^\W*(?:it|this|that|them|these|those|the same|the result|the output)\W*$"
+    r"|\b(?:the|this|that|these|those|its|their|said|resulting|generated|extracted|transcribed|translated|"
+    r"summari[sz]ed|simplified|expanded|paraphrased|rewritten|corrected|recogni[sz]ed|detected|final|previous|above|"
+    rf"same)\s+(?:[\w-]+\s+){{0,2}}?{_DATA_NOUN}\b"
+    r"|^\W*(?:based on|from|using|of|about|for|with|to (?:represent|illustrate|visuali[sz]e|accompany|match|go with)|"
+    r"representing|illustrating|reflecting|visuali[sz]ing|matching)\s+(?:it|this|that|them|these|those)\b", re.I)
+"""A prompt that names an earlier step's output ("based on the transcribed text", "of it"): use that output."""
+_LINKED_REFERENCE = re.compile(
+    r"[\s,]*\b(?:based (?:on|upon)|using|according to|from|with|inspired by|derived from|for|that (?:represents|reflects|"
+    r"illustrates|matches|shows)|representing|reflecting|illustrating|matching|to (?:represent|illustrate|visuali[sz]e|"
+    r"accompany|match|go with))\s+(?:the|this|that|these|those|its|their|my|our)\s+(?:[\w-]+\s+){0,2}?"
+    rf"{_DATA_NOUN}\b.*$", re.I | re.S)
+_FILLER = set("""based on upon from using use of about for with the this that these those following text prompt description
+sentence phrase words input given provided below above my a an it as to in and is quote quoted caption saying says
+called named titled""".split())
+_SPOKEN = re.compile(
+    r"\b(?:say|says|saying|pronounce|pronouncing|announce|announcing|narrate|narrating|recite|reciting|"
+    r"read(?:ing)?(?:\s+out)?(?:\s+(?:aloud|out loud))?|(?:speak|speaking|voice|voicing) the (?:words?|phrase|sentence|text)"
+    r"|that says|which says)\b[\s:]*", re.I)
+_SPOKEN_TRAIL = re.compile(
+    r"(?:[\s,;:.!?]+|\b(?:aloud|out loud|please|for me|to me|to us)\b|\b(?:with|in|using)\s+(?:your|a|an|the|my|his|her)\s+"
+    r"(?:[\w-]+\s+){0,3}?voice\b|\bas (?:a|an) (?:[\w-]+\s+){0,2}?(?:voice|speech|audio(?: file)?)\b)+$", re.I)
+_SPOKEN_LEAD = re.compile(r"(?:the (?:following|words?|phrase|sentence|line|text|message)|these words)\s*:?\s+(?=\S)", re.I)
+_DICTATION = re.compile(
+    r"\b(?:aloud|out loud|say|saying|narrat\w*|read(?: out)?|recite|speak|pronounce|announce|text[- ]to[- ]speech)\b"
+    r"[^.;!?:\n]{0,40}?:[ \t]*(?=\S)", re.I)
+_DICTATION_END = re.compile(r"[.!?]\s+(?=(?:then|also|after that|afterwards|finally|next|and then|please)\b)", re.I)
 
 
-def _description(clause: str, phrase: str) -> str | None:
-    """``"generate an image of a red fox"`` -> ``"a red fox"`` (None when only a pronoun is left)."""
-    tail = clause[clause.find(phrase) + len(phrase):] if phrase in clause else clause
-    drawn = re.match(r"^\s*(?:me\s+)?((?:a|an|some|two|three)\s+(?!(?:image|picture|photo|drawing|painting)s?\b).{2,})$", tail, re.I)
-    if phrase.strip().lower() in ("draw", "sketch", "paint") and drawn:
-        return drawn.group(1).strip(" .,'\"")
-    m = _DESC.search(phrase + tail) or _DESC.search(clause)
-    if not m:
+def _dictations(request: str, mentions: list[Mention]) -> list[Mention]:
+    """``read this aloud: the sea is calm`` / ``narrate: …``: the unquoted words to speak, as a quote
+    mention (so they trigger no rule and feed the speech step). They run to the end of the request, or to a
+    sentence that starts a new step ("… Then …"); not when a file, URL or quote is there instead."""
+    masked = _mask(request, mentions)
+    out: list[Mention] = []
+    for m in _DICTATION.finditer(masked):
+        start = m.end()
+        stop = _DICTATION_END.search(masked, start)
+        end = stop.start() + 1 if stop else len(request)
+        text = request[start:end].strip()
+        if len(text) < 2 or any(start - 1 <= x.end and x.start < end for x in mentions) or any(x.start < end and start < x.end for x in out):
+            continue
+        out.append(Mention("quote", text.strip(" '\""), start, start + len(request[start:end].rstrip()), Modality.TEXT))
+    return out
+
+
+def _content_end(masked: str, start: int, hi: int) -> int:
+    """Where the step's own words end: the sentence end, a following step ("…, then", "and add …")."""
+    stop = _CONTENT_STOP.search(masked, start, hi)
+    return stop.start() if stop else hi
+
+
+def _is_content(masked_text: str) -> bool:
+    """Words that describe something (not only filler such as "based on the text" around a quote)."""
+    words = re.findall(r"[A-Za-z0-9][\w'-]*", masked_text.lower())
+    return any(w not in _FILLER for w in words)
+
+
+def _prompt(request: str, masked: str, start: int, end: int, info: TaskInfo) -> str | None:
+    """A generator's prompt from its own clause: the imperative and the task noun dropped, the content kept.
+
+    ``"Generate an image of a red fox"`` -> ``"a red fox"``; ``"create the sound of heavy rain"`` ->
+    ``"heavy rain"``; ``"compose calm piano music"`` -> ``"calm piano music"``; ``"a realistic image of a
+    cat"`` -> ``"a cat, realistic"``. None when nothing but filler or a reference to an earlier step's
+    output ("based on the transcript") is left: the caller then uses a quote or that output."""
+    a = _LEAD.match(masked, start, end).end()  # type: ignore[union-attr]
+    verb = _GEN_VERB.match(masked, a)
+    if verb is not None:
+        a = verb.end()
+    b = a + len(_TRAIL.sub("", masked[a:end]))
+    spans: list[tuple[int, int]] = [(a, b)]
+    suffix: list[tuple[int, int]] = []
+    modality = next((p.modality for p in info.outputs if p.modality in _MEDIA), None)
+    noun_phrase = _NOUN_PHRASE.get(modality) if modality is not None and "music" not in info.task else None
+    m = noun_phrase.match(masked, a, b) if noun_phrase is not None else None
+    if m is not None:
+        adj_words = [(w.start(), w.end()) for w in re.finditer(r"[\w'-]+", m.group("adj"))]
+        kept = [(m.start("adj") + s, m.start("adj") + e) for s, e in adj_words
+                if not _TRIVIAL_ADJ.match(m.group("adj")[s:e])]
+        if m.group("cprep") or not kept:  # "a realistic image of a cat" -> "a cat, realistic"
+            spans = [(m.end(), b)]
+            suffix = kept
+        else:  # "a beautiful sunset image with mountains" -> "a beautiful sunset with mountains"
+            left = m.start("det") if m.group("det") else m.start("adj")
+            spans = [(left, m.start("noun")), (m.end("noun"), b)]
+    masked_text = " ".join(masked[s:e].strip() for s, e in spans + suffix)
+    if not _is_content(masked_text):
         return None
-    desc = m.group(1).strip(" .,'\"")
-    desc = re.split(r"\b(?:based on|using|from the|and then)\b", desc, maxsplit=1)[0].strip(" ,")
-    if len(desc.split()) < 2 or desc.lower() in _PRONOUNS or re.match(r"^(?:it|this|that|the (?:text|result|output))\b", desc, re.I):
+    if _REFERS_BACK.search(masked_text):
+        # "a cat based on the description": the own words before the reference, if any
+        head = spans[0][0], spans[0][0] + len(_LINKED_REFERENCE.sub("", masked[spans[0][0]:spans[0][1]]))
+        if len(spans) > 1 or head[1] <= head[0] or not _is_content(masked[head[0]:head[1]]) \
+                or _REFERS_BACK.search(masked[head[0]:head[1]]):
+            return None
+        spans = [head]
+    text = " ".join(request[s:e].strip() for s, e in spans if e > s)
+    text = re.sub(r"\s+", " ", text).strip(" ,;:'\"()")
+    if suffix:
+        text += ", " + " ".join(request[s:e] for s, e in suffix)
+    return text or None
+
+
+def _spoken_text(masked: str, a: int, end: int) -> tuple[int, int] | None:
+    """The words a speech step says: what follows "say", "saying", "read out", "narrate" … in its clause,
+    without "aloud" or "in a cheerful voice"; None for a reference ("read the transcript aloud")."""
+    m = _SPOKEN.search(masked, a, end)
+    if m is None:
         return None
-    return desc
+    s = m.end()
+    lead = _SPOKEN_LEAD.match(masked, s, end)
+    if lead is not None:
+        s = lead.end()
+    e = s + len(_SPOKEN_TRAIL.sub("", masked[s:end]))
+    words = masked[s:e]
+    if e <= s or not _is_content(words) or _REFERS_BACK.search(words):
+        return None
+    while e > s and masked[e - 1] in " '\"":
+        e -= 1
+    while s < e and masked[s] in " '\"":
+        s += 1
+    return (s, e) if e > s else None
 
 
 def _strip_request(request: str) -> str:
