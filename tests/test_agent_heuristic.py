@@ -156,3 +156,105 @@ def test_chat_replies_with_spans_or_a_plan_span() -> None:
     reply = h.chat_reply("make image-1 black and white", {"image-1": "image"})
     assert reply.startswith("Working on it: <plan>") and '"image-grayscale"' in reply
     assert "cannot chat" in h.chat_reply("hello!")
+
+
+# ---------------------------------------------------------------- step arguments: prompts and spoken words
+gen_reg = ToolRegistry()
+
+
+def _g(name: str, task: str, inputs: dict, outputs: dict) -> None:
+    import inspect
+
+    def fn(**kw: object) -> object:
+        return None
+
+    fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, default=None) for p in inputs])
+    gen_reg.register(tool(name, task=task, description=task, inputs=inputs, outputs=outputs, register=False)(fn))
+
+
+_g("g.t2i", "text-to-image", {"text": "text"}, {"image": "image"})
+_g("g.t2v", "text-to-video", {"text": "text"}, {"video": "video"})
+_g("g.t2a", "text-to-audio", {"text": "text"}, {"audio": "audio"})
+_g("g.t2m", "text-to-music", {"text": "text"}, {"audio": "audio"})
+_g("g.tts", "text-to-speech", {"text": "text"}, {"audio": "audio"})
+_g("g.asr", "automatic-speech-recognition", {"audio": "audio"}, {"text": "text"})
+_g("g.i2t", "image-to-text", {"image": "image"}, {"text": "text"})
+_g("g.vqa", "visual-question-answering", {"image": "image", "question": "text"}, {"text": "text"})
+_g("g.dub", "video-voiceover", {"video": "video", "text": "text"}, {"video": "video"})
+
+
+@pytest.mark.parametrize(("request_text", "expected"), [
+    # the README's job: each generator gets its own clause, the speech the words after "read this aloud:"
+    ("Draw a lighthouse at dusk, compose calm piano music, and read this aloud: the lighthouse keeps its watch "
+     "over the quiet sea.",
+     [("text-to-image", {"text": "a lighthouse at dusk"}), ("text-to-music", {"text": "calm piano music"}),
+      ("text-to-speech", {"text": "the lighthouse keeps its watch over the quiet sea."})]),
+    ("Generate an image of a red fox, create the sound of heavy rain, and say 'hello there' with your voice.",
+     [("text-to-image", {"text": "a red fox"}), ("text-to-audio", {"text": "heavy rain"}),
+      ("text-to-speech", {"text": "hello there"})]),
+    ("Please generate a short video of a dog running on the beach, then make a cheerful song about summer.",
+     [("text-to-video", {"text": "a dog running on the beach"}),
+      ("text-to-music", {"text": "a cheerful song about summer"})]),
+    ("Create a realistic image of a cat wearing a hat and generate a sound effect of a door creaking.",
+     [("text-to-image", {"text": "a cat wearing a hat, realistic"}), ("text-to-audio", {"text": "a door creaking"})]),
+    # descriptive commas stay, a step's comma cuts
+    ("Generate an image of a cat, a dog, and a bird sitting on a fence.",
+     [("text-to-image", {"text": "a cat, a dog, and a bird sitting on a fence"})]),
+    ("Create a picture of a quiet harbor, with fishing boats and gulls, then compose a slow guitar melody.",
+     [("text-to-image", {"text": "a quiet harbor, with fishing boats and gulls"}),
+      ("text-to-music", {"text": "a slow guitar melody"})]),
+    ("Draw me a cat sitting on a windowsill; then compose a jazz tune with saxophone and say \"good night\" in a "
+     "calm voice.",
+     [("text-to-image", {"text": "a cat sitting on a windowsill"}), ("text-to-music", {"text": "a jazz tune with saxophone"}),
+      ("text-to-speech", {"text": "good night"})]),
+    ("Create some background music for it and a picture of a calm lake.",
+     [("text-to-music", {"text": "some background music"}), ("text-to-image", {"text": "a calm lake"})]),
+    ("Could you create an audio clip of birds chirping in a forest?",
+     [("text-to-audio", {"text": "birds chirping in a forest"})]),
+    # words to speak: unquoted after "saying" / "narrate:", quoted with commas inside, up to the next step
+    ("Generate speech saying good morning to everyone.", [("text-to-speech", {"text": "good morning to everyone"})]),
+    ("Make a video of fireworks over a city, and narrate: Happy new year to all of you.",
+     [("text-to-video", {"text": "fireworks over a city"}), ("text-to-speech", {"text": "Happy new year to all of you."})]),
+    ('Read aloud: "Welcome, friends, to our home."', [("text-to-speech", {"text": "Welcome, friends, to our home."})]),
+    ("Read this aloud: The storm is over. Then draw a rainbow over the hills.",
+     [("text-to-speech", {"text": "The storm is over."}), ("text-to-image", {"text": "a rainbow over the hills"})]),
+    # a reference to data is no prompt: the data is used
+    ("Transcribe meeting.wav, then compose calm piano music and read the transcript aloud.",
+     [("automatic-speech-recognition", {"audio": "meeting.wav"}), ("text-to-music", {"text": "calm piano music"}),
+      ("text-to-speech", {"text": "<GENERATED>-0"})]),
+    ("Transcribe meeting.wav and then generate an image based on the transcript.",
+     [("automatic-speech-recognition", {"audio": "meeting.wav"}), ("text-to-image", {"text": "<GENERATED>-0"})]),
+    ("Create an image based on 'a tiny robot watering plants'.", [("text-to-image", {"text": "a tiny robot watering plants"})]),
+    # HuggingGPT's few-shot requests (demo_parse_task.json)
+    ("please show me a video and an image of (based on the text) 'a boy is running' and dub it",
+     [("text-to-video", {"text": "a boy is running"}),
+      ("video-voiceover", {"video": "<GENERATED>-0", "text": "a boy is running"})]),
+    ("please show me a joke and an image of cat", [("text-to-image", {"text": "cat"})]),
+    ("given a document /images/e.jpeg, answer me what is the student amount? And describe the image with your voice",
+     [("image-to-text", {"image": "/images/e.jpeg"}), ("text-to-speech", {"text": "<GENERATED>-0"})]),
+    ("Look at /e.jpg, can you tell me how many objects in the picture?",
+     [("visual-question-answering", {"image": "/e.jpg", "question": "can you tell me how many objects in the picture?"})]),
+])
+def test_generators_get_their_own_words(request_text: str, expected: list) -> None:
+    plan = HeuristicPlanner(gen_reg, embeddings=False).plan(request_text, mentioned_resources(request_text))
+    assert [(t.task, t.args) for t in plan.tasks] == expected
+
+
+def test_dictated_text_triggers_no_step() -> None:
+    """Words to speak are data: "draw" or "transcribe" inside them start no step."""
+    text = "Read this aloud: we draw water from the well and transcribe old songs."
+    plan = HeuristicPlanner(gen_reg, embeddings=False).plan(text)
+    assert [(t.task, t.args) for t in plan.tasks] == [
+        ("text-to-speech", {"text": "we draw water from the well and transcribe old songs."})]
+
+
+@pytest.mark.parametrize("lead", ["Generate", "Please create", "Could you make", "I'd like you to produce"])
+@pytest.mark.parametrize(("noun", "task"), [
+    ("an image of", "text-to-image"), ("a picture showing", "text-to-image"), ("a short video of", "text-to-video"),
+    ("a 10-second clip of", "text-to-video"), ("the sound of", "text-to-audio"), ("an audio clip of", "text-to-audio"),
+])
+def test_instruction_words_are_stripped_from_prompts(lead: str, noun: str, task: str) -> None:
+    text = f"{lead} {noun} an old train crossing a snowy bridge, please."
+    plan = HeuristicPlanner(gen_reg, embeddings=False).plan(text)
+    assert [(t.task, t.args) for t in plan.tasks] == [(task, {"text": "an old train crossing a snowy bridge"})]

