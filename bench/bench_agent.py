@@ -36,7 +36,7 @@ from orchestrator.agent.plan import TaskCatalog, validate_plan  # noqa: E402
 from orchestrator.artifacts import LocalArtifactStore  # noqa: E402
 from orchestrator.registry import default_registry  # noqa: E402
 
-REQUESTS = ROOT.parent / "shared" / "data" / "taskbench" / "user_requests.json"
+REQUESTS = ROOT / "tests" / "data" / "taskbench" / "user_requests.json"
 
 
 def pct(values: list[float], q: float) -> float:

@@ -27,7 +27,7 @@ from orchestrator.artifacts import Modality
 from orchestrator.errors import ToolInputError
 from orchestrator.runtime import Profile
 
-DEMO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hugginggpt" / "demo_parse_task.json"
+DEMO = Path(__file__).resolve().parent / "data" / "hugginggpt" / "demo_parse_task.json"
 SLOW = 0.4
 
 reg = ToolRegistry()

@@ -19,7 +19,7 @@ from orchestrator.agent.heuristic import (
 from orchestrator.agent.plan import TaskCatalog, parse_plan, validate_plan
 from orchestrator.registry import default_registry
 
-REQUESTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "taskbench" / "user_requests.json"
+REQUESTS = Path(__file__).resolve().parent / "data" / "taskbench" / "user_requests.json"
 
 
 @pytest.fixture(scope="module")

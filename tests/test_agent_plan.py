@@ -23,7 +23,7 @@ from orchestrator.agent.plan import (
 from orchestrator.artifacts import Modality
 from orchestrator.errors import PlanError
 
-DEMO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hugginggpt" / "demo_parse_task.json"
+DEMO = Path(__file__).resolve().parent / "data" / "hugginggpt" / "demo_parse_task.json"
 
 reg = ToolRegistry()
 
