@@ -132,3 +132,15 @@ def test_compiled_graph_is_a_langgraph_graph():
     graph = compiled.graph.get_graph()
     assert {"a", "b"} <= set(graph.nodes)
     assert compiled.graph.name == "chain"
+
+
+def test_empty_pass_through_and_duplicate_outputs_are_refused_at_compile_time():
+    empty = Workflow("empty").add_input("t", "text").add_output("o", "t")
+    with pytest.raises(WorkflowValidationError) as info:
+        empty.compile(registry=registry)
+    text = str(info.value)
+    assert "the workflow has no nodes" in text
+    assert "output 'o': 't' is not 'node.port'" in text
+    dup = chain().add_output("result", "a.text")
+    with pytest.raises(WorkflowValidationError, match="output 'result' is declared twice"):
+        dup.compile(registry=registry)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from langgraph.graph import END, START, StateGraph
 
-from orchestrator import Audio
+from orchestrator import Audio, RedisArtifactStore
 from orchestrator.errors import WorkflowError, WorkflowInputError
 from orchestrator.workflow import Workflow
 from orchestrator.workflow._engine import GraphState
@@ -289,3 +289,34 @@ def test_many_output_ports_store_lists_and_feed_many_inputs(store, tmp_path):
     bad = Workflow("bad").add_input("t", "text").add_node("s", "t.split", inputs={"text": "t"}).add_node("u", "t.upper", inputs={"text": "s.words"}).add_output("o", "u.text")
     with pytest.raises(Exception, match="takes one artifact but 's.words' is a list"):
         bad.compile(registry=registry)
+
+
+def test_an_optional_output_port_left_empty_is_not_an_error(store):
+    wf = Workflow("opt").add_input("t", "text").add_node("m", "t.maybe_many", inputs={"text": "t"})
+    wf.add_output("text", "m.text").add_output("extras", "m.extras")
+    compiled = wf.compile(registry=registry)
+    one = compiled.run({"t": "single"}, store=store)
+    assert one.status == "succeeded" and "extras" not in one.outputs and one.errors == {}
+    two = compiled.run({"t": "two words"}, store=store)
+    assert two.load("extras") == ["two", "words"]
+
+
+def test_timed_out_blocking_tool_is_told_to_stop_and_leaves_no_pins(store):
+    wf = Workflow("slow").add_input("t", "text").add_node("s", "t.slow_sync", {"seconds": 5}, inputs={"text": "t"},
+                                                          timeout=0.2).add_output("o", "s.text")
+    started = time.perf_counter()
+    result = wf.compile(registry=registry).run({"t": "x"}, store=store, cache=False)
+    assert result.status == "failed" and "timed out" in result.errors["s"]
+    assert time.perf_counter() - started < 2  # ctx.cancelled stopped the loop well before 5 s
+    time.sleep(0.2)  # the abandoned thread returns and stores its result
+    if isinstance(store, RedisArtifactStore):
+        assert not store.r.exists(f"{store.prefix}pin:{result.run_id}")
+    else:
+        assert result.run_id not in store._pins
+
+
+def test_langgraph_config_can_be_made_outside_a_loop(store):
+    compiled = branches(0.0).compile(registry=registry)
+    config = compiled.langgraph_config(store=store)  # plain sync code
+    out = asyncio.run(compiled.graph.ainvoke({"inputs": {"text": store.put("sync")}}, config))
+    assert store.load(out["refs"]["both"]["text"]) == "SYNC< + SYNC>"

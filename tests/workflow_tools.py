@@ -114,5 +114,25 @@ def split(text: str, *, ctx) -> list[str]:
     return text.split()
 
 
-for _t in (upper, aupper, join, fail, flaky, noise, duration, sleep_async, split):
+@tool("t.maybe_many", task="text-split", description="A text, plus optional extras only when asked.",
+      inputs={"text": "text"}, outputs={"text": "text", "extras": {"modality": "text", "many": True, "optional": True}},
+      register=False)
+def maybe_many(text: str) -> dict:
+    return {"text": text} if " " not in text else {"text": text, "extras": text.split()}
+
+
+class SlowSync(BaseModel):
+    seconds: float = 0.6
+
+
+@tool("t.slow_sync", task="wait", description="Blocks (sync) for a while.", inputs={"text": "text"},
+      outputs={"text": "text"}, params=SlowSync, register=False)
+def slow_sync(text: str, *, params: SlowSync, ctx) -> str:
+    deadline = time.monotonic() + params.seconds
+    while time.monotonic() < deadline and not ctx.cancelled:
+        time.sleep(0.01)
+    return text + (" (stopped)" if ctx.cancelled else "")
+
+
+for _t in (upper, aupper, join, fail, flaky, noise, duration, sleep_async, split, maybe_many, slow_sync):
     registry.register(_t)

@@ -126,13 +126,16 @@ class _RunContext:
     cache: bool
     seed: int | None
     emit: Callable[[Any], None]
-    loop: asyncio.AbstractEventLoop
+    loop: asyncio.AbstractEventLoop | None
     executor: ThreadPoolExecutor
     cancel: threading.Event
     models: Any
     profile: Any
     settings: Any
     results: dict[str, NodeResult]
+    finished: bool = False
+    """Set when the run has returned; a blocking tool that outlived its timeout stores its
+    outputs without pinning them to a run that is over."""
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set on the loop when ``cancel`` is set (by a watcher task), so nodes can await it."""
 
@@ -229,7 +232,8 @@ class CompiledWorkflow:
                 yield item
 
     def stream(self, inputs: dict[str, Any] | None = None, **options: Any) -> Iterator[Any]:
-        """Blocking iterator over the run's events."""
+        """The run's events, for blocking code. The run completes first, then the events are
+        yielded in order; use :meth:`astream` to follow a run live."""
         collected: list[Any] = []
         self.run(inputs, on_event=collected.append, **options)
         yield from collected
@@ -309,6 +313,7 @@ class CompiledWorkflow:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+            rc.finished = True
             executor.shutdown(wait=False, cancel_futures=True)
             store.unpin(run_id)
         result = self._finish(rc, started, error)
@@ -322,12 +327,13 @@ class CompiledWorkflow:
         outputs: dict[str, Refs] = {}
         errors: dict[str, str] = {}
         for name, src in self.plan.outputs.items():
-            if src.node is None:
-                errors[name] = "outputs that pass a workflow input through are not supported"
-                continue
+            assert src.node is not None  # validation refuses pass-through outputs
             res = rc.results.get(src.node)
+            port = self.plan.nodes[src.node].tool.spec.output(src.name)
             if res is not None and src.name in res.outputs:
                 outputs[name] = res.outputs[src.name]
+            elif res is not None and res.status in ("succeeded", "cached") and port is not None and port.optional:
+                continue  # an optional port the tool left empty (e.g. `images` when one image was made)
             elif res is not None:
                 errors[name] = f"node {src.node!r} {res.status}: {res.error or 'no output ' + src.name}"
             else:
@@ -341,7 +347,7 @@ class CompiledWorkflow:
             status = "cancelled"
         elif error is not None or not outputs:
             status = "failed"
-        elif len(outputs) < len(self.plan.outputs) or any(r.status == "failed" for r in rc.results.values()):
+        elif errors or any(r.status == "failed" for r in rc.results.values()):
             status = "partial"
         else:
             status = "succeeded"
@@ -416,12 +422,22 @@ def _runtime(profile: Any) -> tuple[Any, Any]:
 
 
 def _default_context(compiled: CompiledWorkflow) -> _RunContext:
-    models, prof = _runtime(None)
+    """The context of a graph embedded in someone else's LangGraph graph (no run of ours):
+    the configured store and one thread pool per compiled workflow, made once."""
+    with _EMBEDDED_LOCK:
+        shared = compiled.__dict__.get("_embedded")
+        if shared is None:
+            shared = (open_store(compiled.settings),
+                      ThreadPoolExecutor(compiled.settings.max_workers, thread_name_prefix="orch-embedded"))
+            compiled.__dict__["_embedded"] = shared
     return _RunContext(
-        run_id=uuid.uuid4().hex, store=open_store(compiled.settings), cache=True, seed=None, emit=lambda e: None,
-        loop=asyncio.get_running_loop(), executor=ThreadPoolExecutor(compiled.settings.max_workers),
-        cancel=threading.Event(), models=models, profile=prof, settings=compiled.settings, results={},
+        run_id=uuid.uuid4().hex, store=shared[0], cache=True, seed=None, emit=lambda e: None,
+        loop=None, executor=shared[1], cancel=threading.Event(), models=None, profile=None,
+        settings=compiled.settings, results={},
     )
+
+
+_EMBEDDED_LOCK = threading.Lock()
 
 # ------------------------------------------------------------------ one node
 
@@ -576,9 +592,10 @@ async def _call_tool(
     def on_progress(step: int, total: int, message: str | None) -> None:
         rc.emit(ev.NodeProgress(run_id=rc.run_id, node=node.id, step=step, total=total, message=message))
 
+    attempt_cancel = threading.Event()  # set on run cancel or timeout: cooperative tools stop early
     ctx = ToolContext(
         node=node.id, seed=seed, models=rc.models, profile=rc.profile, settings=rc.settings, store=store,
-        on_progress=on_progress, cancel_event=rc.cancel,
+        on_progress=on_progress, cancel_event=attempt_cancel,
     )
     t = node.tool
     kwargs = t._kwargs(decoded, node.params, ctx)
@@ -590,7 +607,7 @@ async def _call_tool(
 
         call = asyncio.ensure_future(call_async())
     else:
-        call = rc.loop.run_in_executor(
+        call = asyncio.get_running_loop().run_in_executor(
             rc.executor, lambda: _store_outputs(node, t._outputs(t.fn(**kwargs)), seed, input_ids, rc, ctx.provenance)
         )
     cancel_wait = asyncio.ensure_future(rc.cancelled.wait())
@@ -599,6 +616,9 @@ async def _call_tool(
     finally:
         cancel_wait.cancel()
     if call not in done:
+        # a blocking tool cannot be killed: it sees ctx.cancelled, and whatever it returns
+        # after this is stored but belongs to no node
+        attempt_cancel.set()
         call.cancel()
         if cancel_wait in done:
             raise asyncio.CancelledError
@@ -640,7 +660,8 @@ def _store_outputs(
             stored[port_name] = [put(port_name, v, port.modality) for v in value]
         else:
             stored[port_name] = put(port_name, value, port.modality)
-    rc.store.pin(rc.run_id, _flat(stored.values()))
+    if not rc.finished:
+        rc.store.pin(rc.run_id, _flat(stored.values()))
     return stored
 
 

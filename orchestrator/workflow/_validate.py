@@ -187,10 +187,21 @@ def resolve(wf: Workflow, registry: ToolRegistry) -> Plan:
         )
 
     outputs: dict[str, Source] = {}
+    seen_outputs: set[str] = set()
+    for decl in wf.outputs:
+        if decl.name in seen_outputs:
+            problems.append(f"output {decl.name!r} is declared twice")
+        seen_outputs.add(decl.name)
     for name, src in out_sources.items():
-        source, _ = _source(src, {} if "." in src else inputs, tools, problems, f"output {name!r}")
+        if "." not in src:
+            problems.append(f"output {name!r}: {src!r} is not 'node.port' (passing a workflow input straight "
+                            "through is not supported; outputs come from nodes)")
+            continue
+        source, _ = _source(src, inputs, tools, problems, f"output {name!r}")
         if source is not None:
             outputs[name] = source
+    if not flat:
+        problems.append("the workflow has no nodes (add_node)")
     if not wf.outputs:
         problems.append("the workflow declares no outputs (add_output)")
 
