@@ -87,6 +87,12 @@ def _main(
         get_settings.cache_clear()
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # library progress bars and chatter (tiny-config and torchvision notices) would tear the live
+    # displays and the chat transcript; -v shows them
+    if verbose == 0:
+        for name, value in (("TQDM_DISABLE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                            ("TRANSFORMERS_VERBOSITY", "error"), ("DIFFUSERS_VERBOSITY", "error")):
+            os.environ.setdefault(name, value)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -310,11 +316,6 @@ def run(
         raise _fail("give a prompt, or --graph NAME", 2)
     inputs = _parse_inputs(input)
     settings = _settings(profile=profile)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # library progress bars would tear the live display
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    # library chatter (tiny-config and torchvision notices) would tear it too; -v shows it
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error" if not logger.isEnabledFor(logging.INFO) else "info")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error" if not logger.isEnabledFor(logging.INFO) else "info")
     started = time.time()
     # 2. Run with live progress
     try:
@@ -429,7 +430,7 @@ def chat(
     interactive = sys.stdin.isatty()
     if interactive:
         console.print(f"session [bold]{session_id}[/] · media go to {out}/ · /attach PATH · /quit")
-    attached: list[ArtifactRef] = []
+    attached: dict[str, ArtifactRef] = {}  # by file name, as the message can refer to it
     while True:
         try:
             line = input("you> ") if interactive else sys.stdin.readline()
@@ -444,8 +445,10 @@ def chat(
             break
         if message.startswith("/attach "):
             try:
-                attached.append(_store_value(store, "attachment", message[8:].strip(), None))
-                console.print(f"attached {attached[-1].modality.value} {attached[-1].id[:19]}…")
+                path = message[8:].strip()
+                ref = _store_value(store, "attachment", path, None)
+                attached[Path(path).name] = ref
+                console.print(f"attached {Path(path).name}: {ref.modality.value} {ref.id[:19]}…")
             except OrchestratorError as exc:
                 console.print(f"[red]{exc}[/]")
             continue
@@ -453,10 +456,10 @@ def chat(
             asyncio.run(_chat_turn(backend, session_id, message, attached, out, seed))
         except OrchestratorError as exc:
             console.print(f"[red]error:[/] {exc}")
-        attached = []
+        attached = {}
 
 
-async def _chat_turn(backend: Any, session_id: str, message: str, media: list[ArtifactRef], out: Path,
+async def _chat_turn(backend: Any, session_id: str, message: str, media: dict[str, ArtifactRef], out: Path,
                      seed: int | None) -> None:
     import threading as _threading
 
@@ -628,8 +631,17 @@ def artifacts_get(
     if server:
         import httpx
 
+        from orchestrator.artifacts import normalize_id
+
+        try:
+            artifact_id = normalize_id(artifact_id)
+        except OrchestratorError as exc:
+            raise _fail(str(exc), 2) from exc
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        response = httpx.get(f"{server.rstrip('/')}/v1/artifacts/{artifact_id}", headers=headers, timeout=60)
+        try:
+            response = httpx.get(f"{server.rstrip('/')}/v1/artifacts/{artifact_id}", headers=headers, timeout=60)
+        except httpx.HTTPError as exc:
+            raise _fail(f"cannot reach the server at {server}: {exc}") from exc
         if response.status_code != 200:
             raise _fail(f"server answered {response.status_code}: {response.text[:300]}")
         data = response.content

@@ -369,3 +369,15 @@ def test_cancel_stops_the_run(local_store: Any) -> None:
         assert all(stage_of(r) != "respond" for r in srv.requests)  # no answer was asked for
     assert result.status == "cancelled" and result.answer.startswith("Cancelled.")
     assert result.tasks[1].status in ("cancelled", "skipped")
+
+
+def test_an_unreachable_llm_fails_the_request_instead_of_succeeding(tmp_path: Path) -> None:
+    from orchestrator.agent.llm import OpenAICompatClient
+    from orchestrator.artifacts import LocalArtifactStore
+    from orchestrator.settings import Settings
+
+    llm = OpenAICompatClient("any-model", "http://127.0.0.1:1/v1", max_retries=1, backoff=0.01)
+    agent = Agent(llm=llm, store=LocalArtifactStore(tmp_path), settings=Settings())
+    result = agent.run("draw a cat")
+    assert result.status == "failed"
+    assert any("the LLM could not plan" in p for p in result.problems)

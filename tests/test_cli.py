@@ -167,3 +167,24 @@ def test_python_dash_m_entry_point() -> None:
     assert result.returncode == 0
     for command in ("run", "chat", "serve", "tools", "graphs", "zoo", "artifacts"):
         assert command in result.stdout
+
+
+def test_chat_attach_gives_the_file_to_the_planner(env: dict[str, str], tmp_path: Path) -> None:
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 30), (10, 200, 10)).save(photo)
+    media = tmp_path / "media"
+    result = invoke(["chat", "--out", str(media)], env, input=f"/attach {photo}\ndescribe photo.png\n/quit\n")
+    assert result.exit_code == 0, result.output
+    assert "attached photo.png: image" in result.output
+    saved = sorted(p.suffix for p in media.iterdir())
+    assert ".txt" in saved  # the caption of the attached photo came back as a text artifact
+
+
+def test_artifacts_get_from_an_unreachable_server_is_a_clear_error(env: dict[str, str], tmp_path: Path) -> None:
+    result = invoke(["artifacts", "get", "sha256:" + "a" * 64, "-o", str(tmp_path / "x"),
+                     "--server", "http://127.0.0.1:1"], env)
+    assert result.exit_code == 1 and "cannot reach the server" in result.output
+    assert invoke(["artifacts", "get", "nope", "-o", str(tmp_path / "x"), "--server", "http://127.0.0.1:1"],
+                  env).exit_code == 2

@@ -92,7 +92,8 @@ class AgentResult:
     """The outcome of one request: the answer, the plan, what ran and every artifact produced.
 
     ``status``: ``succeeded`` (every task ran), ``partial`` (some failed or were
-    skipped), ``failed`` (tasks were planned, none succeeded), ``no_tools`` (no plan
+    skipped), ``failed`` (tasks were planned and none succeeded, or the LLM could not be
+    reached to plan), ``no_tools`` (no plan
     was needed, or none could be made: ``problems`` says why).
     """
 
@@ -799,8 +800,11 @@ def build_graph(agent: Agent) -> Any:
                 answer = "".join(pieces).strip()
             except LLMError as exc:
                 answer = HeuristicPlanner(agent.registry).respond(ctx) + f"\n(The LLM could not write the answer: {exc})"
+        llm_down = any(p.startswith("the LLM could not") for p in state.get("problems") or [])
         if opts.cancelled:
             status = "cancelled"
+        elif not outcomes and llm_down:
+            status = "failed"  # no plan because the LLM could not be reached: not a success
         elif not outcomes:
             status = "no_tools"
         elif all(t.ok for t in outcomes.values()):

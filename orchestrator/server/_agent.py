@@ -132,6 +132,7 @@ class _Collector:
         self.outputs: dict[str, ArtifactRef] = {}
         self.errors: dict[str, str] = {}
         self.failed: dict[str, Any] | None = None
+        self.problems: list[str] = []
         self.status: str | None = None
         self.result: Any = None
 
@@ -224,6 +225,7 @@ class _Collector:
         errors = getattr(result, "errors", None)
         if isinstance(errors, dict):
             self.errors.update({str(k): str(v) for k, v in errors.items()})
+        self.problems = [str(p) for p in getattr(result, "problems", None) or []]
 
     def outcome(self) -> Outcome:
         answer = self.answer if self.answer is not None else ("".join(self.deltas) if self.deltas else None)
@@ -237,7 +239,8 @@ class _Collector:
                 status = "partial" if self.errors else "succeeded"
         error = self.failed
         if status == "failed" and error is None:
-            error = {"type": "AgentError", "message": "; ".join(f"{k}: {v}" for k, v in self.errors.items()) or "failed"}
+            message = "; ".join(f"{k}: {v}" for k, v in self.errors.items()) or "; ".join(self.problems) or "failed"
+            error = {"type": "AgentError", "message": message}
         return Outcome(status=status, outputs=self.outputs, errors=self.errors, error=error, answer=answer,
                        plan=_plain(self.plan))
 
