@@ -106,3 +106,38 @@ def test_settings_lists_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCHESTRATOR_CORS_ORIGINS", '["https://x.example"]')
     s = ServerSettings()
     assert s.api_keys == ["a", "b", "c"] and s.cors_origins == ["https://x.example"]
+
+
+async def test_concurrent_submissions_never_exceed_the_queue(tmp_path):
+    """The capacity check and the slot reservation happen without an await in between."""
+    import asyncio
+
+    from orchestrator.artifacts import LocalArtifactStore
+    from orchestrator.server._outcome import Outcome
+    from orchestrator.server._runs import QueueFull, RunManager
+    from orchestrator.server.settings import ServerSettings
+
+    async def slow(job):
+        await asyncio.sleep(0.5)
+        yield Outcome("succeeded")
+
+    manager = RunManager(LocalArtifactStore(tmp_path), ServerSettings(max_concurrent_runs=1, max_queued_runs=1))
+    await manager.start()
+    try:
+        results = await asyncio.gather(*(manager.submit("graph", slow) for _ in range(20)), return_exceptions=True)
+        accepted = [r for r in results if not isinstance(r, BaseException)]
+        assert len(accepted) == 2
+        assert all(isinstance(r, QueueFull) for r in results if isinstance(r, BaseException))
+    finally:
+        await manager.stop()
+
+
+def test_run_options_take_named_profiles_only():
+    from pydantic import ValidationError
+
+    from orchestrator.server.schemas import RunOptions
+
+    assert RunOptions(profile="tiny").profile == "tiny"
+    for bad in ("/etc/passwd", "../x", "huge"):
+        with pytest.raises(ValidationError):
+            RunOptions(profile=bad)

@@ -213,6 +213,7 @@ class RunManager:
         """Record and queue a run; raises :class:`QueueFull` when at capacity."""
         self.ensure_capacity()
         run_id = new_run_id()
+        self._queued.add(run_id)  # reserve the slot before the first await: concurrent submits see it
         record: dict[str, Any] = {
             "id": run_id,
             "kind": kind,
@@ -240,9 +241,9 @@ class RunManager:
             await asyncio.to_thread(self._persist_new, record)
         except BaseException:
             self._jobs.pop(run_id, None)
+            self._queued.discard(run_id)
             raise
         self.metrics.runs_submitted.labels(kind).inc()
-        self._queued.add(run_id)
         self._update_gauges()
         self._queue.put_nowait(run_id)
         return job
@@ -256,8 +257,8 @@ class RunManager:
         while True:
             run_id = await self._queue.get()
             job = self._jobs.get(run_id)
-            if job is None or job.status != "queued":
-                continue
+            if job is None or job.status != "queued" or job.cancel.is_set():
+                continue  # gone, started elsewhere, or cancelled while queued (being finalized)
             job.task = asyncio.create_task(self._run(job), name=f"run-{run_id}")
             try:
                 await asyncio.shield(job.task)
@@ -372,6 +373,8 @@ class RunManager:
         signal = self._signals.get(job.id)
         if signal is not None:
             signal.fire()
+            if signal.users <= 0:  # followers that left while the run was live
+                self._signals.pop(job.id, None)
         self._jobs.pop(job.id, None)
         self._queued.discard(job.id)
         self._running.discard(job.id)

@@ -45,10 +45,22 @@ class InputValue(BaseModel):
 class RunOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    profile: str | None = Field(default=None, description="model profile (e.g. tiny, default); default: the server's")
+    profile: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{1,64}$",
+                                description="a named model profile (tiny, default); default: the server's")
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     cache: bool = True
     session_id: str | None = Field(default=None, max_length=200, description="agent chat memory session")
+
+    @model_validator(mode="after")
+    def _known_profile(self) -> RunOptions:
+        """Only the profiles shipped with the package (never a path on the server's disk)."""
+        if self.profile is not None:
+            from orchestrator.runtime.profiles import PROFILES_DIR
+
+            known = sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+            if self.profile not in known:
+                raise ValueError(f"unknown profile {self.profile!r}; known: {known}")
+        return self
 
 
 class RunRequest(BaseModel):
@@ -57,7 +69,7 @@ class RunRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str | None = Field(default=None, max_length=100_000)
+    prompt: str | None = Field(default=None, min_length=1, max_length=100_000)
     graph: str | None = Field(default=None, max_length=200)
     workflow: dict[str, Any] | None = None
     inputs: dict[str, str | InputValue] = Field(default_factory=dict)
