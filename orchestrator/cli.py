@@ -132,7 +132,10 @@ def _store_value(store: ArtifactStore, name: str, value: str, modality: Modality
             guessed = mimetypes.guess_type(path.name)[0] or ""
             major = guessed.split("/", 1)[0]
             kind = Modality(major) if major in ("image", "audio", "video") else Modality.TEXT
-        return store.put(data, modality=kind)
+        try:
+            return store.put(data, modality=kind)
+        except OrchestratorError as exc:
+            raise OrchestratorError(f"input {name!r} ({path}): {exc}") from exc
     if modality in (None, Modality.TEXT):
         return store.put(value, modality=Modality.TEXT)
     raise OrchestratorError(f"input {name!r}: {value!r} is not a file (this input expects {modality.value})")
@@ -145,7 +148,10 @@ def _load_workflow(graph: str) -> Any:
     if graph.endswith(".json") or path.is_file():
         if not path.is_file():
             raise OrchestratorError(f"workflow file {graph!r} does not exist")
-        return Workflow.from_json(path.read_text())
+        try:
+            return Workflow.from_json(path.read_text())
+        except OrchestratorError as exc:
+            raise OrchestratorError(f"workflow file {graph}: {exc}") from exc
     from graphs import get_graph
 
     return get_graph(graph)
@@ -237,6 +243,10 @@ async def _execute(prompt: str | None, graph: str | None, inputs: dict[str, str]
 
     if graph is not None:
         wf = _load_workflow(graph)
+        try:  # validate before storing any input
+            compiled = wf.compile(settings=settings)
+        except OrchestratorError as exc:
+            raise OrchestratorError(f"{graph}: {exc}") from exc
         declared = {i.name: Modality(i.modality) for i in wf.inputs}
         unknown = sorted(set(inputs) - set(declared))
         if unknown:
@@ -247,7 +257,6 @@ async def _execute(prompt: str | None, graph: str | None, inputs: dict[str, str]
             if not free_text:
                 raise OrchestratorError(f"{wf.name!r} has no free text input for the prompt; pass inputs with -i")
             refs[free_text[0]] = store.put(prompt, modality=Modality.TEXT)
-        compiled = wf.compile(settings=settings)
         final = None
         async for event in compiled.astream(refs, store=store, cache=cache, seed=seed, profile=settings.profile):
             doc = event_json(event)
