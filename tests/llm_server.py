@@ -68,6 +68,19 @@ class Reply:
 Entry = str | Reply | Callable[[dict[str, Any]], "str | Reply"]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client hanging up mid-stream (a cancelled request) is normal here, not an error to print."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class ScriptedLLMServer:
     """``with ScriptedLLMServer(["hi"]) as srv: OpenAICompatClient("m", base_url=srv.base_url)``."""
 
@@ -97,7 +110,7 @@ class ScriptedLLMServer:
         class Handler(_Handler):
             owner = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="llm-server", daemon=True)
         self._thread.start()
