@@ -69,6 +69,7 @@ class LocalArtifactStore(ArtifactStore):
         self._ref_lock = threading.Lock()  # read-modify-write of ref documents (TTL changes)
         self._event_lock = threading.Lock()
         self._event_counts: dict[Path, tuple[int, int]] = {}  # path -> (file size, events) seen last
+        self._event_index: dict[Path, tuple[list[int], int]] = {}  # path -> (line start offsets, bytes indexed)
 
     def __repr__(self) -> str:
         return f"LocalArtifactStore({str(self.root)!r})"
@@ -281,6 +282,7 @@ class LocalArtifactStore(ArtifactStore):
                 path.unlink(missing_ok=True)
                 marker.unlink(missing_ok=True)
                 self._event_counts.pop(path, None)
+                self._event_index.pop(path, None)
 
     @_translated
     def expire_events(self, stream: str, ttl: float | None) -> None:
@@ -292,17 +294,34 @@ class LocalArtifactStore(ArtifactStore):
 
     @_translated
     def read_events(self, stream: str, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
+        """Events after ``after``. Line offsets are indexed once, so a follower polling a
+        long log reads only what is new instead of the whole file each time."""
         path = self._events_path(stream)
         self._drop_if_expired(path)
-        out: list[tuple[int, dict[str, Any]]] = []
         try:
             with open(path, "rb") as f:
-                for i, line in enumerate(f, start=1):
-                    if i > after and line.endswith(b"\n"):
-                        out.append((i, json.loads(line)))
+                with self._event_lock:
+                    starts, indexed = self._event_index.get(path, ([], 0))
+                    size = f.seek(0, os.SEEK_END)
+                    if size < indexed:  # replaced (expired and begun again): index afresh
+                        starts, indexed = [], 0
+                    if size > indexed:
+                        f.seek(indexed)
+                        chunk = f.read(size - indexed)
+                        pos = 0
+                        while (nl := chunk.find(b"\n", pos)) != -1:  # complete lines only
+                            starts.append(indexed + pos)
+                            pos = nl + 1
+                        indexed += pos
+                    self._event_index[path] = (starts, indexed)
+                    starts = list(starts)
+                if after >= len(starts):
+                    return []
+                f.seek(starts[after])
+                lines = f.read(indexed - starts[after]).splitlines()
         except FileNotFoundError:
             return []
-        return out
+        return [(after + i + 1, json.loads(line)) for i, line in enumerate(lines)]
 
     def ping(self) -> None:
         probe = self.root / "tmp" / f".ping-{uuid.uuid4().hex[:8]}"
