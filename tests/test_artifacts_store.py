@@ -648,3 +648,20 @@ def test_open_store_defaults_to_the_embedded_directory(tmp_path: Path):
 
 def test_test_redis_is_real(redis_url: str):
     assert answers(redis_url)
+
+
+@pytest.mark.parametrize("size", [10, 64 << 10, (64 << 10) * 3 + 123])
+def test_byte_ranges_match_the_full_bytes(store: ArtifactStore, size: int):
+    """Ranges within one chunk, across chunk boundaries and at the ends (the Redis fixture's chunks are 64 KiB)."""
+    import numpy as np
+
+    data = np.random.default_rng(size).standard_normal(max(1, size // 4)).astype(np.float32)
+    ref = store.put(data, modality="embedding")
+    full = store.get_bytes(ref)
+    n = len(full)
+    spans = [(0, 0), (0, n - 1), (n - 1, n - 1), (n // 3, 2 * n // 3), (max(0, n - 70000), n - 1), (5, n + 100)]
+    for start, end in spans:
+        assert store.get_range(ref, start, end) == full[start : end + 1], (start, end)
+    store.delete(ref)
+    with pytest.raises(ArtifactNotFound):
+        store.get_range(ref, 0, 1)

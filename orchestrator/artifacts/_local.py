@@ -173,6 +173,18 @@ class LocalArtifactStore(ArtifactStore):
         return Modality(doc["ref"]["modality"]), data
 
     @_translated
+    def _read_range(self, artifact_id: str, start: int, end: int) -> bytes:
+        doc = self._load_refdoc(artifact_id)
+        if doc is None:
+            raise ArtifactNotFound("no such artifact (never stored, deleted or expired)", artifact_id=artifact_id)
+        try:
+            with open(self._blob(artifact_id, doc.get("token")), "rb") as f:
+                f.seek(start)
+                return f.read(end - start + 1)
+        except FileNotFoundError:
+            raise ArtifactNotFound("artifact was deleted while reading", artifact_id=artifact_id) from None
+
+    @_translated
     def _read_ref(self, artifact_id: str) -> ArtifactRef | None:
         doc = self._load_refdoc(artifact_id)
         return ArtifactRef.model_validate(doc["ref"]) if doc else None

@@ -318,6 +318,16 @@ class ArtifactStore(ABC):
         """The canonical bytes; raises :class:`ArtifactNotFound`."""
         return self._read_bytes(normalize_id(ref))
 
+    def get_range(self, ref: Ref, start: int, end: int) -> bytes:
+        """Bytes ``start``..``end`` inclusive (HTTP Range semantics), reading only that part
+        where the backend allows (a file seek, the Redis chunks that hold it)."""
+        if start < 0 or end < start:
+            raise ValueError(f"invalid byte range {start}-{end}")
+        return self._read_range(normalize_id(ref), start, end)
+
+    def _read_range(self, artifact_id: str, start: int, end: int) -> bytes:
+        return self._read_bytes(artifact_id)[start : end + 1]
+
     def load(self, ref: Ref) -> Any:
         """The decoded object; raises :class:`ArtifactNotFound`.
 
