@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,6 +43,13 @@ class InputValue(BaseModel):
         return self
 
 
+@functools.cache
+def _packaged_profiles() -> list[str]:
+    from orchestrator.runtime.profiles import PROFILES_DIR
+
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+
+
 class RunOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -55,9 +63,7 @@ class RunOptions(BaseModel):
     def _known_profile(self) -> RunOptions:
         """Only the profiles shipped with the package (never a path on the server's disk)."""
         if self.profile is not None:
-            from orchestrator.runtime.profiles import PROFILES_DIR
-
-            known = sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+            known = _packaged_profiles()
             if self.profile not in known:
                 raise ValueError(f"unknown profile {self.profile!r}; known: {known}")
         return self

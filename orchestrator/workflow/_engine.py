@@ -150,6 +150,7 @@ class CompiledWorkflow:
         self.settings = settings or get_settings()
         self.plan: Plan = resolve(workflow, self.registry)
         self.graph = self._build_graph()
+        self._embedded: tuple[ArtifactStore, ThreadPoolExecutor] | None = None  # see _default_context
 
     @property
     def name(self) -> str:
@@ -276,8 +277,7 @@ class CompiledWorkflow:
 
         loop_thread = threading.get_ident()
         refs = self._coerce_inputs(inputs or {}, store)  # raises before any node runs
-        default_models, prof = _runtime(profile)
-        models = models or default_models
+        prof = _resolve_profile(profile)
         executor = ThreadPoolExecutor(max_workers or self.settings.max_workers, thread_name_prefix=f"orch-{run_id[:6]}")
         rc = _RunContext(
             run_id=run_id, store=store, cache=cache, seed=seed, emit=emit, loop=loop, executor=executor,
@@ -411,25 +411,26 @@ def _final_event(result: RunResult) -> Any:
         errors=result.errors, seconds=result.seconds,
     )
 
-def _runtime(profile: Any) -> tuple[Any, Any]:
-    """The model manager and profile for tools. ``None`` lets model-backed tools use the
-    process-wide defaults lazily, so runs of plain tools never import torch."""
+def _resolve_profile(profile: Any) -> Any:
+    """A profile given by name becomes a Profile; ``None`` is resolved on first need (model-backed
+    nodes), so runs of plain tools never import the model runtime or torch."""
     if isinstance(profile, str):
         from orchestrator.runtime import get_profile
 
-        profile = get_profile(profile)
-    return None, profile
+        return get_profile(profile)
+    return profile
 
 
 def _default_context(compiled: CompiledWorkflow) -> _RunContext:
     """The context of a graph embedded in someone else's LangGraph graph (no run of ours):
     the configured store and one thread pool per compiled workflow, made once."""
     with _EMBEDDED_LOCK:
-        shared = compiled.__dict__.get("_embedded")
+        shared = compiled._embedded
         if shared is None:
-            shared = (open_store(compiled.settings),
-                      ThreadPoolExecutor(compiled.settings.max_workers, thread_name_prefix="orch-embedded"))
-            compiled.__dict__["_embedded"] = shared
+            shared = compiled._embedded = (
+                open_store(compiled.settings),
+                ThreadPoolExecutor(compiled.settings.max_workers, thread_name_prefix="orch-embedded"),
+            )
     return _RunContext(
         run_id=uuid.uuid4().hex, store=shared[0], cache=True, seed=None, emit=lambda e: None,
         loop=None, executor=shared[1], cancel=threading.Event(), models=None, profile=None,
@@ -563,10 +564,11 @@ def _resolved_model(node: ResolvedNode, rc: _RunContext) -> Any:
     if "model" not in type(node.params).model_fields or getattr(node.params, "model", None) is not None:
         return None
     try:
-        from orchestrator.runtime import get_profile
+        if rc.profile is None:  # once per run; the tools then get the same profile through ctx.profile
+            from orchestrator.runtime import get_profile
 
-        profile = rc.profile or get_profile(settings=rc.settings)
-        choice = profile.resolve(node.tool.spec.task, tool=node.tool.name)
+            rc.profile = get_profile(settings=rc.settings)
+        choice = rc.profile.resolve(node.tool.spec.task, tool=node.tool.name)
     except Exception:  # noqa: BLE001 - no profile entry: the tool decides, keyed by profile name
         return {"profile": getattr(rc.profile, "name", None) or getattr(rc.settings, "profile", None)}
     return choice.model_dump(mode="json")
