@@ -1,0 +1,68 @@
+"""The planner protocol: what turns a request into a HuggingGPT plan.
+
+Two implementations: the LLM planner (a client plus versioned prompts; it owns
+prompting and parsing) and the offline planner (no model of language; it reads
+the tool catalog). The agent talks to either through this interface only.
+
+>>> class Nothing:
+...     name = "nothing"
+...     async def plan(self, request): return Plan(refusal="nothing to do")
+...     async def repair(self, request, plan, problems): return plan
+>>> isinstance(Nothing(), Planner)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from orchestrator.artifacts import Modality
+
+from .plan import Plan, TaskCatalog
+
+__all__ = ["PlanProblem", "PlanRequest", "Planner"]
+
+
+@dataclass(frozen=True)
+class PlanProblem:
+    """One thing wrong with a plan, typed so a planner never parses English back.
+
+    ``task_id`` is the plan task it concerns (``None``: the plan as a whole);
+    ``field`` the argument or key (``"task"``, ``"dep"``, ``"args.image"`` ...).
+    """
+
+    message: str
+    task_id: int | None = None
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """Everything a planner may read to plan one request.
+
+    ``resources`` names the user's inputs (files, uploads, earlier artifacts) with
+    their modality; a plan refers to them by name in its ``args``.
+    ``history`` is the earlier conversation, oldest first, as plain text turns.
+    """
+
+    text: str
+    catalog: TaskCatalog
+    resources: Mapping[str, Modality] = field(default_factory=dict)
+    history: Sequence[str] = ()
+
+
+@runtime_checkable
+class Planner(Protocol):
+    """Turns a request into a plan, and a plan with problems into a better one."""
+
+    name: str
+
+    async def plan(self, request: PlanRequest) -> Plan:
+        """A plan for ``request``; a refusal (``Plan.refusal``) when nothing can serve it."""
+        ...
+
+    async def repair(self, request: PlanRequest, plan: Plan, problems: Sequence[PlanProblem]) -> Plan:
+        """A corrected plan, given the problems validation found in ``plan``."""
+        ...
