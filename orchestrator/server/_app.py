@@ -24,8 +24,9 @@ from ._errors import install_error_handlers
 from ._metrics import Metrics
 from ._middleware import AuthMiddleware, BodyLimitMiddleware
 from ._runs import RunManager
+from ._signing import signer_for
 from ._state import ServerState, WorkflowCache
-from .routes import artifacts, catalog, chat, ops, runs
+from .routes import artifacts, audio, catalog, chat, embeddings, images, ops, runs
 from .settings import ServerSettings
 
 __all__ = ["create_app"]
@@ -33,6 +34,7 @@ __all__ = ["create_app"]
 logger = logging.getLogger("orchestrator.server")
 
 _MULTIPART_MARGIN = 1 << 20
+_UPLOAD_PATHS = ("/v1/artifacts", "/v1/images/edits", "/v1/audio/transcriptions", "/v1/audio/translations")
 
 
 def _warm_up(core: Settings) -> None:
@@ -105,6 +107,8 @@ def create_app(
         agent=AgentBackend(agent, store=the_store, core_settings=core, registry=registry),
         workflows=WorkflowCache(the_registry, core),
         owns_store=owns_store,
+        signer=signer_for(server_settings.api_keys, server_settings.url_signing_key,
+                          server_settings.signed_url_ttl_seconds),
     )
 
     @asynccontextmanager
@@ -137,18 +141,18 @@ def create_app(
     )
     app.state.orchestrator = state
     install_error_handlers(app)
-    for module in (runs, artifacts, chat, catalog, ops):
+    for module in (runs, artifacts, chat, images, audio, embeddings, catalog, ops):
         app.include_router(module.router)
 
     # 4. Middleware, innermost first: body limits, then keys, then CORS (outermost, so preflights pass)
     def limit_for(method: str, path: str) -> int:
-        if path.rstrip("/") == "/v1/artifacts":
+        if path.rstrip("/") in _UPLOAD_PATHS:
             return server_settings.max_upload_bytes + _MULTIPART_MARGIN
         return server_settings.max_body_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     if server_settings.api_keys:
-        app.add_middleware(AuthMiddleware, keys=server_settings.api_keys)
+        app.add_middleware(AuthMiddleware, keys=server_settings.api_keys, signer=state.signer)
     if server_settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=server_settings.cors_origins, allow_methods=["*"],

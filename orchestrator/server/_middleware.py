@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ._errors import error_body
+from ._signing import BadSignature, UrlSigner
 
 __all__ = ["AuthMiddleware", "BodyLimitMiddleware"]
 
@@ -24,7 +25,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = ("/healthz", "/readyz", "/openapi.json", "/docs", "/redoc")
+OPEN_PATHS = ("/healthz", "/readyz", "/openapi.json", "/docs", "/redoc", "/")
+OPEN_PREFIXES = ("/docs", "/playground/")
+"""The web playground's page and static files hold no data: the page asks for the key."""
 
 
 async def _send_json(send: Send, status: int, doc: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -43,11 +46,14 @@ class AuthMiddleware:
 
     GET requests may pass the key as ``?api_key=`` instead, for clients that cannot
     set headers (``<audio src>``, ``EventSource``). Keys are compared in constant time.
+    An artifact download with a signed link (``?expires=&sig=``, see ``_signing``)
+    passes without a key when the signature holds, and gets 403 when it does not.
     """
 
-    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: list[str], signer: UrlSigner | None = None) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys if k]
+        self.signer = signer
 
     def _ok(self, candidate: str | None) -> bool:
         if not candidate:
@@ -62,8 +68,14 @@ class AuthMiddleware:
         if scope["type"] != "http" or not self.keys:
             return await self.app(scope, receive, send)
         path: str = scope.get("path", "")
-        if scope.get("method") == "OPTIONS" or path in OPEN_PATHS or path.startswith("/docs"):
+        if scope.get("method") == "OPTIONS" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return await self.app(scope, receive, send)
+        if self.signer is not None and scope.get("method") in ("GET", "HEAD"):
+            try:
+                if self.signer.check_request(path, scope.get("query_string", b"")):
+                    return await self.app(scope, receive, send)
+            except BadSignature as exc:
+                return await _send_json(send, 403, error_body(403, exc.message, "BadSignature"))
         token = None
         for name, value in scope.get("headers", []):
             if name == b"authorization":

@@ -20,6 +20,7 @@ from orchestrator.workflow import CompiledWorkflow, Workflow
 from ._agent import AgentBackend
 from ._metrics import Metrics
 from ._runs import RunManager
+from ._signing import UrlSigner
 from .settings import ServerSettings
 
 __all__ = ["ServerState", "WorkflowCache", "get_state"]
@@ -71,12 +72,16 @@ class ServerState:
     workflows: WorkflowCache
     owns_store: bool = False
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    signer: UrlSigner | None = None
+    """Signs artifact links when the API needs a key (see ``_signing``)."""
 
     def base_url(self, request: Request) -> str:
         return (self.settings.public_url or str(request.base_url)).rstrip("/")
 
     def artifact_url(self, request: Request, artifact_id: str) -> str:
-        return f"{self.base_url(request)}/v1/artifacts/{artifact_id}"
+        """Where to download an artifact; signed (works without the key) when keys are on."""
+        url = f"{self.base_url(request)}/v1/artifacts/{artifact_id}"
+        return self.signer.sign(url, artifact_id) if self.signer is not None else url
 
     def artifact_view(self, request: Request, ref: ArtifactRef | dict[str, Any]) -> dict[str, Any]:
         doc = ref.model_dump(mode="json") if isinstance(ref, ArtifactRef) else dict(ref)

@@ -53,6 +53,11 @@ class ServerSettings(BaseSettings):
     cors_origins: StrList = Field(default_factory=list)
     public_url: str | None = None
     """Base URL used in links (artifact downloads); default: the request's own base URL."""
+    url_signing_key: str | None = None
+    """Secret for signed artifact links (``?expires=&sig=``, accepted without the bearer key);
+    default: derived from ``api_keys`` (so every server with the same keys accepts the same links)."""
+    signed_url_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    """How long a signed artifact link in an answer or run view stays valid."""
 
     # runs
     max_concurrent_runs: int = Field(default=4, ge=1)
@@ -73,6 +78,16 @@ class ServerSettings(BaseSettings):
     """JSON bodies (runs, chat completions with inline base64 media)."""
     max_chat_media: int = Field(default=8, ge=0)
     """Images and audio clips accepted in one chat request."""
+    max_chat_history_media: int = Field(default=16, ge=0)
+    """Earlier media (uploads and answer links in the client's ``messages``) carried into one chat run."""
+    max_images_per_request: int = Field(default=4, ge=1, le=16)
+    """``n`` of ``/v1/images/generations`` and ``/v1/images/edits``."""
+    max_speech_chars: int = Field(default=4096, ge=1)
+    """``input`` of ``/v1/audio/speech``."""
+    max_embedding_inputs: int = Field(default=64, ge=1)
+    """Items in one ``/v1/embeddings`` request."""
+    media_timeout_seconds: float = Field(default=600.0, gt=0)
+    """How long an OpenAI media request waits for its run."""
 
     # extensions
     tool_modules: StrList = Field(default_factory=list)

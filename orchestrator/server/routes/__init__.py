@@ -1,5 +1,6 @@
-"""The server's routes, one module per area: runs, artifacts, chat, catalog, ops."""
+"""The server's routes, one module per area: runs, artifacts, chat, catalog, ops, OpenAI media
+(images, audio, embeddings)."""
 
-from . import artifacts, catalog, chat, ops, runs
+from . import artifacts, audio, catalog, chat, embeddings, images, ops, runs
 
-__all__ = ["artifacts", "catalog", "chat", "ops", "runs"]
+__all__ = ["artifacts", "audio", "catalog", "chat", "embeddings", "images", "ops", "runs"]

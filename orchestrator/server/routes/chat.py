@@ -36,6 +36,7 @@ from orchestrator.errors import WorkflowInputError
 from .._errors import ApiError
 from .._execute import fetch_pending, outcome_from_engine
 from .._inputs import decode_base64, resolve_input
+from .._media import media_models
 from .._runs import QueueFull, RunJob
 from .._state import ServerState, get_state
 from ..schemas import ChatCompletionRequest, ChatMessage, InputValue
@@ -84,7 +85,7 @@ def _model_list(state: ServerState) -> list[dict[str, Any]]:
                         "description": g.description})
     except Exception:  # noqa: BLE001 - the catalog of graphs is optional here
         pass
-    return out
+    return out + media_models(state)
 
 
 # ---------------------------------------------------------------------- messages
