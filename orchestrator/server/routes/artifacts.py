@@ -1,7 +1,9 @@
 """``/v1/artifacts``: upload (validated before storing), download with HTTP Range, metadata.
 
 Artifact ids are content hashes (``sha256:<hex>``, or the bare hex); a download
-only ever looks an id up in the store, never a client-given path.
+only ever looks an id up in the store, never a client-given path. With API keys on,
+the URLs the server hands out are signed (``?expires=&sig=``, see ``_signing``), so a
+browser loads them without the key; ``/link`` makes a fresh one.
 """
 
 from __future__ import annotations
@@ -122,6 +124,15 @@ async def upload(request: Request, modality: str | None = Query(None, descriptio
 async def meta(artifact_id: str, request: Request, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     ref = await asyncio.to_thread(state.store.stat, artifact_id)
     return state.artifact_view(request, ref)
+
+
+@router.get("/{artifact_id}/link", summary="A fresh signed download link (works without the key until it expires)")
+async def link(artifact_id: str, request: Request, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    """``{"url", "expires_at"}``; without API keys on the server the plain download URL (no expiry)."""
+    ref = await asyncio.to_thread(state.store.stat, artifact_id)
+    url = state.artifact_url(request, ref.id)
+    expires = int(url.split("expires=", 1)[1].split("&", 1)[0]) if state.signer is not None else None
+    return {"id": ref.id, "url": url, "expires_at": expires}
 
 
 @router.head("/{artifact_id}", include_in_schema=False)
