@@ -156,3 +156,5 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     n: int | None = Field(default=None, ge=1, le=1)
+    modalities: list[str] | None = Field(default=None, description='["text", "audio"]: the answer also as message.audio')
+    audio: dict[str, Any] | None = Field(default=None, description='{"voice", "format"} of the spoken answer')

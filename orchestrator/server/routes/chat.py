@@ -21,10 +21,12 @@ selected by ``session_id`` (or ``user``, or the ``X-Session-Id`` header).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -35,11 +37,16 @@ from orchestrator.errors import WorkflowInputError
 
 from .._errors import ApiError
 from .._execute import fetch_pending, outcome_from_engine
+from .._background import answer as background_answer
+from .._background import recognize as recognize_background
+from .._history import forget_session, parse_messages, seed_session, text_of
 from .._inputs import decode_base64, resolve_input
-from .._media import media_models
+from .._formats import export_audio
+from .._media import Call, call_tool, media_models, pick_tool
 from .._runs import QueueFull, RunJob
 from .._state import ServerState, get_state
 from ..schemas import ChatCompletionRequest, ChatMessage, InputValue
+from .audio import speech_params
 from .runs import ensure_capacity, submit_or_429
 
 __all__ = ["link_for", "router"]
@@ -51,7 +58,6 @@ CHAT_MODEL = "orchestrator-chat"
 GRAPH_PREFIX = "graph:"
 _REF = re.compile(r"\[(image|audio|music|speech|video|text|json|embedding|artifact): (sha256:[0-9a-f]{64})\]")
 _DELTAS = ("answer_delta", "text_delta", "delta")
-_AUDIO_FORMATS = {"wav", "mp3", "flac", "ogg", "webm", "m4a", "aac", "opus", "pcm16"}
 
 
 # ---------------------------------------------------------------------- models
@@ -89,46 +95,6 @@ def _model_list(state: ServerState) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------- messages
-def _parts(message: ChatMessage) -> list[dict[str, Any]]:
-    if message.content is None:
-        return []
-    if isinstance(message.content, str):
-        return [{"type": "text", "text": message.content}]
-    return list(message.content)
-
-
-def _text_of(message: ChatMessage) -> str:
-    return "\n".join(str(p.get("text", "")) for p in _parts(message) if p.get("type") in ("text", "input_text"))
-
-
-def _media_values(message: ChatMessage, limit: int) -> list[InputValue]:
-    """The media parts of a message as input values (images and audio)."""
-    values: list[InputValue] = []
-    for part in _parts(message):
-        kind = part.get("type")
-        if kind == "image_url":
-            spec = part.get("image_url")
-            url = spec.get("url") if isinstance(spec, dict) else spec
-            if not isinstance(url, str) or not url:
-                raise WorkflowInputError("an image_url part needs image_url.url")
-            values.append(InputValue(url=url, modality="image"))
-        elif kind == "input_audio":
-            spec = part.get("input_audio") or {}
-            data, fmt = spec.get("data"), str(spec.get("format", "wav")).lower()
-            if not isinstance(data, str) or not data:
-                raise WorkflowInputError("an input_audio part needs input_audio.data (base64)")
-            if fmt not in _AUDIO_FORMATS:
-                raise WorkflowInputError(f"input_audio format {fmt!r} is not supported; use one of {sorted(_AUDIO_FORMATS)}")
-            values.append(InputValue(base64=data, modality="audio"))
-        elif kind in ("text", "input_text", None):
-            continue
-        else:
-            raise WorkflowInputError(f"content part type {kind!r} is not supported (text, image_url, input_audio)")
-    if len(values) > limit:
-        raise WorkflowInputError(f"{len(values)} media parts in one message; the limit is {limit}")
-    return values
-
-
 async def _store_media(state: ServerState, values: list[InputValue]
                        ) -> tuple[dict[str, ArtifactRef], dict[str, InputValue]]:
     """Decode and store inline media now; http(s) URLs are fetched when the run starts."""
@@ -205,7 +171,7 @@ def _failure_text(record: dict[str, Any]) -> str:
 
 
 def _usage(messages: list[ChatMessage], answer: str) -> dict[str, int]:
-    prompt = sum(len(_text_of(m)) // 4 + 4 for m in messages)
+    prompt = sum(len(text_of(m)) // 4 + 4 for m in messages)
     completion = len(answer) // 4 + 1 if answer else 0
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
@@ -271,18 +237,26 @@ def _graph_executor(state: ServerState, compiled: Any, text: str, refs: dict[str
 
 
 def _agent_executor(state: ServerState, mode: str, text: str, refs: dict[str, ArtifactRef],
-                    pending: dict[str, InputValue], session_id: str | None, seed: int | None) -> Any:
+                    pending: dict[str, InputValue], session_id: str | None, seed: int | None,
+                    history: tuple[str, Any] | None = None) -> Any:
+    """Run the agent on the last user turn; ``history`` is a session seeded from the client's
+    earlier messages (used instead of ``session_id``, removed when the run ends)."""
     async def execute(job: RunJob) -> AsyncIterator[Any]:
-        inputs = dict(refs)
-        inputs.update(await fetch_pending(state, job, pending, {}))
-        if mode == "chat":
-            stream = state.agent.chat(text, media=inputs, run_id=job.id, cancel=job.cancel,
-                                      session_id=session_id, seed=seed)
-        else:
-            stream = state.agent.run(text, inputs=inputs, run_id=job.id, cancel=job.cancel, session_id=session_id,
-                                     seed=seed)
-        async for item in stream:
-            yield item
+        sid = history[0] if history is not None else session_id
+        try:
+            inputs = dict(refs)
+            inputs.update(await fetch_pending(state, job, pending, {}))
+            if mode == "chat":
+                stream = state.agent.chat(text, media=inputs, run_id=job.id, cancel=job.cancel,
+                                          session_id=sid, seed=seed)
+            else:
+                stream = state.agent.run(text, inputs=inputs, run_id=job.id, cancel=job.cancel, session_id=sid,
+                                         seed=seed)
+            async for item in stream:
+                yield item
+        finally:
+            if history is not None:
+                await forget_session(history[1], history[0])
 
     return execute
 
@@ -296,20 +270,25 @@ async def chat_completions(
     state: ServerState = Depends(get_state),
 ) -> Any:
     runs = state.runs
-    ensure_capacity(state)
-    user_messages = [m for m in body.messages if m.role == "user"]
-    if not user_messages:
+    model_name = body.model
+    if not any(m.role == "user" for m in body.messages):
         raise ApiError(422, "messages need at least one user message", type="invalid_request_error", param="messages")
-    last = user_messages[-1]
-    text = _text_of(last)
-    refs, pending = await _store_media(state, _media_values(last, state.settings.max_chat_media))
+    background = recognize_background(body.messages)
+    if background is not None and (model_name in (AGENT_MODEL, CHAT_MODEL)):
+        state.metrics.chat_completions.labels("background", str(body.stream).lower()).inc()
+        return _text_completion(background_answer(background), model_name, body)
+    ensure_capacity(state)
+    conversation = parse_messages(body.messages, max_media=state.settings.max_chat_media)
+    text = conversation.text
+    refs, pending = await _store_media(state, conversation.media)
     if not text.strip() and not refs and not pending:
         raise ApiError(422, "the last user message is empty", type="invalid_request_error", param="messages")
-    session_id = x_session_id or body.session_id or body.user
-    model_name = body.model
+    session_id = x_session_id or body.session_id
+    history = None
     if model_name == AGENT_MODEL or model_name == CHAT_MODEL:
         mode = "chat" if model_name == CHAT_MODEL else "plan"
-        executor = _agent_executor(state, mode, text, refs, pending, session_id, body.seed)
+        history = await seed_session(state, conversation)
+        executor = _agent_executor(state, mode, text, refs, pending, session_id, body.seed, history)
     elif model_name.startswith(GRAPH_PREFIX):
         compiled = await asyncio.to_thread(state.workflows.graph, model_name[len(GRAPH_PREFIX):])
         executor = _graph_executor(state, compiled, text, refs, pending, body.seed)
@@ -321,23 +300,97 @@ async def chat_completions(
                                 options={"session_id": session_id, "seed": body.seed, "stream": body.stream},
                                 inputs=refs, spec={"final_event": True, "honours_cancel": model_name.startswith(GRAPH_PREFIX)})
     except QueueFull as exc:
+        if history is not None:
+            await forget_session(history[1], history[0])
         raise submit_or_429(exc) from exc
     state.metrics.chat_completions.labels(model_name if not model_name.startswith(GRAPH_PREFIX) else "graph",
                                           str(body.stream).lower()).inc()
     completion_id = f"chatcmpl-{job.id}"
     created = int(time.time())
     headers = {"X-Run-Id": job.id}
+    spoken = _audio_request(state, body)
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         return StreamingResponse(
-            _stream(state, request, job.id, completion_id, created, model_name, body.messages, include_usage),
+            _stream(state, request, job.id, completion_id, created, model_name, body.messages, include_usage, spoken),
             media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     record = await runs.wait(job.id)
     assert record is not None
-    return JSONResponse(_completion(state, request, record, completion_id, created, model_name, body.messages),
-                        status_code=200 if record.get("answer") or record["status"] in ("succeeded", "partial") else 500,
+    doc = _completion(state, request, record, completion_id, created, model_name, body.messages)
+    if spoken is not None and "choices" in doc:
+        message = doc["choices"][0]["message"]
+        message["audio"] = await spoken.answer(state, record, message["content"], job.id)
+    return JSONResponse(doc, status_code=200 if record.get("answer") or record["status"] in ("succeeded", "partial") else 500,
                         headers=headers)
+
+
+def _text_completion(text: str, model_name: str, body: ChatCompletionRequest) -> Any:
+    """A completion with a fixed text and no run (background prompts of chat UIs)."""
+    completion_id = f"chatcmpl-bg{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+    usage = _usage(body.messages, text)
+    if not body.stream:
+        return JSONResponse({
+            "id": completion_id, "object": "chat.completion", "created": created, "model": model_name,
+            "system_fingerprint": None, "usage": usage,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                         "logprobs": None}],
+        }, headers={"X-Background-Task": "1"})
+
+    def chunks() -> Iterator[str]:
+        for delta, finish in (({"role": "assistant", "content": text}, None), ({}, "stop")):
+            doc = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+            yield f"data: {json.dumps(doc)}\n\n"
+        if (body.stream_options or {}).get("include_usage"):
+            yield f"data: {json.dumps({'id': completion_id, 'object': 'chat.completion.chunk', 'created': created, 'model': model_name, 'choices': [], 'usage': usage})}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(chunks(), media_type="text/event-stream", headers={"X-Background-Task": "1"})
+
+
+_SPOKEN_FORMATS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "opus", "pcm16": "pcm", "aac": "aac"}
+_MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+
+
+class _Spoken:
+    """``modalities: ["text", "audio"]``: the answer as ``message.audio`` (OpenAI's shape).
+
+    The run's own audio output is used when it made one (the user asked for speech);
+    otherwise the answer text is read aloud by the text-to-speech tool.
+    """
+
+    def __init__(self, fmt: str, voice: str | None) -> None:
+        self.fmt, self.voice = fmt, voice
+
+    async def answer(self, state: ServerState, record: dict[str, Any], content: str, run_id: str) -> dict[str, Any]:
+        transcript = _MARKDOWN_LINK.sub(lambda m: m.group(1), content or "").strip()
+        audio_ref = next((ArtifactRef.model_validate(v) for v in (record.get("outputs") or {}).values()
+                          if isinstance(v, dict) and v.get("modality") == "audio"), None)
+        if audio_ref is None:
+            tool = pick_tool(state, "/v1/audio/speech", None)
+            params = speech_params(state, tool, self.voice, 1.0)
+            results, _ = await call_tool(state, path="/v1/audio/speech", tool=tool,
+                                         calls=[Call({"text": transcript or "(no answer)"}, params)], outputs=["audio"])
+            audio_ref = results[0]["audio"]
+        audio = await state.store.aload(audio_ref)
+        data, _ = await asyncio.to_thread(export_audio, audio, _SPOKEN_FORMATS[self.fmt])
+        return {"id": f"audio_{run_id}", "data": base64.b64encode(data).decode(), "transcript": transcript,
+                "expires_at": int(time.time()) + state.settings.signed_url_ttl_seconds, "artifact_id": audio_ref.id}
+
+
+def _audio_request(state: ServerState, body: ChatCompletionRequest) -> _Spoken | None:
+    """The spoken-answer request, checked (400 for an unknown format); None when not asked."""
+    if "audio" not in (body.modalities or []):
+        return None
+    spec = body.audio or {}
+    fmt = str(spec.get("format") or "wav").lower()
+    if fmt not in _SPOKEN_FORMATS:
+        raise ApiError(400, f"audio.format {fmt!r} is not supported; use one of {sorted(_SPOKEN_FORMATS)}",
+                       type="invalid_request_error", param="audio.format")
+    voice = spec.get("voice")
+    return _Spoken(fmt, str(voice) if voice else None)
 
 
 def _completion(state: ServerState, request: Request, record: dict[str, Any], completion_id: str, created: int,
@@ -364,7 +417,8 @@ def _completion(state: ServerState, request: Request, record: dict[str, Any], co
 
 
 async def _stream(state: ServerState, request: Request, run_id: str, completion_id: str, created: int,
-                  model_name: str, messages: list[ChatMessage], include_usage: bool) -> AsyncIterator[str]:
+                  model_name: str, messages: list[ChatMessage], include_usage: bool,
+                  spoken: _Spoken | None = None) -> AsyncIterator[str]:
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         doc = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
                "system_fingerprint": None, "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
@@ -415,6 +469,11 @@ async def _stream(state: ServerState, request: Request, run_id: str, completion_
     if rest:
         sent.append(rest)
         yield chunk({"content": rest})
+    if spoken is not None:
+        try:
+            yield chunk({"audio": await spoken.answer(state, record, "".join(sent), run_id)})
+        except ApiError as exc:
+            yield f"data: {json.dumps({'error': {'message': exc.message, 'type': exc.type, 'code': exc.status}})}\n\n"
     yield chunk({}, "stop", artifacts=artifacts, run_id=run_id)
     if include_usage:
         doc = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
