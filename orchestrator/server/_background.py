@@ -17,9 +17,9 @@ the conversation talks about. Nothing is generated, so these answers cost nothin
 
 >>> from orchestrator.server.schemas import ChatMessage
 >>> task = recognize([ChatMessage(role="user", content="### Task:\\nGenerate a concise title ... JSON format: "
-...     '{ "title": "your concise title here" }\\n<chat_history>\\nUSER: draw a red fox in the snow\\n</chat_history>')])
+...     '{ "title": "your concise title here" }\\n<chat_history>\\nUSER: draw a red fox at dawn\\n</chat_history>')])
 >>> task.kind, answer(task)
-('title', '{"title": "Draw a red fox in the snow"}')
+('title', '{"title": "Draw a red fox at dawn"}')
 """
 
 from __future__ import annotations
