@@ -46,3 +46,15 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
     echo "setup: no apt-get; install espeak-ng with your package manager for the default voice" >&2
   fi
 fi
+
+if [ ! -x /usr/bin/chromium ]; then
+  # the playground's browser tests drive Debian's Chromium with Playwright (never `playwright install`)
+  echo "setup: installing Debian's chromium (browser tests of the web playground)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  if command -v apt-get >/dev/null 2>&1; then
+    ($SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null) \
+      || echo "setup: could not install chromium; the browser tests will fail to launch it" >&2
+  else
+    echo "setup: no apt-get; install chromium at /usr/bin/chromium for the browser tests" >&2
+  fi
+fi

@@ -26,7 +26,7 @@ from ._middleware import AuthMiddleware, BodyLimitMiddleware
 from ._runs import RunManager
 from ._signing import signer_for
 from ._state import ServerState, WorkflowCache
-from .routes import artifacts, audio, catalog, chat, embeddings, images, ops, runs
+from .routes import artifacts, audio, catalog, chat, embeddings, images, ops, playground, runs
 from .settings import ServerSettings
 
 __all__ = ["create_app"]
@@ -141,8 +141,9 @@ def create_app(
     )
     app.state.orchestrator = state
     install_error_handlers(app)
-    for module in (runs, artifacts, chat, images, audio, embeddings, catalog, ops):
+    for module in (runs, artifacts, chat, images, audio, embeddings, catalog, ops, playground):
         app.include_router(module.router)
+    app.mount("/playground", playground.static_files(), name="playground")
 
     # 4. Middleware, innermost first: body limits, then keys, then CORS (outermost, so preflights pass)
     def limit_for(method: str, path: str) -> int:

@@ -70,17 +70,29 @@ def text_of(message: ChatMessage) -> str:
     return "\n".join(str(p.get("text", "")) for p in _parts(message) if p.get("type") in ("text", "input_text"))
 
 
+_URL_PARTS = {"image_url": "image", "audio_url": "audio", "video_url": "video"}
+
+
 def media_values(message: ChatMessage, limit: int | None = None) -> list[InputValue]:
-    """The media parts of a message as input values (``image_url`` and ``input_audio`` parts)."""
+    """The media parts of a message as input values.
+
+    ``image_url`` (OpenAI), ``audio_url`` and ``video_url`` parts carry a ``data:``
+    URL, an http(s) URL, or a link to one of this server's artifacts (taken by id, not
+    fetched); ``input_audio`` parts carry base64 audio.
+    """
     values: list[InputValue] = []
     for part in _parts(message):
         kind = part.get("type")
-        if kind == "image_url":
-            spec = part.get("image_url")
+        if kind in _URL_PARTS:
+            spec = part.get(kind)
             url = spec.get("url") if isinstance(spec, dict) else spec
             if not isinstance(url, str) or not url:
-                raise WorkflowInputError("an image_url part needs image_url.url")
-            values.append(InputValue(url=url, modality="image"))
+                raise WorkflowInputError(f"an {kind} part needs {kind}.url")
+            linked = _artifact_links(url)[1] if not url.startswith("data:") else []
+            if linked:
+                values.append(InputValue(artifact_id=linked[0]))
+            else:
+                values.append(InputValue(url=url, modality=_URL_PARTS[kind]))
         elif kind == "input_audio":
             spec = part.get("input_audio") or {}
             data, fmt = spec.get("data"), str(spec.get("format", "wav")).lower()
@@ -92,7 +104,8 @@ def media_values(message: ChatMessage, limit: int | None = None) -> list[InputVa
         elif kind in ("text", "input_text", None):
             continue
         else:
-            raise WorkflowInputError(f"content part type {kind!r} is not supported (text, image_url, input_audio)")
+            raise WorkflowInputError(f"content part type {kind!r} is not supported "
+                                     "(text, image_url, audio_url, video_url, input_audio)")
     if limit is not None and len(values) > limit:
         raise WorkflowInputError(f"{len(values)} media parts in one message; the limit is {limit}")
     return values
@@ -128,9 +141,8 @@ def parse_messages(messages: list[ChatMessage], *, max_media: int) -> Conversati
         text, ids = _artifact_links(text_of(message))
         media: list[InputValue] = []
         for value in media_values(message):
-            linked = _artifact_links(value.url or "")[1] if value.url else []
-            if linked:
-                ids.extend(i for i in linked if i not in ids)
+            if value.artifact_id is not None:
+                ids.extend(i for i in [value.artifact_id] if i not in ids)
             elif value.base64 is not None or (value.url or "").startswith("data:"):
                 media.append(value)
             # other http(s) URLs of earlier turns are not fetched again

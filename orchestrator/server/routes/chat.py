@@ -103,6 +103,8 @@ async def _store_media(state: ServerState, values: list[InputValue]
     counters: dict[str, int] = {}
     for value in values:
         kind = value.modality or "image"
+        if value.artifact_id is not None:  # a link to one of our artifacts: its own modality
+            kind = (await asyncio.to_thread(resolve_input, "link", value, declared=None, store=state.store)).modality.value
         counters[kind] = counters.get(kind, 0) + 1
         name = f"{kind}{counters[kind]}"
         if value.url is not None and value.url.lower().startswith(("http://", "https://")):
