@@ -140,8 +140,8 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(BaseModel):
     """OpenAI's chat-completions request. Sampling fields are accepted and mostly ignored;
-    ``seed`` is passed on. ``session_id`` (or ``user``, or the ``X-Session-Id`` header)
-    selects server-side chat memory."""
+    ``seed`` is passed on. The ``messages`` are the history; ``session_id`` (or the
+    ``X-Session-Id`` header) selects server-side chat memory for single-message requests."""
 
     model_config = ConfigDict(extra="allow")
 

@@ -14,8 +14,14 @@ Images come in as ``image_url`` content parts (``data:`` or http(s) URLs), audio
 artifact (markdown: ``![image](…/v1/artifacts/sha256:…)``) and a structured
 ``artifacts`` list (on the message, on the response and on the last stream chunk)
 lists them. Each completion is a run: the ``X-Run-Id`` header names it, so its
-events and outputs stay available under ``/v1/runs``. Server-side chat memory is
-selected by ``session_id`` (or ``user``, or the ``X-Session-Id`` header).
+events and outputs stay available under ``/v1/runs``.
+
+The client's ``messages`` are the history (``_history``: earlier turns, their media
+and the artifacts earlier answers linked go into a session for this run); a
+``session_id`` (body or ``X-Session-Id``) selects server-side memory when only one
+user message is sent. ``modalities: ["text", "audio"]`` adds ``message.audio``.
+Chat UIs' background prompts (titles, tags …) are answered as text without a run
+(``_background``).
 """
 
 from __future__ import annotations

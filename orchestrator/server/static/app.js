@@ -152,10 +152,13 @@ function mediaElement(artifact) {
     return el("figure", { "data-artifact": artifact.id },
       el("video", { src: url, controls: "", preload: "metadata", playsinline: "" }), caption);
   }
-  return el("figure", { "data-artifact": artifact.id }, el("a", { href: url, target: "_blank", text: artifact.name || artifact.id }));
+  return null;
 }
 
+const SHOWN = new Set(["image", "audio", "video"]);  // text and JSON outputs are in the answer itself
+
 function addMedia(container, artifact) {
+  if (!SHOWN.has(artifact.modality)) return;
   if (container.querySelector(`[data-artifact="${artifact.id}"]`)) return;
   container.append(mediaElement(artifact));
 }
@@ -341,7 +344,7 @@ async function send(event) {
     const runId = response.headers.get("X-Run-Id");
     if (runId) {
       assistant.dataset.run = runId;
-      assistant.querySelector(".who").append(el("span", { class: "run-id", text: `run ${runId.slice(0, 8)}` }));
+      assistant.querySelector(".who").append(el("span", { class: "run-id", text: `run …${runId.slice(-8)}` }));
       source = follow(runId, assistant);
     }
     let failed = null;
@@ -412,10 +415,10 @@ async function refreshRuns() {
       if (!artifact || !artifact.id || seen.has(artifact.id)) continue;
       seen.add(artifact.id);
       if (artifact.modality === "image") {
-        gallery.append(el("a", { href: artifact.url, target: "_blank", title: `${name} · run ${run.id.slice(0, 8)}` },
-          el("img", { src: artifact.url, alt: `${name} from run ${run.id.slice(0, 8)}`, loading: "lazy" })));
+        gallery.append(el("a", { href: artifact.url, target: "_blank", title: `${name} · run …${run.id.slice(-8)}` },
+          el("img", { src: artifact.url, alt: `${name} from run …${run.id.slice(-8)}`, loading: "lazy" })));
       } else if (artifact.modality === "audio" || artifact.modality === "video") {
-        gallery.append(el("div", { class: "tile" }, el("div", { text: `${name} · run ${run.id.slice(0, 8)}` }),
+        gallery.append(el("div", { class: "tile" }, el("div", { text: `${name} · run …${run.id.slice(-8)}` }),
           el(artifact.modality, { src: artifact.url, controls: "", preload: "none" })));
       }
     }
