@@ -8,8 +8,8 @@ recognised by the shape of the last user message (case-insensitive):
   (``title``, ``tags``, ``follow-up``, ``search queries``/``queries``, ``emoji``,
   ``autocompletion``). The answer is the JSON it asks for (``{"title": …}``,
   ``{"tags": […]}``, ``{"follow_ups": []}``, ``{"queries": []}``, ``{"text": ""}``).
-* A title request: "… title for the conversation/chat …" or "summarize the user's
-  conversation into a title" (LibreChat, LobeChat). The answer is the title alone
+* A title request: "generate/write/suggest … title for the conversation/chat …" or
+  "summarize the user's conversation into a title" (LibreChat, LobeChat). The answer is the title alone
   (as JSON when the prompt asks for JSON).
 
 The title is the conversation's first user words (at most six); tags name the media
@@ -41,8 +41,9 @@ _OPEN_WEBUI_KINDS = (
     ("emoji", re.compile(r"\bemoji\b", re.I)),
     ("autocomplete", re.compile(r"autocomplet", re.I)),
 )
-_TITLE = re.compile(r"\btitle\b[^.\n]{0,80}\b(conversation|chat|dialog(ue)?)\b|"
-                    r"\b(conversation|chat)\b[^.\n]{0,60}\binto a title\b", re.I)
+_TITLE = re.compile(r"\b(generate|create|write|suggest|give|provide)\b[^.\n]{0,60}\btitle\b[^.\n]{0,40}"
+                    r"\b(for|of|summari[sz]ing) (the|this) (conversation|chat|dialog(ue)?)\b|"
+                    r"\b(conversation|chat)\b[^.\n]{0,60}\binto a (short |concise )?title\b", re.I)
 _HISTORY_USER = re.compile(r"^\s*(?:user|human)\s*:\s*(.+)$", re.M | re.I)
 _MEDIA_TAGS = (("Images", re.compile(r"\b(image|picture|photo|drawing|draw|paint)", re.I)),
                ("Audio", re.compile(r"\b(audio|sound|speech|voice|music|song)", re.I)),

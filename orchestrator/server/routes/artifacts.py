@@ -130,9 +130,12 @@ async def meta(artifact_id: str, request: Request, state: ServerState = Depends(
 async def link(artifact_id: str, request: Request, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     """``{"url", "expires_at"}``; without API keys on the server the plain download URL (no expiry)."""
     ref = await asyncio.to_thread(state.store.stat, artifact_id)
-    url = state.artifact_url(request, ref.id)
-    expires = int(url.split("expires=", 1)[1].split("&", 1)[0]) if state.signer is not None else None
-    return {"id": ref.id, "url": url, "expires_at": expires}
+    url = f"{state.base_url(request)}/v1/artifacts/{ref.id}"
+    if state.signer is None:
+        return {"id": ref.id, "url": url, "expires_at": None}
+    query = state.signer.query(ref.id)
+    return {"id": ref.id, "url": f"{url}?expires={query['expires']}&sig={query['sig']}",
+            "expires_at": int(query["expires"])}
 
 
 @router.head("/{artifact_id}", include_in_schema=False)
