@@ -146,6 +146,20 @@ def test_embeddings_shape_and_determinism(client: openai.OpenAI) -> None:
     assert np.allclose(mixed.data[0].embedding, vectors[0], atol=1e-6)
 
 
+def test_a_media_tool_as_the_chat_model(client: openai.OpenAI) -> None:
+    """A chat UI that lists /v1/models may pick a tool: the message runs that tool once."""
+    drawn = client.chat.completions.create(model="image.generate", messages=[{"role": "user", "content": "a kite"}])
+    images = [a for a in drawn.model_extra["artifacts"] if a["modality"] == "image"]
+    assert len(images) == 1 and images[0]["url"] in drawn.choices[0].message.content
+    assert decode(httpx.get(images[0]["url"]).content, "image").size == (64, 64)  # the profile's size
+    spoken = client.audio.speech.create(model="speech.espeak", voice="alloy", input="testing", response_format="wav")
+    heard = client.chat.completions.create(model="speech.transcribe", messages=[{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": base64.b64encode(spoken.content).decode(), "format": "wav"}}]}])
+    assert heard.choices[0].message.content.startswith("text:")
+    with pytest.raises(openai.UnprocessableEntityError):  # the tool needs audio, the message has none
+        client.chat.completions.create(model="speech.transcribe", messages=[{"role": "user", "content": "hi"}])
+
+
 def _wav_of_size(n: int) -> bytes:
     return b"RIFF" + b"\0" * (n - 4)
 

@@ -30,7 +30,8 @@ from ._runs import QueueFull
 from ._state import ServerState
 from .schemas import RunOptions
 
-__all__ = ["ENDPOINTS", "Call", "Endpoint", "call_tool", "media_models", "pick_tool", "validate_params"]
+__all__ = ["ENDPOINTS", "Call", "Endpoint", "call_tool", "is_media_tool", "media_models", "pick_tool", "tool_workflow",
+           "validate_params"]
 
 logger = logging.getLogger("orchestrator.server.media")
 
@@ -100,6 +101,25 @@ def media_models(state: ServerState) -> list[dict[str, Any]]:
             if clean not in entry["endpoints"]:
                 entry["endpoints"].append(clean)
     return list(served.values())
+
+
+def is_media_tool(state: ServerState, name: str) -> bool:
+    """True when ``name`` is a tool ``/v1/models`` lists (a chat UI may pick it as its model)."""
+    return any(name in _tools_for(state, e.task) for e in ENDPOINTS.values())
+
+
+async def tool_workflow(state: ServerState, tool: str) -> Any:
+    """A compiled one-node workflow of ``tool``: its input ports are the workflow's inputs, its
+    required outputs the workflow's outputs (what a chat message with that model runs)."""
+    spec = state.registry.get(tool).spec
+    wf = Workflow(tool, f"the {tool} tool")
+    for port in spec.inputs:
+        wf.add_input(port.name, port.modality, optional=port.optional)
+    wf.add_node("call", tool, inputs={p.name: p.name for p in spec.inputs})
+    for port in spec.outputs:
+        if not port.optional:
+            wf.add_output(port.name, f"call.{port.name}")
+    return await asyncio.to_thread(state.workflows.document, wf.to_dict())
 
 
 def validate_params(state: ServerState, tool: str, params: dict[str, Any], *, param_of: dict[str, str]) -> None:

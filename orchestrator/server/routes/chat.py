@@ -48,7 +48,7 @@ from .._background import recognize as recognize_background
 from .._history import forget_session, parse_messages, seed_session, text_of
 from .._inputs import decode_base64, resolve_input
 from .._formats import export_audio
-from .._media import Call, call_tool, media_models, pick_tool
+from .._media import Call, call_tool, is_media_tool, media_models, pick_tool, tool_workflow
 from .._runs import QueueFull, RunJob
 from .._state import ServerState, get_state
 from ..schemas import ChatCompletionRequest, ChatMessage, InputValue
@@ -300,18 +300,21 @@ async def chat_completions(
     elif model_name.startswith(GRAPH_PREFIX):
         compiled = await asyncio.to_thread(state.workflows.graph, model_name[len(GRAPH_PREFIX):])
         executor = _graph_executor(state, compiled, text, refs, pending, body.seed)
+    elif await asyncio.to_thread(is_media_tool, state, model_name):  # a media tool picked as the chat model
+        compiled = await tool_workflow(state, model_name)
+        executor = _graph_executor(state, compiled, text, refs, pending, body.seed)
     else:
         raise ApiError(404, f"the model {model_name!r} does not exist; see GET /v1/models",
                        type="invalid_request_error", param="model", code_name="model_not_found")
     try:
         job = await runs.submit("chat", executor, request={"model": model_name, "prompt": text[:2000]},
                                 options={"session_id": session_id, "seed": body.seed, "stream": body.stream},
-                                inputs=refs, spec={"final_event": True, "honours_cancel": model_name.startswith(GRAPH_PREFIX)})
+                                inputs=refs, spec={"final_event": True, "honours_cancel": model_name not in (AGENT_MODEL, CHAT_MODEL)})
     except QueueFull as exc:
         if history is not None:
             await forget_session(history[1], history[0])
         raise submit_or_429(exc) from exc
-    state.metrics.chat_completions.labels(model_name if not model_name.startswith(GRAPH_PREFIX) else "graph",
+    state.metrics.chat_completions.labels(model_name if model_name in (AGENT_MODEL, CHAT_MODEL) else "graph",
                                           str(body.stream).lower()).inc()
     completion_id = f"chatcmpl-{job.id}"
     created = int(time.time())

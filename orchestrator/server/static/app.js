@@ -76,10 +76,12 @@ async function probe() {
   const select = $("#model");
   const current = select.value;
   select.replaceChildren();
+  const groups = { chat: el("optgroup", { label: "Agent and graphs" }), tools: el("optgroup", { label: "Single tools" }) };
   for (const model of doc.data || []) {
-    if (model.endpoints) continue;  // media tools answer their own endpoints, not chat
-    select.append(el("option", { value: model.id, text: model.id, title: model.description || "" }));
+    const group = model.endpoints ? groups.tools : groups.chat;  // a media tool runs once on the message
+    group.append(el("option", { value: model.id, text: model.id, title: model.description || "" }));
   }
+  select.append(groups.chat, groups.tools);
   if ([...select.options].some((o) => o.value === current)) select.value = current;
   refreshRuns();
   return true;
