@@ -116,7 +116,7 @@ def _ask(page: Any, text: str) -> Any:
 
 
 def test_key_field_then_an_image_from_an_artifact(page: Any, shots: Path) -> None:
-    assert page.locator("#key-bar").is_visible()  # the page found out the API needs a key
+    page.locator("#key-bar").wait_for(state="visible")  # the page found out the API needs a key
     _enter_key(page)
     assert "orchestrator" in page.locator("#model option").all_inner_texts()
     answer = _ask(page, "draw a lighthouse at dusk")
@@ -154,6 +154,12 @@ def test_per_node_progress_shows_while_the_run_is_live(page: Any, shots: Path) -
     }""").json_value()
     assert live >= 1
     _snap(page, shots, "progress-live")
+    streamed = page.wait_for_function("""() => {  // the answer streams in: part of it shows while the run is live
+        const m = [...document.querySelectorAll('.msg.assistant')].pop();
+        const text = m.querySelector('.text').textContent;
+        return m.dataset.status === 'running' && text.length > 0 ? text : null;
+    }""").json_value()
+    assert "Counted, step by step".startswith(streamed[:5]) and len(streamed) < len("Counted, step by step, all the way")
     rows = answer.locator(".progress li")
     assert rows.count() >= 1 and "testsrv.steps" in rows.first.inner_text()
     answer.locator("xpath=self::*[@data-status='done']").wait_for()
