@@ -67,9 +67,8 @@ def _tools_for(state: ServerState, task: str) -> list[str]:
         names = [c.tool for c in profile.candidates(task) if c.tool]
     except OrchestratorError as exc:  # a broken profile: the registry still knows the tools
         logger.info("profile lookup for %s failed: %s", task, exc)
-    names += [t.spec.name for t in state.registry.find(task=task)]
-    known = {t.spec.name for t in state.registry.find(task=task)}
-    return [n for i, n in enumerate(names) if n in known and n not in names[:i]]
+    registered = [t.spec.name for t in state.registry.find(task=task)]
+    return list(dict.fromkeys(n for n in [*names, *registered] if n in registered))
 
 
 def pick_tool(state: ServerState, path: str, model: str | None) -> str:
