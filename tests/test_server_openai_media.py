@@ -127,6 +127,30 @@ def test_transcriptions_of_espeak_speech(client: openai.OpenAI, tmp_path: Path) 
     assert vtt.startswith("WEBVTT") and plain.strip() == text.text.strip()
     if text.text.strip():
         assert srt.startswith("1\n00:00:") and " --> " in srt and " --> " in vtt
+    # what a browser's recorder uploads: Opus in WebM (a "video" container holding sound only)
+    webm = client.audio.transcriptions.create(model="whisper-1", response_format="verbose_json",
+                                              file=("dictation.webm", _webm_opus(decode(wav, "audio")), "audio/webm"))
+    assert abs(webm.duration - duration) < 0.1
+
+
+def _webm_opus(audio: Any) -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="webm") as out:
+        stream = out.add_stream("libopus", rate=48000)
+        stream.layout = "mono"
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+        frame = av.AudioFrame.from_ndarray((audio.mono() * 32767).astype(np.int16).reshape(1, -1), format="s16",
+                                           layout="mono")
+        frame.sample_rate = audio.sample_rate
+        pts = 0
+        for chunk in [*resampler.resample(frame), *resampler.resample(None)]:
+            for piece in range(0, chunk.samples, 960):
+                part = av.AudioFrame.from_ndarray(chunk.to_ndarray()[:, piece:piece + 960], format="s16", layout="mono")
+                part.sample_rate, part.pts = 48000, pts
+                pts += part.samples
+                out.mux(stream.encode(part))
+        out.mux(stream.encode(None))
+    return buf.getvalue()
 
 
 def test_embeddings_shape_and_determinism(client: openai.OpenAI) -> None:

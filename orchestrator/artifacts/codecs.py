@@ -460,7 +460,8 @@ def _check_basic(data: bytes, modality: Modality, limits: Limits, artifact_id: s
     if modality is Modality.TEXT:
         return
     sniffed = sniff(data)
-    if sniffed is not None and sniffed is not modality:
+    # a video container (WebM from a browser's recorder, MP4) may hold sound only: audio takes its sound track
+    if sniffed is not None and sniffed is not modality and not (modality is Modality.AUDIO and sniffed is Modality.VIDEO):
         raise ArtifactDecodeError(f"declared {modality} but the bytes are {sniffed}", artifact_id=artifact_id)
     if modality is not Modality.JSON and sniffed is None:
         raise ArtifactDecodeError(f"declared {modality} but the bytes are no known {modality} format", artifact_id=artifact_id)
