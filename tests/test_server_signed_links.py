@@ -91,3 +91,12 @@ def test_media_endpoint_links_work_in_a_browser_without_the_key(server: ServerPr
     result = client.images.generate(prompt="a small boat", size="32x32", extra_body={"seed": 1})
     r = httpx.get(result.data[0].url)
     assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (32, 32)
+
+
+def test_the_playground_page_is_served_without_the_key(server: ServerProcess) -> None:
+    page = httpx.get(server.url("/"))
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'src="/playground/app.js"' in page.text
+    script = httpx.get(server.url("/playground/app.js"))
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert httpx.get(server.url("/playground/../settings.py")).status_code in (401, 404)
