@@ -46,6 +46,9 @@ def _script(body: dict[str, Any]) -> Reply:
     if system.startswith("You are a multimodal assistant. Tools have just run"):
         refs = " ".join(m.group(0) for m in _REF.finditer(last))
         return Reply(f"Done. {refs}".strip())
+    if system.startswith("You are a multimodal chat assistant"):  # chat mode: say what history it was given
+        said = [m["role"] + ":" + _text(m["content"]).split("\n")[0] for m in body["messages"][1:]]
+        return Reply("I saw " + " | ".join(said))
     return Reply("ok")
 
 
@@ -126,6 +129,17 @@ def test_history_with_an_uploaded_image_part(client: openai.OpenAI) -> None:
     ])
     gray = _gray_result(completion)
     assert gray.shape[:2] == (20, 24) and 90 < gray.mean() < 120  # luminance of (0, 180, 0)
+
+
+def test_chat_mode_gets_the_history_too(client: openai.OpenAI, server: ServerProcess, redis_url: str) -> None:
+    red = _upload(server, _png((200, 0, 0)))
+    reply = client.chat.completions.create(model="orchestrator-chat", messages=[
+        {"role": "user", "content": "draw a red card"},
+        {"role": "assistant", "content": f"Here: ![image]({red['url']})"},
+        {"role": "user", "content": "thanks, what next?"},
+    ]).choices[0].message.content
+    assert reply.startswith("I saw user:draw a red card | assistant:Here: | user:thanks, what next?")
+    assert not [s for s in _sessions(server, redis_url) if s.startswith("history-")]
 
 
 def test_modalities_audio_gives_message_audio(client: openai.OpenAI) -> None:
