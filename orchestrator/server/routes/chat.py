@@ -41,13 +41,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from orchestrator.artifacts import ArtifactRef, Modality
 from orchestrator.errors import WorkflowInputError
 
-from .._errors import ApiError
-from .._execute import fetch_pending, outcome_from_engine
 from .._background import answer as background_answer
 from .._background import recognize as recognize_background
+from .._errors import ApiError
+from .._execute import fetch_pending, outcome_from_engine
+from .._formats import export_audio
 from .._history import forget_session, parse_messages, seed_session, text_of
 from .._inputs import decode_base64, resolve_input
-from .._formats import export_audio
 from .._media import Call, call_tool, is_media_tool, media_models, pick_tool, tool_workflow
 from .._runs import QueueFull, RunJob
 from .._state import ServerState, get_state
