@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything a fresh machine needs, idempotently:
 #   a virtual environment in .venv, torch (CPU build unless one is installed),
-#   the project with its dev extras, and Debian's espeak-ng (the offline voice).
+#   the project with every extra but audiocraft (ORCHESTRATOR_EXTRAS to choose),
+#   Debian's espeak-ng (the offline voice), tesseract-ocr (OCR) and libfluidsynth3 (music).
 # GPU users: install a CUDA build of torch into .venv first (see README), it is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,11 +30,25 @@ if ! "$VPY" -c 'import torch' >/dev/null 2>&1; then
   "$VPY" -m pip install -q ${ORCHESTRATOR_TORCH_INDEX:+--index-url "$ORCHESTRATOR_TORCH_INDEX"} "torch==2.13.0"
 fi
 
+# Every extra but audiocraft (it pins an old torch), so CI tests the combination users install.
+EXTRAS=${ORCHESTRATOR_EXTRAS:-dev,offline,serve,embeddings,ray,detection}
 stamp=.venv/.orchestrator-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing the project and its dev extras"
-  "$VPY" -m pip install -q -e ".[dev]"
-  touch "$stamp"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" != "$EXTRAS" ]; then
+  echo "setup: installing the project with extras [$EXTRAS]"
+  "$VPY" -m pip install -q -e ".[$EXTRAS]"
+  echo "$EXTRAS" > "$stamp"
+fi
+
+# A torchvision built for another torch (CPU vs CUDA) breaks every transformers/diffusers model
+# import; nothing here needs torchvision, so say so loudly rather than fail every request later.
+if ! "$VPY" -c 'import transformers; transformers.CLIPTextModel' >/dev/null 2>&1; then
+  echo "setup: transformers models do not import in .venv:" >&2
+  "$VPY" -c 'import transformers; transformers.CLIPTextModel' 2>&1 | tail -n 3 >&2 || true
+  if "$VPY" -m pip show -q torchvision >/dev/null 2>&1; then
+    echo "setup: a torchvision that does not match torch is installed; remove it (.venv/bin/pip uninstall torchvision)" \
+         "or install the one built for your torch from the same index as torch" >&2
+  fi
+  exit 1
 fi
 
 if ! command -v espeak-ng >/dev/null 2>&1; then
@@ -44,5 +59,22 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
       || echo "setup: could not install espeak-ng; text-to-speech with espeak will report how to install it" >&2
   else
     echo "setup: no apt-get; install espeak-ng with your package manager for the default voice" >&2
+  fi
+fi
+
+# The offline profile's real models: Tesseract (OCR) and FluidSynth (music), like espeak-ng above.
+apt_missing=()
+command -v tesseract >/dev/null 2>&1 || apt_missing+=(tesseract-ocr)
+{ command -v tesseract >/dev/null 2>&1 && tesseract --list-langs 2>/dev/null | grep -qx eng; } || apt_missing+=(tesseract-ocr-eng)
+{ command -v ldconfig >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libfluidsynth\.so\.3'; } \
+  || [ -e /usr/lib/x86_64-linux-gnu/libfluidsynth.so.3 ] || apt_missing+=(libfluidsynth3)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian's ${apt_missing[*]} (offline OCR and music)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  if command -v apt-get >/dev/null 2>&1; then
+    ($SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q "${apt_missing[@]}" >/dev/null) \
+      || echo "setup: could not install ${apt_missing[*]}; OCR and music in the offline profile will say how to install them" >&2
+  else
+    echo "setup: no apt-get; install ${apt_missing[*]} with your package manager for offline OCR and music" >&2
   fi
 fi
