@@ -67,9 +67,11 @@ _MINOR_WORDS = ("minor", "sad", "melancholic", "dark", "somber", "sombre", "myst
                 "eerie", "haunting")
 _DRUM_WORDS = ("drum", "drums", "beat", "percussion", "dance", "rock", "groove", "party")
 _BPM_RE = re.compile(r"(\d{2,3}(?:\.\d+)?)\s*(?:bpm|beats per minute)\b", re.I)
-_KEY_RE = re.compile(r"\b(?:in|key of)\s+([A-Ga-g])\s*(#|♯|b|♭|-sharp|-flat| sharp| flat)?(?:\s*(major|minor|maj|min))?\b")
-_KEY_MODE_RE = re.compile(r"\b([A-G])\s*(#|♯|b|♭)?\s+(major|minor)\b")
-_SECONDS_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(seconds?|secs?|s|minutes?|mins?)\b", re.I)
+# "in D", "key of F#", "in Bb minor": a capital letter, so "in a cafe" is not A major ...
+_KEY_RE = re.compile(r"\b(?:in|key of)\s+([A-G])(#|♯|b|♭|-sharp|-flat| sharp| flat)?(?:\s*(major|minor|maj|min)\b)?(?!\w)")
+# ... while a spelled-out mode may follow any case: "a minor", "F# major"
+_KEY_MODE_RE = re.compile(r"\b([A-Ga-g])\s*(#|♯|b|♭)?\s+(major|minor)\b")
+_SECONDS_RE = re.compile(r"\b(\d{1,3}(?:\.\d+)?)\s*(seconds?|secs?|minutes?|mins?)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -297,10 +299,9 @@ def compose_music(
     # 1. check inputs and params, resolve the soundfont
     p, ctx, seed, prompts, d = begin_call(ComposeMusicParams, params, prompts, task=TASK, tool=TOOL, seed=seed,
                                           ctx=ctx, progress=progress, models=models, profile=profile)
-    duration = p.duration if p.duration is not None else None
-    pieces = [plan_music(text, duration=duration, tempo=p.tempo, key=p.key, mode=p.mode, instrument=p.instrument)
+    pieces = [plan_music(text, duration=p.duration, tempo=p.tempo, key=p.key, mode=p.mode, instrument=p.instrument)
               for text in prompts]
-    if duration is None:  # the prompt's length, else the profile's
+    if p.duration is None:  # the prompt's length, else the profile's
         default = float(d.choice.option("duration", DEFAULT_DURATION))
         pieces = [c if _SECONDS_RE.search(t.lower()) else Composition(**{**asdict(c), "duration": default})
                   for c, t in zip(pieces, prompts, strict=True)]

@@ -145,6 +145,8 @@ def test_efficientnet_calls_the_cat_a_cat_and_the_coffee_not(manager, offline) -
     cat = run("image.recognize", {"image": photo("chelsea")}, {"top_k": 3}, manager=manager, profile=offline)
     assert cat["scores"][0]["index"] in CAT_CLASSES, cat["scores"]
     assert cat["label"] == cat["scores"][0]["label"] and len(cat["scores"]) == 3
+    sized = [r for r in manager.resident() if r["backend"] == "efficientnet-lite"]
+    assert len(sized) == 1 and sized[0]["bytes"] > 10_000_000  # the manager sees the network's weights
     coffee = run("image.recognize", {"image": photo("coffee")}, manager=manager, profile=offline)
     assert coffee["scores"][0]["index"] not in CAT_CLASSES
     assert "espresso" in coffee["label"] or "cup" in coffee["label"], coffee["scores"]
@@ -208,5 +210,10 @@ def test_composed_music_is_pitched_follows_the_tempo_and_the_prompt(manager, off
                      profile=offline, seed=2)
     assert np.array_equal(sad["audio"].samples, again["audio"].samples)  # same prompt and seed: same samples
     assert not np.array_equal(sad["audio"].samples, other_seed["audio"].samples)  # the melody follows the seed
+    from decoders.music_synth import plan_music
+
+    assert plan_music("jazz from the 1980s played in a cozy cafe").describe() == "C major, 100 bpm, piano, 8 s"
+    assert plan_music("an upbeat flute tune in Bb, 1 minute").describe() == "A# major, 132 bpm, flute, 60 s"
+    assert plan_music("a minor waltz for strings").key == "A minor"
     with pytest.raises(ParamError, match="instrument"):
         run("music.compose", {"text": "a tune"}, {"instrument": "kazoo"}, manager=manager, profile=offline)

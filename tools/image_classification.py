@@ -47,12 +47,11 @@ class RecognizeParams(BaseModel):
 
 @dataclass
 class ImageNetClassifier:
-    """An EfficientNet-Lite network with its input size and class names."""
+    """An EfficientNet-Lite network with its input size and class names (the manager sizes ``model``)."""
 
-    net: Any
+    model: Any
     size: int
     labels: list[str]
-    resident_bytes: int = 0
 
 
 def imagenet_labels() -> list[str]:
@@ -100,10 +99,10 @@ def recognize(image: Any, params: RecognizeParams | Mapping[str, Any] | None = N
     picture = rgb(image, tool=TOOL, ctx=ctx)
     enc = encoder(ctx, TASK, TOOL, p.model, BACKEND)
     with enc.use(exclusive=False) as clf:
-        param = next(clf.net.parameters())
+        param = next(clf.model.parameters())
         batch = torch.from_numpy(_pixels(picture, clf.size))[None].to(device=param.device, dtype=param.dtype)
         with torch.inference_mode():
-            probs = clf.net(batch).float().softmax(dim=-1)[0].cpu().numpy()
+            probs = clf.model(batch).float().softmax(dim=-1)[0].cpu().numpy()
         labels = clf.labels
     order = np.argsort(-probs, kind="stable")[: p.top_k]
     return [{"label": labels[i], "index": int(i), "score": round(float(probs[i]), 6)} for i in order]

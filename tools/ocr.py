@@ -169,7 +169,7 @@ def load_tesseract(source: str, *, device: str, dtype: Any, offload: bool, optio
     """Backend loader: ``source`` is a ``<lang>.traineddata`` file (what ``tesseract:<lang>`` resolves to)."""
     from pathlib import Path
 
-    from orchestrator.runtime._sources import tesseract_binary
+    from orchestrator.runtime import tesseract_binary
 
     data = Path(source)
     return TesseractReader(tesseract_binary(), str(data.parent), data.name.removesuffix(".traineddata"),

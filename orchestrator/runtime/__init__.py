@@ -27,7 +27,7 @@ from ._manager import (
     resolve_model,
     set_model_manager,
 )
-from ._sources import list_model_sources, register_model_source, resolve_source
+from ._sources import list_model_sources, register_model_source, resolve_source, tesseract_binary
 from .profiles import ModelChoice, Profile, get_profile, load_profile
 from .zoo import ZooModel, build_zoo, list_zoo, zoo_dir, zoo_model, zoo_path
 
@@ -59,6 +59,7 @@ __all__ = [
     "resolve_model",
     "resolve_source",
     "set_model_manager",
+    "tesseract_binary",
     "zoo_dir",
     "zoo_model",
     "zoo_path",
