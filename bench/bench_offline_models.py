@@ -60,7 +60,7 @@ def main() -> None:
         rtf = f"{seconds / warm:10.1f}" if seconds else f"{'':>10}"
         shown = next(iter(out.values()))
         summary = shown if isinstance(shown, str) else (shown[:1] if isinstance(shown, list) else type(shown).__name__)
-        print(f"{task:30} {size:9.1f}MB {load:7.2f} {cold:7.2f} {warm:7.2f} {rtf}  {str(summary)[:70]!s}")
+        print(f"{task:30} {size:9.1f}MB {load:7.2f} {cold:7.2f} {warm:7.2f} {rtf}  {str(summary)[:70]!r}")
 
 
 if __name__ == "__main__":
