@@ -39,6 +39,7 @@ __all__ = ["ComposeMusicParams", "Composition", "SoundFontSynth", "compose", "co
 
 TASK, TOOL, BACKEND = "text-to-music", "music.compose", "fluidsynth"
 MAX_DURATION = 120.0
+MIN_TEMPO, MAX_TEMPO = 30.0, 240.0
 DEFAULT_DURATION = 8.0
 INSTALL_HINT = "install it with: sudo apt-get install -y libfluidsynth3"
 
@@ -276,7 +277,7 @@ class ComposeMusicParams(BaseModel):
     model: str | None = MODEL_FIELD
     duration: float | None = Field(None, gt=0, description=f"Seconds of music (at most {MAX_DURATION:g}).",
                                    json_schema_extra={"maximum": MAX_DURATION})
-    tempo: float | None = Field(None, ge=30, le=240, description="Beats per minute (None: from the prompt's words).")
+    tempo: float | None = Field(None, ge=MIN_TEMPO, le=MAX_TEMPO, description="Beats per minute (None: from the prompt's words).")
     key: str | None = Field(None, max_length=12, description="Tonic, optionally with mode: 'C', 'F#', 'Bb minor'.")
     mode: Literal["major", "minor"] | None = Field(None, description="None: from the prompt (sad, dark … -> minor).")
     instrument: str | None = Field(None, max_length=32, description=f"One of: {', '.join(sorted(INSTRUMENTS))}.")
@@ -307,6 +308,7 @@ def compose_music(
                   for c, t in zip(pieces, prompts, strict=True)]
     for c in pieces:
         check_range(d, "duration", c.duration, 0.5, MAX_DURATION, unit=" s")
+        check_range(d, "tempo", c.tempo, MIN_TEMPO, MAX_TEMPO, unit=" bpm")
     started = time.perf_counter()
     clips = []
     # 2. compose and play each piece through the leased synthesizer

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 import skimage.data
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from media_factory import speech
 from PIL import Image, ImageDraw, ImageFont
 
@@ -217,3 +219,15 @@ def test_composed_music_is_pitched_follows_the_tempo_and_the_prompt(manager, off
     assert plan_music("a minor waltz for strings").key == "A minor"
     with pytest.raises(ParamError, match="instrument"):
         run("music.compose", {"text": "a tune"}, {"instrument": "kazoo"}, manager=manager, profile=offline)
+    with pytest.raises(ParamError, match="tempo"):
+        run("music.compose", {"text": "a tune at 900 bpm"}, manager=manager, profile=offline)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=120))
+def test_any_prompt_gives_a_plan_in_range(prompt: str) -> None:
+    from decoders.music_synth import INSTRUMENTS, plan_music
+
+    plan = plan_music(prompt)
+    assert 0 <= plan.tonic < 12 and plan.mode in ("major", "minor") and plan.instrument in INSTRUMENTS
+    assert plan.tempo > 0 and plan.duration > 0
