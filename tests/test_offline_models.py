@@ -9,6 +9,7 @@ be pitched (spectral flatness far below white noise) and keep the requested temp
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -231,3 +232,30 @@ def test_any_prompt_gives_a_plan_in_range(prompt: str) -> None:
     plan = plan_music(prompt)
     assert 0 <= plan.tonic < 12 and plan.mode in ("major", "minor") and plan.instrument in INSTRUMENTS
     assert plan.tempo > 0 and plan.duration > 0
+
+
+# ------------------------------------------------------------------ the embedded default, end to end
+
+
+def test_orchestrator_run_uses_the_offline_profile_by_default(monkeypatch, tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from orchestrator.artifacts import decode
+    from orchestrator.cli import app
+
+    monkeypatch.delenv("ORCHESTRATOR_PROFILE", raising=False)
+    env = {"ORCHESTRATOR_DATA_DIR": str(tmp_path / "data"), "ORCHESTRATOR_REDIS_URL": "", "TQDM_DISABLE": "1"}
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", "Compose calm piano music in D minor at 90 bpm", "--out", str(out),
+                                      "--quiet"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["profile"] == "offline"
+    audio = [o for o in manifest["outputs"].values() if o["modality"] == "audio"]
+    assert len(audio) == 1
+    clip = decode(Path(audio[0]["file"]).read_bytes(), "audio")
+    assert clip.duration == pytest.approx(8.0, abs=0.01)
+    white = np.random.default_rng(0).standard_normal(len(clip.samples))
+    assert flatness(clip.mono()) < 0.02 * flatness(white)
