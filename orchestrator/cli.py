@@ -309,7 +309,7 @@ def run(
     prompt: Annotated[str | None, typer.Argument(help="the request, in plain words")] = None,
     input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=PATH (or NAME=text); repeatable")] = [],  # noqa: A002,B006
     graph: Annotated[str | None, typer.Option("--graph", "-g", help="a prebuilt graph name or a workflow .json file")] = None,
-    profile: Annotated[str | None, typer.Option(help="model profile: tiny (offline) or default")] = None,
+    profile: Annotated[str | None, typer.Option(help="model profile: offline (the default: real packaged models + tiny zoo), tiny or default")] = None,
     llm: Annotated[str | None, typer.Option(help="heuristic | openai:<model>[@base_url] | transformers:<id or path>")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for the outputs and run.json")] = Path("out"),
     seed: Annotated[int | None, typer.Option(help="run seed (reproducible generation)")] = None,

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     artifact_ttl_seconds: int | None = None
 
     # runtime
-    profile: str = "tiny"
+    profile: str = "offline"  # real packaged models where they exist, the tiny zoo elsewhere
     profile_file: Path | None = None
     device: str | None = None
     dtype: str | None = None

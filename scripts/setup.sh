@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything a fresh machine needs, idempotently:
 #   a virtual environment in .venv, torch (CPU build unless one is installed),
-#   the project with its dev extras, and Debian's espeak-ng (the offline voice).
+#   the project with every extra but audiocraft (ORCHESTRATOR_EXTRAS to choose),
+#   Debian packages: espeak-ng (voice), tesseract-ocr (OCR), libfluidsynth3 (music), chromium (browser tests).
 # GPU users: install a CUDA build of torch into .venv first (see README), it is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,32 +30,44 @@ if ! "$VPY" -c 'import torch' >/dev/null 2>&1; then
   "$VPY" -m pip install -q ${ORCHESTRATOR_TORCH_INDEX:+--index-url "$ORCHESTRATOR_TORCH_INDEX"} "torch==2.13.0"
 fi
 
+# Every extra but audiocraft (it pins an old torch), so CI tests the combination users install.
+EXTRAS=${ORCHESTRATOR_EXTRAS:-dev,offline,serve,embeddings,ray,detection}
 stamp=.venv/.orchestrator-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing the project and its dev extras"
-  "$VPY" -m pip install -q -e ".[dev]"
-  touch "$stamp"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" != "$EXTRAS" ]; then
+  echo "setup: installing the project with extras [$EXTRAS]"
+  "$VPY" -m pip install -q -e ".[$EXTRAS]"
+  echo "$EXTRAS" > "$stamp"
 fi
 
-if ! command -v espeak-ng >/dev/null 2>&1; then
-  echo "setup: installing Debian's espeak-ng (text-to-speech voice)"
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
-  if command -v apt-get >/dev/null 2>&1; then
-    ($SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q espeak-ng >/dev/null) \
-      || echo "setup: could not install espeak-ng; text-to-speech with espeak will report how to install it" >&2
-  else
-    echo "setup: no apt-get; install espeak-ng with your package manager for the default voice" >&2
+# A torchvision built for another torch (CPU vs CUDA) breaks every transformers/diffusers model
+# import; nothing here needs torchvision, so say so loudly rather than fail every request later.
+if ! "$VPY" -c 'import transformers; transformers.CLIPTextModel' >/dev/null 2>&1; then
+  echo "setup: transformers models do not import in .venv:" >&2
+  "$VPY" -c 'import transformers; transformers.CLIPTextModel' 2>&1 | tail -n 3 >&2 || true
+  if "$VPY" -m pip show -q torchvision >/dev/null 2>&1; then
+    echo "setup: a torchvision that does not match torch is installed; remove it (.venv/bin/pip uninstall torchvision)" \
+         "or install the one built for your torch from the same index as torch" >&2
   fi
+  exit 1
 fi
 
-if [ ! -x /usr/bin/chromium ]; then
-  # the playground's browser tests drive Debian's Chromium with Playwright (never `playwright install`)
-  echo "setup: installing Debian's chromium (browser tests of the web playground)"
+# Debian packages the offline parts and the tests use, installed together when missing:
+# espeak-ng (the offline voice), Tesseract (OCR), FluidSynth (music), Chromium (the playground's
+# browser tests drive it with Playwright; never `playwright install`).
+apt_missing=()
+command -v espeak-ng >/dev/null 2>&1 || apt_missing+=(espeak-ng)
+command -v tesseract >/dev/null 2>&1 || apt_missing+=(tesseract-ocr)
+{ command -v tesseract >/dev/null 2>&1 && tesseract --list-langs 2>/dev/null | grep -qx eng; } || apt_missing+=(tesseract-ocr-eng)
+{ command -v ldconfig >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libfluidsynth\.so\.3'; } \
+  || [ -e /usr/lib/x86_64-linux-gnu/libfluidsynth.so.3 ] || apt_missing+=(libfluidsynth3)
+[ -x /usr/bin/chromium ] || apt_missing+=(chromium)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian's ${apt_missing[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
   if command -v apt-get >/dev/null 2>&1; then
-    ($SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null) \
-      || echo "setup: could not install chromium; the browser tests will fail to launch it" >&2
+    ($SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q "${apt_missing[@]}" >/dev/null) \
+      || echo "setup: could not install ${apt_missing[*]}; the tools that need them say how to install them" >&2
   else
-    echo "setup: no apt-get; install chromium at /usr/bin/chromium for the browser tests" >&2
+    echo "setup: no apt-get; install ${apt_missing[*]} with your package manager" >&2
   fi
 fi

@@ -9,6 +9,7 @@ skip silently: if no Redis can be had, they error.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,10 @@ import pytest
 
 from orchestrator._redis_server import redis_url as _redis_or_private
 from orchestrator.artifacts import ArtifactStore, Limits, LocalArtifactStore, RedisArtifactStore
+
+# The suite targets the tiny zoo unless a test names another profile (the embedded default is
+# `offline`; tests/test_offline_models.py covers it).
+os.environ.setdefault("ORCHESTRATOR_PROFILE", "tiny")
 
 
 @pytest.fixture(scope="session")

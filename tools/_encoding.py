@@ -113,6 +113,8 @@ def encoder(ctx: Any, task: str, tool: str, model: str | None, backend: str, *, 
 
     ``profile_task`` looks the choice up under another task (the CLIP embed tools share
     the zero-shot classifier's entry when the profile has none of their own).
+    A profile entry's ``backend`` option replaces ``backend`` (``faster-whisper`` for
+    ``speech.transcribe``, ``tesseract`` for ``image.ocr``).
     Raises ConfigError / ModelNotFound before anything heavy loads.
     """
     from orchestrator.runtime import get_model_manager, get_profile
@@ -125,6 +127,7 @@ def encoder(ctx: Any, task: str, tool: str, model: str | None, backend: str, *, 
         lookup = profile_task
     tool_filter = tool if any(c.tool == tool for c in profile.candidates(lookup)) else None
     choice = profile.resolve(lookup, tool=tool_filter, model=model)
+    backend = str(choice.option("backend") or backend)  # a profile entry may pick another backend
     manager.key(choice, backend, task=task)  # checks the reference now: ModelNotFound names task and model
     _note(ctx, choice, task)
     return Encoding(task=task, tool=tool, choice=choice, models=manager, backend=backend)

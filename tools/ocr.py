@@ -10,6 +10,10 @@ finds the text lines of the image from its row ink profile (rows whose pixels di
 from the background), crops each line with a small margin, and reads all lines in
 batched ``generate`` calls. ``segment_lines=False`` reads the whole image as one line.
 
+A profile entry with ``options = { backend = "tesseract" }`` and a model such as
+``tesseract:eng`` reads with Tesseract instead (Debian ``tesseract-ocr``, real
+offline OCR): it finds the lines itself, and the result has the same shape.
+
     >>> from tools.ocr import read_text                                  # doctest: +SKIP
     >>> read_text(page).text
     'Invoice 2024-113\\nTotal: 42.00 EUR'
@@ -32,6 +36,7 @@ from ._encoding import MODEL_FIELD, batched, encoder, rgb, to_device
 __all__ = ["OCRParams", "OCRResult", "find_text_lines", "read_text"]
 
 TASK, TOOL, BACKEND = "image-to-text-ocr", "image.ocr", "transformers.image-to-text"
+TESSERACT_BACKEND = "tesseract"
 
 
 class OCRParams(BaseModel):
@@ -97,8 +102,10 @@ def read_text(image: Any, params: OCRParams | Mapping[str, Any] | None = None, *
     boxes = find_text_lines(picture) if p.segment_lines else [(0, 0, picture.width, picture.height)]
     dropped = max(0, len(boxes) - p.max_lines)
     boxes = boxes[: p.max_lines]
-    crops = [picture.crop(box) for box in boxes]
     enc = encoder(ctx, TASK, TOOL, p.model, BACKEND)
+    if enc.backend == TESSERACT_BACKEND:
+        return _read_tesseract(enc, picture, p)
+    crops = [picture.crop(box) for box in boxes]
     started = time.perf_counter()
     texts: list[str] = []
     max_tokens = int(enc.option(p, "max_tokens", 64))
@@ -116,6 +123,81 @@ def read_text(image: Any, params: OCRParams | Mapping[str, Any] | None = None, *
     ]
     text = "\n".join(t for t in texts if t)
     return OCRResult(text, lines, enc.model, time.perf_counter() - started, dropped)
+
+
+# ---------------------------------------------------------------- tesseract
+
+
+@dataclass
+class TesseractReader:
+    """A Tesseract language ready to read: the binary, its tessdata folder and the language."""
+
+    binary: str
+    tessdata: str
+    lang: str
+    resident_bytes: int = 0
+
+    def read(self, image: Any, *, psm: int = 3, timeout: float = 120.0) -> list[tuple[str, tuple[int, int, int, int]]]:
+        """``[(line text, (left, top, right, bottom))]`` in reading order."""
+        import pytesseract
+
+        from orchestrator.errors import ToolInputError
+
+        pytesseract.pytesseract.tesseract_cmd = self.binary
+        config = f'--tessdata-dir "{self.tessdata}" --psm {psm}'
+        try:
+            data = pytesseract.image_to_data(image, lang=self.lang, config=config, timeout=timeout,
+                                             output_type=pytesseract.Output.DICT)
+        except (pytesseract.TesseractError, RuntimeError, OSError) as exc:
+            raise ToolInputError(f"tesseract could not read the image: {exc}", tool=TOOL) from exc
+        lines: dict[tuple[int, int, int, int], list[int]] = {}
+        for i, word in enumerate(data["text"]):
+            if str(word).strip() and float(data["conf"][i]) >= 0:
+                key = (data["page_num"][i], data["block_num"][i], data["par_num"][i], data["line_num"][i])
+                lines.setdefault(key, []).append(i)
+        out = []
+        for idx in lines.values():
+            left = min(data["left"][i] for i in idx)
+            top = min(data["top"][i] for i in idx)
+            right = max(data["left"][i] + data["width"][i] for i in idx)
+            bottom = max(data["top"][i] + data["height"][i] for i in idx)
+            out.append((" ".join(str(data["text"][i]).strip() for i in idx), (left, top, right, bottom)))
+        return out
+
+
+def load_tesseract(source: str, *, device: str, dtype: Any, offload: bool, options: Mapping[str, Any]) -> TesseractReader:
+    """Backend loader: ``source`` is a ``<lang>.traineddata`` file (what ``tesseract:<lang>`` resolves to)."""
+    from pathlib import Path
+
+    from orchestrator.runtime import tesseract_binary
+
+    data = Path(source)
+    return TesseractReader(tesseract_binary(), str(data.parent), data.name.removesuffix(".traineddata"),
+                           data.stat().st_size)
+
+
+def _read_tesseract(enc: Any, picture: Any, p: OCRParams) -> OCRResult:
+    started = time.perf_counter()
+    psm = int(enc.choice.option("psm", 3) if p.segment_lines else 7)  # 3: find the layout; 7: one line
+    with enc.use(exclusive=False) as reader:
+        found = reader.read(picture, psm=psm)
+    dropped = max(0, len(found) - p.max_lines)
+    lines = [
+        {"text": t, "box": {"xmin": b[0], "ymin": b[1], "xmax": b[2], "ymax": b[3]}} for t, b in found[: p.max_lines]
+    ]
+    text = "\n".join(line["text"] for line in lines)
+    return OCRResult(text, lines, enc.model, time.perf_counter() - started, dropped)
+
+
+def _register() -> None:
+    from orchestrator.runtime import list_backends, register_backend
+
+    if TESSERACT_BACKEND not in list_backends():
+        register_backend(TESSERACT_BACKEND, load_tesseract, requires=("pytesseract",), extra="offline",
+                         description="Tesseract OCR (Debian tesseract-ocr; model tesseract:<lang>)")
+
+
+_register()
 
 
 @tool(

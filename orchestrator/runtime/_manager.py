@@ -40,6 +40,7 @@ from orchestrator.errors import ModelError, ModelLoadError, ModelNotFound
 
 from ._backends import LOAD_OPTIONS, check_backend
 from ._device import HEAVY_LOCK, default_memory_budget, pick_device, resolve_dtype
+from ._sources import resolve_source
 from .profiles import ModelChoice
 
 __all__ = ["ModelEvent", "ModelKey", "ModelManager", "get_model_manager", "resolve_model", "set_model_manager"]
@@ -110,7 +111,8 @@ def _looks_like_path(ref: str) -> bool:
 def resolve_model(ref: str, *, task: str | None = None) -> str:
     """Turn a model reference into what ``from_pretrained`` takes, or raise ModelNotFound.
 
-    ``zoo:<name>`` -> the built zoo folder; an existing path -> its absolute path; a
+    ``zoo:<name>`` -> the built zoo folder; ``package:…`` / ``tesseract:…`` (and other
+    registered schemes) -> the file they name; an existing path -> its absolute path; a
     hub id -> itself, if it is in the local cache or the hub is reachable.
     """
     ref = ref.strip()
@@ -123,6 +125,9 @@ def resolve_model(ref: str, *, task: str | None = None) -> str:
             exc.context.setdefault("task", task)
             exc.task = task
             raise
+    sourced = resolve_source(ref, task=task)  # package:…, tesseract:… (see _sources)
+    if sourced is not None:
+        return sourced
     path = Path(ref).expanduser()
     if _looks_like_path(ref):
         if not path.exists():
@@ -203,7 +208,12 @@ def measure_bytes(obj: Any, *, largest_only: bool = False) -> int:
     """Bytes of the parameters and buffers of every torch module in ``obj`` (shared tensors once).
 
     ``largest_only``: the biggest module alone (what CPU offload keeps on the GPU).
+    An object that is not torch (a CTranslate2 model, a soundfont) may declare its
+    size as an integer ``resident_bytes`` attribute.
     """
+    declared = getattr(obj, "resident_bytes", None)
+    if isinstance(declared, int):
+        return declared
     sizes = []
     tensors: set[int] = set()
     for module in _modules(obj, set()):

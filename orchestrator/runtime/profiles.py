@@ -48,7 +48,7 @@ from orchestrator.errors import ConfigError
 __all__ = ["BUILTIN_PROFILES", "ENV_PREFIX", "ModelChoice", "Profile", "get_profile", "load_profile"]
 
 PROFILES_DIR = Path(__file__).with_name("profiles")
-BUILTIN_PROFILES = ("tiny", "default")
+BUILTIN_PROFILES = ("tiny", "offline", "default")
 ENV_PREFIX = "ORCHESTRATOR_MODEL__"
 LLM_TASK = "llm"
 

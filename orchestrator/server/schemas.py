@@ -54,7 +54,7 @@ class RunOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     profile: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{1,64}$",
-                                description="a named model profile (tiny, default); default: the server's")
+                                description="a named model profile (offline, tiny, default); default: the server's")
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     cache: bool = True
     session_id: str | None = Field(default=None, max_length=200, description="agent chat memory session")

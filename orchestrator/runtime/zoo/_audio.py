@@ -49,7 +49,7 @@ def build_tiny_audioldm(path: Path) -> None:
     save_pipeline(pipe, path)
 
 
-@zoo_model("tiny-musicgen", version="2")
+@zoo_model("tiny-musicgen", version="3")
 def build_tiny_musicgen(path: Path) -> None:
     """MusicGen (T5 text encoder, EnCodec codec, 2-codebook decoder) with its processor."""
     import torch
@@ -89,6 +89,11 @@ def build_tiny_musicgen(path: Path) -> None:
         for layer in model.audio_encoder.quantizer.layers:
             layer.codebook.embed.normal_()
             layer.codebook.embed_avg.copy_(layer.codebook.embed)
+        # cross-attention at the default std (0.02) moves the logits by ~1e-4: every prompt would sample
+        # the same codes. Stronger text conditioning makes the output follow the prompt, as trained ones do.
+        for name, weight in model.decoder.named_parameters():
+            if "encoder_attn." in name and name.endswith("weight"):
+                weight.normal_(0.0, 0.5)
     model.generation_config = GenerationConfig(
         decoder_start_token_id=codebook_size, pad_token_id=codebook_size, bos_token_id=codebook_size,
         do_sample=True, guidance_scale=3.0, max_length=1024,

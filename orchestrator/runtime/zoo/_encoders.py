@@ -34,7 +34,7 @@ def _bert_tokenizer(**kwargs: Any) -> Any:
     return BertTokenizer(vocab=vocab, **kwargs)
 
 
-@zoo_model("tiny-blip-caption", version="1")
+@zoo_model("tiny-blip-caption", version="3")
 def build_tiny_blip_caption(path: Path) -> None:
     """BLIP image captioning (ViT encoder + BERT decoder) with BlipProcessor, as Salesforce/blip-image-captioning-*."""
     import torch
@@ -54,11 +54,19 @@ def build_tiny_blip_caption(path: Path) -> None:
         vision_config={
             "hidden_size": 32, "intermediate_size": 37, "projection_dim": 32, "num_hidden_layers": 1,
             "num_attention_heads": 2, "image_size": 32, "patch_size": 8,
+            # BLIP's vision default is 1e-10 (trained weights overwrite it): random weights that small
+            # make every image look the same, so captions would not depend on the picture
+            "initializer_range": 0.02,
         },
         projection_dim=32, image_text_hidden_size=32,
     )
     torch.manual_seed(0)
-    BlipForConditionalGeneration(config).save_pretrained(path)
+    model = BlipForConditionalGeneration(config)
+    with torch.no_grad():  # stronger cross-attention: at std 0.02 greedy decoding ignores the picture
+        for name, weight in model.text_decoder.named_parameters():
+            if "crossattention.self." in name and name.endswith("weight"):
+                weight.normal_(0.0, 0.5)
+    model.save_pretrained(path)
     processor = BlipProcessor(BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer)
     processor.save_pretrained(path)
 
