@@ -22,18 +22,18 @@ heuristic planner uses it instead of parsing prose back out of the prompt.
 from __future__ import annotations
 
 import asyncio
-import email.utils
+import contextlib
 import json as _json
 import logging
-import random
+import queue
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, overload
-
-import httpx
+from typing import Any, Literal, TypeVar, overload
 
 from orchestrator.errors import ConfigError, LLMError, LLMResponseError, LLMUnavailable
 
@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("orchestrator.agent.llm")
+T = TypeVar("T")
 
 Message = dict[str, Any]
 """An OpenAI-style chat message: ``{"role": "user", "content": "..."}``."""
@@ -89,6 +90,10 @@ class ChatOptions:
     max_tokens: int | None = None
     stop: Sequence[str] | None = None
     seed: int | None = None
+    json_schema: Mapping[str, Any] | None = None
+    """A JSON Schema the answer must follow (``response_format`` json_schema where the server supports it)."""
+    deadline: float | None = None
+    """An absolute ``time.monotonic()`` by which the whole call must be done (the run's LLM deadline)."""
     context: Mapping[str, Any] | None = None
 
 
@@ -188,7 +193,7 @@ class LLMClient:
 
 
 def _options(json: bool, tools: Sequence[Mapping[str, Any]] | None, options: Mapping[str, Any]) -> ChatOptions:
-    unknown = set(options) - {"temperature", "max_tokens", "stop", "seed", "context"}
+    unknown = set(options) - {"temperature", "max_tokens", "stop", "seed", "json_schema", "deadline", "context"}
     if unknown:
         raise TypeError(f"unknown chat option(s): {sorted(unknown)}")
     return ChatOptions(json=json, tools=tools, **options)
@@ -238,7 +243,9 @@ async def _thread_stream(make: Callable[[threading.Event], Iterator[str]]) -> As
 
 # ====================================================================== JSON helpers
 def loads_lenient(text: str) -> Any:
-    """Parse JSON that an LLM wrote: code fences and prose around it are tolerated."""
+    """Parse JSON that an LLM wrote: code fences, prose around it, trailing commas, unclosed
+    brackets and single quotes are tolerated (``json-repair``). Raises
+    :class:`~orchestrator.errors.LLMResponseError` when there is no JSON value in ``text``."""
     s = text.strip()
     if s.startswith("```"):
         s = s.split("\n", 1)[1] if "\n" in s else ""
@@ -250,13 +257,15 @@ def loads_lenient(text: str) -> Any:
     starts = [i for i in (s.find("{"), s.find("[")) if i >= 0]
     if not starts:
         raise LLMResponseError("the answer is not JSON", excerpt=text[:200])
-    start = min(starts)
-    decoder = _json.JSONDecoder()
+    import json_repair
+
     try:
-        value, _ = decoder.raw_decode(s[start:])
-        return value
-    except ValueError as exc:
+        value = json_repair.loads(s[min(starts):])
+    except Exception as exc:  # noqa: BLE001 - the repairer raises several kinds
         raise LLMResponseError(f"the answer is not valid JSON: {exc}", excerpt=text[:200]) from exc
+    if value in ("", None):
+        raise LLMResponseError("the answer is not valid JSON", excerpt=text[:200])
+    return value
 
 
 # ====================================================================== OpenAI-compatible
@@ -269,26 +278,31 @@ _DEFAULT_BASES = {
 
 
 class OpenAICompatClient(LLMClient):
-    """Chat completions over HTTP against any OpenAI-compatible server.
+    """Chat completions against any OpenAI-compatible server, through the official ``openai`` SDK.
 
-    >>> llm = OpenAICompatClient("qwen2.5:7b", base_url="http://127.0.0.1:11434/v1")  # doctest: +SKIP
-    >>> llm.chat([{"role": "user", "content": "hi"}]).text                              # doctest: +SKIP
+    >>> llm = OpenAICompatClient("qwen2.5:7b", base_url="http://127.0.0.1:11434/v1", flavor="ollama")  # doctest: +SKIP
+    >>> llm.chat([{"role": "user", "content": "hi"}]).text                                                # doctest: +SKIP
 
-    ``base_url`` is the API root that ``/chat/completions`` is appended to (it
-    usually ends in ``/v1``). Retries: connection errors, timeouts, 429 (honouring
-    ``Retry-After``) and 5xx are retried ``max_retries`` times with exponential
-    backoff; a stream is retried only while nothing has been yielded yet.
-    ``json_mode``: ``"auto"`` sends ``response_format={"type": "json_object"}``
-    and, if the server rejects it with a 400, retries once without it and
-    remembers; ``"response_format"`` always sends it; ``"prompt"`` never does.
+    The SDK (``AsyncOpenAI``) does the protocol: retries of connection errors, 429
+    (honouring ``Retry-After``) and 5xx, server-sent events, error bodies. This
+    wrapper adds what the agent needs on top:
 
-    Known server differences handled: SSE with or without ``data: [DONE]``,
-    ``data:`` with or without a space, ``: keep-alive`` comments, a final usage
-    chunk with empty ``choices``, ``finish_reason`` on the last content chunk or
-    on an empty one after it, chunks without ``id``/``created``/``object``,
-    ``content: null`` deltas, ``reasoning_content`` (kept out of the text), tool
-    call ``arguments`` as a JSON string or an object, ``{"error": ...}`` bodies
-    with status 200 or inside the stream.
+    * timeouts: ``connect_timeout`` and ``read_timeout`` (between bytes) per HTTP
+      request, and ``deadline``: the most seconds one call may take from request to
+      last token, retries included, so a hanging or byte-trickling server fails the
+      call with :class:`~orchestrator.errors.LLMUnavailable`. ``ChatOptions.deadline``
+      (an absolute ``time.monotonic()``) can shorten it (the agent's per-run deadline).
+    * structured output: ``ChatOptions.json_schema`` goes out as ``response_format``
+      ``{"type": "json_schema"}``, ``json=True`` as ``{"type": "json_object"}``; a
+      server that rejects ``response_format`` with a 400/422 is asked again without it,
+      once, and remembered (``json_mode="auto"``); the answer is then parsed leniently
+      (:func:`loads_lenient`, ``json-repair``). ``"response_format"`` always sends it,
+      ``"prompt"`` never does.
+    * ``flavor`` (openai, vllm, ollama, llamacpp): local servers need no API key;
+      vLLM's ``reasoning_content`` is kept out of the text; a usage chunk is asked
+      for only from servers that send one.
+
+    The sync calls run the async client on a private event loop.
     """
 
     name = "openai"
@@ -299,413 +313,286 @@ class OpenAICompatClient(LLMClient):
         base_url: str = _DEFAULT_BASES["openai"],
         api_key: str | None = None,
         *,
-        timeout: float = 120.0,
+        flavor: Literal["openai", "vllm", "ollama", "llamacpp"] = "openai",
         connect_timeout: float = 10.0,
+        read_timeout: float = 120.0,
+        deadline: float = 600.0,
         max_retries: int = 3,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
         json_mode: Literal["auto", "response_format", "prompt"] = "auto",
         headers: Mapping[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
-        async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not model:
             raise ConfigError("OpenAICompatClient needs a model name")
+        for label, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout),
+                             ("deadline", deadline)):
+            if value <= 0:
+                raise ConfigError(f"OpenAICompatClient {label} must be > 0 seconds, got {value}")
         self.model = model
+        self.flavor = flavor
         self.base_url = base_url.rstrip("/")
-        self.url = self.base_url + "/chat/completions"
+        self.api_key = api_key
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.deadline = deadline
         self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
         self.json_mode = json_mode
-        self._json_supported: bool | None = None if json_mode == "auto" else json_mode == "response_format"
-        hdrs = {"Accept": "application/json", **(headers or {})}
-        if api_key:
-            hdrs["Authorization"] = f"Bearer {api_key}"
-        self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
-        self._headers = hdrs
-        self._transport = transport
-        self._async_transport = async_transport
-        self._client: httpx.Client | None = None
-        self._aclient: httpx.AsyncClient | None = None
-        self._lock = threading.Lock()
+        self.headers = dict(headers or {})
+        self._format_supported: bool | None = None if json_mode == "auto" else json_mode == "response_format"
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"OpenAICompatClient({self.model!r}, base_url={self.base_url!r})"
 
-    # ------------------------------------------------------------ connections
-    @property
-    def client(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(timeout=self._timeout, headers=self._headers, transport=self._transport)
-            return self._client
+    # ------------------------------------------------------------ the SDK client (one per event loop)
+    def _new_client(self) -> Any:
+        import openai
 
-    @property
-    def aclient(self) -> httpx.AsyncClient:
-        # an AsyncClient is bound to the event loop that first used it
+        return openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=self.api_key or "not-needed", max_retries=self.max_retries,
+            timeout=openai.Timeout(self.read_timeout, connect=self.connect_timeout),
+            default_headers=self.headers or None,
+        )
+
+    def _client(self) -> Any:
         loop = asyncio.get_running_loop()
-        if self._aclient is None or getattr(self, "_aclient_loop", None) is not loop:
-            self._aclient = httpx.AsyncClient(timeout=self._timeout, headers=self._headers,
-                                              transport=self._async_transport)
-            self._aclient_loop = loop
-        return self._aclient
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = self._new_client()
+        return client
 
     async def aclose(self) -> None:
-        self.close()
-        if self._aclient is not None:
-            await self._aclient.aclose()
-            self._aclient = None
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
 
-    # ------------------------------------------------------------ request body
-    def _body(self, messages: list[Message], opts: ChatOptions, *, stream: bool, use_json: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": stream}
+    # ------------------------------------------------------------ request
+    def _kwargs(self, messages: list[Message], opts: ChatOptions, *, stream: bool, structured: bool) -> dict[str, Any]:
+        kw: dict[str, Any] = {"model": self.model, "messages": messages, "stream": stream}
         for key in ("temperature", "max_tokens", "seed"):
             value = getattr(opts, key)
             if value is not None:
-                body[key] = value
+                kw[key] = value
         if opts.stop:
-            body["stop"] = list(opts.stop)
+            kw["stop"] = list(opts.stop)
         if opts.tools:
-            body["tools"] = [dict(t) for t in opts.tools]
-        if use_json:
-            body["response_format"] = {"type": "json_object"}
-        return body
+            kw["tools"] = [dict(t) for t in opts.tools]
+        if structured:
+            if opts.json_schema is not None:
+                kw["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "answer", "schema": dict(opts.json_schema)}}
+            else:
+                kw["response_format"] = {"type": "json_object"}
+        if stream and self.flavor in ("openai", "vllm"):
+            kw["stream_options"] = {"include_usage": True}
+        return kw
 
-    def _use_json(self, opts: ChatOptions) -> bool:
-        return bool(opts.json) and self._json_supported is not False
+    def _wants_format(self, opts: ChatOptions) -> bool:
+        return (opts.json or opts.json_schema is not None) and self._format_supported is not False
 
-    # ------------------------------------------------------------ retry policy
-    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        if response is not None:
-            hinted = _retry_after(response)
-            if hinted is not None:
-                return min(hinted, self.max_backoff)
-        base = self.backoff * (2 ** attempt)
-        return min(base * (1 + 0.1 * random.random()), self.max_backoff)
+    def _deadline(self, opts: ChatOptions) -> float:
+        at = time.monotonic() + self.deadline
+        return min(at, opts.deadline) if opts.deadline is not None else at
 
-    def _classify(self, response: httpx.Response, opts: ChatOptions) -> Literal["ok", "retry", "no_json"]:
-        status = response.status_code
-        if status < 400:
-            return "ok"
-        if status == 429 or status >= 500:
-            return "retry"
-        if status in (400, 422) and opts.json and self._json_supported is None:
-            return "no_json"
-        return "ok"
+    def _late(self, at: float, opts: ChatOptions) -> LLMUnavailable:
+        by_run = opts.deadline is not None and opts.deadline <= at
+        what = "the run's LLM deadline" if by_run else f"the per-request deadline of {self.deadline:g} s"
+        return LLMUnavailable(f"the LLM server at {self.base_url} gave no complete answer within {what} "
+                              "(it hangs or trickles bytes)", url=self.base_url, model=self.model)
 
-    def _fail_status(self, response: httpx.Response) -> LLMError:
-        status = response.status_code
-        detail = _error_detail(response)
-        if status == 429 or status >= 500:
-            return LLMUnavailable(f"LLM server answered {status} after {self.max_retries} retries: {detail}",
-                                  status=status, url=self.url)
-        if status in (401, 403):
-            return LLMResponseError(f"LLM server refused the credentials ({status}): {detail}", status=status,
-                                    url=self.url)
-        if status == 404:
-            return LLMResponseError(f"not found ({status}): {detail} - check the base URL and the model name "
-                                    f"{self.model!r}", status=status, url=self.url)
-        return LLMResponseError(f"LLM server rejected the request ({status}): {detail}", status=status, url=self.url)
+    async def _create(self, messages: list[Message], opts: ChatOptions, *, stream: bool) -> Any:
+        """One completion request; a rejected ``response_format`` is dropped and the request sent again."""
+        import openai
 
-    def _unreachable(self, exc: Exception) -> LLMUnavailable:
-        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "cannot be reached"
-        return LLMUnavailable(f"LLM server at {self.base_url} {kind} after {self.max_retries} retries: "
-                              f"{type(exc).__name__}: {exc}", url=self.url)
-
-    # ------------------------------------------------------------ non-streaming
-    def _chat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
-        attempt = 0
-        while True:
-            use_json = self._use_json(opts)
-            body = self._body(messages, opts, stream=False, use_json=use_json)
-            try:
-                response = self.client.post(self.url, json=body)
-            except httpx.TransportError as exc:
-                time.sleep(self._transport_delay(exc, attempt))
-                attempt += 1
-                continue
-            action = self._next_step(response, opts, use_json, attempt)
-            if action == "again":
-                continue
-            if action == "retry":
-                time.sleep(self._delay(attempt, response))
-                attempt += 1
-                continue
-            return _parse_completion(response)
+        structured = self._wants_format(opts)
+        try:
+            response = await self._client().chat.completions.create(
+                **self._kwargs(messages, opts, stream=stream, structured=structured))
+        except openai.APIStatusError as exc:
+            if structured and exc.status_code in (400, 422) and self._format_supported is None:
+                logger.info("%s rejected response_format (%s: %s); asking for JSON in the prompt only",
+                            self.base_url, exc.status_code, _sdk_detail(exc))
+                self._format_supported = False
+                return await self._create(messages, opts, stream=stream)
+            raise
+        if structured:
+            self._format_supported = True
+        return response
 
     async def _achat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
-        attempt = 0
-        while True:
-            use_json = self._use_json(opts)
-            body = self._body(messages, opts, stream=False, use_json=use_json)
+        at = self._deadline(opts)
+        try:
+            async with asyncio.timeout(max(0.0, at - time.monotonic())):
+                completion = await self._create(messages, opts, stream=False)
+        except TimeoutError as exc:
+            raise self._late(at, opts) from exc
+        except Exception as exc:  # noqa: BLE001 - translated at the boundary
+            raise self._translate(exc) from exc
+        return _reply(completion)
+
+    async def _astream(self, messages: list[Message], opts: ChatOptions) -> AsyncIterator[str]:
+        at = self._deadline(opts)
+        stream: Any = None
+        yielded = False
+        try:
+            async with asyncio.timeout(max(0.0, at - time.monotonic())):
+                stream = await self._create(messages, opts, stream=True)
+            chunks = stream.__aiter__()
+            while True:
+                try:
+                    async with asyncio.timeout(max(0.0, at - time.monotonic())):
+                        chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                for choice in chunk.choices or []:
+                    piece = choice.delta.content if choice.delta is not None else None
+                    if piece:
+                        yielded = True
+                        yield piece
+        except TimeoutError as exc:
+            raise self._late(at, opts) from exc
+        except LLMError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated at the boundary
+            raise self._translate(exc, broke_off=yielded) from exc
+        finally:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    await stream.close()
+
+    def _chat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
+        async def once() -> LLMReply:
             try:
-                response = await self.aclient.post(self.url, json=body)
-            except httpx.TransportError as exc:
-                await asyncio.sleep(self._transport_delay(exc, attempt))
-                attempt += 1
-                continue
-            action = self._next_step(response, opts, use_json, attempt)
-            if action == "again":
-                continue
-            if action == "retry":
-                await asyncio.sleep(self._delay(attempt, response))
-                attempt += 1
-                continue
-            return _parse_completion(response)
+                return await self._achat(messages, opts)
+            finally:
+                await self.aclose()
 
-    def _next_step(self, response: httpx.Response, opts: ChatOptions, use_json: bool,
-                   attempt: int) -> Literal["use", "retry", "again"]:
-        """What the sync and async request loops do with an answer (shared policy).
+        return _run_sync(once)
 
-        ``"again"``: ask again at once without ``response_format``; ``"retry"``:
-        retry after a backoff; ``"use"``: read the answer. A final error status raises.
-        """
-        verdict = self._classify(response, opts)
-        if verdict == "no_json" and use_json:
-            self._reject_json(response)
-            return "again"
-        if verdict == "retry" and attempt < self.max_retries:
-            return "retry"
-        if response.status_code >= 400:
-            raise self._fail_status(response)
-        if use_json:
-            self._json_supported = True
-        return "use"
+    def _stream_stoppable(self, messages: list[Message], opts: ChatOptions, stop: threading.Event) -> Iterator[str]:
+        return _sync_stream(lambda: self._astream(messages, opts), self.aclose, stop)
 
-    def _transport_delay(self, exc: httpx.TransportError, attempt: int, *, yielded: bool = False) -> float:
-        """Backoff before retrying after a connection error, or raise when no retry is left."""
-        if yielded:
-            raise LLMUnavailable(f"the LLM stream broke off: {type(exc).__name__}: {exc}", url=self.url) from exc
-        if attempt >= self.max_retries:
-            raise self._unreachable(exc) from exc
-        return self._delay(attempt, None)
-
-    def _reject_json(self, response: httpx.Response) -> None:
-        logger.info("server rejected response_format (%s: %s); asking for JSON in the prompt only",
-                    response.status_code, _error_detail(response))
-        self._json_supported = False
-
-    # ------------------------------------------------------------ streaming
     def _stream(self, messages: list[Message], opts: ChatOptions) -> Iterator[str]:
         return self._stream_stoppable(messages, opts, threading.Event())
 
-    def _stream_stoppable(self, messages: list[Message], opts: ChatOptions, stop: threading.Event) -> Iterator[str]:
-        attempt = 0
-        while True:
-            use_json = self._use_json(opts)
-            body = self._body(messages, opts, stream=True, use_json=use_json)
-            yielded = False
-            try:
-                with self.client.stream("POST", self.url, json=body,
-                                        headers={"Accept": "text/event-stream"}) as response:
-                    if response.status_code >= 400:
-                        response.read()
-                    action = self._next_step(response, opts, use_json, attempt)
-                    if action == "again":
-                        continue
-                    if action == "use":
-                        decoder = _SSEDecoder()
-                        for line in response.iter_lines():
-                            for piece in decoder.feed_line(line):
-                                yielded = True
-                                yield piece
-                            if decoder.done or stop.is_set():
-                                break
-                        else:
-                            for piece in decoder.finish():
-                                yielded = True
-                                yield piece
-                        return
-                    delay = self._delay(attempt, response)
-            except httpx.TransportError as exc:
-                delay = self._transport_delay(exc, attempt, yielded=yielded)
-            time.sleep(delay)
-            attempt += 1
+    # ------------------------------------------------------------ errors
+    def _translate(self, exc: BaseException, *, broke_off: bool = False) -> LLMError:
+        import httpx2
+        import openai
 
-    async def _astream(self, messages: list[Message], opts: ChatOptions) -> AsyncIterator[str]:
-        attempt = 0
-        while True:
-            use_json = self._use_json(opts)
-            body = self._body(messages, opts, stream=True, use_json=use_json)
-            yielded = False
-            try:
-                async with self.aclient.stream("POST", self.url, json=body,
-                                               headers={"Accept": "text/event-stream"}) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                    action = self._next_step(response, opts, use_json, attempt)
-                    if action == "again":
-                        continue
-                    if action == "use":
-                        decoder = _SSEDecoder()
-                        async for line in response.aiter_lines():
-                            for piece in decoder.feed_line(line):
-                                yielded = True
-                                yield piece
-                            if decoder.done:
-                                break
-                        else:
-                            for piece in decoder.finish():
-                                yielded = True
-                                yield piece
-                        return
-                    delay = self._delay(attempt, response)
-            except httpx.TransportError as exc:
-                delay = self._transport_delay(exc, attempt, yielded=yielded)
-            await asyncio.sleep(delay)
-            attempt += 1
+        url = self.base_url
+        if broke_off and isinstance(exc, (openai.APIConnectionError, httpx2.HTTPError, OSError)):
+            return LLMUnavailable(f"the LLM stream broke off: {exc.__cause__ or exc}", url=url)
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMUnavailable(f"LLM server at {url} timed out after {self.max_retries} retries "
+                                  f"(connect {self.connect_timeout:g} s, read {self.read_timeout:g} s)", url=url)
+        if isinstance(exc, openai.APIConnectionError):
+            return LLMUnavailable(f"LLM server at {url} cannot be reached after {self.max_retries} retries: "
+                                  f"{exc.__cause__ or exc}", url=url)
+        if isinstance(exc, openai.APIStatusError):
+            status, detail = exc.status_code, _sdk_detail(exc)
+            if status == 429 or status >= 500:
+                return LLMUnavailable(f"LLM server answered {status} after {self.max_retries} retries: {detail}",
+                                      status=status, url=url)
+            if status in (401, 403):
+                return LLMResponseError(f"LLM server refused the credentials ({status}): {detail}", status=status,
+                                        url=url)
+            if status == 404:
+                return LLMResponseError(f"not found ({status}): {detail} - check the base URL and the model name "
+                                        f"{self.model!r}", status=status, url=url)
+            return LLMResponseError(f"LLM server rejected the request ({status}): {detail}", status=status, url=url)
+        if isinstance(exc, openai.APIError):
+            return LLMResponseError(f"the LLM server reported an error: {_sdk_detail(exc)}", url=url)
+        if isinstance(exc, (httpx2.HTTPError, OSError)):
+            return LLMUnavailable(f"the LLM server at {url} broke the connection: {type(exc).__name__}: {exc}",
+                                  url=url)
+        if isinstance(exc, (ValueError, TypeError, KeyError, AttributeError)):
+            return LLMResponseError(f"the LLM server answered something unreadable: {type(exc).__name__}: {exc}",
+                                    url=url)
+        return LLMError(f"LLM call failed: {type(exc).__name__}: {exc}", url=url)
 
 
-class _SSEDecoder:
-    """Server-sent events -> text deltas of chat-completion chunks."""
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-        self.done = False
-        self.finish_reason: str | None = None
-        self.usage: dict[str, Any] | None = None
-
-    def feed_line(self, line: str) -> list[str]:
-        line = line.rstrip("\r")
-        if not line:
-            return self._dispatch()
-        if line.startswith(":"):
-            return []  # comment / keep-alive
-        fieldname, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if fieldname != "data":
-            return []  # event:, id:, retry: carry nothing we need
-        out: list[str] = []
-        if self._data and _complete_json("\n".join(self._data)):
-            out = self._dispatch()  # a server that does not separate events with blank lines
-        self._data.append(value)
-        if value.strip() == "[DONE]":
-            out += self._dispatch()
-        return out
-
-    def finish(self) -> list[str]:
-        return self._dispatch()
-
-    def _dispatch(self) -> list[str]:
-        if not self._data:
-            return []
-        payload = "\n".join(self._data).strip()
-        self._data = []
-        if payload == "[DONE]":
-            self.done = True
-            return []
-        try:
-            chunk = _json.loads(payload)
-        except ValueError as exc:
-            raise LLMResponseError(f"the LLM stream sent a chunk that is not JSON: {payload[:120]!r}") from exc
-        if not isinstance(chunk, dict):
-            raise LLMResponseError(f"the LLM stream sent an unexpected chunk: {payload[:120]!r}")
-        if "error" in chunk and not chunk.get("choices"):
-            raise LLMResponseError(f"the LLM server reported an error mid-stream: {_error_text(chunk['error'])}")
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        out = []
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or choice.get("message") or {}
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                out.append(content)
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-        return out
+def _sdk_detail(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping):
+            msg = inner.get("message") or inner.get("detail")
+            if msg:
+                return str(msg)[:300]
+        elif inner:
+            return str(inner)[:300]
+    if isinstance(body, str) and body:
+        return body[:300]
+    return str(getattr(exc, "message", exc))[:300]
 
 
-def _complete_json(text: str) -> bool:
-    text = text.strip()
-    if text == "[DONE]":
-        return True
-    try:
-        _json.loads(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _parse_completion(response: httpx.Response) -> LLMReply:
-    try:
-        doc = response.json()
-    except ValueError as exc:
-        raise LLMResponseError(f"the LLM server answered something that is not JSON: {response.text[:120]!r}",
-                               status=response.status_code) from exc
-    if not isinstance(doc, dict):
-        raise LLMResponseError("the LLM server answered an unexpected JSON value", status=response.status_code)
-    if doc.get("error") and not doc.get("choices"):
-        raise LLMResponseError(f"the LLM server reported an error: {_error_text(doc['error'])}",
-                               status=response.status_code)
-    choices = doc.get("choices") or []
-    if not choices:
-        raise LLMResponseError("the LLM server answered with no choices", status=response.status_code)
-    choice = choices[0]
-    message = choice.get("message") or {}
-    text = message.get("content") or ""
+def _reply(completion: Any) -> LLMReply:
+    """An :class:`LLMReply` from the SDK's ``ChatCompletion``."""
+    if not getattr(completion, "choices", None):
+        raise LLMResponseError("the LLM server answered with no choices")
+    choice = completion.choices[0]
+    message = choice.message
+    text = message.content or "" if message is not None else ""
     if isinstance(text, list):  # content parts
         text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
     calls = []
-    for call in message.get("tool_calls") or []:
-        fn = call.get("function") or {}
-        args = fn.get("arguments") or {}
+    for call in (message.tool_calls if message is not None else None) or []:
+        fn = call.function
+        args: Any = fn.arguments or {}
         if isinstance(args, str):
             try:
                 args = _json.loads(args) if args.strip() else {}
             except ValueError as exc:
-                raise LLMResponseError(f"tool call {fn.get('name')!r} has arguments that are not JSON: "
+                raise LLMResponseError(f"tool call {fn.name!r} has arguments that are not JSON: "
                                        f"{args[:120]!r}") from exc
-        calls.append(ToolCall(name=fn.get("name", ""), arguments=dict(args), id=call.get("id")))
-    return LLMReply(text=text, tool_calls=calls, finish_reason=choice.get("finish_reason"),
-                    usage=doc.get("usage"), model=doc.get("model"))
+        calls.append(ToolCall(name=fn.name or "", arguments=dict(args), id=call.id))
+    usage = completion.usage.model_dump() if getattr(completion, "usage", None) is not None else None
+    return LLMReply(text=text, tool_calls=calls, finish_reason=choice.finish_reason, usage=usage,
+                    model=getattr(completion, "model", None))
 
 
-def _error_text(err: Any) -> str:
-    if isinstance(err, dict):
-        return str(err.get("message") or err.get("error") or err)
-    return str(err)
-
-
-def _error_detail(response: httpx.Response) -> str:
+def _run_sync(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code (in a worker thread when a loop is running here)."""
     try:
-        doc = response.json()
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
-    if isinstance(doc, dict) and "error" in doc:
-        return _error_text(doc["error"])[:300]
-    if isinstance(doc, dict) and "detail" in doc:
-        return str(doc["detail"])[:300]
-    return str(doc)[:200]
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()  # type: ignore[arg-type]
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    ms = response.headers.get("retry-after-ms")
-    if ms:
+def _sync_stream(make: Callable[[], AsyncIterator[str]], close: Callable[[], Awaitable[None]],
+                 stop: threading.Event) -> Iterator[str]:
+    """Drive an async generator on a private loop in a thread; yield its items here."""
+    items: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    async def pump() -> None:
         try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
+            async for piece in make():
+                items.put(("item", piece))
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            items.put(("error", exc))
+        else:
+            items.put(("done", None))
+        finally:
+            with contextlib.suppress(Exception):
+                await close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(pump()), name="llm-stream", daemon=True)
+    thread.start()
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        while True:
+            kind, value = items.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
 
 
 # ====================================================================== transformers
@@ -953,7 +840,13 @@ def make_llm(spec: str | None = None, settings: Any = None, *, registry: Any = N
         if not model:
             raise ConfigError(f"LLM spec {spec!r} names no model: use '{kind}:<model>[@<base_url>]'")
         key = getattr(settings, "llm_api_key", None) or (os.environ.get("OPENAI_API_KEY") if kind == "openai" else None)
-        return OpenAICompatClient(model, base_url=base, api_key=key)
+        return OpenAICompatClient(
+            model, base_url=base, api_key=key, flavor=kind,  # type: ignore[arg-type]
+            connect_timeout=getattr(settings, "llm_connect_timeout_seconds", 10.0),
+            read_timeout=getattr(settings, "llm_read_timeout_seconds", 120.0),
+            deadline=getattr(settings, "llm_request_deadline_seconds", 600.0),
+            max_retries=getattr(settings, "llm_max_retries", 3),
+        )
     if kind == "transformers":
         target = rest or getattr(settings, "llm_model", None)
         if not target:
