@@ -48,6 +48,8 @@ class PlanReady(AgentEvent):
     attempt: int = 0
     notes: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    refusal: str | None = None
+    """What of the request the planner refused (the rest is planned)."""
 
 
 class PlanRepaired(AgentEvent):
@@ -56,6 +58,8 @@ class PlanRepaired(AgentEvent):
     type: Literal["plan_repaired"] = "plan_repaired"
     problems: list[str]
     attempt: int
+    issues: list[dict[str, Any]] = Field(default_factory=list)
+    """The problems as typed records: ``message``, ``task_id``, ``field``."""
 
 
 class PlanRejected(AgentEvent):

@@ -5,7 +5,9 @@
   output, tool calls, timeouts, retries with backoff on 429 and 5xx.
 * :class:`TransformersChatClient` runs a local chat checkpoint (anything with a chat template).
 * :class:`ScriptedLLM` answers from a script (tests, demos).
-* The offline heuristic planner (:mod:`orchestrator.agent.heuristic`) is a client too.
+
+With no language model at all (``--llm offline``), :func:`make_llm` returns ``None``: the
+offline planner plans, and the text tools do what they can without a model.
 
 Every client has the same four calls::
 
@@ -13,16 +15,13 @@ Every client has the same four calls::
     for piece in llm.chat(messages, stream=True): ...  # text deltas
     reply = await llm.achat(messages)
     async for piece in llm.achat(messages, stream=True): ...
-
-``context`` is structured information the agent graph already has (the stage,
-the request, the resources …). Network and local models ignore it; the
-heuristic planner uses it instead of parsing prose back out of the prompt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json as _json
 import logging
 import queue
@@ -46,6 +45,7 @@ __all__ = [
     "ScriptedLLM",
     "ToolCall",
     "TransformersChatClient",
+    "OFFLINE_SPECS",
     "make_llm",
 ]
 
@@ -94,7 +94,6 @@ class ChatOptions:
     """A JSON Schema the answer must follow (``response_format`` json_schema where the server supports it)."""
     deadline: float | None = None
     """An absolute ``time.monotonic()`` by which the whole call must be done (the run's LLM deadline)."""
-    context: Mapping[str, Any] | None = None
 
 
 class LLMClient:
@@ -152,6 +151,10 @@ class LLMClient:
     async def aclose(self) -> None:
         self.close()
 
+    def bounded(self, deadline: float | None) -> LLMClient:
+        """This client with every call due by ``deadline`` (a ``time.monotonic()``; the run's LLM deadline)."""
+        return self if deadline is None else _Bounded(self, deadline)
+
     def __enter__(self) -> LLMClient:
         return self
 
@@ -192,8 +195,36 @@ class LLMClient:
             yield piece
 
 
+class _Bounded(LLMClient):
+    """A view of a client whose calls carry a deadline (see :meth:`LLMClient.bounded`)."""
+
+    def __init__(self, inner: LLMClient, deadline: float) -> None:
+        self.inner = inner
+        self.deadline = deadline
+        self.name = inner.name
+
+    def __repr__(self) -> str:
+        return f"{self.inner!r}.bounded({self.deadline:.1f})"
+
+    def _opts(self, opts: ChatOptions) -> ChatOptions:
+        at = self.deadline if opts.deadline is None else min(self.deadline, opts.deadline)
+        return dataclasses.replace(opts, deadline=at)
+
+    def _chat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
+        return self.inner._chat(messages, self._opts(opts))
+
+    def _stream(self, messages: list[Message], opts: ChatOptions) -> Iterator[str]:
+        return self.inner._stream(messages, self._opts(opts))
+
+    async def _achat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
+        return await self.inner._achat(messages, self._opts(opts))
+
+    def _astream(self, messages: list[Message], opts: ChatOptions) -> AsyncIterator[str]:
+        return self.inner._astream(messages, self._opts(opts))
+
+
 def _options(json: bool, tools: Sequence[Mapping[str, Any]] | None, options: Mapping[str, Any]) -> ChatOptions:
-    unknown = set(options) - {"temperature", "max_tokens", "stop", "seed", "json_schema", "deadline", "context"}
+    unknown = set(options) - {"temperature", "max_tokens", "stop", "seed", "json_schema", "deadline"}
     if unknown:
         raise TypeError(f"unknown chat option(s): {sorted(unknown)}")
     return ChatOptions(json=json, tools=tools, **options)
@@ -808,15 +839,20 @@ class ScriptedLLM(LLMClient):
 
 
 # ====================================================================== factory
-def make_llm(spec: str | None = None, settings: Any = None, *, registry: Any = None) -> LLMClient:
-    """Build the client a spec names (the ``--llm`` flag / ``ORCHESTRATOR_LLM``).
+OFFLINE_SPECS = ("offline", "heuristic")
+"""LLM specs that mean: no language model (the offline planner plans)."""
 
-    * ``"heuristic"`` (default): the offline planner, no network, no model.
+
+def make_llm(spec: str | None = None, settings: Any = None) -> LLMClient | None:
+    """Build the client a spec names (the ``--llm`` flag / ``ORCHESTRATOR_LLM``); ``None`` for no model.
+
+    * ``"offline"`` (alias ``"heuristic"``, the default): no language model, no network.
     * ``"openai:<model>"``, ``"openai:<model>@<base_url>"``: any OpenAI-compatible
       server; ``vllm:``, ``ollama:`` and ``llamacpp:`` are the same client with
       that server's usual local base URL as default. The base URL otherwise comes
       from ``settings.llm_base_url``, the key from ``settings.llm_api_key`` or
-      ``OPENAI_API_KEY``; with no model, ``settings.llm_model``.
+      ``OPENAI_API_KEY``; with no model, ``settings.llm_model``. Timeouts and
+      retries come from the ``llm_*`` settings.
     * ``"transformers:<path-or-id>"``: a local chat model; a name of the model
       zoo (e.g. ``tiny-chat``) resolves to its local path.
     """
@@ -826,13 +862,11 @@ def make_llm(spec: str | None = None, settings: Any = None, *, registry: Any = N
         from orchestrator.settings import get_settings
 
         settings = get_settings()
-    spec = (spec or getattr(settings, "llm", None) or "heuristic").strip()
+    spec = (spec or getattr(settings, "llm", None) or "offline").strip()
     kind, _, rest = spec.partition(":")
     kind = kind.lower()
-    if kind == "heuristic":
-        from orchestrator.agent.heuristic import HeuristicPlanner
-
-        return HeuristicPlanner(registry=registry)
+    if kind in OFFLINE_SPECS:
+        return None
     if kind in _DEFAULT_BASES:
         model, _, base = rest.partition("@")
         model = model or getattr(settings, "llm_model", None) or ""
@@ -842,10 +876,8 @@ def make_llm(spec: str | None = None, settings: Any = None, *, registry: Any = N
         key = getattr(settings, "llm_api_key", None) or (os.environ.get("OPENAI_API_KEY") if kind == "openai" else None)
         return OpenAICompatClient(
             model, base_url=base, api_key=key, flavor=kind,  # type: ignore[arg-type]
-            connect_timeout=getattr(settings, "llm_connect_timeout_seconds", 10.0),
-            read_timeout=getattr(settings, "llm_read_timeout_seconds", 120.0),
-            deadline=getattr(settings, "llm_request_deadline_seconds", 600.0),
-            max_retries=getattr(settings, "llm_max_retries", 3),
+            connect_timeout=settings.llm_connect_timeout_seconds, read_timeout=settings.llm_read_timeout_seconds,
+            deadline=settings.llm_request_deadline_seconds, max_retries=settings.llm_max_retries,
         )
     if kind == "transformers":
         target = rest or getattr(settings, "llm_model", None)
@@ -853,7 +885,7 @@ def make_llm(spec: str | None = None, settings: Any = None, *, registry: Any = N
             raise ConfigError("LLM spec 'transformers:' names no model: use 'transformers:<path-or-id>'")
         return TransformersChatClient(_resolve_local_model(target), device=getattr(settings, "device", None))
     raise ConfigError(
-        f"unknown LLM spec {spec!r}: use 'heuristic', 'openai:<model>[@<base_url>]', 'vllm:…', 'ollama:…', "
+        f"unknown LLM spec {spec!r}: use 'offline', 'openai:<model>[@<base_url>]', 'vllm:…', 'ollama:…', "
         "'llamacpp:…' or 'transformers:<path-or-id>'"
     )
 
