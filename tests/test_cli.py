@@ -124,6 +124,48 @@ def test_run_prompt_with_the_heuristic_planner(env: dict[str, str], tmp_path: Pa
     (info,) = manifest["outputs"].values()
     assert Path(info["file"]).read_text() in manifest["answer"]
     assert manifest["answer"].splitlines()[0] in result.output
+    # the same request again: the task is cached, and still lists its output file
+    again = invoke(["run", "Summarize this text: 'Servers stream events. Clients resume. Redis keeps state.'",
+                    "--out", str(out)], env)
+    assert again.exit_code == 0, again.output
+    nodes = json.loads((out / "run.json").read_text())["timings"]["nodes"]
+    assert nodes["t0"]["status"] == "cached" and nodes["t0"]["outputs"] == [info["file"]]
+
+
+def test_a_refused_request_exits_non_zero_with_status_refused(env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = invoke(["run", "How are you today, my friend?", "--out", str(out)], env)
+    assert result.exit_code == 3, result.output
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "refused" and manifest["outputs"] == {}
+    assert manifest["refusals"] and "no available tool matches" in manifest["refusals"][0]
+    assert "refused:" in result.output and "no available tool matches" in result.output
+    # partly refused: what can run offline runs, the rest is listed, exit 2
+    partly = invoke(["run", "Translate 'Guten Morgen' into English and say 'hello there' out loud",
+                     "--out", str(tmp_path / "out2")], env)
+    assert partly.exit_code == 2, partly.output
+    manifest = json.loads((tmp_path / "out2" / "run.json").read_text())
+    assert manifest["status"] == "partial" and any(o["modality"] == "audio" for o in manifest["outputs"].values())
+    assert any("translation" in r and "needs a language model" in r for r in manifest["refusals"])
+
+
+def test_plan_prints_a_three_step_plan_as_json_without_running_it(env: dict[str, str], tmp_path: Path) -> None:
+    wav = tmp_path / "talk.wav"
+    wav.write_bytes(encode(Audio((0.3 * np.sin(np.arange(8000) * 0.05)).astype(np.float32), 16000))[0])
+    result = invoke(["plan", "Transcribe talk.wav, summarize the transcript and read the summary aloud",
+                     "-i", f"talk.wav={wav}", "--json"], env)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "planned" and doc["planner"] == "heuristic" and doc["problems"] == []
+    assert [(t["task"], t["dep"], t["tool"]) for t in doc["tasks"]] == [
+        ("automatic-speech-recognition", [-1], "speech.transcribe"),
+        ("summarization", [0], "llm.summarization"),
+        ("text-to-speech", [1], "speech.espeak")]
+    assert doc["tasks"][0]["args"] == {"audio": "talk.wav"} and doc["tasks"][2]["args"] == {"text": "<GENERATED>-1"}
+    stored = list((Path(env["ORCHESTRATOR_DATA_DIR"]) / "artifacts").rglob("*.json"))
+    assert len(stored) == 1  # only the input: planned, not run (no transcript, summary or speech)
+    refused = invoke(["plan", "How are you today?", "--json"], env)
+    assert refused.exit_code == 3 and json.loads(refused.stdout)["status"] == "refused"
 
 
 def test_artifacts_put_get_meta(env: dict[str, str], tmp_path: Path) -> None:

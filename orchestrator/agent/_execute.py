@@ -72,32 +72,38 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class NodeSummary:
-    """One node's end, folded from the engine's events."""
+    """One node's end, from the engine's events (see :func:`orchestrator.workflow.events.fold_node`)."""
 
     status: TaskStatus
     outputs: dict[str, ArtifactRef]
     error: str | None = None
-    error_type: str | None = None
     seconds: float = 0.0
 
 
 def fold_nodes(events: list[Any]) -> dict[str, NodeSummary]:
-    """The one fold from engine events to each node's end (later events win)."""
-    nodes: dict[str, NodeSummary] = {}
+    """Each node's end, by the one node-summary fold over the run's events."""
+    from orchestrator.workflow.events import fold_node
+
+    nodes: dict[str, dict[str, Any]] = {}
     for ev in events:
-        kind = getattr(ev, "type", "")
-        if kind == "node_finished":
-            nodes[ev.node] = NodeSummary("succeeded", dict(ev.outputs), seconds=ev.seconds)
-        elif kind == "node_cached":
-            nodes[ev.node] = NodeSummary("cached", dict(ev.outputs))
-        elif kind == "node_failed":
-            err = ev.error if isinstance(ev.error, Mapping) else {"message": str(ev.error)}
-            etype = str(err.get("type") or "")
-            nodes[ev.node] = NodeSummary("refused" if etype == "TaskRefused" else "failed", {},
-                                         str(err.get("message") or err), etype)
-        elif kind == "node_skipped":
-            nodes[ev.node] = NodeSummary("cancelled" if ev.reason == "run cancelled" else "skipped", {}, ev.reason)
-    return nodes
+        if getattr(ev, "node", None):
+            fold_node(nodes, ev.model_dump(mode="json"))
+    out: dict[str, NodeSummary] = {}
+    for name, entry in nodes.items():
+        status = entry["status"]
+        if status == "skipped" and entry.get("reason") == "run cancelled":
+            status = "cancelled"
+        if status in ("pending", "running"):
+            continue
+        outputs: dict[str, ArtifactRef] = {}
+        for port, ref in (entry.get("outputs") or {}).items():
+            if isinstance(ref, list):  # a ``many`` port: one name per artifact
+                outputs.update({f"{port}_{i}": ArtifactRef.model_validate(r) for i, r in enumerate(ref)})
+            else:
+                outputs[port] = ArtifactRef.model_validate(ref)
+        out[name] = NodeSummary(status, outputs, entry.get("error") or entry.get("reason"),
+                                float(entry.get("seconds") or 0.0))
+    return out
 
 
 async def run_workflow(compiled: Any, inputs: dict[str, Any], emit: Emit, **options: Any) -> tuple[list[Any], Any]:

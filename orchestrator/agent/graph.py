@@ -339,7 +339,8 @@ class Agent:
         result = self._result(final, collected, run_id, session_id)
         if session is not None:
             await asyncio.to_thread(self._remember, session_id, prompt, resources, inputs or {}, result)
-        done = aev.AgentFinished(agent_run=run_id, status=result.status, answer=result.answer, result=result)
+        done = aev.AgentFinished(agent_run=run_id, status=result.status, answer=result.answer,
+                                 refusals=result.refusals, result=result)
         result.events.append(done)
         yield done
 
@@ -674,6 +675,7 @@ def build_graph(agent: Agent) -> Any:
             answer = "Cancelled.\n" + report(state["request"], results, notes, refusal)
         elif opts.llm is None:
             answer = report(state["request"], results, notes, refusal)
+            emit(aev.AnswerDelta(agent_run=opts.agent_run, text=answer))  # streamed like an LLM's answer
         else:
             messages = agent.respond_messages({**state, "notes": notes}, results)
             pieces: list[str] = []

@@ -36,6 +36,7 @@ from typing import Any
 
 from orchestrator.artifacts import ArtifactRef, ArtifactStore
 from orchestrator.errors import OrchestratorError
+from orchestrator.workflow.events import fold_node as apply_event
 
 from ._metrics import Metrics
 from ._outcome import Outcome, event_json
@@ -50,7 +51,7 @@ ACTIVE_NS = "runs_active"
 CANCEL_NS = "runs_cancel"
 SERVERS_NS = "servers"
 ACTIVE = frozenset({"queued", "running"})
-TERMINAL = frozenset({"succeeded", "partial", "failed", "cancelled", "interrupted"})
+TERMINAL = frozenset({"succeeded", "partial", "refused", "failed", "cancelled", "interrupted"})
 
 
 def event_stream(run_id: str) -> str:
@@ -581,30 +582,6 @@ class RunManager:
                 logger.warning("heartbeat failed: %s", exc)
             except Exception:  # noqa: BLE001 - keep the heartbeat alive
                 logger.exception("heartbeat crashed")
-
-
-def apply_event(nodes: dict[str, Any], doc: dict[str, Any], node_tools: dict[str, str] | None = None) -> str | None:
-    """Fold one event into the per-node summary ``nodes``; returns the node it concerned."""
-    node = doc.get("node")
-    if not node:
-        return None
-    kind = doc.get("type")
-    entry = nodes.setdefault(node, {"status": "pending"})
-    if kind == "node_started":
-        if node_tools is not None:
-            node_tools[node] = doc.get("tool", "")
-        entry.update(status="running", tool=doc.get("tool"), attempt=doc.get("attempt", 1))
-    elif kind == "node_progress":
-        entry.update(step=doc.get("step"), total=doc.get("total"))
-    elif kind == "node_finished":
-        entry.update(status="succeeded", seconds=doc.get("seconds"))
-    elif kind == "node_cached":
-        entry.update(status="cached")
-    elif kind == "node_failed":
-        entry.update(status="failed", error=(doc.get("error") or {}).get("message"))
-    elif kind == "node_skipped":
-        entry.update(status="skipped", reason=doc.get("reason"))
-    return str(node)
 
 
 def _ref_json(value: Any) -> Any:
