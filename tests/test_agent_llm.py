@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 
@@ -249,3 +250,19 @@ def test_transformers_client_on_the_tiny_zoo_chat_model() -> None:
     assert "".join(asyncio.run(astream())) == "".join(pieces)  # greedy: same text either way
     with pytest.raises(LLMUnavailable, match="cannot load"):
         TransformersChatClient("/nonexistent/model").chat(MSG)
+
+
+@pytest.mark.slow
+def test_transformers_client_constrains_decoding_to_the_json_schema() -> None:
+    """Random weights answer noise; with a schema, the noise is still a valid document of it."""
+    runtime = pytest.importorskip("orchestrator.runtime")
+    llm = make_llm(f"transformers:{runtime.zoo_path('tiny-chat')}", Settings())
+    assert isinstance(llm, TransformersChatClient)
+    schema = {"type": "object", "properties": {"choice": {"enum": ["left", "right"]}, "ok": {"type": "boolean"}},
+              "required": ["choice", "ok"]}
+    reply = llm.chat(MSG, json_schema=schema, max_tokens=200)
+    doc = json.loads(reply.text)
+    assert doc["choice"] in ("left", "right") and isinstance(doc["ok"], bool) and set(doc) == {"choice", "ok"}
+    free = llm.chat(MSG, max_tokens=20)
+    with pytest.raises((ValueError, LLMError)):
+        json.loads(free.text)  # without the constraint the same weights write no JSON

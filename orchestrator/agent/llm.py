@@ -631,8 +631,15 @@ class TransformersChatClient(LLMClient):
     """A local chat model run with transformers (any checkpoint with a chat template).
 
     The model loads on first use (``from_pretrained(id_or_path)``), once. ``json``
-    is requested in the prompt only (no constrained decoding); ``tools`` are
-    passed to the chat template, and tool calls are not parsed back out.
+    is requested in the prompt; a ``json_schema`` also constrains decoding with
+    ``lm-format-enforcer`` (at each step only the tokens that keep the answer a valid
+    prefix of a document of that schema), so even a small model answers parseable JSON.
+    ``tools`` are passed to the chat template, and tool calls are not parsed back out.
+
+    Why lm-format-enforcer: pure Python (no compiled kernels to match to this torch or
+    device), it plugs into ``generate`` through the standard ``prefix_allowed_tokens_fn``
+    hook, and it takes a JSON Schema as is; outlines, xgrammar and llguidance need
+    native wheels or their own generation loop.
     """
 
     name = "transformers"
@@ -646,6 +653,7 @@ class TransformersChatClient(LLMClient):
         self.temperature = temperature
         self._model: Any = None
         self._tokenizer: Any = None
+        self._token_data: Any = None
         self._lock = threading.Lock()
         self._generate_lock = threading.Lock()
 
@@ -678,7 +686,7 @@ class TransformersChatClient(LLMClient):
     def _inputs(self, messages: list[Message], opts: ChatOptions) -> tuple[Any, Any, dict[str, Any]]:
         model, tok = self._load()
         msgs = [{"role": m["role"], "content": _text_content(m.get("content"))} for m in messages]
-        if opts.json:
+        if opts.json or opts.json_schema is not None:
             if msgs[0]["role"] == "system":
                 msgs[0] = {"role": "system", "content": msgs[0]["content"] + "\n\nAnswer with JSON only."}
             else:
@@ -697,11 +705,31 @@ class TransformersChatClient(LLMClient):
         }
         if temperature > 0:
             gen["temperature"] = temperature
+        if opts.json_schema is not None:
+            gen["prefix_allowed_tokens_fn"] = self._schema_constraint(tok, opts.json_schema)
         if opts.seed is not None:
             import torch
 
             torch.manual_seed(opts.seed)
         return model, tok, {**enc, **gen}
+
+    def _schema_constraint(self, tok: Any, schema: Mapping[str, Any]) -> Callable[[int, Any], list[int]]:
+        """A ``prefix_allowed_tokens_fn`` that keeps the answer valid JSON of ``schema``."""
+        from lmformatenforcer import CharacterLevelParserConfig, JsonSchemaParser, TokenEnforcer
+        from lmformatenforcer import TokenEnforcerTokenizerData as TokenData
+
+        if self._token_data is None:  # each token's text as it reads after another (word starts), once
+            zero, special = tok.encode("0")[-1], set(tok.all_special_ids)
+            regular = []
+            for i in range(len(tok)):
+                if i not in special:
+                    after = tok.decode([zero, i])[1:]
+                    regular.append((i, after, len(after) > len(tok.decode([i]))))
+            self._token_data = TokenData(regular, lambda ids: tok.decode(ids).rstrip("\ufffd"), tok.eos_token_id,
+                                         False, len(tok))
+        parser = JsonSchemaParser(dict(schema), config=CharacterLevelParserConfig(max_consecutive_whitespaces=2))
+        enforcer = TokenEnforcer(self._token_data, parser)
+        return lambda _batch, ids: enforcer.get_allowed_tokens(ids.tolist()).allowed_tokens
 
     def _chat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
         import torch
