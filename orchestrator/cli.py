@@ -559,11 +559,12 @@ async def _chat_turn(backend: Any, session_id: str, message: str, media: dict[st
                 console.print(f"[red]failed:[/] {(item.error or {}).get('message', '')}")
             continue
         kind = item.get("type")
-        if kind in ("answer_delta", "text_delta", "delta") and isinstance(item.get("delta", item.get("text")), str):
-            out_console.print(item.get("delta", item.get("text")), end="", markup=False, soft_wrap=True)
+        if kind == "answer_delta":
+            out_console.print(item["text"], end="", markup=False, soft_wrap=True)
             streamed = True
-        elif isinstance(item.get("ref"), dict) and kind not in ("run_finished", "run_failed"):
-            save(item["ref"], item.get("name"))
+        elif kind == "span_finished":
+            for i, ref in enumerate(item.get("refs") or []):
+                save(ref, f"{item['kind']}_{item['index'] + 1}" + (f"_{i + 1}" if i else ""))
     if streamed:
         out_console.print()
 

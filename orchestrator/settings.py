@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     max_workers: int = Field(default=4, ge=1)
 
     # agent
-    llm: str = "heuristic"
+    llm: str = "offline"
+    """The LLM spec (``offline``: no LLM, the offline planner; ``openai:<model>[@url]``, ``ollama:…`` …)."""
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: str | None = None

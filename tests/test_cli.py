@@ -119,7 +119,7 @@ def test_run_prompt_with_the_heuristic_planner(env: dict[str, str], tmp_path: Pa
                      "--out", str(out)], env)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "run.json").read_text())
-    assert manifest["status"] == "succeeded" and manifest["request"]["llm"] == "heuristic"
+    assert manifest["status"] == "succeeded" and manifest["request"]["llm"] == "offline"
     assert manifest["plan"]["tasks"][0]["task"] == "summarization"
     (info,) = manifest["outputs"].values()
     assert Path(info["file"]).read_text() in manifest["answer"]

@@ -171,7 +171,7 @@ async def execute_plan(vplan: ValidatedPlan, *, registry: Any, settings: Any, pr
     return outcomes, final
 
 
-def report(request: str, results: list[dict[str, Any]], notes: list[str], refusal: str | None) -> str:
+def report(results: list[dict[str, Any]], notes: list[str], refusal: str | None) -> str:
     """A plain answer without an LLM: what ran, what came out (text inline, media by ref), what did not."""
     lines: list[str] = []
     if refusal and not results:

@@ -13,9 +13,13 @@ __all__ = ["make_planner"]
 
 
 def make_planner(spec: str | None = None, settings: Any = None, *, registry: Any = None) -> Planner:
-    """The planner a spec names: ``None`` / ``"offline"`` / ``"heuristic"`` (and the setting
-    ``llm`` when it says so): the offline planner; an LLM spec as :func:`make_llm` takes
-    (``openai:<model>[@url]``, ``ollama:…``, ``transformers:…``): the LLM planner."""
+    """The planner a spec names: ``None`` / ``"offline"`` / ``"heuristic"``: the offline planner;
+    an LLM spec as :func:`make_llm` takes (``openai:<model>[@url]``, ``ollama:…``,
+    ``transformers:…``): the LLM planner on that client.
+
+    >>> make_planner("offline").name
+    'heuristic'
+    """
     llm = make_llm(spec or "offline", settings)
     if llm is None:
         return HeuristicPlanner(registry=registry)

@@ -672,9 +672,9 @@ def build_graph(agent: Agent) -> Any:
             notes.append(f"not done: {plan.refusal}")
         refusal = plan.refusal if plan is not None else None
         if opts.cancelled:
-            answer = "Cancelled.\n" + report(state["request"], results, notes, refusal)
+            answer = "Cancelled.\n" + report(results, notes, refusal)
         elif opts.llm is None:
-            answer = report(state["request"], results, notes, refusal)
+            answer = report(results, notes, refusal)
             emit(aev.AnswerDelta(agent_run=opts.agent_run, text=answer))  # streamed like an LLM's answer
         else:
             messages = agent.respond_messages({**state, "notes": notes}, results)
@@ -685,7 +685,7 @@ def build_graph(agent: Agent) -> Any:
                     emit(aev.AnswerDelta(agent_run=opts.agent_run, text=piece))
                 answer = "".join(pieces).strip()
             except LLMError as exc:
-                answer = report(state["request"], results, notes, refusal) + \
+                answer = report(results, notes, refusal) + \
                     f"\n(The LLM could not write the answer: {exc.message})"
         status = outcome_status(outcomes, plan, cancelled=opts.cancelled, llm_down=bool(state.get("llm_down")))
         artifacts = [ref for t in sorted(outcomes.values(), key=lambda t: t.id) for ref in t.outputs.values()]
