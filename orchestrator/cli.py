@@ -345,7 +345,7 @@ def run(
         "plan": outcome.plan,
         "errors": outcome.errors,
         "error": outcome.error,
-        "refusals": outcome.extra.get("refusals", []),
+        "refusals": outcome.refusals,
         "timings": {"total_seconds": round(seconds, 3),
                     "nodes": {n: {**{k: v for k, v in info.items() if k in ("tool", "status", "seconds", "error")},
                                   "outputs": _node_files(info, files)}
@@ -359,7 +359,7 @@ def run(
         out_console.print(_with_paths(outcome.answer, files), markup=False, soft_wrap=True)
     if outcome.status == "refused":
         console.print("[bold yellow]refused:[/] ", end="")
-        console.print("; ".join(outcome.extra.get("refusals") or []) or (outcome.error or {}).get("message", ""),
+        console.print("; ".join(outcome.refusals) or (outcome.error or {}).get("message", ""),
                       markup=False, soft_wrap=True)
         out_console.print(f"manifest: {manifest_path}", markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_REFUSED)

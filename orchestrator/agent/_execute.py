@@ -71,7 +71,7 @@ class RunOptions:
 
 
 @dataclass(frozen=True)
-class NodeSummary:
+class NodeEnd:
     """One node's end, from the engine's events (see :func:`orchestrator.workflow.events.fold_node`)."""
 
     status: TaskStatus
@@ -80,15 +80,15 @@ class NodeSummary:
     seconds: float = 0.0
 
 
-def fold_nodes(events: list[Any]) -> dict[str, NodeSummary]:
+def fold_nodes(events: list[Any]) -> dict[str, NodeEnd]:
     """Each node's end, by the one node-summary fold over the run's events."""
-    from orchestrator.workflow.events import fold_node
+    from orchestrator.workflow.events import NodeSummary, fold_node
 
-    nodes: dict[str, dict[str, Any]] = {}
+    nodes: dict[str, NodeSummary] = {}
     for ev in events:
         if getattr(ev, "node", None):
             fold_node(nodes, ev.model_dump(mode="json"))
-    out: dict[str, NodeSummary] = {}
+    out: dict[str, NodeEnd] = {}
     for name, entry in nodes.items():
         status = entry["status"]
         if status == "skipped" and entry.get("reason") == "run cancelled":
@@ -101,7 +101,7 @@ def fold_nodes(events: list[Any]) -> dict[str, NodeSummary]:
                 outputs.update({f"{port}_{i}": ArtifactRef.model_validate(r) for i, r in enumerate(ref)})
             else:
                 outputs[port] = ArtifactRef.model_validate(ref)
-        out[name] = NodeSummary(status, outputs, entry.get("error") or entry.get("reason"),
+        out[name] = NodeEnd(status, outputs, entry.get("error") or entry.get("reason"),
                                 float(entry.get("seconds") or 0.0))
     return out
 
@@ -164,7 +164,7 @@ async def execute_plan(vplan: ValidatedPlan, *, registry: Any, settings: Any, pr
     run_error = (getattr(final, "errors", None) or {}).get("<run>", "did not run")
     for i in ids:
         t = vplan.tasks[i]
-        node = nodes.get(compiled_plan.node_of_task[i], NodeSummary("skipped", {}, run_error))
+        node = nodes.get(compiled_plan.node_of_task[i], NodeEnd("skipped", {}, run_error))
         outcomes[i] = TaskOutcome(i, t.task, t.kind, node.status, tool=t.tool, model=t.model, outputs=node.outputs,
                                   error=None if node.status == "refused" else node.error,
                                   note=node.error if node.status == "refused" else None, seconds=node.seconds)

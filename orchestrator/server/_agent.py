@@ -114,7 +114,7 @@ def agent_outcome(result: AgentResult) -> Outcome:
         error = {"type": "AgentError" if status == "failed" else "RunCancelled", "message": message or status}
     plan = result.plan.model_dump(mode="json") if result.plan is not None else None
     return Outcome(status=status, outputs=dict(result.outputs), errors=errors, error=error, answer=result.answer,
-                   plan=plan, extra={"refusals": result.refusals})
+                   plan=plan, refusals=result.refusals)
 
 
 def chat_outcome(seen: list[Any]) -> Outcome:

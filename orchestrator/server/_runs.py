@@ -39,7 +39,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.workflow.events import fold_node as apply_event
 
 from ._metrics import Metrics
-from ._outcome import Outcome, event_json
+from ._outcome import Outcome, RunRecord, event_json
 from .settings import ServerSettings
 
 __all__ = ["ACTIVE", "TERMINAL", "Outcome", "QueueFull", "RunJob", "RunManager", "event_stream"]
@@ -93,7 +93,7 @@ class RunJob:
     """A run owned by this process: its record, what to execute, and its cancel switch."""
 
     id: str
-    record: dict[str, Any]
+    record: RunRecord
     executor: Executor
     spec: dict[str, Any] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -215,7 +215,7 @@ class RunManager:
         self.ensure_capacity()
         run_id = new_run_id()
         self._queued.add(run_id)  # reserve the slot before the first await: concurrent submits see it
-        record: dict[str, Any] = {
+        record: RunRecord = {
             "id": run_id,
             "kind": kind,
             "status": "queued",
@@ -357,7 +357,9 @@ class RunManager:
             answer=outcome.answer,
             plan=outcome.plan,
         )
-        rec.update(outcome.extra)
+        if outcome.refusals:
+            rec["refusals"] = list(outcome.refusals)
+        rec.update(outcome.extra)  # type: ignore[typeddict-item]
         for entry in rec["nodes"].values():
             if entry.get("status") in ("pending", "running"):
                 entry["status"] = "cancelled" if outcome.status in ("cancelled", "interrupted") else entry["status"]

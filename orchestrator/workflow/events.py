@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -25,6 +25,7 @@ __all__ = [
     "RunFailed",
     "RunFinished",
     "RunStarted",
+    "NodeSummary",
     "event_adapter",
     "fold_node",
 ]
@@ -105,7 +106,22 @@ event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 """Parse an event back from JSON: ``event_adapter.validate_python(doc)``."""
 
 
-def fold_node(nodes: dict[str, dict[str, Any]], doc: Mapping[str, Any],
+class NodeSummary(TypedDict, total=False):
+    """What :func:`fold_node` keeps per node (JSON-ready)."""
+
+    status: Literal["pending", "running", "succeeded", "cached", "failed", "refused", "skipped"]
+    tool: str | None
+    attempt: int
+    step: int | None
+    total: int | None
+    seconds: float | None
+    outputs: dict[str, Any]
+    error: str | None
+    error_type: str | None
+    reason: str | None
+
+
+def fold_node(nodes: dict[str, NodeSummary], doc: Mapping[str, Any],
               node_tools: dict[str, str] | None = None) -> str | None:
     """Fold one event (as JSON) into per-node summaries; returns the node it concerned, if any.
 
@@ -119,7 +135,7 @@ def fold_node(nodes: dict[str, dict[str, Any]], doc: Mapping[str, Any],
     if not node:
         return None
     kind = doc.get("type")
-    entry = nodes.setdefault(str(node), {"status": "pending"})
+    entry = nodes.setdefault(str(node), NodeSummary(status="pending"))
     if kind == "node_started":
         if node_tools is not None:
             node_tools[str(node)] = doc.get("tool", "")
