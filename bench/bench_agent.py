@@ -74,6 +74,7 @@ async def span_latency(registry: object, n_spans: int, delay: float, label: str)
             elif getattr(ev, "type", "") == "node_started" and ev.run_id not in started:
                 started[ev.run_id] = ev.ts - offset  # back to the perf_counter clock
         sent = srv.sent
+        await llm.release()
     # the chunk that closed span i: the first chunk whose running text contains the i-th "</image>"
     closes: list[float] = []
     text = ""

@@ -41,10 +41,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeVar
 
 from orchestrator.artifacts import ArtifactRef, Modality
 from orchestrator.errors import LLMError, OrchestratorError, PlanError
@@ -59,11 +59,13 @@ from .memory import ChatMemory, ChatSession
 from .plan import BoundTask, Plan, PlanProblem, Resource, TaskCatalog, ValidatedPlan, resource_modality, validate_plan
 from .planner import Planner, PlanRequest
 from .prompts import Prompt, load_prompt
+from .select import candidates_for
 
 __all__ = ["Agent", "AgentResult", "AgentStatus", "TaskOutcome", "build_graph", "results_json"]
 
 logger = logging.getLogger("orchestrator.agent")
 
+T = TypeVar("T")
 AgentStatus = Literal["succeeded", "partial", "refused", "failed", "cancelled", "no_tools"]
 
 
@@ -283,13 +285,24 @@ class Agent:
     def run(self, prompt: str, inputs: Mapping[str, Any] | None = None, session_id: str | None = None,
             **options: Any) -> AgentResult:
         """Plan, run and answer one request (blocking). See :meth:`astream` for the options."""
-        coro = self.arun(prompt, inputs, session_id, **options)
+        return self._blocking(self.arun(prompt, inputs, session_id, **options))
+
+    def _blocking(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on a loop of its own (a worker thread's when one runs here); the LLM client's
+        connections of that loop are closed before it ends."""
+        async def run_and_close() -> T:
+            try:
+                return await coro
+            finally:
+                if self.llm is not None:
+                    await self.llm.release()
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(coro)
+            return asyncio.run(run_and_close())
         with ThreadPoolExecutor(1) as pool:  # called from inside a running loop
-            return pool.submit(asyncio.run, coro).result()
+            return pool.submit(asyncio.run, run_and_close()).result()
 
     async def arun(self, prompt: str, inputs: Mapping[str, Any] | None = None, session_id: str | None = None,
                    **options: Any) -> AgentResult:
@@ -442,8 +455,6 @@ class Agent:
     def select_tool(self, task: BoundTask, request: str, catalog: TaskCatalog) -> tuple[str | None, str | None,
                                                                                             dict[str, Any], str | None]:
         """``(tool, model, inputs-rebound, why-not)`` for one task."""
-        from .select import candidates_for
-
         cands, reasons = candidates_for(task, self.registry, self.profile, self.settings)
         if not cands:
             return None, None, {}, "; ".join(reasons) or f"no tool can run {task.task}"
@@ -542,12 +553,7 @@ class Agent:
                 last = ev
             return last
 
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(go())
-        with ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, go()).result()
+        return self._blocking(go())
 
     async def achat_stream(self, session_id: str, message: str, media: Mapping[str, Any] | None = None, *,
                            seed: int | None = None, cancel: threading.Event | None = None) -> AsyncIterator[Any]:

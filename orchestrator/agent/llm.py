@@ -151,6 +151,9 @@ class LLMClient:
     async def aclose(self) -> None:
         self.close()
 
+    async def release(self) -> None:
+        """Release what the running event loop holds (connections); loaded models stay."""
+
     def bounded(self, deadline: float | None) -> LLMClient:
         """This client with every call due by ``deadline`` (a ``time.monotonic()``; the run's LLM deadline)."""
         return self if deadline is None else _Bounded(self, deadline)
@@ -221,6 +224,9 @@ class _Bounded(LLMClient):
 
     def _astream(self, messages: list[Message], opts: ChatOptions) -> AsyncIterator[str]:
         return self.inner._astream(messages, self._opts(opts))
+
+    async def release(self) -> None:
+        await self.inner.release()
 
 
 def _options(json: bool, tools: Sequence[Mapping[str, Any]] | None, options: Mapping[str, Any]) -> ChatOptions:
@@ -391,10 +397,14 @@ class OpenAICompatClient(LLMClient):
             client = self._clients[loop] = self._new_client()
         return client
 
-    async def aclose(self) -> None:
+    async def release(self) -> None:
+        """Close the SDK client (its connections) of the running event loop."""
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.close()
+
+    async def aclose(self) -> None:
+        await self.release()
 
     # ------------------------------------------------------------ request
     def _kwargs(self, messages: list[Message], opts: ChatOptions, *, stream: bool, structured: bool) -> dict[str, Any]:
