@@ -230,3 +230,33 @@ def test_artifacts_get_from_an_unreachable_server_is_a_clear_error(env: dict[str
     assert result.exit_code == 1 and "cannot reach the server" in result.output
     assert invoke(["artifacts", "get", "nope", "-o", str(tmp_path / "x"), "--server", "http://127.0.0.1:1"],
                   env).exit_code == 2
+
+
+def test_run_with_an_llm_over_http_one_workflow_text_task_into_speech(env: dict[str, str], tmp_path: Path) -> None:
+    """--llm openai:<model>@<url>: the SDK client plans, a text task answers, speech reads it, one run."""
+    from llm_server import ScriptedLLMServer
+
+    plan = ('{"tasks": [{"task": "translation", "id": 0, "dep": [-1], "args": {"text": "good morning", '
+            '"language": "German"}}, {"task": "text-to-speech", "id": 1, "dep": [0], '
+            '"args": {"text": "<GENERATED>-0"}}], "refusal": null}')
+
+    def answer(body: dict) -> str:
+        system = body["messages"][0]["content"]
+        if "task planner" in system:
+            return plan
+        if "one text task" in system:
+            return "Guten Morgen"
+        return "Here it is: [audio]"
+
+    with ScriptedLLMServer([answer] * 3) as srv:
+        out = tmp_path / "out"
+        result = invoke(["run", "say good morning in German", "--llm", f"openai:m@{srv.base_url}", "--out", str(out)],
+                        env)
+        assert result.exit_code == 0, result.output
+        assert srv.requests[0]["response_format"]["type"] == "json_schema"  # the plan's schema went out
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "succeeded" and manifest["request"]["llm"].startswith("openai:m@")
+    assert (out / "t0_text.txt").read_text() == "Guten Morgen"
+    assert set(manifest["timings"]["nodes"]) == {"t0", "t1"}  # both tasks in the one workflow
+    assert manifest["timings"]["nodes"]["t0"]["tool"] == "llm.translation"
+    assert decode((out / "t1_audio.wav").read_bytes(), "audio").duration > 0.2
