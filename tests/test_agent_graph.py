@@ -271,6 +271,35 @@ def test_text_task_feeding_a_decoder_runs_as_one_workflow(local_store: Any) -> N
     assert local_store.load(result.tasks[1].outputs["text"]) == "une petite image"
 
 
+def test_the_llm_chooses_among_several_tools_when_asked(local_store: Any) -> None:
+    sel = ToolRegistry()
+    for t in (draw, caption):
+        sel.register(t)
+
+    @tool("g.draw2", task="text-to-image", description="Draw, bigger.", inputs={"text": "text"},
+          outputs={"image": "image"}, register=False)
+    def draw2(text: str) -> Image.Image:
+        return Image.new("RGB", (48, 32), "blue")
+
+    sel.register(draw2)
+    plan = '[{"task": "text-to-image", "id": 0, "dep": [-1], "args": {"text": "a kite"}}]'
+
+    def answer(body: dict) -> str:
+        system = body["messages"][0]["content"]
+        if "Choose the best model" in system:
+            assert "0. tool g.draw" in system and "1. tool g.draw2" in system
+            return '{"choice": 1}'
+        return plan if "task planner" in system else "done"
+
+    with ScriptedLLMServer([answer] * 3) as srv:
+        agent = Agent(llm=http_llm(srv), store=local_store, profile=EMPTY, registry=sel,
+                      choose_models_with_llm=True, describe_media=False)
+        result = agent.run("draw a kite")
+    assert result.status == "succeeded" and result.tasks[0].tool == "g.draw2"
+    assert local_store.load(result.artifact("image")).size == (48, 32)
+    assert any(r.get("response_format", {}).get("type") == "json_object" for r in srv.requests)
+
+
 def test_offline_refusals_are_honest(local_store: Any) -> None:
     agent = offline_agent(local_store)
     partly = agent.run("Translate 'Guten Morgen' into English and draw a picture of a red kite")

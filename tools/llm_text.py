@@ -38,12 +38,20 @@ class TextTaskParams(BaseModel):
                                     description="the plan's other text arguments (language: French, labels …)")
 
 
+_SHARED: dict[tuple[str, str | None, str | None], LLMClient | None] = {}
+"""Clients built from settings (a workflow run outside the agent), one per LLM spec."""
+
+
 def _client(ctx: ToolContext) -> LLMClient | None:
+    """The run's LLM (the agent's), else the one the settings name (shared), else none."""
     if ctx.llm is not None:
         return ctx.llm
     if ctx.settings is None:
         return None
-    return make_llm(ctx.settings.llm, ctx.settings)
+    key = (ctx.settings.llm, ctx.settings.llm_base_url, ctx.settings.llm_model)
+    if key not in _SHARED:
+        _SHARED[key] = make_llm(ctx.settings.llm, ctx.settings)
+    return _SHARED[key]
 
 
 # ---------------------------------------------------------------------- what needs no model

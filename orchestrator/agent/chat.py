@@ -182,7 +182,7 @@ class ChatRunner:
             if vplan is None:
                 raise PlanError("; ".join(str(p) for p in problems))
             seed = _int(span.attrs.get("seed"))
-            await asyncio.to_thread(agent.select, vplan, span.content)
+            await asyncio.to_thread(agent.select, vplan, span.content, opts.llm)
             for i in vplan.order:
                 t = vplan.tasks[i]
                 if t.tool is None:

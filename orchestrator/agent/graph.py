@@ -435,13 +435,14 @@ class Agent:
             self.memory.save(session)
 
     # ------------------------------------------------------------ select
-    def select(self, vplan: ValidatedPlan, request: str) -> dict[str, dict[str, Any]]:
-        """Give each task of ``vplan`` its tool and model (see the module docstring); returns the choices."""
+    def select(self, vplan: ValidatedPlan, request: str, llm: LLMClient | None = None) -> dict[str, dict[str, Any]]:
+        """Give each task of ``vplan`` its tool and model (see the module docstring); returns the choices.
+        ``llm`` (the run's, bounded by its deadline) chooses among candidates when ``choose_models_with_llm``."""
         catalog = self.catalog()
         selections: dict[str, dict[str, Any]] = {}
         for i in vplan.order:
             t = vplan.tasks[i]
-            tool, model, inputs, why = self.select_tool(t, request, catalog)
+            tool, model, inputs, why = self.select_tool(t, request, catalog, llm or self.llm)
             if tool is None:
                 t.tool, t.unavailable = None, why
                 selections[str(t.id)] = {"task": t.task, "tool": None, "error": why}
@@ -452,27 +453,26 @@ class Agent:
             selections[str(t.id)] = {"task": t.task, "tool": tool, "model": model}
         return selections
 
-    def select_tool(self, task: BoundTask, request: str, catalog: TaskCatalog) -> tuple[str | None, str | None,
-                                                                                            dict[str, Any], str | None]:
+    def select_tool(self, task: BoundTask, request: str, catalog: TaskCatalog, llm: LLMClient | None = None
+                    ) -> tuple[str | None, str | None, dict[str, Any], str | None]:
         """``(tool, model, inputs-rebound, why-not)`` for one task."""
         cands, reasons = candidates_for(task, self.registry, self.profile, self.settings)
         if not cands:
             return None, None, {}, "; ".join(reasons) or f"no tool can run {task.task}"
         pick = 0
-        if self.choose_models_with_llm and len(cands) > 1:
-            pick = self._llm_choice(task, request, cands)
+        if self.choose_models_with_llm and len(cands) > 1 and llm is not None:
+            pick = self._llm_choice(task, request, cands, llm)
         tool, model, inputs = cands[pick]
         return tool, model, inputs, None
 
-    def _llm_choice(self, task: BoundTask, request: str, cands: Sequence[tuple[str, str | None, Any]]) -> int:
+    def _llm_choice(self, task: BoundTask, request: str, cands: Sequence[tuple[str, str | None, Any]],
+                    llm: LLMClient) -> int:
         listing = "\n".join(f"{i}. tool {t}" + (f", model {m}" if m else "") for i, (t, m, _) in enumerate(cands))
         messages = [{"role": "system", "content": self.prompt("select").render(task=task.task, request=request,
                                                                                candidates=listing)},
                     {"role": "user", "content": "Choose."}]
-        if self.llm is None:
-            return 0
         try:
-            reply = self.llm.chat(messages, json=True, temperature=0.0)
+            reply = llm.chat(messages, json=True, temperature=0.0)
             choice = int(reply.json().get("choice", 0))
         except (LLMError, ValueError, TypeError, AttributeError) as exc:
             logger.info("model choice by the LLM failed (%s); taking the first candidate", exc)
@@ -630,7 +630,7 @@ def build_graph(agent: Agent) -> Any:
         opts: RunOptions = config["configurable"]["agent_options"]
         vplan = state["vplan"]
         assert vplan is not None
-        selections = await asyncio.to_thread(agent.select, vplan, state["request"])
+        selections = await asyncio.to_thread(agent.select, vplan, state["request"], opts.llm)
         if selections:
             _writer()(aev.ModelsSelected(agent_run=opts.agent_run, selections=selections))
         return {"vplan": vplan}
