@@ -74,6 +74,7 @@ async def span_latency(registry: object, n_spans: int, delay: float, label: str)
             elif getattr(ev, "type", "") == "node_started" and ev.run_id not in started:
                 started[ev.run_id] = ev.ts - offset  # back to the perf_counter clock
         sent = srv.sent
+        await llm.release()
     # the chunk that closed span i: the first chunk whose running text contains the i-th "</image>"
     closes: list[float] = []
     text = ""
@@ -97,7 +98,7 @@ def planner_throughput(sample: int) -> None:
     catalog = TaskCatalog(default_registry)
     planner = HeuristicPlanner(embeddings=False)
     t0 = time.perf_counter()
-    plans = [planner.plan(r, mentioned_resources(r), catalog=catalog) for r in requests]
+    plans = [planner.plan_text(r, mentioned_resources(r), catalog=catalog) for r in requests]
     dt = time.perf_counter() - t0
     valid = sum(1 for r, p in zip(requests, plans, strict=True)
                 if p.tasks and validate_plan(p, catalog, mentioned_resources(r))[0] is not None)
@@ -113,11 +114,11 @@ def planner_throughput(sample: int) -> None:
         return
     emb = HeuristicPlanner(embeddings=True)
     t0 = time.perf_counter()
-    emb.plan(requests[0], mentioned_resources(requests[0]), catalog=catalog)
+    emb.plan_text(requests[0], mentioned_resources(requests[0]), catalog=catalog)
     load = time.perf_counter() - t0
     subset = requests[1:sample + 1]
     t0 = time.perf_counter()
-    eplans = [emb.plan(r, mentioned_resources(r), catalog=catalog) for r in subset]
+    eplans = [emb.plan_text(r, mentioned_resources(r), catalog=catalog) for r in subset]
     dt = time.perf_counter() - t0
     kplans = plans[1:sample + 1]
     changed = sum(1 for a, b in zip(eplans, kplans, strict=True) if a.tasks != b.tasks)

@@ -4,6 +4,7 @@
 
     orchestrator run "draw a lighthouse at dusk and read this caption aloud" --out out/
     orchestrator run --graph clean-and-visualize -i audio=talk.wav -i instruction="add reverb"
+    orchestrator plan "transcribe talk.wav, summarize it, read the summary aloud" -i talk.wav=talk.wav --json
     orchestrator chat                      # interactive, media saved as it arrives
     orchestrator serve --port 8000         # the REST server (docs/server.md)
     orchestrator tools [--json]            # the tool catalog
@@ -13,7 +14,7 @@
 
 Settings come from ``ORCHESTRATOR_*`` environment variables (see
 :class:`orchestrator.settings.Settings`); ``--redis-url`` / ``--data-dir`` override
-the store. With nothing configured everything is embedded: the heuristic planner,
+the store. With nothing configured everything is embedded: the offline planner,
 the tiny profile (its checkpoints built on demand) and a directory store under
 ``./.orchestrator``: no Redis, no network, no GPU.
 """
@@ -207,29 +208,26 @@ class _ProgressView:
             return
         if not node:
             return
+        from orchestrator.workflow.events import fold_node
+
         task = self._task(node)
+        fold_node(self.nodes, doc)  # the one node-summary fold; the bars follow it
         info = self.nodes[node]
         if kind == "node_started":
-            info.update(status="running", tool=doc.get("tool"), started=time.perf_counter())
             self.progress.update(task, description=f"[cyan]{node}[/] {doc.get('tool', '')}")
             self.progress.start_task(task)
         elif kind == "node_progress":
             total = max(1, int(doc.get("total") or 1))
             self.progress.update(task, total=total, completed=min(int(doc.get("step") or 0), total))
         elif kind in ("node_finished", "node_cached"):
-            cached = kind == "node_cached"
-            info.update(status="cached" if cached else "succeeded", seconds=doc.get("seconds", 0.0),
-                        outputs=list((doc.get("outputs") or {}).keys()))
-            label = "cached" if cached else f"{doc.get('seconds', 0.0):.2f}s"
+            label = "cached" if kind == "node_cached" else f"{doc.get('seconds', 0.0):.2f}s"
             self.progress.update(task, description=f"[green]{node}[/] {info.get('tool', '')} ({label})",
                                  total=1, completed=1)
         elif kind == "node_failed":
-            message = (doc.get("error") or {}).get("message", "failed")
-            info.update(status="failed", error=message)
-            self.progress.update(task, description=f"[red]{node} failed[/]: {message[:80]}")
+            message = str(info.get("error") or "failed")
+            self.progress.update(task, description=f"[red]{node} {info['status']}[/]: {message[:80]}")
             self.progress.stop_task(task)
         elif kind == "node_skipped":
-            info.update(status="skipped", error=doc.get("reason"))
             self.progress.update(task, description=f"[yellow]{node} skipped[/]")
             self.progress.stop_task(task)
 
@@ -238,7 +236,7 @@ async def _execute(prompt: str | None, graph: str | None, inputs: dict[str, str]
                    store: ArtifactStore, *, llm: str | None, seed: int | None, cache: bool,
                    view: _ProgressView) -> tuple[Any, dict[str, Any]]:
     """Run a graph or a prompt; returns (Outcome, request description)."""
-    from orchestrator.server._agent import AgentBackend, _collect
+    from orchestrator.server._agent import AgentBackend
     from orchestrator.server._outcome import Outcome, event_json
 
     if graph is not None:
@@ -272,7 +270,8 @@ async def _execute(prompt: str | None, graph: str | None, inputs: dict[str, str]
     backend = AgentBackend(store=store, core_settings=settings_for_agent)
     view.start_planning(f"planning with {settings_for_agent.llm}")
     outcome: Outcome | None = None
-    async for item in _collect(_agent_stream(backend, prompt, refs, seed, cache, settings)):
+    async for item in backend.run(prompt, inputs=refs, run_id=uuid4_hex(), cancel=threading.Event(), seed=seed,
+                                  cache=cache, profile=settings.profile):
         if isinstance(item, Outcome):
             outcome = item
         else:
@@ -280,16 +279,6 @@ async def _execute(prompt: str | None, graph: str | None, inputs: dict[str, str]
     view.stop_planning("[green]done[/]")
     assert outcome is not None
     return outcome, {"prompt": prompt, "llm": settings_for_agent.llm}
-
-
-async def _agent_stream(backend: Any, prompt: str, refs: dict[str, ArtifactRef], seed: int | None, cache: bool,
-                        settings: Settings) -> Any:
-    from orchestrator.server._agent import _accepted
-
-    agent = await asyncio.to_thread(backend.get)
-    options = {"inputs": refs or None, "seed": seed, "cache": cache, "profile": settings.profile}
-    async for item in agent.astream(prompt, **_accepted(agent.astream, options)):
-        yield item
 
 
 def _write_outputs(outcome: Any, out: Path, store: ArtifactStore) -> dict[str, dict[str, Any]]:
@@ -310,7 +299,7 @@ def run(
     input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=PATH (or NAME=text); repeatable")] = [],  # noqa: A002,B006
     graph: Annotated[str | None, typer.Option("--graph", "-g", help="a prebuilt graph name or a workflow .json file")] = None,
     profile: Annotated[str | None, typer.Option(help="model profile: offline (the default: real packaged models + tiny zoo), tiny or default")] = None,
-    llm: Annotated[str | None, typer.Option(help="heuristic | openai:<model>[@base_url] | transformers:<id or path>")] = None,
+    llm: Annotated[str | None, typer.Option(help="offline | openai:<model>[@base_url] | ollama:<model> | transformers:<id or path>")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for the outputs and run.json")] = Path("out"),
     seed: Annotated[int | None, typer.Option(help="run seed (reproducible generation)")] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="reuse cached node results")] = True,
@@ -318,7 +307,8 @@ def run(
 ) -> None:
     """Run a request end to end: plan it (or run --graph), show progress, write the outputs into OUT.
 
-    Exit status: 0 succeeded, 1 failed or cancelled, 2 partial (some outputs missing).
+    Exit status: 0 succeeded, 1 failed or cancelled, 2 partial (some tasks failed, were skipped or
+    refused; what could run did), 3 refused (nothing of the request can be done here; the reason is printed).
     """
     # 1. Check inputs
     if prompt is None and graph is None:
@@ -355,8 +345,10 @@ def run(
         "plan": outcome.plan,
         "errors": outcome.errors,
         "error": outcome.error,
+        "refusals": outcome.refusals,
         "timings": {"total_seconds": round(seconds, 3),
-                    "nodes": {n: {k: v for k, v in info.items() if k in ("tool", "status", "seconds", "error")}
+                    "nodes": {n: {**{k: v for k, v in info.items() if k in ("tool", "status", "seconds", "error")},
+                                  "outputs": _node_files(info, files)}
                               for n, info in view.nodes.items()}},
         "started_at": started,
     }
@@ -365,6 +357,12 @@ def run(
     _summary(outcome, view, files)
     if outcome.answer:
         out_console.print(_with_paths(outcome.answer, files), markup=False, soft_wrap=True)
+    if outcome.status == "refused":
+        console.print("[bold yellow]refused:[/] ", end="")
+        console.print("; ".join(outcome.refusals) or (outcome.error or {}).get("message", ""),
+                      markup=False, soft_wrap=True)
+        out_console.print(f"manifest: {manifest_path}", markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_REFUSED)
     if outcome.status in ("failed", "cancelled"):
         reason = (outcome.error or {}).get("message") or "; ".join(f"{k}: {v}" for k, v in outcome.errors.items())
         console.print(f"[bold red]run {outcome.status}:[/] ", end="")
@@ -373,7 +371,7 @@ def run(
         raise typer.Exit(1)
     if outcome.status == "partial":
         for k, v in outcome.errors.items():
-            console.print(f"[yellow]failed[/] {k}: ", end="")
+            console.print(f"[yellow]not done[/] {k}: ", end="")
             console.print(v, markup=False, soft_wrap=True)
     out_console.print(f"{outcome.status} in {seconds:.1f}s", markup=False)
     out_console.print(f"files:    {', '.join(f['file'] for f in files.values()) or '(none)'}", markup=False, soft_wrap=True)
@@ -383,6 +381,15 @@ def run(
 
 
 _REF = re.compile(r"\[(\w+): (sha256:[0-9a-f]{64})\]")
+EXIT_REFUSED = 3
+"""Exit status of ``run`` when the request is refused (nothing of it can be done here)."""
+
+
+def _node_files(info: dict[str, Any], files: dict[str, dict[str, Any]]) -> list[str]:
+    """The files written for a node's outputs (cached nodes list theirs like any other)."""
+    by_id = {f["id"]: f["file"] for f in files.values()}
+    refs = [r for v in (info.get("outputs") or {}).values() for r in (v if isinstance(v, list) else [v])]
+    return [by_id[r["id"]] for r in refs if isinstance(r, dict) and r.get("id") in by_id]
 
 
 def _with_paths(text: str, files: dict[str, dict[str, Any]]) -> str:
@@ -394,13 +401,15 @@ def _with_paths(text: str, files: dict[str, dict[str, Any]]) -> str:
 def _summary(outcome: Any, view: _ProgressView, files: dict[str, dict[str, Any]]) -> None:
     if view.nodes:
         table = Table(title="nodes", title_justify="left")
-        for col in ("node", "tool", "status", "seconds"):
+        for col in ("node", "tool", "status", "seconds", "outputs"):
             table.add_column(col)
         for node, info in view.nodes.items():
-            color = {"succeeded": "green", "cached": "green", "failed": "red", "skipped": "yellow"}.get(info["status"], "")
+            color = {"succeeded": "green", "cached": "green", "failed": "red", "skipped": "yellow",
+                     "refused": "yellow"}.get(info["status"], "")
             status = f"[{color}]{info['status']}[/]" if color else info["status"]
             secs = info.get("seconds")
-            table.add_row(node, str(info.get("tool") or ""), status, f"{secs:.2f}" if isinstance(secs, float) else "")
+            table.add_row(node, str(info.get("tool") or ""), status, f"{secs:.2f}" if isinstance(secs, float) else "",
+                          ", ".join(_node_files(info, files)))
         console.print(table)
     if files:
         table = Table(title="outputs", title_justify="left")
@@ -411,11 +420,64 @@ def _summary(outcome: Any, view: _ProgressView, files: dict[str, dict[str, Any]]
         console.print(table)
 
 
+# ====================================================================== plan
+@app.command("plan")
+def plan_command(
+    prompt: Annotated[str, typer.Argument(help="the request, in plain words")],
+    input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=PATH the request refers to; repeatable")] = [],  # noqa: A002,B006
+    llm: Annotated[str | None, typer.Option(help="offline | openai:<model>[@base_url] | ollama:<model> | transformers:<id or path>")] = None,
+    profile: Annotated[str | None, typer.Option(help="model profile used to select tools: tiny or default")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
+) -> None:
+    """Plan a request without running it: the tasks, their dependencies and arguments, the tools selected.
+
+    Exit status: 0 a valid plan, 1 no valid plan (the problems are printed), 3 refused.
+    """
+    import dataclasses
+
+    from orchestrator.server._agent import AgentBackend
+
+    settings = _settings(llm=llm, profile=profile)
+    try:
+        store = open_store(settings)
+        agent = AgentBackend(store=store, core_settings=settings).get()
+        inputs = {name: value for name, value in _parse_inputs(input).items()}
+        plan, vplan, problems = asyncio.run(agent.aplan(prompt, inputs))
+    except OrchestratorError as exc:
+        raise _fail(str(exc)) from exc
+    status = "planned" if vplan is not None else "refused" if plan.refusal and not problems else "invalid"
+    tasks = []
+    for t in plan.tasks:
+        bound = vplan.tasks.get(t.id) if vplan is not None else None
+        tasks.append({**t.model_dump(), "tool": bound.tool if bound else None, "model": bound.model if bound else None,
+                      **({"unavailable": bound.unavailable} if bound is not None and bound.unavailable else {})})
+    doc = {"request": prompt, "planner": agent.planner.name, "status": status, "tasks": tasks,
+           "refusal": plan.refusal, "notes": plan.notes, "warnings": vplan.warnings if vplan is not None else [],
+           "problems": [dataclasses.asdict(p) for p in problems]}
+    if as_json:
+        out_console.print_json(json.dumps(doc))
+    else:
+        for t in tasks:
+            deps = ", ".join(str(d) for d in t["dep"] if d >= 0) or "-"
+            args = ", ".join(f"{k}={v}" for k, v in t["args"].items())
+            out_console.print(f"{t['id']}. {t['task']} ({t['tool'] or 'no tool'}) deps: {deps}  {args}", markup=False)
+        for note in plan.notes:
+            out_console.print(f"note: {note}", markup=False)
+        if plan.refusal:
+            out_console.print(f"refused: {plan.refusal}", markup=False)
+        for p in problems:
+            out_console.print(f"problem: {p}", markup=False)
+    if status == "refused":
+        raise typer.Exit(EXIT_REFUSED)
+    if status == "invalid":
+        raise typer.Exit(1)
+
+
 # ====================================================================== chat
 @app.command()
 def chat(
     session: Annotated[str | None, typer.Option(help="session id (memory is kept per session, in the store)")] = None,
-    llm: Annotated[str | None, typer.Option(help="heuristic | openai:<model>[@base_url] | transformers:<id or path>")] = None,
+    llm: Annotated[str | None, typer.Option(help="offline | openai:<model>[@base_url] | ollama:<model> | transformers:<id or path>")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="folder where media are saved as they arrive")] = Path("out/chat"),
     seed: Annotated[int | None, typer.Option(help="seed for generated media")] = None,
 ) -> None:
@@ -497,11 +559,12 @@ async def _chat_turn(backend: Any, session_id: str, message: str, media: dict[st
                 console.print(f"[red]failed:[/] {(item.error or {}).get('message', '')}")
             continue
         kind = item.get("type")
-        if kind in ("answer_delta", "text_delta", "delta") and isinstance(item.get("delta", item.get("text")), str):
-            out_console.print(item.get("delta", item.get("text")), end="", markup=False, soft_wrap=True)
+        if kind == "answer_delta":
+            out_console.print(item["text"], end="", markup=False, soft_wrap=True)
             streamed = True
-        elif isinstance(item.get("ref"), dict) and kind not in ("run_finished", "run_failed"):
-            save(item["ref"], item.get("name"))
+        elif kind == "span_finished":
+            for i, ref in enumerate(item.get("refs") or []):
+                save(ref, f"{item['kind']}_{item['index'] + 1}" + (f"_{i + 1}" if i else ""))
     if streamed:
         out_console.print()
 

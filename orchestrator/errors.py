@@ -14,7 +14,8 @@ boundary with ``raise OurError(...) from exc`` so callers catch one family::
     ├── ToolError                    registration or call of a tool (carries tool=)
     │   ├── ToolRegistrationError
     │   ├── ToolNotFound
-    │   └── ToolInputError           a tool was given input it cannot use
+    │   ├── ToolInputError           a tool was given input it cannot use
+    │   └── TaskRefused              a tool declines a task it cannot do honestly here (no LLM offline)
     ├── WorkflowError                workflow document or graph (carries node=, port=)
     │   ├── WorkflowValidationError  every problem found at compile time, listed
     │   ├── WorkflowInputError       missing or wrong-modality run inputs
@@ -58,6 +59,7 @@ __all__ = [
     "StoreUnavailable",
     "ToolError",
     "ToolInputError",
+    "TaskRefused",
     "ToolNotFound",
     "ToolRegistrationError",
     "WorkflowError",
@@ -139,6 +141,13 @@ class ToolNotFound(ToolError):
 
 class ToolInputError(ToolError):
     """A tool received input it cannot use (corrupt, silent, wrong shape …)."""
+
+
+class TaskRefused(ToolError):
+    """A tool declines a task it cannot do honestly here (a text task that needs an LLM, offline).
+
+    The agent reports the task as ``refused``, not ``failed``; the rest of the plan still runs.
+    """
 
 
 class WorkflowError(OrchestratorError):

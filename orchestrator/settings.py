@@ -42,10 +42,19 @@ class Settings(BaseSettings):
     max_workers: int = Field(default=4, ge=1)
 
     # agent
-    llm: str = "heuristic"
+    llm: str = "offline"
+    """The LLM spec (``offline``: no LLM, the offline planner; ``openai:<model>[@url]``, ``ollama:…`` …)."""
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: str | None = None
+    llm_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    llm_read_timeout_seconds: float = Field(default=120.0, gt=0)
+    """Most seconds between two bytes of an LLM answer."""
+    llm_request_deadline_seconds: float = Field(default=600.0, gt=0)
+    """Most seconds one LLM call may take, retries and streaming included."""
+    llm_run_deadline_seconds: float = Field(default=1800.0, gt=0)
+    """Most seconds of wall time the LLM calls of one agent run may reach to (plan, repairs, text tasks, answer)."""
+    llm_max_retries: int = Field(default=3, ge=0)
 
     # downloads (tools/downloaders.py, URL inputs of the server)
     allow_private_urls: bool = False

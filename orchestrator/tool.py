@@ -29,11 +29,14 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.artifacts import Modality
+
+if TYPE_CHECKING:
+    from orchestrator.agent.llm import LLMClient
 from orchestrator.errors import ToolError, ToolInputError, ToolRegistrationError
 
 __all__ = ["NoParams", "Port", "Tool", "ToolContext", "ToolSpec", "tool"]
@@ -122,6 +125,8 @@ class ToolContext:
     provenance: dict[str, Any] = field(default_factory=dict)
     """Extra provenance a tool records (resolved model, effective settings); the engine merges it
     into every output artifact's metadata."""
+    llm: LLMClient | None = None
+    """The run's LLM client (text tools such as ``summarization``); None: use the one ``settings`` names."""
 
     def progress(self, step: int, total: int, message: str | None = None) -> None:
         if self.on_progress is not None:

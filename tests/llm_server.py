@@ -20,8 +20,8 @@ llamacpp   no ``id``/``created``/``object``; ``content: null`` deltas;
            ``timings`` in the last chunk; no ``data: [DONE]``; the body ends
            when the connection closes; rejects ``response_format`` with 400
            when ``reject_response_format``.
-bare       ``data:`` without a space, no blank lines between events,
-           ``: keep-alive`` comments, no ``[DONE]``, connection-close body.
+bare       ``data:`` without a space, ``\r\n`` line ends, ``: keep-alive``
+           comments, no ``[DONE]``, connection-close body.
 =========  ===================================================================
 """
 
@@ -63,6 +63,10 @@ class Reply:
     stream_error: str | None = None
     chunks: list[str] | None = None
     """Exact content pieces to stream (overrides ``chunk_chars`` splitting)."""
+    hang: float | None = None
+    """Seconds to wait before answering at all (a server that hangs)."""
+    trickle: float | None = None
+    """Send a non-streamed answer one byte at a time, this many seconds apart (a trickling server)."""
 
 
 Entry = str | Reply | Callable[[dict[str, Any]], "str | Reply"]
@@ -198,6 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, {"error": {"message": "response_format is not supported", "code": 400}})
             return
         reply = srv._next(body)
+        if reply.hang:
+            time.sleep(reply.hang)
         if reply.status != 200:
             doc = reply.body if reply.body is not None else {"error": {"message": f"scripted {reply.status}"}}
             self._send_json(reply.status, doc, reply.headers)
@@ -227,7 +233,24 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if flavor != "llamacpp":
             doc.update(id=f"chatcmpl-{uuid.uuid4().hex[:12]}", object="chat.completion", created=int(time.time()))
+        if reply.trickle:
+            self._trickle(doc, reply.trickle)
+            return
         self._send_json(200, doc, reply.headers)
+
+    def _trickle(self, doc: Any, pause: float) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     # ------------------------------------------------------------ streaming
     def _stream(self, body: dict[str, Any], reply: Reply) -> None:
@@ -251,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(raw)
             self.wfile.flush()
 
-        sep = "\n" if flavor == "bare" else "\n\n"
+        sep = "\r\n\r\n" if flavor == "bare" else "\n\n"
         prefix = "data:" if flavor == "bare" else "data: "
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
 

@@ -26,6 +26,7 @@ from orchestrator.agent.heuristic import HeuristicPlanner
 from orchestrator.artifacts import Modality
 from orchestrator.errors import ToolInputError
 from orchestrator.runtime import Profile
+from tools.llm_text import TEXT_TOOLS
 
 DEMO = Path(__file__).resolve().parent / "data" / "hugginggpt" / "demo_parse_task.json"
 SLOW = 0.4
@@ -124,7 +125,7 @@ def viz(audio: Audio) -> Image.Image:
     return Image.new("RGB", (32, 8), "white")
 
 
-for _t in (draw, speak, sound, film, caption, detect, vqa, edit, gray, fx, viz):
+for _t in (draw, speak, sound, film, caption, detect, vqa, edit, gray, fx, viz, *TEXT_TOOLS):
     reg.register(_t)
 EMPTY = Profile("empty", {})
 
@@ -134,7 +135,13 @@ def agent_with(llm: Any, store: Any, **kw: Any) -> Agent:
 
 
 def http_llm(srv: ScriptedLLMServer) -> OpenAICompatClient:
-    return OpenAICompatClient("scripted", base_url=srv.base_url, backoff=0.01)
+    return OpenAICompatClient("scripted", base_url=srv.base_url, max_retries=0)
+
+
+def offline_agent(store: Any, **kw: Any) -> Agent:
+    """No LLM at all: the offline planner plans, text tools do what they can without a model."""
+    return Agent(llm="offline", planner=HeuristicPlanner(reg, embeddings=False), store=store, profile=EMPTY,
+                 registry=reg, **kw)
 
 
 def stage_of(body: dict) -> str:
@@ -243,24 +250,72 @@ def test_failing_task_is_reported_dependents_skipped_rest_delivered(local_store:
     assert "(shows: a 24x16 picture)" in result.answer  # final images are captioned for the LLM
 
 
-def test_text_task_between_tools_is_answered_by_the_llm(local_store: Any) -> None:
+def test_text_task_feeding_a_decoder_runs_as_one_workflow(local_store: Any) -> None:
     plan = ('[{"task": "image-to-text", "id": 0, "dep": [-1], "args": {"image": "e.png"}},'
-            ' {"task": "summarization", "id": 1, "dep": [0], "args": {"text": "<GENERATED>-0"}},'
+            ' {"task": "translation", "id": 1, "dep": [0], "args": {"text": "<GENERATED>-0", "language": "French"}},'
             ' {"task": "text-to-speech", "id": 2, "dep": [1], "args": {"text": "<GENERATED>-1"}}]')
-    with ScriptedLLMServer([by_stage(plan=plan, text="tiny picture summary here", respond="spoken")] * 3) as srv:
-        result = agent_with(http_llm(srv), local_store).run("summarize e.png aloud",
+    with ScriptedLLMServer([by_stage(plan=plan, text="une petite image", respond="spoken")] * 3) as srv:
+        result = agent_with(http_llm(srv), local_store).run("translate what e.png shows and say it",
                                                            inputs={"e.png": Image.new("RGB", (3, 2))})
-    assert result.status == "succeeded"
-    assert seen["speak"][-1] == "tiny picture summary here"
+    assert result.status == "succeeded", result.tasks
+    assert seen["speak"][-1] == "une petite image"  # the LLM's text fed the decoder
     text_request = next(r for r in srv.requests if stage_of(r) == "text")
-    assert text_request["messages"][-1]["content"] == "a 3x2 picture"
+    assert text_request["messages"][-1]["content"] == "language: French\n\na 3x2 picture"
     names = types(result.events)
-    assert names.index("text_task_finished") > names.index("run_started")
-    assert names.count("run_started") == 2  # tools before and after the LLM's text
+    assert names.count("run_started") == 1 and len(result.runs) == 1  # one plan, one workflow, one run
+    run_ids = {e.run_id for e in result.events if getattr(e, "type", "").startswith(("node_", "run_"))}
+    assert len(run_ids) == 1
+    text_node = [e for e in result.events if getattr(e, "node", None) == "t1"]
+    assert [e.type for e in text_node][-1] == "node_finished"  # the text task is a node in the event stream
+    assert result.tasks[1].tool == "llm.translation" and result.tasks[1].kind == "llm"
+    assert local_store.load(result.tasks[1].outputs["text"]) == "une petite image"
+
+
+def test_the_llm_chooses_among_several_tools_when_asked(local_store: Any) -> None:
+    sel = ToolRegistry()
+    for t in (draw, caption):
+        sel.register(t)
+
+    @tool("g.draw2", task="text-to-image", description="Draw, bigger.", inputs={"text": "text"},
+          outputs={"image": "image"}, register=False)
+    def draw2(text: str) -> Image.Image:
+        return Image.new("RGB", (48, 32), "blue")
+
+    sel.register(draw2)
+    plan = '[{"task": "text-to-image", "id": 0, "dep": [-1], "args": {"text": "a kite"}}]'
+
+    def answer(body: dict) -> str:
+        system = body["messages"][0]["content"]
+        if "Choose the best model" in system:
+            assert "0. tool g.draw" in system and "1. tool g.draw2" in system
+            return '{"choice": 1}'
+        return plan if "task planner" in system else "done"
+
+    with ScriptedLLMServer([answer] * 3) as srv:
+        agent = Agent(llm=http_llm(srv), store=local_store, profile=EMPTY, registry=sel,
+                      choose_models_with_llm=True, describe_media=False)
+        result = agent.run("draw a kite")
+    assert result.status == "succeeded" and result.tasks[0].tool == "g.draw2"
+    assert local_store.load(result.artifact("image")).size == (48, 32)
+    assert any(r.get("response_format", {}).get("type") == "json_object" for r in srv.requests)
+
+
+def test_offline_refusals_are_honest(local_store: Any) -> None:
+    agent = offline_agent(local_store)
+    partly = agent.run("Translate 'Guten Morgen' into English and draw a picture of a red kite")
+    assert partly.status == "partial", partly.tasks
+    st = {t.task: t.status for t in partly.tasks.values()}
+    assert st == {"translation": "refused", "text-to-image": "succeeded"}
+    assert partly.artifact("image") is not None  # what could run, ran
+    assert any("translation" in r and "needs a language model" in r for r in partly.refusals)
+    assert "needs a language model" in partly.answer
+    none = agent.run("How are you today, my friend?")
+    assert none.status == "refused" and not none.tasks and none.refusals
+    assert "I cannot do this" in none.answer
 
 
 def test_heuristic_agent_remembers_the_previous_image(local_store: Any) -> None:
-    agent = agent_with(HeuristicPlanner(reg, embeddings=False), local_store)
+    agent = offline_agent(local_store)
     first = agent.run("Draw a picture of a red balloon", session_id="s1")
     assert first.status == "succeeded" and first.artifact("image") is not None
     second = agent.run("Now make the previous image black and white", session_id="s1")
@@ -343,7 +398,7 @@ def test_chat_source_edits_unknown_kinds_and_failures(local_store: Any) -> None:
 
 
 def test_heuristic_chat_offline(local_store: Any) -> None:
-    agent = agent_with(HeuristicPlanner(reg, embeddings=False), local_store)
+    agent = offline_agent(local_store)
     done = agent.chat("c3", "Draw a picture of a blue kite")
     assert done.message.startswith("Here you go: [image: sha256:")
     done = agent.chat("c3", "make the previous image black and white")
@@ -376,8 +431,22 @@ def test_an_unreachable_llm_fails_the_request_instead_of_succeeding(tmp_path: Pa
     from orchestrator.artifacts import LocalArtifactStore
     from orchestrator.settings import Settings
 
-    llm = OpenAICompatClient("any-model", "http://127.0.0.1:1/v1", max_retries=1, backoff=0.01)
+    llm = OpenAICompatClient("any-model", "http://127.0.0.1:1/v1", max_retries=0)
     agent = Agent(llm=llm, store=LocalArtifactStore(tmp_path), settings=Settings())
     result = agent.run("draw a cat")
     assert result.status == "failed"
-    assert any("the LLM could not plan" in p for p in result.problems)
+    assert any("the LLM could not plan" in p.message for p in result.problems)
+
+
+def test_a_hanging_llm_fails_the_run_at_the_run_deadline(tmp_path: Path) -> None:
+    from orchestrator.artifacts import LocalArtifactStore
+    from orchestrator.settings import Settings
+
+    with ScriptedLLMServer([Reply(text="[]", hang=5.0)]) as srv:
+        agent = Agent(llm=http_llm(srv), store=LocalArtifactStore(tmp_path), registry=reg, profile=EMPTY,
+                      settings=Settings(llm_run_deadline_seconds=0.5))
+        t0 = time.perf_counter()
+        result = agent.run("draw a cat")
+    assert time.perf_counter() - t0 < 3.0
+    assert result.status == "failed"
+    assert any("run's LLM deadline" in p.message for p in result.problems)

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from orchestrator import ToolRegistry, tool
-from orchestrator.agent.heuristic import (
-    HeuristicPlanner,
-    extract_mentions,
-    extractive_summary,
-    keywords,
-    lexicon_sentiment,
-    mentioned_resources,
-)
-from orchestrator.agent.plan import TaskCatalog, parse_plan, validate_plan
+from orchestrator.agent.chat import offline_reply
+from orchestrator.agent.heuristic import HeuristicPlanner, extract_mentions, mentioned_resources
+from orchestrator.agent.plan import PlanProblem, TaskCatalog, parse_plan, validate_plan
+from orchestrator.agent.planner import Planner, PlanRequest
 from orchestrator.registry import default_registry
+from tools.llm_text import TEXT_TOOLS
 
 REQUESTS = Path(__file__).resolve().parent / "data" / "taskbench" / "user_requests.json"
 
@@ -37,7 +34,7 @@ def test_every_taskbench_request_gets_a_valid_plan_or_a_refusal(requests: list[s
     planned = 0
     for request in requests:
         resources = mentioned_resources(request)
-        plan = planner.plan(request, resources, catalog=catalog)
+        plan = planner.plan_text(request, resources, catalog=catalog)
         if not plan.tasks:
             assert plan.refusal and len(plan.refusal) > 20, request
             continue
@@ -56,12 +53,12 @@ def test_a_sample_with_embeddings_stays_valid(requests: list[str]) -> None:
     catalog = TaskCatalog(default_registry)
     for request in requests[::400]:
         resources = mentioned_resources(request)
-        plan = planner.plan(request, resources, catalog=catalog)
+        plan = planner.plan_text(request, resources, catalog=catalog)
         assert plan.tasks or plan.refusal
         if plan.tasks:
             assert validate_plan(plan, catalog, resources)[0] is not None, request
-    again = planner.plan(requests[0], mentioned_resources(requests[0]), catalog=catalog)
-    assert again == planner.plan(requests[0], mentioned_resources(requests[0]), catalog=catalog)  # deterministic
+    again = planner.plan_text(requests[0], mentioned_resources(requests[0]), catalog=catalog)
+    assert again == planner.plan_text(requests[0], mentioned_resources(requests[0]), catalog=catalog)  # deterministic
 
 
 reg = ToolRegistry()
@@ -87,6 +84,8 @@ _t("x.fx", "audio-effects", {"audio": "audio", "instruction": {"modality": "text
 _t("x.denoise", "audio-noise-reduction", {"audio": "audio"}, {"audio": "audio"})
 _t("x.splice", "audio-splicer", {"clips": {"modality": "audio", "many": True}}, {"audio": "audio"})
 _t("x.gray", "image-grayscale", {"image": "image"}, {"image": "image"})
+for _text_tool in TEXT_TOOLS:
+    reg.register(_text_tool)
 
 
 @pytest.mark.parametrize(("request_text", "expected"), [
@@ -104,29 +103,33 @@ _t("x.gray", "image-grayscale", {"image": "image"}, {"image": "image"})
      [("audio-splicer", {"clips": ["a.wav", "b.wav"]}), ("audio-effects", {"audio": "<GENERATED>-0", "instruction": "add echo"})]),
 ])
 def test_plans_follow_the_data(request_text: str, expected: list) -> None:
-    plan = HeuristicPlanner(reg, embeddings=False).plan(request_text, mentioned_resources(request_text))
+    plan = HeuristicPlanner(reg, embeddings=False).plan_text(request_text, mentioned_resources(request_text))
     assert [(t.task, t.args) for t in plan.tasks] == expected
 
 
 def test_missing_tools_become_notes_and_dependents_are_skipped() -> None:
     text = "Find a video tutorial on paella, then synchronize example.wav with it. Also summarize 'Paella is rice.'"
-    plan = HeuristicPlanner(reg, embeddings=False).plan(text, mentioned_resources(text))
+    plan = HeuristicPlanner(reg, embeddings=False).plan_text(text, mentioned_resources(text))
     assert [t.task for t in plan.tasks] == ["summarization"]
     notes = " ".join(plan.notes)
     assert "cannot search the internet" in notes
 
 
 def test_refusal_for_small_talk() -> None:
-    plan = HeuristicPlanner(reg, embeddings=False).plan("How are you today, my friend?")
+    plan = HeuristicPlanner(reg, embeddings=False).plan_text("How are you today, my friend?")
     assert plan.tasks == [] and "no available tool matches" in (plan.refusal or "")
 
 
 def test_session_aliases_and_repair() -> None:
     h = HeuristicPlanner(reg, embeddings=False)
-    plan = h.plan("make image-2 black and white", {"image-2": "image"})
+    assert isinstance(h, Planner)  # the protocol, directly: no LLM client in between
+    plan = h.plan_text("make image-2 black and white", {"image-2": "image"})
     assert [(t.task, t.args) for t in plan.tasks] == [("image-grayscale", {"image": "image-2"})]
-    broken = h.plan("Transcribe x.wav then read it aloud and draw a cat", mentioned_resources("x.wav"))
-    repaired = h.repair(broken, ["task 0: audio argument 'audio' = 'x.wav' is not among the user's resources"])
+    request = PlanRequest("Transcribe x.wav then read it aloud and draw a cat", TaskCatalog(reg),
+                          {"x.wav": mentioned_resources("x.wav")["x.wav"].modality})
+    broken = asyncio.run(h.plan(request))
+    problem = PlanProblem("audio argument 'audio' = 'x.wav' is not among the user's resources", 0, "args.audio")
+    repaired = asyncio.run(h.repair(request, broken, [problem]))
     assert [t.task for t in repaired.tasks] == ["text-to-image"]  # the dependent TTS went too
     assert any("needed the output of a dropped task" in n for n in repaired.notes)
 
@@ -137,25 +140,13 @@ def test_mentions() -> None:
                                                   ("url", "https://x.org/a.wav"), ("quote", "let's go")]
 
 
-def test_honest_text_tasks() -> None:
-    h = HeuristicPlanner(reg)
-    text = ("Climate change threatens polar bears. Sea ice melts earlier every year. "
-            "Bears need sea ice to hunt seals. Without sea ice, polar bears starve.")
-    summary, done = h.text_task("summarization", text)
-    assert done and summary in text and len(summary) < len(text)
-    assert "sea ice" in keywords(text) and "polar bears" in keywords(text)
-    assert lexicon_sentiment("I love this wonderful, great product")[0] == "positive"
-    out, done = h.text_task("translation", "Hola")
-    assert not done and "needs a language model" in out
-    assert extractive_summary("One sentence only") == "One sentence only"
-
-
 def test_chat_replies_with_spans_or_a_plan_span() -> None:
     h = HeuristicPlanner(reg, embeddings=False)
-    assert h.chat_reply("Draw a picture of a lighthouse at dusk") == "Here you go: <image>a lighthouse at dusk</image>"
-    reply = h.chat_reply("make image-1 black and white", {"image-1": "image"})
+    assert offline_reply(h.plan_text("Draw a picture of a lighthouse at dusk")) == \
+        "Here you go: <image>a lighthouse at dusk</image>"
+    reply = offline_reply(h.plan_text("make image-1 black and white", {"image-1": "image"}))
     assert reply.startswith("Working on it: <plan>") and '"image-grayscale"' in reply
-    assert "cannot chat" in h.chat_reply("hello!")
+    assert "cannot chat" in offline_reply(h.plan_text("hello!"))
 
 
 # ---------------------------------------------------------------- step arguments: prompts and spoken words
@@ -237,14 +228,14 @@ _g("g.dub", "video-voiceover", {"video": "video", "text": "text"}, {"video": "vi
      [("visual-question-answering", {"image": "/e.jpg", "question": "can you tell me how many objects in the picture?"})]),
 ])
 def test_generators_get_their_own_words(request_text: str, expected: list) -> None:
-    plan = HeuristicPlanner(gen_reg, embeddings=False).plan(request_text, mentioned_resources(request_text))
+    plan = HeuristicPlanner(gen_reg, embeddings=False).plan_text(request_text, mentioned_resources(request_text))
     assert [(t.task, t.args) for t in plan.tasks] == expected
 
 
 def test_dictated_text_triggers_no_step() -> None:
     """Words to speak are data: "draw" or "transcribe" inside them start no step."""
     text = "Read this aloud: we draw water from the well and transcribe old songs."
-    plan = HeuristicPlanner(gen_reg, embeddings=False).plan(text)
+    plan = HeuristicPlanner(gen_reg, embeddings=False).plan_text(text)
     assert [(t.task, t.args) for t in plan.tasks] == [
         ("text-to-speech", {"text": "we draw water from the well and transcribe old songs."})]
 
@@ -256,5 +247,5 @@ def test_dictated_text_triggers_no_step() -> None:
 ])
 def test_instruction_words_are_stripped_from_prompts(lead: str, noun: str, task: str) -> None:
     text = f"{lead} {noun} an old train crossing a snowy bridge, please."
-    plan = HeuristicPlanner(gen_reg, embeddings=False).plan(text)
+    plan = HeuristicPlanner(gen_reg, embeddings=False).plan_text(text)
     assert [(t.task, t.args) for t in plan.tasks] == [(task, {"text": "an old train crossing a snowy bridge"})]

@@ -1,8 +1,9 @@
-"""LLM clients against a real scripted OpenAI-compatible server on loopback."""
+"""LLM clients against a real scripted OpenAI-compatible server on loopback, through the ``openai`` SDK."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 
@@ -25,7 +26,8 @@ TEXT = "Hello there, this reply arrives in several pieces."
 
 
 def client(srv: ScriptedLLMServer, **kw: object) -> OpenAICompatClient:
-    return OpenAICompatClient("m", base_url=srv.base_url, backoff=0.01, max_backoff=0.05, **kw)  # type: ignore[arg-type]
+    flavor = srv.flavor if srv.flavor in ("openai", "vllm", "ollama", "llamacpp") else "openai"
+    return OpenAICompatClient("m", base_url=srv.base_url, flavor=flavor, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
@@ -52,7 +54,7 @@ def test_429_with_retry_after_then_5xx_then_success() -> None:
     with ScriptedLLMServer(script) as srv:
         t0 = time.perf_counter()
         assert client(srv).chat(MSG).text == "finally"
-        assert time.perf_counter() - t0 >= 0.05  # Retry-After honoured (capped by max_backoff)
+        assert time.perf_counter() - t0 >= 0.2  # Retry-After honoured
         assert len(srv.requests) == 3
 
 
@@ -99,6 +101,54 @@ def test_json_mode_is_sent_to_servers_that_accept_it() -> None:
     assert reply.json() == {"choice": 1}
 
 
+def test_json_schema_goes_out_as_response_format_and_falls_back_to_lenient_parsing() -> None:
+    schema = {"type": "object", "properties": {"tasks": {"type": "array"}}, "required": ["tasks"]}
+    with ScriptedLLMServer(['{"tasks": []}']) as srv:
+        assert client(srv).chat(MSG, json_schema=schema).json() == {"tasks": []}
+    assert srv.requests[0]["response_format"] == {"type": "json_schema",
+                                                  "json_schema": {"name": "answer", "schema": schema}}
+    # a server without structured output: asked again without it; a sloppy answer is repaired
+    with ScriptedLLMServer(["Sure! {'tasks': [1, 2,], } hope that helps"], flavor="llamacpp",
+                           reject_response_format=True) as srv:
+        assert client(srv).chat(MSG, json_schema=schema).json() == {"tasks": [1, 2]}
+    assert "response_format" in srv.requests[0] and "response_format" not in srv.requests[1]
+
+
+def test_a_hanging_server_fails_the_call_at_the_read_timeout() -> None:
+    with ScriptedLLMServer([Reply(text="late", hang=5.0)]) as srv:
+        t0 = time.perf_counter()
+        with pytest.raises(LLMUnavailable, match="timed out"):
+            client(srv, read_timeout=0.3, max_retries=0).chat(MSG)
+    assert time.perf_counter() - t0 < 2.5
+
+
+def test_a_trickling_server_fails_the_call_at_the_deadline() -> None:
+    """Bytes keep coming (no read timeout fires) but the answer never completes in time."""
+    with ScriptedLLMServer([Reply(text="slow", trickle=0.05), Reply(text="a long answer", chunks=list("abcdefghij"),
+                                                                      delay=0.2)]) as srv:
+        llm = client(srv, read_timeout=1.0, deadline=0.6, max_retries=0)
+        t0 = time.perf_counter()
+        with pytest.raises(LLMUnavailable, match="deadline of 0.6 s"):
+            llm.chat(MSG)
+        assert time.perf_counter() - t0 < 2.0
+        got: list[str] = []
+
+        async def stream() -> None:
+            async for piece in llm.achat(MSG, stream=True):
+                got.append(piece)
+
+        with pytest.raises(LLMUnavailable, match="hangs or trickles"):
+            asyncio.run(stream())
+    assert 1 <= len(got) < 10  # what came before the deadline was delivered
+
+
+def test_a_run_deadline_shortens_the_request_deadline() -> None:
+    with ScriptedLLMServer([Reply(text="x", hang=3.0)]) as srv:
+        llm = client(srv, read_timeout=10, deadline=10, max_retries=0)
+        with pytest.raises(LLMUnavailable, match="run's LLM deadline"):
+            llm.chat(MSG, deadline=time.monotonic() + 0.3)
+
+
 @pytest.mark.parametrize("flavor", ["openai", "ollama"])
 def test_tool_calls_are_decoded(flavor: str) -> None:
     call = {"name": "get_weather", "arguments": {"city": "Paris"}}
@@ -128,11 +178,11 @@ def test_unreachable_server_and_timeout() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    llm = OpenAICompatClient("m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, backoff=0.01)
+    llm = OpenAICompatClient("m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
     with pytest.raises(LLMUnavailable, match="cannot be reached"):
         llm.chat(MSG)
     with ScriptedLLMServer([Reply(text="slow", chunks=["a", "b"], delay=1.0)] * 2) as srv:
-        slow = OpenAICompatClient("m", base_url=srv.base_url, timeout=0.3, max_retries=0)
+        slow = OpenAICompatClient("m", base_url=srv.base_url, read_timeout=0.3, max_retries=0)
         with pytest.raises(LLMUnavailable, match="timed out|broke off"):
             list(slow.chat(MSG, stream=True))
 
@@ -164,10 +214,12 @@ def test_scripted_llm_and_lenient_json() -> None:
 
 
 def test_make_llm_specs() -> None:
-    s = Settings(llm="heuristic", llm_base_url="http://10.0.0.1:9/v1", llm_api_key="k")
-    assert make_llm(None, s).name == "heuristic"
+    s = Settings(llm="heuristic", llm_base_url="http://10.0.0.1:9/v1", llm_api_key="k",
+                 llm_read_timeout_seconds=7, llm_request_deadline_seconds=30)
+    assert make_llm(None, s) is None and make_llm("offline", s) is None  # no language model
     c = make_llm("openai:gpt-4o-mini", s)
     assert isinstance(c, OpenAICompatClient) and c.model == "gpt-4o-mini" and c.base_url == "http://10.0.0.1:9/v1"
+    assert (c.read_timeout, c.deadline) == (7, 30)
     c = make_llm("ollama:qwen2.5:7b@http://box:11434/v1", s)
     assert c.model == "qwen2.5:7b" and c.base_url == "http://box:11434/v1"  # type: ignore[attr-defined]
     assert make_llm("vllm:m", Settings()).base_url.endswith(":8000/v1")  # type: ignore[attr-defined]
@@ -198,3 +250,19 @@ def test_transformers_client_on_the_tiny_zoo_chat_model() -> None:
     assert "".join(asyncio.run(astream())) == "".join(pieces)  # greedy: same text either way
     with pytest.raises(LLMUnavailable, match="cannot load"):
         TransformersChatClient("/nonexistent/model").chat(MSG)
+
+
+@pytest.mark.slow
+def test_transformers_client_constrains_decoding_to_the_json_schema() -> None:
+    """Random weights answer noise; with a schema, the noise is still a valid document of it."""
+    runtime = pytest.importorskip("orchestrator.runtime")
+    llm = make_llm(f"transformers:{runtime.zoo_path('tiny-chat')}", Settings())
+    assert isinstance(llm, TransformersChatClient)
+    schema = {"type": "object", "properties": {"choice": {"enum": ["left", "right"]}, "ok": {"type": "boolean"}},
+              "required": ["choice", "ok"]}
+    reply = llm.chat(MSG, json_schema=schema, max_tokens=200)
+    doc = json.loads(reply.text)
+    assert doc["choice"] in ("left", "right") and isinstance(doc["ok"], bool) and set(doc) == {"choice", "ok"}
+    free = llm.chat(MSG, max_tokens=20)
+    with pytest.raises((ValueError, LLMError)):
+        json.loads(free.text)  # without the constraint the same weights write no JSON

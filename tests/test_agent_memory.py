@@ -55,7 +55,8 @@ def test_prompts_are_versioned_files() -> None:
     p = load_prompt("planner")
     text = p.render(tasks="- text-to-image (text:text) -> (image:image)", resources="- a.png: image")
     assert "$tasks" not in text and "- a.png: image" in text and '"<GENERATED>-ID"' not in text
-    assert p.id == "planner.v1" and not text.startswith("<!--")
+    assert p.id == "planner.v2" and not text.startswith("<!--")  # the newest version by default
+    assert load_prompt("planner", 1).id == "planner.v1"
     with pytest.raises(ConfigError, match="no version 9"):
         load_prompt("planner", 9)
     with pytest.raises(ConfigError, match="no prompt named"):
@@ -66,3 +67,46 @@ def test_public_names() -> None:
     for name in agent_pkg.__all__:
         assert hasattr(agent_pkg, name), name
     assert callable(agent_pkg.make_llm) and agent_pkg.Agent.run and agent_pkg.Agent.achat_stream
+    assert isinstance(agent_pkg.make_planner(None), agent_pkg.HeuristicPlanner)
+    assert isinstance(agent_pkg.make_planner("offline"), agent_pkg.Planner)
+    llm_planner = agent_pkg.make_planner("ollama:qwen2.5:7b")
+    assert isinstance(llm_planner, agent_pkg.LLMPlanner) and isinstance(llm_planner, agent_pkg.Planner)
+
+
+def test_the_agent_package_has_no_import_cycles() -> None:
+    """Every import between the agent's modules, at module level or inside functions (typing-only
+    imports aside), forms a graph without cycles."""
+    import ast
+    from pathlib import Path
+
+    root = Path(agent_pkg.__file__).parent
+    modules = {p.stem: p for p in root.glob("*.py") if p.stem != "__init__"}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}
+        deps: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only or not isinstance(node, ast.ImportFrom):
+                continue
+            target = node.module or ""
+            if node.level == 1:
+                deps.add(target.split(".")[0])
+            elif target.startswith("orchestrator.agent."):
+                deps.add(target.split(".")[2])
+        graph[name] = {d for d in deps if d in modules}
+    state: dict[str, int] = {}
+
+    def visit(n: str, path: list[str]) -> None:
+        state[n] = 1
+        for d in sorted(graph[n]):
+            assert state.get(d) != 1, f"import cycle: {' -> '.join([*path, n, d])}"
+            if d not in state:
+                visit(d, [*path, n])
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n, [])
+    assert graph["chat"] and "graph" not in graph["chat"] and "llm" not in graph["heuristic"]

@@ -22,6 +22,7 @@ from orchestrator.agent.plan import (
 )
 from orchestrator.artifacts import Modality
 from orchestrator.errors import PlanError
+from tools.llm_text import TEXT_TOOLS
 
 DEMO = Path(__file__).resolve().parent / "data" / "hugginggpt" / "demo_parse_task.json"
 
@@ -80,7 +81,7 @@ def _stitch(images: list) -> object:
     return images[0]
 
 
-for _t in (_caption, _detect, _vqa, _t2i, _i2i, _t2v, _tts, _stitch):
+for _t in (_caption, _detect, _vqa, _t2i, _i2i, _t2v, _tts, _stitch, *TEXT_TOOLS):
     reg.register(_t)
 CATALOG = TaskCatalog(reg)
 
@@ -118,7 +119,7 @@ def test_demo_plans_validate_against_the_tools_that_exist() -> None:
     assert problems == [], problems
     assert vplan.tasks[5].deps == [0]  # derived from <GENERATED-0>
     _, problems = validate_plan(parse_plan(doc), CATALOG, res("/images/e.jpeg"))
-    joined = "\n".join(problems)
+    joined = "\n".join(map(str, problems))
     assert "task 0: unknown task 'document-question-answering'" in joined
     assert "'/images/e.jpg' is not among the user's resources" in joined  # the demo's typo is caught
 
@@ -198,7 +199,10 @@ def test_validation_problems_are_precise() -> None:
     ])
     vplan, problems = validate_plan(plan, CATALOG, res("cat.png"))
     assert vplan is None
-    text = "\n".join(problems)
+    text = "\n".join(map(str, problems))
+    by_task = {p.task_id: p for p in problems}
+    assert by_task[2].field == "task" and by_task[3].field == "args.image" and by_task[7].field == "args.text"
+    assert by_task[2].message.startswith("unknown task 'image-to-txt'")  # typed: no "task 2:" prefix to parse
     assert "task 1: argument 'text' needs text, but <GENERATED>-0 is the output of task 0 (text-to-image), which produces image" in text
     assert "task 2: unknown task 'image-to-txt' (did you mean 'image-to-text'" in text
     assert "task 3: image argument 'image' = 'dog.png' is not among the user's resources (available image resources: cat.png)" in text
@@ -216,8 +220,8 @@ def test_many_ports_llm_tasks_and_pinned_tools() -> None:
         PlanTask(task="translation", id=4, args={"image": "b.png"}),
     ])
     vplan, problems = validate_plan(plan, CATALOG, res("b.png"))
-    assert problems[0] == ("task 4: translation is answered by the LLM from text; it cannot take image "
-                           "(add a task that turns the image into text first)")
+    assert str(problems[0]) == ("task 4: translation is answered by the LLM from text; it cannot take image "
+                                "(add a task that turns the image into text first)")
     del plan.tasks[4]
     vplan, problems = validate_plan(plan, CATALOG, res("b.png"))
     assert vplan is not None, problems
@@ -238,8 +242,20 @@ def test_compile_plan_builds_an_engine_workflow() -> None:
     assert {i.name for i in wf.inputs if i.modality is Modality.IMAGE} == {"e1_jpg", "e2_png", "e3_jpg"}
     assert ("t8_text", "t8.text") in [(o.name, o.source) for o in wf.outputs]
     wf.compile(registry=reg)  # the engine accepts it
-    # a stage that starts after task 1 is done takes its output as an input
-    part = compile_plan(vplan, task_ids=[2], done={1: {"image": "sha256:" + "0" * 64}})
-    assert part.workflow.nodes[0].inputs["image"] == "t1_image"
-    with pytest.raises(PlanError, match="neither in this workflow nor done"):
-        compile_plan(vplan, task_ids=[2])
+    with pytest.raises(PlanError, match="not compiled with it"):
+        compile_plan(vplan, task_ids=[2])  # task 2 needs task 1's image: one plan, one workflow
+
+
+def test_text_tasks_compile_into_the_same_workflow() -> None:
+    plan = Plan(tasks=[
+        PlanTask(task="image-to-text", id=0, args={"image": "a.png"}),
+        PlanTask(task="translation", id=1, args={"text": "<GENERATED>-0", "language": "French"}),
+        PlanTask(task="text-to-speech", id=2, args={"text": "<GENERATED>-1"}),
+    ])
+    vplan, problems = validate_plan(plan, CATALOG, res("a.png"))
+    assert vplan is not None, problems
+    assert vplan.tasks[1].kind == "llm" and vplan.tasks[1].options == {"language": "French"}
+    assert not vplan.warnings  # the option is the text task's, not an ignored argument
+    wf = compile_plan(vplan).workflow
+    assert [n.tool for n in wf.nodes] == ["p.caption", "llm.translation", "p.tts"]
+    assert wf.nodes[1].inputs == {"text": "t0.text"} and wf.nodes[2].inputs == {"text": "t1.text"}

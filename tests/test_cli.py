@@ -119,11 +119,53 @@ def test_run_prompt_with_the_heuristic_planner(env: dict[str, str], tmp_path: Pa
                      "--out", str(out)], env)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "run.json").read_text())
-    assert manifest["status"] == "succeeded" and manifest["request"]["llm"] == "heuristic"
+    assert manifest["status"] == "succeeded" and manifest["request"]["llm"] == "offline"
     assert manifest["plan"]["tasks"][0]["task"] == "summarization"
     (info,) = manifest["outputs"].values()
     assert Path(info["file"]).read_text() in manifest["answer"]
     assert manifest["answer"].splitlines()[0] in result.output
+    # the same request again: the task is cached, and still lists its output file
+    again = invoke(["run", "Summarize this text: 'Servers stream events. Clients resume. Redis keeps state.'",
+                    "--out", str(out)], env)
+    assert again.exit_code == 0, again.output
+    nodes = json.loads((out / "run.json").read_text())["timings"]["nodes"]
+    assert nodes["t0"]["status"] == "cached" and nodes["t0"]["outputs"] == [info["file"]]
+
+
+def test_a_refused_request_exits_non_zero_with_status_refused(env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = invoke(["run", "How are you today, my friend?", "--out", str(out)], env)
+    assert result.exit_code == 3, result.output
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "refused" and manifest["outputs"] == {}
+    assert manifest["refusals"] and "no available tool matches" in manifest["refusals"][0]
+    assert "refused:" in result.output and "no available tool matches" in result.output
+    # partly refused: what can run offline runs, the rest is listed, exit 2
+    partly = invoke(["run", "Translate 'Guten Morgen' into English and say 'hello there' out loud",
+                     "--out", str(tmp_path / "out2")], env)
+    assert partly.exit_code == 2, partly.output
+    manifest = json.loads((tmp_path / "out2" / "run.json").read_text())
+    assert manifest["status"] == "partial" and any(o["modality"] == "audio" for o in manifest["outputs"].values())
+    assert any("translation" in r and "needs a language model" in r for r in manifest["refusals"])
+
+
+def test_plan_prints_a_three_step_plan_as_json_without_running_it(env: dict[str, str], tmp_path: Path) -> None:
+    wav = tmp_path / "talk.wav"
+    wav.write_bytes(encode(Audio((0.3 * np.sin(np.arange(8000) * 0.05)).astype(np.float32), 16000))[0])
+    result = invoke(["plan", "Transcribe talk.wav, summarize the transcript and read the summary aloud",
+                     "-i", f"talk.wav={wav}", "--json"], env)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "planned" and doc["planner"] == "heuristic" and doc["problems"] == []
+    assert [(t["task"], t["dep"], t["tool"]) for t in doc["tasks"]] == [
+        ("automatic-speech-recognition", [-1], "speech.transcribe"),
+        ("summarization", [0], "llm.summarization"),
+        ("text-to-speech", [1], "speech.espeak")]
+    assert doc["tasks"][0]["args"] == {"audio": "talk.wav"} and doc["tasks"][2]["args"] == {"text": "<GENERATED>-1"}
+    stored = list((Path(env["ORCHESTRATOR_DATA_DIR"]) / "artifacts").rglob("*.json"))
+    assert len(stored) == 1  # only the input: planned, not run (no transcript, summary or speech)
+    refused = invoke(["plan", "How are you today?", "--json"], env)
+    assert refused.exit_code == 3 and json.loads(refused.stdout)["status"] == "refused"
 
 
 def test_artifacts_put_get_meta(env: dict[str, str], tmp_path: Path) -> None:
@@ -188,3 +230,33 @@ def test_artifacts_get_from_an_unreachable_server_is_a_clear_error(env: dict[str
     assert result.exit_code == 1 and "cannot reach the server" in result.output
     assert invoke(["artifacts", "get", "nope", "-o", str(tmp_path / "x"), "--server", "http://127.0.0.1:1"],
                   env).exit_code == 2
+
+
+def test_run_with_an_llm_over_http_one_workflow_text_task_into_speech(env: dict[str, str], tmp_path: Path) -> None:
+    """--llm openai:<model>@<url>: the SDK client plans, a text task answers, speech reads it, one run."""
+    from llm_server import ScriptedLLMServer
+
+    plan = ('{"tasks": [{"task": "translation", "id": 0, "dep": [-1], "args": {"text": "good morning", '
+            '"language": "German"}}, {"task": "text-to-speech", "id": 1, "dep": [0], '
+            '"args": {"text": "<GENERATED>-0"}}], "refusal": null}')
+
+    def answer(body: dict) -> str:
+        system = body["messages"][0]["content"]
+        if "task planner" in system:
+            return plan
+        if "one text task" in system:
+            return "Guten Morgen"
+        return "Here it is: [audio]"
+
+    with ScriptedLLMServer([answer] * 3) as srv:
+        out = tmp_path / "out"
+        result = invoke(["run", "say good morning in German", "--llm", f"openai:m@{srv.base_url}", "--out", str(out)],
+                        env)
+        assert result.exit_code == 0, result.output
+        assert srv.requests[0]["response_format"]["type"] == "json_schema"  # the plan's schema went out
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "succeeded" and manifest["request"]["llm"].startswith("openai:m@")
+    assert (out / "t0_text.txt").read_text() == "Guten Morgen"
+    assert set(manifest["timings"]["nodes"]) == {"t0", "t1"}  # both tasks in the one workflow
+    assert manifest["timings"]["nodes"]["t0"]["tool"] == "llm.translation"
+    assert decode((out / "t1_audio.wav").read_bytes(), "audio").duration > 0.2

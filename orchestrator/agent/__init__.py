@@ -1,7 +1,7 @@
 """The central LLM agent: plans (HuggingGPT), signal spans (NExT-GPT), chat memory.
 
->>> from orchestrator.agent import Agent, make_llm
->>> agent = Agent(llm=make_llm("heuristic"))        # doctest: +SKIP
+>>> from orchestrator.agent import Agent, make_planner
+>>> agent = Agent(llm="offline")                    # doctest: +SKIP
 >>> agent.run("Generate an image of a red fox").answer  # doctest: +SKIP
 
 See docs/agent.md for the stages, the LLM specs, the span rules and the events.
@@ -10,7 +10,9 @@ See docs/agent.md for the stages, the LLM specs, the span rules and the events.
 from __future__ import annotations
 
 from . import events
-from .graph import Agent, AgentResult, TaskOutcome, build_graph
+from ._execute import RunOptions, TaskOutcome
+from ._factory import make_planner
+from .graph import Agent, AgentResult, AgentStatus, build_graph
 from .heuristic import HeuristicPlanner, extract_mentions, mentioned_resources
 from .llm import (
     ChatOptions,
@@ -22,10 +24,12 @@ from .llm import (
     TransformersChatClient,
     make_llm,
 )
+from .llm_planner import PLAN_SCHEMA, LLMPlanner
 from .memory import ChatMemory, ChatSession
 from .plan import (
     LLM_TASKS,
     Plan,
+    PlanProblem,
     PlanTask,
     Resource,
     TaskCatalog,
@@ -34,24 +38,32 @@ from .plan import (
     parse_plan,
     validate_plan,
 )
+from .planner import Planner, PlanRequest
 from .prompts import load_prompt
 from .spans import SPAN_KINDS, Span, SpanParser, parse_spans, render_ref
 
 __all__ = [
     "LLM_TASKS",
+    "PLAN_SCHEMA",
     "SPAN_KINDS",
     "Agent",
     "AgentResult",
+    "AgentStatus",
     "ChatMemory",
     "ChatOptions",
     "ChatSession",
     "HeuristicPlanner",
     "LLMClient",
+    "LLMPlanner",
     "LLMReply",
     "OpenAICompatClient",
     "Plan",
+    "PlanProblem",
+    "PlanRequest",
     "PlanTask",
+    "Planner",
     "Resource",
+    "RunOptions",
     "ScriptedLLM",
     "Span",
     "SpanParser",
@@ -66,6 +78,7 @@ __all__ = [
     "extract_mentions",
     "load_prompt",
     "make_llm",
+    "make_planner",
     "mentioned_resources",
     "parse_plan",
     "parse_spans",

@@ -10,6 +10,8 @@ text with each span replaced by its artifact ref (``[image: sha256:…]``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import threading
 import time
 import uuid
@@ -21,13 +23,15 @@ from orchestrator.artifacts import ArtifactRef, Modality
 from orchestrator.errors import LLMError, OrchestratorError, PlanError
 
 from . import events as aev
-from .plan import Plan, PlanTask, Resource, validate_plan
+from ._execute import RunOptions, execute_plan
+from .plan import Plan, PlanTask, Resource, parse_plan, validate_plan
+from .planner import PlanRequest
 from .spans import SPAN_KINDS, Span, SpanIssue, SpanOverLimit, SpanParser, TextPiece, render_ref
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # typing only: graph.py imports this module, never the other way at run time
     from .graph import Agent
 
-__all__ = ["ChatRunner"]
+__all__ = ["ChatRunner", "offline_reply"]
 
 CHAT_KINDS = {**SPAN_KINDS, "plan": "plan"}
 _SOURCE_ATTRS = ("source", "from", "edit", "image")
@@ -67,8 +71,6 @@ class ChatRunner:
         self.queue.put_nowait(event)
 
     async def run(self, message: str, media: Mapping[str, Any]) -> AsyncIterator[Any]:
-        from .graph import _RunOptions
-
         agent, memory = self.agent, self.agent.memory
         await asyncio.to_thread(agent.warm)
         # 1. the user's message and uploads go into the session first (they get aliases)
@@ -97,9 +99,7 @@ class ChatRunner:
             history[-1] = {**history[-1], "content": history[-1]["content"] + "\n(" + "; ".join(
                 f'"{p}" is {a.alias}' for p, a in refs.items()) + ")"}
         messages = [{"role": "system", "content": system}, *history]
-        ctx = {"stage": "chat", "message": resolved, "resources": resources, "catalog": catalog}
-        opts = _RunOptions(agent_run=self.agent_run, store=agent.store, seed=self.seed, cache=agent.cache,
-                           cancel=self.cancel)
+        opts = agent.run_options(self.agent_run, seed=self.seed, cancel=self.cancel)
 
         # 3. stream the reply; dispatch spans as they close
         parser = SpanParser(kinds=set(CHAT_KINDS), max_spans=agent.max_spans_per_message)
@@ -124,9 +124,18 @@ class ChatRunner:
                 elif isinstance(item, SpanIssue):
                     self.emit(aev.SpanNote(agent_run=self.agent_run, kind=item.kind, detail=item.detail))
 
+        async def reply() -> AsyncIterator[str]:
+            if opts.llm is not None:
+                async for delta in opts.llm.achat(messages, stream=True):
+                    yield delta
+                return
+            request = PlanRequest(text=resolved, catalog=catalog,
+                                  resources={n: r.modality for n, r in resources.items()})
+            yield offline_reply(await agent.planner.plan(request))
+
         async def pump() -> None:
             try:
-                async for delta in agent.llm.achat(messages, stream=True, context=ctx):
+                async for delta in reply():
                     if opts.cancelled:
                         pieces.append(" (cancelled)")
                         break
@@ -164,32 +173,30 @@ class ChatRunner:
         yield aev.ChatDone(agent_run=self.agent_run, session_id=self.session_id, message=text, artifacts=produced)
 
     # ------------------------------------------------------------ one span
-    async def _dispatch(self, span: Span, slot: _Slot, resources: Mapping[str, Resource], opts: Any,
+    async def _dispatch(self, span: Span, slot: _Slot, resources: Mapping[str, Resource], opts: RunOptions,
                         closed_at: float) -> None:
         agent = self.agent
         try:
             plan = self._span_plan(span, resources)
             vplan, problems = validate_plan(plan, agent.catalog(), resources)
             if vplan is None:
-                raise PlanError("; ".join(problems))
+                raise PlanError("; ".join(str(p) for p in problems))
             seed = _int(span.attrs.get("seed"))
-            for t in vplan.tool_tasks:
-                tool, model, inputs, why = await asyncio.to_thread(agent.select_tool, t, span.content, agent.catalog())
-                if tool is None:
-                    raise PlanError(why or f"no tool for {t.task}")
-                t.tool, t.model, t.inputs = tool, model, inputs
-                fields = agent.registry.get(tool).spec.params.model_fields
-                if model is not None and "model" in fields:
-                    t.params["model"] = model
+            await asyncio.to_thread(agent.select, vplan, span.content, opts.llm)
+            for i in vplan.order:
+                t = vplan.tasks[i]
+                if t.tool is None:
+                    raise PlanError(t.unavailable or f"no tool for {t.task}")
                 if span.kind != "plan":
+                    fields = agent.registry.get(t.tool).spec.params.model_fields
                     for key, value in span.attrs.items():
                         if key in fields and key != "seed":
                             t.params[key] = value
                         elif key not in ("seed", *_SOURCE_ATTRS):
                             self.emit(aev.SpanNote(agent_run=self.agent_run, kind="attribute",
-                                                   detail=f"<{span.kind}> attribute {key!r} is not a parameter of {tool}; ignored"))
-            span_opts = type(opts)(agent_run=opts.agent_run, store=opts.store,
-                                   seed=seed if seed is not None else opts.seed, cache=opts.cache, cancel=opts.cancel)
+                                                   detail=f"<{span.kind}> attribute {key!r} is not a parameter of "
+                                                          f"{t.tool}; ignored"))
+            span_opts = dataclasses.replace(opts, seed=seed if seed is not None else opts.seed)
             announced = False
 
             def emit(event: Any) -> None:
@@ -202,7 +209,9 @@ class ChatRunner:
                                                  latency_ms=(time.perf_counter() - closed_at) * 1000))
                 self.emit(event)
 
-            outcomes, _ = await agent.execute_plan(vplan, span_opts, emit)
+            outcomes, _ = await execute_plan(vplan, registry=agent.registry, settings=agent.settings,
+                                             profile=agent.profile, opts=span_opts, emit=emit,
+                                             name=f"span-{self.agent_run[:8]}-{span.index}")
             used = {b.task for t in vplan.tasks.values() for bs in t.inputs.values() for b in bs if b.kind == "generated"}
             for o in sorted(outcomes.values(), key=lambda o: o.id):
                 if not o.ok and o.status != "refused":
@@ -224,8 +233,6 @@ class ChatRunner:
 
     def _span_plan(self, span: Span, resources: Mapping[str, Resource]) -> Plan:
         if span.kind == "plan":
-            from .plan import parse_plan
-
             return parse_plan(span.content)
         task = SPAN_KINDS[span.kind]
         args: dict[str, Any] = {"text": span.content}
@@ -235,6 +242,26 @@ class ChatRunner:
                 raise PlanError(f"<{span.kind}> spans take no source; only <image source=…> edits an image")
             task, args["image"] = "image-to-image", source
         return Plan(tasks=[PlanTask(task=task, id=0, dep=[-1], args=args)])
+
+
+_SPAN_OF_TASK = {"text-to-image": "image", "text-to-audio": "audio", "text-to-music": "music",
+                 "text-to-speech": "speech", "text-to-video": "video"}
+
+
+def offline_reply(plan: Plan) -> str:
+    """A chat reply with no LLM, from the offline planner's plan: spans for plain generation,
+    a ``<plan>`` span for other tool work, else what cannot be done."""
+    if not plan.tasks:
+        return ("I am the offline planner: I run tools (generate or edit images, audio, speech and video, "
+                "transcribe, caption …) but cannot chat. " + (plan.refusal or ""))
+    if all(t.task in _SPAN_OF_TASK and not t.refs() for t in plan.tasks):
+        parts = []
+        for t in plan.tasks:
+            kind = _SPAN_OF_TASK[t.task]
+            text = str(next(iter(t.args.values()), "")).replace("<", "‹").replace(">", "›")
+            parts.append(f"<{kind}>{text}</{kind}>")
+        return "Here you go: " + " ".join(parts)
+    return "Working on it: <plan>" + json.dumps(plan.to_hugginggpt()) + "</plan>"
 
 
 def _int(value: Any) -> int | None:

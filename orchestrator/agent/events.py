@@ -1,22 +1,25 @@
 """Agent events: what the planner and the chat runner report, next to the engine's own events.
 
 A run of the agent yields the engine's events unchanged (``run_started``,
-``node_finished`` … of each workflow it runs) interleaved with these. Every agent
+``node_finished`` … of the plan's workflow) interleaved with these. Every agent
 event has ``type``, ``ts`` and ``agent_run`` (the agent run's id; engine events
-carry the workflow run's ``run_id``).
+carry the workflow run's ``run_id``). :data:`AnyEvent` is the one discriminated
+union of both (``any_event_adapter.validate_python(doc)`` reads one back from JSON).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from orchestrator.artifacts import ArtifactRef
+from orchestrator.workflow import events as engine
 
 __all__ = [
     "AgentEvent",
+    "AnyEvent",
     "AgentFinished",
     "AnswerDelta",
     "AnswerReady",
@@ -28,7 +31,7 @@ __all__ = [
     "SpanDispatched",
     "SpanFinished",
     "SpanNote",
-    "TextTaskFinished",
+    "any_event_adapter",
 ]
 
 
@@ -48,6 +51,8 @@ class PlanReady(AgentEvent):
     attempt: int = 0
     notes: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    refusal: str | None = None
+    """What of the request the planner refused (the rest is planned)."""
 
 
 class PlanRepaired(AgentEvent):
@@ -56,6 +61,8 @@ class PlanRepaired(AgentEvent):
     type: Literal["plan_repaired"] = "plan_repaired"
     problems: list[str]
     attempt: int
+    issues: list[dict[str, Any]] = Field(default_factory=list)
+    """The problems as typed records: ``message``, ``task_id``, ``field``."""
 
 
 class PlanRejected(AgentEvent):
@@ -68,17 +75,6 @@ class PlanRejected(AgentEvent):
 class ModelsSelected(AgentEvent):
     type: Literal["models_selected"] = "models_selected"
     selections: dict[str, dict[str, Any]]
-
-
-class TextTaskFinished(AgentEvent):
-    """A text-only task answered by the LLM (``status``: succeeded, refused, failed, skipped)."""
-
-    type: Literal["text_task_finished"] = "text_task_finished"
-    task_id: int
-    task: str
-    status: str
-    output: ArtifactRef | None = None
-    note: str | None = None
 
 
 class AnswerDelta(AgentEvent):
@@ -130,9 +126,23 @@ class ChatDone(AgentEvent):
 
 
 class AgentFinished(AgentEvent):
-    """The last event of ``Agent.astream``; ``result`` holds the :class:`AgentResult` (not serialized)."""
+    """The last event of ``Agent.astream``; ``result`` holds the ``AgentResult`` (not serialized)."""
 
     type: Literal["agent_finished"] = "agent_finished"
-    status: str
+    status: Literal["succeeded", "partial", "refused", "failed", "cancelled", "no_tools"]
     answer: str
+    refusals: list[str] = Field(default_factory=list)
     result: Any = Field(default=None, exclude=True)
+
+
+AnyEvent = Annotated[
+    engine.RunStarted | engine.NodeStarted | engine.NodeProgress | engine.NodeCached | engine.NodeFinished
+    | engine.NodeFailed | engine.NodeSkipped | engine.RunFinished | engine.RunFailed
+    | PlanReady | PlanRepaired | PlanRejected | ModelsSelected | AnswerDelta | AnswerReady | SpanDispatched
+    | SpanFinished | SpanNote | ChatDone | AgentFinished,
+    Field(discriminator="type"),
+]
+"""Every event an agent run or chat turn yields: the engine's and the agent's, told apart by ``type``."""
+
+any_event_adapter: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+"""Read an event back from JSON: ``any_event_adapter.validate_python(doc)``."""

@@ -2,119 +2,106 @@
 
 ``plan -> validate -> (repair -> validate)* -> select -> execute -> respond``::
 
-    agent = Agent()                                    # heuristic planner, default store and profile
+    agent = Agent()                                    # offline planner, default store and profile
     result = agent.run("Describe e1.jpg and read it aloud", inputs={"e1.jpg": "photos/e1.jpg"})
     result.answer, result.artifacts
 
-* plan: the LLM gets the request, the chat context, the available tasks (from the
-  registry, with their ports) and the user's media as named resources, and
-  answers a HuggingGPT plan.
-* validate / repair: :func:`~orchestrator.agent.plan.parse_plan` and
-  :func:`~orchestrator.agent.plan.validate_plan`; on problems the LLM is asked
-  to repair with the exact messages, ``max_repairs`` times; otherwise the answer
-  is written without tools and says why.
-* select: for each tool task, the active profile's candidates that are
-  registered, can take the task's inputs, can be loaded and fit the memory
-  budget (else the registry's tools for the task); the LLM chooses among several
-  when ``choose_models_with_llm``.
-* execute: tool tasks compile into one workflow per stage and run on the
-  workflow engine (parallel, cached, with the engine's events); text-only tasks
-  are answered by the LLM, between stages when tools need their text.
+* plan: the planner (:class:`~orchestrator.agent.planner.Planner`: the LLM planner,
+  or the offline one) gets the request, the catalog of tasks, the user's media as
+  named resources and the chat context, and returns a HuggingGPT plan or a refusal.
+* validate / repair: :func:`~orchestrator.agent.plan.validate_plan` finds typed
+  problems; the planner repairs with them, ``max_repairs`` times; otherwise the
+  answer is written without tools and says why.
+* select: for each task, the active profile's candidates that are registered, can
+  take the task's inputs, can be loaded and fit the memory budget (else the
+  registry's tools for the task); the LLM chooses among several when
+  ``choose_models_with_llm``.
+* execute: the whole plan, text tasks included (tools that ask the LLM), compiles
+  into one workflow and runs on the engine (:mod:`orchestrator.agent._execute`).
 * respond: the LLM gets the results (text inline, media as refs, with a caption
-  where a captioner exists) and writes the answer, streamed as ``answer_delta``.
+  where a captioner exists) and writes the answer, streamed as ``answer_delta``;
+  with no LLM the answer is a plain report.
+
+Outcomes (``AgentResult.status``): ``succeeded``, ``partial`` (some tasks failed,
+were skipped or refused), ``refused`` (nothing of the request can be done here: the
+planner refused, or every task was refused), ``failed``, ``cancelled``,
+``no_tools`` (the request needed no tool; the LLM answered).
 
 Chat mode (:meth:`Agent.achat_stream`): the LLM streams a reply; each signal span
 (``<image>…</image>``, ``<plan>[…]</plan>`` …) is dispatched the moment it closes,
-as a small workflow on the same engine, while the reply keeps streaming. The
-final message is the text with each span replaced by ``[kind: sha256:…]``.
+as a workflow on the same engine, while the reply keeps streaming.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict, TypeVar
 
 from orchestrator.artifacts import ArtifactRef, Modality
-from orchestrator.errors import LLMError, OrchestratorError, PlanError, WorkflowError
+from orchestrator.errors import LLMError, OrchestratorError, PlanError
 
 from . import events as aev
-from .llm import LLMClient, Message
+from ._execute import RunOptions, TaskOutcome, execute_plan, report, run_workflow
+from ._factory import make_planner
+from .chat import ChatRunner
+from .llm import LLMClient, Message, make_llm
+from .llm_planner import LLMPlanner
 from .memory import ChatMemory, ChatSession
-from .plan import (
-    BoundTask,
-    Plan,
-    Resource,
-    TaskCatalog,
-    ValidatedPlan,
-    compile_plan,
-    parse_plan,
-    resource_modality,
-    validate_plan,
-)
-from .prompts import load_prompt
+from .plan import BoundTask, Plan, PlanProblem, Resource, TaskCatalog, ValidatedPlan, resource_modality, validate_plan
+from .planner import Planner, PlanRequest
+from .prompts import Prompt, load_prompt
+from .select import candidates_for
 
-__all__ = ["Agent", "AgentResult", "TaskOutcome", "build_graph", "results_json"]
+__all__ = ["Agent", "AgentResult", "AgentStatus", "TaskOutcome", "build_graph", "results_json"]
 
 logger = logging.getLogger("orchestrator.agent")
+
+T = TypeVar("T")
+AgentStatus = Literal["succeeded", "partial", "refused", "failed", "cancelled", "no_tools"]
 
 
 # ====================================================================== results
 @dataclass
-class TaskOutcome:
-    """What became of one plan task."""
-
-    id: int
-    task: str
-    kind: str  # tool | llm
-    status: str  # succeeded | cached | failed | skipped | refused
-    tool: str | None = None
-    model: str | None = None
-    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
-    error: str | None = None
-    note: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("succeeded", "cached")
-
-
-@dataclass
 class AgentResult:
     """The outcome of one request: the answer, the plan, what ran and every artifact produced.
 
-    ``status``: ``succeeded`` (every task ran), ``partial`` (some failed or were
-    skipped), ``failed`` (tasks were planned and none succeeded, or the LLM could not be
-    reached to plan), ``no_tools`` (no plan
-    was needed, or none could be made: ``problems`` says why).
+    ``status``: see the module docstring. ``refusals`` lists what was not done
+    because the planner or a tool declined it (with the reason).
     """
 
     answer: str
-    status: str
+    status: AgentStatus
     plan: Plan | None = None
     validated: ValidatedPlan | None = None
     tasks: dict[int, TaskOutcome] = field(default_factory=dict)
     runs: list[Any] = field(default_factory=list)
-    """The final ``run_finished`` / ``run_failed`` event of each workflow run."""
+    """The final ``run_finished`` / ``run_failed`` event of the plan's workflow run."""
     artifacts: list[ArtifactRef] = field(default_factory=list)
     events: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    problems: list[PlanProblem] = field(default_factory=list)
     agent_run: str = ""
     session_id: str | None = None
 
     @property
     def outputs(self) -> dict[str, ArtifactRef]:
-        """Every task output as ``t<id>_<port>`` -> ref."""
+        """Every task output as ``t<id>_<port>`` -> ref (cached tasks included)."""
         return {f"t{t.id}_{port}": ref for t in self.tasks.values() for port, ref in t.outputs.items()}
+
+    @property
+    def refusals(self) -> list[str]:
+        """What was refused and why: the planner's refusal, then each refused task."""
+        out = [self.plan.refusal] if self.plan is not None and self.plan.refusal else []
+        return out + [f"task {t.id} ({t.task}): {t.note}" for t in self.tasks.values() if t.status == "refused"]
 
     def artifact(self, modality: Modality | str) -> ArtifactRef | None:
         """The last artifact of a modality (``result.artifact("image")``)."""
@@ -122,35 +109,40 @@ class AgentResult:
         return next((a for a in reversed(self.artifacts) if a.modality is m), None)
 
 
+def outcome_status(outcomes: Mapping[int, TaskOutcome], plan: Plan | None, *, cancelled: bool,
+                   llm_down: bool) -> AgentStatus:
+    """The status of a request from its task outcomes (see the module docstring)."""
+    if cancelled:
+        return "cancelled"
+    if not outcomes:
+        if llm_down:
+            return "failed"  # no plan because the LLM could not be reached: not a success
+        return "refused" if plan is not None and plan.refusal else "no_tools"
+    if all(t.ok for t in outcomes.values()):
+        return "partial" if plan is not None and plan.refusal else "succeeded"
+    if any(t.ok for t in outcomes.values()):
+        return "partial"
+    if all(t.status in ("refused", "skipped") for t in outcomes.values()) and any(
+            t.status == "refused" for t in outcomes.values()):
+        return "refused"
+    return "failed"
+
+
 # ====================================================================== graph state
 class AgentState(TypedDict, total=False):
     request: str
     resources: dict[str, Resource]
     history: list[Message]
-    hints: list[str]
-    plan_text: str
     plan: Plan | None
     vplan: ValidatedPlan | None
-    problems: list[str]
+    problems: list[PlanProblem]
+    llm_down: bool
     attempts: int
     notes: list[str]
     outcomes: dict[int, TaskOutcome]
     runs: list[Any]
     answer: str
-    status: str
-
-
-@dataclass
-class _RunOptions:
-    agent_run: str
-    store: Any
-    seed: int | None
-    cache: bool
-    cancel: threading.Event | None = None
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel is not None and self.cancel.is_set()
+    status: AgentStatus
 
 
 def _writer() -> Any:
@@ -171,8 +163,10 @@ class Agent:
     [ArtifactRef(id='sha256:…', modality=<Modality.IMAGE: 'image'>, …)]
 
     ``llm``: an :class:`~orchestrator.agent.llm.LLMClient` or a spec for
-    :func:`~orchestrator.agent.llm.make_llm` (default: the setting, else ``heuristic``).
-    ``store``/``profile``/``registry``/``settings``: defaults are the configured ones.
+    :func:`~orchestrator.agent.llm.make_llm` (default: the setting; ``offline``: no
+    LLM). ``planner``: default the LLM planner on that client, or the offline planner
+    when there is none. ``store``/``profile``/``registry``/``settings``: defaults are
+    the configured ones.
     """
 
     def __init__(
@@ -182,6 +176,7 @@ class Agent:
         profile: Any = None,
         registry: Any = None,
         *,
+        planner: Planner | None = None,
         settings: Any = None,
         max_repairs: int = 2,
         choose_models_with_llm: bool = False,
@@ -195,15 +190,18 @@ class Agent:
     ) -> None:
         from orchestrator.settings import get_settings
 
-        from .llm import make_llm
-
         self.settings = settings or get_settings()
         if registry is None:
             from orchestrator.registry import default_registry
 
             registry = default_registry
         self.registry = registry
-        self.llm = llm if isinstance(llm, LLMClient) else make_llm(llm, self.settings, registry=registry)
+        self.prompt_versions = dict(prompt_versions or {})
+        self.llm: LLMClient | None = llm if isinstance(llm, LLMClient) else make_llm(llm, self.settings)
+        if planner is None:
+            planner = (LLMPlanner(self.llm, prompt_versions=self.prompt_versions) if self.llm is not None
+                       else make_planner("offline", self.settings, registry=registry))
+        self.planner: Planner = planner
         if store is None:
             from orchestrator.artifacts import open_store
 
@@ -212,17 +210,26 @@ class Agent:
         self._profile = profile
         self.max_repairs = max_repairs
         self.choose_models_with_llm = choose_models_with_llm
-        self.describe_media = (self.llm.name != "heuristic") if describe_media is None else describe_media
+        self.describe_media = (self.llm is not None) if describe_media is None else describe_media
         self.max_spans_per_message = max_spans_per_message
         self.cache = cache
         self.seed = seed
         self.task_retries = task_retries
-        self.prompt_versions = dict(prompt_versions or {})
         self.memory = ChatMemory(store, token_budget=memory_token_budget)
         self._graph: Any = None
+        self._warm = False
 
     def __repr__(self) -> str:
-        return f"Agent(llm={self.llm!r}, store={self.store!r})"
+        return f"Agent(planner={self.planner!r}, llm={self.llm!r}, store={self.store!r})"
+
+    @property
+    def llm_label(self) -> str:
+        """Which LLM answers text tasks (part of their cache key): ``offline`` or ``name:model@url``."""
+        if self.llm is None:
+            return "offline"
+        model = getattr(self.llm, "model", None) or getattr(self.llm, "model_id", None) or ""
+        base = getattr(self.llm, "base_url", None)
+        return f"{self.llm.name}:{model}" + (f"@{base}" if base else "")
 
     # ------------------------------------------------------------ shared pieces
     @property
@@ -242,7 +249,7 @@ class Agent:
     def warm(self) -> None:
         """Do the one-time work (imports, profile, model manager, registry scan) now, not at the
         first task or span. Chat turns call it before the reply starts streaming."""
-        if getattr(self, "_warm", False):
+        if self._warm:
             return
         import orchestrator.workflow  # noqa: F401 - the engine and LangGraph
 
@@ -255,7 +262,7 @@ class Agent:
             pass
         self._warm = True
 
-    def prompt(self, name: str) -> Any:
+    def prompt(self, name: str) -> Prompt:
         return load_prompt(name, self.prompt_versions.get(name))
 
     @property
@@ -265,17 +272,37 @@ class Agent:
             self._graph = build_graph(self)
         return self._graph
 
+    def run_options(self, agent_run: str, *, seed: int | None = None, cache: bool | None = None,
+                    cancel: threading.Event | None = None) -> RunOptions:
+        """The options of one run: its LLM client is bounded by the run's LLM deadline."""
+        deadline = time.monotonic() + self.settings.llm_run_deadline_seconds
+        return RunOptions(agent_run=agent_run, store=self.store, seed=self.seed if seed is None else seed,
+                          cache=self.cache if cache is None else cache, cancel=cancel,
+                          llm=self.llm.bounded(deadline) if self.llm is not None else None,
+                          llm_label=self.llm_label, deadline=deadline)
+
     # ------------------------------------------------------------ request mode
     def run(self, prompt: str, inputs: Mapping[str, Any] | None = None, session_id: str | None = None,
             **options: Any) -> AgentResult:
         """Plan, run and answer one request (blocking). See :meth:`astream` for the options."""
-        coro = self.arun(prompt, inputs, session_id, **options)
+        return self._blocking(self.arun(prompt, inputs, session_id, **options))
+
+    def _blocking(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on a loop of its own (a worker thread's when one runs here); the LLM client's
+        connections of that loop are closed before it ends."""
+        async def run_and_close() -> T:
+            try:
+                return await coro
+            finally:
+                if self.llm is not None:
+                    await self.llm.release()
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(coro)
+            return asyncio.run(run_and_close())
         with ThreadPoolExecutor(1) as pool:  # called from inside a running loop
-            return pool.submit(asyncio.run, coro).result()
+            return pool.submit(asyncio.run, run_and_close()).result()
 
     async def arun(self, prompt: str, inputs: Mapping[str, Any] | None = None, session_id: str | None = None,
                    **options: Any) -> AgentResult:
@@ -299,11 +326,10 @@ class Agent:
         running workflow and skips what has not started (status ``cancelled``).
         """
         run_id = agent_run or uuid.uuid4().hex
-        opts = _RunOptions(agent_run=run_id, store=self.store, seed=self.seed if seed is None else seed,
-                           cache=self.cache if cache is None else cache, cancel=cancel)
+        opts = self.run_options(run_id, seed=seed, cache=cache, cancel=cancel)
         resources = await asyncio.to_thread(self._store_inputs, inputs or {})
         history: list[Message] = []
-        hints: list[str] = []
+        request = prompt
         session: ChatSession | None = None
         if session_id is not None:
             session = await asyncio.to_thread(self.memory.load, session_id)
@@ -311,9 +337,9 @@ class Agent:
             for art in self.memory.media_resources(session):
                 resources.setdefault(art.alias, Resource(art.alias, art.ref.modality, art.ref))
             for phrase, art in self.memory.resolve_references(session, prompt).items():
-                hints.append(f'"{phrase}" is {art.alias}')
-        state: AgentState = {"request": prompt, "resources": resources, "history": history, "hints": hints,
-                             "attempts": 0, "notes": [], "problems": [], "outcomes": {}, "runs": []}
+                request = request.replace(phrase, art.alias)
+        state: AgentState = {"request": request, "resources": resources, "history": history, "attempts": 0,
+                             "notes": [], "problems": [], "outcomes": {}, "runs": [], "llm_down": False}
         collected: list[Any] = []
         final: dict[str, Any] = dict(state)
         config = {"configurable": {"agent_options": opts}, "recursion_limit": 50}
@@ -326,9 +352,36 @@ class Agent:
         result = self._result(final, collected, run_id, session_id)
         if session is not None:
             await asyncio.to_thread(self._remember, session_id, prompt, resources, inputs or {}, result)
-        done = aev.AgentFinished(agent_run=run_id, status=result.status, answer=result.answer, result=result)
+        done = aev.AgentFinished(agent_run=run_id, status=result.status, answer=result.answer,
+                                 refusals=result.refusals, result=result)
         result.events.append(done)
         yield done
+
+    async def aplan(self, prompt: str, inputs: Mapping[str, Any] | None = None) -> tuple[Plan, ValidatedPlan | None,
+                                                                                           list[PlanProblem]]:
+        """Plan, validate and repair without running anything (``orchestrator plan``)."""
+        resources = await asyncio.to_thread(self._store_inputs, inputs or {})
+        opts = self.run_options(uuid.uuid4().hex)
+        request = self.plan_request(prompt, resources, [], opts)
+        plan = await self.planner.plan(request)
+        catalog = request.catalog
+        for attempt in range(self.max_repairs + 1):
+            problems = _unreadable(plan) or ([] if plan.refusal and not plan.tasks else None)
+            if problems is None:
+                vplan, problems = validate_plan(plan, catalog, resources)
+                if vplan is not None:
+                    await asyncio.to_thread(self.select, vplan, prompt)
+                    return plan, vplan, []
+            if not problems or attempt == self.max_repairs:
+                return plan, None, problems
+            plan = await self.planner.repair(request, plan, problems)
+        return plan, None, []
+
+    def plan_request(self, text: str, resources: Mapping[str, Resource], history: Sequence[Message],
+                     opts: RunOptions) -> PlanRequest:
+        return PlanRequest(text=text, catalog=self.catalog(), resources={n: r.modality for n, r in resources.items()},
+                           history=[f"{m['role']}: {m.get('content') or ''}" for m in history],
+                           deadline=opts.deadline)
 
     def _result(self, state: Mapping[str, Any], events: list[Any], run_id: str, session_id: str | None) -> AgentResult:
         outcomes: dict[int, TaskOutcome] = state.get("outcomes") or {}
@@ -381,177 +434,53 @@ class Agent:
                             msg.artifacts.append(alias)
             self.memory.save(session)
 
-    # ------------------------------------------------------------ stage helpers (used by the graph)
-    def _resources_text(self, resources: Mapping[str, Resource]) -> str:
-        if not resources:
-            return "(none)"
-        return "\n".join(f"- {name}: {r.modality.value}" for name, r in resources.items())
-
-    def plan_messages(self, state: Mapping[str, Any]) -> list[Message]:
+    # ------------------------------------------------------------ select
+    def select(self, vplan: ValidatedPlan, request: str, llm: LLMClient | None = None) -> dict[str, dict[str, Any]]:
+        """Give each task of ``vplan`` its tool and model (see the module docstring); returns the choices.
+        ``llm`` (the run's, bounded by its deadline) chooses among candidates when ``choose_models_with_llm``."""
         catalog = self.catalog()
-        system = self.prompt("planner").render(tasks=catalog.describe(),
-                                               resources=self._resources_text(state.get("resources") or {}))
-        user = state["request"]
-        if state.get("hints"):
-            user += "\n(" + "; ".join(state["hints"]) + ")"
-        return [{"role": "system", "content": system}, *(state.get("history") or []), {"role": "user", "content": user}]
+        selections: dict[str, dict[str, Any]] = {}
+        for i in vplan.order:
+            t = vplan.tasks[i]
+            tool, model, inputs, why = self.select_tool(t, request, catalog, llm or self.llm)
+            if tool is None:
+                t.tool, t.unavailable = None, why
+                selections[str(t.id)] = {"task": t.task, "tool": None, "error": why}
+                continue
+            t.tool, t.model, t.inputs = tool, model, inputs
+            if model is not None and "model" in self.registry.get(tool).spec.params.model_fields:
+                t.params["model"] = model
+            selections[str(t.id)] = {"task": t.task, "tool": tool, "model": model}
+        return selections
 
-    def select_tool(self, task: BoundTask, request: str, catalog: TaskCatalog) -> tuple[str | None, str | None,
-                                                                                            dict[str, Any], str | None]:
-        """``(tool, model, inputs-rebound, why-not)`` for one tool task (see the module docstring)."""
-        from .select import candidates_for
-
+    def select_tool(self, task: BoundTask, request: str, catalog: TaskCatalog, llm: LLMClient | None = None
+                    ) -> tuple[str | None, str | None, dict[str, Any], str | None]:
+        """``(tool, model, inputs-rebound, why-not)`` for one task."""
         cands, reasons = candidates_for(task, self.registry, self.profile, self.settings)
         if not cands:
             return None, None, {}, "; ".join(reasons) or f"no tool can run {task.task}"
         pick = 0
-        if self.choose_models_with_llm and len(cands) > 1:
-            pick = self._llm_choice(task, request, cands)
+        if self.choose_models_with_llm and len(cands) > 1 and llm is not None:
+            pick = self._llm_choice(task, request, cands, llm)
         tool, model, inputs = cands[pick]
         return tool, model, inputs, None
 
-    def _llm_choice(self, task: BoundTask, request: str, cands: Sequence[tuple[str, str | None, Any]]) -> int:
+    def _llm_choice(self, task: BoundTask, request: str, cands: Sequence[tuple[str, str | None, Any]],
+                    llm: LLMClient) -> int:
         listing = "\n".join(f"{i}. tool {t}" + (f", model {m}" if m else "") for i, (t, m, _) in enumerate(cands))
         messages = [{"role": "system", "content": self.prompt("select").render(task=task.task, request=request,
                                                                                candidates=listing)},
                     {"role": "user", "content": "Choose."}]
         try:
-            reply = self.llm.chat(messages, json=True, temperature=0.0,
-                                  context={"stage": "select", "task": task.task, "candidates": listing})
+            reply = llm.chat(messages, json=True, temperature=0.0)
             choice = int(reply.json().get("choice", 0))
         except (LLMError, ValueError, TypeError, AttributeError) as exc:
             logger.info("model choice by the LLM failed (%s); taking the first candidate", exc)
             return 0
         return choice if 0 <= choice < len(cands) else 0
 
-    # ------------------------------------------------------------ execution
-    async def execute_plan(self, vplan: ValidatedPlan, opts: _RunOptions, emit: Any) -> tuple[dict[int, TaskOutcome],
-                                                                                               list[Any]]:
-        """Run a selected plan: tool stages on the engine, text tasks on the LLM, in dependency order."""
-        outcomes: dict[int, TaskOutcome] = {}
-        done: dict[int, dict[str, ArtifactRef]] = {}
-        runs: list[Any] = []
-        for t in vplan.tasks.values():
-            if t.kind == "tool" and t.tool is None:
-                outcomes[t.id] = TaskOutcome(t.id, t.task, "tool", "failed", error=t.params.get("_why", "no tool"))
-        while True:
-            pending = [vplan.tasks[i] for i in vplan.order if i not in outcomes]
-            if not pending:
-                break
-            if opts.cancelled:
-                for t in pending:
-                    outcomes[t.id] = TaskOutcome(t.id, t.task, t.kind, "cancelled", tool=t.tool, error="run cancelled")
-                break
-            # 1. tasks whose inputs failed are skipped
-            progressed = False
-            for t in pending:
-                bad = [d for d in t.deps if d in outcomes and not outcomes[d].ok and outcomes[d].status != "refused"]
-                if bad:
-                    why = outcomes[bad[0]].error or outcomes[bad[0]].status
-                    outcomes[t.id] = TaskOutcome(t.id, t.task, t.kind, "skipped", tool=t.tool,
-                                                 error=f"task {bad[0]} ({vplan.tasks[bad[0]].task}) {outcomes[bad[0]].status}: {why}")
-                    progressed = True
-            if progressed:
-                continue
-            # 2. every tool task whose inputs are ready or come from this stage: one workflow
-            stage: list[int] = []
-            for t in pending:
-                if t.kind == "tool" and all(d in done or d in stage for d in t.deps):
-                    stage.append(t.id)
-            text_ready = [t for t in pending if t.kind == "llm" and all(d in done for d in t.deps)]
-            if not stage and not text_ready:
-                for t in pending:
-                    outcomes[t.id] = TaskOutcome(t.id, t.task, t.kind, "skipped", error="its inputs never became available")
-                break
-            jobs = []
-            if stage:
-                jobs.append(self._run_stage(vplan, stage, done, opts, emit))
-            jobs += [self._run_text_task(vplan, t, done, opts, emit) for t in text_ready]
-            for res in await asyncio.gather(*jobs):
-                stage_outcomes, run = res
-                outcomes.update(stage_outcomes)
-                for tid, o in stage_outcomes.items():
-                    if o.ok or o.status == "refused":
-                        done[tid] = dict(o.outputs)
-                if run is not None:
-                    runs.append(run)
-        return outcomes, runs
-
-    async def _run_stage(self, vplan: ValidatedPlan, ids: list[int], done: Mapping[int, Mapping[str, ArtifactRef]],
-                         opts: _RunOptions, emit: Any) -> tuple[dict[int, TaskOutcome], Any]:
-        compiled_plan = compile_plan(vplan, task_ids=ids, done=done, name=f"agent-{opts.agent_run[:8]}",
-                                     retries=self.task_retries)
-        outcomes: dict[int, TaskOutcome] = {}
-        try:
-            compiled = compiled_plan.workflow.compile(registry=self.registry, settings=self.settings)
-        except WorkflowError as exc:
-            for i in ids:
-                outcomes[i] = TaskOutcome(i, vplan.tasks[i].task, "tool", "failed", tool=vplan.tasks[i].tool,
-                                          error=f"the workflow is invalid: {exc}")
-            return outcomes, None
-        extra = {"cancel": opts.cancel} if opts.cancel is not None else {}
-        nodes, final = await _run_workflow(compiled, compiled_plan.run_inputs, emit, store=opts.store,
-                                           cache=opts.cache, seed=opts.seed, profile=self.profile, **extra)
-        for i in ids:
-            t = vplan.tasks[i]
-            status, outputs, error, seconds = nodes.get(compiled_plan.node_of_task[i], ("skipped", {}, None, 0.0))
-            if error is None and status == "skipped":
-                error = (getattr(final, "errors", None) or {}).get("<run>", "did not run")
-            outcomes[i] = TaskOutcome(i, t.task, "tool", status, tool=t.tool, model=t.model, outputs=outputs,
-                                      error=error, seconds=seconds)
-        return outcomes, final
-
-    async def _run_text_task(self, vplan: ValidatedPlan, t: BoundTask, done: Mapping[int, Mapping[str, ArtifactRef]],
-                             opts: _RunOptions, emit: Any) -> tuple[dict[int, TaskOutcome], None]:
-        started = time.perf_counter()
-        try:
-            text = await asyncio.to_thread(self._text_input, vplan, t, done)
-        except OrchestratorError as exc:
-            outcome = TaskOutcome(t.id, t.task, "llm", "failed", error=str(exc))
-            emit(aev.TextTaskFinished(agent_run=opts.agent_run, task_id=t.id, task=t.task, status="failed",
-                                      note=str(exc)))
-            return {t.id: outcome}, None
-        desc = self.catalog().tasks.get(t.task)
-        extra = {k: v for k, v in t.args.items() if k != "text" and isinstance(v, str)}
-        user = text if not extra else "\n".join(f"{k}: {v}" for k, v in extra.items()) + "\n\n" + text
-        messages = [{"role": "system", "content": self.prompt("text_task").render(
-            task=t.task, description=desc.description if desc else "")}, {"role": "user", "content": user}]
-        try:
-            reply = await self.llm.achat(messages, temperature=0.0,
-                                         context={"stage": "text_task", "task": t.task, "text": text, "args": extra})
-        except LLMError as exc:
-            outcome = TaskOutcome(t.id, t.task, "llm", "failed", error=str(exc), seconds=time.perf_counter() - started)
-            emit(aev.TextTaskFinished(agent_run=opts.agent_run, task_id=t.id, task=t.task, status="failed",
-                                      note=str(exc)))
-            return {t.id: outcome}, None
-        if reply.finish_reason == "refused":
-            # pass the input through so later tasks still run, and say so
-            ref = await asyncio.to_thread(opts.store.put, text, modality=Modality.TEXT)
-            outcome = TaskOutcome(t.id, t.task, "llm", "refused", tool="llm", outputs={"text": ref}, note=reply.text,
-                                  seconds=time.perf_counter() - started)
-        else:
-            ref = await asyncio.to_thread(opts.store.put, reply.text.strip(), modality=Modality.TEXT,
-                                          provenance={"tool": f"llm:{self.llm.name}", "node": f"t{t.id}"})
-            outcome = TaskOutcome(t.id, t.task, "llm", "succeeded", tool="llm", model=getattr(self.llm, "model", None),
-                                  outputs={"text": ref}, seconds=time.perf_counter() - started)
-        emit(aev.TextTaskFinished(agent_run=opts.agent_run, task_id=t.id, task=t.task, status=outcome.status,
-                                  output=outcome.outputs.get("text"), note=outcome.note))
-        return {t.id: outcome}, None
-
-    def _text_input(self, vplan: ValidatedPlan, t: BoundTask, done: Mapping[int, Mapping[str, ArtifactRef]]) -> str:
-        parts = []
-        for bindings in t.inputs.values():
-            for b in bindings:
-                if b.kind == "literal":
-                    parts.append(b.value)
-                elif b.kind == "generated":
-                    parts.append(str(self.store.load(done[b.task][b.value])))  # type: ignore[index]
-                else:
-                    res = vplan.resources[b.value]
-                    parts.append(str(self.store.load(res.value)) if res.value is not None else b.value)
-        return "\n\n".join(parts)
-
-    async def describe(self, outcomes: Mapping[int, TaskOutcome], vplan: ValidatedPlan, opts: _RunOptions,
+    # ------------------------------------------------------------ respond
+    async def describe(self, outcomes: Mapping[int, TaskOutcome], vplan: ValidatedPlan, opts: RunOptions,
                        emit: Any) -> dict[str, str]:
         """Captions of the final images (and descriptions of videos), where such a tool is registered."""
         from orchestrator.workflow import Workflow
@@ -580,8 +509,8 @@ class Agent:
             return {}
         try:
             compiled = wf.compile(registry=self.registry, settings=self.settings)
-            _, final = await _run_workflow(compiled, run_inputs, emit, store=opts.store, cache=opts.cache,
-                                           profile=self.profile)
+            _, final = await run_workflow(compiled, run_inputs, emit, store=opts.store, cache=opts.cache,
+                                          profile=self.profile)
             captions: dict[str, str] = {}
             for name, ref in (getattr(final, "outputs", None) or {}).items():
                 captions[names[name]] = str(await opts.store.aload(ref))
@@ -624,45 +553,21 @@ class Agent:
                 last = ev
             return last
 
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(go())
-        with ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, go()).result()
+        return self._blocking(go())
 
     async def achat_stream(self, session_id: str, message: str, media: Mapping[str, Any] | None = None, *,
                            seed: int | None = None, cancel: threading.Event | None = None) -> AsyncIterator[Any]:
         """Stream a chat reply: ``answer_delta`` text, span dispatch/finish events, the engine's events
         of each span's workflow, and finally ``chat_done`` with the message as stored in the session.
         Setting ``cancel`` stops the reply and the spans' workflows."""
-        from .chat import ChatRunner
-
         runner = ChatRunner(self, session_id, seed=self.seed if seed is None else seed, cancel=cancel)
         async for ev in runner.run(message, media or {}):
             yield ev
 
 
-async def _run_workflow(compiled: Any, inputs: dict[str, Any], emit: Any, **options: Any) -> tuple[
-        dict[str, tuple[str, dict[str, ArtifactRef], str | None, float]], Any]:
-    """Run on the engine, forwarding its events; returns each node's (status, outputs, error, seconds)
-    as the events told it, and the final ``run_finished`` / ``run_failed`` event."""
-    nodes: dict[str, tuple[str, dict[str, ArtifactRef], str | None, float]] = {}
-    final = None
-    async for ev in compiled.astream(inputs, **options):
-        emit(ev)
-        kind = getattr(ev, "type", "")
-        if kind == "node_finished":
-            nodes[ev.node] = ("succeeded", dict(ev.outputs), None, ev.seconds)
-        elif kind == "node_cached":
-            nodes[ev.node] = ("cached", dict(ev.outputs), None, 0.0)
-        elif kind == "node_failed":
-            nodes[ev.node] = ("failed", {}, str(ev.error.get("message") or ev.error), 0.0)
-        elif kind == "node_skipped":
-            nodes[ev.node] = ("cancelled" if ev.reason == "run cancelled" else "skipped", {}, ev.reason, 0.0)
-        elif kind in ("run_finished", "run_failed"):
-            final = ev
-    return nodes, final
+def _unreadable(plan: Plan) -> list[PlanProblem] | None:
+    """The problem of an answer that held no plan at all (None: it held one)."""
+    return [PlanProblem(f"the answer is not a plan: {plan.unreadable}")] if plan.unreadable is not None else None
 
 
 # ====================================================================== the graph
@@ -671,91 +576,76 @@ def build_graph(agent: Agent) -> Any:
     from langchain_core.runnables import RunnableConfig
     from langgraph.graph import END, START, StateGraph
 
+    def request_of(state: AgentState, opts: RunOptions) -> PlanRequest:
+        return agent.plan_request(state["request"], state.get("resources") or {}, state.get("history") or [], opts)
+
     async def plan_node(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-        opts: _RunOptions = config["configurable"]["agent_options"]
-        messages = agent.plan_messages(state)
-        ctx = {"stage": "plan", "request": _resolved(state), "resources": state.get("resources") or {},
-               "catalog": agent.catalog()}
+        opts: RunOptions = config["configurable"]["agent_options"]
         try:
-            reply = await agent.llm.achat(messages, temperature=0.0, context=ctx)
+            plan = await agent.planner.plan(request_of(state, opts))
         except LLMError as exc:
-            return {"plan_text": "", "problems": [f"the LLM could not plan: {exc}"], "attempts": 99,
-                    "notes": [f"the LLM is unavailable: {exc}"]}
-        del opts
-        return {"plan_text": reply.text}
+            return {"plan": None, "llm_down": True, "problems": [PlanProblem(f"the LLM could not plan: {exc.message}")],
+                    "notes": [f"the LLM is unavailable: {exc.message}"]}
+        return {"plan": plan}
 
     async def validate_node(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-        opts: _RunOptions = config["configurable"]["agent_options"]
-        emit = _writer()
-        if state.get("attempts", 0) >= 99:
-            return {"plan": None, "vplan": None}
-        try:
-            plan = parse_plan(state.get("plan_text", ""))
-        except PlanError as exc:
-            return {"plan": None, "vplan": None, "problems": [f"the answer is not a plan: {exc.message}"]}
+        opts: RunOptions = config["configurable"]["agent_options"]
+        plan = state.get("plan")
+        if plan is None:
+            return {"vplan": None}
+        unreadable = _unreadable(plan)
+        if unreadable is not None:
+            return {"vplan": None, "problems": unreadable}
+        if plan.refusal and not plan.tasks:
+            return {"vplan": None, "problems": []}
         vplan, problems = validate_plan(plan, agent.catalog(), state.get("resources") or {})
         if vplan is None:
-            return {"plan": plan, "vplan": None, "problems": problems}
-        emit(aev.PlanReady(agent_run=opts.agent_run, plan=plan.to_hugginggpt(), attempt=state.get("attempts", 0),
-                           notes=plan.notes, warnings=vplan.warnings))
-        return {"plan": plan, "vplan": vplan, "problems": [], "notes": list(state.get("notes") or []) + plan.notes}
+            return {"vplan": None, "problems": problems}
+        _writer()(aev.PlanReady(agent_run=opts.agent_run, plan=plan.to_hugginggpt(), attempt=state.get("attempts", 0),
+                                notes=plan.notes, warnings=vplan.warnings, refusal=plan.refusal))
+        return {"vplan": vplan, "problems": [], "notes": list(state.get("notes") or []) + plan.notes}
 
     def after_validate(state: AgentState) -> str:
         if state.get("vplan") is not None:
             return "select"
-        if state.get("attempts", 0) < agent.max_repairs:
+        if state.get("problems") and not state.get("llm_down") and state.get("attempts", 0) < agent.max_repairs:
             return "repair"
         return "respond"
 
     async def repair_node(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-        opts: _RunOptions = config["configurable"]["agent_options"]
-        emit = _writer()
+        opts: RunOptions = config["configurable"]["agent_options"]
         attempt = state.get("attempts", 0) + 1
         problems = state.get("problems") or []
-        emit(aev.PlanRepaired(agent_run=opts.agent_run, problems=problems, attempt=attempt))
-        messages = agent.plan_messages(state) + [
-            {"role": "assistant", "content": state.get("plan_text", "")},
-            {"role": "user", "content": agent.prompt("repair").render(problems="\n".join(f"- {p}" for p in problems))},
-        ]
-        ctx = {"stage": "repair", "request": _resolved(state), "plan": state.get("plan_text", ""),
-               "problems": problems, "resources": state.get("resources") or {}, "catalog": agent.catalog()}
+        _writer()(aev.PlanRepaired(agent_run=opts.agent_run, problems=[str(p) for p in problems], attempt=attempt,
+                                   issues=[dataclasses.asdict(p) for p in problems]))
+        plan = state.get("plan") or Plan()
         try:
-            reply = await agent.llm.achat(messages, temperature=0.0, context=ctx)
+            plan = await agent.planner.repair(request_of(state, opts), plan, problems)
         except LLMError as exc:
-            return {"attempts": 99, "problems": problems + [f"the LLM could not repair the plan: {exc}"]}
-        return {"plan_text": reply.text, "attempts": attempt}
+            return {"attempts": attempt, "llm_down": True,
+                    "problems": [*problems, PlanProblem(f"the LLM could not repair the plan: {exc.message}")]}
+        return {"plan": plan, "attempts": attempt}
 
     async def select_node(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-        opts: _RunOptions = config["configurable"]["agent_options"]
-        emit = _writer()
+        opts: RunOptions = config["configurable"]["agent_options"]
         vplan = state["vplan"]
         assert vplan is not None
-        catalog = agent.catalog()
-        selections: dict[str, dict[str, Any]] = {}
-        for t in vplan.tool_tasks:
-            tool, model, inputs, why = await asyncio.to_thread(agent.select_tool, t, state["request"], catalog)
-            if tool is None:
-                t.tool, t.params = None, {"_why": why}
-                selections[str(t.id)] = {"task": t.task, "tool": None, "error": why}
-                continue
-            t.tool, t.model, t.inputs = tool, model, inputs
-            if model is not None and "model" in agent.registry.get(tool).spec.params.model_fields:
-                t.params["model"] = model
-            selections[str(t.id)] = {"task": t.task, "tool": tool, "model": model}
+        selections = await asyncio.to_thread(agent.select, vplan, state["request"], opts.llm)
         if selections:
-            emit(aev.ModelsSelected(agent_run=opts.agent_run, selections=selections))
+            _writer()(aev.ModelsSelected(agent_run=opts.agent_run, selections=selections))
         return {"vplan": vplan}
 
     async def execute_node(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-        opts: _RunOptions = config["configurable"]["agent_options"]
-        emit = _writer()
+        opts: RunOptions = config["configurable"]["agent_options"]
         vplan = state["vplan"]
         assert vplan is not None
-        outcomes, runs = await agent.execute_plan(vplan, opts, emit)
-        return {"outcomes": outcomes, "runs": runs}
+        outcomes, final = await execute_plan(vplan, registry=agent.registry, settings=agent.settings,
+                                             profile=agent.profile, opts=opts, emit=_writer(),
+                                             retries=agent.task_retries)
+        return {"outcomes": outcomes, "runs": [final] if final is not None else []}
 
     async def respond_node(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-        opts: _RunOptions = config["configurable"]["agent_options"]
+        opts: RunOptions = config["configurable"]["agent_options"]
         emit = _writer()
         vplan = state.get("vplan")
         outcomes: dict[int, TaskOutcome] = state.get("outcomes") or {}
@@ -763,10 +653,11 @@ def build_graph(agent: Agent) -> Any:
         problems = list(state.get("problems") or [])
         plan = state.get("plan")
         if vplan is None and problems:
-            emit(aev.PlanRejected(agent_run=opts.agent_run, problems=problems))
-            notes.append("no tools were used because the plan could not be made valid: " + "; ".join(problems))
+            emit(aev.PlanRejected(agent_run=opts.agent_run, problems=[str(p) for p in problems]))
+            notes.append("no tools were used because the plan could not be made valid: "
+                         + "; ".join(str(p) for p in problems))
         captions: dict[str, str] = {}
-        if vplan is not None and agent.describe_media and outcomes:
+        if vplan is not None and agent.describe_media and outcomes and not opts.cancelled:
             captions = await agent.describe(outcomes, vplan, opts, emit)
         results = []
         for t in sorted(outcomes.values(), key=lambda t: t.id):
@@ -783,36 +674,26 @@ def build_graph(agent: Agent) -> Any:
         for t in sorted(outcomes.values(), key=lambda t: t.id):
             if t.status == "refused" and t.note:
                 notes.append(f"task {t.id} ({t.task}) not done: {t.note}")
-        state2 = {**state, "notes": notes}
-        messages = agent.respond_messages(state2, results)
-        ctx = {"stage": "respond", "request": state["request"], "results": results, "notes": notes,
-               "refusal": plan.refusal if plan is not None else None}
-        pieces: list[str] = []
-        from .heuristic import HeuristicPlanner
-
+        if plan is not None and plan.refusal and plan.tasks:
+            notes.append(f"not done: {plan.refusal}")
+        refusal = plan.refusal if plan is not None else None
         if opts.cancelled:
-            answer = "Cancelled.\n" + HeuristicPlanner(agent.registry).respond(ctx)
+            answer = "Cancelled.\n" + report(results, notes, refusal)
+        elif opts.llm is None:
+            answer = report(results, notes, refusal)
+            emit(aev.AnswerDelta(agent_run=opts.agent_run, text=answer))  # streamed like an LLM's answer
         else:
+            messages = agent.respond_messages({**state, "notes": notes}, results)
+            pieces: list[str] = []
             try:
-                async for piece in agent.llm.achat(messages, stream=True, context=ctx):
+                async for piece in opts.llm.achat(messages, stream=True):
                     pieces.append(piece)
                     emit(aev.AnswerDelta(agent_run=opts.agent_run, text=piece))
                 answer = "".join(pieces).strip()
             except LLMError as exc:
-                answer = HeuristicPlanner(agent.registry).respond(ctx) + f"\n(The LLM could not write the answer: {exc})"
-        llm_down = any(p.startswith("the LLM could not") for p in state.get("problems") or [])
-        if opts.cancelled:
-            status = "cancelled"
-        elif not outcomes and llm_down:
-            status = "failed"  # no plan because the LLM could not be reached: not a success
-        elif not outcomes:
-            status = "no_tools"
-        elif all(t.ok for t in outcomes.values()):
-            status = "succeeded"
-        elif any(t.ok or t.status == "refused" for t in outcomes.values()):
-            status = "partial"
-        else:
-            status = "failed"
+                answer = report(results, notes, refusal) + \
+                    f"\n(The LLM could not write the answer: {exc.message})"
+        status = outcome_status(outcomes, plan, cancelled=opts.cancelled, llm_down=bool(state.get("llm_down")))
         artifacts = [ref for t in sorted(outcomes.values(), key=lambda t: t.id) for ref in t.outputs.values()]
         emit(aev.AnswerReady(agent_run=opts.agent_run, text=answer, artifacts=artifacts))
         return {"answer": answer, "status": status, "notes": notes}
@@ -834,21 +715,13 @@ def build_graph(agent: Agent) -> Any:
     return graph.compile()
 
 
-def _resolved(state: Mapping[str, Any]) -> str:
-    """The request with "the previous image" replaced by the session alias it resolved to."""
-    text = state["request"]
-    for hint in state.get("hints") or []:
-        phrase, _, alias = hint.rpartition(" is ")
-        text = text.replace(phrase.strip('"'), alias)
-    return text
-
-
 def results_json(result: AgentResult) -> str:
     """A compact JSON view of a result (for logs and the CLI)."""
     return json.dumps({
         "status": result.status, "answer": result.answer,
-        "tasks": {i: {"task": t.task, "status": t.status, "tool": t.tool, "error": t.error}
+        "tasks": {i: {"task": t.task, "status": t.status, "tool": t.tool, "error": t.error,
+                      "outputs": {p: r.id for p, r in t.outputs.items()}}
                   for i, t in result.tasks.items()},
+        "refusals": result.refusals,
         "artifacts": [a.id for a in result.artifacts],
     }, indent=2)
-

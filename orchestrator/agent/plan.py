@@ -11,11 +11,12 @@ around the JSON, missing brackets, stray or missing braces, trailing commas,
 An object ``{"tasks": [...], "notes": [...], "refusal": "..."}`` is accepted too.
 
 :func:`validate_plan` checks the plan against the available tasks (the tool
-registry plus the text tasks the LLM answers itself) and the user's resources,
-derives dependencies from the ``<GENERATED>-k`` references, and binds every
-argument to a tool port. Every problem is reported with the task id it concerns.
+registry, text tasks such as ``summarization`` included: they are tools that ask
+the LLM) and the user's resources, derives dependencies from the ``<GENERATED>-k``
+references, and binds every argument to a tool port. Every problem is a typed
+:class:`PlanProblem` (task id, field, message).
 
-:func:`compile_plan` turns the tool tasks of a validated plan into an
+:func:`compile_plan` turns a validated plan into one
 :class:`orchestrator.workflow.Workflow` (one node per task).
 """
 
@@ -40,7 +41,9 @@ __all__ = [
     "LLM_TASKS",
     "Binding",
     "BoundTask",
+    "CompiledPlan",
     "Plan",
+    "PlanProblem",
     "PlanTask",
     "Resource",
     "TaskCatalog",
@@ -82,13 +85,19 @@ class PlanTask(BaseModel):
 
 
 class Plan(BaseModel):
-    """A parsed plan: tasks plus the planner's notes (or a refusal, with its reason)."""
+    """A parsed plan: tasks plus the planner's notes (or a refusal, with its reason).
+
+    ``source`` is the text the planner wrote (an LLM's answer), kept to show it back
+    when asking for a repair; ``unreadable`` says why that text held no plan at all.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     tasks: list[PlanTask] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     refusal: str | None = None
+    source: str | None = Field(default=None, exclude=True)
+    unreadable: str | None = Field(default=None, exclude=True)
 
     def to_hugginggpt(self) -> list[dict[str, Any]]:
         return [t.model_dump() for t in self.tasks]
@@ -97,6 +106,23 @@ class Plan(BaseModel):
         if not self.notes and self.refusal is None:
             return json.dumps(self.to_hugginggpt())
         return json.dumps({"tasks": self.to_hugginggpt(), "notes": self.notes, "refusal": self.refusal})
+
+
+@dataclass(frozen=True)
+class PlanProblem:
+    """One thing wrong with a plan, typed so a planner never parses English back.
+
+    ``task_id`` is the plan task it concerns (``None``: the plan as a whole);
+    ``field`` the argument or key (``"task"``, ``"dep"``, ``"args.image"`` ...).
+    ``str(problem)`` is the sentence shown to an LLM (``"task 2: unknown task ..."``).
+    """
+
+    message: str
+    task_id: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        return self.message if self.task_id is None else f"task {self.task_id}: {self.message}"
 
 
 # ====================================================================== parsing
@@ -333,7 +359,8 @@ LLM_TASKS: dict[str, str] = {
     "topic-generation": "Generate a list of related topics or ideas from a text.",
     "text-classification": "Classify a text into labels.",
 }
-"""Text-only tasks the central LLM answers itself (as HuggingGPT does), unless a tool is registered for them."""
+"""Text-only tasks the central LLM answers (as HuggingGPT does): each is a registered tool
+(``tools/llm_text.py``) that reaches the LLM client through its context."""
 
 TASK_ALIASES: dict[str, str] = {
     "text-summarizer": "summarization", "summarize": "summarization", "summary": "summarization",
@@ -387,13 +414,15 @@ class TaskInfo:
 
 
 class TaskCatalog:
-    """Tasks available to a plan: the registry's tools (by task and by tool name) plus LLM text tasks.
+    """Tasks available to a plan: the registry's tools, by task and by tool name.
 
     A plan may name a task (``"image-to-text"``: the select stage picks the tool)
-    or a registered tool name (``"image.ocr"``: that tool).
+    or a registered tool name (``"image.ocr"``: that tool). The text tasks of
+    :data:`LLM_TASKS` are tools too (``tools/llm_text.py``); their ``kind`` is
+    ``"llm"`` because the LLM answers them.
     """
 
-    def __init__(self, registry: Any, *, llm_tasks: Mapping[str, str] | None = None) -> None:
+    def __init__(self, registry: Any) -> None:
         self.registry = registry
         self.tasks: dict[str, TaskInfo] = {}
         self.tools: dict[str, Tool] = {}
@@ -403,14 +432,11 @@ class TaskCatalog:
             self.tools[t.name] = t
             info = self.tasks.get(t.spec.task)
             if info is None:
-                self.tasks[t.spec.task] = TaskInfo(t.spec.task, "tool", t.spec.description, t.spec.inputs,
+                kind: Literal["tool", "llm"] = "llm" if t.spec.task in LLM_TASKS else "tool"
+                self.tasks[t.spec.task] = TaskInfo(t.spec.task, kind, t.spec.description, t.spec.inputs,
                                                    t.spec.outputs, [t.name])
             else:
                 info.tools.append(t.name)
-        text = Port(name="text", modality=Modality.TEXT)
-        for task, desc in (LLM_TASKS if llm_tasks is None else llm_tasks).items():
-            if task not in self.tasks:
-                self.tasks[task] = TaskInfo(task, "llm", desc, (text,), (text,), [])
 
     def resolve(self, name: str) -> tuple[TaskInfo, str | None] | None:
         """``(info, pinned tool or None)`` for a task or tool name, after normalizing aliases."""
@@ -433,7 +459,7 @@ class TaskCatalog:
         """One line per task for an LLM prompt."""
         lines = []
         for name, info in sorted(self.tasks.items()):
-            who = f"tools: {', '.join(info.tools)}" if info.kind == "tool" else "answered by you (the LLM)"
+            who = f"tools: {', '.join(info.tools)}" if info.kind == "tool" else "a text task the LLM answers"
             lines.append(f"- {name} {info.signature()}: {info.description} [{who}]")
         return "\n".join(lines)
 
@@ -498,6 +524,10 @@ class BoundTask:
     tool: str | None = None
     model: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    """The plan's string arguments that bind to no port (``language: French``): a text task's options."""
+    unavailable: str | None = None
+    """Why no tool can run this task here (set by model selection)."""
 
     @property
     def node_id(self) -> str:
@@ -557,19 +587,23 @@ def validate_plan(
     plan: Plan,
     catalog: TaskCatalog,
     resources: Mapping[str, Resource] | None = None,
-) -> tuple[ValidatedPlan | None, list[str]]:
+) -> tuple[ValidatedPlan | None, list[PlanProblem]]:
     """Check a plan; return ``(validated plan, [])`` or ``(None, problems)``.
 
-    Problems name the task id and say what to change, so they can be sent back
-    to the LLM for a repair.
+    Each problem names its task and field and says what to change (``str(problem)``
+    is what an LLM is shown for a repair).
     """
     resources = dict(resources or {})
-    problems: list[str] = []
+    problems: list[PlanProblem] = []
+
+    def problem(task_id: int | None, field: str | None, message: str) -> None:
+        problems.append(PlanProblem(message, task_id, field))
+
     warnings: list[str] = []
     by_id: dict[int, PlanTask] = {}
     for t in plan.tasks:
         if t.id in by_id:
-            problems.append(f"task ids must be unique: id {t.id} is used twice")
+            problem(t.id, "id", f"task ids must be unique: id {t.id} is used twice")
         by_id[t.id] = t
     infos: dict[int, tuple[TaskInfo, str | None]] = {}
     for t in plan.tasks:
@@ -577,7 +611,7 @@ def validate_plan(
         if resolved is None:
             near = catalog.suggest(t.task)
             hint = f" (did you mean {', '.join(repr(n) for n in near)}?)" if near else ""
-            problems.append(f"task {t.id}: unknown task {t.task!r}{hint}; use one of the listed tasks")
+            problem(t.id, "task", f"unknown task {t.task!r}{hint}; use one of the listed tasks")
             continue
         infos[t.id] = resolved
 
@@ -588,25 +622,30 @@ def validate_plan(
         info, pinned = infos[t.id]
         values: dict[Modality, list[tuple[str, Binding]]] = {m: [] for m in ARG_MODALITIES}
         deps: set[int] = set()
+        options: dict[str, str] = {}
         for key, raw in t.args.items():
             modality = _key_modality(key, info.inputs)
             items = raw if isinstance(raw, list) else [raw]
             if modality is None:
+                if isinstance(raw, str) and key not in ("model", "seed"):
+                    options[key] = raw
+                if info.kind == "llm":
+                    continue  # a text task's option (language, labels …), told to the LLM
                 if key not in ("model", "seed") and not isinstance(raw, (dict, bool)):
                     warnings.append(f"task {t.id}: argument {key!r} is not an input of {info.task}; ignored")
                 continue
             for item in items:
                 if not isinstance(item, str):
                     if item is not None:
-                        problems.append(f"task {t.id}: argument {key!r} must be a string, got {type(item).__name__}")
+                        problem(t.id, f"args.{key}", f"argument {key!r} must be a string, got {type(item).__name__}")
                     continue
                 k = generated_ref(item)
                 if k is not None:
                     if k == t.id:
-                        problems.append(f"task {t.id}: argument {key!r} refers to its own output <GENERATED>-{k}")
+                        problem(t.id, f"args.{key}", f"argument {key!r} refers to its own output <GENERATED>-{k}")
                         continue
                     if k not in by_id:
-                        problems.append(f"task {t.id}: argument {key!r} refers to <GENERATED>-{k}, "
+                        problem(t.id, f"args.{key}", f"argument {key!r} refers to <GENERATED>-{k}, "
                                         f"but there is no task {k}")
                         continue
                     if k not in infos:
@@ -615,7 +654,7 @@ def validate_plan(
                     port = src.output_port(modality)
                     if port is None:
                         outs = ", ".join(p.modality.value for p in src.outputs)
-                        problems.append(f"task {t.id}: argument {key!r} needs {modality.value}, but <GENERATED>-{k} "
+                        problem(t.id, f"args.{key}", f"argument {key!r} needs {modality.value}, but <GENERATED>-{k} "
                                         f"is the output of task {k} ({src.task}), which produces {outs}")
                         continue
                     deps.add(k)
@@ -624,7 +663,7 @@ def validate_plan(
                 res = _match_resource(item, resources)
                 if res is not None:
                     if res.modality is not modality and modality is not Modality.TEXT:
-                        problems.append(f"task {t.id}: argument {key!r} needs {modality.value}, but resource "
+                        problem(t.id, f"args.{key}", f"argument {key!r} needs {modality.value}, but resource "
                                         f"{res.name!r} is {res.modality.value}")
                         continue
                     if res.modality is modality:
@@ -635,7 +674,7 @@ def validate_plan(
                     continue
                 known = ", ".join(sorted(n for n, r in resources.items() if r.modality is modality)) or "none"
                 what = "a URL; download it first" if re.match(r"https?://", item) else "not among the user's resources"
-                problems.append(f"task {t.id}: {modality.value} argument {key!r} = {item!r} is {what} "
+                problem(t.id, f"args.{key}", f"{modality.value} argument {key!r} = {item!r} is {what} "
                                 f"(available {modality.value} resources: {known})")
         # bind values to ports, modality by modality, exact port names first
         inputs: dict[str, list[Binding]] = {}
@@ -645,7 +684,7 @@ def validate_plan(
                 continue
             if not ports:
                 if info.kind == "llm":
-                    problems.append(f"task {t.id}: {info.task} is answered by the LLM from text; it cannot take "
+                    problem(t.id, "args", f"{info.task} is answered by the LLM from text; it cannot take "
                                     f"{modality.value} (add a task that turns the {modality.value} into text first)")
                 else:
                     warnings.append(f"task {t.id}: {info.task} takes no {modality.value}; argument(s) "
@@ -672,14 +711,14 @@ def validate_plan(
                                 f"extra argument(s) {[k for k, _ in queue]} ignored")
         for port in info.inputs:
             if not port.optional and port.name not in inputs:
-                problems.append(f"task {t.id}: {info.task} needs a {port.modality.value} argument "
+                problem(t.id, f"args.{port.name}", f"{info.task} needs a {port.modality.value} argument "
                                 f"({port.name!r}) and has none")
         for d in t.dep:
             if d >= 0 and d not in by_id:
                 warnings.append(f"task {t.id}: dep {d} names no task; ignored")
         bound[t.id] = BoundTask(
             id=t.id, task=info.task, kind=info.kind, tools=list(info.tools), inputs=inputs, deps=sorted(deps),
-            args=dict(t.args), pinned=pinned is not None, tool=pinned,
+            args=dict(t.args), pinned=pinned is not None, tool=pinned, options=options,
         )
 
     order = _topological(bound, problems)
@@ -689,7 +728,7 @@ def validate_plan(
                          registry=catalog.registry), []
 
 
-def _topological(tasks: Mapping[int, BoundTask], problems: list[str]) -> list[int]:
+def _topological(tasks: Mapping[int, BoundTask], problems: list[PlanProblem]) -> list[int]:
     indeg = {i: 0 for i in tasks}
     users: dict[int, list[int]] = {i: [] for i in tasks}
     for t in tasks.values():
@@ -709,8 +748,9 @@ def _topological(tasks: Mapping[int, BoundTask], problems: list[str]) -> list[in
         ready.sort()
     if len(order) < len(tasks):
         stuck = sorted(set(tasks) - set(order))
-        problems.append(f"tasks {stuck} depend on each other in a cycle; a task may only use outputs of other "
-                        "tasks that do not depend on it")
+        for i in stuck:
+            problems.append(PlanProblem(f"tasks {stuck} depend on each other in a cycle; a task may only use outputs "
+                                        "of other tasks that do not depend on it", i, "dep"))
     return order
 
 
@@ -729,7 +769,7 @@ def _input_name(text: str, taken: set[str]) -> str:
 
 @dataclass
 class CompiledPlan:
-    """A workflow for (part of) a plan plus the run inputs it needs."""
+    """The workflow of a plan plus the run inputs it needs."""
 
     workflow: Any
     run_inputs: dict[str, Any]
@@ -741,22 +781,20 @@ def compile_plan(
     vplan: ValidatedPlan,
     *,
     task_ids: Iterable[int] | None = None,
-    done: Mapping[int, Mapping[str, Any]] | None = None,
     name: str = "agent-plan",
     retries: int = 0,
     seed: int | None = None,
 ) -> CompiledPlan:
-    """Compile the tool tasks ``task_ids`` (default: all) into one workflow.
+    """Compile the tasks ``task_ids`` (default: all) of a validated plan into one workflow.
 
-    References to tasks outside the set must be in ``done`` (``{task id: {port:
-    ArtifactRef or value}}``) and become workflow inputs, as do user resources and
-    literal texts. Every output port of every node is a workflow output named
-    ``t<id>_<port>``.
+    User resources and literal texts become workflow inputs; ``<GENERATED>-k`` becomes
+    an edge from node ``t<k>`` (which must be among the compiled tasks). Every output
+    port of every node is a workflow output named ``t<id>_<port>``.
     """
     from orchestrator.workflow import Workflow
 
-    done = dict(done or {})
-    ids = [i for i in vplan.order if (task_ids is None or i in set(task_ids)) and vplan.tasks[i].kind == "tool"]
+    wanted = set(vplan.order if task_ids is None else task_ids)
+    ids = [i for i in vplan.order if i in wanted]
     wf = Workflow(name, description="compiled from an agent task plan")
     run_inputs: dict[str, Any] = {}
     taken: set[str] = set()
@@ -775,16 +813,10 @@ def compile_plan(
             for b in bindings:
                 if b.kind == "generated":
                     assert b.task is not None
-                    if b.task in ids:
-                        srcs.append(f"t{b.task}.{b.value}")
-                        continue
-                    if b.task not in done or b.value not in done[b.task]:
-                        raise PlanError(f"task {i} needs the {b.modality.value} of task {b.task}, which is neither "
-                                        "in this workflow nor done", task_id=i)
-                    inp = _input_name(f"t{b.task}_{b.value}", taken)
-                    wf.add_input(inp, b.modality)
-                    run_inputs[inp] = done[b.task][b.value]
-                    srcs.append(inp)
+                    if b.task not in wanted:
+                        raise PlanError(f"task {i} needs the {b.modality.value} of task {b.task}, which is not "
+                                        "compiled with it", task_id=i)
+                    srcs.append(f"t{b.task}.{b.value}")
                 elif b.kind == "resource":
                     if b.value not in resource_inputs:
                         inp = _input_name(b.value, taken)

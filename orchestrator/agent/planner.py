@@ -20,22 +20,9 @@ from typing import Protocol, runtime_checkable
 
 from orchestrator.artifacts import Modality
 
-from .plan import Plan, TaskCatalog
+from .plan import Plan, PlanProblem, TaskCatalog
 
 __all__ = ["PlanProblem", "PlanRequest", "Planner"]
-
-
-@dataclass(frozen=True)
-class PlanProblem:
-    """One thing wrong with a plan, typed so a planner never parses English back.
-
-    ``task_id`` is the plan task it concerns (``None``: the plan as a whole);
-    ``field`` the argument or key (``"task"``, ``"dep"``, ``"args.image"`` ...).
-    """
-
-    message: str
-    task_id: int | None = None
-    field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,13 +31,16 @@ class PlanRequest:
 
     ``resources`` names the user's inputs (files, uploads, earlier artifacts) with
     their modality; a plan refers to them by name in its ``args``.
-    ``history`` is the earlier conversation, oldest first, as plain text turns.
+    ``history`` is the earlier conversation, oldest first, as plain text turns
+    (``"user: ..."``, ``"assistant: ..."``). ``deadline`` (a ``time.monotonic()``)
+    is when the run's LLM time is up; a planner that calls an LLM passes it on.
     """
 
     text: str
     catalog: TaskCatalog
     resources: Mapping[str, Modality] = field(default_factory=dict)
     history: Sequence[str] = ()
+    deadline: float | None = None
 
 
 @runtime_checkable

@@ -36,9 +36,10 @@ from typing import Any
 
 from orchestrator.artifacts import ArtifactRef, ArtifactStore
 from orchestrator.errors import OrchestratorError
+from orchestrator.workflow.events import fold_node as apply_event
 
 from ._metrics import Metrics
-from ._outcome import Outcome, event_json
+from ._outcome import Outcome, RunRecord, event_json
 from .settings import ServerSettings
 
 __all__ = ["ACTIVE", "TERMINAL", "Outcome", "QueueFull", "RunJob", "RunManager", "event_stream"]
@@ -50,7 +51,7 @@ ACTIVE_NS = "runs_active"
 CANCEL_NS = "runs_cancel"
 SERVERS_NS = "servers"
 ACTIVE = frozenset({"queued", "running"})
-TERMINAL = frozenset({"succeeded", "partial", "failed", "cancelled", "interrupted"})
+TERMINAL = frozenset({"succeeded", "partial", "refused", "failed", "cancelled", "interrupted"})
 
 
 def event_stream(run_id: str) -> str:
@@ -92,7 +93,7 @@ class RunJob:
     """A run owned by this process: its record, what to execute, and its cancel switch."""
 
     id: str
-    record: dict[str, Any]
+    record: RunRecord
     executor: Executor
     spec: dict[str, Any] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -214,7 +215,7 @@ class RunManager:
         self.ensure_capacity()
         run_id = new_run_id()
         self._queued.add(run_id)  # reserve the slot before the first await: concurrent submits see it
-        record: dict[str, Any] = {
+        record: RunRecord = {
             "id": run_id,
             "kind": kind,
             "status": "queued",
@@ -356,7 +357,9 @@ class RunManager:
             answer=outcome.answer,
             plan=outcome.plan,
         )
-        rec.update(outcome.extra)
+        if outcome.refusals:
+            rec["refusals"] = list(outcome.refusals)
+        rec.update(outcome.extra)  # type: ignore[typeddict-item]
         for entry in rec["nodes"].values():
             if entry.get("status") in ("pending", "running"):
                 entry["status"] = "cancelled" if outcome.status in ("cancelled", "interrupted") else entry["status"]
@@ -581,30 +584,6 @@ class RunManager:
                 logger.warning("heartbeat failed: %s", exc)
             except Exception:  # noqa: BLE001 - keep the heartbeat alive
                 logger.exception("heartbeat crashed")
-
-
-def apply_event(nodes: dict[str, Any], doc: dict[str, Any], node_tools: dict[str, str] | None = None) -> str | None:
-    """Fold one event into the per-node summary ``nodes``; returns the node it concerned."""
-    node = doc.get("node")
-    if not node:
-        return None
-    kind = doc.get("type")
-    entry = nodes.setdefault(node, {"status": "pending"})
-    if kind == "node_started":
-        if node_tools is not None:
-            node_tools[node] = doc.get("tool", "")
-        entry.update(status="running", tool=doc.get("tool"), attempt=doc.get("attempt", 1))
-    elif kind == "node_progress":
-        entry.update(step=doc.get("step"), total=doc.get("total"))
-    elif kind == "node_finished":
-        entry.update(status="succeeded", seconds=doc.get("seconds"))
-    elif kind == "node_cached":
-        entry.update(status="cached")
-    elif kind == "node_failed":
-        entry.update(status="failed", error=(doc.get("error") or {}).get("message"))
-    elif kind == "node_skipped":
-        entry.update(status="skipped", reason=doc.get("reason"))
-    return str(node)
 
 
 def _ref_json(value: Any) -> Any:

@@ -109,7 +109,7 @@ class RunView(BaseModel):
 
     id: str
     kind: Literal["prompt", "graph", "workflow", "chat"]
-    status: Literal["queued", "running", "succeeded", "partial", "failed", "cancelled", "interrupted"]
+    status: Literal["queued", "running", "succeeded", "partial", "refused", "failed", "cancelled", "interrupted"]
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None

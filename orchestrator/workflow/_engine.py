@@ -138,6 +138,8 @@ class _RunContext:
     outputs without pinning them to a run that is over."""
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set on the loop when ``cancel`` is set (by a watcher task), so nodes can await it."""
+    llm: Any = None
+    """The LLM client the run's text tools use (``ToolContext.llm``); None: the one the settings name."""
 
 class CompiledWorkflow:
     """A validated workflow, ready to run; ``graph`` is the compiled LangGraph graph."""
@@ -225,8 +227,9 @@ class CompiledWorkflow:
         ``seed`` (run seed; seeded tools derive a per-node seed from it), ``run_id``,
         ``max_workers`` (threads for blocking tools), ``cancel`` (a ``threading.Event``
         that cancels the run), ``on_event`` (a callback for every event), ``profile``
-        (a name or Profile for model-backed tools) and ``models`` (a ModelManager; default:
-        the process-wide one, created on first use).
+        (a name or Profile for model-backed tools), ``models`` (a ModelManager; default:
+        the process-wide one, created on first use) and ``llm`` (the LLM client that text
+        tools such as ``summarization`` reach through ``ctx.llm``).
         """
         async for item in self._astream(inputs, **options):
             if not isinstance(item, RunResult):
@@ -252,6 +255,7 @@ class CompiledWorkflow:
         on_event: Callable[[Any], None] | None = None,
         profile: Any = None,
         models: Any = None,
+        llm: Any = None,
     ) -> AsyncIterator[Any]:
         store = store or open_store(self.settings)
         run_id = run_id or uuid.uuid4().hex
@@ -282,6 +286,7 @@ class CompiledWorkflow:
         rc = _RunContext(
             run_id=run_id, store=store, cache=cache, seed=seed, emit=emit, loop=loop, executor=executor,
             cancel=cancel or threading.Event(), models=models, profile=prof, settings=self.settings, results={},
+            llm=llm,
         )
         emit(ev.RunStarted(run_id=run_id, workflow=self.name, nodes=list(self.plan.order)))
         config = {"configurable": {"orchestrator_run": rc}, "recursion_limit": len(self.plan.nodes) + 10}
@@ -597,7 +602,7 @@ async def _call_tool(
     attempt_cancel = threading.Event()  # set on run cancel or timeout: cooperative tools stop early
     ctx = ToolContext(
         node=node.id, seed=seed, models=rc.models, profile=rc.profile, settings=rc.settings, store=store,
-        on_progress=on_progress, cancel_event=attempt_cancel,
+        on_progress=on_progress, cancel_event=attempt_cancel, llm=rc.llm,
     )
     t = node.tool
     kwargs = t._kwargs(decoded, node.params, ctx)

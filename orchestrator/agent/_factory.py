@@ -1,0 +1,26 @@
+"""Building planners from a spec: the one place the agent, the server and the CLI get one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .heuristic import HeuristicPlanner
+from .llm import make_llm
+from .llm_planner import LLMPlanner
+from .planner import Planner
+
+__all__ = ["make_planner"]
+
+
+def make_planner(spec: str | None = None, settings: Any = None, *, registry: Any = None) -> Planner:
+    """The planner a spec names: ``None`` / ``"offline"`` / ``"heuristic"``: the offline planner;
+    an LLM spec as :func:`make_llm` takes (``openai:<model>[@url]``, ``ollama:…``,
+    ``transformers:…``): the LLM planner on that client.
+
+    >>> make_planner("offline").name
+    'heuristic'
+    """
+    llm = make_llm(spec or "offline", settings)
+    if llm is None:
+        return HeuristicPlanner(registry=registry)
+    return LLMPlanner(llm)
