@@ -26,7 +26,7 @@ from orchestrator.artifacts import RedisArtifactStore, decode
 pytestmark = pytest.mark.slow
 
 _REF = re.compile(r"\[(\w+): (sha256:[0-9a-f]{64})\]")
-_HINT = re.compile(r'"[^"]*" is (image-\d+)')
+_HINT = re.compile(r'\b(image-\d+)\b')  # the agent names the session's image in the request
 
 
 def _text(content: Any) -> str:
@@ -84,7 +84,7 @@ def _upload(server: ServerProcess, data: bytes) -> dict[str, Any]:
 
 def _gray_result(completion: Any) -> np.ndarray:
     images = [a for a in completion.model_extra["artifacts"] if a["modality"] == "image"]
-    assert len(images) == 1, completion
+    assert len(images) == 1, (completion.choices[0].message.content, completion.model_extra)
     return np.asarray(decode(httpx.get(images[0]["url"]).content, "image"))
 
 
