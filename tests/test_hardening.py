@@ -38,3 +38,99 @@ def test_registry_lookups_racing_the_first_load_all_find_the_tool() -> None:
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("0 "), out.stdout
+
+
+# ---------------------------------------------------------------------- workflow expansion
+def _nested_doc(levels: int, fanout: int) -> dict[str, object]:
+    """A small document whose every level runs the next one ``fanout`` times: fanout**levels nodes."""
+    leaf = {"name": "leaf", "inputs": [{"name": "text", "modality": "text"}],
+            "nodes": [{"id": "t", "tool": "text.template", "params": {"template": "{text}!"},
+                       "inputs": {"texts": "text"}}],
+            "outputs": [{"name": "text", "source": "t.text"}]}
+    doc = leaf
+    for level in range(levels):
+        doc = {"name": f"l{level}", "inputs": [{"name": "text", "modality": "text"}],
+               "nodes": [{"id": f"n{i}", "tool": "workflow:inner", "inputs": {"text": "text"}} for i in range(fanout)],
+               "outputs": [{"name": "text", "source": "n0.text"}],
+               "subworkflows": {"inner": doc}}
+    return doc
+
+
+def test_nested_subworkflows_over_the_node_limit_are_refused_before_expanding() -> None:
+    import json
+    import time
+
+    import pytest
+
+    from orchestrator.errors import WorkflowValidationError
+    from orchestrator.settings import Settings
+    from orchestrator.workflow import Workflow
+
+    doc = _nested_doc(16, 3)  # 3**16 = 43 million nodes from a few kilobytes
+    assert len(json.dumps(doc)) < 8000
+    started = time.monotonic()
+    with pytest.raises(WorkflowValidationError, match="max_workflow_nodes"):
+        Workflow.from_dict(doc).compile(settings=Settings(max_workflow_nodes=1000))
+    assert time.monotonic() - started < 5
+    # under the limit the same shape compiles: 3**4 = 81 nodes
+    compiled = Workflow.from_dict(_nested_doc(4, 3)).compile(settings=Settings(max_workflow_nodes=81))
+    assert len(compiled.plan.nodes) == 81
+    with pytest.raises(WorkflowValidationError, match="max_workflow_nodes"):
+        Workflow.from_dict(_nested_doc(4, 3)).compile(settings=Settings(max_workflow_nodes=80))
+
+
+def test_nesting_deeper_than_the_limit_is_refused() -> None:
+    import pytest
+
+    from orchestrator.errors import WorkflowValidationError
+    from orchestrator.settings import Settings
+    from orchestrator.workflow import Workflow
+
+    with pytest.raises(WorkflowValidationError, match="max_workflow_depth"):
+        Workflow.from_dict(_nested_doc(6, 1)).compile(settings=Settings(max_workflow_depth=5))
+    assert len(Workflow.from_dict(_nested_doc(5, 1)).compile(settings=Settings(max_workflow_depth=5)).plan.nodes) == 1
+
+
+def test_a_workflow_generating_more_media_than_the_limit_is_refused() -> None:
+    import pytest
+
+    from orchestrator.errors import WorkflowValidationError
+    from orchestrator.settings import Settings
+    from orchestrator.workflow import Workflow
+
+    doc = {"name": "many", "inputs": [{"name": "text", "modality": "text"}, {"name": "img", "modality": "image"}],
+           "nodes": [{"id": f"g{i}", "tool": "image.grayscale", "inputs": {"image": "img"}} for i in range(5)]
+           + [{"id": "t", "tool": "text.template", "inputs": {"texts": "text"}}],
+           "outputs": [{"name": "image", "source": "g0.image"}]}
+    with pytest.raises(WorkflowValidationError, match="max_run_media"):
+        Workflow.from_dict(doc).compile(settings=Settings(max_run_media=4))
+    assert len(Workflow.from_dict(doc).compile(settings=Settings(max_run_media=5)).plan.nodes) == 6
+
+
+# ---------------------------------------------------------------------- plans
+def test_thousands_of_unclosed_task_fragments_are_a_plan_error_not_a_recursion_error() -> None:
+    import pytest
+
+    from orchestrator.agent import parse_plan
+    from orchestrator.errors import PlanError
+
+    for text in ('{"task": ' * 20_000, "[" * 20_000 + '{"task": "text-to-image"}', '{"task": "x", "args": ' * 20_000):
+        with pytest.raises(PlanError, match="too deeply"):
+            parse_plan(text)
+
+
+def test_a_plan_with_more_tasks_than_the_limit_is_refused_naming_the_limit() -> None:
+    import json
+
+    from orchestrator.agent import TaskCatalog, parse_plan, validate_plan
+    from orchestrator.registry import default_registry
+
+    tasks = [{"task": "text-to-image", "id": i, "dep": [-1], "args": {"text": f"a cat number {i}"}} for i in range(1000)]
+    plan = parse_plan(json.dumps(tasks))
+    assert len(plan.tasks) == 1000
+    catalog = TaskCatalog(default_registry)
+    vplan, problems = validate_plan(plan, catalog, max_tasks=64)
+    assert vplan is None and "max_plan_tasks" in problems[0] and "1000" in problems[0]
+    small = parse_plan(json.dumps(tasks[:3]))
+    vplan, problems = validate_plan(small, catalog, max_tasks=3)
+    assert vplan is not None and problems == []
