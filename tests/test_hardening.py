@@ -134,3 +134,48 @@ def test_a_plan_with_more_tasks_than_the_limit_is_refused_naming_the_limit() -> 
     small = parse_plan(json.dumps(tasks[:3]))
     vplan, problems = validate_plan(small, catalog, max_tasks=3)
     assert vplan is not None and problems == []
+
+
+# ---------------------------------------------------------------------- URL download deadline
+def test_download_deadline_covers_a_server_trickling_its_headers() -> None:
+    """Each header byte arrives well within the read timeout, so only an overall deadline
+    that also covers the wait for the headers stops the exchange."""
+    import socket
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import pytest
+
+    from orchestrator.errors import DownloadError
+    from tools.downloaders import fetch
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n")
+                while not stop.is_set():
+                    conn.sendall(b"X-Pad: " + b"a" * 8 + b"\r\n")
+                    time.sleep(0.2)
+            except OSError:
+                return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    settings = SimpleNamespace(allow_private_urls=True, max_artifact_bytes=1 << 20, download_timeout_seconds=1.0,
+                               download_deadline_seconds=1.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(DownloadError, match="overall deadline"):
+            fetch(f"http://127.0.0.1:{port}/slow.png", modality="image", settings=settings)
+        assert time.monotonic() - started < 4
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
