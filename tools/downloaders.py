@@ -51,6 +51,7 @@ __all__ = [
     "DownloadParams",
     "TextDownloadParams",
     "check_address",
+    "check_url",
     "fetch",
     "html_to_text",
 ]
@@ -208,6 +209,18 @@ class _Deadline:
     def check(self, where: str) -> None:
         if self.expired or time.monotonic() > self.at:
             raise DownloadError(f"the download took longer than the overall deadline of {self.seconds:g}s", url=where)
+
+
+def check_url(url: str, *, settings: Any = None) -> None:
+    """Refuse now what :func:`fetch` would refuse before sending anything: the scheme, a
+    malformed URL, a host that does not resolve or resolves to a non-public address (unless
+    ``allow_private_urls``). Lets the server answer a client's bad URL with a 4xx at once;
+    :func:`fetch` checks again (every hop, pinned) when it runs. Blocking (DNS)."""
+    if settings is None:
+        from orchestrator.settings import get_settings
+
+        settings = get_settings()
+    _pinned_target(_check_url(url), bool(getattr(settings, "allow_private_urls", False)))
 
 
 def _content_type_ok(content_type: str, modality: Modality) -> bool:

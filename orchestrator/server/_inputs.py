@@ -28,7 +28,7 @@ from orchestrator.errors import (
 
 from .schemas import InputValue
 
-__all__ = ["decode_base64", "fetch_url", "modality_for_mime", "parse_data_url", "resolve_input"]
+__all__ = ["check_url", "decode_base64", "fetch_url", "modality_for_mime", "parse_data_url", "resolve_input"]
 
 logger = logging.getLogger("orchestrator.server")
 
@@ -91,6 +91,19 @@ def _pick_modality(data: bytes, declared: Modality | None, explicit: str | None,
     except UnicodeDecodeError:
         raise WorkflowInputError("cannot tell what these bytes are; give a modality") from None
     return Modality.TEXT
+
+
+def check_url(name: str, url: str, *, core_settings: Any) -> None:
+    """Refuse a URL input the downloader would refuse (scheme, non-public address) now, as the
+    client's error, rather than when the run fetches it (blocking: run it in a thread)."""
+    try:
+        from tools.downloaders import check_url as policy
+    except ImportError:  # fetch_url reports it when the run starts
+        return
+    try:
+        policy(url, settings=core_settings)
+    except DownloadError as exc:
+        raise WorkflowInputError(f"input {name!r}: {exc.message}", input=name, url=url[:200]) from exc
 
 
 def fetch_url(url: str, *, modality: Modality | None, store: ArtifactStore, core_settings: Any,

@@ -35,7 +35,7 @@ from orchestrator.errors import WorkflowInputError
 
 from .._errors import ApiError
 from .._execute import fetch_pending, outcome_from_engine
-from .._inputs import decode_base64, resolve_input
+from .._inputs import check_url, decode_base64, resolve_input
 from .._runs import QueueFull, RunJob
 from .._state import ServerState, get_state
 from ..schemas import ChatCompletionRequest, ChatMessage, InputValue
@@ -139,6 +139,7 @@ async def _store_media(state: ServerState, values: list[InputValue]
         counters[kind] = counters.get(kind, 0) + 1
         name = f"{kind}{counters[kind]}"
         if value.url is not None and value.url.lower().startswith(("http://", "https://")):
+            await asyncio.to_thread(check_url, name, value.url, core_settings=state.core)
             pending[name] = value
             continue
         if value.base64 is not None:

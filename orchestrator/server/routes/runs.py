@@ -15,7 +15,7 @@ from orchestrator.errors import WorkflowInputError
 
 from .._errors import ApiError
 from .._execute import agent_executor, workflow_executor
-from .._inputs import resolve_input
+from .._inputs import check_url, resolve_input
 from .._runs import TERMINAL, QueueFull, RunJob
 from .._state import ServerState, get_state
 from ..schemas import InputValue, RunRequest, RunView
@@ -39,6 +39,7 @@ async def resolve_now(state: ServerState, raw: dict[str, str | InputValue],
     for name, value in raw.items():
         value = _as_value(value)
         if value.url is not None and value.url.lower().startswith(("http://", "https://")):
+            await asyncio.to_thread(check_url, name, value.url, core_settings=state.core)
             pending[name] = value
             continue
         hint = declared.get(name) if declared is not None else None
@@ -149,6 +150,21 @@ def sse_format(seq: int | None, event: str, data: Any) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+_MAX_EVENT_ID = 1 << 62  # past the end of any log; keeps store indexes in range
+
+
+def _resume_after(last_event_id: str | None, after: int | None) -> int:
+    """The event id to resume after: ``Last-Event-ID`` (a non-negative integer), else ``?after=``.
+    Ids past the end of the log are fine (nothing is replayed)."""
+    if last_event_id is None or not last_event_id.strip():
+        return min(after or 0, _MAX_EVENT_ID)
+    raw = last_event_id.strip()
+    if not (raw.isascii() and raw.isdigit()):
+        raise ApiError(400, f"Last-Event-ID must be a non-negative integer event id, got {raw[:40]!r}",
+                       type="BadRequest")
+    return _MAX_EVENT_ID if len(raw) > 18 else min(int(raw), _MAX_EVENT_ID)
+
+
 @router.get("/{run_id}/events", summary="The run's events (SSE, resumable)",
             responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}})
 async def run_events(
@@ -165,10 +181,7 @@ async def run_events(
     and the stream closes. With ``Accept: application/json`` the events so far come
     back as one JSON list instead."""
     await _record(state, run_id)
-    try:
-        start = int(last_event_id) if last_event_id else (after or 0)
-    except ValueError:
-        raise ApiError(400, "Last-Event-ID must be an event id (an integer)", type="BadRequest") from None
+    start = _resume_after(last_event_id, after)
     accept = request.headers.get("accept", "")
     if "application/json" in accept and "text/event-stream" not in accept:
         from .._runs import event_stream
