@@ -62,3 +62,158 @@ def wait_status_of(http: httpx.Client, run_id: str, status: str, timeout: float 
             return True
         time.sleep(0.05)
     return False
+
+
+# ---------------------------------------------------------------------- the HTTP edge
+MAX_PROMPT = 2000
+
+
+@pytest.fixture(scope="module")
+def edge(redis_url: str) -> Any:
+    env = {"ORCHESTRATOR_HEADER_TIMEOUT_SECONDS": "1.0", "ORCHESTRATOR_MAX_HEADER_BYTES": str(16 << 10),
+           "ORCHESTRATOR_MAX_PROMPT_CHARS": str(MAX_PROMPT)}
+    with ServerProcess(redis_url=redis_url, env=env) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def http(edge: ServerProcess) -> Any:
+    with edge.client() as client:
+        yield client
+
+
+def _raw(port: int, data: bytes, *, read_timeout: float = 5.0) -> bytes:
+    """Send ``data`` on a fresh connection; everything the server answers before closing."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as sock:
+        try:
+            sock.sendall(data)
+        except OSError:  # the server closed while we were still sending
+            pass
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except OSError:
+            pass
+    return b"".join(chunks)
+
+
+def test_a_client_sending_its_headers_slowly_is_disconnected(edge: ServerProcess) -> None:
+    import socket
+
+    socks = []
+    started = time.monotonic()
+    try:
+        for _ in range(20):  # a small slowloris: every connection must be dropped on its own
+            s = socket.create_connection(("127.0.0.1", edge.port), timeout=10)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            socks.append(s)
+        for s in socks:
+            for _ in range(3):
+                try:
+                    s.sendall(b"X-a: b\r\n")
+                except OSError:
+                    break
+                time.sleep(0.1)
+        for s in socks:
+            assert s.recv(1024) == b""  # closed by the server (a timeout would raise instead)
+        assert time.monotonic() - started < 9
+    finally:
+        for s in socks:
+            s.close()
+    # an ordinary request is still answered
+    assert httpx.get(edge.url("/healthz")).status_code == 200
+
+
+def test_oversized_request_heads_are_refused(edge: ServerProcess) -> None:
+    for size in (97 << 10, 16 << 20):
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size + b"\r\n\r\n"
+        answer = _raw(edge.port, head)
+        if size > 1 << 20 and answer == b"":
+            continue  # the server closed while 16 MiB were still on their way: the reset may eat the 431
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+        assert b"max_header_bytes" in answer
+    ok = _raw(edge.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Small: " + b"a" * 1000 + b"\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200"), ok[:200]
+
+
+def test_tool_filters_with_unknown_modalities_are_422(http: httpx.Client) -> None:
+    for query in ("input_modality=bogus", "output_modality=null"):
+        r = http.get(f"/v1/tools?{query}")
+        assert r.status_code == 422, r.text
+        assert "modality" in r.json()["error"]["message"]
+    found = http.get("/v1/tools?input_modality=audio&output_modality=text").json()["tools"]
+    assert found and all(any(p["modality"] == "audio" for p in t["inputs"]) for t in found)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/x.png", "http://0x7f000001/x.png",
+                                 "http://169.254.169.254/latest/meta-data"])
+def test_urls_refused_by_the_address_policy_are_the_clients_error(http: httpx.Client, url: str) -> None:
+    body = {"model": "orchestrator",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "what is in this picture?"},
+                                                      {"type": "image_url", "image_url": {"url": url}}]}]}
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 422, r.text
+    assert "refused" in r.json()["error"]["message"]
+    r = http.post("/v1/runs", json={"prompt": "describe the picture", "inputs": {"photo.png": {"url": url}}})
+    assert r.status_code == 422, r.text
+
+
+def test_last_event_id_is_validated(http: httpx.Client) -> None:
+    run = submit(http, {"workflow": sleep_wf(0), "inputs": {"text": "ids"}})
+    assert wait_run(http, run["id"])["status"] == "succeeded"
+    path = f"/v1/runs/{run['id']}/events"
+    for bad in ("-3", "abc", "1e3"):
+        r = http.get(path, headers={"Last-Event-ID": bad, "Accept": "text/event-stream"})
+        assert r.status_code == 400, (bad, r.text)
+    for past in ("100", "9" * 40):
+        r = http.get(path, headers={"Last-Event-ID": past, "Accept": "text/event-stream"})
+        assert r.status_code == 200
+        events = [line for line in r.text.splitlines() if line.startswith("event:")]
+        assert events == ["event: end"], r.text
+    replay = http.get(path, headers={"Last-Event-ID": "1", "Accept": "text/event-stream"}).text
+    ids = [int(line[3:]) for line in replay.splitlines() if line.startswith("id:")]
+    assert ids and min(ids) == 2
+
+
+def test_uploads_whose_declared_type_disagrees_with_the_bytes_are_422(http: httpx.Client) -> None:
+    from test_server_api import png_bytes, wav_bytes
+
+    for data, declared, detected in ((png_bytes(), "audio/wav", "image"), (wav_bytes(), "image/png", "audio")):
+        r = http.post("/v1/artifacts", content=data, headers={"Content-Type": declared})
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["declared"] == declared and error["detected"] == detected
+        assert declared in error["message"]
+        r = http.post("/v1/artifacts", files={"file": ("x.bin", data, declared)})
+        assert r.status_code == 422, r.text
+    for generic in ("application/octet-stream", None):  # not a disagreement
+        headers = {"Content-Type": generic} if generic else {}
+        r = http.post("/v1/artifacts", content=png_bytes(), headers=headers)
+        assert r.status_code == 201 and r.json()["modality"] == "image", r.text
+
+
+def test_prompts_over_the_limit_are_413_naming_it(http: httpx.Client) -> None:
+    long = "Generate an image of a red fox in the snow. " * 100
+    assert len(long) > MAX_PROMPT
+    r = http.post("/v1/runs", json={"prompt": long})
+    assert r.status_code == 413 and "max_prompt_chars" in r.json()["error"]["message"], r.text
+    r = http.post("/v1/chat/completions", json={"model": "orchestrator", "messages": [{"role": "user", "content": long}]})
+    assert r.status_code == 413 and "max_prompt_chars" in r.json()["error"]["message"], r.text
+
+
+def test_nested_workflow_bombs_are_refused_at_once(http: httpx.Client) -> None:
+    from test_hardening import _nested_doc
+
+    started = time.monotonic()
+    r = http.post("/v1/runs", json={"workflow": _nested_doc(16, 3), "inputs": {"text": "boom"}})
+    assert r.status_code == 422 and "max_workflow_nodes" in r.text, r.text
+    assert time.monotonic() - started < 5
+
+
+def test_readyz_reveals_nothing_internal(edge: ServerProcess, http: httpx.Client) -> None:
+    r = http.get("/readyz")
+    assert r.status_code == 200
+    assert edge.prefix not in r.text and "Redis" not in r.text and edge.data_dir not in r.text

@@ -39,7 +39,7 @@ from .._inputs import check_url, decode_base64, resolve_input
 from .._runs import QueueFull, RunJob
 from .._state import ServerState, get_state
 from ..schemas import ChatCompletionRequest, ChatMessage, InputValue
-from .runs import ensure_capacity, submit_or_429
+from .runs import check_prompt, ensure_capacity, submit_or_429
 
 __all__ = ["link_for", "router"]
 
@@ -302,6 +302,7 @@ async def chat_completions(
         raise ApiError(422, "messages need at least one user message", type="invalid_request_error", param="messages")
     last = user_messages[-1]
     text = _text_of(last)
+    check_prompt(state, text, "last user message")
     refs, pending = await _store_media(state, _media_values(last, state.settings.max_chat_media))
     if not text.strip() and not refs and not pending:
         raise ApiError(422, "the last user message is empty", type="invalid_request_error", param="messages")

@@ -20,7 +20,7 @@ from .._runs import TERMINAL, QueueFull, RunJob
 from .._state import ServerState, get_state
 from ..schemas import InputValue, RunRequest, RunView
 
-__all__ = ["ensure_capacity", "router", "sse_format", "submit_or_429"]
+__all__ = ["check_prompt", "ensure_capacity", "router", "sse_format", "submit_or_429"]
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -62,6 +62,14 @@ def _check_names(raw: dict[str, Any], declared: dict[str, tuple[Modality, bool]]
         raise WorkflowInputError("; ".join(problems), workflow=workflow)
 
 
+def check_prompt(state: ServerState, text: str, where: str) -> None:
+    """413 for a prompt over ``max_prompt_chars`` (it would plan and start work in proportion)."""
+    limit = state.settings.max_prompt_chars
+    if len(text) > limit:
+        raise ApiError(413, f"the {where} is {len(text)} characters, over the limit max_prompt_chars={limit}",
+                       type="PromptTooLong", limit=limit, param=where)
+
+
 def submit_or_429(exc: QueueFull) -> ApiError:
     return ApiError(429, exc.message, type="QueueFull", headers={"Retry-After": str(exc.retry_after)},
                     retry_after=exc.retry_after)
@@ -85,6 +93,7 @@ async def create_run(body: RunRequest, request: Request, state: ServerState = De
     ensure_capacity(state)
     options = body.options
     if body.prompt is not None:
+        check_prompt(state, body.prompt, "prompt")
         refs, pending = await resolve_now(state, body.inputs, None)
         executor = agent_executor(state, body.prompt, refs, pending, options)
         kind, req = "prompt", {"prompt": body.prompt}
