@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = 64_000_000
     max_audio_seconds: float = 3600.0
     max_video_seconds: float = 1800.0
+    max_audio_samples: int = Field(default=32_000_000, ge=1)
+    """channels x sample rate x duration an audio file may decode to (checked before decoding)."""
+    max_video_pixels: int = Field(default=256_000_000, ge=1)
+    """width x height x frames a video may decode to (checked before decoding)."""
     decoded_cache_bytes: int = 512 << 20
     artifact_ttl_seconds: int | None = None
 

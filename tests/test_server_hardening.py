@@ -217,3 +217,37 @@ def test_readyz_reveals_nothing_internal(edge: ServerProcess, http: httpx.Client
     r = http.get("/readyz")
     assert r.status_code == 200
     assert edge.prefix not in r.text and "Redis" not in r.text and edge.data_dir not in r.text
+
+
+@pytest.mark.slow
+def test_an_empty_or_blank_api_key_is_a_configuration_error(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from server_proc import ROOT, free_port
+
+    from orchestrator.server import ServerSettings
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+    env["ORCHESTRATOR_DATA_DIR"] = str(tmp_path)
+    for key, host in (("", "0.0.0.0"), ("   ", "127.0.0.1")):
+        out = subprocess.run([sys.executable, "-m", "orchestrator", "serve", "--host", host, "--port",
+                              str(free_port()), "--api-key", key], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode != 0
+        assert "empty or blank" in out.stdout + out.stderr
+    with pytest.raises(ValueError, match="empty or blank"):
+        ServerSettings(api_keys=["good", " "])
+    env["ORCHESTRATOR_API_KEYS"] = '["  "]'
+    out = subprocess.run([sys.executable, "-m", "orchestrator", "serve", "--port", str(free_port())], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "empty or blank" in out.stdout + out.stderr
+
+
+def test_media_bombs_are_413_naming_the_limit(http: httpx.Client) -> None:
+    from test_hardening import _silent_flac
+
+    r = http.post("/v1/artifacts", content=_silent_flac(8, 96_000, 60), headers={"Content-Type": "audio/flac"})
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["limit"] == "max_audio_samples"
