@@ -3,6 +3,7 @@ bombs stop at the edge, the HTTP edge answers 4xx to client mistakes."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -251,3 +252,71 @@ def test_media_bombs_are_413_naming_the_limit(http: httpx.Client) -> None:
     r = http.post("/v1/artifacts", content=_silent_flac(8, 96_000, 60), headers={"Content-Type": "audio/flac"})
     assert r.status_code == 413, r.text
     assert r.json()["error"]["limit"] == "max_audio_samples"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Any) -> Any:
+    """A 16 MiB tmpfs: a disk that can really fill up."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder: Any) -> Any:
+    """Fill the file system holding ``folder``; returns the filler file (delete it to free the space)."""
+    filler = folder / "filler.bin"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError:
+                continue
+    return filler
+
+
+@pytest.mark.slow
+def test_disk_full_under_the_embedded_store_fails_runs_and_damages_nothing(small_disk: Any) -> None:
+    data_dir = small_disk / "data"
+    with ServerProcess(env={"ORCHESTRATOR_DATA_DIR": str(data_dir), "ORCHESTRATOR_LEASE_SECONDS": "1.5"}) as srv, \
+            srv.client() as http:
+        before = submit(http, {"workflow": sleep_wf(0), "inputs": {"text": "kept safe"}})
+        before_done = wait_run(http, before["id"])
+        assert before_done["status"] == "succeeded"
+        kept_id = before_done["outputs"]["result"]["id"]
+        events_before = http.get(f"/v1/runs/{before['id']}/events", headers={"Accept": "application/json"}).json()
+
+        run = submit(http, {"workflow": sleep_wf(1.5), "inputs": {"text": "doomed"}})
+        assert wait_status_of(http, run["id"], "running")
+        filler = _fill(small_disk)
+
+        done = wait_run(http, run["id"], timeout=30)  # ends, with the reason
+        assert done["status"] == "failed", done
+        assert "No space left on device" in json.dumps(done["error"]) + json.dumps(done["errors"]), done
+        r = http.post("/v1/runs", json={"workflow": sleep_wf(0), "inputs": {"text": "no room"}})
+        assert r.status_code == 503, r.text  # refused, not queued for ever
+
+        # nothing already stored is damaged
+        assert http.get(f"/v1/artifacts/{kept_id}").content == b"kept safe"
+        assert http.get(f"/v1/runs/{before['id']}").json()["status"] == "succeeded"
+        again = http.get(f"/v1/runs/{before['id']}/events", headers={"Accept": "application/json"}).json()
+        assert again == events_before
+
+        filler.unlink()  # room again: the server carries on
+        later = submit(http, {"workflow": sleep_wf(0), "inputs": {"text": "room again"}})
+        assert wait_run(http, later["id"])["status"] == "succeeded"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the failed run's final state reaches the disk too
+            stored = json.loads((data_dir / "artifacts" / "records" / "runs" / f"{run['id']}.json").read_text())
+            if stored["value"]["status"] == "failed":
+                break
+            time.sleep(0.2)
+        assert stored["value"]["status"] == "failed"
