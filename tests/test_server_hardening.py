@@ -320,3 +320,20 @@ def test_disk_full_under_the_embedded_store_fails_runs_and_damages_nothing(small
                 break
             time.sleep(0.2)
         assert stored["value"]["status"] == "failed"
+
+
+def test_a_fresh_server_under_concurrent_runs_knows_every_builtin_tool(redis_url: str) -> None:
+    """The first requests race the tool registry's first load; none may see an unknown tool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    wf = {"name": "race", "inputs": [{"name": "text", "modality": "text"}],
+          "nodes": [{"id": "t", "tool": "text.template", "params": {"template": "<{text}>"}, "inputs": {"texts": "text"}}],
+          "outputs": [{"name": "result", "source": "t.text"}]}
+    with ServerProcess(redis_url=redis_url, env={"ORCHESTRATOR_MAX_QUEUED_RUNS": "100"}) as srv, \
+            httpx.Client(base_url=srv.base_url, timeout=60, limits=httpx.Limits(max_connections=50)) as http:
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(lambda i: http.post("/v1/runs", json={"workflow": wf, "inputs": {"text": str(i)}}),
+                                    range(50)))
+        assert [r.status_code for r in answers] == [202] * 50, [r.text for r in answers if r.status_code != 202][:2]
+        for r in answers[:5]:
+            assert wait_run(http, r.json()["id"])["status"] == "succeeded"
