@@ -3,10 +3,30 @@ limits (plans, spans, sub-workflow expansion, deep JSON) and media decode limits
 
 from __future__ import annotations
 
+import io
+import json
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+
+from orchestrator.agent import TaskCatalog, parse_plan, validate_plan
+from orchestrator.artifacts import Limits, LocalArtifactStore
+from orchestrator.errors import ArtifactTooLarge, DownloadError, PlanError, WorkflowValidationError
+from orchestrator.registry import default_registry
+from orchestrator.settings import Settings
+from orchestrator.workflow import Workflow
+from tools.downloaders import fetch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,15 +77,6 @@ def _nested_doc(levels: int, fanout: int) -> dict[str, object]:
 
 
 def test_nested_subworkflows_over_the_node_limit_are_refused_before_expanding() -> None:
-    import json
-    import time
-
-    import pytest
-
-    from orchestrator.errors import WorkflowValidationError
-    from orchestrator.settings import Settings
-    from orchestrator.workflow import Workflow
-
     doc = _nested_doc(16, 3)  # 3**16 = 43 million nodes from a few kilobytes
     assert len(json.dumps(doc)) < 8000
     started = time.monotonic()
@@ -80,24 +91,12 @@ def test_nested_subworkflows_over_the_node_limit_are_refused_before_expanding() 
 
 
 def test_nesting_deeper_than_the_limit_is_refused() -> None:
-    import pytest
-
-    from orchestrator.errors import WorkflowValidationError
-    from orchestrator.settings import Settings
-    from orchestrator.workflow import Workflow
-
     with pytest.raises(WorkflowValidationError, match="max_workflow_depth"):
         Workflow.from_dict(_nested_doc(6, 1)).compile(settings=Settings(max_workflow_depth=5))
     assert len(Workflow.from_dict(_nested_doc(5, 1)).compile(settings=Settings(max_workflow_depth=5)).plan.nodes) == 1
 
 
 def test_a_workflow_generating_more_media_than_the_limit_is_refused() -> None:
-    import pytest
-
-    from orchestrator.errors import WorkflowValidationError
-    from orchestrator.settings import Settings
-    from orchestrator.workflow import Workflow
-
     doc = {"name": "many", "inputs": [{"name": "text", "modality": "text"}, {"name": "img", "modality": "image"}],
            "nodes": [{"id": f"g{i}", "tool": "image.grayscale", "inputs": {"image": "img"}} for i in range(5)]
            + [{"id": "t", "tool": "text.template", "inputs": {"texts": "text"}}],
@@ -109,22 +108,12 @@ def test_a_workflow_generating_more_media_than_the_limit_is_refused() -> None:
 
 # ---------------------------------------------------------------------- plans
 def test_thousands_of_unclosed_task_fragments_are_a_plan_error_not_a_recursion_error() -> None:
-    import pytest
-
-    from orchestrator.agent import parse_plan
-    from orchestrator.errors import PlanError
-
     for text in ('{"task": ' * 20_000, "[" * 20_000 + '{"task": "text-to-image"}', '{"task": "x", "args": ' * 20_000):
         with pytest.raises(PlanError, match="too deeply"):
             parse_plan(text)
 
 
 def test_a_plan_with_more_tasks_than_the_limit_is_refused_naming_the_limit() -> None:
-    import json
-
-    from orchestrator.agent import TaskCatalog, parse_plan, validate_plan
-    from orchestrator.registry import default_registry
-
     tasks = [{"task": "text-to-image", "id": i, "dep": [-1], "args": {"text": f"a cat number {i}"}} for i in range(1000)]
     plan = parse_plan(json.dumps(tasks))
     assert len(plan.tasks) == 1000
@@ -140,16 +129,6 @@ def test_a_plan_with_more_tasks_than_the_limit_is_refused_naming_the_limit() -> 
 def test_download_deadline_covers_a_server_trickling_its_headers() -> None:
     """Each header byte arrives well within the read timeout, so only an overall deadline
     that also covers the wait for the headers stops the exchange."""
-    import socket
-    import threading
-    import time
-    from types import SimpleNamespace
-
-    import pytest
-
-    from orchestrator.errors import DownloadError
-    from tools.downloaders import fetch
-
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     stop = threading.Event()
@@ -183,11 +162,6 @@ def test_download_deadline_covers_a_server_trickling_its_headers() -> None:
 
 # ---------------------------------------------------------------------- media bombs
 def _silent_flac(channels: int, rate: int, seconds: float) -> bytes:
-    import io
-
-    import numpy as np
-    import soundfile as sf
-
     buf = io.BytesIO()
     with sf.SoundFile(buf, "w", samplerate=rate, channels=channels, format="FLAC", subtype="PCM_16") as f:
         block = np.zeros((rate, channels), dtype=np.int16)
@@ -197,11 +171,6 @@ def _silent_flac(channels: int, rate: int, seconds: float) -> bytes:
 
 
 def _black_mp4(side: int, frames: int) -> bytes:
-    import io
-
-    import av
-    import numpy as np
-
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=10, options={"preset": "ultrafast", "threads": "1"})
@@ -217,13 +186,6 @@ def _black_mp4(side: int, frames: int) -> bytes:
 
 
 def test_audio_that_decodes_past_the_sample_limit_is_refused_before_decoding(tmp_path: Path) -> None:
-    import tracemalloc
-
-    import pytest
-
-    from orchestrator.artifacts import Limits, LocalArtifactStore
-    from orchestrator.errors import ArtifactTooLarge
-
     bomb = _silent_flac(8, 96_000, 60)  # ~46 million samples in a few dozen KiB
     assert len(bomb) < 200_000
     store = LocalArtifactStore(tmp_path / "a", limits=Limits())
@@ -242,13 +204,6 @@ def test_audio_that_decodes_past_the_sample_limit_is_refused_before_decoding(tmp
 
 
 def test_video_over_the_pixel_limit_is_refused_and_uploads_stream_frame_by_frame(tmp_path: Path) -> None:
-    import tracemalloc
-
-    import pytest
-
-    from orchestrator.artifacts import Limits, LocalArtifactStore
-    from orchestrator.errors import ArtifactTooLarge
-
     bomb = _black_mp4(1024, 40)  # 42 million pixels: 126 MB of RGB frames held at once before
     store = LocalArtifactStore(tmp_path / "v", limits=Limits(max_video_pixels=20_000_000))
     with pytest.raises(ArtifactTooLarge, match="max_video_pixels"):
