@@ -27,7 +27,9 @@ def _wait_status(http: httpx.Client, path: str, status: int, timeout: float = 20
 # ---------------------------------------------------------------------- store faults
 @pytest.mark.slow
 def test_redis_restart_ends_inflight_runs_and_the_server_recovers() -> None:
-    with PrivateRedis() as redis_server, ServerProcess(redis_url=redis_server.url) as srv, srv.client() as http:
+    one_worker = {"ORCHESTRATOR_MAX_CONCURRENT_RUNS": "1"}  # a worker killed by the fault would leave none
+    with PrivateRedis() as redis_server, ServerProcess(redis_url=redis_server.url, env=one_worker) as srv, \
+            srv.client() as http:
         run = submit(http, {"workflow": sleep_wf(2.0), "inputs": {"text": "hi"}})
         assert wait_status_of(http, run["id"], "running")
         port = redis_server.port
