@@ -85,7 +85,7 @@ DEFAULT_LIMITS = Limits()
 
 class Encoded(NamedTuple):
     """Canonical bytes, the media facts read off them, and the object they decode to
-    (``None`` for a video validated or transcoded frame by frame, which is not kept decoded)."""
+    (``None`` for audio or video converted block by block, which is not kept decoded)."""
 
     data: bytes
     meta: ArtifactMeta
@@ -808,14 +808,17 @@ def canonicalize(data: bytes, modality: Modality | str, *, limits: Limits = DEFA
         view = _canonical_npy(data)
         if view is not None:
             return Encoded(data, ArtifactMeta(shape=list(view.shape)), view)
-    if modality is Modality.VIDEO:
+    if modality is Modality.VIDEO or (modality is Modality.AUDIO and not _is_canonical(data, modality)):
         _check_basic(data, modality, limits, None)
         try:
-            return _canonicalize_video(data, limits)
+            streamed = (_canonicalize_video(data, limits) if modality is Modality.VIDEO
+                        else _canonicalize_audio(data, limits))
         except ArtifactError:
             raise
-        except Exception as exc:  # a library error deep in ffmpeg
-            raise ArtifactDecodeError(f"video is truncated or corrupt: {exc}") from exc
+        except Exception as exc:  # a library error deep in libsndfile or ffmpeg
+            raise ArtifactDecodeError(f"{modality} is truncated or corrupt: {exc}") from exc
+        if streamed is not None:
+            return streamed
     obj = decode(data, modality, limits=limits)
     if _is_canonical(data, modality):
         return Encoded(data, _meta_of(obj, modality), obj)
@@ -824,6 +827,38 @@ def canonicalize(data: bytes, modality: Modality | str, *, limits: Limits = DEFA
 
         obj = ImageOps.exif_transpose(obj)  # a photo's orientation tag becomes real pixels
     return encode_object(obj, modality, limits=limits)
+
+
+_AUDIO_BLOCK_FRAMES = 1 << 16
+
+
+def _canonicalize_audio(data: bytes, limits: Limits) -> Encoded | None:
+    """FLAC, OGG, MP3, AIFF … to WAV block by block (``None``: not a libsndfile format, decode it
+    whole). The same bytes as decoding then encoding, without holding every sample at once."""
+    import soundfile as sf
+
+    try:
+        source = sf.SoundFile(io.BytesIO(data))
+    except sf.LibsndfileError:
+        return None
+    with source:
+        rate, channels, declared = source.samplerate, source.channels, source.frames
+        if rate <= 0 or declared < 0 or channels <= 0:
+            raise ArtifactDecodeError("audio header is invalid")
+        _check_seconds("audio", declared / rate, limits.max_audio_seconds, None)
+        _check_samples(channels, rate, declared / rate, limits, None)
+        out = io.BytesIO()
+        n = 0
+        with sf.SoundFile(out, "w", samplerate=rate, channels=channels, format="WAV", subtype="PCM_16") as sink:
+            for block in source.blocks(blocksize=_AUDIO_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                n += len(block)
+                if n > declared + rate:  # a header that lied about the length
+                    _check_samples(channels, rate, n / rate, limits, None)
+                sink.write(np.clip(np.nan_to_num(block, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0))
+    if n < declared:
+        raise ArtifactDecodeError(f"audio is truncated: header says {declared} frames, {n} present")
+    meta = ArtifactMeta(sample_rate=rate, channels=channels, duration=round(n / rate, 6))
+    return Encoded(out.getvalue(), meta, None)
 
 
 def _canonicalize_video(data: bytes, limits: Limits) -> Encoded:
