@@ -33,29 +33,28 @@ class HeadDeadlineProtocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
         self._head = bytearray()  # the start of the request head being received
-        self._head_done = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()
 
     def data_received(self, data: bytes) -> None:
-        if not self._head_done:
+        if self.transport.is_closing():
+            return
+        if self.conn.their_state is h11.IDLE:  # waiting for a request head
             self._head += data[: self.head_limit + 4 - len(self._head)]
-            if b"\r\n\r\n" in self._head:
-                self._head_done = True
-                self._head.clear()
-            elif len(self._head) > self.head_limit:
+            if b"\r\n\r\n" not in self._head and b"\n\n" not in self._head and len(self._head) > self.head_limit:
                 self._refuse_head()
                 return
         super().data_received(data)
-        if self._head_timer is not None and self.conn.their_state is not h11.IDLE:
-            self._head_timer.cancel()  # the head is complete
-            self._head_timer = None
+        if self.conn.their_state is not h11.IDLE:  # the head is complete
+            self._head.clear()
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
 
     def on_response_complete(self) -> None:
-        self._head_done = False  # the next request on this connection gets the same limits
-        self._head.clear()
+        self._head.clear()  # the next request on this connection gets the same limits
         super().on_response_complete()
         if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
             self._arm_head_timer()
@@ -79,7 +78,6 @@ class HeadDeadlineProtocol(H11Protocol):
         self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
                              b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         self.transport.close()
-        self._head_done = True
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
