@@ -77,16 +77,19 @@ def _expanded_size(wf: Workflow, *, max_nodes: int, max_depth: int) -> str | Non
     the same sub-workflow many times over is measured in time linear in its size, and
     counting stops as soon as a limit is passed. Returns the problem, or ``None``.
     """
-    sizes: dict[int, int] = {}
+    measured: dict[int, tuple[int, int]] = {}  # id(workflow) -> (nodes once inlined, nesting below it)
 
-    def size(w: Workflow, depth: int, path: str) -> int | str:
+    def too_deep(path: str) -> str:
+        return (f"{path}: workflows nested more than {max_depth} deep (limit max_workflow_depth; "
+                "a workflow that contains itself?)")
+
+    def size(w: Workflow, depth: int, path: str) -> tuple[int, int] | str:
         if depth > max_depth:
-            return (f"{path}: workflows nested more than {max_depth} deep (limit max_workflow_depth; "
-                    "a workflow that contains itself?)")
-        known = sizes.get(id(w))
+            return too_deep(path)
+        known = measured.get(id(w))
         if known is not None:
-            return known
-        total = 0
+            return known if depth + known[1] <= max_depth else too_deep(path)
+        total, below = 0, 0
         for node in w.nodes:
             if node.tool.startswith("workflow:"):
                 sub = w.subworkflows.get(node.tool.split(":", 1)[1])
@@ -95,14 +98,14 @@ def _expanded_size(wf: Workflow, *, max_nodes: int, max_depth: int) -> str | Non
                 inner = size(sub, depth + 1, f"{path}/{node.id}")
                 if isinstance(inner, str):
                     return inner
-                total += inner
+                total, below = total + inner[0], max(below, inner[1] + 1)
             else:
                 total += 1
             if total > max_nodes:
                 return (f"{path}: the workflow expands to more than {max_nodes} nodes once its sub-workflows "
                         "are inlined (limit max_workflow_nodes)")
-        sizes[id(w)] = total
-        return total
+        measured[id(w)] = (total, below)
+        return total, below
 
     found = size(wf, 0, wf.name)
     return found if isinstance(found, str) else None
@@ -194,9 +197,9 @@ def resolve(wf: Workflow, registry: ToolRegistry, *, settings: Any = None) -> Pl
             tools[f.id] = registry.get(f.decl.tool)
         except ToolNotFound:
             problems.append(f"node {f.id!r}: unknown tool {f.decl.tool!r}")
-    media = sorted(n for n, t in tools.items() if any(p.modality in _MEDIA for p in t.spec.outputs))
-    if len(media) > settings.max_run_media:
-        problems.append(f"{len(media)} nodes generate media (image, audio or video); at most "
+    media = sum(1 for t in tools.values() if any(p.modality in _MEDIA for p in t.spec.outputs))
+    if media > settings.max_run_media:
+        problems.append(f"{media} nodes generate media (image, audio or video); at most "
                         f"{settings.max_run_media} may in one run (limit max_run_media)")
     for f in flat:
         t = tools.get(f.id)
