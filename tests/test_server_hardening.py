@@ -216,10 +216,15 @@ def test_nested_workflow_bombs_are_refused_at_once(http: httpx.Client) -> None:
     assert time.monotonic() - started < 5
 
 
-def test_readyz_reveals_nothing_internal(edge: ServerProcess, http: httpx.Client) -> None:
-    r = http.get("/readyz")
-    assert r.status_code == 200
-    assert edge.prefix not in r.text and "Redis" not in r.text and edge.data_dir not in r.text
+def test_open_routes_reveal_nothing_internal(edge: ServerProcess, http: httpx.Client) -> None:
+    import os
+    import socket
+
+    for path in ("/readyz", "/healthz"):
+        r = http.get(path)
+        assert r.status_code == 200
+        for secret in (edge.prefix, "Redis", edge.data_dir, socket.gethostname(), str(edge.proc.pid if edge.proc else os.getpid())):
+            assert secret not in r.text, (path, secret, r.text)
 
 
 @pytest.mark.slow
