@@ -3,6 +3,7 @@ bombs stop at the edge, the HTTP edge answers 4xx to client mistakes."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
@@ -192,6 +193,10 @@ def test_uploads_whose_declared_type_disagrees_with_the_bytes_are_422(http: http
         assert declared in error["message"]
         r = http.post("/v1/artifacts", files={"file": ("x.bin", data, declared)})
         assert r.status_code == 422, r.text
+    bad_input = {"prompt": "describe the picture",
+                 "inputs": {"photo": {"url": "data:audio/wav;base64," + base64.b64encode(png_bytes()).decode()}}}
+    r = http.post("/v1/runs", json=bad_input)
+    assert r.status_code == 422 and "audio/wav" in r.json()["error"]["message"], r.text
     for generic in ("application/octet-stream", None):  # not a disagreement
         headers = {"Content-Type": generic} if generic else {}
         r = http.post("/v1/artifacts", content=png_bytes(), headers=headers)

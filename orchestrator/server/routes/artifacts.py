@@ -17,7 +17,7 @@ from orchestrator.artifacts import ArtifactRef, Modality, sniff
 from orchestrator.errors import ArtifactDecodeError, ArtifactError, ArtifactTooLarge
 
 from .._errors import ApiError
-from .._inputs import modality_for_mime
+from .._inputs import mislabelled, modality_for_mime
 from .._state import ServerState, get_state
 from ..schemas import ArtifactView
 
@@ -53,15 +53,6 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
-_AV = frozenset({Modality.AUDIO, Modality.VIDEO})
-
-
-def _either(data: bytes, a: Modality, b: Modality) -> bool:
-    """Containers that hold audio or video alike (MP4, Matroska/WebM, Ogg): not a disagreement."""
-    head = bytes(data[:12])
-    return {a, b} == _AV and (head[4:8] == b"ftyp" or head.startswith((b"\x1aE\xdf\xa3", b"OggS")))
-
-
 def _pick_modality(declared: str | None, content_type: str | None, filename: str | None, data: bytes) -> Modality:
     if declared:
         if declared not in _MODALITIES:
@@ -70,11 +61,10 @@ def _pick_modality(declared: str | None, content_type: str | None, filename: str
     sniffed = sniff(data)
     by_type = modality_for_mime(content_type)
     if sniffed is not None:
-        if by_type is not None and by_type is not sniffed and not _either(data, by_type, sniffed):
-            mime = (content_type or "").split(";", 1)[0].strip()
-            raise ApiError(422, f"the upload is declared {mime!r} ({by_type.value}) but its bytes are "
-                                f"{sniffed.value}; send the right Content-Type, or application/octet-stream",
-                           type="ArtifactDecodeError", declared=mime, detected=sniffed.value)
+        problem = mislabelled(data, content_type)
+        if problem:
+            raise ApiError(422, f"upload: {problem}", type="ArtifactDecodeError",
+                           declared=(content_type or "").split(";", 1)[0].strip(), detected=sniffed.value)
         return sniffed
     if by_type is not None and content_type not in ("application/octet-stream",):
         return by_type
