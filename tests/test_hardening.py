@@ -222,3 +222,30 @@ def test_video_over_the_pixel_limit_is_refused_and_uploads_stream_frame_by_frame
                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
     measured = json.loads(out.stdout.strip().splitlines()[-1])
     assert measured["outcome"] == "admitted" and measured["peak_mib"] < 100, measured
+
+
+def test_an_llm_plan_over_the_task_limit_then_a_bracket_bomb_runs_nothing(local_store: LocalArtifactStore) -> None:
+    """A scripted LLM (real HTTP) answers 1,000 tasks, then 20,000 unclosed task fragments:
+    no tool runs, and the reasons name the limit and the nesting, not a RecursionError."""
+    from llm_server import ScriptedLLMServer
+    from test_agent_graph import agent_with, by_stage, http_llm
+
+    many = json.dumps([{"task": "text-to-image", "id": i, "dep": [-1], "args": {"text": f"cat {i}"}}
+                       for i in range(1000)])
+    bomb = '{"task": ' * 20_000
+    with ScriptedLLMServer([by_stage(plan=[many, bomb], respond=lambda b: b["messages"][-1]["content"][-600:])] * 3,
+                           chunk_chars=1 << 16) as srv:
+        agent = agent_with(http_llm(srv), local_store, max_repairs=1, settings=Settings(max_plan_tasks=64))
+        result = agent.run("draw a thousand cats")
+    assert result.status == "no_tools" and not result.tasks
+    repaired = [e for e in result.events if getattr(e, "type", "") == "plan_repaired"]
+    assert len(repaired) == 1 and "max_plan_tasks" in repaired[0].problems[0]
+    assert "too deeply" in result.answer and "RecursionError" not in result.answer
+    assert not any(getattr(e, "type", "") == "run_started" for e in result.events)
+
+
+def test_spans_per_message_come_from_the_settings(local_store: LocalArtifactStore) -> None:
+    from test_agent_graph import agent_with
+
+    assert agent_with("heuristic", local_store, settings=Settings(max_spans_per_message=2)).max_spans_per_message == 2
+    assert agent_with("heuristic", local_store, settings=Settings(), max_spans_per_message=1).max_spans_per_message == 1
