@@ -349,3 +349,21 @@ def test_a_fresh_server_under_concurrent_runs_knows_every_builtin_tool(redis_url
         assert [r.status_code for r in answers] == [202] * 50, [r.text for r in answers if r.status_code != 202][:2]
         for r in answers[:5]:
             assert wait_run(http, r.json()["id"])["status"] == "succeeded"
+
+
+def test_an_event_append_cut_short_by_a_full_disk_leaves_the_log_whole(small_disk: Any) -> None:
+    from orchestrator.artifacts import LocalArtifactStore
+    from orchestrator.errors import StoreUnavailable
+
+    store = LocalArtifactStore(small_disk / "artifacts")
+    for i in range(3):
+        store.append_event("run:x", {"type": "step", "i": i})
+    filler = _fill(small_disk)
+    with pytest.raises(StoreUnavailable, match="No space left"):
+        for i in range(3, 1000):  # the log's last page has some room: fill it, then cut an event short
+            store.append_event("run:x", {"type": "step", "i": i, "pad": "x" * 3000})
+    events = store.read_events("run:x")
+    assert [doc["i"] for _, doc in events] == list(range(len(events)))  # every line whole, none half-written
+    assert (small_disk / "artifacts" / "events" / "run%3Ax.jsonl").read_bytes().endswith(b"\n")
+    filler.unlink()
+    assert store.append_event("run:x", {"type": "after"}) == len(events) + 1
