@@ -44,6 +44,8 @@ def test_redis_restart_ends_inflight_runs_and_the_server_recovers() -> None:
         done = wait_run(http, run["id"], timeout=30)  # the in-flight run ends, with the reason
         assert done["status"] == "failed", done
         assert "unavailable" in str(done["error"]).lower(), done["error"]
+        stream = http.get(f"/v1/runs/{run['id']}/events", headers={"Accept": "text/event-stream"})
+        assert stream.status_code == 200 and "event: error" in stream.text  # ends cleanly, not a broken connection
 
         redis_server.start(port=port)  # back, empty
         assert _wait_status(http, "/readyz", 200).status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from orchestrator.artifacts import ArtifactRef, Modality
-from orchestrator.errors import WorkflowInputError
+from orchestrator.errors import StoreUnavailable, WorkflowInputError
 
 from .._errors import ApiError
 from .._execute import agent_executor, workflow_executor
@@ -21,6 +22,8 @@ from .._state import ServerState, get_state
 from ..schemas import InputValue, RunRequest, RunView
 
 __all__ = ["check_prompt", "ensure_capacity", "router", "sse_format", "submit_or_429"]
+
+logger = logging.getLogger("orchestrator.server")
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -200,13 +203,19 @@ async def run_events(
 
     async def stream() -> AsyncIterator[str]:
         yield "retry: 1000\n\n"
-        async for item in state.runs.follow(run_id, start):
-            if item is None:
-                yield ": keep-alive\n\n"
-                continue
-            seq, doc = item
-            yield sse_format(seq, str(doc.get("type", "message")), doc)
-        final = await state.runs.get(run_id) or {}
+        try:
+            async for item in state.runs.follow(run_id, start):
+                if item is None:
+                    yield ": keep-alive\n\n"
+                    continue
+                seq, doc = item
+                yield sse_format(seq, str(doc.get("type", "message")), doc)
+            final = await state.runs.get(run_id) or {}
+        except StoreUnavailable as exc:  # the stream ends cleanly; EventSource reconnects with Last-Event-ID
+            logger.warning("event stream of run %s stopped: %s", run_id, exc)
+            yield sse_format(None, "error", {"run_id": run_id, "type": "StoreUnavailable",
+                                             "message": "the store is unavailable; reconnect to resume"})
+            return
         yield sse_format(None, "end", {"run_id": run_id, "status": final.get("status"),
                                        "last_event_id": final.get("last_event_id")})
 
