@@ -369,3 +369,40 @@ def test_an_event_append_cut_short_by_a_full_disk_leaves_the_log_whole(small_dis
     assert (small_disk / "artifacts" / "events" / "run%3Ax.jsonl").read_bytes().endswith(b"\n")
     filler.unlink()
     assert store.append_event("run:x", {"type": "after"}) == len(events) + 1
+
+
+@pytest.mark.slow
+def test_a_chat_whose_url_fails_when_fetched_is_the_clients_error(redis_url: str) -> None:
+    """The address policy passes (private URLs allowed here), but the server behind the URL sends
+    a page, not an image: the completion is a 4xx naming why, not a 500."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = b"<html>not a picture</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/photo.png"
+    try:
+        with ServerProcess(redis_url=redis_url, env={"ORCHESTRATOR_ALLOW_PRIVATE_URLS": "true"}) as srv, \
+                srv.client() as http:
+            body = {"model": "orchestrator",
+                    "messages": [{"role": "user", "content": [{"type": "text", "text": "what is in this picture?"},
+                                                              {"type": "image_url", "image_url": {"url": url}}]}]}
+            r = http.post("/v1/chat/completions", json=body)
+            assert r.status_code == 422, r.text
+            error = r.json()["error"]
+            assert error["type"] == "DownloadError" and error["code"] == 422 and "Content-Type" in error["message"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -204,6 +204,16 @@ def _failure_text(record: dict[str, Any]) -> str:
     return f"The request {record.get('status')}: {reason}"
 
 
+_CLIENT_FAILURES = {"DownloadError": 422, "WorkflowInputError": 422, "ArtifactDecodeError": 422,
+                    "ArtifactTooLarge": 413}
+"""Run failures caused by what the client sent (a URL refused on a redirect, media that does not decode)."""
+
+
+def _failure_status(record: dict[str, Any]) -> int:
+    """The HTTP status of a completion whose run failed without an answer: the client's error, else 500."""
+    return _CLIENT_FAILURES.get(str((record.get("error") or {}).get("type")), 500)
+
+
 def _usage(messages: list[ChatMessage], answer: str) -> dict[str, int]:
     prompt = sum(len(_text_of(m)) // 4 + 4 for m in messages)
     completion = len(answer) // 4 + 1 if answer else 0
@@ -337,7 +347,8 @@ async def chat_completions(
     record = await runs.wait(job.id)
     assert record is not None
     return JSONResponse(_completion(state, request, record, completion_id, created, model_name, body.messages),
-                        status_code=200 if record.get("answer") or record["status"] in ("succeeded", "partial") else 500,
+                        status_code=200 if record.get("answer") or record["status"] in ("succeeded", "partial")
+                        else _failure_status(record),
                         headers=headers)
 
 
@@ -346,7 +357,7 @@ def _completion(state: ServerState, request: Request, record: dict[str, Any], co
     if record["status"] not in ("succeeded", "partial") and not record.get("answer"):
         error = record.get("error") or {}
         return {"error": {"message": _failure_text(record), "type": error.get("type", "run_failed"),
-                          "code": 500, "run_id": record["id"]}}
+                          "code": _failure_status(record), "run_id": record["id"]}}
     rewriter = _RefRewriter(lambda aid: state.artifact_url(request, aid))
     answer = rewriter.feed(record.get("answer") or "") + rewriter.flush()
     artifacts = _artifacts(state, request, record.get("outputs") or {})
@@ -402,7 +413,8 @@ async def _stream(state: ServerState, request: Request, run_id: str, completion_
         rest += rewriter.feed(record["answer"]) + rewriter.flush()
     if record.get("status") not in ("succeeded", "partial") and not (streamed + rest).strip():
         error = record.get("error") or {}
-        doc = {"error": {"message": _failure_text(record), "type": error.get("type", "run_failed"), "code": 500,
+        doc = {"error": {"message": _failure_text(record), "type": error.get("type", "run_failed"),
+                         "code": _failure_status(record),
                          "run_id": run_id}}
         yield f"data: {json.dumps(doc)}\n\n"
         yield "data: [DONE]\n\n"
