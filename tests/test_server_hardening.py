@@ -5,15 +5,26 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import socket
+import subprocess
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
-from server_proc import ServerProcess
-from test_server_api import sleep_wf, submit, wait_run
+from server_proc import ROOT, ServerProcess, free_port
+from test_hardening import _nested_doc, _silent_flac
+from test_server_api import png_bytes, sleep_wf, submit, wait_run, wav_bytes
 
 from orchestrator._redis_server import PrivateRedis
+from orchestrator.artifacts import LocalArtifactStore
+from orchestrator.errors import StoreUnavailable
+from orchestrator.server import ServerSettings
 
 
 def _wait_status(http: httpx.Client, path: str, status: int, timeout: float = 20) -> httpx.Response:
@@ -90,8 +101,6 @@ def http(edge: ServerProcess) -> Any:
 
 def _raw(port: int, data: bytes, *, read_timeout: float = 5.0) -> bytes:
     """Send ``data`` on a fresh connection; everything the server answers before closing."""
-    import socket
-
     with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as sock:
         try:
             sock.sendall(data)
@@ -107,8 +116,6 @@ def _raw(port: int, data: bytes, *, read_timeout: float = 5.0) -> bytes:
 
 
 def test_a_client_sending_its_headers_slowly_is_disconnected(edge: ServerProcess) -> None:
-    import socket
-
     socks = []
     started = time.monotonic()
     try:
@@ -185,8 +192,6 @@ def test_last_event_id_is_validated(http: httpx.Client) -> None:
 
 
 def test_uploads_whose_declared_type_disagrees_with_the_bytes_are_422(http: httpx.Client) -> None:
-    from test_server_api import png_bytes, wav_bytes
-
     for data, declared, detected in ((png_bytes(), "audio/wav", "image"), (wav_bytes(), "image/png", "audio")):
         r = http.post("/v1/artifacts", content=data, headers={"Content-Type": declared})
         assert r.status_code == 422, r.text
@@ -215,8 +220,6 @@ def test_prompts_over_the_limit_are_413_naming_it(http: httpx.Client) -> None:
 
 
 def test_nested_workflow_bombs_are_refused_at_once(http: httpx.Client) -> None:
-    from test_hardening import _nested_doc
-
     started = time.monotonic()
     r = http.post("/v1/runs", json={"workflow": _nested_doc(16, 3), "inputs": {"text": "boom"}})
     assert r.status_code == 422 and "max_workflow_nodes" in r.text, r.text
@@ -224,9 +227,6 @@ def test_nested_workflow_bombs_are_refused_at_once(http: httpx.Client) -> None:
 
 
 def test_open_routes_reveal_nothing_internal(edge: ServerProcess, http: httpx.Client) -> None:
-    import os
-    import socket
-
     for path in ("/readyz", "/healthz"):
         r = http.get(path)
         assert r.status_code == 200
@@ -236,14 +236,6 @@ def test_open_routes_reveal_nothing_internal(edge: ServerProcess, http: httpx.Cl
 
 @pytest.mark.slow
 def test_an_empty_or_blank_api_key_is_a_configuration_error(tmp_path: Any) -> None:
-    import os
-    import subprocess
-    import sys
-
-    from server_proc import ROOT, free_port
-
-    from orchestrator.server import ServerSettings
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
     env["ORCHESTRATOR_DATA_DIR"] = str(tmp_path)
     for key, host in (("", "0.0.0.0"), ("   ", "127.0.0.1")):
@@ -261,8 +253,6 @@ def test_an_empty_or_blank_api_key_is_a_configuration_error(tmp_path: Any) -> No
 
 
 def test_media_bombs_are_413_naming_the_limit(http: httpx.Client) -> None:
-    from test_hardening import _silent_flac
-
     r = http.post("/v1/artifacts", content=_silent_flac(8, 96_000, 60), headers={"Content-Type": "audio/flac"})
     assert r.status_code == 413, r.text
     assert r.json()["error"]["limit"] == "max_audio_samples"
@@ -271,8 +261,6 @@ def test_media_bombs_are_413_naming_the_limit(http: httpx.Client) -> None:
 @pytest.fixture
 def small_disk(tmp_path: Any) -> Any:
     """A 16 MiB tmpfs: a disk that can really fill up."""
-    import subprocess
-
     mount = tmp_path / "disk"
     mount.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True, text=True)
@@ -338,8 +326,6 @@ def test_disk_full_under_the_embedded_store_fails_runs_and_damages_nothing(small
 
 def test_a_fresh_server_under_concurrent_runs_knows_every_builtin_tool(redis_url: str) -> None:
     """The first requests race the tool registry's first load; none may see an unknown tool."""
-    from concurrent.futures import ThreadPoolExecutor
-
     wf = {"name": "race", "inputs": [{"name": "text", "modality": "text"}],
           "nodes": [{"id": "t", "tool": "text.template", "params": {"template": "<{text}>"}, "inputs": {"texts": "text"}}],
           "outputs": [{"name": "result", "source": "t.text"}]}
@@ -354,9 +340,6 @@ def test_a_fresh_server_under_concurrent_runs_knows_every_builtin_tool(redis_url
 
 
 def test_an_event_append_cut_short_by_a_full_disk_leaves_the_log_whole(small_disk: Any) -> None:
-    from orchestrator.artifacts import LocalArtifactStore
-    from orchestrator.errors import StoreUnavailable
-
     store = LocalArtifactStore(small_disk / "artifacts")
     for i in range(3):
         store.append_event("run:x", {"type": "step", "i": i})
@@ -375,9 +358,6 @@ def test_an_event_append_cut_short_by_a_full_disk_leaves_the_log_whole(small_dis
 def test_a_chat_whose_url_fails_when_fetched_is_the_clients_error(redis_url: str) -> None:
     """The address policy passes (private URLs allowed here), but the server behind the URL sends
     a page, not an image: the completion is a 4xx naming why, not a 500."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     class Page(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             body = b"<html>not a picture</html>"
