@@ -81,8 +81,10 @@ class PrivateRedis:
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: str | None = None
 
-    def start(self, timeout: float = 10.0) -> str:
-        self.port = _free_port()
+    def start(self, timeout: float = 10.0, *, port: int | None = None) -> str:
+        """Start on ``port`` (default: a free one); a stopped server restarts empty on its old port with
+        ``start(port=server.port)``."""
+        self.port = port or _free_port()
         self._workdir = tempfile.mkdtemp(prefix="orch-redis-")
         self._proc = subprocess.Popen(
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",

@@ -591,10 +591,17 @@ def serve(
         from orchestrator.server import serve as run_server
     except ImportError as exc:  # pragma: no cover - the serve extra is missing
         raise _fail(f"the server needs the 'serve' extra (pip install 'any2any-orchestrator[serve]'): {exc}") from exc
+    from orchestrator.server.settings import api_key_problem
+
+    if api_key_problem(api_key):
+        raise _fail(f"--api-key: {api_key_problem(api_key)}")
     overrides: dict[str, Any] = {"host": host, "port": port, "max_concurrent_runs": concurrency,
                                  "max_queued_runs": queue}
     values = {k: v for k, v in overrides.items() if v is not None}
-    server_settings = ServerSettings(**values)
+    try:
+        server_settings = ServerSettings(**values)
+    except ValueError as exc:  # pydantic's ValidationError: a bad ORCHESTRATOR_* value
+        raise _fail(f"invalid server settings: {exc}") from exc
     if api_key:
         server_settings.api_keys = [*server_settings.api_keys, *api_key]
     from orchestrator.server import create_app

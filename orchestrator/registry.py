@@ -32,6 +32,7 @@ class ToolRegistry:
         self._tools: dict[str, Tool] = {}
         self._autoload = autoload
         self._loaded = not autoload
+        self._loading = False
         self._lock = threading.RLock()
 
     def register(self, t: Tool) -> Tool:
@@ -51,24 +52,37 @@ class ToolRegistry:
             self._tools.pop(name, None)
 
     def _ensure_loaded(self) -> None:
+        """Import the built-in tool modules and entry points once.
+
+        ``_loaded`` turns true only after every module is imported, so a thread that
+        sees it unlocked sees every tool; others wait on the lock. ``_loading`` lets the
+        loading thread itself (a tool module looking a tool up while it imports) pass.
+        """
         if self._loaded:
             return
         with self._lock:
-            if self._loaded:
+            if self._loaded or self._loading:
                 return
+            self._loading = True
+            try:
+                self._load()
+            finally:
+                self._loading = False
             self._loaded = True
-            for module in BUILTIN_MODULES:
-                importlib.import_module(module)
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
-                if ep.value in BUILTIN_MODULES:
-                    continue
-                try:
-                    obj = ep.load()
-                except Exception as exc:
-                    raise ToolRegistrationError(f"entry point {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
-                if callable(obj) and not isinstance(obj, Tool):
-                    for t in obj():
-                        self.register(t)
+
+    def _load(self) -> None:
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.value in BUILTIN_MODULES:
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:
+                raise ToolRegistrationError(f"entry point {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+            if callable(obj) and not isinstance(obj, Tool):
+                for t in obj():
+                    self.register(t)
 
     def get(self, name: str) -> Tool:
         self._ensure_loaded()

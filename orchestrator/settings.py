@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = 64_000_000
     max_audio_seconds: float = 3600.0
     max_video_seconds: float = 1800.0
+    max_audio_samples: int = Field(default=32_000_000, ge=1)
+    """channels x sample rate x duration an audio file may decode to (checked before decoding)."""
+    max_video_pixels: int = Field(default=256_000_000, ge=1)
+    """width x height x frames a video may decode to (checked before decoding)."""
     decoded_cache_bytes: int = 512 << 20
     artifact_ttl_seconds: int | None = None
 
@@ -62,6 +66,18 @@ class Settings(BaseSettings):
     download_timeout_seconds: float = 20.0
     download_max_redirects: int = 5
     download_deadline_seconds: float = 300.0
+
+    # work amplification (a small request must not start unbounded work)
+    max_workflow_nodes: int = Field(default=1000, ge=1)
+    """Nodes of a workflow once its sub-workflows are inlined (checked before inlining)."""
+    max_workflow_depth: int = Field(default=16, ge=1)
+    """How deep sub-workflows may nest."""
+    max_plan_tasks: int = Field(default=64, ge=1)
+    """Tasks in one plan (an LLM's or the offline planner's)."""
+    max_spans_per_message: int = Field(default=4, ge=0)
+    """Modality-signal spans dispatched from one chat reply; later ones get a note instead."""
+    max_run_media: int = Field(default=64, ge=1)
+    """Media artifacts (image, audio, video) one run may generate."""
 
     @property
     def artifacts_dir(self) -> Path:

@@ -80,13 +80,7 @@ def settings_of(ctx: Any) -> Any:
 
 
 def limits_of(ctx: Any) -> Limits:
-    s = settings_of(ctx)
-    return Limits(
-        max_bytes=s.max_artifact_bytes,
-        max_pixels=s.max_image_pixels,
-        max_audio_seconds=s.max_audio_seconds,
-        max_video_seconds=s.max_video_seconds,
-    )
+    return Limits.from_settings(settings_of(ctx))
 
 
 def check_pixels(width: int, height: int, ctx: Any, *, tool: str, what: str = "output image", verb: str = "would be") -> None:

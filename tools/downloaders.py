@@ -26,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import threading
 import time
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any, Literal
@@ -50,6 +51,7 @@ __all__ = [
     "DownloadParams",
     "TextDownloadParams",
     "check_address",
+    "check_url",
     "fetch",
     "html_to_text",
 ]
@@ -157,6 +159,70 @@ def _check_url(raw: str) -> httpx.URL:
     return url
 
 
+class _Deadline:
+    """Ends a download at its overall deadline, whatever it is waiting for.
+
+    Per-read timeouts cannot stop a server that trickles its headers (or body) a byte
+    at a time; so the connection's socket is captured through httpcore's ``trace``
+    extension and shut down by a timer when the deadline passes, which wakes the
+    blocked read. ``expired`` tells the caller why the exchange broke off.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def trace(self, name: str, info: dict[str, Any]) -> None:
+        if name.endswith("connect_tcp.complete") and info.get("return_value") is not None:
+            sock = info["return_value"].get_extra_info("socket")
+            if sock is not None:
+                with self._lock:
+                    self._sockets.append(sock)
+                    if self.expired:
+                        self._shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def check(self, where: str) -> None:
+        if self.expired or time.monotonic() > self.at:
+            raise DownloadError(f"the download took longer than the overall deadline of {self.seconds:g}s", url=where)
+
+
+def check_url(url: str, *, settings: Any = None) -> None:
+    """Refuse now what :func:`fetch` would refuse before sending anything: the scheme, a
+    malformed URL, a host that does not resolve or resolves to a non-public address (unless
+    ``allow_private_urls``). Lets the server answer a client's bad URL with a 4xx at once;
+    :func:`fetch` checks again (every hop, pinned) when it runs. Blocking (DNS)."""
+    if settings is None:
+        from orchestrator.settings import get_settings
+
+        settings = get_settings()
+    _pinned_target(_check_url(url), bool(getattr(settings, "allow_private_urls", False)))
+
+
 def _content_type_ok(content_type: str, modality: Modality) -> bool:
     mime = content_type.split(";", 1)[0].strip().lower()
     return mime in _GENERIC_TYPES or mime.startswith(_ACCEPTED_TYPES[modality])
@@ -186,25 +252,32 @@ def fetch(url: str, *, modality: Modality | str, settings: Any = None, max_bytes
         cap = min(cap, int(max_bytes))
     timeout_s = float(_setting(settings, "download_timeout_seconds", DEFAULT_TIMEOUT_SECONDS))
     max_redirects = int(_setting(settings, "download_max_redirects", DEFAULT_MAX_REDIRECTS))
-    deadline = time.monotonic() + float(_setting(settings, "download_deadline_seconds", DEFAULT_DEADLINE_SECONDS))
+    deadline_s = float(_setting(settings, "download_deadline_seconds", DEFAULT_DEADLINE_SECONDS))
     current = _check_url(url)
-    # 2. Follow the redirect chain by hand, checking every hop
-    timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, transport=transport) as client:
+    # 2. Follow the redirect chain by hand, checking every hop; the deadline covers it all (headers too)
+    timeout = httpx.Timeout(min(timeout_s, deadline_s), connect=min(timeout_s, deadline_s, 10.0))
+    with _Deadline(deadline_s) as deadline, httpx.Client(
+        timeout=timeout, follow_redirects=False, trust_env=False, transport=transport
+    ) as client:
         for hop in range(max_redirects + 1):
+            deadline.check(str(current))
             target, address = _pinned_target(current, allow_private)
             headers = {
                 "Host": current.netloc.decode("ascii"), "User-Agent": USER_AGENT, "Accept": "*/*",
                 "Accept-Encoding": "identity",
             }
-            extensions = {"sni_hostname": current.host} if current.scheme == "https" else {}
+            extensions: dict[str, Any] = {"trace": deadline.trace}
+            if current.scheme == "https":
+                extensions["sni_hostname"] = current.host
             request = client.build_request("GET", target, headers=headers, extensions=extensions)
             logger.debug("fetch hop %d: %s (%s)", hop, current, address)
             try:
                 response = client.send(request, stream=True)
             except httpx.TimeoutException as exc:
+                deadline.check(str(current))
                 raise DownloadError(f"timed out after {timeout_s:g}s connecting to or reading from {current.host}", url=str(current)) from exc
             except httpx.HTTPError as exc:
+                deadline.check(str(current))
                 raise DownloadError(f"request failed: {exc}", url=str(current)) from exc
             try:
                 if response.status_code in _REDIRECTS:
@@ -222,7 +295,7 @@ def fetch(url: str, *, modality: Modality | str, settings: Any = None, max_bytes
     raise DownloadError(f"too many redirects (more than {max_redirects})", url=url)
 
 
-def _read_body(response: httpx.Response, url: httpx.URL, modality: Modality, cap: int, deadline: float) -> tuple[bytes, str]:
+def _read_body(response: httpx.Response, url: httpx.URL, modality: Modality, cap: int, deadline: _Deadline) -> tuple[bytes, str]:
     import httpx
 
     where = str(url)
@@ -243,12 +316,13 @@ def _read_body(response: httpx.Response, url: httpx.URL, modality: Modality, cap
             size += len(chunk)
             if size > cap:
                 raise DownloadError(f"refused: the body is over the {cap}-byte limit (stopped reading)", url=where)
-            if time.monotonic() > deadline:
-                raise DownloadError("the download took longer than the overall deadline", url=where)
+            deadline.check(where)
             chunks.append(chunk)
     except httpx.TimeoutException as exc:
+        deadline.check(where)
         raise DownloadError("timed out while reading the body", url=where) from exc
     except httpx.HTTPError as exc:
+        deadline.check(where)
         raise DownloadError(f"the download broke off: {exc}", url=where) from exc
     data = b"".join(chunks)
     encoding = response.headers.get("content-encoding", "identity").lower().strip()

@@ -181,7 +181,7 @@ class Agent:
         max_repairs: int = 2,
         choose_models_with_llm: bool = False,
         describe_media: bool | None = None,
-        max_spans_per_message: int = 4,
+        max_spans_per_message: int | None = None,
         memory_token_budget: int = 3000,
         cache: bool = True,
         seed: int | None = None,
@@ -211,7 +211,8 @@ class Agent:
         self.max_repairs = max_repairs
         self.choose_models_with_llm = choose_models_with_llm
         self.describe_media = (self.llm is not None) if describe_media is None else describe_media
-        self.max_spans_per_message = max_spans_per_message
+        self.max_spans_per_message = (self.settings.max_spans_per_message if max_spans_per_message is None
+                                      else max_spans_per_message)
         self.cache = cache
         self.seed = seed
         self.task_retries = task_retries
@@ -598,7 +599,8 @@ def build_graph(agent: Agent) -> Any:
             return {"vplan": None, "problems": unreadable}
         if plan.refusal and not plan.tasks:
             return {"vplan": None, "problems": []}
-        vplan, problems = validate_plan(plan, agent.catalog(), state.get("resources") or {})
+        vplan, problems = validate_plan(plan, agent.catalog(), state.get("resources") or {},
+                                        max_tasks=agent.settings.max_plan_tasks)
         if vplan is None:
             return {"vplan": None, "problems": problems}
         _writer()(aev.PlanReady(agent_run=opts.agent_run, plan=plan.to_hugginggpt(), attempt=state.get("attempts", 0),

@@ -155,6 +155,14 @@ def parse_plan(text: str) -> Plan:
     """
     if not isinstance(text, str):
         raise PlanError(f"a plan is text, got {type(text).__name__}")
+    try:
+        return _parse_plan(text)
+    except RecursionError:  # the JSON decoder on thousands of unclosed brackets
+        raise PlanError("the plan nests brackets too deeply to be parsed; expected a flat JSON list of tasks",
+                        excerpt=text[:200]) from None
+
+
+def _parse_plan(text: str) -> Plan:
     body = _unfence(text.strip())
     body = _normalize_refs(body)
     doc = _try_json(body)
@@ -587,12 +595,22 @@ def validate_plan(
     plan: Plan,
     catalog: TaskCatalog,
     resources: Mapping[str, Resource] | None = None,
+    *,
+    max_tasks: int | None = None,
 ) -> tuple[ValidatedPlan | None, list[PlanProblem]]:
     """Check a plan; return ``(validated plan, [])`` or ``(None, problems)``.
 
     Each problem names its task and field and says what to change (``str(problem)``
-    is what an LLM is shown for a repair).
+    is what an LLM is shown for a repair). A plan of more than ``max_tasks`` tasks
+    (default: the ``max_plan_tasks`` setting) is refused before anything else is checked.
     """
+    if max_tasks is None:
+        from orchestrator.settings import get_settings
+
+        max_tasks = get_settings().max_plan_tasks
+    if len(plan.tasks) > max_tasks:
+        return None, [PlanProblem(f"the plan has {len(plan.tasks)} tasks; at most {max_tasks} are allowed "
+                                  "(limit max_plan_tasks): plan fewer, broader tasks", None, "tasks")]
     resources = dict(resources or {})
     problems: list[PlanProblem] = []
 

@@ -38,12 +38,7 @@ def open_store(settings: object | None = None) -> ArtifactStore:
     from orchestrator.settings import Settings, get_settings
 
     s: Settings = settings if isinstance(settings, Settings) else get_settings()
-    limits = Limits(
-        max_bytes=s.max_artifact_bytes,
-        max_pixels=s.max_image_pixels,
-        max_audio_seconds=s.max_audio_seconds,
-        max_video_seconds=s.max_video_seconds,
-    )
+    limits = Limits.from_settings(s)
     cache, ttl = s.decoded_cache_bytes, s.artifact_ttl_seconds
     if s.redis_url:
         return RedisArtifactStore(

@@ -50,6 +50,18 @@ def _translated(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _append_whole(fd: int, line: bytes, size: int) -> None:
+    """Append ``line`` to the file (opened for appending, ``size`` bytes long) entirely or not at
+    all: a write cut short (disk full) is undone, so the log never holds half an event."""
+    view = memoryview(line)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        os.ftruncate(fd, size)
+        raise
+
+
 class LocalArtifactStore(ArtifactStore):
     """Artifacts as files in a directory (default ``./.orchestrator/artifacts``).
 
@@ -276,8 +288,7 @@ class LocalArtifactStore(ArtifactStore):
                 else:  # first append here, or another process wrote: count once
                     f.seek(0)
                     count = sum(1 for _ in f)
-                f.write(line)
-                f.flush()
+                _append_whole(f.fileno(), line, size)
                 self._event_counts[path] = (size + len(line), count + 1)
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)

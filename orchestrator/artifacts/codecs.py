@@ -31,6 +31,7 @@ import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -55,19 +56,36 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Limits:
-    """What encoding and decoding accept. The store passes the settings' values."""
+    """What encoding and decoding accept. The store passes the settings' values.
+
+    ``max_audio_samples`` (channels x rate x duration) and ``max_video_pixels``
+    (width x height x frames) bound what a file decodes to, whatever it weighs: they
+    are checked from the container's metadata before decoding, and again while
+    decoding (metadata can lie).
+    """
 
     max_bytes: int = 1 << 30
     max_pixels: int = 64_000_000
     max_audio_seconds: float = 3600.0
     max_video_seconds: float = 1800.0
+    max_audio_samples: int = 32_000_000
+    max_video_pixels: int = 256_000_000
+
+    @classmethod
+    def from_settings(cls, s: Any) -> Limits:
+        """The limits an :class:`~orchestrator.settings.Settings` names."""
+        return cls(max_bytes=s.max_artifact_bytes, max_pixels=s.max_image_pixels, max_audio_seconds=s.max_audio_seconds,
+                   max_video_seconds=s.max_video_seconds,
+                   max_audio_samples=getattr(s, "max_audio_samples", cls.max_audio_samples),
+                   max_video_pixels=getattr(s, "max_video_pixels", cls.max_video_pixels))
 
 
 DEFAULT_LIMITS = Limits()
 
 
 class Encoded(NamedTuple):
-    """Canonical bytes, the media facts read off them, and the object they decode to."""
+    """Canonical bytes, the media facts read off them, and the object they decode to
+    (``None`` for audio or video converted block by block, which is not kept decoded)."""
 
     data: bytes
     meta: ArtifactMeta
@@ -316,18 +334,8 @@ def _encode_video(obj: Any, limits: Limits | None) -> Encoded:
     else:
         frames = frames.copy()
     rate = Fraction(obj.fps).limit_denominator(1001)
-    audio = None
-    if obj.audio is not None:
-        samples = obj.audio.samples if obj.audio.samples.ndim == 1 else obj.audio.samples[:, :2]
-        audio = Audio(np.clip(np.nan_to_num(samples), -1.0, 1.0), obj.audio.sample_rate)
-    # a real file: faststart (moov atom first, for players streaming by Range) rewrites it
-    fd, name = tempfile.mkstemp(suffix=".mp4")
-    os.close(fd)
-    try:
-        _write_mp4(name, frames, rate, audio)
-        data = Path(name).read_bytes()
-    finally:
-        os.unlink(name)
+    audio = _mp4_audio(obj.audio)
+    data = _mp4_bytes(frames, rate, None if audio is None else (audio.sample_rate, audio.channels), lambda: audio)
     meta = ArtifactMeta(
         width=w, height=h, fps=float(rate), frames=len(frames), duration=round(len(frames) / float(rate), 6),
         has_audio=audio is not None,
@@ -335,27 +343,53 @@ def _encode_video(obj: Any, limits: Limits | None) -> Encoded:
     return Encoded(data, meta, Video(frames, float(rate), audio))
 
 
-def _write_mp4(path: str, frames: np.ndarray, rate: Fraction, audio: Audio | None) -> None:
+def _mp4_audio(audio: Audio | None) -> Audio | None:
+    """The track as the MP4 carries it: at most two channels, finite samples in [-1, 1]."""
+    if audio is None:
+        return None
+    samples = audio.samples if audio.samples.ndim == 1 else audio.samples[:, :2]
+    return Audio(np.clip(np.nan_to_num(samples), -1.0, 1.0), audio.sample_rate)
+
+
+def _mp4_bytes(frames: Iterable[np.ndarray], rate: Fraction, audio_format: tuple[int, int] | None,
+               audio: Callable[[], Audio | None]) -> bytes:
+    """Encode to canonical MP4 bytes. ``frames`` may be a generator (nothing holds them all);
+    ``audio`` is asked for its track after the last frame, ``audio_format`` (rate, channels) before."""
+    # a real file: faststart (moov atom first, for players streaming by Range) rewrites it
+    fd, name = tempfile.mkstemp(suffix=".mp4")
+    os.close(fd)
+    try:
+        _write_mp4(name, frames, rate, audio_format, audio)
+        return Path(name).read_bytes()
+    finally:
+        os.unlink(name)
+
+
+def _write_mp4(path: str, frames: Iterable[np.ndarray], rate: Fraction, audio_format: tuple[int, int] | None,
+               audio: Callable[[], Audio | None]) -> None:
     import av
 
     with av.open(path, mode="w", format="mp4", options={"movflags": "+faststart", "fflags": "+bitexact"}) as container:
         stream = container.add_stream(
             "libx264", rate=rate, options={"preset": "veryfast", "crf": "18", "threads": "1", "flags": "+bitexact"}
         )
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         astream = None
-        if audio is not None:
-            arate = audio.sample_rate if audio.sample_rate in _AAC_RATES else 48000
+        if audio_format is not None:
+            sample_rate, channels = audio_format
+            arate = sample_rate if sample_rate in _AAC_RATES else 48000
             astream = container.add_stream("aac", rate=arate, options={"flags": "+bitexact"})
-            astream.layout = "mono" if audio.channels == 1 else "stereo"
+            astream.layout = "mono" if channels == 1 else "stereo"
         for i, frame in enumerate(frames):
+            if i == 0:
+                stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], "yuv420p"
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             vf.pts = i
             vf.time_base = 1 / rate
             container.mux(stream.encode(vf))
         container.mux(stream.encode())
-        if astream is not None and audio is not None:
-            _mux_audio(container, astream, audio)
+        track = audio() if astream is not None else None
+        if astream is not None and track is not None:
+            _mux_audio(container, astream, track)
 
 
 def _mux_audio(container: Any, astream: Any, audio: Audio) -> None:
@@ -423,6 +457,24 @@ def _check_pixels(w: int, h: int, limits: Limits, aid: str | None, what: str = "
     if w * h > limits.max_pixels:
         raise ArtifactTooLarge(
             f"{what} is {w}x{h} = {w * h} pixels, over the {limits.max_pixels}-pixel limit", artifact_id=aid
+        )
+
+
+def _check_samples(channels: int, rate: float, seconds: float, limits: Limits, aid: str | None) -> None:
+    total = channels * rate * seconds
+    if total > limits.max_audio_samples:
+        raise ArtifactTooLarge(
+            f"audio decodes to {channels} channel(s) x {rate:g} Hz x {seconds:.1f} s = {int(total)} samples, over the "
+            f"limit max_audio_samples={limits.max_audio_samples}", artifact_id=aid, limit="max_audio_samples",
+        )
+
+
+def _check_video_pixels(w: int, h: int, frames: float, limits: Limits, aid: str | None) -> None:
+    total = w * h * frames
+    if total > limits.max_video_pixels:
+        raise ArtifactTooLarge(
+            f"video decodes to {w}x{h} x {int(frames)} frames = {int(total)} pixels, over the limit "
+            f"max_video_pixels={limits.max_video_pixels}", artifact_id=aid, limit="max_video_pixels",
         )
 
 
@@ -510,6 +562,7 @@ def _decode_audio(data: bytes, limits: Limits, aid: str | None) -> Audio:
         if f.samplerate <= 0 or f.frames < 0 or f.channels <= 0:
             raise ArtifactDecodeError("audio header is invalid", artifact_id=aid)
         _check_seconds("audio", f.frames / f.samplerate, limits.max_audio_seconds, aid)
+        _check_samples(f.channels, f.samplerate, f.frames / f.samplerate, limits, aid)
         samples = f.read(dtype="float32", always_2d=False)
         if len(samples) < f.frames:
             raise ArtifactDecodeError(f"audio is truncated: header says {f.frames} frames, {len(samples)} present", artifact_id=aid)
@@ -539,9 +592,10 @@ def _decode_audio_av(data: bytes, limits: Limits, aid: str | None) -> Audio:
         if not container.streams.audio:
             raise ArtifactDecodeError("audio has no audio stream", artifact_id=aid)
         astream = container.streams.audio[0]
+        audio = _AudioCollector(astream, limits, aid)
         if container.duration:
             _check_seconds("audio", container.duration / 1_000_000, limits.max_audio_seconds, aid)
-        audio = _AudioCollector(astream, limits.max_audio_seconds, aid)
+            _check_samples(audio.channels, audio.rate, container.duration / 1_000_000, limits, aid)
         for frame in container.decode(astream):
             audio.add(frame)
     track = audio.result()
@@ -553,13 +607,14 @@ def _decode_audio_av(data: bytes, limits: Limits, aid: str | None) -> Audio:
 class _AudioCollector:
     """Decoded audio frames -> one float32 :class:`Audio` (mono or stereo), within the duration limit."""
 
-    def __init__(self, astream: Any, max_seconds: float, aid: str | None) -> None:
+    def __init__(self, astream: Any, limits: Limits, aid: str | None, *, max_seconds: float | None = None) -> None:
         import av
 
         self.rate = int(astream.rate or astream.codec_context.sample_rate)
         self.channels = 1 if astream.channels == 1 else 2
         self.resampler = av.AudioResampler(format="flt", layout="mono" if self.channels == 1 else "stereo", rate=self.rate)
-        self.max_seconds = max_seconds
+        self.max_seconds = limits.max_audio_seconds if max_seconds is None else max_seconds
+        self.limits = limits
         self.chunks: list[np.ndarray] = []
         self.n = 0
         self.aid = aid
@@ -571,6 +626,7 @@ class _AudioCollector:
             self.n += len(chunk)
         if self.n > (self.max_seconds + 1) * self.rate:  # a header that lied about the duration
             _check_seconds("audio", self.n / self.rate, self.max_seconds, self.aid)
+        _check_samples(self.channels, self.rate, self.n / self.rate, self.limits, self.aid)
 
     def result(self) -> Audio | None:
         for out in self.resampler.resample(None):
@@ -581,38 +637,84 @@ class _AudioCollector:
         return Audio(samples[:, 0] if self.channels == 1 else samples, self.rate)
 
 
-def _decode_video(data: bytes, limits: Limits, aid: str | None) -> Video:
-    import av
+class _VideoReader:
+    """A video's frames one at a time (RGB arrays), within the limits.
 
-    with av.open(io.BytesIO(data), mode="r") as container:
-        if not container.streams.video:
-            raise ArtifactDecodeError("video has no video stream", artifact_id=aid)
-        vs = container.streams.video[0]
-        fps = float(vs.average_rate or vs.guessed_rate or 0) or 25.0
-        if container.duration:
-            _check_seconds("video", container.duration / 1_000_000, limits.max_video_seconds, aid)
-        _check_pixels(vs.codec_context.width, vs.codec_context.height, limits, aid, what="video frames")
-        max_frames = int(limits.max_video_seconds * fps) + 1
-        promised = int(vs.frames or 0)
-        astream = container.streams.audio[0] if container.streams.audio else None
-        audio = _AudioCollector(astream, limits.max_video_seconds, aid) if astream is not None else None
-        frames: list[np.ndarray] = []
+    Opening checks the container's metadata (duration, frame size, width x height x
+    frames) before anything is decoded; :meth:`frames` checks again as frames come,
+    and collects the first audio track on the way. Used by :func:`decode` (which
+    keeps the frames) and by :func:`canonicalize` (which does not).
+    """
+
+    def __init__(self, data: bytes, limits: Limits, aid: str | None) -> None:
+        import av
+
+        self.limits, self.aid = limits, aid
+        self.container = av.open(io.BytesIO(data), mode="r")
         try:
-            for packet in container.demux(*(s for s in (vs, astream) if s is not None)):
+            if not self.container.streams.video:
+                raise ArtifactDecodeError("video has no video stream", artifact_id=aid)
+            self.vs = self.container.streams.video[0]
+            self.fps = float(self.vs.average_rate or self.vs.guessed_rate or 0) or 25.0
+            seconds = (self.container.duration or 0) / 1_000_000
+            if seconds:
+                _check_seconds("video", seconds, limits.max_video_seconds, aid)
+            width, height = self.vs.codec_context.width, self.vs.codec_context.height
+            _check_pixels(width, height, limits, aid, what="video frames")
+            self.promised = int(self.vs.frames or 0)
+            _check_video_pixels(width, height, self.promised or seconds * self.fps, limits, aid)
+            self.max_frames = int(limits.max_video_seconds * self.fps) + 1
+            self.astream = self.container.streams.audio[0] if self.container.streams.audio else None
+            self.audio = (_AudioCollector(self.astream, limits, aid, max_seconds=limits.max_video_seconds)
+                          if self.astream is not None else None)
+        except BaseException:
+            self.container.close()
+            raise
+        self.count = 0
+
+    def __enter__(self) -> _VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.container.close()
+
+    def frames(self) -> Iterator[np.ndarray]:
+        import av
+
+        streams = [s for s in (self.vs, self.astream) if s is not None]
+        pixels = 0
+        try:
+            for packet in self.container.demux(*streams):
                 for frame in packet.decode():
                     if isinstance(frame, av.VideoFrame):
-                        frames.append(frame.to_ndarray(format="rgb24"))
-                        if len(frames) > max_frames:
-                            _check_seconds("video", len(frames) / fps, limits.max_video_seconds, aid)
-                    elif isinstance(frame, av.AudioFrame) and audio is not None:
-                        audio.add(frame)
+                        self.count += 1
+                        pixels += frame.width * frame.height
+                        if self.count > self.max_frames:
+                            _check_seconds("video", self.count / self.fps, self.limits.max_video_seconds, self.aid)
+                        if pixels > self.limits.max_video_pixels:
+                            _check_video_pixels(frame.width, frame.height, self.count, self.limits, self.aid)
+                        yield frame.to_ndarray(format="rgb24")
+                    elif isinstance(frame, av.AudioFrame) and self.audio is not None:
+                        self.audio.add(frame)
         except av.error.FFmpegError as exc:
-            raise ArtifactDecodeError(f"video is truncated or corrupt ({len(frames)} frames decoded): {exc}", artifact_id=aid) from exc
-    if not frames:
-        raise ArtifactDecodeError("video is truncated or corrupt: no decodable frames", artifact_id=aid)
-    if promised and len(frames) < promised:
-        raise ArtifactDecodeError(f"video is truncated: {promised} frames declared, {len(frames)} decodable", artifact_id=aid)
-    return Video(np.stack(frames), fps, audio.result() if audio is not None else None)
+            raise ArtifactDecodeError(f"video is truncated or corrupt ({self.count} frames decoded): {exc}",
+                                      artifact_id=self.aid) from exc
+
+    def finish(self) -> Audio | None:
+        """Check the frame count after :meth:`frames` is exhausted; the audio track, if any."""
+        if not self.count:
+            raise ArtifactDecodeError("video is truncated or corrupt: no decodable frames", artifact_id=self.aid)
+        if self.promised and self.count < self.promised:
+            raise ArtifactDecodeError(f"video is truncated: {self.promised} frames declared, {self.count} decodable",
+                                      artifact_id=self.aid)
+        return self.audio.result() if self.audio is not None else None
+
+
+def _decode_video(data: bytes, limits: Limits, aid: str | None) -> Video:
+    with _VideoReader(data, limits, aid) as reader:
+        frames = list(reader.frames())
+        audio = reader.finish()
+    return Video(np.stack(frames), reader.fps, audio)
 
 
 def _decode_embedding(data: bytes, limits: Limits, aid: str | None) -> np.ndarray:
@@ -707,6 +809,17 @@ def canonicalize(data: bytes, modality: Modality | str, *, limits: Limits = DEFA
         view = _canonical_npy(data)
         if view is not None:
             return Encoded(data, ArtifactMeta(shape=list(view.shape)), view)
+    if modality is Modality.VIDEO or (modality is Modality.AUDIO and not _is_canonical(data, modality)):
+        _check_basic(data, modality, limits, None)
+        try:
+            streamed = (_canonicalize_video(data, limits) if modality is Modality.VIDEO
+                        else _canonicalize_audio(data, limits))
+        except ArtifactError:
+            raise
+        except Exception as exc:  # a library error deep in libsndfile or ffmpeg
+            raise ArtifactDecodeError(f"{modality} is truncated or corrupt: {exc}") from exc
+        if streamed is not None:
+            return streamed
     obj = decode(data, modality, limits=limits)
     if _is_canonical(data, modality):
         return Encoded(data, _meta_of(obj, modality), obj)
@@ -715,6 +828,77 @@ def canonicalize(data: bytes, modality: Modality | str, *, limits: Limits = DEFA
 
         obj = ImageOps.exif_transpose(obj)  # a photo's orientation tag becomes real pixels
     return encode_object(obj, modality, limits=limits)
+
+
+_AUDIO_BLOCK_FRAMES = 1 << 16
+
+
+def _canonicalize_audio(data: bytes, limits: Limits) -> Encoded | None:
+    """FLAC, OGG, MP3, AIFF … to WAV block by block (``None``: not a libsndfile format, decode it
+    whole). The same bytes as decoding then encoding, without holding every sample at once."""
+    import soundfile as sf
+
+    try:
+        source = sf.SoundFile(io.BytesIO(data))
+    except sf.LibsndfileError:
+        return None
+    with source:
+        rate, channels, declared = source.samplerate, source.channels, source.frames
+        if rate <= 0 or declared < 0 or channels <= 0:
+            raise ArtifactDecodeError("audio header is invalid")
+        _check_seconds("audio", declared / rate, limits.max_audio_seconds, None)
+        _check_samples(channels, rate, declared / rate, limits, None)
+        out = io.BytesIO()
+        n = 0
+        with sf.SoundFile(out, "w", samplerate=rate, channels=channels, format="WAV", subtype="PCM_16") as sink:
+            for block in source.blocks(blocksize=_AUDIO_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                n += len(block)
+                if n > declared + rate:  # a header that lied about the length
+                    _check_samples(channels, rate, n / rate, limits, None)
+                sink.write(np.clip(np.nan_to_num(block, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0))
+    if n < declared:
+        raise ArtifactDecodeError(f"audio is truncated: header says {declared} frames, {n} present")
+    meta = ArtifactMeta(sample_rate=rate, channels=channels, duration=round(n / rate, 6))
+    return Encoded(out.getvalue(), meta, None)
+
+
+def _canonicalize_video(data: bytes, limits: Limits) -> Encoded:
+    """Validate (canonical MP4) or transcode (anything else) frame by frame: memory stays at a
+    few frames whatever the length. The decoded object is left out (``None``): a tool that needs
+    the frames decodes them when it runs."""
+    canonical = _is_canonical_mp4(data)
+    with _VideoReader(data, limits, None) as reader:
+        size = (0, 0)
+        if canonical:
+            for frame in reader.frames():
+                size = (frame.shape[1], frame.shape[0])
+            audio = reader.finish()
+            fps = reader.fps
+        else:
+            rate = Fraction(reader.fps).limit_denominator(1001)
+            fps = float(rate)
+            track: list[Audio | None] = []
+
+            def even(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+                nonlocal size
+                for frame in frames:
+                    h, w = frame.shape[:2]
+                    if h % 2 or w % 2:  # yuv420p needs even sides: repeat the last row/column
+                        frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+                    size = (frame.shape[1], frame.shape[0])
+                    yield frame
+
+            def finished() -> Audio | None:
+                track.append(_mp4_audio(reader.finish()))
+                return track[0]
+
+            fmt = None if reader.audio is None else (reader.audio.rate, reader.audio.channels)
+            data = _mp4_bytes(even(reader.frames()), rate, fmt, finished)
+            audio = track[0] if track else _mp4_audio(reader.finish())
+    n = reader.count
+    meta = ArtifactMeta(width=size[0], height=size[1], fps=fps, frames=n, duration=round(n / fps, 6),
+                        has_audio=audio is not None)
+    return Encoded(data, meta, None)
 
 
 def _is_canonical(data: bytes, modality: Modality) -> bool:

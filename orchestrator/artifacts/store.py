@@ -298,7 +298,7 @@ class ArtifactStore(ABC):
         pending = PendingRef(encoded.data, mod, self._meta(encoded.meta, meta, provenance))
         # 3. write (the first writer of an id wins) and keep the decoded object
         stored = self._write(pending, encoded.data, ttl if ttl is not None else self.default_ttl)
-        if stored.modality is mod:  # the same bytes stored first as text, now put as JSON: keep the first
+        if stored.modality is mod and encoded.obj is not None:  # None: not decoded (a video streamed through)
             self.cache.put(stored.id, encoded.obj)
         return stored
 

@@ -53,5 +53,9 @@ def serve(app: object = None, *, settings: ServerSettings | None = None, log_lev
             "or ORCHESTRATOR_ALLOW_UNAUTHENTICATED=1 if something in front of the server authenticates",
             param="host",
         )
+    from ._http import protocol_with_head_limits
+
     uvicorn.run(app or create_app(s), host=s.host, port=s.port, log_level=log_level,
-                timeout_graceful_shutdown=5, access_log=False)
+                timeout_graceful_shutdown=5, access_log=False,
+                http=protocol_with_head_limits(seconds=s.header_timeout_seconds, max_bytes=s.max_header_bytes),
+                h11_max_incomplete_event_size=s.max_header_bytes)

@@ -27,7 +27,7 @@ from ._runs import RunManager
 from ._signing import signer_for
 from ._state import ServerState, WorkflowCache
 from .routes import artifacts, audio, catalog, chat, embeddings, images, ops, playground, runs
-from .settings import ServerSettings
+from .settings import ServerSettings, api_key_problem
 
 __all__ = ["create_app"]
 
@@ -88,6 +88,9 @@ def create_app(
     if isinstance(settings, Settings):
         core_settings, settings = settings, None
     server_settings = settings or ServerSettings()
+    key_problem = api_key_problem(server_settings.api_keys)
+    if key_problem:
+        raise ConfigError(key_problem, param="api_keys")
     core = core_settings or get_settings()
     owns_store = store is None
     the_store = store or open_store(core)

@@ -28,7 +28,8 @@ from orchestrator.errors import (
 
 from .schemas import InputValue
 
-__all__ = ["decode_base64", "fetch_url", "modality_for_mime", "parse_data_url", "resolve_input"]
+__all__ = ["check_url", "decode_base64", "fetch_url", "mislabelled", "modality_for_mime", "parse_data_url",
+           "resolve_input"]
 
 logger = logging.getLogger("orchestrator.server")
 
@@ -50,6 +51,26 @@ def modality_for_mime(mime: str | None) -> Modality | None:
     if major == "text":
         return Modality.TEXT
     return None
+
+
+_AV = frozenset({Modality.AUDIO, Modality.VIDEO})
+
+
+def mislabelled(data: bytes, mime: str | None) -> str | None:
+    """Why bytes disagree with their declared MIME type (a PNG declared ``audio/wav``), or ``None``.
+
+    An absent or generic type (``application/octet-stream``) is no disagreement, nor is
+    audio vs video for containers that hold either (MP4, Matroska/WebM, Ogg)."""
+    declared = modality_for_mime(mime)
+    detected = sniff(data)
+    if declared is None or detected is None or declared is detected:
+        return None
+    head = bytes(data[:12])
+    if {declared, detected} == _AV and (head[4:8] == b"ftyp" or head.startswith((b"\x1aE\xdf\xa3", b"OggS"))):
+        return None
+    plain = (mime or "").split(";", 1)[0].strip()
+    return (f"the bytes are declared {plain!r} ({declared.value}) but they are {detected.value}; "
+            "send the right type, or application/octet-stream")
 
 
 def decode_base64(text: str, *, what: str) -> bytes:
@@ -91,6 +112,19 @@ def _pick_modality(data: bytes, declared: Modality | None, explicit: str | None,
     except UnicodeDecodeError:
         raise WorkflowInputError("cannot tell what these bytes are; give a modality") from None
     return Modality.TEXT
+
+
+def check_url(name: str, url: str, *, core_settings: Any) -> None:
+    """Refuse a URL input the downloader would refuse (scheme, non-public address) now, as the
+    client's error, rather than when the run fetches it (blocking: run it in a thread)."""
+    try:
+        from tools.downloaders import check_url as policy
+    except ImportError:  # fetch_url reports it when the run starts
+        return
+    try:
+        policy(url, settings=core_settings)
+    except DownloadError as exc:
+        raise WorkflowInputError(f"input {name!r}: {exc.message}", input=name, url=url[:200]) from exc
 
 
 def fetch_url(url: str, *, modality: Modality | None, store: ArtifactStore, core_settings: Any,
@@ -143,6 +177,9 @@ def resolve_input(
             url = value.url or ""
             if url.startswith("data:"):
                 mime, data = parse_data_url(url, what=what)
+                problem = mislabelled(data, mime)
+                if problem:
+                    raise WorkflowInputError(f"{what}: {problem}", input=name)
                 ref = store.put(data, modality=_pick_modality(data, declared, value.modality, mime))
             elif url.lower().startswith(("http://", "https://")):
                 hint = declared or (Modality(value.modality) if value.modality else None)

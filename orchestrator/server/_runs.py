@@ -134,6 +134,9 @@ class RunManager:
         self._closing = False
         self._ewma_seconds: float | None = None
         self._started = False
+        self._unsaved: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        """Finished runs whose final state (record, and the final event if it was not
+        appended) the store refused; answered from here and saved again by the heartbeat."""
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -168,6 +171,8 @@ class RunManager:
                     "type": "RunInterrupted", "message": "the server shut down before the run finished"}))
         for signal in self._signals.values():
             signal.fire()
+        with contextlib.suppress(OrchestratorError):
+            await asyncio.to_thread(self._save_unsaved)
         with contextlib.suppress(OrchestratorError):
             await asyncio.to_thread(self.store.delete_record, SERVERS_NS, self.instance_id)
 
@@ -267,6 +272,14 @@ class RunManager:
                 current = asyncio.current_task()
                 if self._closing or (current is not None and current.cancelling()):
                     raise  # the worker itself is being stopped
+            except Exception:  # noqa: BLE001 - one run's failure (a store fault …) must not end the worker
+                logger.exception("run %s failed outside its own error handling", run_id)
+                self._forget(job)
+
+    @property
+    def workers_alive(self) -> bool:
+        """Whether every worker task is still running (``/readyz`` says 503 otherwise)."""
+        return bool(self._workers) and not any(w.done() for w in self._workers)
 
     async def _run(self, job: RunJob) -> None:
         started = time.time()
@@ -346,7 +359,13 @@ class RunManager:
                 final.update(type="run_failed", error=outcome.error or {"message": outcome.status})
             if outcome.answer is not None:
                 final["answer"] = outcome.answer
-            await self.emit(job, final)
+            try:
+                await self.emit(job, final)
+                final = None
+            except OrchestratorError as exc:
+                logger.error("could not append the final event of run %s: %s", job.id, exc)
+        else:
+            final = None
         rec = job.record
         rec.update(
             status=outcome.status,
@@ -364,14 +383,21 @@ class RunManager:
             if entry.get("status") in ("pending", "running"):
                 entry["status"] = "cancelled" if outcome.status in ("cancelled", "interrupted") else entry["status"]
         try:
+            if final is not None:
+                raise OrchestratorError("the final event is not stored yet")
             await asyncio.to_thread(self._persist_final, rec)
         except OrchestratorError as exc:
-            logger.error("could not persist the final state of run %s: %s", job.id, exc)
+            logger.error("could not persist the final state of run %s (will retry): %s", job.id, exc)
+            self._unsaved[job.id] = (rec, final)
         if rec["started_at"] is not None:
             seconds = now - rec["started_at"]
             self.metrics.run_seconds.labels(rec["kind"]).observe(seconds)
             self._ewma_seconds = seconds if self._ewma_seconds is None else 0.8 * self._ewma_seconds + 0.2 * seconds
         self.metrics.runs_finished.labels(rec["kind"], outcome.status).inc()
+        self._forget(job)
+
+    def _forget(self, job: RunJob) -> None:
+        """Release a finished run's slot and wake whoever waits for it."""
         job.done.set()
         signal = self._signals.get(job.id)
         if signal is not None:
@@ -382,6 +408,16 @@ class RunManager:
         self._queued.discard(job.id)
         self._running.discard(job.id)
         self._update_gauges()
+
+    def _save_unsaved(self) -> None:
+        """Store the final state of runs that finished while the store was failing."""
+        for run_id, (record, final) in list(self._unsaved.items()):
+            if final is not None:
+                record["last_event_id"] = self.store.append_event(event_stream(run_id), final)
+                self._unsaved[run_id] = (record, None)
+            self._persist_final(record)
+            del self._unsaved[run_id]
+            logger.info("stored the final state of run %s", run_id)
 
     def _persist_final(self, record: dict[str, Any]) -> None:
         self.store.put_record(RUNS_NS, record["id"], record, ttl=self.settings.run_ttl_seconds)
@@ -403,6 +439,8 @@ class RunManager:
         job = self._jobs.get(run_id)
         if job is not None:
             return job.record
+        if run_id in self._unsaved:
+            return self._unsaved[run_id][0]
         record = await asyncio.to_thread(self.store.get_record, RUNS_NS, run_id)
         if record is None or record.get("status") not in ACTIVE:
             return record
@@ -574,6 +612,8 @@ class RunManager:
             await asyncio.sleep(interval)
             try:
                 await asyncio.to_thread(self._write_lease)
+                if self._unsaved:
+                    await asyncio.to_thread(self._save_unsaved)
                 for job in list(self._jobs.values()):
                     if job.status == "running" and not job.cancel.is_set():
                         if await asyncio.to_thread(self.store.get_record, CANCEL_NS, job.id) is not None:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["ServerSettings", "is_loopback"]
+__all__ = ["ServerSettings", "api_key_problem", "is_loopback"]
 
 
 def _split(value: Any) -> Any:
@@ -88,6 +88,12 @@ class ServerSettings(BaseSettings):
     """Items in one ``/v1/embeddings`` request."""
     media_timeout_seconds: float = Field(default=600.0, gt=0)
     """How long an OpenAI media request waits for its run."""
+    max_prompt_chars: int = Field(default=20_000, ge=1)
+    """Characters of a run's prompt, and of a chat request's last user message."""
+    max_header_bytes: int = Field(default=32 << 10, ge=1024)
+    """Size of a request's head (request line and headers); larger ones get 400 and are closed."""
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    """Time a client has to send a complete request head (slow senders are disconnected)."""
 
     # extensions
     tool_modules: StrList = Field(default_factory=list)
@@ -99,9 +105,28 @@ class ServerSettings(BaseSettings):
     def _lists(cls, value: Any) -> Any:
         return _split(value)
 
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        problem = api_key_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @property
     def auth_enabled(self) -> bool:
         return bool(self.api_keys)
+
+
+def api_key_problem(keys: list[str]) -> str | None:
+    """Why these API keys cannot be used (an empty or blank key would leave the API open), or ``None``."""
+    for i, key in enumerate(keys):
+        if not key or not key.strip():
+            return (f"API key #{i + 1} is empty or blank; an empty key would leave the API open "
+                    "(give a real key, or none to listen on loopback only)")
+        if key != key.strip():
+            return f"API key #{i + 1} starts or ends with whitespace"
+    return None
 
 
 def is_loopback(host: str) -> bool:

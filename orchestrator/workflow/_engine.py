@@ -150,7 +150,7 @@ class CompiledWorkflow:
         self.workflow = workflow
         self.registry = registry or default_registry
         self.settings = settings or get_settings()
-        self.plan: Plan = resolve(workflow, self.registry)
+        self.plan: Plan = resolve(workflow, self.registry, settings=self.settings)
         self.graph = self._build_graph()
         self._embedded: tuple[ArtifactStore, ThreadPoolExecutor] | None = None  # see _default_context
 

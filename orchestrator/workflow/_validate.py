@@ -63,17 +63,59 @@ class _Flat:
     inputs: dict[str, list[str]]
 
 
+_MEDIA = frozenset({Modality.IMAGE, Modality.AUDIO, Modality.VIDEO})
+
+
 def _as_list(value: str | list[str]) -> list[str]:
     return list(value) if isinstance(value, list) else [value]
+
+
+def _expanded_size(wf: Workflow, *, max_nodes: int, max_depth: int) -> str | None:
+    """Check the size of ``wf`` once its sub-workflows are inlined, without inlining them.
+
+    Each sub-workflow's size is counted once (memoized), so a small document that nests
+    the same sub-workflow many times over is measured in time linear in its size, and
+    counting stops as soon as a limit is passed. Returns the problem, or ``None``.
+    """
+    measured: dict[int, tuple[int, int]] = {}  # id(workflow) -> (nodes once inlined, nesting below it)
+
+    def too_deep(path: str) -> str:
+        return (f"{path}: workflows nested more than {max_depth} deep (limit max_workflow_depth; "
+                "a workflow that contains itself?)")
+
+    def size(w: Workflow, depth: int, path: str) -> tuple[int, int] | str:
+        if depth > max_depth:
+            return too_deep(path)
+        known = measured.get(id(w))
+        if known is not None:
+            return known if depth + known[1] <= max_depth else too_deep(path)
+        total, below = 0, 0
+        for node in w.nodes:
+            if node.tool.startswith("workflow:"):
+                sub = w.subworkflows.get(node.tool.split(":", 1)[1])
+                if sub is None:
+                    continue  # reported by _flatten
+                inner = size(sub, depth + 1, f"{path}/{node.id}")
+                if isinstance(inner, str):
+                    return inner
+                total, below = total + inner[0], max(below, inner[1] + 1)
+            else:
+                total += 1
+            if total > max_nodes:
+                return (f"{path}: the workflow expands to more than {max_nodes} nodes once its sub-workflows "
+                        "are inlined (limit max_workflow_nodes)")
+        measured[id(w)] = (total, below)
+        return total, below
+
+    found = size(wf, 0, wf.name)
+    return found if isinstance(found, str) else None
 
 
 def _flatten(
     wf: Workflow, prefix: str, input_map: dict[str, list[str]] | None, problems: list[str], depth: int = 0
 ) -> tuple[list[_Flat], dict[str, str]]:
-    """Inline nested workflows. Returns the flat nodes and this workflow's output -> source map."""
-    if depth > 16:
-        problems.append(f"{prefix or wf.name}: workflows nested more than 16 deep (a workflow that contains itself?)")
-        return [], {}
+    """Inline nested workflows (their size was checked first). Returns the flat nodes and this
+    workflow's output -> source map."""
     local_ids = {n.id for n in wf.nodes}
     input_names = {i.name for i in wf.inputs}
 
@@ -120,8 +162,18 @@ def _flatten(
     return flat, outputs
 
 
-def resolve(wf: Workflow, registry: ToolRegistry) -> Plan:
-    """Validate ``wf`` against ``registry``; return a :class:`Plan` or raise listing every problem."""
+def resolve(wf: Workflow, registry: ToolRegistry, *, settings: Any = None) -> Plan:
+    """Validate ``wf`` against ``registry``; return a :class:`Plan` or raise listing every problem.
+
+    ``settings`` (default: the process's) give ``max_workflow_nodes`` and ``max_workflow_depth``,
+    checked before any sub-workflow is inlined."""
+    if settings is None:
+        from orchestrator.settings import get_settings
+
+        settings = get_settings()
+    too_big = _expanded_size(wf, max_nodes=settings.max_workflow_nodes, max_depth=settings.max_workflow_depth)
+    if too_big is not None:
+        raise WorkflowValidationError([too_big])
     problems: list[str] = []
     inputs: dict[str, InputDecl] = {}
     for decl in wf.inputs:
@@ -145,6 +197,10 @@ def resolve(wf: Workflow, registry: ToolRegistry) -> Plan:
             tools[f.id] = registry.get(f.decl.tool)
         except ToolNotFound:
             problems.append(f"node {f.id!r}: unknown tool {f.decl.tool!r}")
+    media = sum(1 for t in tools.values() if any(p.modality in _MEDIA for p in t.spec.outputs))
+    if media > settings.max_run_media:
+        problems.append(f"{media} nodes generate media (image, audio or video); at most "
+                        f"{settings.max_run_media} may in one run (limit max_run_media)")
     for f in flat:
         t = tools.get(f.id)
         if t is None:

@@ -19,7 +19,7 @@ from orchestrator.artifacts import ArtifactRef, Modality, sniff
 from orchestrator.errors import ArtifactDecodeError, ArtifactError, ArtifactTooLarge
 
 from .._errors import ApiError
-from .._inputs import modality_for_mime
+from .._inputs import mislabelled, modality_for_mime
 from .._state import ServerState, get_state
 from ..schemas import ArtifactView
 
@@ -61,9 +61,13 @@ def _pick_modality(declared: str | None, content_type: str | None, filename: str
             raise ApiError(422, f"modality must be one of {_MODALITIES}, got {declared!r}", type="BadModality")
         return Modality(declared)
     sniffed = sniff(data)
-    if sniffed is not None:
-        return sniffed
     by_type = modality_for_mime(content_type)
+    if sniffed is not None:
+        problem = mislabelled(data, content_type)
+        if problem:
+            raise ApiError(422, f"upload: {problem}", type="ArtifactDecodeError",
+                           declared=(content_type or "").split(";", 1)[0].strip(), detected=sniffed.value)
+        return sniffed
     if by_type is not None and content_type not in ("application/octet-stream",):
         return by_type
     if filename:

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
+from orchestrator.artifacts import Modality
 from orchestrator.workflow import Workflow
 
 from .._errors import ApiError
@@ -20,8 +21,8 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 @router.get("/tools", summary="Registered tools")
 async def tools(
     task: str | None = Query(None, description="only tools for this task (e.g. text-to-image)"),
-    input_modality: str | None = Query(None),
-    output_modality: str | None = Query(None),
+    input_modality: Modality | None = Query(None, description="only tools taking this modality"),
+    output_modality: Modality | None = Query(None, description="only tools producing this modality"),
     state: ServerState = Depends(get_state),
 ) -> dict[str, Any]:
     """Every tool with its task, input and output ports and the JSON Schema of its params."""

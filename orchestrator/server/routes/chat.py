@@ -47,13 +47,13 @@ from .._errors import ApiError
 from .._execute import fetch_pending, outcome_from_engine
 from .._formats import export_audio
 from .._history import forget_session, parse_messages, seed_session, text_of
-from .._inputs import decode_base64, resolve_input
+from .._inputs import check_url, decode_base64, resolve_input
 from .._media import Call, call_tool, is_media_tool, media_models, pick_tool, tool_workflow
 from .._runs import QueueFull, RunJob
 from .._state import ServerState, get_state
 from ..schemas import ChatCompletionRequest, ChatMessage, InputValue
 from .audio import speech_params
-from .runs import ensure_capacity, submit_or_429
+from .runs import check_prompt, ensure_capacity, submit_or_429
 
 __all__ = ["link_for", "router"]
 
@@ -114,6 +114,7 @@ async def _store_media(state: ServerState, values: list[InputValue]
         counters[kind] = counters.get(kind, 0) + 1
         name = f"{kind}{counters[kind]}"
         if value.url is not None and value.url.lower().startswith(("http://", "https://")):
+            await asyncio.to_thread(check_url, name, value.url, core_settings=state.core)
             pending[name] = value
             continue
         if value.base64 is not None:
@@ -176,6 +177,16 @@ def _failure_text(record: dict[str, Any]) -> str:
     errors = record.get("errors") or {}
     reason = error.get("message") or "; ".join(f"{k}: {v}" for k, v in errors.items()) or record.get("status")
     return f"The request {record.get('status')}: {reason}"
+
+
+_CLIENT_FAILURES = {"DownloadError": 422, "WorkflowInputError": 422, "ArtifactDecodeError": 422,
+                    "ArtifactTooLarge": 413}
+"""Run failures caused by what the client sent (a URL refused on a redirect, media that does not decode)."""
+
+
+def _failure_status(record: dict[str, Any]) -> int:
+    """The HTTP status of a completion whose run failed without an answer: the client's error, else 500."""
+    return _CLIENT_FAILURES.get(str((record.get("error") or {}).get("type")), 500)
 
 
 def _usage(messages: list[ChatMessage], answer: str) -> dict[str, int]:
@@ -288,6 +299,7 @@ async def chat_completions(
     ensure_capacity(state)
     conversation = parse_messages(body.messages, max_media=state.settings.max_chat_media)
     text = conversation.text
+    check_prompt(state, text, "last user message")
     refs, pending = await _store_media(state, conversation.media)
     if not text.strip() and not refs and not pending:
         raise ApiError(422, "the last user message is empty", type="invalid_request_error", param="messages")
@@ -332,7 +344,8 @@ async def chat_completions(
     if spoken is not None and "choices" in doc:
         message = doc["choices"][0]["message"]
         message["audio"] = await spoken.answer(state, record, message["content"], job.id)
-    return JSONResponse(doc, status_code=200 if record.get("answer") or record["status"] in ("succeeded", "partial") else 500,
+    return JSONResponse(doc, status_code=200 if record.get("answer") or record["status"] in ("succeeded", "partial")
+                        else _failure_status(record),
                         headers=headers)
 
 
@@ -409,7 +422,7 @@ def _completion(state: ServerState, request: Request, record: dict[str, Any], co
     if record["status"] not in ("succeeded", "partial") and not record.get("answer"):
         error = record.get("error") or {}
         return {"error": {"message": _failure_text(record), "type": error.get("type", "run_failed"),
-                          "code": 500, "run_id": record["id"]}}
+                          "code": _failure_status(record), "run_id": record["id"]}}
     rewriter = _RefRewriter(lambda aid: state.artifact_url(request, aid))
     answer = rewriter.feed(record.get("answer") or "") + rewriter.flush()
     artifacts = _artifacts(state, request, record.get("outputs") or {})
@@ -466,7 +479,8 @@ async def _stream(state: ServerState, request: Request, run_id: str, completion_
         rest += rewriter.feed(record["answer"]) + rewriter.flush()
     if record.get("status") not in ("succeeded", "partial") and not (streamed + rest).strip():
         error = record.get("error") or {}
-        doc = {"error": {"message": _failure_text(record), "type": error.get("type", "run_failed"), "code": 500,
+        doc = {"error": {"message": _failure_text(record), "type": error.get("type", "run_failed"),
+                         "code": _failure_status(record),
                          "run_id": run_id}}
         yield f"data: {json.dumps(doc)}\n\n"
         yield "data: [DONE]\n\n"

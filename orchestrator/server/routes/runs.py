@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,16 +12,18 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from orchestrator.artifacts import ArtifactRef, Modality
-from orchestrator.errors import WorkflowInputError
+from orchestrator.errors import StoreUnavailable, WorkflowInputError
 
 from .._errors import ApiError
 from .._execute import agent_executor, workflow_executor
-from .._inputs import resolve_input
+from .._inputs import check_url, resolve_input
 from .._runs import TERMINAL, QueueFull, RunJob
 from .._state import ServerState, get_state
 from ..schemas import InputValue, RunRequest, RunView
 
-__all__ = ["ensure_capacity", "router", "sse_format", "submit_or_429"]
+__all__ = ["check_prompt", "ensure_capacity", "router", "sse_format", "submit_or_429"]
+
+logger = logging.getLogger("orchestrator.server")
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -39,6 +42,7 @@ async def resolve_now(state: ServerState, raw: dict[str, str | InputValue],
     for name, value in raw.items():
         value = _as_value(value)
         if value.url is not None and value.url.lower().startswith(("http://", "https://")):
+            await asyncio.to_thread(check_url, name, value.url, core_settings=state.core)
             pending[name] = value
             continue
         hint = declared.get(name) if declared is not None else None
@@ -59,6 +63,14 @@ def _check_names(raw: dict[str, Any], declared: dict[str, tuple[Modality, bool]]
         problems.append("missing input(s) " + ", ".join(f"{n!r} ({declared[n][0].value})" for n in missing))
     if problems:
         raise WorkflowInputError("; ".join(problems), workflow=workflow)
+
+
+def check_prompt(state: ServerState, text: str, where: str) -> None:
+    """413 for a prompt over ``max_prompt_chars`` (it would plan and start work in proportion)."""
+    limit = state.settings.max_prompt_chars
+    if len(text) > limit:
+        raise ApiError(413, f"the {where} is {len(text)} characters, over the limit max_prompt_chars={limit}",
+                       type="PromptTooLong", limit=limit, param=where)
 
 
 def submit_or_429(exc: QueueFull) -> ApiError:
@@ -84,6 +96,7 @@ async def create_run(body: RunRequest, request: Request, state: ServerState = De
     ensure_capacity(state)
     options = body.options
     if body.prompt is not None:
+        check_prompt(state, body.prompt, "prompt")
         refs, pending = await resolve_now(state, body.inputs, None)
         executor = agent_executor(state, body.prompt, refs, pending, options)
         kind, req = "prompt", {"prompt": body.prompt}
@@ -149,6 +162,21 @@ def sse_format(seq: int | None, event: str, data: Any) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+_MAX_EVENT_ID = 1 << 62  # past the end of any log; keeps store indexes in range
+
+
+def _resume_after(last_event_id: str | None, after: int | None) -> int:
+    """The event id to resume after: ``Last-Event-ID`` (a non-negative integer), else ``?after=``.
+    Ids past the end of the log are fine (nothing is replayed)."""
+    if last_event_id is None or not last_event_id.strip():
+        return min(after or 0, _MAX_EVENT_ID)
+    raw = last_event_id.strip()
+    if not (raw.isascii() and raw.isdigit()):
+        raise ApiError(400, f"Last-Event-ID must be a non-negative integer event id, got {raw[:40]!r}",
+                       type="BadRequest")
+    return _MAX_EVENT_ID if len(raw) > 18 else min(int(raw), _MAX_EVENT_ID)
+
+
 @router.get("/{run_id}/events", summary="The run's events (SSE, resumable)",
             responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}})
 async def run_events(
@@ -165,10 +193,7 @@ async def run_events(
     and the stream closes. With ``Accept: application/json`` the events so far come
     back as one JSON list instead."""
     await _record(state, run_id)
-    try:
-        start = int(last_event_id) if last_event_id else (after or 0)
-    except ValueError:
-        raise ApiError(400, "Last-Event-ID must be an event id (an integer)", type="BadRequest") from None
+    start = _resume_after(last_event_id, after)
     accept = request.headers.get("accept", "")
     if "application/json" in accept and "text/event-stream" not in accept:
         from .._runs import event_stream
@@ -178,13 +203,19 @@ async def run_events(
 
     async def stream() -> AsyncIterator[str]:
         yield "retry: 1000\n\n"
-        async for item in state.runs.follow(run_id, start):
-            if item is None:
-                yield ": keep-alive\n\n"
-                continue
-            seq, doc = item
-            yield sse_format(seq, str(doc.get("type", "message")), doc)
-        final = await state.runs.get(run_id) or {}
+        try:
+            async for item in state.runs.follow(run_id, start):
+                if item is None:
+                    yield ": keep-alive\n\n"
+                    continue
+                seq, doc = item
+                yield sse_format(seq, str(doc.get("type", "message")), doc)
+            final = await state.runs.get(run_id) or {}
+        except StoreUnavailable as exc:  # the stream ends cleanly; EventSource reconnects with Last-Event-ID
+            logger.warning("event stream of run %s stopped: %s", run_id, exc)
+            yield sse_format(None, "error", {"run_id": run_id, "type": "StoreUnavailable",
+                                             "message": "the store is unavailable; reconnect to resume"})
+            return
         yield sse_format(None, "end", {"run_id": run_id, "status": final.get("status"),
                                        "last_event_id": final.get("last_event_id")})
 

@@ -1,0 +1,93 @@
+"""The HTTP/1.1 protocol the server listens with: uvicorn's h11 protocol plus head limits.
+
+uvicorn bounds nothing while a request head arrives: a client that sends its headers a
+byte at a time holds a connection for ever (slowloris), and a head that arrives whole
+is parsed whatever its size. :class:`HeadDeadlineProtocol` answers 431 and closes when
+a request head (request line and headers) is over ``max_header_bytes``, and closes a
+connection whose head is not complete ``header_timeout_seconds`` after the connection
+opened or the previous response ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+__all__ = ["HeadDeadlineProtocol", "protocol_with_head_limits"]
+
+logger = logging.getLogger("orchestrator.server.http")
+
+
+class HeadDeadlineProtocol(H11Protocol):
+    """H11Protocol that drops connections whose request head takes longer than ``head_timeout``."""
+
+    head_timeout: float = 10.0
+    head_limit: int = 32 << 10
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head = bytearray()  # the start of the request head being received
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        if self.conn.their_state is h11.IDLE:  # waiting for a request head
+            self._head += data[: self.head_limit + 4 - len(self._head)]
+            if b"\r\n\r\n" not in self._head and b"\n\n" not in self._head and len(self._head) > self.head_limit:
+                self._refuse_head()
+                return
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # the head is complete
+            self._head.clear()
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+    def on_response_complete(self) -> None:
+        self._head.clear()  # the next request on this connection gets the same limits
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _refuse_head(self) -> None:
+        logger.info("refusing a request head over %d bytes from %s", self.head_limit, self.client)
+        body = json.dumps({"error": {"type": "RequestHeaderFieldsTooLarge", "code": 431, "limit": self.head_limit,
+                                     "message": f"the request head is over the {self.head_limit}-byte limit "
+                                                "(max_header_bytes)"}}).encode()
+        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                             b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self.transport.close()
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        logger.info("closing a connection from %s: no complete request head in %gs", self.client, self.head_timeout)
+        self.transport.close()
+
+
+def protocol_with_head_limits(*, seconds: float, max_bytes: int) -> type[HeadDeadlineProtocol]:
+    """The protocol class (uvicorn's ``http=``) with these head limits."""
+    return type("HeadDeadlineProtocol", (HeadDeadlineProtocol,), {"head_timeout": float(seconds),
+                                                                 "head_limit": int(max_bytes)})
