@@ -120,7 +120,8 @@ def test_a_plan_with_more_tasks_than_the_limit_is_refused_naming_the_limit() -> 
     assert len(plan.tasks) == 1000
     catalog = TaskCatalog(default_registry)
     vplan, problems = validate_plan(plan, catalog, max_tasks=64)
-    assert vplan is None and "max_plan_tasks" in problems[0] and "1000" in problems[0]
+    assert vplan is None and "max_plan_tasks" in str(problems[0]) and "1000" in str(problems[0])
+    assert problems[0].task_id is None and problems[0].field == "tasks"
     small = parse_plan(json.dumps(tasks[:3]))
     vplan, problems = validate_plan(small, catalog, max_tasks=3)
     assert vplan is not None and problems == []
