@@ -87,6 +87,8 @@ class RunResult:
     seconds: float
     store: ArtifactStore
     events: list[Any] = field(default_factory=list)
+    executor: str = "local"
+    """Where the node calls ran: ``local`` (in-process) or ``ray`` (Ray Serve deployments)."""
 
     @property
     def ok(self) -> bool:
@@ -138,6 +140,10 @@ class _RunContext:
     outputs without pinning them to a run that is over."""
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set on the loop when ``cancel`` is set (by a watcher task), so nodes can await it."""
+    node_executor: Any = None
+    """Runs each node call (orchestrator.runtime.executors); ``None``: in-process."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Extra provenance for every output (a Ray replica adds ``replica``)."""
 
 class CompiledWorkflow:
     """A validated workflow, ready to run; ``graph`` is the compiled LangGraph graph."""
@@ -225,8 +231,9 @@ class CompiledWorkflow:
         ``seed`` (run seed; seeded tools derive a per-node seed from it), ``run_id``,
         ``max_workers`` (threads for blocking tools), ``cancel`` (a ``threading.Event``
         that cancels the run), ``on_event`` (a callback for every event), ``profile``
-        (a name or Profile for model-backed tools) and ``models`` (a ModelManager; default:
-        the process-wide one, created on first use).
+        (a name or Profile for model-backed tools), ``models`` (a ModelManager; default:
+        the process-wide one, created on first use) and ``executor`` (``"local"``, ``"ray"`` or a
+        NodeExecutor; default: the ``executor`` setting).
         """
         async for item in self._astream(inputs, **options):
             if not isinstance(item, RunResult):
@@ -252,8 +259,12 @@ class CompiledWorkflow:
         on_event: Callable[[Any], None] | None = None,
         profile: Any = None,
         models: Any = None,
+        executor: Any = None,
     ) -> AsyncIterator[Any]:
         store = store or open_store(self.settings)
+        node_executor = _node_executor(executor, self.settings)
+        if node_executor is not None:
+            node_executor.check_store(store)  # e.g. Ray refuses a store its replicas cannot reach
         run_id = run_id or uuid.uuid4().hex
         started = time.perf_counter()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -282,8 +293,10 @@ class CompiledWorkflow:
         rc = _RunContext(
             run_id=run_id, store=store, cache=cache, seed=seed, emit=emit, loop=loop, executor=executor,
             cancel=cancel or threading.Event(), models=models, profile=prof, settings=self.settings, results={},
+            node_executor=node_executor,
         )
-        emit(ev.RunStarted(run_id=run_id, workflow=self.name, nodes=list(self.plan.order)))
+        emit(ev.RunStarted(run_id=run_id, workflow=self.name, nodes=list(self.plan.order),
+                           executor=_executor_name(node_executor)))
         config = {"configurable": {"orchestrator_run": rc}, "recursion_limit": len(self.plan.nodes) + 10}
         store.pin(run_id, [r for v in refs.values() for r in (v if isinstance(v, list) else [v])])
         task = asyncio.create_task(self.graph.ainvoke({"inputs": refs}, config))
@@ -353,7 +366,7 @@ class CompiledWorkflow:
             status = "succeeded"
         return RunResult(
             run_id=rc.run_id, status=status, outputs=outputs, errors=errors, nodes=dict(rc.results),
-            seconds=time.perf_counter() - started, store=rc.store,
+            seconds=time.perf_counter() - started, store=rc.store, executor=_executor_name(rc.node_executor),
         )
 
     # -------------------------------------------------- inputs
@@ -410,6 +423,22 @@ def _final_event(result: RunResult) -> Any:
         error={"message": "; ".join(f"{k}: {v}" for k, v in result.errors.items()) or result.status},
         errors=result.errors, seconds=result.seconds,
     )
+
+def _node_executor(executor: Any, settings: Any) -> Any:
+    """The run's NodeExecutor: ``None`` (in-process, nothing imported) unless one is named."""
+    name = executor if isinstance(executor, str) or executor is None else None
+    if name is None:
+        return executor
+    if (name or getattr(settings, "executor", "local")) == "local":
+        return None
+    from orchestrator.runtime.executors import get_executor
+
+    return get_executor(settings, name=name)
+
+
+def _executor_name(node_executor: Any) -> str:
+    return getattr(node_executor, "name", "local") if node_executor is not None else "local"
+
 
 def _resolve_profile(profile: Any) -> Any:
     """A profile given by name becomes a Profile; ``None`` is resolved on first need (model-backed
@@ -534,7 +563,8 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
             break
         rc.emit(ev.NodeStarted(run_id=rc.run_id, node=node.id, tool=node.tool.name, attempt=attempt))
         try:
-            stored = await _call_tool(node, refs, seed, input_ids, rc)
+            call = rc.node_executor.call if rc.node_executor is not None else _call_tool
+            stored = await call(node, refs, seed, input_ids, rc)
         except asyncio.CancelledError:
             rc.emit(ev.NodeFailed(run_id=rc.run_id, node=node.id, error={"type": "RunCancelled", "message": "cancelled"}))
             return finish("cancelled", error="run cancelled")
@@ -597,7 +627,7 @@ async def _call_tool(
     attempt_cancel = threading.Event()  # set on run cancel or timeout: cooperative tools stop early
     ctx = ToolContext(
         node=node.id, seed=seed, models=rc.models, profile=rc.profile, settings=rc.settings, store=store,
-        on_progress=on_progress, cancel_event=attempt_cancel,
+        on_progress=on_progress, cancel_event=attempt_cancel, provenance=dict(rc.provenance),
     )
     t = node.tool
     kwargs = t._kwargs(decoded, node.params, ctx)
