@@ -31,8 +31,8 @@ fi
 
 stamp=.venv/.orchestrator-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing the project and its dev extras"
-  "$VPY" -m pip install -q -e ".[dev]"
+  echo "setup: installing the project and its dev extras (with ray: the Ray executor's tests)"
+  "$VPY" -m pip install -q -e ".[dev,ray]"
   touch "$stamp"
 fi
 

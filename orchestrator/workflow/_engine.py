@@ -426,10 +426,10 @@ def _final_event(result: RunResult) -> Any:
 
 def _node_executor(executor: Any, settings: Any) -> Any:
     """The run's NodeExecutor: ``None`` (in-process, nothing imported) unless one is named."""
-    name = executor if isinstance(executor, str) or executor is None else None
-    if name is None:
+    if executor is not None and not isinstance(executor, str):
         return executor
-    if (name or getattr(settings, "executor", "local")) == "local":
+    name = executor or getattr(settings, "executor", "local")
+    if name == "local":
         return None
     from orchestrator.runtime.executors import get_executor
 

@@ -70,7 +70,7 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     groups: list[GroupSpec] = Field(min_length=1)
-    imports: list[str] = Field(default_factory=list, description="modules a replica imports (extra tools)")
+    imports: list[str] = Field(default_factory=list, description="modules a replica imports for their tools: 'module' or 'module:registry'")
 
     def group_for(self, tool: str) -> GroupSpec | None:
         """The first group that serves ``tool``; ``None``: the tool runs in the caller's process."""

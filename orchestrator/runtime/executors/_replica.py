@@ -61,8 +61,8 @@ class ToolReplica:
 
     def __init__(self, group: dict[str, Any], imports: list[str] | None = None) -> None:
         self.group = GroupSpec.model_validate(group)
-        for module in imports or []:
-            importlib.import_module(module)  # registers extra tools
+        for entry in imports or []:
+            _import_tools(entry)
         ctx = serve.get_replica_context()
         self.replica = f"{ctx.deployment}#{ctx.replica_tag}"
         self.pid = os.getpid()
@@ -224,6 +224,19 @@ class ToolReplica:
             loop=None, executor=self._threads, cancel=threading.Event(), models=None, profile=call.profile,
             settings=call.settings, results={}, finished=True,
         )
+
+
+def _import_tools(entry: str) -> None:
+    """``module`` (imported for its registrations) or ``module:registry`` (a ToolRegistry whose
+    tools join this process's default registry)."""
+    from orchestrator.registry import default_registry
+
+    module_name, _, attr = entry.partition(":")
+    module = importlib.import_module(module_name)
+    if attr:
+        for extra in getattr(module, attr):
+            if extra.name not in default_registry:
+                default_registry.register(extra)
 
 
 def _threadsafe_put(queue: asyncio.Queue[Item]) -> Callable[[Item], None]:
