@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything a fresh machine needs, idempotently:
 #   a virtual environment in .venv, torch (CPU build unless one is installed),
-#   the project with its dev extras, and Debian's espeak-ng (the offline voice).
+#   the project with its dev and ray extras, and Debian's espeak-ng (the offline voice).
 # GPU users: install a CUDA build of torch into .venv first (see README), it is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."

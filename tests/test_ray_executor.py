@@ -8,6 +8,7 @@ cancelled run cancels its remote call; the embedded store is refused.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import textwrap
@@ -233,3 +234,50 @@ def test_ray_with_the_embedded_store_is_refused(local_store: Any, tmp_path: Path
     with pytest.raises(ConfigError, match="needs the shared Redis store.*ORCHESTRATOR_REDIS_URL"):
         wf.compile(settings=settings).run({"t": "x"}, store=local_store)
     assert not executor.started  # refused before Ray was started
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def _cli_workflow(tmp_path: Path) -> Path:
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps({
+        "name": "cli-ray", "inputs": [{"name": "text", "modality": "text"}],
+        "nodes": [{"id": "speak", "tool": "speech.synthesize", "inputs": {"text": "text"}}],
+        "outputs": [{"name": "speech", "source": "speak.audio"}],
+    }))
+    return path
+
+
+def test_cli_run_on_ray_with_the_embedded_store_is_refused(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    env = {"ORCHESTRATOR_DATA_DIR": str(tmp_path / "data"), "ORCHESTRATOR_REDIS_URL": "", "TQDM_DISABLE": "1"}
+    result = CliRunner().invoke(app, ["run", "--executor", "ray", "--graph", str(_cli_workflow(tmp_path)),
+                                      "-i", "text=hi", "--out", str(tmp_path / "out")], env=env)
+    assert result.exit_code == 1
+    assert "needs the shared Redis store" in " ".join(result.output.split())
+    assert not (tmp_path / "out" / "run.json").exists()
+
+
+@pytest.mark.slow
+def test_cli_run_on_ray_names_the_executor(ray_executor: RayExecutor, redis_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    prefix = f"test:raycli:{uuid.uuid4().hex[:8]}:"
+    env = {"ORCHESTRATOR_REDIS_URL": redis_url, "ORCHESTRATOR_KEY_PREFIX": prefix,
+           "ORCHESTRATOR_RAY_CONFIG": str(ray_executor.config.path), "TQDM_DISABLE": "1"}
+    try:
+        result = CliRunner().invoke(app, ["run", "--executor", "ray", "--graph", str(_cli_workflow(tmp_path)),
+                                          "-i", "text=hello", "--out", str(tmp_path / "out"), "--seed", "4", "-q"],
+                                    env=env)
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((tmp_path / "out" / "run.json").read_text())
+        assert manifest["executor"] == "ray"
+        assert manifest["outputs"]["speech"]["meta"]["provenance"]["replica"].startswith("rest#")
+    finally:
+        RedisArtifactStore(redis_url, prefix=prefix).clear_prefix()

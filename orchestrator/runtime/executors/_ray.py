@@ -68,10 +68,11 @@ class RayExecutor:
         return bool(self._handles)
 
     # -------------------------------------------------- lifecycle
-    def start(self) -> RayExecutor:
-        """Connect to (or start) Ray and make sure the deployments run. Blocking; idempotent."""
+    def start(self, *, redeploy: bool = False) -> RayExecutor:
+        """Connect to (or start) Ray and make sure the deployments run (``redeploy``: apply the
+        config even when the application already runs). Blocking; idempotent."""
         with self._lock:
-            if self._handles:
+            if self._handles and not redeploy:
                 return self
             ray, serve = _import_ray()
             if not ray.is_initialized():
@@ -79,8 +80,7 @@ class RayExecutor:
             app = self.config.app_name
             try:
                 serve.start(proxy_location="Disabled")
-                running = app in serve.status().applications
-                if not running:
+                if redeploy or app not in serve.status().applications:
                     self._deploy(serve)
                 self._handles = {g.name: serve.get_deployment_handle(g.name, app_name=app)
                                  for g in self.config.args.groups}
