@@ -31,6 +31,20 @@ def slow(text: str, *, params: SlowParams, ctx) -> str:
 
 
 registry.register(slow)
+
+
+class WhichParams(BaseModel):
+    model: str | None = None
+
+
+@tool("raytest.which", task="text-transform", description="Say which process served the call (a model-routing probe).",
+      inputs={"text": "text"}, outputs={"text": "text"}, params=WhichParams, register=False)
+def which(text: str, *, params: WhichParams) -> str:
+    return f"{params.model} {os.getpid()}"
+
+
+registry.register(which)
+
 for _builtin in default_registry:  # workflows compiled with this registry also see every built-in tool
     if _builtin.name not in registry:
         registry.register(_builtin)

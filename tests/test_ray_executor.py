@@ -222,6 +222,26 @@ def test_cancelling_a_run_cancels_its_remote_call(ray_executor: RayExecutor, sto
     assert record is not None and record["step"] < 200
 
 
+@pytest.mark.slow
+def test_calls_go_to_the_replica_that_holds_their_model(ray_executor: RayExecutor, stores: Any,
+                                                        redis_url: str) -> None:
+    import time
+
+    def served_by(model: str) -> int:
+        wf = (Workflow("which").add_input("t", "text")
+              .add_node("w", "raytest.which", {"model": model}, inputs={"text": "t"}).add_output("o", "w.text"))
+        result = wf.compile(registry=test_registry, settings=_settings(redis_url)).run(
+            {"t": "x"}, store=stores(), cache=False, executor=ray_executor)
+        assert result.ok, result.errors
+        return int(result.load("o").split()[1])
+
+    first = {m: served_by(m) for m in ("model-a", "model-b")}
+    time.sleep(1.0)  # replicas report the models they hold to Serve's routers
+    for _ in range(4):
+        for model, pid in first.items():
+            assert served_by(model) == pid, f"a call for {model} left the replica that holds it"
+
+
 # ------------------------------------------------------------------ the embedded store
 
 

@@ -195,15 +195,14 @@ class RayExecutor:
                    rc: Any) -> dict[str, Refs]:
         """Run one node attempt on its group's deployment; progress reaches ``rc.emit`` as it comes."""
         from orchestrator.workflow import events as ev
-        from orchestrator.workflow._engine import _call_tool, _flat, _resolved_model
+        from orchestrator.workflow._engine import _call_tool, _flat
 
         group = self.group_for(node.tool.name)
         if group is None:
             return await _call_tool(node, refs, seed, input_ids, rc)
         if not self._handles:
             await asyncio.to_thread(self.start)
-        choice = _resolved_model(node, rc)  # also settles rc.profile, which the replica gets
-        model_id = str(choice.get("model") or "") if isinstance(choice, dict) else ""
+        model_id = _model_id(node, rc)
         request = NodeCall(
             run_id=rc.run_id, node=node.id, tool=node.tool.name, params=node.params.model_dump(mode="json"),
             inputs=refs, seed=seed, input_ids=input_ids, store=StoreSpec.of(rc.store), profile=rc.profile,
@@ -246,6 +245,18 @@ class RayExecutor:
         if not self._handles:
             await asyncio.to_thread(self.start)
         return await self._handles[group].stats.remote()  # type: ignore[no-any-return]
+
+
+def _model_id(node: Any, rc: Any) -> str:
+    """The model a node will load (its ``model`` param, else the profile's choice): Serve routes
+    the call to a replica that holds it. Empty for tools without a model."""
+    from orchestrator.workflow._engine import _resolved_model
+
+    choice = _resolved_model(node, rc)  # also settles rc.profile, which the replica gets
+    explicit = getattr(node.params, "model", None)
+    if isinstance(explicit, str) and explicit:
+        return explicit
+    return str(choice.get("model") or "") if isinstance(choice, dict) else ""
 
 
 def _import_ray() -> tuple[Any, Any]:
