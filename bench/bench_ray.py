@@ -68,11 +68,11 @@ def _ray_memory_bytes() -> int:
 
 
 def _median_seconds(compiled, inputs, store, executor, repeat: int) -> float:
-    compiled.run(inputs, store=store, cache=False, executor=executor)  # warm: models loaded, connections made
+    compiled.run(inputs, store=store, cache=False, seed=1, executor=executor)  # warm: models loaded, connections made
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
-        result = compiled.run(inputs, store=store, cache=False, executor=executor)
+        result = compiled.run(inputs, store=store, cache=False, seed=1, executor=executor)
         times.append(time.perf_counter() - started)
         assert result.ok, result.errors
     return statistics.median(times)
@@ -87,7 +87,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch threads in this process; Ray gives replicas OMP_NUM_THREADS=num_cpus or 1")
     args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.torch_threads)  # the same per-call threads on both sides of the comparison
 
     build_zoo(["tiny-sd", "tiny-vits"])
     settings = Settings(redis_url=args.redis)
