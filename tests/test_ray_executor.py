@@ -301,3 +301,39 @@ def test_cli_run_on_ray_names_the_executor(ray_executor: RayExecutor, redis_url:
         assert manifest["outputs"]["speech"]["meta"]["provenance"]["replica"].startswith("rest#")
     finally:
         RedisArtifactStore(redis_url, prefix=prefix).clear_prefix()
+
+
+@pytest.mark.slow
+def test_a_data_dir_declared_shared_is_checked_then_used(ray_executor: RayExecutor, local_store: Any,
+                                                         redis_url: str) -> None:
+    shared = RayExecutor(Settings(redis_url=redis_url, ray_shared_data_dir=True), config=ray_executor.config)
+    shared.check_store(local_store)  # a replica saw the token file written into the store's directory
+    wf = (Workflow("shared-dir").add_input("t", "text")
+          .add_node("w", "raytest.which", {"model": "m"}, inputs={"text": "t"}).add_output("o", "w.text"))
+    result = wf.compile(registry=test_registry).run({"t": "x"}, store=local_store, cache=False, executor=shared)
+    assert result.ok, result.errors
+    assert int(result.load("o").split()[1]) != os.getpid()  # made by a replica, stored in the shared directory
+    assert result.outputs["o"].meta.provenance.model_extra["replica"].startswith("flaky#")
+
+
+@pytest.mark.slow
+def test_an_unreachable_ray_cluster_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = textwrap.dedent(f"""
+        from orchestrator.errors import ExecutorUnavailable
+        from orchestrator.runtime.executors import RayExecutor
+        from orchestrator.settings import Settings
+        try:
+            RayExecutor(Settings(redis_url="redis://127.0.0.1:6379"), address="127.0.0.1:{port}").start()
+        except ExecutorUnavailable as exc:
+            print("REFUSED", exc)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert f"REFUSED cannot reach the Ray cluster at 127.0.0.1:{port}" in done.stdout, done.stdout + done.stderr
+    assert "ORCHESTRATOR_RAY_ADDRESS" in done.stdout

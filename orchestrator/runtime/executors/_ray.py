@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import threading
 import time
 from pathlib import Path
@@ -100,6 +101,7 @@ class RayExecutor:
         started = time.perf_counter()
         try:
             if self.address:
+                _check_reachable(self.address)
                 ray.init(address=self.address, **options)
             else:
                 ray.init(num_cpus=self.num_cpus, **options)
@@ -257,6 +259,20 @@ def _model_id(node: Any, rc: Any) -> str:
     if isinstance(explicit, str) and explicit:
         return explicit
     return str(choice.get("model") or "") if isinstance(choice, dict) else ""
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` (or ``ray://host:port``) nobody listens on: Ray itself retries
+    connecting for minutes. ``auto`` is left to Ray, which fails at once when no cluster runs here."""
+    target = address.removeprefix("ray://")
+    if target == "auto" or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(f"nothing answers at {target} ({exc})") from exc
 
 
 def _import_ray() -> tuple[Any, Any]:
