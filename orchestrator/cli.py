@@ -602,6 +602,12 @@ def deploy(
     if executor.address or not wait:
         return
     out_console.print("local Ray running; Ctrl-C stops it", markup=False)
+    import signal
+
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         while True:
             time.sleep(3600)
