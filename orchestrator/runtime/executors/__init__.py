@@ -18,7 +18,7 @@ Chosen by ``ORCHESTRATOR_EXECUTOR=local|ray`` (``--executor`` on ``orchestrator 
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from orchestrator.artifacts import ArtifactRef, ArtifactStore
 from orchestrator.errors import ConfigError
@@ -40,6 +40,10 @@ __all__ = [
     "load_config",
 ]
 
+if TYPE_CHECKING:
+    from orchestrator.workflow._engine import _RunContext
+    from orchestrator.workflow._validate import ResolvedNode
+
 Refs = ArtifactRef | list[ArtifactRef]
 
 
@@ -60,8 +64,8 @@ class NodeExecutor(Protocol):
         """Raise ConfigError when this executor cannot use ``store``."""
         ...
 
-    async def call(self, node: Any, refs: dict[str, Refs], seed: int | None, input_ids: dict[str, Any],
-                   rc: Any) -> dict[str, Refs]: ...
+    async def call(self, node: ResolvedNode, refs: dict[str, Refs], seed: int | None, input_ids: dict[str, Any],
+                   rc: _RunContext) -> dict[str, Refs]: ...
 
 
 class LocalExecutor:
@@ -72,8 +76,8 @@ class LocalExecutor:
     def check_store(self, store: ArtifactStore) -> None:
         return None
 
-    async def call(self, node: Any, refs: dict[str, Refs], seed: int | None, input_ids: dict[str, Any],
-                   rc: Any) -> dict[str, Refs]:
+    async def call(self, node: ResolvedNode, refs: dict[str, Refs], seed: int | None, input_ids: dict[str, Any],
+                   rc: _RunContext) -> dict[str, Refs]:
         from orchestrator.workflow._engine import _call_tool
 
         return await _call_tool(node, refs, seed, input_ids, rc)

@@ -9,13 +9,17 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.artifacts import ArtifactRef, ArtifactStore, LocalArtifactStore
 from orchestrator.errors import BackendUnavailable, ConfigError, ExecutorError, ExecutorUnavailable
 
 from ._config import DeployConfig, load_config
 from ._wire import NodeCall, StoreSpec
+
+if TYPE_CHECKING:
+    from orchestrator.workflow._engine import _RunContext
+    from orchestrator.workflow._validate import ResolvedNode
 
 __all__ = ["RayExecutor"]
 
@@ -193,8 +197,8 @@ class RayExecutor:
         group = self.config.args.group_for(tool)
         return group.name if group is not None else None
 
-    async def call(self, node: Any, refs: dict[str, Refs], seed: int | None, input_ids: dict[str, Any],
-                   rc: Any) -> dict[str, Refs]:
+    async def call(self, node: ResolvedNode, refs: dict[str, Refs], seed: int | None, input_ids: dict[str, Any],
+                   rc: _RunContext) -> dict[str, Refs]:
         """Run one node attempt on its group's deployment; progress reaches ``rc.emit`` as it comes."""
         from orchestrator.workflow import events as ev
         from orchestrator.workflow._engine import _call_tool, _flat
@@ -249,7 +253,7 @@ class RayExecutor:
         return await self._handles[group].stats.remote()  # type: ignore[no-any-return]
 
 
-def _model_id(node: Any, rc: Any) -> str:
+def _model_id(node: ResolvedNode, rc: _RunContext) -> str:
     """The model a node will load (its ``model`` param, else the profile's choice): Serve routes
     the call to a replica that holds it. Empty for tools without a model."""
     from orchestrator.workflow._engine import _resolved_model

@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
@@ -26,6 +26,10 @@ from orchestrator.errors import ToolInputError
 
 from ._config import AppArgs, GroupSpec
 from ._wire import NodeCall, StoreCache, portable_error
+
+if TYPE_CHECKING:
+    from orchestrator.workflow._engine import _RunContext
+    from orchestrator.workflow._validate import ResolvedNode
 
 __all__ = ["ToolReplica", "build_app"]
 
@@ -103,17 +107,20 @@ class ToolReplica:
             return False
 
     # -------------------------------------------------- one call, as the engine runs it
-    def _context(self, call: NodeCall, emit: Callable[[Any], None]) -> Any:
+    def _context(self, call: NodeCall, emit: Callable[[Any], None] | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> _RunContext:
+        """A run context like the caller's, on this replica: its store, no cache (the caller
+        looked it up), no pins (the caller pins what comes back), this replica in provenance."""
         from orchestrator.workflow._engine import _RunContext
 
         return _RunContext(
-            run_id=call.run_id, store=self._stores.get(call.store), cache=False, seed=call.seed, emit=emit,
-            loop=asyncio.get_running_loop(), executor=self._threads, cancel=threading.Event(), models=None,
-            profile=call.profile, settings=call.settings, results={}, finished=True,
+            run_id=call.run_id, store=self._stores.get(call.store), cache=False, seed=call.seed,
+            emit=emit or (lambda _e: None), loop=loop, executor=self._threads, cancel=threading.Event(),
+            models=None, profile=call.profile, settings=call.settings, results={}, finished=True,
             provenance={"replica": self.replica},
         )
 
-    def _node(self, call: NodeCall) -> Any:
+    def _node(self, call: NodeCall) -> ResolvedNode:
         from orchestrator.registry import default_registry
         from orchestrator.workflow._validate import ResolvedNode
 
@@ -126,7 +133,8 @@ class ToolReplica:
 
         queue: asyncio.Queue[Item] = asyncio.Queue()
         put = _threadsafe_put(queue)
-        rc = self._context(call, lambda e: put(("progress", {"step": e.step, "total": e.total, "message": e.message})))
+        rc = self._context(call, lambda e: put(("progress", {"step": e.step, "total": e.total, "message": e.message})),
+                           asyncio.get_running_loop())
         try:
             node = self._node(call)
         except Exception as exc:  # noqa: BLE001 - unknown tool, bad params: the caller's error
@@ -210,20 +218,11 @@ class ToolReplica:
                          "replica": self.replica}
                 outputs = nodes[i].tool._outputs(first_and_all(batch.images[start:end], "image", "images"))
                 try:
-                    rc = self._context_sync(call)
+                    rc = self._context(call)
                     out[i] = ("result", _store_outputs(nodes[i], outputs, call.seed, call.input_ids, rc, extra))
                 except Exception as exc:  # noqa: BLE001
                     out[i] = ("error", portable_error(exc))
         return [out[i] for i in range(len(calls))]
-
-    def _context_sync(self, call: NodeCall) -> Any:
-        from orchestrator.workflow._engine import _RunContext
-
-        return _RunContext(
-            run_id=call.run_id, store=self._stores.get(call.store), cache=False, seed=call.seed, emit=lambda e: None,
-            loop=None, executor=self._threads, cancel=threading.Event(), models=None, profile=call.profile,
-            settings=call.settings, results={}, finished=True,
-        )
 
 
 def _import_tools(entry: str) -> None:
