@@ -337,3 +337,44 @@ def test_an_unreachable_ray_cluster_is_a_clear_error(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert f"REFUSED cannot reach the Ray cluster at 127.0.0.1:{port}" in done.stdout, done.stdout + done.stderr
     assert "ORCHESTRATOR_RAY_ADDRESS" in done.stdout
+
+
+def test_the_packaged_config_is_a_valid_serve_config() -> None:
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from orchestrator.runtime.executors import default_config_path, load_config
+
+    schema = ServeDeploySchema.parse_obj(yaml.safe_load(default_config_path().read_text()))  # what `serve deploy` checks
+    assert [app.name for app in schema.applications] == ["orchestrator"]
+    config = load_config()
+    assert config.args.group_for("image.generate").batch is not None
+    assert config.args.group_for("speech.synthesize").name == "audio"
+    assert config.args.group_for("image.caption").name == "encoders"
+
+
+def test_a_config_with_mistakes_names_them(tmp_path: Path) -> None:
+    from orchestrator.runtime.executors import load_config
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent("""
+        applications:
+          - name: x
+            import_path: orchestrator.runtime.executors:build_app
+            args: {groups: [{name: a, tools: []}, {name: b, tools: ["*"], num_gpu: 1}]}
+    """))
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    message = str(info.value)
+    assert "bad.yaml" in message and "groups.0.tools" in message and "groups.1.num_gpu" in message
+
+
+@pytest.mark.slow
+def test_cli_deploy_applies_a_config(ray_executor: RayExecutor) -> None:
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["deploy", str(ray_executor.config.path), "--address", "auto"])
+    assert result.exit_code == 0, result.output
+    assert "deployed 'orchestrator-test'" in result.output and "flaky (raytest.*)" in result.output
