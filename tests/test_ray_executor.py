@@ -154,7 +154,7 @@ def test_concurrent_text_to_image_runs_share_forward_passes(ray_executor: RayExe
     passes = after["pipeline_calls"] - before["pipeline_calls"]
     assert all(r.ok for r in batched), [r.errors for r in batched]
     assert 1 <= passes < 8, after
-    assert max(after["batch_sizes"][len(before["batch_sizes"]):]) > 1
+    assert after["batched_calls"] - before["batched_calls"] == 8 and after["largest_batch"] > 1
 
     for i, (p, run) in enumerate(zip(prompts, batched, strict=True)):
         alone = compiled.run({"p": p}, store=stores(), seed=100 + i, cache=False, executor="local")
@@ -307,11 +307,12 @@ def test_cli_run_on_ray_names_the_executor(ray_executor: RayExecutor, redis_url:
 def test_a_data_dir_declared_shared_is_checked_then_used(ray_executor: RayExecutor, local_store: Any,
                                                          redis_url: str) -> None:
     shared = RayExecutor(Settings(redis_url=redis_url, ray_shared_data_dir=True), config=ray_executor.config)
-    shared.check_store(local_store)  # a replica saw the token file written into the store's directory
     wf = (Workflow("shared-dir").add_input("t", "text")
           .add_node("w", "raytest.which", {"model": "m"}, inputs={"text": "t"}).add_output("o", "w.text"))
+    # the run checks the directory first: a replica of each deployment must read a token file written there
     result = wf.compile(registry=test_registry).run({"t": "x"}, store=local_store, cache=False, executor=shared)
     assert result.ok, result.errors
+    assert str(local_store.root.absolute()) in shared._checked_dirs
     assert int(result.load("o").split()[1]) != os.getpid()  # made by a replica, stored in the shared directory
     assert result.outputs["o"].meta.provenance.model_extra["replica"].startswith("flaky#")
 

@@ -263,8 +263,8 @@ class CompiledWorkflow:
     ) -> AsyncIterator[Any]:
         store = store or open_store(self.settings)
         node_executor = _node_executor(executor, self.settings)
-        if node_executor is not None:
-            node_executor.check_store(store)  # e.g. Ray refuses a store its replicas cannot reach
+        if node_executor is not None:  # e.g. Ray refuses a store its replicas cannot reach
+            await asyncio.to_thread(node_executor.check_store, store)
         run_id = run_id or uuid.uuid4().hex
         started = time.perf_counter()
         queue: asyncio.Queue[Any] = asyncio.Queue()

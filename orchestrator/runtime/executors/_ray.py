@@ -247,7 +247,8 @@ class RayExecutor:
         return stored
 
     async def stats(self, group: str) -> dict[str, Any]:
-        """One replica's counters (``calls``, ``pipeline_calls``, ``batch_sizes``) in ``group``."""
+        """One replica's counters in ``group``: ``calls``, ``pipeline_calls``, ``batches``,
+        ``batched_calls``, ``largest_batch``."""
         if not self._handles:
             await asyncio.to_thread(self.start)
         return await self._handles[group].stats.remote()  # type: ignore[no-any-return]

@@ -72,8 +72,7 @@ class ToolReplica:
         self.pid = os.getpid()
         self._stores = StoreCache()
         self._threads = ThreadPoolExecutor(8, thread_name_prefix="orch-replica")
-        self._counts = {"calls": 0, "pipeline_calls": 0}
-        self._batch_sizes: list[int] = []
+        self._counts = {"calls": 0, "pipeline_calls": 0, "batches": 0, "batched_calls": 0, "largest_batch": 0}
         if self.group.batch is not None:
             self._batch.set_max_batch_size(self.group.batch.max_batch_size)
             self._batch.set_batch_wait_timeout_s(self.group.batch.batch_wait_timeout_s)
@@ -92,12 +91,13 @@ class ToolReplica:
         async for item in self._single(call):
             yield item
 
-    async def hold_model(self, model_id: str) -> _ModelHold:  # replaced per group by a multiplexed method
-        return _ModelHold(model_id)
+    async def hold_model(self, model_id: str) -> _ModelHold | None:
+        """Routing only: :func:`build_app` replaces it per group with a ``@serve.multiplexed`` method."""
+        return None
 
     async def stats(self) -> dict[str, Any]:
         """Counters of this replica (tests and the bench read them)."""
-        return {"replica": self.replica, "pid": self.pid, **self._counts, "batch_sizes": list(self._batch_sizes)}
+        return {"replica": self.replica, "pid": self.pid, **self._counts}
 
     async def check_path(self, path: str, token: str) -> bool:
         """Whether this replica sees ``path`` holding ``token`` (a shared data directory)."""
@@ -156,7 +156,9 @@ class ToolReplica:
     async def _batch(self, calls: list[NodeCall]) -> AsyncIterator[list[Any]]:
         """Calls that share params and profile go through one pipeline call; each gets its own
         seeds (image k of a call seeded s uses s + k, as alone) and its own provenance."""
-        self._batch_sizes.append(len(calls))
+        self._counts["batches"] += 1
+        self._counts["batched_calls"] += len(calls)
+        self._counts["largest_batch"] = max(self._counts["largest_batch"], len(calls))
         groups: dict[str, list[int]] = {}
         for i, call in enumerate(calls):
             key = json.dumps([call.params, getattr(call.profile, "name", call.profile)], sort_keys=True, default=str)
