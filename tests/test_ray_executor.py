@@ -379,3 +379,16 @@ def test_cli_deploy_applies_a_config(ray_executor: RayExecutor) -> None:
     result = CliRunner().invoke(app, ["deploy", str(ray_executor.config.path), "--address", "auto"])
     assert result.exit_code == 0, result.output
     assert "deployed 'orchestrator-test'" in result.output and "flaky (raytest.*)" in result.output
+
+
+def test_executor_choice_local_by_default_and_by_name(redis_store: Any) -> None:
+    from orchestrator.runtime.executors import LocalExecutor
+
+    wf = (Workflow("pick").add_input("t", "text")
+          .add_node("u", "text.template", {"template": "<{0}>"}, inputs={"texts": "t"}).add_output("o", "u.text"))
+    compiled = wf.compile(settings=Settings())
+    default = compiled.run({"t": "a"}, store=redis_store, cache=False)
+    explicit = compiled.run({"t": "a"}, store=redis_store, cache=False, executor=LocalExecutor())
+    assert default.executor == explicit.executor == "local" and default.load("o") == explicit.load("o") == "<a>"
+    with pytest.raises(ConfigError, match="unknown executor 'gpu'"):
+        compiled.run({"t": "a"}, store=redis_store, executor="gpu")

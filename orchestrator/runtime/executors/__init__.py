@@ -20,11 +20,12 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from orchestrator.artifacts import ArtifactRef, ArtifactStore
+from orchestrator.artifacts import ArtifactStore
 from orchestrator.errors import ConfigError
 
 from ._config import AppArgs, BatchSpec, DeployConfig, GroupSpec, default_config_path, load_config
 from ._ray import RayExecutor
+from ._wire import Refs
 
 __all__ = [
     "AppArgs",
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from orchestrator.workflow._engine import _RunContext
     from orchestrator.workflow._validate import ResolvedNode
 
-Refs = ArtifactRef | list[ArtifactRef]
 
 
 @runtime_checkable

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.artifacts import ArtifactRef, ArtifactStore, LocalArtifactStore
+from orchestrator.artifacts import ArtifactStore, LocalArtifactStore
 from orchestrator.errors import BackendUnavailable, ConfigError, ExecutorError, ExecutorUnavailable
 
 from ._config import DeployConfig, load_config
-from ._wire import NodeCall, StoreSpec
+from ._wire import NodeCall, Refs, StoreSpec
 
 if TYPE_CHECKING:
     from orchestrator.workflow._engine import _RunContext
@@ -25,7 +25,6 @@ __all__ = ["RayExecutor"]
 
 logger = logging.getLogger("orchestrator.executors.ray")
 
-Refs = ArtifactRef | list[ArtifactRef]
 
 
 class RayExecutor:

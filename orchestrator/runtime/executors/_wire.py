@@ -10,7 +10,7 @@ from typing import Any
 from orchestrator.artifacts import ArtifactRef, ArtifactStore, Limits, LocalArtifactStore, RedisArtifactStore
 from orchestrator.errors import ConfigError, ExecutorError
 
-__all__ = ["NodeCall", "StoreSpec", "portable_error"]
+__all__ = ["NodeCall", "Refs", "StoreCache", "StoreSpec", "portable_error"]
 
 Refs = ArtifactRef | list[ArtifactRef]
 
