@@ -211,7 +211,7 @@ class RayExecutor:
         request = NodeCall(
             run_id=rc.run_id, node=node.id, tool=node.tool.name, params=node.params.model_dump(mode="json"),
             inputs=refs, seed=seed, input_ids=input_ids, store=StoreSpec.of(rc.store), profile=rc.profile,
-            settings=rc.settings, timeout=node.timeout,
+            settings=_for_replicas(rc.settings), timeout=node.timeout,
         )
         stream = self._handles[group].options(stream=True, multiplexed_model_id=model_id).run.remote(request)
 
@@ -251,6 +251,13 @@ class RayExecutor:
         if not self._handles:
             await asyncio.to_thread(self.start)
         return await self._handles[group].stats.remote()  # type: ignore[no-any-return]
+
+
+def _for_replicas(settings: Any) -> Any:
+    """The caller's settings without what a tool never needs and should not travel (the LLM key)."""
+    if getattr(settings, "llm_api_key", None) is None:
+        return settings
+    return settings.model_copy(update={"llm_api_key": None})
 
 
 def _model_id(node: ResolvedNode, rc: _RunContext) -> str:
