@@ -130,9 +130,14 @@ def begin_call(
 
 def generators(seed: int, n: int) -> list[Any]:
     """``n`` CPU torch generators seeded ``seed``, ``seed + 1`` …: output ``k`` is the same alone or batched."""
+    return seeded_generators([seed + k for k in range(n)])
+
+
+def seeded_generators(seeds: list[int]) -> list[Any]:
+    """One CPU torch generator per seed."""
     import torch
 
-    return [torch.Generator("cpu").manual_seed(seed + k) for k in range(n)]
+    return [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
 
 def check_multiple_of(d: Decoding, name: str, value: int | None, base: int = 8) -> None:

@@ -33,6 +33,7 @@ from ._common import (
     first_and_all,
     generators,
     note_provenance,
+    seeded_generators,
     prompts_of,
     step_callback,
 )
@@ -108,23 +109,28 @@ def generate_images(
     profile: Any = None,
     progress: Callable[[int, int], None] | None = None,
     ctx: Any = None,
+    generator_seeds: list[int] | None = None,
 ) -> ImageBatch:
     """Text to images: every prompt times ``params.count``, in one batched pipeline call.
 
     ``models`` / ``profile`` default to the context's, then the process defaults.
+    ``generator_seeds`` (one per image) replaces ``seed, seed + 1, …`` when calls of several
+    callers share the pipeline call (the Ray executor's batching).
     Raises ParamError (bad size, steps …) before any model loads.
     """
     p, ctx, seed, prompts, d = begin_call(GenerateImageParams, params, prompts, task=T2I_TASK, tool="image.generate",
                                           seed=seed, ctx=ctx, progress=progress, models=models, profile=profile)
     kwargs = _common_settings(d, p)
     n = len(prompts) * p.count
+    if generator_seeds is not None and len(generator_seeds) != n:
+        raise ToolInputError(f"{len(generator_seeds)} generator seeds for {n} images", tool="image.generate")
     started = time.perf_counter()
     with d.models.use(d.choice, "diffusers.text2img") as pipe:
         result = pipe(
             prompt=prompts,
             negative_prompt=[p.negative_prompt] * len(prompts) if p.negative_prompt else None,
             num_images_per_prompt=p.count,
-            generator=generators(seed, n),
+            generator=generators(seed, n) if generator_seeds is None else seeded_generators(generator_seeds),
             callback_on_step_end=step_callback(ctx, kwargs["num_inference_steps"], new_style=True),
             output_type="pil",
             **kwargs,

@@ -7,6 +7,8 @@
     orchestrator plan "transcribe talk.wav, summarize it, read the summary aloud" -i talk.wav=talk.wav --json
     orchestrator chat                      # interactive, media saved as it arrives
     orchestrator serve --port 8000         # the REST server (docs/server.md)
+    orchestrator run --executor ray …      # node calls on Ray Serve deployments (docs/ray.md)
+    orchestrator deploy serve.yaml         # start (or update) those deployments
     orchestrator tools [--json]            # the tool catalog
     orchestrator graphs [--json]           # prebuilt graphs
     orchestrator zoo build tiny            # the tiny offline checkpoints
@@ -304,6 +306,7 @@ def run(
     seed: Annotated[int | None, typer.Option(help="run seed (reproducible generation)")] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="reuse cached node results")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
+    executor: Annotated[str | None, typer.Option(help="where node calls run: local (default) or ray")] = None,
 ) -> None:
     """Run a request end to end: plan it (or run --graph), show progress, write the outputs into OUT.
 
@@ -314,11 +317,12 @@ def run(
     if prompt is None and graph is None:
         raise _fail("give a prompt, or --graph NAME", 2)
     inputs = _parse_inputs(input)
-    settings = _settings(profile=profile)
+    settings = _settings(profile=profile, executor=_executor_choice(executor))
     started = time.time()
     # 2. Run with live progress
     try:
         store = open_store(settings)
+        _start_executor(settings, store, quiet=quiet)
     except OrchestratorError as exc:
         raise _fail(str(exc)) from exc
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -340,6 +344,7 @@ def run(
         "request": request,
         "inputs": inputs,
         "profile": settings.profile,
+        "executor": settings.executor,
         "outputs": files,
         "answer": outcome.answer,
         "plan": outcome.plan,
@@ -584,6 +589,7 @@ def serve(
     concurrency: Annotated[int | None, typer.Option(help="runs executed at once")] = None,
     queue: Annotated[int | None, typer.Option(help="runs that may wait for a worker")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    executor: Annotated[str | None, typer.Option(help="where node calls run: local (default) or ray")] = None,
 ) -> None:
     """Start the REST server (runs, events, artifacts, OpenAI-compatible chat). See docs/server.md."""
     try:
@@ -607,10 +613,76 @@ def serve(
     from orchestrator.server import create_app
 
     try:
-        application = create_app(server_settings, core_settings=_settings())
+        core = _settings(executor=_executor_choice(executor))
+        _start_executor(core, open_store(core), quiet=False)
+        application = create_app(server_settings, core_settings=core)
         run_server(application, settings=server_settings, log_level=log_level)
     except OrchestratorError as exc:
         raise _fail(str(exc)) from exc
+
+
+def _executor_choice(value: str | None) -> str | None:
+    if value is not None and value not in ("local", "ray"):
+        raise _fail(f"--executor must be 'local' or 'ray', got {value!r}", 2)
+    return value
+
+
+def _start_executor(settings: Settings, store: ArtifactStore, *, quiet: bool) -> None:
+    """With the Ray executor: refuse a store replicas cannot reach, then start (or join) Ray
+    and the deployments now, so a bad address or config fails before any work."""
+    if settings.executor == "local":
+        return
+    from orchestrator.runtime.executors import get_executor
+
+    executor = get_executor(settings)
+    executor.check_store(store)
+    if not quiet:
+        console.print(f"[dim]starting the {executor.name} executor ({executor!r})…[/]")
+    start = getattr(executor, "start", None)
+    if start is not None:
+        start()
+
+
+# ====================================================================== deploy
+@app.command()
+def deploy(
+    config: Annotated[Path, typer.Argument(help="a Ray Serve config whose app is orchestrator.runtime.executors:build_app")],
+    address: Annotated[str | None, typer.Option(help="Ray cluster to deploy to ('auto', host:port, ray://…); "
+                                                     "default: ORCHESTRATOR_RAY_ADDRESS, else a local Ray")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="keep a local Ray running until Ctrl-C")] = True,
+) -> None:
+    """Start (or update) the tool deployments of CONFIG on Ray Serve (docs/ray.md).
+
+    Without an address this is ``serve run``: a local Ray holds the deployments until Ctrl-C
+    (point ``ORCHESTRATOR_RAY_ADDRESS`` at it from other processes). With one, the
+    deployments are applied to that cluster (as ``serve deploy`` does) and the command returns.
+    """
+    from orchestrator.runtime.executors import RayExecutor
+
+    settings = _settings()
+    try:
+        executor = RayExecutor(settings, config=config, address=address)
+        started = time.perf_counter()
+        executor.start(redeploy=True)
+    except OrchestratorError as exc:
+        raise _fail(str(exc)) from exc
+    groups = ", ".join(f"{g.name} ({', '.join(g.tools)})" for g in executor.config.args.groups)
+    out_console.print(f"deployed {executor.config.app_name!r} in {time.perf_counter() - started:.1f}s: {groups}",
+                      markup=False, soft_wrap=True)
+    if executor.address or not wait:
+        return
+    out_console.print("local Ray running; Ctrl-C stops it", markup=False)
+    import signal
+
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        executor.shutdown()
 
 
 # ====================================================================== catalog

@@ -11,6 +11,8 @@ boundary with ``raise OurError(...) from exc`` so callers catch one family::
     │   ├── ArtifactDecodeError      bytes that are not what they claim to be
     │   └── ArtifactTooLarge         over a size, pixel or duration limit
     ├── StoreUnavailable             the backend (Redis, the data directory) cannot be reached
+    ├── ExecutorError                a remote executor (Ray Serve) failed a node call (carries node=, replica=)
+    │   └── ExecutorUnavailable      the Ray cluster cannot be reached or the deployments did not start
     ├── ToolError                    registration or call of a tool (carries tool=)
     │   ├── ToolRegistrationError
     │   ├── ToolNotFound
@@ -45,6 +47,8 @@ __all__ = [
     "BackendUnavailable",
     "ConfigError",
     "DownloadError",
+    "ExecutorError",
+    "ExecutorUnavailable",
     "LLMError",
     "LLMResponseError",
     "LLMUnavailable",
@@ -122,6 +126,14 @@ class ArtifactTooLarge(ArtifactError):
 
 class StoreUnavailable(OrchestratorError):
     """The artifact store's backend cannot be reached."""
+
+
+class ExecutorError(OrchestratorError):
+    """A remote executor lost a node call (a replica died, the call was refused); the node may retry."""
+
+
+class ExecutorUnavailable(ExecutorError):
+    """The Ray cluster cannot be reached, or its deployments did not start."""
 
 
 class ToolError(OrchestratorError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,19 @@ class Settings(BaseSettings):
     memory_budget_bytes: int | None = None
     cpu_offload: bool = False
     max_workers: int = Field(default=4, ge=1)
+
+    # executors (docs/ray.md): where node calls run
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    """Unset: start a local Ray; ``auto`` or ``host:port`` / ``ray://…``: join that cluster."""
+    ray_config: Path | None = None
+    """Ray Serve deployment config (YAML); unset: the packaged ``executors/serve.yaml``."""
+    ray_num_cpus: int | None = Field(default=None, ge=1)
+    """CPUs of a locally started Ray (unset: all)."""
+    ray_shared_data_dir: bool = False
+    """Declare ``data_dir`` shared by every Ray node, allowing Ray with the embedded store
+    (checked at start: a replica must see a token file the driver writes)."""
+    ray_start_timeout_seconds: float = Field(default=120.0, gt=0)
 
     # agent
     llm: str = "offline"

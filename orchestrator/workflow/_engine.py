@@ -87,6 +87,8 @@ class RunResult:
     seconds: float
     store: ArtifactStore
     events: list[Any] = field(default_factory=list)
+    executor: str = "local"
+    """Where the node calls ran: ``local`` (in-process) or ``ray`` (Ray Serve deployments)."""
 
     @property
     def ok(self) -> bool:
@@ -140,6 +142,10 @@ class _RunContext:
     """Set on the loop when ``cancel`` is set (by a watcher task), so nodes can await it."""
     llm: Any = None
     """The LLM client the run's text tools use (``ToolContext.llm``); None: the one the settings name."""
+    node_executor: Any = None
+    """Runs each node call (orchestrator.runtime.executors); ``None``: in-process."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Extra provenance for every output (a Ray replica adds ``replica``)."""
 
 class CompiledWorkflow:
     """A validated workflow, ready to run; ``graph`` is the compiled LangGraph graph."""
@@ -229,7 +235,8 @@ class CompiledWorkflow:
         that cancels the run), ``on_event`` (a callback for every event), ``profile``
         (a name or Profile for model-backed tools), ``models`` (a ModelManager; default:
         the process-wide one, created on first use) and ``llm`` (the LLM client that text
-        tools such as ``summarization`` reach through ``ctx.llm``).
+        tools such as ``summarization`` reach through ``ctx.llm``) and ``executor`` (``"local"``,
+        ``"ray"`` or a NodeExecutor; default: the ``executor`` setting).
         """
         async for item in self._astream(inputs, **options):
             if not isinstance(item, RunResult):
@@ -256,8 +263,12 @@ class CompiledWorkflow:
         profile: Any = None,
         models: Any = None,
         llm: Any = None,
+        executor: Any = None,
     ) -> AsyncIterator[Any]:
         store = store or open_store(self.settings)
+        node_executor = _node_executor(executor, self.settings)
+        if node_executor is not None:  # e.g. Ray refuses a store its replicas cannot reach
+            await asyncio.to_thread(node_executor.check_store, store)
         run_id = run_id or uuid.uuid4().hex
         started = time.perf_counter()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -287,8 +298,10 @@ class CompiledWorkflow:
             run_id=run_id, store=store, cache=cache, seed=seed, emit=emit, loop=loop, executor=executor,
             cancel=cancel or threading.Event(), models=models, profile=prof, settings=self.settings, results={},
             llm=llm,
+            node_executor=node_executor,
         )
-        emit(ev.RunStarted(run_id=run_id, workflow=self.name, nodes=list(self.plan.order)))
+        emit(ev.RunStarted(run_id=run_id, workflow=self.name, nodes=list(self.plan.order),
+                           executor=_executor_name(node_executor)))
         config = {"configurable": {"orchestrator_run": rc}, "recursion_limit": len(self.plan.nodes) + 10}
         store.pin(run_id, [r for v in refs.values() for r in (v if isinstance(v, list) else [v])])
         task = asyncio.create_task(self.graph.ainvoke({"inputs": refs}, config))
@@ -358,7 +371,7 @@ class CompiledWorkflow:
             status = "succeeded"
         return RunResult(
             run_id=rc.run_id, status=status, outputs=outputs, errors=errors, nodes=dict(rc.results),
-            seconds=time.perf_counter() - started, store=rc.store,
+            seconds=time.perf_counter() - started, store=rc.store, executor=_executor_name(rc.node_executor),
         )
 
     # -------------------------------------------------- inputs
@@ -415,6 +428,22 @@ def _final_event(result: RunResult) -> Any:
         error={"message": "; ".join(f"{k}: {v}" for k, v in result.errors.items()) or result.status},
         errors=result.errors, seconds=result.seconds,
     )
+
+def _node_executor(executor: Any, settings: Any) -> Any:
+    """The run's NodeExecutor: ``None`` (in-process, nothing imported) unless one is named."""
+    if executor is not None and not isinstance(executor, str):
+        return executor
+    name = executor or getattr(settings, "executor", "local")
+    if name == "local":
+        return None
+    from orchestrator.runtime.executors import get_executor
+
+    return get_executor(settings, name=name)
+
+
+def _executor_name(node_executor: Any) -> str:
+    return getattr(node_executor, "name", "local") if node_executor is not None else "local"
+
 
 def _resolve_profile(profile: Any) -> Any:
     """A profile given by name becomes a Profile; ``None`` is resolved on first need (model-backed
@@ -539,7 +568,8 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
             break
         rc.emit(ev.NodeStarted(run_id=rc.run_id, node=node.id, tool=node.tool.name, attempt=attempt))
         try:
-            stored = await _call_tool(node, refs, seed, input_ids, rc)
+            call = rc.node_executor.call if rc.node_executor is not None else _call_tool
+            stored = await call(node, refs, seed, input_ids, rc)
         except asyncio.CancelledError:
             rc.emit(ev.NodeFailed(run_id=rc.run_id, node=node.id, error={"type": "RunCancelled", "message": "cancelled"}))
             return finish("cancelled", error="run cancelled")
@@ -603,6 +633,7 @@ async def _call_tool(
     ctx = ToolContext(
         node=node.id, seed=seed, models=rc.models, profile=rc.profile, settings=rc.settings, store=store,
         on_progress=on_progress, cancel_event=attempt_cancel, llm=rc.llm,
+        provenance=dict(rc.provenance),
     )
     t = node.tool
     kwargs = t._kwargs(decoded, node.params, ctx)

@@ -114,6 +114,7 @@ async def create_run(body: RunRequest, request: Request, state: ServerState = De
         refs, pending = await resolve_now(state, body.inputs, {n: m for n, (m, _) in declared.items()})
         executor = workflow_executor(state, compiled, refs, pending, options)
         spec = {"node_tools": {n.id: n.tool for n in compiled.workflow.nodes}}
+    req["executor"] = state.core.executor  # where its node calls run: local or ray (docs/ray.md)
     try:
         job: RunJob = await state.runs.submit(
             kind, executor, request=req, options=options.model_dump(mode="json"), inputs=refs, spec=spec,
