@@ -157,6 +157,8 @@ class LocalArtifactStore(ArtifactStore):
             doc = self._load_refdoc(artifact_id)
             if doc is None:
                 return False
+            if doc.get("expires_at") == expires_at:  # e.g. pinning what never expires: nothing to write
+                return True
             doc["expires_at"] = expires_at
             self._replace(self._refpath(artifact_id), json.dumps(doc).encode())
             return True
