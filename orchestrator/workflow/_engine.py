@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -157,6 +158,25 @@ class _RunContext:
             call.cancel()
 
 
+class _NodeAction:
+    """One workflow node as a LangGraph node.
+
+    A small callable object rather than a closure: LangGraph inspects a node
+    function's annotations and the values it closes over when the graph is
+    built, which made compiling large workflows slow. Its ``__call__`` carries
+    no annotations and reaches no module globals, so there is nothing to inspect.
+    """
+
+    __slots__ = ("__name__", "compiled", "node")
+
+    def __init__(self, compiled: CompiledWorkflow, node: ResolvedNode) -> None:
+        self.compiled, self.node = compiled, node
+        self.__name__ = f"node_{node.id}"
+
+    async def __call__(self, state, config):  # type: ignore[no-untyped-def]  # see the class docstring
+        return await self.compiled._call_node(self.node, state, config)
+
+
 class _EventFeed:
     """A run's events for :meth:`CompiledWorkflow.astream`, in seq order, woken without polling."""
 
@@ -202,8 +222,9 @@ class CompiledWorkflow:
         self.workflow = workflow
         self.registry = registry or default_registry
         self.settings = settings or get_settings()
-        self.plan: Plan = resolve(workflow, self.registry)
-        self.graph = self._build_graph()
+        with _gc_paused():  # compiling makes only long-lived objects: collecting meanwhile made it O(N^2)
+            self.plan: Plan = resolve(workflow, self.registry)
+            self.graph = self._build_graph()
         self._embedded: tuple[ArtifactStore, ThreadPoolExecutor] | None = None  # see _default_context
         self._store: ArtifactStore | None = None  # the configured store, opened on first use
 
@@ -233,14 +254,13 @@ class CompiledWorkflow:
         return builder.compile(name=self.name)
 
     def _node_fn(self, node: ResolvedNode) -> Callable[..., Any]:
-        async def run_node(state: GraphState, config: RunnableConfig) -> dict[str, Any]:
-            rc: _RunContext | None = (config or {}).get("configurable", {}).get("orchestrator_run")
-            if rc is None:  # embedded in someone else's LangGraph graph: defaults
-                rc = _default_context(self)
-            return await _execute_node(node, state, rc)
+        return _NodeAction(self, node)
 
-        run_node.__name__ = f"node_{node.id}"
-        return run_node
+    async def _call_node(self, node: ResolvedNode, state: GraphState, config: RunnableConfig) -> dict[str, Any]:
+        rc: _RunContext | None = (config or {}).get("configurable", {}).get("orchestrator_run")
+        if rc is None:  # embedded in someone else's LangGraph graph: defaults
+            rc = _default_context(self)
+        return await _execute_node(node, state, rc)
 
     def langgraph_config(self, *, store: ArtifactStore | None = None, cache: bool = True,
                          seed: int | None = None) -> dict[str, Any]:
@@ -483,6 +503,18 @@ def _default_context(compiled: CompiledWorkflow) -> _RunContext:
 
 
 _EMBEDDED_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a burst of allocations that all stay alive."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 # ------------------------------------------------------------------ one node
 
