@@ -152,12 +152,12 @@ class LocalArtifactStore(ArtifactStore):
             self._set_expiry(artifact_id, new)
         return ArtifactRef.model_validate(doc["ref"])
 
-    def _set_expiry(self, artifact_id: str, expires_at: float | None) -> bool:
+    def _set_expiry(self, artifact_id: str, expires_at: float | None, *, keep_unchanged: bool = False) -> bool:
         with self._ref_lock:
             doc = self._load_refdoc(artifact_id)
             if doc is None:
                 return False
-            if doc.get("expires_at") == expires_at:  # e.g. pinning what never expires: nothing to write
+            if keep_unchanged and doc.get("expires_at") == expires_at:  # pinning what never expires
                 return True
             doc["expires_at"] = expires_at
             self._replace(self._refpath(artifact_id), json.dumps(doc).encode())
@@ -208,6 +208,12 @@ class LocalArtifactStore(ArtifactStore):
     @_translated
     def _expire(self, artifact_id: str, ttl: float | None) -> bool:
         return self._set_expiry(artifact_id, self._expires(ttl))
+
+    @_translated
+    def _keep(self, artifact_id: str) -> bool:
+        # a pin rewrites the ref document only when it had an expiry (inputs, outputs and
+        # cache hits are pinned on every run; most never expire)
+        return self._set_expiry(artifact_id, None, keep_unchanged=True)
 
     @_translated
     def _ids(self) -> list[str]:

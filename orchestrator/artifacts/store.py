@@ -408,9 +408,14 @@ class ArtifactStore(ABC):
     def _pin(self, run_id: str, ids: list[str]) -> None:
         """In-process pin bookkeeping; a backend shared by processes overrides this pair."""
         with self._pin_lock:
-            self._pins.setdefault(run_id, set()).update(ids)
             for artifact_id in ids:
-                self._expire(artifact_id, None)
+                if not any(artifact_id in held for held in self._pins.values()):  # else a live pin keeps it
+                    self._keep(artifact_id)
+            self._pins.setdefault(run_id, set()).update(ids)
+
+    def _keep(self, artifact_id: str) -> bool:
+        """Remove an artifact's TTL for a pin; a backend may skip what has none."""
+        return self._expire(artifact_id, None)
 
     def _unpin(self, run_id: str) -> None:
         with self._pin_lock:
