@@ -3,7 +3,8 @@
 Layout under ``root``::
 
     blobs/ab/<hex>.json        the ArtifactRef, the writer's token, ``expires_at``
-    blobs/ab/<hex>.<token>     canonical bytes, written by that writer
+    blobs/ab/<hex>.<token>     canonical bytes, written by that writer (bytes up to
+                               ``inline_bytes`` ride in the .json document instead, base64)
     records/<ns>/<key>.json    {"value": ..., "expires_at": ...}
     events/<stream>.jsonl      one JSON event per line; line n is event n
     tmp/                       files being written (renamed into place)
@@ -16,6 +17,7 @@ lazily, when next touched. Every OS error becomes :class:`StoreUnavailable`.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import functools
 import json
@@ -37,6 +39,8 @@ from .store import ArtifactStore, PendingRef
 __all__ = ["LocalArtifactStore"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+INLINE_BYTES = 4096
+"""Artifacts up to this size live inside their ref document (one file per artifact, not two)."""
 
 
 def _translated(fn: F) -> F:
@@ -58,9 +62,13 @@ class LocalArtifactStore(ArtifactStore):
     {'a': 1}
     """
 
-    def __init__(self, root: str | os.PathLike[str] = ".orchestrator/artifacts", **kwargs: Any) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str] = ".orchestrator/artifacts", *, inline_bytes: int = INLINE_BYTES,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.root = Path(root)
+        self.inline_bytes = inline_bytes
         try:
             for sub in ("blobs", "records", "events", "tmp"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -121,6 +129,8 @@ class LocalArtifactStore(ArtifactStore):
     # -------------------------------------------------- artifacts
     @_translated
     def _write(self, pending: PendingRef, data: bytes, ttl: float | None) -> ArtifactRef:
+        if len(data) <= self.inline_bytes:
+            return self._write_inline(pending, data, ttl)
         tmp = self._tmpfile(data)  # while the hash is computed
         try:
             ref = pending.result()
@@ -145,6 +155,35 @@ class LocalArtifactStore(ArtifactStore):
         existing = self._load_refdoc(ref.id)
         return self._extend(ref.id, existing, ttl) if existing is not None else self._write(pending, data, ttl)
 
+    def _write_inline(self, pending: PendingRef, data: bytes, ttl: float | None) -> ArtifactRef:
+        """A small artifact: its bytes ride in the ref document, one file written instead of two."""
+        ref = pending.result()
+        existing = self._load_refdoc(ref.id)
+        if existing is not None:
+            return self._extend(ref.id, existing, ttl)
+        doc = {"ref": ref.model_dump(mode="json"), "token": None, "inline": base64.b64encode(data).decode(),
+               "expires_at": self._expires(ttl)}
+        path = self._refpath(ref.id)
+        path.parent.mkdir(exist_ok=True)
+        tmp = self._tmpfile(json.dumps(doc).encode())
+        try:
+            os.link(tmp, path)  # exclusive: the first writer wins
+            return ref
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        existing = self._load_refdoc(ref.id)
+        return self._extend(ref.id, existing, ttl) if existing is not None else self._write_inline(pending, data, ttl)
+
+    def _blob_bytes(self, artifact_id: str, doc: dict[str, Any]) -> bytes:
+        if "inline" in doc:
+            return base64.b64decode(doc["inline"])
+        try:
+            return self._blob(artifact_id, doc.get("token")).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactNotFound("artifact was deleted while reading", artifact_id=artifact_id) from None
+
     def _extend(self, artifact_id: str, doc: dict[str, Any], ttl: float | None) -> ArtifactRef:
         """A repeated put: keep the first ref, make it live at least ``ttl`` more seconds (or forever)."""
         exp, new = doc.get("expires_at"), self._expires(ttl)
@@ -168,17 +207,15 @@ class LocalArtifactStore(ArtifactStore):
         doc = self._load_refdoc(artifact_id)
         if doc is None:
             raise ArtifactNotFound("no such artifact (never stored, deleted or expired)", artifact_id=artifact_id)
-        try:
-            data = self._blob(artifact_id, doc.get("token")).read_bytes()
-        except FileNotFoundError:
-            raise ArtifactNotFound("artifact was deleted while reading", artifact_id=artifact_id) from None
-        return Modality(doc["ref"]["modality"]), data
+        return Modality(doc["ref"]["modality"]), self._blob_bytes(artifact_id, doc)
 
     @_translated
     def _read_range(self, artifact_id: str, start: int, end: int) -> bytes:
         doc = self._load_refdoc(artifact_id)
         if doc is None:
             raise ArtifactNotFound("no such artifact (never stored, deleted or expired)", artifact_id=artifact_id)
+        if "inline" in doc:
+            return self._blob_bytes(artifact_id, doc)[start : end + 1]
         try:
             with open(self._blob(artifact_id, doc.get("token")), "rb") as f:
                 f.seek(start)
@@ -202,7 +239,8 @@ class LocalArtifactStore(ArtifactStore):
         except ValueError:
             path.unlink(missing_ok=True)
             return True
-        self._blob(artifact_id, doc.get("token")).unlink(missing_ok=True)
+        if doc.get("token"):
+            self._blob(artifact_id, doc["token"]).unlink(missing_ok=True)
         return True
 
     @_translated

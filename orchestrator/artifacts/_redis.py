@@ -391,6 +391,9 @@ class RedisArtifactStore(ArtifactStore):
         args = [f"{self.prefix}art:", f"{self.prefix}pinned:", run_id, *(i[7:] for i in ids)]
         self._script("pin", [f"{self.prefix}pin:{run_id}"], args)
 
+    def _pin_stored(self, run_id: str, artifact_id: str) -> None:
+        self._pin(run_id, [artifact_id])
+
     @_translated
     def _unpin(self, run_id: str) -> None:
         args = [f"{self.prefix}art:", f"{self.prefix}pinned:", run_id, _ms(self.default_ttl)]

@@ -273,8 +273,12 @@ class ArtifactStore(ABC):
         provenance: Provenance | dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
         ttl: float | None = None,
+        pin: str | None = None,
     ) -> ArtifactRef:
         """Store a Python object, or bytes of a declared modality; same bytes, same id.
+
+        ``pin=run_id`` stores it pinned to that run (as :meth:`pin` right after, without
+        giving it a TTL first).
 
         Everything is validated (and foreign formats converted) before anything is
         written, so a bad input leaves the store as it was. Media facts read off
@@ -297,7 +301,11 @@ class ArtifactStore(ABC):
         # 2. the ref: content id plus metadata
         pending = PendingRef(encoded.data, mod, self._meta(encoded.meta, meta, provenance))
         # 3. write (the first writer of an id wins) and keep the decoded object
-        stored = self._write(pending, encoded.data, ttl if ttl is not None else self.default_ttl)
+        if pin is not None:
+            stored = self._write(pending, encoded.data, None)  # pinned: no TTL while the run lives
+            self._pin_stored(pin, stored.id)
+        else:
+            stored = self._write(pending, encoded.data, ttl if ttl is not None else self.default_ttl)
         if stored.modality is mod:  # the same bytes stored first as text, now put as JSON: keep the first
             self.cache.put(stored.id, encoded.obj)
         return stored
@@ -412,6 +420,11 @@ class ArtifactStore(ABC):
                 if not any(artifact_id in held for held in self._pins.values()):  # else a live pin keeps it
                     self._keep(artifact_id)
             self._pins.setdefault(run_id, set()).update(ids)
+
+    def _pin_stored(self, run_id: str, artifact_id: str) -> None:
+        """Pin what was just written without a TTL (a backend shared by processes overrides this)."""
+        with self._pin_lock:
+            self._pins.setdefault(run_id, set()).add(artifact_id)
 
     def _keep(self, artifact_id: str) -> bool:
         """Remove an artifact's TTL for a pin; a backend may skip what has none."""

@@ -735,18 +735,22 @@ def _store_outputs(
         **{"model": getattr(node.params, "model", None), "seed": seed, **extra},
     )
 
+    put_ids: set[str] = set()
+
     def put(port_name: str, value: Any, modality: Modality) -> ArtifactRef:
         if isinstance(value, ArtifactRef):
             ref = value
         else:
             try:
-                ref = rc.store.put(value, modality=modality, provenance=provenance)
+                ref = rc.store.put(value, modality=modality, provenance=provenance, pin=pin)
+                put_ids.add(ref.id)
             except ArtifactError as exc:
                 raise ToolError(f"output {port_name!r} could not be stored: {exc}", tool=node.tool.name) from exc
         if ref.modality is not modality:
             raise ToolError(f"output {port_name!r} is {ref.modality.value}, declared {modality.value}", tool=node.tool.name)
         return ref
 
+    pin = None if rc.finished else rc.run_id  # a call that outlived its run pins nothing
     stored: dict[str, Refs] = {}
     for port_name, value in outputs.items():
         port = node.tool.spec.output(port_name)
@@ -757,8 +761,9 @@ def _store_outputs(
             stored[port_name] = [put(port_name, v, port.modality) for v in value]
         else:
             stored[port_name] = put(port_name, value, port.modality)
-    if not rc.finished:
-        rc.store.pin(rc.run_id, _flat(stored.values()))
+    passed_through = [r for r in _flat(stored.values()) if r.id not in put_ids]  # refs a tool returned as they were
+    if passed_through and not rc.finished:
+        rc.store.pin(rc.run_id, passed_through)
     return stored
 
 
