@@ -62,6 +62,8 @@ class LocalArtifactStore(ArtifactStore):
     {'a': 1}
     """
 
+    cheap_reads = True
+
     def __init__(
         self, root: str | os.PathLike[str] = ".orchestrator/artifacts", *, inline_bytes: int = INLINE_BYTES,
         **kwargs: Any,

@@ -538,7 +538,7 @@ def cache_key(node: ResolvedNode, seed: int | None, input_ids: dict[str, Any], m
     doc = {
         "tool": node.tool.name,
         "version": node.tool.spec.version,
-        "params": node.params.model_dump(mode="json"),
+        "params": node.params_json,
         "seed": seed,
         "inputs": input_ids,
         "model": model,
@@ -595,7 +595,10 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
     cacheable = rc.cache and node.tool.spec.cacheable and fixed
     key = cache_key(node, seed, input_ids, _resolved_model(node, rc)) if cacheable else None
     if key is not None:
-        hit = await asyncio.to_thread(_cache_lookup, rc.store, key, rc.run_id)
+        if rc.store.cheap_reads:  # a few small file reads: less than a trip to a thread
+            hit = _cache_lookup(rc.store, key, rc.run_id)
+        else:
+            hit = await asyncio.to_thread(_cache_lookup, rc.store, key, rc.run_id)
         if hit is not None:
             rc.emit(ev.NodeCached(run_id=rc.run_id, node=node.id, outputs=hit))
             return finish("cached", hit)
@@ -731,7 +734,7 @@ def _store_outputs(
     extra = dict(extra or {})
     provenance = Provenance(
         tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id,
-        params=node.params.model_dump(mode="json"), inputs=input_ids,
+        params=dict(node.params_json), inputs=input_ids,
         **{"model": getattr(node.params, "model", None), "seed": seed, **extra},
     )
 

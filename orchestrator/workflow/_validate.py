@@ -6,6 +6,7 @@ once as one :class:`~orchestrator.errors.WorkflowValidationError`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,11 @@ class ResolvedNode:
     retry_delay: float = 0.0
     timeout: float | None = None
     deps: set[str] = field(default_factory=set)
+
+    @functools.cached_property
+    def params_json(self) -> dict[str, Any]:
+        """``params`` as JSON data, dumped once (cache keys and provenance of every run use it)."""
+        return self.params.model_dump(mode="json")
 
 
 @dataclass
