@@ -242,8 +242,12 @@ class RedisArtifactStore(ArtifactStore):
         return (client or self.r).evalsha(self._sha[name], len(keys), *keys, *args)
 
     # -------------------------------------------------- artifacts
+    def _write_pinned(self, pending: PendingRef, data: bytes, run_id: str) -> ArtifactRef:
+        return self._write(pending, data, None, pin=run_id)
+
     @_translated
-    def _write(self, pending: PendingRef, data: bytes, ttl: float | None) -> ArtifactRef:
+    def _write(self, pending: PendingRef, data: bytes, ttl: float | None, pin: str | None = None) -> ArtifactRef:
+        """``pin``: also pin the artifact to that run, in the same round trip as the publish."""
         if not self._sha:
             self._load_scripts()
         n = max(1, -(-len(data) // self.chunk_bytes))
@@ -267,13 +271,18 @@ class RedisArtifactStore(ArtifactStore):
                         stored = self._stored(pending.result().id, ttl)
                         if stored is not None:
                             self._discard(tmp[: i + 1])
+                            if pin is not None:
+                                self._pin(pin, [stored.id])
                             return stored
             if not pending.done():
                 pipe.execute()  # send the rest now; publish once the id is known
             # 2. publish: rename the upload into place, or drop it if another writer won
             ref = pending.result()
             pipe.execute_command(*self._publish_command(ref, tmp, ttl))
-            existing = pipe.execute()[-1]
+            if pin is not None:
+                pipe.execute_command(*self._pin_command(pin, [ref.id]))
+            replies = pipe.execute()
+            existing = replies[-2] if pin is not None else replies[-1]
         except rexc.ResponseError:  # refused (OOM, a vanished upload): nothing was published
             self._discard(tmp)
             raise
@@ -388,11 +397,14 @@ class RedisArtifactStore(ArtifactStore):
     # -------------------------------------------------- pins (shared by every process on this Redis)
     @_translated
     def _pin(self, run_id: str, ids: list[str]) -> None:
-        args = [f"{self.prefix}art:", f"{self.prefix}pinned:", run_id, *(i[7:] for i in ids)]
-        self._script("pin", [f"{self.prefix}pin:{run_id}"], args)
+        self.r.execute_command(*self._pin_command(run_id, ids))
 
-    def _pin_stored(self, run_id: str, artifact_id: str) -> None:
-        self._pin(run_id, [artifact_id])
+    def _pin_command(self, run_id: str, ids: list[str]) -> tuple[Any, ...]:
+        if not self._sha:
+            self._load_scripts()
+        keys = [f"{self.prefix}pin:{run_id}"]
+        args = [f"{self.prefix}art:", f"{self.prefix}pinned:", run_id, *(i[7:] for i in ids)]
+        return ("EVALSHA", self._sha["pin"], len(keys), *keys, *args)
 
     @_translated
     def _unpin(self, run_id: str) -> None:

@@ -306,8 +306,7 @@ class ArtifactStore(ABC):
         pending = PendingRef(encoded.data, mod, self._meta(encoded.meta, meta, provenance))
         # 3. write (the first writer of an id wins) and keep the decoded object
         if pin is not None:
-            stored = self._write(pending, encoded.data, None)  # pinned: no TTL while the run lives
-            self._pin_stored(pin, stored.id)
+            stored = self._write_pinned(pending, encoded.data, pin)
         else:
             stored = self._write(pending, encoded.data, ttl if ttl is not None else self.default_ttl)
         if stored.modality is mod:  # the same bytes stored first as text, now put as JSON: keep the first
@@ -425,10 +424,12 @@ class ArtifactStore(ABC):
                     self._keep(artifact_id)
             self._pins.setdefault(run_id, set()).update(ids)
 
-    def _pin_stored(self, run_id: str, artifact_id: str) -> None:
-        """Pin what was just written without a TTL (a backend shared by processes overrides this)."""
+    def _write_pinned(self, pending: PendingRef, data: bytes, run_id: str) -> ArtifactRef:
+        """:meth:`_write` with no TTL, then pin to ``run_id`` (a backend shared by processes overrides this)."""
+        stored = self._write(pending, data, None)
         with self._pin_lock:
-            self._pins.setdefault(run_id, set()).add(artifact_id)
+            self._pins.setdefault(run_id, set()).add(stored.id)
+        return stored
 
     def _keep(self, artifact_id: str) -> bool:
         """Remove an artifact's TTL for a pin; a backend may skip what has none."""

@@ -354,7 +354,11 @@ class CompiledWorkflow:
             if feed is not None:
                 feed.wake(threading.get_ident() != loop_thread)
 
-        refs = self._coerce_inputs(inputs or {}, store)  # raises before any node runs
+        try:  # inputs are stored pinned to the run; refs given by id are pinned below
+            refs = self._coerce_inputs(inputs or {}, store, pin=run_id)  # raises before any node runs
+        except BaseException:
+            store.unpin(run_id)
+            raise
         prof = _resolve_profile(profile)
         workers = max_workers or self.settings.max_workers
         pool = tool_pool(max(workers, self.settings.max_workers) * POOL_FACTOR)
@@ -365,7 +369,7 @@ class CompiledWorkflow:
         )
         emit(ev.RunStarted(run_id=run_id, workflow=self.name, nodes=list(self.plan.order)))
         config = {"configurable": {"orchestrator_run": rc}, "recursion_limit": len(self.plan.nodes) + 10}
-        store.pin(run_id, [r for v in refs.values() for r in (v if isinstance(v, list) else [v])])
+        store.pin(run_id, [r for name, r in refs.items() if _by_id(inputs, name)])
         stop_watching = watch_cancel(rc.cancel, loop, rc.on_cancel)
         error: BaseException | None = None
         try:
@@ -428,7 +432,7 @@ class CompiledWorkflow:
         )
 
     # -------------------------------------------------- inputs
-    def _coerce_inputs(self, inputs: dict[str, Any], store: ArtifactStore) -> dict[str, Any]:
+    def _coerce_inputs(self, inputs: dict[str, Any], store: ArtifactStore, pin: str | None = None) -> dict[str, Any]:
         problems = []
         unknown = sorted(set(inputs) - set(self.plan.inputs))
         if unknown:
@@ -440,29 +444,39 @@ class CompiledWorkflow:
                     problems.append(f"input {name!r} ({decl.modality.value}) is missing")
                 continue
             try:
-                refs[name] = coerce_input(inputs[name], decl.modality, store)
+                refs[name] = coerce_input(inputs[name], decl.modality, store, pin=pin)
             except (ArtifactError, WorkflowInputError) as exc:
                 problems.append(f"input {name!r}: {exc}")
         if problems:
             raise WorkflowInputError("; ".join(problems), workflow=self.name)
         return refs
 
-def coerce_input(value: Any, modality: Modality, store: ArtifactStore) -> ArtifactRef:
-    """Turn a Python object, a file path or a ref/id into a stored ref of ``modality``."""
-    if isinstance(value, ArtifactRef) or (isinstance(value, str) and value.startswith("sha256:")):
+def coerce_input(value: Any, modality: Modality, store: ArtifactStore, *, pin: str | None = None) -> ArtifactRef:
+    """Turn a Python object, a file path or a ref/id into a stored ref of ``modality``
+    (what it stores is pinned to the run ``pin``; a ref or id is only looked up)."""
+    if _is_ref(value):
         ref = store.stat(value)
     elif isinstance(value, Path) or (isinstance(value, str) and modality is not Modality.TEXT):
         path = Path(value)
         if not path.is_file():
             raise WorkflowInputError(f"{str(value)[:200]!r} is not a file, an artifact id, or a {modality.value} object")
-        ref = store.put(path.read_bytes(), modality=modality)
+        ref = store.put(path.read_bytes(), modality=modality, pin=pin)
     elif isinstance(value, (bytes, bytearray)):
-        ref = store.put(bytes(value), modality=modality)
+        ref = store.put(bytes(value), modality=modality, pin=pin)
     else:
-        ref = store.put(value, modality=modality)
+        ref = store.put(value, modality=modality, pin=pin)
     if ref.modality is not modality:
         raise WorkflowInputError(f"expected {modality.value}, got a {ref.modality.value} artifact ({ref.id[:19]}…)")
     return ref
+
+def _is_ref(value: Any) -> bool:
+    return isinstance(value, ArtifactRef) or (isinstance(value, str) and value.startswith("sha256:"))
+
+
+def _by_id(inputs: dict[str, Any] | None, name: str) -> bool:
+    """Whether input ``name`` was given as a ref or id (not stored, so not pinned, by coercing it)."""
+    return _is_ref((inputs or {}).get(name))
+
 
 def _final_event(result: RunResult) -> Any:
     if result.status in ("succeeded", "partial"):
