@@ -129,7 +129,7 @@ async def test_astream_consumer_leaving_early_cancels_the_run(local_store):
 async def test_astream_events_arrive_live_and_in_order(local_store):
     wf = (Workflow("live").add_input("t", "text")
           .add_node("a", "t.upper", {"delay": 0.3}, inputs={"text": "t"})
-          .add_node("b", "t.upper", {"delay": 0.3}, inputs={"text": "a.text"})
+          .add_node("b", "t.upper", {"delay": 1.0}, inputs={"text": "a.text"})
           .add_output("o", "b.text"))
     arrivals = []
     started = time.perf_counter()
@@ -137,8 +137,8 @@ async def test_astream_events_arrive_live_and_in_order(local_store):
         arrivals.append((event.seq, event.type, event.node, time.perf_counter() - started))
     assert [a[0] for a in arrivals] == list(range(1, len(arrivals) + 1))
     finished_a = next(t for _, kind, node, t in arrivals if kind == "node_finished" and node == "a")
-    assert finished_a < 0.55, "node a's event came only when the run ended"
     assert arrivals[-1][1] == "run_finished"
+    assert finished_a < arrivals[-1][3] - 0.6, "node a's event came only when the run ended"
 
 
 def test_compile_of_a_large_graph_orders_every_node(local_store):

@@ -307,6 +307,7 @@ class ArtifactStore(ABC):
         # 3. write (the first writer of an id wins) and keep the decoded object
         if pin is not None:
             stored = self._write_pinned(pending, encoded.data, pin)
+            self._note_pins(pin, [stored.id])
         else:
             stored = self._write(pending, encoded.data, ttl if ttl is not None else self.default_ttl)
         if stored.modality is mod:  # the same bytes stored first as text, now put as JSON: keep the first
@@ -343,13 +344,14 @@ class ArtifactStore(ABC):
         """The decoded object; raises :class:`ArtifactNotFound`.
 
         Objects this process stored or loaded recently come from the in-process
-        cache (after a cheap check that the artifact still exists), so a consumer
-        does not decode again what a producer just encoded.
+        cache (after a cheap check that the artifact still exists, skipped while a
+        run of this process pins it), so a consumer does not decode again what a
+        producer just encoded.
         """
         artifact_id = normalize_id(ref)
         cached = self.cache.get(artifact_id, _MISSING)
         if cached is not _MISSING:
-            if self._exists(artifact_id):
+            if self._pinned_here(artifact_id) or self._exists(artifact_id):  # a live run's pin keeps it
                 return cached
             self.cache.discard(artifact_id)
             raise ArtifactNotFound("no such artifact (deleted or expired)", artifact_id=artifact_id)
@@ -402,10 +404,22 @@ class ArtifactStore(ABC):
         ids = [normalize_id(r) for r in refs]
         if ids:
             self._pin(run_id, ids)
+            self._note_pins(run_id, ids)
 
     def unpin(self, run_id: str) -> None:
         """Release a run's pins: artifacts get the default TTL back, unless another run pins them."""
         self._unpin(run_id)
+        with self._pin_lock:
+            self._pins.pop(run_id, None)
+
+    def _note_pins(self, run_id: str, ids: Iterable[str]) -> None:
+        """Remember what live runs of this process pin (for every backend: :meth:`load` trusts it)."""
+        with self._pin_lock:
+            self._pins.setdefault(run_id, set()).update(ids)
+
+    def _pinned_here(self, artifact_id: str) -> bool:
+        with self._pin_lock:
+            return any(artifact_id in held for held in self._pins.values())
 
     @contextlib.contextmanager
     def pinned(self, run_id: str) -> Iterator[PinSet]:
@@ -417,19 +431,15 @@ class ArtifactStore(ABC):
             self.unpin(run_id)
 
     def _pin(self, run_id: str, ids: list[str]) -> None:
-        """In-process pin bookkeeping; a backend shared by processes overrides this pair."""
+        """Pins kept in this process; a backend shared by processes overrides this pair."""
         with self._pin_lock:
             for artifact_id in ids:
                 if not any(artifact_id in held for held in self._pins.values()):  # else a live pin keeps it
                     self._keep(artifact_id)
-            self._pins.setdefault(run_id, set()).update(ids)
 
     def _write_pinned(self, pending: PendingRef, data: bytes, run_id: str) -> ArtifactRef:
-        """:meth:`_write` with no TTL, then pin to ``run_id`` (a backend shared by processes overrides this)."""
-        stored = self._write(pending, data, None)
-        with self._pin_lock:
-            self._pins.setdefault(run_id, set()).add(stored.id)
-        return stored
+        """:meth:`_write` with no TTL (pinned); a backend shared by processes also records the pin."""
+        return self._write(pending, data, None)
 
     def _keep(self, artifact_id: str) -> bool:
         """Remove an artifact's TTL for a pin; a backend may skip what has none."""
