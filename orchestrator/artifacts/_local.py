@@ -71,6 +71,8 @@ class LocalArtifactStore(ArtifactStore):
         super().__init__(**kwargs)
         self.root = Path(root)
         self.inline_bytes = inline_bytes
+        self._blobs, self._tmpdir = str(self.root / "blobs"), str(self.root / "tmp")
+        self._made: set[str] = set()  # blobs/ab/ folders known to exist
         try:
             for sub in ("blobs", "records", "events", "tmp"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -85,6 +87,26 @@ class LocalArtifactStore(ArtifactStore):
         return f"LocalArtifactStore({str(self.root)!r})"
 
     # -------------------------------------------------- paths and helpers
+    def _refname(self, artifact_id: str) -> str:
+        hex_ = artifact_id[7:]
+        return f"{self._blobs}/{hex_[:2]}/{hex_}.json"
+
+    def _fanout_dir(self, artifact_id: str, *, again: bool = False) -> None:
+        """Make ``blobs/ab/`` once per process (not a mkdir and a stat on every put);
+        ``again`` after finding it gone (someone emptied the directory)."""
+        sub = artifact_id[7:9]
+        if again or sub not in self._made:
+            os.makedirs(f"{self._blobs}/{sub}", exist_ok=True)
+            self._made.add(sub)
+
+    def _link_ref(self, tmp: Path, artifact_id: str) -> None:
+        """Publish a ref document; raises FileExistsError when another writer was first."""
+        try:
+            os.link(tmp, self._refname(artifact_id))
+        except FileNotFoundError:
+            self._fanout_dir(artifact_id, again=True)
+            os.link(tmp, self._refname(artifact_id))
+
     def _refpath(self, artifact_id: str) -> Path:
         hex_ = artifact_id[7:]
         return self.root / "blobs" / hex_[:2] / f"{hex_}.json"
@@ -94,7 +116,7 @@ class LocalArtifactStore(ArtifactStore):
         return self.root / "blobs" / hex_[:2] / (f"{hex_}.{token}" if token else hex_)
 
     def _tmpfile(self, data: bytes | memoryview) -> Path:
-        fd, name = tempfile.mkstemp(dir=self.root / "tmp")
+        fd, name = tempfile.mkstemp(dir=self._tmpdir)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -117,7 +139,8 @@ class LocalArtifactStore(ArtifactStore):
 
     def _load_refdoc(self, artifact_id: str) -> dict[str, Any] | None:
         try:
-            doc = json.loads(self._refpath(artifact_id).read_bytes())
+            with open(self._refname(artifact_id), "rb") as f:  # plain strings: this runs on every access
+                doc = json.loads(f.read())
         except FileNotFoundError:
             return None
         except ValueError as exc:
@@ -141,14 +164,14 @@ class LocalArtifactStore(ArtifactStore):
                 return self._extend(ref.id, existing, ttl)
             token = uuid.uuid4().hex[:12]
             blob = self._blob(ref.id, token)
-            blob.parent.mkdir(exist_ok=True)
+            self._fanout_dir(ref.id, again=True)  # large blobs: one mkdir is nothing next to the write
             os.replace(tmp, blob)
         finally:
             tmp.unlink(missing_ok=True)
         doc = {"ref": ref.model_dump(mode="json"), "token": token, "expires_at": self._expires(ttl)}
         tmp = self._tmpfile(json.dumps(doc).encode())
         try:
-            os.link(tmp, self._refpath(ref.id))  # exclusive: the first writer wins
+            self._link_ref(tmp, ref.id)  # exclusive: the first writer wins
             return ref
         except FileExistsError:
             blob.unlink(missing_ok=True)
@@ -165,11 +188,10 @@ class LocalArtifactStore(ArtifactStore):
             return self._extend(ref.id, existing, ttl)
         doc = {"ref": ref.model_dump(mode="json"), "token": None, "inline": base64.b64encode(data).decode(),
                "expires_at": self._expires(ttl)}
-        path = self._refpath(ref.id)
-        path.parent.mkdir(exist_ok=True)
+        self._fanout_dir(ref.id)
         tmp = self._tmpfile(json.dumps(doc).encode())
         try:
-            os.link(tmp, path)  # exclusive: the first writer wins
+            self._link_ref(tmp, ref.id)  # exclusive: the first writer wins
             return ref
         except FileExistsError:
             pass
@@ -276,8 +298,15 @@ class LocalArtifactStore(ArtifactStore):
     @_translated
     def put_record(self, namespace: str, key: str, value: dict[str, Any], *, ttl: float | None = None) -> None:
         path = self._record_path(namespace, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._replace(path, json.dumps({"value": value, "expires_at": self._expires(ttl)}).encode())
+        folder = f"records/{namespace}"
+        if folder not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(folder)
+        try:
+            self._replace(path, json.dumps({"value": value, "expires_at": self._expires(ttl)}).encode())
+        except FileNotFoundError:  # the folder was removed meanwhile
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._replace(path, json.dumps({"value": value, "expires_at": self._expires(ttl)}).encode())
 
     @_translated
     def get_record(self, namespace: str, key: str) -> dict[str, Any] | None:
