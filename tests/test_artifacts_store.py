@@ -732,3 +732,18 @@ def test_put_pinned_keeps_the_artifact_until_the_run_lets_go(backend: str, tmp_p
     finally:
         if isinstance(store, RedisArtifactStore):
             store.clear_prefix()
+
+
+def test_wait_events_returns_as_soon_as_an_event_is_appended(store: ArtifactStore):
+    store.append_event("live", {"i": 0})
+    assert store.wait_events("live", after=0, timeout=0.1) == [(1, {"i": 0})]  # already there: no wait
+    started = time.monotonic()
+    assert store.wait_events("live", after=1, timeout=0.3) == []  # nothing new: waits out the timeout
+    assert 0.25 <= time.monotonic() - started < 2
+    timer = threading.Timer(0.3, lambda: store.append_event("live", {"i": 1}))
+    timer.start()
+    started = time.monotonic()
+    assert store.wait_events("live", after=1, timeout=10) == [(2, {"i": 1})]
+    waited = time.monotonic() - started
+    assert 0.2 < waited < 2, f"woke after {waited:.2f}s"
+    timer.join()

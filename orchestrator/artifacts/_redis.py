@@ -9,7 +9,7 @@ Keys, under a configurable prefix ``p``::
     p pin:<run>                 set of the hex ids a run pins
     p pinned:<hex>              set of the runs pinning an artifact
     p rec:<ns>:<key>            a JSON record;  p recidx:<ns>  the namespace's key set
-    p ev:<stream>               an event log (a Redis list; entry n is event n)
+    p evs:<stream>              an event log (a Redis stream; entry id ``n-0`` is event n)
 
 A writer uploads its chunks under its own random token, so it can start before
 the content hash is known (hashing runs alongside, in a helper thread). A Lua
@@ -19,8 +19,9 @@ same TTL; if another writer won, it drops the upload. Data keys only ever appear
 complete, and a data key's name fixes its content (hash, chunk size, index), so
 a reader never sees a partial or mixed blob. A small artifact is read in one
 round trip (ref and data together). TTL changes and pins also run as scripts
-over every key of an artifact, so its keys expire together. Redis errors become
-:class:`~orchestrator.errors.StoreUnavailable`.
+over every key of an artifact, so its keys expire together. Event logs are
+streams, so a follower blocks on ``XREAD`` until the next event instead of
+polling. Redis errors become :class:`~orchestrator.errors.StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = ["RedisArtifactStore"]
 F = TypeVar("F", bound=Callable[..., Any])
 PROVISIONAL_TTL_MS = 3_600_000  # chunks of a writer that dies before publishing expire
 PIPELINE_BYTES = 16 << 20  # chunks sent per round trip: bounds what a pipeline holds
+EVENT_BLOCK_MAX_MS = 20_000  # a blocking event read returns before the socket timeout (30 s)
 
 # Lua helpers shared by the scripts: the keys of an artifact, and setting their TTL together.
 _LUA_LIB = """
@@ -143,6 +145,14 @@ return released
 """
 
 
+# KEYS[1] the event stream; ARGV[1] the event (JSON). Event n gets the entry id n-0; returns n.
+_APPEND = """
+local n = redis.call('XLEN', KEYS[1]) + 1
+redis.call('XADD', KEYS[1], n .. '-0', 'e', ARGV[1])
+return n
+"""
+
+
 def _translated(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(self: RedisArtifactStore, *args: Any, **kwargs: Any) -> Any:
@@ -174,6 +184,10 @@ def _zero_copy_packer() -> dict[str, Any]:
         return {}
     encoder = Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False)
     return {"command_packer": PythonRespSerializer(6000, encoder.encode)}
+
+
+def _entries(items: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[int, dict[str, Any]]]:
+    return [(int(entry_id.split(b"-")[0]), json.loads(fields[b"e"])) for entry_id, fields in items]
 
 
 def _ms(ttl: float | None) -> str:
@@ -233,7 +247,8 @@ class RedisArtifactStore(ArtifactStore):
         return json.loads(raw) if raw is not None else None
 
     def _load_scripts(self) -> None:
-        for name, src in (("publish", _PUBLISH), ("set_ttl", _SET_TTL), ("delete", _DELETE), ("pin", _PIN), ("unpin", _UNPIN)):
+        for name, src in (("publish", _PUBLISH), ("set_ttl", _SET_TTL), ("delete", _DELETE), ("pin", _PIN),
+                          ("unpin", _UNPIN), ("append", _APPEND)):
             self._sha[name] = self.r.script_load(src)
 
     def _script(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
@@ -450,18 +465,27 @@ class RedisArtifactStore(ArtifactStore):
         return [k for k, a in zip(keys, alive, strict=True) if a]
 
     # -------------------------------------------------- events
+    def _ev(self, stream: str) -> str:
+        return f"{self.prefix}evs:{stream}"
+
     @_translated
     def append_event(self, stream: str, event: dict[str, Any]) -> int:
-        return int(self.r.rpush(f"{self.prefix}ev:{stream}", json.dumps(event, separators=(",", ":"))))
+        return int(self._script("append", [self._ev(stream)], [json.dumps(event, separators=(",", ":"))]))
 
     @_translated
     def read_events(self, stream: str, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
-        raw = self.r.lrange(f"{self.prefix}ev:{stream}", after, -1)
-        return [(after + i + 1, json.loads(item)) for i, item in enumerate(raw)]
+        return _entries(self.r.xrange(self._ev(stream), min=f"{after + 1}-0"))
+
+    @_translated
+    def wait_events(self, stream: str, after: int = 0, timeout: float = 5.0) -> list[tuple[int, dict[str, Any]]]:
+        """Blocks on ``XREAD`` until an event after ``after`` is appended (by any process)."""
+        block_ms = max(1, min(int(timeout * 1000), EVENT_BLOCK_MAX_MS))
+        reply = self.r.xread({self._ev(stream): f"{after}-0"}, block=block_ms)
+        return _entries(reply[0][1]) if reply else []
 
     @_translated
     def expire_events(self, stream: str, ttl: float | None) -> None:
-        key = f"{self.prefix}ev:{stream}"
+        key = self._ev(stream)
         if ttl is None:
             self.r.persist(key)
         else:

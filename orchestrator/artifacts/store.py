@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -39,6 +40,7 @@ __all__ = ["ArtifactStore", "DecodedCache", "PendingRef", "PinSet"]
 Ref = ArtifactRef | str
 _MISSING: Any = object()
 
+EVENT_WAIT_STEP = 0.05  # wait_events of a backend that cannot block: seconds between reads
 OVERLAP_BYTES = 256 << 10  # from this size on, hash in a helper thread while the backend writes
 _hash_pool: ThreadPoolExecutor | None = None
 _hash_pool_lock = threading.Lock()
@@ -250,6 +252,17 @@ class ArtifactStore(ABC):
     @abstractmethod
     def read_events(self, stream: str, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
         """Events with a sequence number above ``after``, oldest first."""
+
+    def wait_events(self, stream: str, after: int = 0, timeout: float = 5.0) -> list[tuple[int, dict[str, Any]]]:
+        """Events after ``after``, waiting up to ``timeout`` seconds for the first if there is none
+        yet (``[]`` when none came). Redis blocks on the stream; this default checks every
+        ``EVENT_WAIT_STEP`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            items = self.read_events(stream, after)
+            if items or time.monotonic() >= deadline:
+                return items
+            time.sleep(min(EVENT_WAIT_STEP, max(0.0, deadline - time.monotonic())))
 
     @abstractmethod
     def expire_events(self, stream: str, ttl: float | None) -> None:
