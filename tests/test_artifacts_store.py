@@ -747,3 +747,14 @@ def test_wait_events_returns_as_soon_as_an_event_is_appended(store: ArtifactStor
     waited = time.monotonic() - started
     assert 0.2 < waited < 2, f"woke after {waited:.2f}s"
     timer.join()
+
+
+def test_stat_many_finds_and_pins_what_exists(store: ArtifactStore):
+    a, b, c = store.put("first", ttl=60), store.put("second", ttl=60), store.put("third", ttl=60)
+    missing = "sha256:" + "0" * 64
+    assert store.stat_many([a, missing, b.id], pin="run-s") == [a, None, b]
+    assert _ttl_of(store, a) is None and _ttl_of(store, b) is None  # pinned: no TTL while the run lives
+    ttl = _ttl_of(store, c)
+    assert ttl is not None and ttl > 30  # not asked for: untouched
+    assert store.stat_many([c]) == [c] and _ttl_of(store, c) is not None  # no pin= : no pin
+    assert store.stat_many([]) == []

@@ -379,6 +379,23 @@ class RedisArtifactStore(ArtifactStore):
         return ArtifactRef.model_validate(doc["ref"]) if doc else None
 
     @_translated
+    def stat_many(self, refs: Any, *, pin: str | None = None) -> list[ArtifactRef | None]:
+        ids = [normalize_id(r) for r in refs]
+        if not ids:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for artifact_id in ids:
+            pipe.get(self._k(artifact_id))
+        if pin is not None:  # pins only what exists: one round trip for both
+            pipe.execute_command(*self._pin_command(pin, ids))
+        replies = pipe.execute()
+        found = [ArtifactRef.model_validate(json.loads(raw)["ref"]) if raw is not None else None
+                 for raw in replies[: len(ids)]]
+        if pin is not None:
+            self._note_pins(pin, [i for i, ref in zip(ids, found, strict=True) if ref is not None])
+        return found
+
+    @_translated
     def _exists(self, artifact_id: str) -> bool:
         return bool(self.r.exists(self._k(artifact_id)))
 

@@ -381,6 +381,15 @@ class ArtifactStore(ABC):
             raise ArtifactNotFound("no such artifact (never stored, deleted or expired)", artifact_id=artifact_id)
         return info
 
+    def stat_many(self, refs: Iterable[Ref], *, pin: str | None = None) -> list[ArtifactRef | None]:
+        """The stored refs (``None`` for each one missing); ``pin=run_id`` also pins those found,
+        in the same round trip where the backend allows."""
+        ids = [normalize_id(r) for r in refs]
+        found = [self._read_ref(i) for i in ids]
+        if pin is not None:
+            self.pin(pin, [i for i, ref in zip(ids, found, strict=True) if ref is not None])
+        return found
+
     def exists(self, ref: Ref) -> bool:
         try:
             return self._exists(normalize_id(ref))

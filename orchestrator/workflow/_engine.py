@@ -796,15 +796,14 @@ def _cache_lookup(store: ArtifactStore, key: str, run_id: str) -> dict[str, Refs
     record = store.get_record(CACHE_NAMESPACE, key)
     if not record:
         return None
+    ids = [i for v in record.values() for i in (v if isinstance(v, list) else [v])]
     try:
-        hit: dict[str, Refs] = {
-            port: [store.stat(i) for i in ids] if isinstance(ids, list) else store.stat(ids)
-            for port, ids in record.items()
-        }
-    except ArtifactError:  # an output expired or was deleted: run again
+        found = dict(zip(ids, store.stat_many(ids, pin=run_id), strict=True))
+    except ArtifactError:  # not an artifact id at all: run again
         return None
-    store.pin(run_id, _flat(hit.values()))
-    return hit
+    if any(ref is None for ref in found.values()):  # an output expired or was deleted: run again
+        return None
+    return {port: [found[i] for i in v] if isinstance(v, list) else found[v] for port, v in record.items()}
 
 
 def _cache_store(store: ArtifactStore, key: str, stored: dict[str, Refs]) -> None:
