@@ -158,3 +158,22 @@ def test_declared_order_kept_among_independent_nodes():
           .add_node("a", "t.upper", inputs={"text": "t"})
           .add_output("o", "join.text"))
     assert wf.compile(registry=registry).plan.order == ["z", "a", "join"]
+
+
+def test_a_run_keeps_going_when_another_retires_the_shared_pool(local_store):
+    steady = (Workflow("steady").add_input("t", "text")
+              .add_node("first", "t.upper", {"delay": 0.8}, inputs={"text": "t"})
+              .add_node("second", "t.upper", inputs={"text": "first.text"})
+              .add_output("o", "second.text")).compile(registry=registry)
+    stuck = (Workflow("stuck").add_input("t", "text")
+             .add_node("s", "t.slow_sync", {"seconds": 2}, inputs={"text": "t"}, timeout=0.2)
+             .add_output("o", "s.text")).compile(registry=registry)
+    results = {}
+    thread = threading.Thread(target=lambda: results.update(
+        steady=steady.run({"t": "go"}, store=local_store, cache=False)))
+    thread.start()
+    time.sleep(0.2)
+    assert stuck.run({"t": "x"}, store=local_store, cache=False).status == "failed"  # its pool is retired
+    thread.join(10)
+    assert results["steady"].ok, results["steady"].errors  # its second node went to the new pool
+    assert results["steady"].load("o") == "GO!!"

@@ -43,7 +43,7 @@ from orchestrator.tool import ToolContext
 
 from . import events as ev
 from ._builder import Workflow
-from ._loop import CancelFlag, retire_pool, run_sync, tool_pool, watch_cancel
+from ._loop import CancelFlag, retire_pool, run_in_pool, run_sync, watch_cancel
 from ._validate import Plan, ResolvedNode, resolve
 
 __all__ = ["CompiledWorkflow", "NodeResult", "RunResult"]
@@ -132,7 +132,8 @@ class _RunContext:
     seed: int | None
     emit: Callable[[Any], None]
     loop: asyncio.AbstractEventLoop | None
-    executor: ThreadPoolExecutor
+    pool_size: int
+    """Threads of the shared pool for blocking tools (see :func:`tool_pool`)."""
     cancel: threading.Event
     models: Any
     profile: Any
@@ -143,8 +144,8 @@ class _RunContext:
     finished: bool = False
     """Set when the run has returned; a blocking tool that outlived its timeout stores its
     outputs without pinning them to a run that is over."""
-    abandoned: bool = False
-    """A blocking call was left running (timeout or cancel): its pool is retired at the end."""
+    abandoned: set[ThreadPoolExecutor] = field(default_factory=set)
+    """Pools where a blocking call was left running (timeout or cancel): retired at the end."""
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set on the loop when ``cancel`` is set, so nodes can await it."""
     inflight: dict[asyncio.Future[Any], threading.Event] = field(default_factory=dict)
@@ -225,7 +226,7 @@ class CompiledWorkflow:
         with _gc_paused():  # compiling makes only long-lived objects: collecting meanwhile made it O(N^2)
             self.plan: Plan = resolve(workflow, self.registry)
             self.graph = self._build_graph()
-        self._embedded: tuple[ArtifactStore, ThreadPoolExecutor] | None = None  # see _default_context
+        self._embedded: ArtifactStore | None = None  # see _default_context
         self._store: ArtifactStore | None = None  # the configured store, opened on first use
 
     @property
@@ -361,9 +362,9 @@ class CompiledWorkflow:
             raise
         prof = _resolve_profile(profile)
         workers = max_workers or self.settings.max_workers
-        pool = tool_pool(max(workers, self.settings.max_workers) * POOL_FACTOR)
         rc = _RunContext(
-            run_id=run_id, store=store, cache=cache, seed=seed, emit=emit, loop=loop, executor=pool,
+            run_id=run_id, store=store, cache=cache, seed=seed, emit=emit, loop=loop,
+            pool_size=max(workers, self.settings.max_workers) * POOL_FACTOR,
             cancel=cancel if cancel is not None else CancelFlag(), models=models, profile=prof,
             settings=self.settings, results={}, slots=asyncio.Semaphore(workers),
         )
@@ -383,7 +384,7 @@ class CompiledWorkflow:
         finally:
             stop_watching()
             rc.finished = True
-            if rc.abandoned:  # a blocking call outlived its node: keep its thread from later runs
+            for pool in rc.abandoned:  # a blocking call outlived its node: keep its thread from later runs
                 retire_pool(pool)
             store.unpin(run_id)
         result = self._finish(rc, started, error)
@@ -501,17 +502,15 @@ def _resolve_profile(profile: Any) -> Any:
 
 def _default_context(compiled: CompiledWorkflow) -> _RunContext:
     """The context of a graph embedded in someone else's LangGraph graph (no run of ours):
-    the configured store and one thread pool per compiled workflow, made once."""
+    the configured store and the shared pool for blocking tools."""
     with _EMBEDDED_LOCK:
         shared = compiled._embedded
         if shared is None:
-            shared = compiled._embedded = (
-                compiled._default_store(),
-                tool_pool(compiled.settings.max_workers * POOL_FACTOR),
-            )
+            shared = compiled._embedded = compiled._default_store()
     return _RunContext(
-        run_id=uuid.uuid4().hex, store=shared[0], cache=True, seed=None, emit=lambda e: None,
-        loop=None, executor=shared[1], cancel=threading.Event(), models=None, profile=None,
+        run_id=uuid.uuid4().hex, store=shared, cache=True, seed=None, emit=lambda e: None,
+        loop=None, pool_size=compiled.settings.max_workers * POOL_FACTOR, cancel=threading.Event(),
+        models=None, profile=None,
         settings=compiled.settings, results={},
     )
 
@@ -712,7 +711,7 @@ async def _call_tool(
         if rc.slots is not None:
             await rc.slots.acquire()
         try:
-            call = asyncio.get_running_loop().run_in_executor(rc.executor, call_blocking)
+            call, pool = run_in_pool(rc.pool_size, call_blocking)
         except BaseException:
             if rc.slots is not None:
                 rc.slots.release()
@@ -730,7 +729,7 @@ async def _call_tool(
         attempt_cancel.set()
         call.cancel()
         if not t.is_async:
-            rc.abandoned = True
+            rc.abandoned.add(pool)
         raise
     finally:
         rc.inflight.pop(call, None)

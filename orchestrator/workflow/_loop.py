@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["CancelFlag", "run_sync", "tool_pool", "watch_cancel"]
+__all__ = ["CancelFlag", "retire_pool", "run_in_pool", "run_sync", "tool_pool", "watch_cancel"]
 
 T = TypeVar("T")
 CANCEL_POLL_SECONDS = 0.02
@@ -81,6 +81,18 @@ def tool_pool(size: int) -> ThreadPoolExecutor:
         if pool is None:
             pool = _pools[size] = ThreadPoolExecutor(size, thread_name_prefix=f"orch-tools{size}")
         return pool
+
+
+def run_in_pool(size: int, fn: Callable[[], T]) -> tuple[asyncio.Future[T], ThreadPoolExecutor]:
+    """Run ``fn`` in the shared pool of ``size`` threads; the awaitable and the pool it went to."""
+    loop = asyncio.get_running_loop()
+    while True:
+        pool = tool_pool(size)
+        try:
+            return loop.run_in_executor(pool, fn), pool
+        except RuntimeError:  # retired by another run between the lookup and the submit: the next one
+            if tool_pool(size) is pool:  # not retired: a real refusal (the interpreter is exiting)
+                raise
 
 
 def retire_pool(pool: ThreadPoolExecutor) -> None:
