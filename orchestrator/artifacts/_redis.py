@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import redis
@@ -379,7 +379,7 @@ class RedisArtifactStore(ArtifactStore):
         return ArtifactRef.model_validate(doc["ref"]) if doc else None
 
     @_translated
-    def stat_many(self, refs: Any, *, pin: str | None = None) -> list[ArtifactRef | None]:
+    def stat_many(self, refs: Iterable[ArtifactRef | str], *, pin: str | None = None) -> list[ArtifactRef | None]:
         ids = [normalize_id(r) for r in refs]
         if not ids:
             return []
