@@ -98,13 +98,12 @@ def test_cancel_flag_set_before_the_run_skips_every_node(local_store):
 
 
 def test_a_timed_out_blocking_call_does_not_hold_back_later_runs(local_store):
-    settings = Settings(max_workers=1)  # the shared pool then has 4 threads
+    settings = Settings(max_workers=1)  # the shared pool then has 4 threads, one call of a run at a time
     stuck = Workflow("stuck").add_input("t", "text")
     for i in range(5):  # more stuck calls than the pool has threads
-        stuck.add_node(f"s{i}", "t.slow_sync", {"seconds": 3 + i * 0.01}, inputs={"text": "t"}, timeout=0.2)
+        stuck.add_node(f"s{i}", "t.upper", {"delay": 4, "suffix": str(i)}, inputs={"text": "t"}, timeout=0.2)
     stuck.add_output("o", "s0.text")
-    result = stuck.compile(registry=registry, settings=settings).run({"t": "a"}, store=local_store, cache=False,
-                                                                     max_workers=5)
+    result = stuck.compile(registry=registry, settings=settings).run({"t": "a"}, store=local_store, cache=False)
     assert result.status == "failed" and "timed out" in result.errors["s0"]
     quick = _one("t.upper").compile(registry=registry, settings=settings)
     started = time.perf_counter()
