@@ -1,25 +1,36 @@
 """Workflow engine benchmarks (not tests). Prints figures and ratios from one run.
 
-1. Per-node engine overhead on a 20-node chain of trivial tools (goal: < 2 ms/node).
-2. Two independent branches vs the same work in sequence, work releasing the GIL
-   (goal: parallel/sequential <= 0.6): CPU work (hashlib, needs a free second core)
-   and waiting work (sleep, standing for I/O or a call to a model server).
-3. An unchanged rerun vs the first run of a workflow whose nodes take real time
+1. Per-node cost against plain LangGraph: the same shape (a chain of 20, a fan-out
+   of 50 plus a join, a diamond) as a plain ``StateGraph`` whose nodes do the same
+   trivial text work, side by side in one run (goal: ours/plain <= 2x, both stores).
+2. A cache hit per node (a rerun of the chain with the cache on; goal <= 0.3 ms).
+3. The fixed cost of a one-node run.
+4. Compile time of chains of 1k / 2k / 4k nodes (goal: 4,000 nodes under 0.5 s).
+5. Two independent branches vs the same work in sequence, work releasing the GIL
+   (goal: parallel/sequential <= 0.6).
+6. An unchanged rerun vs the first run of a workflow whose nodes take real time
    (goal: >= 20x faster).
 
-Usage: .venv/bin/python bench/bench_workflow.py [--redis URL]
+Every figure is the median of ``--rounds`` rounds taken alternately (ours, plain,
+ours, plain ...), so a noisy shared machine slows both sides alike.
+
+Usage: .venv/bin/python bench/bench_workflow.py [--redis URL] [--rounds 9] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import operator
 import os
 import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from typing import Annotated, TypedDict
 
+from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel
 
 from orchestrator import LocalArtifactStore, RedisArtifactStore, ToolRegistry, tool
@@ -31,7 +42,13 @@ registry = ToolRegistry()
 @tool("b.pass", task="bench", description="Return the text.", inputs={"text": "text"}, outputs={"text": "text"},
       register=False)
 def passthrough(text: str) -> str:
-    return text
+    return text + "."
+
+
+@tool("b.join", task="bench", description="Join texts.", inputs={"texts": {"modality": "text", "many": True}},
+      outputs={"text": "text"}, register=False)
+def join(texts: list[str]) -> str:
+    return "+".join(texts)
 
 
 class Work(BaseModel):
@@ -64,31 +81,141 @@ def slow(text: str, *, params: Sleep) -> str:
     return text + params.tag
 
 
-for t in (passthrough, hash_work, slow):
+for t in (passthrough, join, hash_work, slow):
     registry.register(t)
 
 
-def chain(n: int) -> Workflow:
+# ------------------------------------------------------------------ shapes, ours and plain LangGraph
+class PlainState(TypedDict, total=False):
+    text: str
+    out: Annotated[dict[str, str], lambda a, b: {**(a or {}), **(b or {})}]
+    parts: Annotated[list[str], operator.add]
+
+
+def _plain_node(src: str | None, name: str) -> Callable[[PlainState], dict]:
+    def fn(state: PlainState) -> dict:
+        text = state["text"] if src is None else state["out"][src]
+        return {"out": {name: text + "."}}
+
+    return fn
+
+
+def chain(n: int) -> tuple[Workflow, object]:
     wf = Workflow("chain").add_input("text", "text")
-    prev = "text"
+    g = StateGraph(PlainState)
+    prev, plain_prev = "text", None
     for i in range(n):
         wf.add_node(f"n{i}", "b.pass", inputs={"text": prev})
-        prev = f"n{i}.text"
-    return wf.add_output("out", prev)
+        g.add_node(f"n{i}", _plain_node(plain_prev, f"n{i}"))
+        g.add_edge(START if i == 0 else f"n{i - 1}", f"n{i}")
+        prev, plain_prev = f"n{i}.text", f"n{i}"
+    g.add_edge(f"n{n - 1}", END)
+    return wf.add_output("out", prev), g.compile()
 
 
-def bench_overhead(store, label: str) -> float:
-    compiled = chain(20).compile(registry=registry)
+def fanout(n: int) -> tuple[Workflow, object]:
+    wf = Workflow("fanout").add_input("text", "text")
+    g = StateGraph(PlainState)
+    for i in range(n):
+        wf.add_node(f"b{i}", "b.pass", inputs={"text": "text"})
+        g.add_node(f"b{i}", _plain_node(None, f"b{i}"))
+        g.add_edge(START, f"b{i}")
+    wf.add_node("join", "b.join", inputs={"texts": [f"b{i}.text" for i in range(n)]})
+
+    def plain_join(state: PlainState) -> dict:
+        return {"out": {"join": "+".join(state["out"][f"b{i}"] for i in range(n))}}
+
+    g.add_node("join", plain_join)
+    g.add_edge([f"b{i}" for i in range(n)], "join")
+    g.add_edge("join", END)
+    return wf.add_output("out", "join.text"), g.compile()
+
+
+def diamond() -> tuple[Workflow, object]:
+    wf = (Workflow("diamond").add_input("text", "text")
+          .add_node("a", "b.pass", inputs={"text": "text"})
+          .add_node("b", "b.pass", inputs={"text": "a.text"})
+          .add_node("c", "b.pass", inputs={"text": "a.text"})
+          .add_node("d", "b.join", inputs={"texts": ["b.text", "c.text"]})
+          .add_output("out", "d.text"))
+    g = StateGraph(PlainState)
+    g.add_node("a", _plain_node(None, "a"))
+    g.add_node("b", _plain_node("a", "b"))
+    g.add_node("c", _plain_node("a", "c"))
+    g.add_node("d", lambda s: {"out": {"d": s["out"]["b"] + "+" + s["out"]["c"]}})
+    g.add_edge(START, "a")
+    g.add_edge("a", "b")
+    g.add_edge("a", "c")
+    g.add_edge(["b", "c"], "d")
+    g.add_edge("d", END)
+    return wf, g.compile()
+
+
+def bench_shapes(store, label: str, rounds: int) -> dict[str, float]:
+    ratios = {}
+    for name, (wf, plain), n_nodes, reps in (
+        ("chain of 20", chain(20), 20, 10),
+        ("fan-out 50 + join", fanout(50), 51, 4),
+        ("diamond", diamond(), 4, 50),
+    ):
+        compiled = wf.compile(registry=registry)
+        compiled.run({"text": "warm"}, store=store, cache=False)
+        plain.invoke({"text": "warm"})
+        ours_t, plain_t = [], []
+        for r in range(rounds):
+            t0 = time.perf_counter()
+            for i in range(reps):
+                res = compiled.run({"text": f"{label}{r}.{i}"}, store=store, cache=False)
+            ours_t.append((time.perf_counter() - t0) / reps / n_nodes)
+            assert res.ok, res.errors
+            t0 = time.perf_counter()
+            for i in range(reps):
+                plain.invoke({"text": f"{label}{r}.{i}"})
+            plain_t.append((time.perf_counter() - t0) / reps / n_nodes)
+        ours, ref = statistics.median(ours_t) * 1e3, statistics.median(plain_t) * 1e3
+        ratios[name] = ours / ref
+        print(f"  [{label}] {name:18s}: ours {ours:.3f} ms/node, plain LangGraph {ref:.3f} ms/node "
+              f"-> {ours / ref:.2f}x (goal <= 2)")
+    return ratios
+
+
+def bench_cache_hit(store, label: str, rounds: int) -> float:
+    wf, _ = chain(20)
+    compiled = wf.compile(registry=registry)
+    text = f"hit-{uuid.uuid4().hex}"
+    compiled.run({"text": text}, store=store)
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        r = compiled.run({"text": text}, store=store)
+        times.append((time.perf_counter() - t0) / 20)
+        assert all(n.cached for n in r.nodes.values())
+    per = statistics.median(times) * 1e3
+    print(f"  [{label}] cache hit: {per:.3f} ms/node (goal <= 0.3)")
+    return per
+
+
+def bench_fixed(store, label: str, rounds: int) -> float:
+    wf, _ = chain(1)
+    compiled = wf.compile(registry=registry)
     compiled.run({"text": "warm"}, store=store, cache=False)
     times = []
-    for i in range(15):
+    for r in range(rounds):
         t0 = time.perf_counter()
-        r = compiled.run({"text": f"x{i}"}, store=store, cache=False)
-        times.append(time.perf_counter() - t0)
-        assert r.ok
-    per_node = statistics.median(times) / 20 * 1000
-    print(f"  [{label}] 20-node chain: median run {statistics.median(times) * 1000:.1f} ms -> {per_node:.2f} ms/node (goal < 2)")
-    return per_node
+        for i in range(20):
+            compiled.run({"text": f"fixed{r}.{i}"}, store=store, cache=False)
+        times.append((time.perf_counter() - t0) / 20)
+    ms = statistics.median(times) * 1e3
+    print(f"  [{label}] one-node run: {ms:.2f} ms")
+    return ms
+
+
+def bench_compile() -> None:
+    for n in (1000, 2000, 4000):
+        wf, _ = chain(n)
+        t0 = time.perf_counter()
+        wf.compile(registry=registry)
+        print(f"  compile, chain of {n}: {time.perf_counter() - t0:.3f} s" + (" (goal < 0.5)" if n == 4000 else ""))
 
 
 def bench_parallel(store, tool: str = "b.hash", params: dict | None = None, label: str = "CPU work, hashlib") -> float:
@@ -140,7 +267,10 @@ def bench_rerun(store) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--redis", default=os.environ.get("ORCHESTRATOR_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--quick", action="store_true", help="only the LangGraph comparison, cache hit and compile")
     args = ap.parse_args()
+    print(f"(machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; medians of {args.rounds} rounds)")
     with tempfile.TemporaryDirectory() as tmp:
         stores = [("local", LocalArtifactStore(tmp))]
         try:
@@ -151,12 +281,17 @@ def main() -> None:
             print(f"(redis at {args.redis} unavailable: {exc}; local store only)")
         for label, store in stores:
             print(f"store: {label}")
-            bench_overhead(store, label)
-            bench_parallel(store)
-            bench_parallel(store, "b.sleep", {"seconds": 0.15}, "waiting, e.g. a remote GPU call")
-            bench_rerun(store)
+            bench_shapes(store, label, args.rounds)
+            bench_cache_hit(store, label, args.rounds)
+            bench_fixed(store, label, args.rounds)
+            if not args.quick:
+                bench_parallel(store)
+                bench_parallel(store, "b.sleep", {"seconds": 0.15}, "waiting, e.g. a remote GPU call")
+                bench_rerun(store)
             if isinstance(store, RedisArtifactStore):
                 store.clear_prefix()
+    print("compile:")
+    bench_compile()
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     memory_budget_bytes: int | None = None
     cpu_offload: bool = False
     max_workers: int = Field(default=4, ge=1)
+    torch_threads: int | None = Field(default=None, ge=1)
+    """CPU threads that concurrent model calls share (each gets an equal part); None: every core."""
 
     # executors (docs/ray.md): where node calls run
     executor: Literal["local", "ray"] = "local"

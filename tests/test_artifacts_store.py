@@ -665,3 +665,96 @@ def test_byte_ranges_match_the_full_bytes(store: ArtifactStore, size: int):
     store.delete(ref)
     with pytest.raises(ArtifactNotFound):
         store.get_range(ref, 0, 1)
+
+
+# ---------------------------------------------------------------------- speed paths
+def test_small_artifacts_live_in_their_ref_document(tmp_path: Path):
+    store = LocalArtifactStore(tmp_path / "a", inline_bytes=64)
+    small = store.put(b"tiny bytes", modality="text")
+    large = store.put(b"x" * 1000, modality="text")
+    small_files = sorted(p.name for p in (tmp_path / "a" / "blobs").rglob(f"{small.id[7:]}*"))
+    large_files = sorted(p.name for p in (tmp_path / "a" / "blobs").rglob(f"{large.id[7:]}*"))
+    assert small_files == [f"{small.id[7:]}.json"]  # one file, no separate data file
+    assert len(large_files) == 2
+    fresh = LocalArtifactStore(tmp_path / "a")  # another process: no decoded cache
+    assert fresh.get_bytes(small) == b"tiny bytes" and fresh.load(small) == "tiny bytes"
+    assert fresh.get_range(small, 5, 7) == b"byt"
+    assert fresh.verify(small)
+    assert store.put(b"tiny bytes", modality="text") == small  # same bytes, same ref
+    assert fresh.delete(small) and not fresh.exists(small)
+    with pytest.raises(ArtifactNotFound):
+        fresh.get_bytes(small)
+
+
+def test_pinning_what_never_expires_writes_nothing(tmp_path: Path):
+    store = LocalArtifactStore(tmp_path / "a")
+    ref = store.put("kept forever")
+    doc = store._refpath(ref.id)
+    before = doc.stat()
+    time.sleep(0.01)
+    store.pin("run-1", [ref])
+    store.pin("run-2", [ref])
+    store.unpin("run-1")
+    store.unpin("run-2")
+    after = doc.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert store.expires_at(ref) is None
+
+
+def _ttl_of(store: ArtifactStore, ref: ArtifactRef) -> float | None:
+    if isinstance(store, LocalArtifactStore):
+        exp = store.expires_at(ref)
+        return None if exp is None else exp - time.time()
+    ttl = store.ttl(ref)
+    return None if max(ttl.values()) < 0 else float(min(ttl.values()))
+
+
+@pytest.mark.parametrize("backend", ["local", "redis"])
+def test_put_pinned_keeps_the_artifact_until_the_run_lets_go(backend: str, tmp_path: Path, request: pytest.FixtureRequest):
+    if backend == "local":
+        store: ArtifactStore = LocalArtifactStore(tmp_path / "a", default_ttl=300)
+    else:
+        redis_url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        store = RedisArtifactStore(redis_url, prefix=prefix, default_ttl=300)
+    try:
+        ref = store.put("made by a run", pin="run-a")
+        assert _ttl_of(store, ref) is None  # pinned: no TTL while the run lives
+        again = store.put("made by a run", pin="run-b")  # a second run makes the same bytes
+        assert again == ref
+        store.unpin("run-a")
+        assert _ttl_of(store, ref) is None  # run-b still holds it
+        store.unpin("run-b")
+        ttl = _ttl_of(store, ref)
+        assert ttl is not None and 200 < ttl <= 300  # the default TTL is back
+        plain = store.put("not pinned")
+        ttl = _ttl_of(store, plain)
+        assert ttl is not None and 200 < ttl <= 300
+    finally:
+        if isinstance(store, RedisArtifactStore):
+            store.clear_prefix()
+
+
+def test_wait_events_returns_as_soon_as_an_event_is_appended(store: ArtifactStore):
+    store.append_event("live", {"i": 0})
+    assert store.wait_events("live", after=0, timeout=0.1) == [(1, {"i": 0})]  # already there: no wait
+    started = time.monotonic()
+    assert store.wait_events("live", after=1, timeout=0.3) == []  # nothing new: waits out the timeout
+    assert 0.25 <= time.monotonic() - started < 2
+    timer = threading.Timer(0.3, lambda: store.append_event("live", {"i": 1}))
+    timer.start()
+    started = time.monotonic()
+    assert store.wait_events("live", after=1, timeout=10) == [(2, {"i": 1})]
+    waited = time.monotonic() - started
+    assert 0.2 < waited < 2, f"woke after {waited:.2f}s"
+    timer.join()
+
+
+def test_stat_many_finds_and_pins_what_exists(store: ArtifactStore):
+    a, b, c = store.put("first", ttl=60), store.put("second", ttl=60), store.put("third", ttl=60)
+    missing = "sha256:" + "0" * 64
+    assert store.stat_many([a, missing, b.id], pin="run-s") == [a, None, b]
+    assert _ttl_of(store, a) is None and _ttl_of(store, b) is None  # pinned: no TTL while the run lives
+    ttl = _ttl_of(store, c)
+    assert ttl is not None and ttl > 30  # not asked for: untouched
+    assert store.stat_many([c]) == [c] and _ttl_of(store, c) is not None  # no pin= : no pin
+    assert store.stat_many([]) == []

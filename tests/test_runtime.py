@@ -305,3 +305,31 @@ def test_stats_are_json_friendly(tmp_path: Path) -> None:
     json.dumps(manager.stats())
     json.dumps([e.to_dict() for e in manager.events])
     assert manager.evict(model) == 1 and manager.resident() == []
+
+
+def test_concurrent_model_calls_divide_the_cpu_threads(tmp_path: Path) -> None:
+    a, b = _model_dirs(tmp_path, 2)
+    manager = ModelManager(device="cpu", cpu_threads=4)
+    loader = _linear_loader([])
+    inside: list[int] = []
+    both_in = threading.Barrier(2, timeout=10)
+
+    def worker(model: str) -> None:
+        with manager.use(model, "test", loader=loader):
+            both_in.wait()
+            inside.append(torch.get_num_threads())
+            both_in.wait()
+
+    original = torch.get_num_threads()
+    try:
+        with manager.use(a, "test", loader=loader):
+            assert torch.get_num_threads() == 4  # alone: all of them
+        threads = [threading.Thread(target=worker, args=(m,)) for m in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert inside == [2, 2]  # two at once: half each, never 2 x 4 threads on 4 cores
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(original)

@@ -3,7 +3,8 @@
 Layout under ``root``::
 
     blobs/ab/<hex>.json        the ArtifactRef, the writer's token, ``expires_at``
-    blobs/ab/<hex>.<token>     canonical bytes, written by that writer
+    blobs/ab/<hex>.<token>     canonical bytes, written by that writer (bytes up to
+                               ``inline_bytes`` ride in the .json document instead, base64)
     records/<ns>/<key>.json    {"value": ..., "expires_at": ...}
     events/<stream>.jsonl      one JSON event per line; line n is event n
     tmp/                       files being written (renamed into place)
@@ -16,6 +17,7 @@ lazily, when next touched. Every OS error becomes :class:`StoreUnavailable`.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import functools
 import json
@@ -37,6 +39,8 @@ from .store import ArtifactStore, PendingRef
 __all__ = ["LocalArtifactStore"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+INLINE_BYTES = 4096
+"""Artifacts up to this size live inside their ref document (one file per artifact, not two)."""
 
 
 def _translated(fn: F) -> F:
@@ -70,9 +74,17 @@ class LocalArtifactStore(ArtifactStore):
     {'a': 1}
     """
 
-    def __init__(self, root: str | os.PathLike[str] = ".orchestrator/artifacts", **kwargs: Any) -> None:
+    cheap_reads = True
+
+    def __init__(
+        self, root: str | os.PathLike[str] = ".orchestrator/artifacts", *, inline_bytes: int = INLINE_BYTES,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.root = Path(root)
+        self.inline_bytes = inline_bytes
+        self._blobs, self._tmpdir = str(self.root / "blobs"), str(self.root / "tmp")
+        self._made: set[str] = set()  # blobs/ab/ folders known to exist
         try:
             for sub in ("blobs", "records", "events", "tmp"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -87,6 +99,26 @@ class LocalArtifactStore(ArtifactStore):
         return f"LocalArtifactStore({str(self.root)!r})"
 
     # -------------------------------------------------- paths and helpers
+    def _refname(self, artifact_id: str) -> str:
+        hex_ = artifact_id[7:]
+        return f"{self._blobs}/{hex_[:2]}/{hex_}.json"
+
+    def _fanout_dir(self, artifact_id: str, *, again: bool = False) -> None:
+        """Make ``blobs/ab/`` once per process (not a mkdir and a stat on every put);
+        ``again`` after finding it gone (someone emptied the directory)."""
+        sub = artifact_id[7:9]
+        if again or sub not in self._made:
+            os.makedirs(f"{self._blobs}/{sub}", exist_ok=True)
+            self._made.add(sub)
+
+    def _link_ref(self, tmp: Path, artifact_id: str) -> None:
+        """Publish a ref document; raises FileExistsError when another writer was first."""
+        try:
+            os.link(tmp, self._refname(artifact_id))
+        except FileNotFoundError:
+            self._fanout_dir(artifact_id, again=True)
+            os.link(tmp, self._refname(artifact_id))
+
     def _refpath(self, artifact_id: str) -> Path:
         hex_ = artifact_id[7:]
         return self.root / "blobs" / hex_[:2] / f"{hex_}.json"
@@ -96,7 +128,7 @@ class LocalArtifactStore(ArtifactStore):
         return self.root / "blobs" / hex_[:2] / (f"{hex_}.{token}" if token else hex_)
 
     def _tmpfile(self, data: bytes | memoryview) -> Path:
-        fd, name = tempfile.mkstemp(dir=self.root / "tmp")
+        fd, name = tempfile.mkstemp(dir=self._tmpdir)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -119,7 +151,8 @@ class LocalArtifactStore(ArtifactStore):
 
     def _load_refdoc(self, artifact_id: str) -> dict[str, Any] | None:
         try:
-            doc = json.loads(self._refpath(artifact_id).read_bytes())
+            with open(self._refname(artifact_id), "rb") as f:  # plain strings: this runs on every access
+                doc = json.loads(f.read())
         except FileNotFoundError:
             return None
         except ValueError as exc:
@@ -133,6 +166,8 @@ class LocalArtifactStore(ArtifactStore):
     # -------------------------------------------------- artifacts
     @_translated
     def _write(self, pending: PendingRef, data: bytes, ttl: float | None) -> ArtifactRef:
+        if len(data) <= self.inline_bytes:
+            return self._write_inline(pending, data, ttl)
         tmp = self._tmpfile(data)  # while the hash is computed
         try:
             ref = pending.result()
@@ -141,14 +176,14 @@ class LocalArtifactStore(ArtifactStore):
                 return self._extend(ref.id, existing, ttl)
             token = uuid.uuid4().hex[:12]
             blob = self._blob(ref.id, token)
-            blob.parent.mkdir(exist_ok=True)
+            self._fanout_dir(ref.id, again=True)  # large blobs: one mkdir is nothing next to the write
             os.replace(tmp, blob)
         finally:
             tmp.unlink(missing_ok=True)
         doc = {"ref": ref.model_dump(mode="json"), "token": token, "expires_at": self._expires(ttl)}
         tmp = self._tmpfile(json.dumps(doc).encode())
         try:
-            os.link(tmp, self._refpath(ref.id))  # exclusive: the first writer wins
+            self._link_ref(tmp, ref.id)  # exclusive: the first writer wins
             return ref
         except FileExistsError:
             blob.unlink(missing_ok=True)
@@ -157,6 +192,34 @@ class LocalArtifactStore(ArtifactStore):
         existing = self._load_refdoc(ref.id)
         return self._extend(ref.id, existing, ttl) if existing is not None else self._write(pending, data, ttl)
 
+    def _write_inline(self, pending: PendingRef, data: bytes, ttl: float | None) -> ArtifactRef:
+        """A small artifact: its bytes ride in the ref document, one file written instead of two."""
+        ref = pending.result()
+        existing = self._load_refdoc(ref.id)
+        if existing is not None:
+            return self._extend(ref.id, existing, ttl)
+        doc = {"ref": ref.model_dump(mode="json"), "token": None, "inline": base64.b64encode(data).decode(),
+               "expires_at": self._expires(ttl)}
+        self._fanout_dir(ref.id)
+        tmp = self._tmpfile(json.dumps(doc).encode())
+        try:
+            self._link_ref(tmp, ref.id)  # exclusive: the first writer wins
+            return ref
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        existing = self._load_refdoc(ref.id)
+        return self._extend(ref.id, existing, ttl) if existing is not None else self._write_inline(pending, data, ttl)
+
+    def _blob_bytes(self, artifact_id: str, doc: dict[str, Any]) -> bytes:
+        if "inline" in doc:
+            return base64.b64decode(doc["inline"])
+        try:
+            return self._blob(artifact_id, doc.get("token")).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactNotFound("artifact was deleted while reading", artifact_id=artifact_id) from None
+
     def _extend(self, artifact_id: str, doc: dict[str, Any], ttl: float | None) -> ArtifactRef:
         """A repeated put: keep the first ref, make it live at least ``ttl`` more seconds (or forever)."""
         exp, new = doc.get("expires_at"), self._expires(ttl)
@@ -164,11 +227,13 @@ class LocalArtifactStore(ArtifactStore):
             self._set_expiry(artifact_id, new)
         return ArtifactRef.model_validate(doc["ref"])
 
-    def _set_expiry(self, artifact_id: str, expires_at: float | None) -> bool:
+    def _set_expiry(self, artifact_id: str, expires_at: float | None, *, keep_unchanged: bool = False) -> bool:
         with self._ref_lock:
             doc = self._load_refdoc(artifact_id)
             if doc is None:
                 return False
+            if keep_unchanged and doc.get("expires_at") == expires_at:  # pinning what never expires
+                return True
             doc["expires_at"] = expires_at
             self._replace(self._refpath(artifact_id), json.dumps(doc).encode())
             return True
@@ -178,17 +243,15 @@ class LocalArtifactStore(ArtifactStore):
         doc = self._load_refdoc(artifact_id)
         if doc is None:
             raise ArtifactNotFound("no such artifact (never stored, deleted or expired)", artifact_id=artifact_id)
-        try:
-            data = self._blob(artifact_id, doc.get("token")).read_bytes()
-        except FileNotFoundError:
-            raise ArtifactNotFound("artifact was deleted while reading", artifact_id=artifact_id) from None
-        return Modality(doc["ref"]["modality"]), data
+        return Modality(doc["ref"]["modality"]), self._blob_bytes(artifact_id, doc)
 
     @_translated
     def _read_range(self, artifact_id: str, start: int, end: int) -> bytes:
         doc = self._load_refdoc(artifact_id)
         if doc is None:
             raise ArtifactNotFound("no such artifact (never stored, deleted or expired)", artifact_id=artifact_id)
+        if "inline" in doc:
+            return self._blob_bytes(artifact_id, doc)[start : end + 1]
         try:
             with open(self._blob(artifact_id, doc.get("token")), "rb") as f:
                 f.seek(start)
@@ -212,12 +275,19 @@ class LocalArtifactStore(ArtifactStore):
         except ValueError:
             path.unlink(missing_ok=True)
             return True
-        self._blob(artifact_id, doc.get("token")).unlink(missing_ok=True)
+        if doc.get("token"):
+            self._blob(artifact_id, doc["token"]).unlink(missing_ok=True)
         return True
 
     @_translated
     def _expire(self, artifact_id: str, ttl: float | None) -> bool:
         return self._set_expiry(artifact_id, self._expires(ttl))
+
+    @_translated
+    def _keep(self, artifact_id: str) -> bool:
+        # a pin rewrites the ref document only when it had an expiry (inputs, outputs and
+        # cache hits are pinned on every run; most never expire)
+        return self._set_expiry(artifact_id, None, keep_unchanged=True)
 
     @_translated
     def _ids(self) -> list[str]:
@@ -240,8 +310,15 @@ class LocalArtifactStore(ArtifactStore):
     @_translated
     def put_record(self, namespace: str, key: str, value: dict[str, Any], *, ttl: float | None = None) -> None:
         path = self._record_path(namespace, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._replace(path, json.dumps({"value": value, "expires_at": self._expires(ttl)}).encode())
+        folder = f"records/{namespace}"
+        if folder not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(folder)
+        try:
+            self._replace(path, json.dumps({"value": value, "expires_at": self._expires(ttl)}).encode())
+        except FileNotFoundError:  # the folder was removed meanwhile
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._replace(path, json.dumps({"value": value, "expires_at": self._expires(ttl)}).encode())
 
     @_translated
     def get_record(self, namespace: str, key: str) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ Keys, under a configurable prefix ``p``::
     p pin:<run>                 set of the hex ids a run pins
     p pinned:<hex>              set of the runs pinning an artifact
     p rec:<ns>:<key>            a JSON record;  p recidx:<ns>  the namespace's key set
-    p ev:<stream>               an event log (a Redis list; entry n is event n)
+    p evs:<stream>              an event log (a Redis stream; entry id ``n-0`` is event n)
 
 A writer uploads its chunks under its own random token, so it can start before
 the content hash is known (hashing runs alongside, in a helper thread). A Lua
@@ -19,8 +19,9 @@ same TTL; if another writer won, it drops the upload. Data keys only ever appear
 complete, and a data key's name fixes its content (hash, chunk size, index), so
 a reader never sees a partial or mixed blob. A small artifact is read in one
 round trip (ref and data together). TTL changes and pins also run as scripts
-over every key of an artifact, so its keys expire together. Redis errors become
-:class:`~orchestrator.errors.StoreUnavailable`.
+over every key of an artifact, so its keys expire together. Event logs are
+streams, so a follower blocks on ``XREAD`` until the next event instead of
+polling. Redis errors become :class:`~orchestrator.errors.StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import redis
@@ -44,6 +45,7 @@ __all__ = ["RedisArtifactStore"]
 F = TypeVar("F", bound=Callable[..., Any])
 PROVISIONAL_TTL_MS = 3_600_000  # chunks of a writer that dies before publishing expire
 PIPELINE_BYTES = 16 << 20  # chunks sent per round trip: bounds what a pipeline holds
+EVENT_BLOCK_MAX_MS = 20_000  # a blocking event read returns before the socket timeout (30 s)
 
 # Lua helpers shared by the scripts: the keys of an artifact, and setting their TTL together.
 _LUA_LIB = """
@@ -143,6 +145,14 @@ return released
 """
 
 
+# KEYS[1] the event stream; ARGV[1] the event (JSON). Event n gets the entry id n-0; returns n.
+_APPEND = """
+local n = redis.call('XLEN', KEYS[1]) + 1
+redis.call('XADD', KEYS[1], n .. '-0', 'e', ARGV[1])
+return n
+"""
+
+
 def _translated(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(self: RedisArtifactStore, *args: Any, **kwargs: Any) -> Any:
@@ -174,6 +184,10 @@ def _zero_copy_packer() -> dict[str, Any]:
         return {}
     encoder = Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False)
     return {"command_packer": PythonRespSerializer(6000, encoder.encode)}
+
+
+def _entries(items: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[int, dict[str, Any]]]:
+    return [(int(entry_id.split(b"-")[0]), json.loads(fields[b"e"])) for entry_id, fields in items]
 
 
 def _ms(ttl: float | None) -> str:
@@ -233,7 +247,8 @@ class RedisArtifactStore(ArtifactStore):
         return json.loads(raw) if raw is not None else None
 
     def _load_scripts(self) -> None:
-        for name, src in (("publish", _PUBLISH), ("set_ttl", _SET_TTL), ("delete", _DELETE), ("pin", _PIN), ("unpin", _UNPIN)):
+        for name, src in (("publish", _PUBLISH), ("set_ttl", _SET_TTL), ("delete", _DELETE), ("pin", _PIN),
+                          ("unpin", _UNPIN), ("append", _APPEND)):
             self._sha[name] = self.r.script_load(src)
 
     def _script(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
@@ -242,8 +257,12 @@ class RedisArtifactStore(ArtifactStore):
         return (client or self.r).evalsha(self._sha[name], len(keys), *keys, *args)
 
     # -------------------------------------------------- artifacts
+    def _write_pinned(self, pending: PendingRef, data: bytes, run_id: str) -> ArtifactRef:
+        return self._write(pending, data, None, pin=run_id)
+
     @_translated
-    def _write(self, pending: PendingRef, data: bytes, ttl: float | None) -> ArtifactRef:
+    def _write(self, pending: PendingRef, data: bytes, ttl: float | None, pin: str | None = None) -> ArtifactRef:
+        """``pin``: also pin the artifact to that run, in the same round trip as the publish."""
         if not self._sha:
             self._load_scripts()
         n = max(1, -(-len(data) // self.chunk_bytes))
@@ -267,13 +286,18 @@ class RedisArtifactStore(ArtifactStore):
                         stored = self._stored(pending.result().id, ttl)
                         if stored is not None:
                             self._discard(tmp[: i + 1])
+                            if pin is not None:
+                                self._pin(pin, [stored.id])
                             return stored
             if not pending.done():
                 pipe.execute()  # send the rest now; publish once the id is known
             # 2. publish: rename the upload into place, or drop it if another writer won
             ref = pending.result()
             pipe.execute_command(*self._publish_command(ref, tmp, ttl))
-            existing = pipe.execute()[-1]
+            if pin is not None:
+                pipe.execute_command(*self._pin_command(pin, [ref.id]))
+            replies = pipe.execute()
+            existing = replies[-2] if pin is not None else replies[-1]
         except rexc.ResponseError:  # refused (OOM, a vanished upload): nothing was published
             self._discard(tmp)
             raise
@@ -355,6 +379,23 @@ class RedisArtifactStore(ArtifactStore):
         return ArtifactRef.model_validate(doc["ref"]) if doc else None
 
     @_translated
+    def stat_many(self, refs: Iterable[ArtifactRef | str], *, pin: str | None = None) -> list[ArtifactRef | None]:
+        ids = [normalize_id(r) for r in refs]
+        if not ids:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for artifact_id in ids:
+            pipe.get(self._k(artifact_id))
+        if pin is not None:  # pins only what exists: one round trip for both
+            pipe.execute_command(*self._pin_command(pin, ids))
+        replies = pipe.execute()
+        found = [ArtifactRef.model_validate(json.loads(raw)["ref"]) if raw is not None else None
+                 for raw in replies[: len(ids)]]
+        if pin is not None:
+            self._note_pins(pin, [i for i, ref in zip(ids, found, strict=True) if ref is not None])
+        return found
+
+    @_translated
     def _exists(self, artifact_id: str) -> bool:
         return bool(self.r.exists(self._k(artifact_id)))
 
@@ -388,8 +429,14 @@ class RedisArtifactStore(ArtifactStore):
     # -------------------------------------------------- pins (shared by every process on this Redis)
     @_translated
     def _pin(self, run_id: str, ids: list[str]) -> None:
+        self.r.execute_command(*self._pin_command(run_id, ids))
+
+    def _pin_command(self, run_id: str, ids: list[str]) -> tuple[Any, ...]:
+        if not self._sha:
+            self._load_scripts()
+        keys = [f"{self.prefix}pin:{run_id}"]
         args = [f"{self.prefix}art:", f"{self.prefix}pinned:", run_id, *(i[7:] for i in ids)]
-        self._script("pin", [f"{self.prefix}pin:{run_id}"], args)
+        return ("EVALSHA", self._sha["pin"], len(keys), *keys, *args)
 
     @_translated
     def _unpin(self, run_id: str) -> None:
@@ -435,18 +482,27 @@ class RedisArtifactStore(ArtifactStore):
         return [k for k, a in zip(keys, alive, strict=True) if a]
 
     # -------------------------------------------------- events
+    def _ev(self, stream: str) -> str:
+        return f"{self.prefix}evs:{stream}"
+
     @_translated
     def append_event(self, stream: str, event: dict[str, Any]) -> int:
-        return int(self.r.rpush(f"{self.prefix}ev:{stream}", json.dumps(event, separators=(",", ":"))))
+        return int(self._script("append", [self._ev(stream)], [json.dumps(event, separators=(",", ":"))]))
 
     @_translated
     def read_events(self, stream: str, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
-        raw = self.r.lrange(f"{self.prefix}ev:{stream}", after, -1)
-        return [(after + i + 1, json.loads(item)) for i, item in enumerate(raw)]
+        return _entries(self.r.xrange(self._ev(stream), min=f"{after + 1}-0"))
+
+    @_translated
+    def wait_events(self, stream: str, after: int = 0, timeout: float = 5.0) -> list[tuple[int, dict[str, Any]]]:
+        """Blocks on ``XREAD`` until an event after ``after`` is appended (by any process)."""
+        block_ms = max(1, min(int(timeout * 1000), EVENT_BLOCK_MAX_MS))
+        reply = self.r.xread({self._ev(stream): f"{after}-0"}, block=block_ms)
+        return _entries(reply[0][1]) if reply else []
 
     @_translated
     def expire_events(self, stream: str, ttl: float | None) -> None:
-        key = f"{self.prefix}ev:{stream}"
+        key = self._ev(stream)
         if ttl is None:
             self.r.persist(key)
         else:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -39,6 +40,7 @@ __all__ = ["ArtifactStore", "DecodedCache", "PendingRef", "PinSet"]
 Ref = ArtifactRef | str
 _MISSING: Any = object()
 
+EVENT_WAIT_STEP = 0.05  # wait_events of a backend that cannot block: seconds between reads
 OVERLAP_BYTES = 256 << 10  # from this size on, hash in a helper thread while the backend writes
 _hash_pool: ThreadPoolExecutor | None = None
 _hash_pool_lock = threading.Lock()
@@ -179,6 +181,10 @@ class ArtifactStore(ABC):
     'hello'
     """
 
+    cheap_reads: bool = False
+    """Whether looking up a record and a few refs is cheaper than a hand-off to a thread
+    (local files), so an event loop may do it inline."""
+
     def __init__(
         self,
         *,
@@ -247,6 +253,17 @@ class ArtifactStore(ABC):
     def read_events(self, stream: str, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
         """Events with a sequence number above ``after``, oldest first."""
 
+    def wait_events(self, stream: str, after: int = 0, timeout: float = 5.0) -> list[tuple[int, dict[str, Any]]]:
+        """Events after ``after``, waiting up to ``timeout`` seconds for the first if there is none
+        yet (``[]`` when none came). Redis blocks on the stream; this default checks every
+        ``EVENT_WAIT_STEP`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            items = self.read_events(stream, after)
+            if items or time.monotonic() >= deadline:
+                return items
+            time.sleep(min(EVENT_WAIT_STEP, max(0.0, deadline - time.monotonic())))
+
     @abstractmethod
     def expire_events(self, stream: str, ttl: float | None) -> None:
         """Let an event log expire ``ttl`` seconds from now (``None``: keep it)."""
@@ -273,8 +290,12 @@ class ArtifactStore(ABC):
         provenance: Provenance | dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
         ttl: float | None = None,
+        pin: str | None = None,
     ) -> ArtifactRef:
         """Store a Python object, or bytes of a declared modality; same bytes, same id.
+
+        ``pin=run_id`` stores it pinned to that run (as :meth:`pin` right after, without
+        giving it a TTL first).
 
         Everything is validated (and foreign formats converted) before anything is
         written, so a bad input leaves the store as it was. Media facts read off
@@ -297,8 +318,14 @@ class ArtifactStore(ABC):
         # 2. the ref: content id plus metadata
         pending = PendingRef(encoded.data, mod, self._meta(encoded.meta, meta, provenance))
         # 3. write (the first writer of an id wins) and keep the decoded object
-        stored = self._write(pending, encoded.data, ttl if ttl is not None else self.default_ttl)
-        if stored.modality is mod and encoded.obj is not None:  # None: not decoded (a video streamed through)
+        if pin is not None:
+            stored = self._write_pinned(pending, encoded.data, pin)
+            self._note_pins(pin, [stored.id])
+        else:
+            stored = self._write(pending, encoded.data, ttl if ttl is not None else self.default_ttl)
+        # same modality: the same bytes stored first as text, now put as JSON, keep the first;
+        # obj None: not decoded (a video streamed through)
+        if stored.modality is mod and encoded.obj is not None:
             self.cache.put(stored.id, encoded.obj)
         return stored
 
@@ -332,13 +359,14 @@ class ArtifactStore(ABC):
         """The decoded object; raises :class:`ArtifactNotFound`.
 
         Objects this process stored or loaded recently come from the in-process
-        cache (after a cheap check that the artifact still exists), so a consumer
-        does not decode again what a producer just encoded.
+        cache (after a cheap check that the artifact still exists, skipped while a
+        run of this process pins it), so a consumer does not decode again what a
+        producer just encoded.
         """
         artifact_id = normalize_id(ref)
         cached = self.cache.get(artifact_id, _MISSING)
         if cached is not _MISSING:
-            if self._exists(artifact_id):
+            if self._pinned_here(artifact_id) or self._exists(artifact_id):  # a live run's pin keeps it
                 return cached
             self.cache.discard(artifact_id)
             raise ArtifactNotFound("no such artifact (deleted or expired)", artifact_id=artifact_id)
@@ -354,6 +382,15 @@ class ArtifactStore(ABC):
         if info is None:
             raise ArtifactNotFound("no such artifact (never stored, deleted or expired)", artifact_id=artifact_id)
         return info
+
+    def stat_many(self, refs: Iterable[Ref], *, pin: str | None = None) -> list[ArtifactRef | None]:
+        """The stored refs (``None`` for each one missing); ``pin=run_id`` also pins those found,
+        in the same round trip where the backend allows."""
+        ids = [normalize_id(r) for r in refs]
+        found = [self._read_ref(i) for i in ids]
+        if pin is not None:
+            self.pin(pin, [i for i, ref in zip(ids, found, strict=True) if ref is not None])
+        return found
 
     def exists(self, ref: Ref) -> bool:
         try:
@@ -391,10 +428,22 @@ class ArtifactStore(ABC):
         ids = [normalize_id(r) for r in refs]
         if ids:
             self._pin(run_id, ids)
+            self._note_pins(run_id, ids)
 
     def unpin(self, run_id: str) -> None:
         """Release a run's pins: artifacts get the default TTL back, unless another run pins them."""
         self._unpin(run_id)
+        with self._pin_lock:
+            self._pins.pop(run_id, None)
+
+    def _note_pins(self, run_id: str, ids: Iterable[str]) -> None:
+        """Remember what live runs of this process pin (for every backend: :meth:`load` trusts it)."""
+        with self._pin_lock:
+            self._pins.setdefault(run_id, set()).update(ids)
+
+    def _pinned_here(self, artifact_id: str) -> bool:
+        with self._pin_lock:
+            return any(artifact_id in held for held in self._pins.values())
 
     @contextlib.contextmanager
     def pinned(self, run_id: str) -> Iterator[PinSet]:
@@ -406,11 +455,19 @@ class ArtifactStore(ABC):
             self.unpin(run_id)
 
     def _pin(self, run_id: str, ids: list[str]) -> None:
-        """In-process pin bookkeeping; a backend shared by processes overrides this pair."""
+        """Pins kept in this process; a backend shared by processes overrides this pair."""
         with self._pin_lock:
-            self._pins.setdefault(run_id, set()).update(ids)
             for artifact_id in ids:
-                self._expire(artifact_id, None)
+                if not any(artifact_id in held for held in self._pins.values()):  # else a live pin keeps it
+                    self._keep(artifact_id)
+
+    def _write_pinned(self, pending: PendingRef, data: bytes, run_id: str) -> ArtifactRef:
+        """:meth:`_write` with no TTL (pinned); a backend shared by processes also records the pin."""
+        return self._write(pending, data, None)
+
+    def _keep(self, artifact_id: str) -> bool:
+        """Remove an artifact's TTL for a pin; a backend may skip what has none."""
+        return self._expire(artifact_id, None)
 
     def _unpin(self, run_id: str) -> None:
         with self._pin_lock:

@@ -299,8 +299,11 @@ class ModelManager:
         cpu_offload: bool = False,
         on_event: Callable[[ModelEvent], None] | None = None,
         max_events: int = 1000,
+        cpu_threads: int | None = None,
     ) -> None:
         self.device = pick_device(device)
+        self.cpu_threads = cpu_threads  # None: torch's own count (OMP_NUM_THREADS, or every core), read on first use
+        self._computing = 0  # leases in their compute block now, sharing cpu_threads
         self.dtype = dtype
         self.memory_budget_bytes = int(memory_budget_bytes) if memory_budget_bytes else default_memory_budget(self.device)
         self.cpu_offload = cpu_offload
@@ -373,10 +376,7 @@ class ModelManager:
         holds the model's lock, since pipelines keep per-call state (scheduler steps)."""
         entry = self._entry(model, backend, task, dtype, options, loader, lease=True)
         try:
-            if exclusive:
-                with entry.lock:
-                    yield entry.obj
-            else:
+            with entry.lock if exclusive else contextlib.nullcontext(), self._share_threads():
                 yield entry.obj
         finally:
             with self._lock:
@@ -385,6 +385,27 @@ class ModelManager:
                 over = sum(e.bytes for e in self._entries.values()) > self.memory_budget_bytes
             if over:  # a lease kept us over budget: evict now that it ended
                 self._make_room(0, keep=entry.key)
+
+    @contextlib.contextmanager
+    def _share_threads(self) -> Iterator[None]:
+        """On CPU, divide ``cpu_threads`` among the model calls running at once: two concurrent
+        calls each starting one torch thread per core made both slower (oversubscription)."""
+        if not self.device.startswith("cpu"):
+            yield
+            return
+        import torch
+
+        with self._lock:
+            if self.cpu_threads is None:
+                self.cpu_threads = torch.get_num_threads()
+            self._computing += 1
+            torch.set_num_threads(max(1, self.cpu_threads // self._computing))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._computing -= 1
+                torch.set_num_threads(max(1, (self.cpu_threads or 1) // max(1, self._computing)))
 
     def _entry(self, model: str | ModelChoice, backend: str, task: str | None, dtype: str | None,
                options: Mapping[str, Any] | None, loader: Callable[..., Any] | None, *, lease: bool) -> _Resident:
@@ -576,13 +597,18 @@ _default_lock = threading.Lock()
 def get_model_manager() -> ModelManager:
     """The process-wide manager, built from the settings on first use."""
     global _default
+    if _default is not None:
+        return _default
+    from orchestrator.settings import get_settings
+
+    s = get_settings()
+    # built outside the lock: picking the device imports torch (seconds), and a thread that
+    # only needs the manager a moment later should not wait on the lock for that
+    manager = ModelManager(device=s.device, dtype=s.dtype, memory_budget_bytes=s.memory_budget_bytes,
+                           cpu_offload=s.cpu_offload, cpu_threads=s.torch_threads)
     with _default_lock:
         if _default is None:
-            from orchestrator.settings import get_settings
-
-            s = get_settings()
-            _default = ModelManager(device=s.device, dtype=s.dtype, memory_budget_bytes=s.memory_budget_bytes,
-                                    cpu_offload=s.cpu_offload)
+            _default = manager
         return _default
 
 

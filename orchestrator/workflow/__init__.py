@@ -5,8 +5,10 @@ from __future__ import annotations
 from . import events
 from ._builder import InputDecl, NodeDecl, OutputDecl, Workflow, WorkflowDoc
 from ._engine import CompiledWorkflow, GraphState, NodeResult, RunResult, cache_key, coerce_input
+from ._loop import CancelFlag
 
 __all__ = [
+    "CancelFlag",
     "CompiledWorkflow",
     "GraphState",
     "InputDecl",

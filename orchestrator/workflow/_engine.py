@@ -11,7 +11,9 @@ independent branches finish and dependents are skipped with a reason.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -41,12 +43,15 @@ from orchestrator.tool import ToolContext
 
 from . import events as ev
 from ._builder import Workflow
+from ._loop import CancelFlag, retire_pool, run_in_pool, run_sync, watch_cancel
 from ._validate import Plan, ResolvedNode, resolve
 
 __all__ = ["CompiledWorkflow", "NodeResult", "RunResult"]
 
 logger = logging.getLogger("orchestrator.workflow")
 CACHE_NAMESPACE = "nodecache"
+POOL_FACTOR = 4
+"""The shared pool for blocking tools has this many threads per ``max_workers`` (runs share it)."""
 
 Refs = ArtifactRef | list[ArtifactRef]
 
@@ -129,23 +134,93 @@ class _RunContext:
     seed: int | None
     emit: Callable[[Any], None]
     loop: asyncio.AbstractEventLoop | None
-    executor: ThreadPoolExecutor
+    pool_size: int
+    """Threads of the shared pool for blocking tools (see :func:`tool_pool`)."""
     cancel: threading.Event
     models: Any
     profile: Any
     settings: Any
     results: dict[str, NodeResult]
+    slots: asyncio.Semaphore | None = None
+    """Blocking calls of this run at once (``max_workers``); the pool is shared by runs."""
     finished: bool = False
     """Set when the run has returned; a blocking tool that outlived its timeout stores its
     outputs without pinning them to a run that is over."""
+    abandoned: set[ThreadPoolExecutor] = field(default_factory=set)
+    """Pools where a blocking call was left running (timeout or cancel): retired at the end."""
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set on the loop when ``cancel`` is set (by a watcher task), so nodes can await it."""
+    """Set on the loop when ``cancel`` is set, so nodes can await it."""
     llm: Any = None
     """The LLM client the run's text tools use (``ToolContext.llm``); None: the one the settings name."""
     node_executor: Any = None
     """Runs each node call (orchestrator.runtime.executors); ``None``: in-process."""
     provenance: dict[str, Any] = field(default_factory=dict)
     """Extra provenance for every output (a Ray replica adds ``replica``)."""
+    inflight: dict[asyncio.Future[Any], threading.Event] = field(default_factory=dict)
+    """Tool calls running now, with the flag that asks each to stop."""
+
+    def on_cancel(self) -> None:
+        """On the loop, once ``cancel`` is set: stop waiting for the calls in flight."""
+        self.cancelled.set()
+        for call, stop in list(self.inflight.items()):
+            stop.set()
+            call.cancel()
+
+
+class _NodeAction:
+    """One workflow node as a LangGraph node.
+
+    A small callable object rather than a closure: LangGraph inspects a node
+    function's annotations and the values it closes over when the graph is
+    built, which made compiling large workflows slow. Its ``__call__`` carries
+    no annotations and reaches no module globals, so there is nothing to inspect.
+    """
+
+    __slots__ = ("__name__", "compiled", "node")
+
+    def __init__(self, compiled: CompiledWorkflow, node: ResolvedNode) -> None:
+        self.compiled, self.node = compiled, node
+        self.__name__ = f"node_{node.id}"
+
+    async def __call__(self, state, config):  # type: ignore[no-untyped-def]  # see the class docstring
+        return await self.compiled._call_node(self.node, state, config)
+
+
+class _EventFeed:
+    """A run's events for :meth:`CompiledWorkflow.astream`, in seq order, woken without polling."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.items: collections.deque[Any] = collections.deque()
+        self._loop = loop
+        self._ready = asyncio.Event()
+        self._wake_lock = threading.Lock()
+        self._wake_scheduled = False
+
+    def pending(self) -> bool:
+        return bool(self.items)
+
+    def next(self) -> Any:
+        return self.items.popleft()
+
+    async def wait(self) -> None:
+        await self._ready.wait()
+        self._ready.clear()
+
+    def wake(self, from_thread: bool = False) -> None:
+        if not from_thread:
+            self._ready.set()
+            return
+        with self._wake_lock:  # one wake-up per burst of events from threads
+            if self._wake_scheduled:
+                return
+            self._wake_scheduled = True
+        self._loop.call_soon_threadsafe(self._woken)
+
+    def _woken(self) -> None:
+        with self._wake_lock:
+            self._wake_scheduled = False
+        self._ready.set()
+
 
 class CompiledWorkflow:
     """A validated workflow, ready to run; ``graph`` is the compiled LangGraph graph."""
@@ -156,9 +231,11 @@ class CompiledWorkflow:
         self.workflow = workflow
         self.registry = registry or default_registry
         self.settings = settings or get_settings()
-        self.plan: Plan = resolve(workflow, self.registry, settings=self.settings)
-        self.graph = self._build_graph()
-        self._embedded: tuple[ArtifactStore, ThreadPoolExecutor] | None = None  # see _default_context
+        with _gc_paused():  # compiling makes only long-lived objects: collecting meanwhile made it O(N^2)
+            self.plan: Plan = resolve(workflow, self.registry, settings=self.settings)
+            self.graph = self._build_graph()
+        self._embedded: ArtifactStore | None = None  # see _default_context
+        self._store: ArtifactStore | None = None  # the configured store, opened on first use
 
     @property
     def name(self) -> str:
@@ -186,14 +263,13 @@ class CompiledWorkflow:
         return builder.compile(name=self.name)
 
     def _node_fn(self, node: ResolvedNode) -> Callable[..., Any]:
-        async def run_node(state: GraphState, config: RunnableConfig) -> dict[str, Any]:
-            rc: _RunContext | None = (config or {}).get("configurable", {}).get("orchestrator_run")
-            if rc is None:  # embedded in someone else's LangGraph graph: defaults
-                rc = _default_context(self)
-            return await _execute_node(node, state, rc)
+        return _NodeAction(self, node)
 
-        run_node.__name__ = f"node_{node.id}"
-        return run_node
+    async def _call_node(self, node: ResolvedNode, state: GraphState, config: RunnableConfig) -> dict[str, Any]:
+        rc: _RunContext | None = (config or {}).get("configurable", {}).get("orchestrator_run")
+        if rc is None:  # embedded in someone else's LangGraph graph: defaults
+            rc = _default_context(self)
+        return await _execute_node(node, state, rc)
 
     def langgraph_config(self, *, store: ArtifactStore | None = None, cache: bool = True,
                          seed: int | None = None) -> dict[str, Any]:
@@ -209,38 +285,44 @@ class CompiledWorkflow:
     # -------------------------------------------------- running
     def run(self, inputs: dict[str, Any] | None = None, **options: Any) -> RunResult:
         """Run to completion (blocking). Options as for :meth:`arun`."""
-        coro = self.arun(inputs, **options)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coro)
-        with ThreadPoolExecutor(1) as pool:  # called from inside a running loop
-            return pool.submit(asyncio.run, coro).result()
+        return run_sync(lambda: self._run(inputs, **options))
 
     async def arun(self, inputs: dict[str, Any] | None = None, **options: Any) -> RunResult:
         """Run to completion; see :meth:`astream` for the options."""
-        result: RunResult | None = None
-        async for item in self._astream(inputs, **options):
-            if isinstance(item, RunResult):
-                result = item
-        assert result is not None
-        return result
+        return await self._run(inputs, **options)
 
     async def astream(self, inputs: dict[str, Any] | None = None, **options: Any) -> AsyncIterator[Any]:
         """Run and yield typed events as they happen (see :mod:`orchestrator.workflow.events`).
 
         Options: ``store`` (default: the configured store), ``cache`` (default True),
         ``seed`` (run seed; seeded tools derive a per-node seed from it), ``run_id``,
-        ``max_workers`` (threads for blocking tools), ``cancel`` (a ``threading.Event``
-        that cancels the run), ``on_event`` (a callback for every event), ``profile``
-        (a name or Profile for model-backed tools), ``models`` (a ModelManager; default:
-        the process-wide one, created on first use) and ``llm`` (the LLM client that text
-        tools such as ``summarization`` reach through ``ctx.llm``) and ``executor`` (``"local"``,
-        ``"ray"`` or a NodeExecutor; default: the ``executor`` setting).
+        ``max_workers`` (blocking tools of this run at once), ``cancel`` (a
+        ``threading.Event`` that cancels the run; a :class:`CancelFlag` wakes the run
+        at once, a plain event is noticed within ``CANCEL_POLL_SECONDS``), ``on_event``
+        (a callback for every event), ``profile`` (a name or Profile for model-backed
+        tools), ``models`` (a ModelManager; default: the process-wide one, created
+        on first use), ``llm`` (the LLM client that text tools such as ``summarization``
+        reach through ``ctx.llm``) and ``executor`` (``"local"``, ``"ray"`` or a
+        NodeExecutor; default: the ``executor`` setting).
         """
-        async for item in self._astream(inputs, **options):
-            if not isinstance(item, RunResult):
-                yield item
+        feed = _EventFeed(asyncio.get_running_loop())
+        task = asyncio.ensure_future(self._run(inputs, feed=feed, **options))
+        task.add_done_callback(lambda _: feed.wake())
+        try:
+            while True:
+                while feed.pending():
+                    yield feed.next()
+                if task.done():
+                    break
+                await feed.wait()
+            task.result()  # bad inputs raise here, as before any event
+            while feed.pending():
+                yield feed.next()
+        finally:
+            if not task.done():  # the consumer stopped early: cancel the run and let it clean up
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
 
     def stream(self, inputs: dict[str, Any] | None = None, **options: Any) -> Iterator[Any]:
         """The run's events, for blocking code. The run completes first, then the events are
@@ -249,7 +331,7 @@ class CompiledWorkflow:
         self.run(inputs, on_event=collected.append, **options)
         yield from collected
 
-    async def _astream(
+    async def _run(
         self,
         inputs: dict[str, Any] | None,
         *,
@@ -264,82 +346,75 @@ class CompiledWorkflow:
         models: Any = None,
         llm: Any = None,
         executor: Any = None,
-    ) -> AsyncIterator[Any]:
-        store = store or open_store(self.settings)
+        feed: _EventFeed | None = None,
+    ) -> RunResult:
+        store = store or self._default_store()
         node_executor = _node_executor(executor, self.settings)
         if node_executor is not None:  # e.g. Ray refuses a store its replicas cannot reach
             await asyncio.to_thread(node_executor.check_store, store)
         run_id = run_id or uuid.uuid4().hex
         started = time.perf_counter()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        seq = 0
         log: list[Any] = []
         seq_lock = threading.Lock()
         loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
 
         def emit(event: Any) -> None:
-            nonlocal seq
-            with seq_lock:
-                seq += 1
-                event.seq = seq
-            log.append(event)
+            with seq_lock:  # numbered and logged in one step: the log is in seq order
+                event.seq = len(log) + 1
+                log.append(event)
+                if feed is not None:
+                    feed.items.append(event)
             if on_event is not None:
                 on_event(event)
-            if threading.get_ident() == loop_thread:
-                queue.put_nowait(event)
-            else:
-                loop.call_soon_threadsafe(queue.put_nowait, event)
+            if feed is not None:
+                feed.wake(threading.get_ident() != loop_thread)
 
-        loop_thread = threading.get_ident()
-        refs = self._coerce_inputs(inputs or {}, store)  # raises before any node runs
+        try:  # inputs are stored pinned to the run; refs given by id are pinned below
+            refs = self._coerce_inputs(inputs or {}, store, pin=run_id)  # raises before any node runs
+        except BaseException:
+            store.unpin(run_id)
+            raise
         prof = _resolve_profile(profile)
-        executor = ThreadPoolExecutor(max_workers or self.settings.max_workers, thread_name_prefix=f"orch-{run_id[:6]}")
+        workers = max_workers or self.settings.max_workers
         rc = _RunContext(
-            run_id=run_id, store=store, cache=cache, seed=seed, emit=emit, loop=loop, executor=executor,
-            cancel=cancel or threading.Event(), models=models, profile=prof, settings=self.settings, results={},
-            llm=llm,
-            node_executor=node_executor,
+            run_id=run_id, store=store, cache=cache, seed=seed, emit=emit, loop=loop,
+            pool_size=max(workers, self.settings.max_workers) * POOL_FACTOR,
+            cancel=cancel if cancel is not None else CancelFlag(), models=models, profile=prof,
+            settings=self.settings, results={}, slots=asyncio.Semaphore(workers),
+            llm=llm, node_executor=node_executor,
         )
         emit(ev.RunStarted(run_id=run_id, workflow=self.name, nodes=list(self.plan.order),
                            executor=_executor_name(node_executor)))
         config = {"configurable": {"orchestrator_run": rc}, "recursion_limit": len(self.plan.nodes) + 10}
-        store.pin(run_id, [r for v in refs.values() for r in (v if isinstance(v, list) else [v])])
-        task = asyncio.create_task(self.graph.ainvoke({"inputs": refs}, config))
-        watcher = asyncio.create_task(_watch_cancel(rc))
+        store.pin(run_id, [r for name, r in refs.items() if _by_id(inputs, name)])
+        stop_watching = watch_cancel(rc.cancel, loop, rc.on_cancel)
         error: BaseException | None = None
         try:
-            while True:
-                getter = asyncio.create_task(queue.get())
-                done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    yield getter.result()
-                    continue
-                getter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await getter
-                break
-            try:
-                task.result()
-            except BaseException as exc:  # noqa: BLE001 - reported as run_failed
-                error = exc
-            while not queue.empty():
-                yield queue.get_nowait()
+            await self.graph.ainvoke({"inputs": refs}, config)
+        except asyncio.CancelledError:
+            rc.cancel.set()  # the caller cancelled us (Ctrl-C, a closed stream): nodes still running stop
+            rc.on_cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as run_failed
+            error = exc
         finally:
-            watcher.cancel()
-            if not task.done():
-                rc.cancel.set()
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+            stop_watching()
             rc.finished = True
-            executor.shutdown(wait=False, cancel_futures=True)
+            for pool in rc.abandoned:  # a blocking call outlived its node: keep its thread from later runs
+                retire_pool(pool)
             store.unpin(run_id)
         result = self._finish(rc, started, error)
         emit(_final_event(result))
-        while not queue.empty():
-            yield queue.get_nowait()
         result.events = log
-        yield result
+        return result
+
+    def _default_store(self) -> ArtifactStore:
+        """The configured store, opened once per compiled workflow (not once per run)."""
+        with _EMBEDDED_LOCK:
+            if self._store is None:
+                self._store = open_store(self.settings)
+            return self._store
 
     def _finish(self, rc: _RunContext, started: float, error: BaseException | None) -> RunResult:
         outputs: dict[str, Refs] = {}
@@ -375,7 +450,7 @@ class CompiledWorkflow:
         )
 
     # -------------------------------------------------- inputs
-    def _coerce_inputs(self, inputs: dict[str, Any], store: ArtifactStore) -> dict[str, Any]:
+    def _coerce_inputs(self, inputs: dict[str, Any], store: ArtifactStore, pin: str | None = None) -> dict[str, Any]:
         problems = []
         unknown = sorted(set(inputs) - set(self.plan.inputs))
         if unknown:
@@ -387,35 +462,38 @@ class CompiledWorkflow:
                     problems.append(f"input {name!r} ({decl.modality.value}) is missing")
                 continue
             try:
-                refs[name] = coerce_input(inputs[name], decl.modality, store)
+                refs[name] = coerce_input(inputs[name], decl.modality, store, pin=pin)
             except (ArtifactError, WorkflowInputError) as exc:
                 problems.append(f"input {name!r}: {exc}")
         if problems:
             raise WorkflowInputError("; ".join(problems), workflow=self.name)
         return refs
 
-def coerce_input(value: Any, modality: Modality, store: ArtifactStore) -> ArtifactRef:
-    """Turn a Python object, a file path or a ref/id into a stored ref of ``modality``."""
-    if isinstance(value, ArtifactRef) or (isinstance(value, str) and value.startswith("sha256:")):
+def coerce_input(value: Any, modality: Modality, store: ArtifactStore, *, pin: str | None = None) -> ArtifactRef:
+    """Turn a Python object, a file path or a ref/id into a stored ref of ``modality``
+    (what it stores is pinned to the run ``pin``; a ref or id is only looked up)."""
+    if _is_ref(value):
         ref = store.stat(value)
     elif isinstance(value, Path) or (isinstance(value, str) and modality is not Modality.TEXT):
         path = Path(value)
         if not path.is_file():
             raise WorkflowInputError(f"{str(value)[:200]!r} is not a file, an artifact id, or a {modality.value} object")
-        ref = store.put(path.read_bytes(), modality=modality)
+        ref = store.put(path.read_bytes(), modality=modality, pin=pin)
     elif isinstance(value, (bytes, bytearray)):
-        ref = store.put(bytes(value), modality=modality)
+        ref = store.put(bytes(value), modality=modality, pin=pin)
     else:
-        ref = store.put(value, modality=modality)
+        ref = store.put(value, modality=modality, pin=pin)
     if ref.modality is not modality:
         raise WorkflowInputError(f"expected {modality.value}, got a {ref.modality.value} artifact ({ref.id[:19]}…)")
     return ref
 
-async def _watch_cancel(rc: _RunContext) -> None:
-    """Mirror the thread-safe cancel flag into the loop's event."""
-    while not rc.cancel.is_set():
-        await asyncio.sleep(0.02)
-    rc.cancelled.set()
+def _is_ref(value: Any) -> bool:
+    return isinstance(value, ArtifactRef) or (isinstance(value, str) and value.startswith("sha256:"))
+
+
+def _by_id(inputs: dict[str, Any] | None, name: str) -> bool:
+    """Whether input ``name`` was given as a ref or id (not stored, so not pinned, by coercing it)."""
+    return _is_ref((inputs or {}).get(name))
 
 
 def _final_event(result: RunResult) -> Any:
@@ -457,22 +535,32 @@ def _resolve_profile(profile: Any) -> Any:
 
 def _default_context(compiled: CompiledWorkflow) -> _RunContext:
     """The context of a graph embedded in someone else's LangGraph graph (no run of ours):
-    the configured store and one thread pool per compiled workflow, made once."""
+    the configured store and the shared pool for blocking tools."""
     with _EMBEDDED_LOCK:
         shared = compiled._embedded
         if shared is None:
-            shared = compiled._embedded = (
-                open_store(compiled.settings),
-                ThreadPoolExecutor(compiled.settings.max_workers, thread_name_prefix="orch-embedded"),
-            )
+            shared = compiled._embedded = compiled._default_store()
     return _RunContext(
-        run_id=uuid.uuid4().hex, store=shared[0], cache=True, seed=None, emit=lambda e: None,
-        loop=None, executor=shared[1], cancel=threading.Event(), models=None, profile=None,
+        run_id=uuid.uuid4().hex, store=shared, cache=True, seed=None, emit=lambda e: None,
+        loop=None, pool_size=compiled.settings.max_workers * POOL_FACTOR, cancel=threading.Event(),
+        models=None, profile=None,
         settings=compiled.settings, results={},
     )
 
 
-_EMBEDDED_LOCK = threading.Lock()
+_EMBEDDED_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a burst of allocations that all stay alive."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 # ------------------------------------------------------------------ one node
 
@@ -496,7 +584,7 @@ def cache_key(node: ResolvedNode, seed: int | None, input_ids: dict[str, Any], m
     doc = {
         "tool": node.tool.name,
         "version": node.tool.spec.version,
-        "params": node.params.model_dump(mode="json"),
+        "params": node.params_json,
         "seed": seed,
         "inputs": input_ids,
         "model": model,
@@ -553,9 +641,11 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
     cacheable = rc.cache and node.tool.spec.cacheable and fixed
     key = cache_key(node, seed, input_ids, _resolved_model(node, rc)) if cacheable else None
     if key is not None:
-        hit = await asyncio.to_thread(_cache_lookup, rc.store, key)
+        if rc.store.cheap_reads:  # a few small file reads: less than a trip to a thread
+            hit = _cache_lookup(rc.store, key, rc.run_id)
+        else:
+            hit = await asyncio.to_thread(_cache_lookup, rc.store, key, rc.run_id)
         if hit is not None:
-            rc.store.pin(rc.run_id, _flat(hit.values()))
             rc.emit(ev.NodeCached(run_id=rc.run_id, node=node.id, outputs=hit))
             return finish("cached", hit)
 
@@ -568,8 +658,10 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
             break
         rc.emit(ev.NodeStarted(run_id=rc.run_id, node=node.id, tool=node.tool.name, attempt=attempt))
         try:
-            call = rc.node_executor.call if rc.node_executor is not None else _call_tool
-            stored = await call(node, refs, seed, input_ids, rc)
+            if rc.node_executor is not None:
+                stored = await rc.node_executor.call(node, refs, seed, input_ids, rc, cache_key=key)
+            else:
+                stored = await _call_tool(node, refs, seed, input_ids, rc, cache_key=key)
         except asyncio.CancelledError:
             rc.emit(ev.NodeFailed(run_id=rc.run_id, node=node.id, error={"type": "RunCancelled", "message": "cancelled"}))
             return finish("cancelled", error="run cancelled")
@@ -580,9 +672,6 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
                 await asyncio.sleep(node.retry_delay * 2 ** (attempt - 1))
             continue
         seconds = time.perf_counter() - started
-        if key is not None:
-            record = {k: [x.id for x in r] if isinstance(r, list) else r.id for k, r in stored.items()}
-            await asyncio.to_thread(rc.store.put_record, CACHE_NAMESPACE, key, record)
         rc.emit(ev.NodeFinished(run_id=rc.run_id, node=node.id, outputs=stored, seconds=seconds))
         return finish("succeeded", stored, seconds=seconds)
 
@@ -617,14 +706,13 @@ def _error_info(exc: BaseException, node: ResolvedNode) -> dict[str, Any]:
     return {"type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}", "node": node.id}
 
 async def _call_tool(
-    node: ResolvedNode, refs: dict[str, Any], seed: int | None, input_ids: dict[str, Any], rc: _RunContext
+    node: ResolvedNode, refs: dict[str, Any], seed: int | None, input_ids: dict[str, Any], rc: _RunContext,
+    *, cache_key: str | None = None,
 ) -> dict[str, Refs]:
-    """Load inputs, run the tool, store its outputs. A blocking tool and the storing of
-    its outputs share one trip to the thread pool."""
+    """Load inputs, run the tool, store its outputs (and the cache entry under ``cache_key``).
+    A blocking tool makes one trip to the thread pool for all of it; an async tool runs on
+    the loop between two."""
     store = rc.store
-    decoded: dict[str, Any] = {}
-    for port, value in refs.items():
-        decoded[port] = [await store.aload(r) for r in value] if isinstance(value, list) else await store.aload(value)
 
     def on_progress(step: int, total: int, message: str | None) -> None:
         rc.emit(ev.NodeProgress(run_id=rc.run_id, node=node.id, step=step, total=total, message=message))
@@ -636,32 +724,56 @@ async def _call_tool(
         provenance=dict(rc.provenance),
     )
     t = node.tool
-    kwargs = t._kwargs(decoded, node.params, ctx)
+
+    def store_all(outputs: dict[str, Any]) -> dict[str, Refs]:
+        stored = _store_outputs(node, outputs, seed, input_ids, rc, ctx.provenance)
+        if cache_key is not None and not attempt_cancel.is_set():  # a timed-out call caches nothing
+            _cache_store(store, cache_key, stored)
+        return stored
+
     if t.is_async:
 
         async def call_async() -> dict[str, Refs]:
-            outputs = t._outputs(await t.fn(**kwargs))
-            return await asyncio.to_thread(_store_outputs, node, outputs, seed, input_ids, rc, ctx.provenance)
+            decoded = await asyncio.to_thread(_load_inputs, store, refs) if refs else {}
+            outputs = t._outputs(await t.fn(**t._kwargs(decoded, node.params, ctx)))
+            return await asyncio.to_thread(store_all, outputs)
 
-        call = asyncio.ensure_future(call_async())
+        call: asyncio.Future[dict[str, Refs]] = asyncio.ensure_future(call_async())
     else:
-        call = asyncio.get_running_loop().run_in_executor(
-            rc.executor, lambda: _store_outputs(node, t._outputs(t.fn(**kwargs)), seed, input_ids, rc, ctx.provenance)
-        )
-    cancel_wait = asyncio.ensure_future(rc.cancelled.wait())
+
+        def call_blocking() -> dict[str, Refs]:
+            kwargs = t._kwargs(_load_inputs(store, refs), node.params, ctx)
+            return store_all(t._outputs(t.fn(**kwargs)))
+
+        if rc.slots is not None:
+            await rc.slots.acquire()
+        try:
+            call, pool = run_in_pool(rc.pool_size, call_blocking)
+        except BaseException:
+            if rc.slots is not None:
+                rc.slots.release()
+            raise
+        if rc.slots is not None:
+            call.add_done_callback(lambda _: rc.slots.release())  # type: ignore[union-attr]
+    rc.inflight[call] = attempt_cancel
     try:
-        done, _ = await asyncio.wait({call, cancel_wait}, timeout=node.timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        cancel_wait.cancel()
-    if call not in done:
+        if rc.cancelled.is_set():
+            rc.on_cancel()
+        return await (call if node.timeout is None else asyncio.wait_for(call, node.timeout))
+    except (asyncio.CancelledError, asyncio.TimeoutError):
         # a blocking tool cannot be killed: it sees ctx.cancelled, and whatever it returns
         # after this is stored but belongs to no node
         attempt_cancel.set()
         call.cancel()
-        if cancel_wait in done:
-            raise asyncio.CancelledError
-        raise asyncio.TimeoutError
-    return call.result()
+        if not t.is_async:
+            rc.abandoned.add(pool)
+        raise
+    finally:
+        rc.inflight.pop(call, None)
+
+
+def _load_inputs(store: ArtifactStore, refs: dict[str, Any]) -> dict[str, Any]:
+    return {port: [store.load(r) for r in v] if isinstance(v, list) else store.load(v) for port, v in refs.items()}
 
 
 def _store_outputs(
@@ -672,22 +784,26 @@ def _store_outputs(
     extra = dict(extra or {})
     provenance = Provenance(
         tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id,
-        params=node.params.model_dump(mode="json"), inputs=input_ids,
+        params=dict(node.params_json), inputs=input_ids,
         **{"model": getattr(node.params, "model", None), "seed": seed, **extra},
     )
+
+    put_ids: set[str] = set()
 
     def put(port_name: str, value: Any, modality: Modality) -> ArtifactRef:
         if isinstance(value, ArtifactRef):
             ref = value
         else:
             try:
-                ref = rc.store.put(value, modality=modality, provenance=provenance)
+                ref = rc.store.put(value, modality=modality, provenance=provenance, pin=pin)
+                put_ids.add(ref.id)
             except ArtifactError as exc:
                 raise ToolError(f"output {port_name!r} could not be stored: {exc}", tool=node.tool.name) from exc
         if ref.modality is not modality:
             raise ToolError(f"output {port_name!r} is {ref.modality.value}, declared {modality.value}", tool=node.tool.name)
         return ref
 
+    pin = None if rc.finished else rc.run_id  # a call that outlived its run pins nothing
     stored: dict[str, Refs] = {}
     for port_name, value in outputs.items():
         port = node.tool.spec.output(port_name)
@@ -698,8 +814,9 @@ def _store_outputs(
             stored[port_name] = [put(port_name, v, port.modality) for v in value]
         else:
             stored[port_name] = put(port_name, value, port.modality)
-    if not rc.finished:
-        rc.store.pin(rc.run_id, _flat(stored.values()))
+    passed_through = [r for r in _flat(stored.values()) if r.id not in put_ids]  # refs a tool returned as they were
+    if passed_through and not rc.finished:
+        rc.store.pin(rc.run_id, passed_through)
     return stored
 
 
@@ -710,14 +827,21 @@ def _flat(values: Any) -> list[ArtifactRef]:
     return out
 
 
-def _cache_lookup(store: ArtifactStore, key: str) -> dict[str, Refs] | None:
+def _cache_lookup(store: ArtifactStore, key: str, run_id: str) -> dict[str, Refs] | None:
+    """The outputs cached under ``key``, pinned to the run; ``None`` when any is gone."""
     record = store.get_record(CACHE_NAMESPACE, key)
     if not record:
         return None
+    ids = [i for v in record.values() for i in (v if isinstance(v, list) else [v])]
     try:
-        return {
-            port: [store.stat(i) for i in ids] if isinstance(ids, list) else store.stat(ids)
-            for port, ids in record.items()
-        }
-    except ArtifactError:  # an output expired or was deleted: run again
+        found = dict(zip(ids, store.stat_many(ids, pin=run_id), strict=True))
+    except ArtifactError:  # not an artifact id at all: run again
         return None
+    if any(ref is None for ref in found.values()):  # an output expired or was deleted: run again
+        return None
+    return {port: [found[i] for i in v] if isinstance(v, list) else found[v] for port, v in record.items()}
+
+
+def _cache_store(store: ArtifactStore, key: str, stored: dict[str, Refs]) -> None:
+    record = {k: [x.id for x in r] if isinstance(r, list) else r.id for k, r in stored.items()}
+    store.put_record(CACHE_NAMESPACE, key, record)

@@ -6,6 +6,7 @@ once as one :class:`~orchestrator.errors.WorkflowValidationError`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,11 @@ class ResolvedNode:
     retry_delay: float = 0.0
     timeout: float | None = None
     deps: set[str] = field(default_factory=set)
+
+    @functools.cached_property
+    def params_json(self) -> dict[str, Any]:
+        """``params`` as JSON data, dumped once (cache keys and provenance of every run use it)."""
+        return self.params.model_dump(mode="json")
 
 
 @dataclass
@@ -292,17 +298,22 @@ def _source(
 
 
 def _toposort(nodes: dict[str, ResolvedNode], problems: list[str]) -> list[str]:
-    indegree = {n: len(r.deps & nodes.keys()) for n, r in nodes.items()}
+    """Kahn's algorithm over a reverse index (O(N + E)), in declaration order where free."""
+    dependents: dict[str, list[str]] = {n: [] for n in nodes}
+    indegree: dict[str, int] = {}
+    for n, r in nodes.items():
+        deps = r.deps & nodes.keys()
+        indegree[n] = len(deps)
+        for d in deps:
+            dependents[d].append(n)
     order = [n for n, d in indegree.items() if d == 0]
     i = 0
     while i < len(order):
-        current = order[i]
+        for n in dependents[order[i]]:
+            indegree[n] -= 1
+            if indegree[n] == 0:
+                order.append(n)
         i += 1
-        for n, r in nodes.items():
-            if current in r.deps:
-                indegree[n] -= 1
-                if indegree[n] == 0:
-                    order.append(n)
     if len(order) < len(nodes):
         cyclic = sorted(set(nodes) - set(order))
         problems.append(f"cycle among nodes {cyclic}")

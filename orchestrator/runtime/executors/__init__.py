@@ -65,7 +65,9 @@ class NodeExecutor(Protocol):
         ...
 
     async def call(self, node: ResolvedNode, refs: dict[str, Refs], seed: int | None, input_ids: dict[str, Any],
-                   rc: _RunContext) -> dict[str, Refs]: ...
+                   rc: _RunContext, *, cache_key: str | None = None) -> dict[str, Refs]:
+        """Run one attempt; on success store the node-cache entry under ``cache_key`` (if given)."""
+        ...
 
 
 class LocalExecutor:
@@ -77,10 +79,10 @@ class LocalExecutor:
         return None
 
     async def call(self, node: ResolvedNode, refs: dict[str, Refs], seed: int | None, input_ids: dict[str, Any],
-                   rc: _RunContext) -> dict[str, Refs]:
+                   rc: _RunContext, *, cache_key: str | None = None) -> dict[str, Refs]:
         from orchestrator.workflow._engine import _call_tool
 
-        return await _call_tool(node, refs, seed, input_ids, rc)
+        return await _call_tool(node, refs, seed, input_ids, rc, cache_key=cache_key)
 
 
 _SHARED: dict[tuple[Any, ...], RayExecutor] = {}

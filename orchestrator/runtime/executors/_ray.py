@@ -197,14 +197,14 @@ class RayExecutor:
         return group.name if group is not None else None
 
     async def call(self, node: ResolvedNode, refs: dict[str, Refs], seed: int | None, input_ids: dict[str, Any],
-                   rc: _RunContext) -> dict[str, Refs]:
+                   rc: _RunContext, *, cache_key: str | None = None) -> dict[str, Refs]:
         """Run one node attempt on its group's deployment; progress reaches ``rc.emit`` as it comes."""
         from orchestrator.workflow import events as ev
-        from orchestrator.workflow._engine import _call_tool, _flat
+        from orchestrator.workflow._engine import _cache_store, _call_tool, _flat
 
         group = self.group_for(node.tool.name)
         if group is None:
-            return await _call_tool(node, refs, seed, input_ids, rc)
+            return await _call_tool(node, refs, seed, input_ids, rc, cache_key=cache_key)
         if not self._handles:
             await asyncio.to_thread(self.start)
         model_id = _model_id(node, rc)
@@ -243,6 +243,8 @@ class RayExecutor:
             raise ExecutorError(f"the {group!r} deployment lost the call ({type(exc).__name__}): {_first_line(exc)}",
                                 node=node.id) from exc
         rc.store.pin(rc.run_id, _flat(stored.values()))
+        if cache_key is not None:
+            await asyncio.to_thread(_cache_store, rc.store, cache_key, stored)
         return stored
 
     async def stats(self, group: str) -> dict[str, Any]:

@@ -40,6 +40,9 @@ BATCHED_TOOLS = frozenset({"image.generate"})
 
 Item = tuple[str, Any]
 
+REPLICA_THREADS = 8
+"""Threads a replica runs blocking calls on (node calls and batched generation)."""
+
 
 class _ModelHold:
     """What ``@serve.multiplexed`` keeps per model id; dropping it evicts the model here too."""
@@ -71,7 +74,7 @@ class ToolReplica:
         self.replica = f"{ctx.deployment}#{ctx.replica_tag}"
         self.pid = os.getpid()
         self._stores = StoreCache()
-        self._threads = ThreadPoolExecutor(8, thread_name_prefix="orch-replica")
+        self._threads = ThreadPoolExecutor(REPLICA_THREADS, thread_name_prefix="orch-replica")
         self._counts = {"calls": 0, "pipeline_calls": 0, "batches": 0, "batched_calls": 0, "largest_batch": 0}
         if self.group.batch is not None:
             self._batch.set_max_batch_size(self.group.batch.max_batch_size)
@@ -115,7 +118,7 @@ class ToolReplica:
 
         return _RunContext(
             run_id=call.run_id, store=self._stores.get(call.store), cache=False, seed=call.seed,
-            emit=emit or (lambda _e: None), loop=loop, executor=self._threads, cancel=threading.Event(),
+            emit=emit or (lambda _e: None), loop=loop, pool_size=REPLICA_THREADS, cancel=threading.Event(),
             models=None, profile=call.profile, settings=call.settings, results={}, finished=True,
             provenance={"replica": self.replica},
         )

@@ -1,0 +1,130 @@
+"""A one-node workflow around a tiny model against the bare model call (not a test).
+
+Text-to-image (``image.generate`` on the tiny zoo's diffusers pipeline) and
+captioning (``image.caption`` on the tiny BLIP), warm, cache off, on both stores:
+the median time of a one-node workflow run against the median time of calling the
+loaded pipeline / model directly with the same settings, rounds taken alternately in
+one process (goal: ours/bare <= 1.05).
+
+    .venv/bin/python bench/bench_model_node.py [--rounds 15] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from orchestrator import LocalArtifactStore, RedisArtifactStore  # noqa: E402
+from orchestrator.registry import get_tool  # noqa: E402
+from orchestrator.runtime import ModelManager, build_zoo, get_profile  # noqa: E402
+from orchestrator.workflow import Workflow  # noqa: E402
+
+
+def bare_text_to_image(manager: ModelManager, profile: Any) -> Callable[[int], Any]:
+    import torch
+
+    choice = profile.resolve("text-to-image", tool="image.generate")
+    opts = {"num_inference_steps": int(choice.option("steps", 25)), "guidance_scale": float(choice.option("guidance", 7.5)),
+            "width": choice.option("width"), "height": choice.option("height")}
+
+    def call(seed: int) -> Any:
+        with manager.use(choice, "diffusers.text2img") as pipe:
+            return pipe(prompt=["a lighthouse at dusk"], generator=[torch.Generator().manual_seed(seed)],
+                        output_type="pil", **opts).images[0]
+
+    return call
+
+
+def bare_caption(manager: ModelManager, profile: Any, photo: Image.Image) -> Callable[[int], Any]:
+    import torch
+
+    choice = profile.resolve("image-to-text", tool="image.caption")
+    max_tokens = int(choice.option("max_tokens", 30))
+
+    def call(seed: int) -> Any:
+        with manager.use(choice, "transformers.image-to-text") as (model, processor):
+            inputs = processor(images=[photo], return_tensors="pt")
+            with torch.inference_mode():
+                out = model.generate(**inputs, max_new_tokens=max_tokens, num_beams=1, do_sample=False)
+            return processor.batch_decode(out, skip_special_tokens=True)[0].strip()
+
+    return call
+
+
+def one_node(tool: str, port: str, modality: str) -> Workflow:
+    wf = Workflow(f"one-{tool}").add_input(port, modality).add_node("n", tool, inputs={port: port})
+    out = "image" if tool == "image.generate" else "text"
+    return wf.add_output("out", f"n.{out}")
+
+
+def compare(label: str, bare: Callable[[int], Any], ours: Callable[[int], Any], rounds: int) -> float:
+    bare(0), ours(0)  # warm: load, first call
+    tb, to = [], []
+    for r in range(1, rounds + 1):
+        t0 = time.perf_counter()
+        bare(r)
+        tb.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ours(r)
+        to.append(time.perf_counter() - t0)
+    b, o = statistics.median(tb) * 1e3, statistics.median(to) * 1e3
+    print(f"  {label:38s} bare {b:7.2f} ms   one-node workflow {o:7.2f} ms   -> {o / b:.3f}x (goal <= 1.05)")
+    return o / b
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--redis", default=os.environ.get("ORCHESTRATOR_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    args = ap.parse_args()
+    import torch
+
+    get_tool("image.caption"), get_tool("image.generate")
+    from tools._encoding import register_backends
+
+    register_backends()  # the encoders' model backends (the tools register them on first call)
+    profile = get_profile("tiny")
+    build_zoo(["tiny-sd", "tiny-blip-caption"])
+    manager = ModelManager(device="cpu", cpu_threads=args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"(machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; torch {torch.get_num_threads()} "
+          f"threads; medians of {args.rounds} alternating rounds)")
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    t2i = one_node("image.generate", "text", "text").compile()
+    cap = one_node("image.caption", "image", "image").compile()
+    with tempfile.TemporaryDirectory() as tmp:
+        stores: list[tuple[str, Any]] = [("local", LocalArtifactStore(tmp))]
+        try:
+            r = RedisArtifactStore(args.redis, prefix=f"bench:{uuid.uuid4().hex[:8]}:")
+            r.ping()
+            stores.append(("redis", r))
+        except Exception as exc:  # noqa: BLE001 - the bench still runs on the local store
+            print(f"(redis at {args.redis} unavailable: {exc}; local store only)")
+        for label, store in stores:
+            photo_ref = store.put(photo)
+            run = {"store": store, "cache": False, "models": manager, "profile": profile}
+            compare(f"[{label}] text-to-image", bare_text_to_image(manager, profile),
+                    lambda s: t2i.run({"text": "a lighthouse at dusk"}, seed=s, **run), args.rounds)
+            compare(f"[{label}] captioning", bare_caption(manager, profile, photo),
+                    lambda s: cap.run({"image": photo_ref}, **run), args.rounds)
+            if isinstance(store, RedisArtifactStore):
+                store.clear_prefix()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Light REST runs per second at 1 / 4 / 16 clients, and Redis commands per run (not a test).
+
+Starts ``orchestrator serve`` (Redis-backed when Redis answers, as ``bench_server.py``
+does), then for each client count runs a closed loop for ``--seconds``: every client
+posts a one-node text workflow (``POST /v1/runs``), follows its event stream (SSE)
+to the end, and posts the next. Prints runs/s per client count and the ratio 4/1
+(goal: >= 300 runs/s on 2 cores, and rising from 1 to 4 clients). With Redis, a
+MONITOR connection counts the commands the server sends per run (by its key prefix),
+split into those a client sent and those Lua scripts ran.
+
+    .venv/bin/python bench/bench_server_clients.py [--seconds 10] [--clients 1 4 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_server import Server, _redis_url, rest_workflow  # noqa: E402
+
+
+async def closed_loop(url: str, clients: int, seconds: float) -> tuple[int, int]:
+    done = failed = 0
+    deadline = time.monotonic() + seconds
+
+    async def client_loop(k: int) -> None:
+        nonlocal done, failed
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            i = 0
+            while time.monotonic() < deadline:
+                ok = await rest_workflow(client, k * 1_000_000 + i)
+                done += ok
+                failed += not ok
+                i += 1
+
+    await asyncio.gather(*(client_loop(k) for k in range(clients)))
+    return done, failed
+
+
+def count_commands(redis_url: str, prefix: str, url: str, runs: int) -> tuple[float, float, dict[str, float]]:
+    import redis
+
+    counts: collections.Counter[str] = collections.Counter()
+    ready, marker = threading.Event(), f"{prefix}STOP"
+
+    def monitor() -> None:
+        with redis.Redis.from_url(redis_url).monitor() as m:
+            ready.set()
+            for cmd in m.listen():
+                text = cmd["command"]
+                if marker in text:
+                    return
+                if prefix in text:
+                    lua = cmd.get("client_type") == "lua"
+                    counts[("lua:" if lua else "") + text.split()[0].upper()] += 1
+
+    thread = threading.Thread(target=monitor, daemon=True)
+    thread.start()
+    ready.wait(5)
+    time.sleep(0.2)
+    asyncio.run(closed_loop_n(url, runs))
+    time.sleep(1.0)  # the server finishes its bookkeeping
+    redis.Redis.from_url(redis_url).get(marker)
+    thread.join(5)
+    sent = sum(v for k, v in counts.items() if not k.startswith("lua:"))
+    in_lua = sum(v for k, v in counts.items() if k.startswith("lua:"))
+    return sent / runs, in_lua / runs, {k: round(v / runs, 1) for k, v in counts.most_common() if not k.startswith("lua:")}
+
+
+async def closed_loop_n(url: str, runs: int) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        for i in range(runs):
+            await rest_workflow(client, i)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--concurrency", type=int, default=4, help="server workers (max_concurrent_runs)")
+    ap.add_argument("--local", action="store_true", help="the embedded directory store, even if Redis answers")
+    args = ap.parse_args()
+    import os
+
+    redis_url = None if args.local else _redis_url()
+    srv = Server(redis_url, args.concurrency, 4096)
+    print(f"(machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; store: "
+          f"{'redis' if redis_url else 'directory'}; {args.seconds:.0f} s per client count)")
+    try:
+        asyncio.run(closed_loop(srv.url, 2, 2.0))  # warm up
+        rates = {}
+        for clients in args.clients:
+            done, failed = asyncio.run(closed_loop(srv.url, clients, args.seconds))
+            rates[clients] = done / args.seconds
+            print(f"  {clients:3d} clients: {rates[clients]:7.1f} runs/s ({failed} failed)")
+        if 1 in rates and 4 in rates:
+            print(f"  4 clients / 1 client: {rates[4] / rates[1]:.2f}x (goal: > 1, and >= 300 runs/s)")
+        if redis_url:
+            sent, in_lua, top = count_commands(redis_url, srv.prefix, srv.url, 50)
+            print(f"  Redis commands per run: {sent:.1f} sent by the server, {in_lua:.1f} more run inside scripts; {top}")
+    finally:
+        srv.close()
+
+
+if __name__ == "__main__":
+    main()

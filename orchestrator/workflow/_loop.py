@@ -1,0 +1,199 @@
+"""What runs share: event loops for blocking callers, tool threads, the cancel bridge.
+
+A run used to make its own event loop, thread pool and a task polling the cancel
+flag. These live once per process (loops once per calling thread) instead:
+
+- :func:`run_sync` runs a coroutine from blocking code on the calling thread's own
+  loop, kept between runs (so the loop's default executor and its threads are reused).
+- :func:`tool_pool` is the pool of threads for blocking tools, one per size. A run
+  that leaves a call behind (a timed-out tool cannot be killed) retires the pool,
+  so a stuck tool never takes a thread from later runs.
+- :class:`CancelFlag` is a ``threading.Event`` that tells the loops waiting on it the
+  moment it is set. A plain ``threading.Event`` still works: one shared watcher
+  thread checks those (every ``CANCEL_POLL_SECONDS``), never the runs' loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+__all__ = ["CancelFlag", "retire_pool", "run_in_pool", "run_sync", "tool_pool", "watch_cancel"]
+
+T = TypeVar("T")
+CANCEL_POLL_SECONDS = 0.02
+
+
+# ------------------------------------------------------------------ loops for blocking callers
+class _ThreadRunner(threading.local):
+    runner: asyncio.Runner | None = None
+
+
+_runners = _ThreadRunner()
+_nested_pool: ThreadPoolExecutor | None = None
+_nested_lock = threading.Lock()
+
+
+def run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``factory()`` to completion from blocking code and return its result.
+
+    The calling thread keeps one loop for all its runs. Called from inside a running
+    loop (a notebook, an async tool), the run goes to a helper thread with its own loop.
+    Ctrl-C cancels the run (its cleanup runs) and raises ``KeyboardInterrupt``.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _run_here(factory)
+    global _nested_pool
+    with _nested_lock:
+        if _nested_pool is None:
+            _nested_pool = ThreadPoolExecutor(32, thread_name_prefix="orch-run")
+    return _nested_pool.submit(_run_here, factory).result()
+
+
+def _run_here(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    runner = _runners.runner
+    if runner is None:
+        runner = _runners.runner = asyncio.Runner()
+    box: list[T] = []
+
+    async def main() -> None:  # returns None: asyncio.Runner would repr the result restoring Ctrl-C
+        box.append(await factory())
+
+    runner.run(main())
+    return box[0]
+
+
+# ------------------------------------------------------------------ threads for blocking tools
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def tool_pool(size: int) -> ThreadPoolExecutor:
+    """The shared pool of ``size`` threads for blocking tool calls."""
+    with _pools_lock:
+        pool = _pools.get(size)
+        if pool is None:
+            pool = _pools[size] = ThreadPoolExecutor(size, thread_name_prefix=f"orch-tools{size}")
+        return pool
+
+
+def run_in_pool(size: int, fn: Callable[[], T]) -> tuple[asyncio.Future[T], ThreadPoolExecutor]:
+    """Run ``fn`` in the shared pool of ``size`` threads; the awaitable and the pool it went to."""
+    loop = asyncio.get_running_loop()
+    while True:
+        pool = tool_pool(size)
+        try:
+            return loop.run_in_executor(pool, fn), pool
+        except RuntimeError:  # retired by another run between the lookup and the submit: the next one
+            if tool_pool(size) is pool:  # not retired: a real refusal (the interpreter is exiting)
+                raise
+
+
+def retire_pool(pool: ThreadPoolExecutor) -> None:
+    """Stop handing out ``pool`` (a call it runs outlived its run); its threads end when their work does."""
+    with _pools_lock:
+        for size, p in list(_pools.items()):
+            if p is pool:
+                del _pools[size]
+    pool.shutdown(wait=False)
+
+
+# ------------------------------------------------------------------ cancellation
+class CancelFlag(threading.Event):
+    """A ``threading.Event`` for cancelling runs that wakes their loops when set (no polling).
+
+    >>> flag = CancelFlag()
+    >>> result = compiled.run(inputs, cancel=flag)   # doctest: +SKIP
+    >>> flag.set()                                   # from any thread  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._callbacks: list[Callable[[], None]] = []
+        self._cb_lock = threading.Lock()
+
+    def set(self) -> None:
+        super().set()
+        with self._cb_lock:
+            callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            cb()
+
+    def add_callback(self, cb: Callable[[], None]) -> Callable[[], None]:
+        """Call ``cb`` (from the setting thread) once the flag is set; returns a remover."""
+        with self._cb_lock:
+            if not self.is_set():
+                self._callbacks.append(cb)
+
+                def remove() -> None:
+                    with self._cb_lock:
+                        if cb in self._callbacks:
+                            self._callbacks.remove(cb)
+
+                return remove
+        cb()
+        return lambda: None
+
+
+class _Watcher:
+    """One daemon thread checking the plain ``threading.Event`` flags of live runs."""
+
+    def __init__(self) -> None:
+        self._watched: dict[int, tuple[threading.Event, Callable[[], None]]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._keys = itertools.count()
+
+    def add(self, flag: threading.Event, cb: Callable[[], None]) -> Callable[[], None]:
+        key = next(self._keys)
+        with self._lock:
+            self._watched[key] = (flag, cb)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="orch-cancel-watch", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+        def remove() -> None:
+            with self._lock:
+                self._watched.pop(key, None)
+
+        return remove
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                items = list(self._watched.items())
+            if not items:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            for key, (flag, cb) in items:
+                if flag.is_set():
+                    with self._lock:
+                        found = self._watched.pop(key, None)
+                    if found is not None:
+                        cb()
+            self._wake.wait(CANCEL_POLL_SECONDS)
+            self._wake.clear()
+
+
+_watcher = _Watcher()
+
+
+def watch_cancel(flag: threading.Event, loop: asyncio.AbstractEventLoop, on_cancel: Callable[[], None]) -> Callable[[], None]:
+    """Call ``on_cancel`` on ``loop`` once ``flag`` is set; returns a function that stops watching."""
+
+    def fire() -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(on_cancel)
+
+    if isinstance(flag, CancelFlag):
+        return flag.add_callback(fire)
+    return _watcher.add(flag, fire)

@@ -1,0 +1,178 @@
+"""What runs share: loops and tool threads reused, cancellation without polling, compile
+of large graphs, and the LangGraph-facing node actions."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from pydantic import BaseModel
+
+from orchestrator import ToolRegistry, tool
+from orchestrator.settings import Settings
+from orchestrator.workflow import CancelFlag, Workflow
+
+import workflow_tools
+from workflow_tools import registry
+
+seen: dict[str, list] = {"loops": [], "threads": []}
+local_registry = ToolRegistry()
+
+
+class Tag(BaseModel):
+    tag: str = ""
+
+
+@tool("rt.where_async", task="probe", description="Record the loop it runs on.", inputs={"text": "text"},
+      outputs={"text": "text"}, params=Tag, register=False)
+async def where_async(text: str, *, params: Tag) -> str:
+    seen["loops"].append(id(asyncio.get_running_loop()))
+    return text + params.tag
+
+
+@tool("rt.where_sync", task="probe", description="Record the thread it runs on.", inputs={"text": "text"},
+      outputs={"text": "text"}, params=Tag, register=False)
+def where_sync(text: str, *, params: Tag) -> str:
+    seen["threads"].append(threading.current_thread().name)
+    return text + params.tag
+
+
+for _t in (where_async, where_sync):
+    local_registry.register(_t)
+
+
+def _one(tool_name: str) -> Workflow:
+    return Workflow("one").add_input("t", "text").add_node("n", tool_name, inputs={"text": "t"}).add_output("o", "n.text")
+
+
+def test_runs_from_one_thread_share_one_event_loop(local_store):
+    compiled = _one("rt.where_async").compile(registry=local_registry)
+    seen["loops"].clear()
+    for i in range(3):
+        assert compiled.run({"t": f"x{i}"}, store=local_store, cache=False).ok
+    assert len(seen["loops"]) == 3 and len(set(seen["loops"])) == 1
+
+
+def test_blocking_tools_of_many_runs_reuse_a_few_threads(local_store):
+    compiled = _one("rt.where_sync").compile(registry=local_registry)
+    seen["threads"].clear()
+    for i in range(40):
+        assert compiled.run({"t": f"y{i}"}, store=local_store, cache=False).ok
+    # one shared pool (4 x max_workers threads) for every run; a run used to start threads of its own
+    assert len(seen["threads"]) == 40 and len(set(seen["threads"])) <= 4 * compiled.settings.max_workers
+
+
+def test_run_inside_a_running_loop_still_works(local_store):
+    compiled = _one("rt.where_sync").compile(registry=local_registry)
+
+    async def main() -> str:
+        return compiled.run({"t": "inside"}, store=local_store, cache=False).load("o")
+
+    assert asyncio.run(main()) == "inside"
+
+
+@pytest.mark.parametrize("flag", [CancelFlag, threading.Event])
+def test_cancel_stops_a_cooperative_blocking_node(store, flag):
+    wf = (Workflow("c").add_input("t", "text")
+          .add_node("slow", "t.slow_sync", {"seconds": 20}, inputs={"text": "t"})
+          .add_node("next", "t.upper", inputs={"text": "slow.text"})
+          .add_output("o", "next.text"))
+    cancel = flag()
+    timer = threading.Timer(0.3, cancel.set)
+    timer.start()
+    before = workflow_tools.calls.get("t.upper", 0)
+    started = time.perf_counter()
+    result = wf.compile(registry=registry).run({"t": "v"}, store=store, cache=False, cancel=cancel)
+    assert time.perf_counter() - started < 3
+    assert result.status == "cancelled" and result.nodes["slow"].status == "cancelled"
+    assert workflow_tools.calls.get("t.upper", 0) == before
+
+
+def test_cancel_flag_set_before_the_run_skips_every_node(local_store):
+    cancel = CancelFlag()
+    cancel.set()
+    result = _one("rt.where_sync").compile(registry=local_registry).run({"t": "v"}, store=local_store, cancel=cancel)
+    assert result.status == "cancelled" and result.nodes["n"].status == "cancelled"
+
+
+def test_a_timed_out_blocking_call_does_not_hold_back_later_runs(local_store):
+    settings = Settings(max_workers=1)  # the shared pool then has 4 threads, one call of a run at a time
+    stuck = Workflow("stuck").add_input("t", "text")
+    for i in range(5):  # more stuck calls than the pool has threads
+        stuck.add_node(f"s{i}", "t.upper", {"delay": 4, "suffix": str(i)}, inputs={"text": "t"}, timeout=0.2)
+    stuck.add_output("o", "s0.text")
+    result = stuck.compile(registry=registry, settings=settings).run({"t": "a"}, store=local_store, cache=False)
+    assert result.status == "failed" and "timed out" in result.errors["s0"]
+    quick = _one("t.upper").compile(registry=registry, settings=settings)
+    started = time.perf_counter()
+    assert quick.run({"t": "b"}, store=local_store, cache=False).load("o") == "B!"
+    assert time.perf_counter() - started < 1.5, "a later run waited for threads of calls that had timed out"
+
+
+async def test_astream_consumer_leaving_early_cancels_the_run(local_store):
+    wf = (Workflow("c").add_input("t", "text")
+          .add_node("slow", "t.sleep_async", {"seconds": 10}, inputs={"text": "t"})
+          .add_output("o", "slow.text"))
+    compiled = wf.compile(registry=registry)
+    started = time.perf_counter()
+    stream = compiled.astream({"t": "v"}, store=local_store, cache=False)
+    async for event in stream:
+        if event.type == "node_started":
+            break
+    await stream.aclose()
+    assert time.perf_counter() - started < 3
+
+
+async def test_astream_events_arrive_live_and_in_order(local_store):
+    wf = (Workflow("live").add_input("t", "text")
+          .add_node("a", "t.upper", {"delay": 0.3}, inputs={"text": "t"})
+          .add_node("b", "t.upper", {"delay": 1.0}, inputs={"text": "a.text"})
+          .add_output("o", "b.text"))
+    arrivals = []
+    started = time.perf_counter()
+    async for event in wf.compile(registry=registry).astream({"t": "v"}, store=local_store, cache=False):
+        arrivals.append((event.seq, event.type, event.node, time.perf_counter() - started))
+    assert [a[0] for a in arrivals] == list(range(1, len(arrivals) + 1))
+    finished_a = next(t for _, kind, node, t in arrivals if kind == "node_finished" and node == "a")
+    assert arrivals[-1][1] == "run_finished"
+    assert finished_a < arrivals[-1][3] - 0.6, "node a's event came only when the run ended"
+
+
+def test_compile_of_a_large_graph_orders_every_node(local_store):
+    n = 3000
+    wf = Workflow("big").add_input("t", "text")
+    for i in reversed(range(n)):  # declared against the dependency order
+        wf.add_node(f"n{i}", "t.upper", {"suffix": ""}, inputs={"text": "t" if i == 0 else f"n{i - 1}.text"})
+    wf.add_output("o", f"n{n - 1}.text")
+    compiled = wf.compile(registry=registry)
+    assert compiled.plan.order == [f"n{i}" for i in range(n)]
+
+
+def test_declared_order_kept_among_independent_nodes():
+    wf = (Workflow("fan").add_input("t", "text")
+          .add_node("z", "t.upper", inputs={"text": "t"})
+          .add_node("join", "t.join", inputs={"texts": ["z.text", "a.text"]})
+          .add_node("a", "t.upper", inputs={"text": "t"})
+          .add_output("o", "join.text"))
+    assert wf.compile(registry=registry).plan.order == ["z", "a", "join"]
+
+
+def test_a_run_keeps_going_when_another_retires_the_shared_pool(local_store):
+    steady = (Workflow("steady").add_input("t", "text")
+              .add_node("first", "t.upper", {"delay": 0.8}, inputs={"text": "t"})
+              .add_node("second", "t.upper", inputs={"text": "first.text"})
+              .add_output("o", "second.text")).compile(registry=registry)
+    stuck = (Workflow("stuck").add_input("t", "text")
+             .add_node("s", "t.slow_sync", {"seconds": 2}, inputs={"text": "t"}, timeout=0.2)
+             .add_output("o", "s.text")).compile(registry=registry)
+    results = {}
+    thread = threading.Thread(target=lambda: results.update(
+        steady=steady.run({"t": "go"}, store=local_store, cache=False)))
+    thread.start()
+    time.sleep(0.2)
+    assert stuck.run({"t": "x"}, store=local_store, cache=False).status == "failed"  # its pool is retired
+    thread.join(10)
+    assert results["steady"].ok, results["steady"].errors  # its second node went to the new pool
+    assert results["steady"].load("o") == "GO!!"
