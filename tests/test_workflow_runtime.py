@@ -146,7 +146,7 @@ def test_compile_of_a_large_graph_orders_every_node(local_store):
     for i in reversed(range(n)):  # declared against the dependency order
         wf.add_node(f"n{i}", "t.upper", {"suffix": ""}, inputs={"text": "t" if i == 0 else f"n{i - 1}.text"})
     wf.add_output("o", f"n{n - 1}.text")
-    compiled = wf.compile(registry=registry)
+    compiled = wf.compile(registry=registry, settings=Settings(max_workflow_nodes=n))
     assert compiled.plan.order == [f"n{i}" for i in range(n)]
 
 

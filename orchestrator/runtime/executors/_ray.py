@@ -234,6 +234,7 @@ class RayExecutor:
         if task not in done:  # run cancelled or node timed out: cancel the remote call too
             stream.cancel()
             task.cancel()
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a cancelled stream may raise
             if cancel_wait in done:
                 raise asyncio.CancelledError
             raise asyncio.TimeoutError

@@ -149,7 +149,7 @@ class ToolReplica:
                 yield item
         except asyncio.CancelledError:  # the caller cancelled: stop the tool cooperatively
             rc.cancel.set()
-            rc.cancelled.set()
+            rc.on_cancel()  # sets the call's cancel flag (the tool sees ctx.cancelled) and stops waiting for it
             raise
         exc = task.exception()
         yield ("error", portable_error(exc)) if exc is not None else ("result", task.result())
