@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quickstart 1: set everything up, then run the main job on the embedded default
-# (heuristic planner, the offline profile: real packaged models + tiny zoo, directory artifact store:
+# (offline planner, the offline profile: real packaged models + tiny zoo, directory artifact store:
 # no Redis, no network, no GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
