@@ -15,8 +15,10 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
+
+from pydantic import BaseModel
 
 from orchestrator.agent import Agent, AgentResult, events
 from orchestrator.artifacts import ArtifactRef, ArtifactStore
@@ -89,7 +91,7 @@ class AgentBackend:
                    session_id: str | None = None, seed: int | None = None) -> AsyncIterator[dict[str, Any] | Outcome]:
         """One chat turn with signal spans: yields event dicts, then an :class:`Outcome`."""
         agent = await asyncio.to_thread(self.get)
-        seen: list[Any] = []
+        seen: list[BaseModel] = []
         async for event in agent.achat_stream(session_id or uuid.uuid4().hex, message, media or None, seed=seed,
                                               cancel=cancel):
             seen.append(event)
@@ -120,7 +122,7 @@ def agent_outcome(result: AgentResult) -> Outcome:
                    plan=plan, refusals=result.refusals)
 
 
-def chat_outcome(seen: list[Any]) -> Outcome:
+def chat_outcome(seen: Sequence[BaseModel]) -> Outcome:
     """A chat turn's :class:`Outcome` from its events: each span's media (and a ``<plan>`` span's other
     outputs), each span's error, the message."""
     outputs: dict[str, ArtifactRef] = {}
