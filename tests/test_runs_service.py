@@ -139,3 +139,26 @@ async def test_follow_ends_with_an_error_event_when_the_store_fails(tmp_path: Pa
         await manager.stop()
     record = RunRecord.model_validate(await manager.get(job.id))
     assert record.status == "succeeded" and record.nodes["a"]["status"] == "running"
+
+
+async def test_a_list_output_is_numbered_in_the_record(tmp_path: Path) -> None:
+    """The service's record of a workflow whose output is a ``many`` port: one named ref per artifact."""
+    from workflow_tools import registry
+
+    from orchestrator.runs import AgentBackend, RunService, execute
+    from orchestrator.settings import Settings
+    from orchestrator.workflow import Workflow
+
+    store = LocalArtifactStore(tmp_path / "store")
+    wf = (Workflow("words").add_input("text", "text").add_node("cut", "t.split", inputs={"text": "text"})
+          .add_output("words", "cut.words"))
+    compiled = wf.compile(registry=registry)
+    service = RunService(store, agent=AgentBackend(store=store, core_settings=Settings(data_dir=tmp_path)))
+    record = RunRecord(id="r1", kind="workflow")
+    record.start()
+    outcome = await execute(record, service.workflow(compiled, {"text": store.put("one two three", modality="text")},
+                                                     run_id=record.id))
+    record.finish(outcome)
+    assert record.status == "succeeded" and list(record.outputs) == ["words", "words_2", "words_3"]
+    assert [store.load(ref) for ref in outcome.outputs.values()] == ["one", "two", "three"]
+    assert [r["id"] for r in record.nodes["cut"]["outputs"]["words"]] == [v["id"] for v in record.outputs.values()]

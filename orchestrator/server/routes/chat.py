@@ -458,7 +458,12 @@ async def _stream(state: ServerState, request: Request, run_id: str, completion_
         if item is None:
             yield ": keep-alive\n\n"
             continue
-        _, doc = item
+        seq, doc = item
+        if seq is None:  # the store failed mid-stream: say so, end the stream cleanly
+            error = {**doc["error"], "code": 503, "run_id": run_id}
+            yield f"data: {json.dumps({'error': error})}\n\n"
+            yield "data: [DONE]\n\n"
+            return
         kind = doc.get("type")
         piece = ""
         if kind in _DELTAS and isinstance(doc.get("delta", doc.get("text")), str):
