@@ -162,3 +162,22 @@ async def test_a_list_output_is_numbered_in_the_record(tmp_path: Path) -> None:
     assert record.status == "succeeded" and list(record.outputs) == ["words", "words_2", "words_3"]
     assert [store.load(ref) for ref in outcome.outputs.values()] == ["one", "two", "three"]
     assert [r["id"] for r in record.nodes["cut"]["outputs"]["words"]] == [v["id"] for v in record.outputs.values()]
+
+
+def test_the_run_service_is_web_free_and_below_the_server() -> None:
+    """``orchestrator.runs`` (and the CLI's ``run`` path) load no web stack; the agent imports neither
+    the run service nor the server (the layers point one way)."""
+    import ast
+    import subprocess
+    import sys
+
+    import orchestrator.agent as agent_pkg
+
+    code = ("import sys, orchestrator.runs, orchestrator.cli; "
+            "print(sorted(m for m in ('fastapi', 'starlette', 'uvicorn') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+    for path in Path(agent_pkg.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith(("orchestrator.runs", "orchestrator.server")), (path, node.module)
