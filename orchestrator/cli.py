@@ -44,7 +44,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:  # the run service (and the agent behind it) load when a command needs them
-    from orchestrator.runs import Outcome, RunKind, RunRecord, Step
+    from orchestrator.runs import AgentBackend, Outcome, RunKind, RunRecord, Step
 
 __all__ = ["app", "main"]
 
@@ -528,16 +528,16 @@ def chat(
         attached = {}
 
 
-async def _chat_turn(backend: Any, session_id: str, message: str, media: dict[str, ArtifactRef], out: Path,
+async def _chat_turn(backend: AgentBackend, session_id: str, message: str, media: dict[str, ArtifactRef], out: Path,
                      seed: int | None) -> None:
     import threading as _threading
 
+    from orchestrator.agent.events import AnswerDelta, SpanFinished
     from orchestrator.runs import Outcome
 
     saved: set[str] = set()
 
-    def save(ref_doc: dict[str, Any], name: str | None = None) -> None:
-        ref = ArtifactRef.model_validate(ref_doc)
+    def save(ref: ArtifactRef, name: str | None = None) -> None:
         if ref.id in saved:
             return
         saved.add(ref.id)
@@ -552,17 +552,15 @@ async def _chat_turn(backend: Any, session_id: str, message: str, media: dict[st
             if not streamed and item.answer:
                 out_console.print(item.answer, markup=False, soft_wrap=True)
             for name, ref in item.outputs.items():
-                save(ref.model_dump(mode="json"), name)
+                save(ref, name)
             if item.status == "failed":
                 console.print(f"[red]failed:[/] {(item.error or {}).get('message', '')}")
-            continue
-        kind = item.get("type")
-        if kind == "answer_delta":
-            out_console.print(item["text"], end="", markup=False, soft_wrap=True)
+        elif isinstance(item, AnswerDelta):
+            out_console.print(item.text, end="", markup=False, soft_wrap=True)
             streamed = True
-        elif kind == "span_finished":
-            for i, ref in enumerate(item.get("refs") or []):
-                save(ref, f"{item['kind']}_{item['index'] + 1}" + (f"_{i + 1}" if i else ""))
+        elif isinstance(item, SpanFinished):
+            for i, ref in enumerate(item.refs):
+                save(ref, f"{item.kind}_{item.index + 1}" + (f"_{i + 1}" if i else ""))
     if streamed:
         out_console.print()
 

@@ -13,7 +13,7 @@ run manager adds the queue, leases and persistence) both run through it::
 from __future__ import annotations
 
 from ._agent import AgentBackend, agent_outcome, chat_outcome
-from ._record import ACTIVE, TERMINAL, Outcome, RunKind, RunRecord, RunStatus, event_json, flat_outputs, jsonable
+from ._record import ACTIVE, TERMINAL, Outcome, RunKind, RunRecord, RunStatus, event_json, flat_outputs
 from ._service import Emit, RunService, Step, execute, outcome_from_engine
 
 __all__ = [
@@ -32,6 +32,5 @@ __all__ = [
     "event_json",
     "execute",
     "flat_outputs",
-    "jsonable",
     "outcome_from_engine",
 ]

@@ -26,7 +26,7 @@ from orchestrator.registry import ToolRegistry
 from orchestrator.settings import Settings
 from orchestrator.workflow.events import RunFinished
 
-from ._record import Outcome, event_json, flat_outputs
+from ._record import Outcome, flat_outputs
 
 __all__ = ["AgentBackend", "agent_outcome", "chat_outcome"]
 
@@ -73,29 +73,30 @@ class AgentBackend:
     # ------------------------------------------------------------------ runs
     async def run(self, prompt: str, *, inputs: dict[str, ArtifactRef], run_id: str, cancel: threading.Event,
                   session_id: str | None = None, seed: int | None = None, cache: bool = True,
-                  profile: str | None = None) -> AsyncIterator[dict[str, Any] | Outcome]:
-        """Plan-and-execute a prompt: yields event dicts, then an :class:`Outcome`."""
+                  profile: str | None = None) -> AsyncIterator[BaseModel | Outcome]:
+        """Plan-and-execute a prompt: yields the typed events (:data:`~orchestrator.agent.events.AnyEvent`),
+        then an :class:`Outcome`."""
         agent = await asyncio.to_thread(self.get, profile)
         result: AgentResult | None = None
         async for event in agent.astream(prompt, inputs or None, session_id, seed=seed, cache=cache,
                                          agent_run=run_id, cancel=cancel):
             if isinstance(event, events.AgentFinished):
                 result = event.result
-            yield event_json(event)
+            yield event
         if result is None:
             yield Outcome("failed", error={"type": "AgentError", "message": "the agent ended without a result"})
             return
         yield agent_outcome(result)
 
     async def chat(self, message: str, *, media: dict[str, ArtifactRef], run_id: str, cancel: threading.Event,
-                   session_id: str | None = None, seed: int | None = None) -> AsyncIterator[dict[str, Any] | Outcome]:
-        """One chat turn with signal spans: yields event dicts, then an :class:`Outcome`."""
+                   session_id: str | None = None, seed: int | None = None) -> AsyncIterator[BaseModel | Outcome]:
+        """One chat turn with signal spans: yields the typed events, then an :class:`Outcome`."""
         agent = await asyncio.to_thread(self.get)
         seen: list[BaseModel] = []
         async for event in agent.achat_stream(session_id or uuid.uuid4().hex, message, media or None, seed=seed,
                                               cancel=cancel):
             seen.append(event)
-            yield event_json(event)
+            yield event
         yield chat_outcome(seen)
 
 

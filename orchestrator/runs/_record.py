@@ -13,8 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchestrator.artifacts import ArtifactRef
 from orchestrator.workflow.events import NodeSummary, fold_node
 
-__all__ = ["ACTIVE", "TERMINAL", "Outcome", "RunKind", "RunRecord", "RunStatus", "event_json", "flat_outputs",
-           "jsonable"]
+__all__ = ["ACTIVE", "TERMINAL", "Outcome", "RunKind", "RunRecord", "RunStatus", "event_json", "flat_outputs"]
 
 RunStatus = Literal["queued", "running", "succeeded", "partial", "refused", "failed", "cancelled", "interrupted"]
 """A run's status; the last six are final (``refused``: a prompt nothing of which can be done here)."""
@@ -41,7 +40,7 @@ class Outcome:
     errors: dict[str, str] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     answer: str | None = None
-    plan: Any = None
+    plan: dict[str, Any] | None = None
     refusals: list[str] = field(default_factory=list)
 
 
@@ -77,7 +76,8 @@ class RunRecord(BaseModel):
     errors: dict[str, str] = Field(default_factory=dict)
     error: dict[str, Any] | None = None
     answer: str | None = None
-    plan: Any = None
+    plan: dict[str, Any] | None = None
+    """The plan a prompt run executed (tasks, dependencies, arguments)."""
     refusals: list[str] = Field(default_factory=list)
     nodes: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Node id -> its summary (a :class:`~orchestrator.workflow.events.NodeSummary`; ``cancelled``
@@ -125,19 +125,19 @@ def event_json(event: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
     """An event (a pydantic event model, or already a dict) as a JSON dict."""
     if isinstance(event, BaseModel):
         return dict(event.model_dump(mode="json"))
-    return {str(k): jsonable(v) for k, v in event.items()}
+    return {str(k): _jsonable(v) for k, v in event.items()}
 
 
-def jsonable(value: Any) -> Any:
+def _jsonable(value: Any) -> Any:
     """Plain JSON from dicts, lists, pydantic models, dataclasses and scalars (anything else as ``str``)."""
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
+        return [_jsonable(v) for v in value]
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return jsonable(dataclasses.asdict(value))
+        return _jsonable(dataclasses.asdict(value))
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
