@@ -88,10 +88,6 @@ class RunRecord(BaseModel):
     executor: str = "local"
     """Where the nodes ran: ``local`` (in process) or a scaled-out executor's name."""
 
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
     def start(self, now: float | None = None) -> None:
         self.status = "running"
         self.started_at = time.time() if now is None else now

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,8 +21,6 @@ from .._state import ServerState, get_state
 from ..schemas import InputValue, RunRequest, RunView
 
 __all__ = ["check_prompt", "ensure_capacity", "router", "sse_format", "submit_or_429"]
-
-logger = logging.getLogger("orchestrator.server")
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
