@@ -181,3 +181,21 @@ def test_the_run_service_is_web_free_and_below_the_server() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert not node.module.startswith(("orchestrator.runs", "orchestrator.server")), (path, node.module)
+
+
+async def test_the_record_says_where_its_nodes_ran(tmp_path: Path) -> None:
+    """``executor`` is ``local`` by default and follows the executor the request names."""
+    manager = RunManager(LocalArtifactStore(tmp_path), ServerSettings(max_concurrent_runs=1))
+
+    async def steps(job: Any) -> Any:
+        yield Outcome("succeeded")
+
+    await manager.start()
+    try:
+        plain = await manager.submit("graph", steps, request={"graph": "g"})
+        scaled = await manager.submit("graph", steps, request={"graph": "g", "executor": "ray"})
+        assert plain.record.executor == "local" and scaled.record.executor == "ray"
+        done = await manager.wait(scaled.id, timeout=5)
+        assert done is not None and done["executor"] == "ray" and done["status"] == "succeeded"
+    finally:
+        await manager.stop()

@@ -223,8 +223,10 @@ class RunManager:
         self.ensure_capacity()
         run_id = new_run_id()
         self._queued.add(run_id)  # reserve the slot before the first await: concurrent submits see it
-        record = RunRecord(id=run_id, kind=kind, request=request or {}, options=options or {},
-                           inputs={k: _ref_json(v) for k, v in (inputs or {}).items()}, owner=self.instance_id)
+        request = request or {}
+        record = RunRecord(id=run_id, kind=kind, request=request, options=options or {},
+                           inputs={k: _ref_json(v) for k, v in (inputs or {}).items()}, owner=self.instance_id,
+                           executor=str(request.get("executor") or "local"))
         job = RunJob(id=run_id, record=record, executor=executor, spec=spec or {},
                      node_tools=dict((spec or {}).get("node_tools") or {}))
         self._jobs[run_id] = job
