@@ -32,8 +32,9 @@ import re
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -43,6 +44,9 @@ from rich.table import Table
 from orchestrator.artifacts import ArtifactRef, ArtifactStore, Modality, open_store, sniff
 from orchestrator.errors import OrchestratorError
 from orchestrator.settings import Settings
+
+if TYPE_CHECKING:  # the run service (and the agent behind it) load when a command needs them
+    from orchestrator.runs import AgentBackend, Outcome, RunKind, RunRecord, Step
 
 __all__ = ["app", "main"]
 
@@ -161,7 +165,8 @@ def _load_workflow(graph: str) -> Any:
 
 
 class _ProgressView:
-    """A bar per node (steps within it), fed by run events."""
+    """A bar per node (steps within it), fed by run events after the run service folded them
+    into ``nodes`` (the run record's node summaries)."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -173,7 +178,6 @@ class _ProgressView:
     def _task(self, node: str) -> TaskID:
         if node not in self.tasks:
             self.tasks[node] = self.progress.add_task(f"[dim]{node}[/] waiting", total=None)
-            self.nodes.setdefault(node, {"status": "pending"})
         return self.tasks[node]
 
     def start_planning(self, text: str) -> None:
@@ -200,7 +204,6 @@ class _ProgressView:
             for task_id, choice in (doc.get("selections") or {}).items():
                 node = f"t{task_id}"
                 task = self._task(node)
-                self.nodes[node]["tool"] = choice.get("tool")
                 self.progress.update(task, description=f"[dim]{node} {choice.get('tool') or ''} waiting[/]")
             return
         if kind == "run_started":
@@ -210,11 +213,8 @@ class _ProgressView:
             return
         if not node:
             return
-        from orchestrator.workflow.events import fold_node
-
         task = self._task(node)
-        fold_node(self.nodes, doc)  # the one node-summary fold; the bars follow it
-        info = self.nodes[node]
+        info = self.nodes.get(node) or {"status": "pending"}
         if kind == "node_started":
             self.progress.update(task, description=f"[cyan]{node}[/] {doc.get('tool', '')}")
             self.progress.start_task(task)
@@ -236,11 +236,15 @@ class _ProgressView:
 
 async def _execute(prompt: str | None, graph: str | None, inputs: dict[str, str], settings: Settings,
                    store: ArtifactStore, *, llm: str | None, seed: int | None, cache: bool,
-                   view: _ProgressView) -> tuple[Any, dict[str, Any]]:
-    """Run a graph or a prompt; returns (Outcome, request description)."""
-    from orchestrator.server._agent import AgentBackend
-    from orchestrator.server._outcome import Outcome, event_json
+                   view: _ProgressView) -> tuple[RunRecord, Outcome]:
+    """Run a graph or a prompt through the run service; returns its finished record and outcome."""
+    from orchestrator.runs import AgentBackend, RunRecord, RunService, execute
 
+    settings_for_agent = settings.model_copy(update={"llm": llm}) if llm else settings
+    service = RunService(store, agent=AgentBackend(store=store, core_settings=settings_for_agent))
+    options = {"profile": settings.profile, "seed": seed, "cache": cache, "session_id": None}
+    run_id = uuid4_hex()
+    steps: AsyncIterator[Step]
     if graph is not None:
         wf = _load_workflow(graph)
         try:  # validate before storing any input
@@ -257,33 +261,32 @@ async def _execute(prompt: str | None, graph: str | None, inputs: dict[str, str]
             if not free_text:
                 raise OrchestratorError(f"{wf.name!r} has no free text input for the prompt; pass inputs with -i")
             refs[free_text[0]] = store.put(prompt, modality=Modality.TEXT)
-        final = None
-        async for event in compiled.astream(refs, store=store, cache=cache, seed=seed, profile=settings.profile):
-            doc = event_json(event)
-            view(doc)
-            if doc["type"] in ("run_finished", "run_failed"):
-                final = event
-        from orchestrator.server._execute import outcome_from_engine
+        kind: RunKind = "workflow" if graph.endswith(".json") or Path(graph).is_file() else "graph"
+        record = RunRecord(id=run_id, kind=kind, request={"graph": graph, "workflow": compiled.name}, options=options,
+                           executor=settings.executor)
+        steps = service.workflow(compiled, refs, run_id=run_id, seed=seed, cache=cache, profile=settings.profile)
+    else:
+        assert prompt is not None
+        refs = {n: _store_value(store, n, v, None) for n, v in inputs.items()}
+        record = RunRecord(id=run_id, kind="prompt", request={"prompt": prompt, "llm": settings_for_agent.llm},
+                           options=options, executor=settings.executor)
+        view.start_planning(f"planning with {settings_for_agent.llm}")
+        steps = service.prompt(prompt, refs, run_id=run_id, cancel=threading.Event(), seed=seed, cache=cache,
+                               profile=settings.profile)
+    record.inputs = {n: ref.model_dump(mode="json") for n, ref in refs.items()}
+    view.nodes = record.nodes  # the bars follow the record's node summaries
 
-        return outcome_from_engine(final), {"graph": graph, "workflow": compiled.name}
-    assert prompt is not None
-    refs = {n: _store_value(store, n, v, None) for n, v in inputs.items()}
-    settings_for_agent = settings.model_copy(update={"llm": llm}) if llm else settings
-    backend = AgentBackend(store=store, core_settings=settings_for_agent)
-    view.start_planning(f"planning with {settings_for_agent.llm}")
-    outcome: Outcome | None = None
-    async for item in backend.run(prompt, inputs=refs, run_id=uuid4_hex(), cancel=threading.Event(), seed=seed,
-                                  cache=cache, profile=settings.profile):
-        if isinstance(item, Outcome):
-            outcome = item
-        else:
-            view(item)
+    async def show(doc: dict[str, Any]) -> None:
+        view(doc)
+
+    record.start()
+    outcome = await execute(record, steps, emit=show)
+    record.finish(outcome)
     view.stop_planning("[green]done[/]")
-    assert outcome is not None
-    return outcome, {"prompt": prompt, "llm": settings_for_agent.llm}
+    return record, outcome
 
 
-def _write_outputs(outcome: Any, out: Path, store: ArtifactStore) -> dict[str, dict[str, Any]]:
+def _write_outputs(outcome: Outcome, out: Path, store: ArtifactStore) -> dict[str, dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, Any]] = {}
     for name, ref in outcome.outputs.items():
@@ -330,36 +333,31 @@ def run(
     view = _ProgressView(progress)
     try:
         with progress:
-            outcome, request = asyncio.run(_execute(prompt, graph, inputs, settings, store, llm=llm, seed=seed,
-                                                    cache=cache, view=view))
+            record, outcome = asyncio.run(_execute(prompt, graph, inputs, settings, store, llm=llm, seed=seed,
+                                                   cache=cache, view=view))
     except OrchestratorError as exc:
         raise _fail(str(exc)) from exc
     except KeyboardInterrupt:
         raise _fail("interrupted", 130) from None
-    # 3. Outputs, manifest, summary
+    # 3. Outputs, manifest (the run record, with the files written), summary
     files = _write_outputs(outcome, out, store)
     seconds = time.time() - started
+    doc = record.to_json()
     manifest = {
-        "status": outcome.status,
-        "request": request,
+        **{k: doc[k] for k in ("id", "kind", "status", "request", "options", "answer", "plan", "errors", "error",
+                               "refusals", "nodes", "executor", "created_at", "started_at", "finished_at")},
         "inputs": inputs,
+        "input_refs": doc["inputs"],
         "profile": settings.profile,
-        "executor": settings.executor,
         "outputs": files,
-        "answer": outcome.answer,
-        "plan": outcome.plan,
-        "errors": outcome.errors,
-        "error": outcome.error,
-        "refusals": outcome.refusals,
         "timings": {"total_seconds": round(seconds, 3),
                     "nodes": {n: {**{k: v for k, v in info.items() if k in ("tool", "status", "seconds", "error")},
                                   "outputs": _node_files(info, files)}
-                              for n, info in view.nodes.items()}},
-        "started_at": started,
+                              for n, info in record.nodes.items()}},
     }
     manifest_path = out / "run.json"
     manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
-    _summary(outcome, view, files)
+    _summary(record, files)
     if outcome.answer:
         out_console.print(_with_paths(outcome.answer, files), markup=False, soft_wrap=True)
     if outcome.status == "refused":
@@ -403,12 +401,12 @@ def _with_paths(text: str, files: dict[str, dict[str, Any]]) -> str:
     return _REF.sub(lambda m: f"[{m.group(1)}: {by_id.get(m.group(2), m.group(2))}]", text)
 
 
-def _summary(outcome: Any, view: _ProgressView, files: dict[str, dict[str, Any]]) -> None:
-    if view.nodes:
+def _summary(record: RunRecord, files: dict[str, dict[str, Any]]) -> None:
+    if record.nodes:
         table = Table(title="nodes", title_justify="left")
         for col in ("node", "tool", "status", "seconds", "outputs"):
             table.add_column(col)
-        for node, info in view.nodes.items():
+        for node, info in record.nodes.items():
             color = {"succeeded": "green", "cached": "green", "failed": "red", "skipped": "yellow",
                      "refused": "yellow"}.get(info["status"], "")
             status = f"[{color}]{info['status']}[/]" if color else info["status"]
@@ -440,7 +438,7 @@ def plan_command(
     """
     import dataclasses
 
-    from orchestrator.server._agent import AgentBackend
+    from orchestrator.runs import AgentBackend
 
     settings = _settings(llm=llm, profile=profile)
     try:
@@ -493,7 +491,7 @@ def chat(
     """
     import uuid
 
-    from orchestrator.server._agent import AgentBackend
+    from orchestrator.runs import AgentBackend
 
     settings = _settings(llm=llm)
     try:
@@ -535,16 +533,16 @@ def chat(
         attached = {}
 
 
-async def _chat_turn(backend: Any, session_id: str, message: str, media: dict[str, ArtifactRef], out: Path,
+async def _chat_turn(backend: AgentBackend, session_id: str, message: str, media: dict[str, ArtifactRef], out: Path,
                      seed: int | None) -> None:
     import threading as _threading
 
-    from orchestrator.server._outcome import Outcome
+    from orchestrator.agent.events import AnswerDelta, SpanFinished
+    from orchestrator.runs import Outcome
 
     saved: set[str] = set()
 
-    def save(ref_doc: dict[str, Any], name: str | None = None) -> None:
-        ref = ArtifactRef.model_validate(ref_doc)
+    def save(ref: ArtifactRef, name: str | None = None) -> None:
         if ref.id in saved:
             return
         saved.add(ref.id)
@@ -559,17 +557,15 @@ async def _chat_turn(backend: Any, session_id: str, message: str, media: dict[st
             if not streamed and item.answer:
                 out_console.print(item.answer, markup=False, soft_wrap=True)
             for name, ref in item.outputs.items():
-                save(ref.model_dump(mode="json"), name)
+                save(ref, name)
             if item.status == "failed":
                 console.print(f"[red]failed:[/] {(item.error or {}).get('message', '')}")
-            continue
-        kind = item.get("type")
-        if kind == "answer_delta":
-            out_console.print(item["text"], end="", markup=False, soft_wrap=True)
+        elif isinstance(item, AnswerDelta):
+            out_console.print(item.text, end="", markup=False, soft_wrap=True)
             streamed = True
-        elif kind == "span_finished":
-            for i, ref in enumerate(item.get("refs") or []):
-                save(ref, f"{item['kind']}_{item['index'] + 1}" + (f"_{i + 1}" if i else ""))
+        elif isinstance(item, SpanFinished):
+            for i, ref in enumerate(item.refs):
+                save(ref, f"{item.kind}_{item.index + 1}" + (f"_{i + 1}" if i else ""))
     if streamed:
         out_console.print()
 

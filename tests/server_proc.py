@@ -41,7 +41,7 @@ def free_port() -> int:
 
 def register_test_tools() -> list[Any]:
     """Tools for server tests: ``testsrv.sleep`` (async, cancellable), ``testsrv.steps``
-    (progress events), ``testsrv.fail``. Called inside the server process only."""
+    (progress events), ``testsrv.fail``, ``testsrv.split`` (a list output). Called inside the server process only."""
     from pydantic import BaseModel, Field
 
     from orchestrator import tool
@@ -72,7 +72,12 @@ def register_test_tools() -> list[Any]:
     def fail(text: str) -> str:
         raise ValueError(f"refusing {text!r}")
 
-    return [sleep, steps, fail]
+    @tool("testsrv.split", task="test-split", description="Split the text into words (a list output).",
+          inputs={"text": "text"}, outputs={"words": {"modality": "text", "many": True}}, register=False)
+    def split(text: str) -> list[str]:
+        return text.split()
+
+    return [sleep, steps, fail, split]
 
 
 class ServerProcess:

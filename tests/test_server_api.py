@@ -156,6 +156,19 @@ def test_workflow_run_outputs_and_download(http: httpx.Client) -> None:
     assert created["id"] in listed
 
 
+def test_a_list_output_port_becomes_numbered_outputs(http: httpx.Client) -> None:
+    """A ``many`` output (several artifacts) finishes the run: ``words``, ``words_2`` … each a downloadable view."""
+    run = submit(http, {"workflow": workflow({"id": "cut", "tool": "testsrv.split", "inputs": {"text": "text"}},
+                                             outputs={"words": "cut.words"}), "inputs": {"text": "red green blue"}})
+    done = wait_run(http, run["id"])
+    assert done["status"] == "succeeded", done
+    assert sorted(done["outputs"]) == ["words", "words_2", "words_3"]
+    assert [httpx.get(done["outputs"][k]["url"]).text for k in ("words", "words_2", "words_3")] == [
+        "red", "green", "blue"]
+    assert [r["id"] for r in done["nodes"]["cut"]["outputs"]["words"]] == [
+        done["outputs"][k]["id"] for k in ("words", "words_2", "words_3")]
+
+
 def test_events_in_order_and_resume(http: httpx.Client) -> None:
     run = submit(http, {"workflow": STEPS_WF, "inputs": {"text": "sse"}})
     messages = read_sse(http, f"/v1/runs/{run['id']}/events")

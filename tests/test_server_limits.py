@@ -113,7 +113,7 @@ async def test_concurrent_submissions_never_exceed_the_queue(tmp_path):
     import asyncio
 
     from orchestrator.artifacts import LocalArtifactStore
-    from orchestrator.server._outcome import Outcome
+    from orchestrator.runs import Outcome
     from orchestrator.server._runs import QueueFull, RunManager
     from orchestrator.server.settings import ServerSettings
 

@@ -16,8 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from orchestrator.artifacts import ArtifactRef, ArtifactStore
 from orchestrator.errors import PlanError, WorkflowError
+from orchestrator.workflow import CompiledWorkflow
+from orchestrator.workflow.events import NodeSummary, RunFailed, RunFinished, fold_node
 
 from .llm import LLMClient
 from .plan import ValidatedPlan, compile_plan
@@ -80,14 +84,11 @@ class NodeEnd:
     seconds: float = 0.0
 
 
-def fold_nodes(events: list[Any]) -> dict[str, NodeEnd]:
+def fold_nodes(events: list[BaseModel]) -> dict[str, NodeEnd]:
     """Each node's end, by the one node-summary fold over the run's events."""
-    from orchestrator.workflow.events import NodeSummary, fold_node
-
     nodes: dict[str, NodeSummary] = {}
     for ev in events:
-        if getattr(ev, "node", None):
-            fold_node(nodes, ev.model_dump(mode="json"))
+        fold_node(nodes, ev.model_dump(mode="json"))
     out: dict[str, NodeEnd] = {}
     for name, entry in nodes.items():
         status = entry["status"]
@@ -106,15 +107,16 @@ def fold_nodes(events: list[Any]) -> dict[str, NodeEnd]:
     return out
 
 
-async def run_workflow(compiled: Any, inputs: dict[str, Any], emit: Emit, **options: Any) -> tuple[list[Any], Any]:
+async def run_workflow(compiled: CompiledWorkflow, inputs: dict[str, Any], emit: Emit, **options: Any
+                       ) -> tuple[list[BaseModel], RunFinished | RunFailed | None]:
     """Run on the engine, forwarding every event; returns the events and the final
     ``run_finished`` / ``run_failed`` event."""
-    seen: list[Any] = []
-    final = None
+    seen: list[BaseModel] = []
+    final: RunFinished | RunFailed | None = None
     async for ev in compiled.astream(inputs, **options):
         emit(ev)
         seen.append(ev)
-        if getattr(ev, "type", "") in ("run_finished", "run_failed"):
+        if isinstance(ev, (RunFinished, RunFailed)):
             final = ev
     return seen, final
 
@@ -161,7 +163,7 @@ async def execute_plan(vplan: ValidatedPlan, *, registry: Any, settings: Any, pr
     events, final = await run_workflow(compiled, compiled_plan.run_inputs, emit, store=opts.store, cache=opts.cache,
                                        seed=opts.seed, profile=profile, llm=opts.llm, **extra)
     nodes = fold_nodes(events)
-    run_error = (getattr(final, "errors", None) or {}).get("<run>", "did not run")
+    run_error = (final.errors if final is not None else {}).get("<run>", "did not run")
     for i in ids:
         t = vplan.tasks[i]
         node = nodes.get(compiled_plan.node_of_task[i], NodeEnd("skipped", {}, run_error))

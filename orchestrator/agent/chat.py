@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.artifacts import ArtifactRef, Modality
 from orchestrator.errors import LLMError, OrchestratorError, PlanError
+from orchestrator.workflow.events import RunStarted
 
 from . import events as aev
 from ._execute import RunOptions, execute_plan
@@ -201,7 +202,7 @@ class ChatRunner:
 
             def emit(event: Any) -> None:
                 nonlocal announced
-                if not announced and getattr(event, "type", None) == "run_started":
+                if not announced and isinstance(event, RunStarted):
                     announced = True
                     tool = vplan.tasks[vplan.order[0]].tool if vplan.order else None
                     self.emit(aev.SpanDispatched(agent_run=self.agent_run, index=span.index, kind=span.kind,

@@ -48,6 +48,7 @@ from typing import Any, Literal, TypedDict, TypeVar
 
 from orchestrator.artifacts import ArtifactRef, Modality
 from orchestrator.errors import LLMError, OrchestratorError, PlanError
+from orchestrator.workflow.events import RunFinished
 
 from . import events as aev
 from ._execute import RunOptions, TaskOutcome, execute_plan, report, run_workflow
@@ -513,8 +514,9 @@ class Agent:
             _, final = await run_workflow(compiled, run_inputs, emit, store=opts.store, cache=opts.cache,
                                           profile=self.profile)
             captions: dict[str, str] = {}
-            for name, ref in (getattr(final, "outputs", None) or {}).items():
-                captions[names[name]] = str(await opts.store.aload(ref))
+            for name, ref in (final.outputs if isinstance(final, RunFinished) else {}).items():
+                if isinstance(ref, ArtifactRef):  # each d<i> is one caption
+                    captions[names[name]] = str(await opts.store.aload(ref))
             return captions
         except OrchestratorError as exc:
             logger.info("could not describe the produced media: %s", exc)

@@ -15,14 +15,14 @@ from .settings import ServerSettings, is_loopback
 
 if TYPE_CHECKING:
     from ._app import create_app
-    from ._outcome import Outcome
+    from orchestrator.runs import Outcome
     from ._runs import QueueFull, RunJob, RunManager
 
 __all__ = ["Outcome", "QueueFull", "RunJob", "RunManager", "ServerSettings", "create_app", "is_loopback", "serve"]
 
 _LAZY = {
     "create_app": "._app",
-    "Outcome": "._outcome",
+    "Outcome": "orchestrator.runs",
     "QueueFull": "._runs",
     "RunJob": "._runs",
     "RunManager": "._runs",

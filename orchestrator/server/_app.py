@@ -17,9 +17,9 @@ from orchestrator import __version__
 from orchestrator.artifacts import ArtifactStore, open_store
 from orchestrator.errors import ConfigError
 from orchestrator.registry import ToolRegistry, default_registry
+from orchestrator.runs import AgentBackend
 from orchestrator.settings import Settings, get_settings
 
-from ._agent import AgentBackend
 from ._errors import install_error_handlers
 from ._metrics import Metrics
 from ._middleware import AuthMiddleware, BodyLimitMiddleware

@@ -17,6 +17,12 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
 
 Capacity: ``max_concurrent_runs`` run at once and ``max_queued_runs`` more may wait;
 beyond that :class:`QueueFull` (HTTP 429) says when to retry.
+
+Execution and the record are the run service's (:mod:`orchestrator.runs`): a run's
+executor yields its steps, :func:`~orchestrator.runs.execute` folds each event into the
+typed :class:`~orchestrator.runs.RunRecord` and hands it here to be logged, and
+:meth:`~orchestrator.runs.RunRecord.finish` writes the outcome in; this module adds the
+queue, the leases, persistence and the fan-out to followers.
 """
 
 from __future__ import annotations
@@ -36,10 +42,9 @@ from typing import Any
 
 from orchestrator.artifacts import ArtifactRef, ArtifactStore
 from orchestrator.errors import OrchestratorError
-from orchestrator.workflow.events import fold_node as apply_event
+from orchestrator.runs import ACTIVE, TERMINAL, Outcome, RunKind, RunRecord, Step, execute
 
 from ._metrics import Metrics
-from ._outcome import Outcome, RunRecord, event_json
 from .settings import ServerSettings
 
 __all__ = ["ACTIVE", "TERMINAL", "Outcome", "QueueFull", "RunJob", "RunManager", "event_stream"]
@@ -50,8 +55,6 @@ RUNS_NS = "runs"
 ACTIVE_NS = "runs_active"
 CANCEL_NS = "runs_cancel"
 SERVERS_NS = "servers"
-ACTIVE = frozenset({"queued", "running"})
-TERMINAL = frozenset({"succeeded", "partial", "refused", "failed", "cancelled", "interrupted"})
 
 
 def event_stream(run_id: str) -> str:
@@ -72,8 +75,8 @@ class QueueFull(OrchestratorError):
         self.retry_after = retry_after
 
 
-Executor = Callable[["RunJob"], AsyncIterator[Any]]
-"""Executes one run: yields events (dicts or pydantic models) and, last, an :class:`Outcome`."""
+Executor = Callable[["RunJob"], AsyncIterator[Step]]
+"""Executes one run: yields its events (typed models or JSON) and, last, an :class:`Outcome`."""
 
 
 class _Signal:
@@ -106,7 +109,7 @@ class RunJob:
 
     @property
     def status(self) -> str:
-        return str(self.record["status"])
+        return self.record.status
 
 
 class RunManager:
@@ -115,7 +118,7 @@ class RunManager:
     >>> manager = RunManager(store, ServerSettings())          # doctest: +SKIP
     >>> await manager.start()                                  # doctest: +SKIP
     >>> job = await manager.submit("graph", executor, request={"graph": "x"})  # doctest: +SKIP
-    >>> job.record["status"]                                   # doctest: +SKIP
+    >>> job.record.status                                      # doctest: +SKIP
     'queued'
     """
 
@@ -134,7 +137,7 @@ class RunManager:
         self._closing = False
         self._ewma_seconds: float | None = None
         self._started = False
-        self._unsaved: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        self._unsaved: dict[str, tuple[RunRecord, dict[str, Any] | None]] = {}
         """Finished runs whose final state (record, and the final event if it was not
         appended) the store refused; answered from here and saved again by the heartbeat."""
 
@@ -208,7 +211,7 @@ class RunManager:
     # ------------------------------------------------------------------ submit
     async def submit(
         self,
-        kind: str,
+        kind: RunKind,
         executor: Executor,
         *,
         request: dict[str, Any] | None = None,
@@ -220,26 +223,10 @@ class RunManager:
         self.ensure_capacity()
         run_id = new_run_id()
         self._queued.add(run_id)  # reserve the slot before the first await: concurrent submits see it
-        record: RunRecord = {
-            "id": run_id,
-            "kind": kind,
-            "status": "queued",
-            "created_at": time.time(),
-            "started_at": None,
-            "finished_at": None,
-            "request": request or {},
-            "options": options or {},
-            "inputs": {k: _ref_json(v) for k, v in (inputs or {}).items()},
-            "outputs": {},
-            "errors": {},
-            "error": None,
-            "answer": None,
-            "plan": None,
-            "nodes": {},
-            "last_event_id": 0,
-            "cancel_requested": False,
-            "owner": self.instance_id,
-        }
+        request = request or {}
+        record = RunRecord(id=run_id, kind=kind, request=request, options=options or {},
+                           inputs={k: _ref_json(v) for k, v in (inputs or {}).items()}, owner=self.instance_id,
+                           executor=str(request.get("executor") or "local"))
         job = RunJob(id=run_id, record=record, executor=executor, spec=spec or {},
                      node_tools=dict((spec or {}).get("node_tools") or {}))
         self._jobs[run_id] = job
@@ -254,9 +241,9 @@ class RunManager:
         self._queue.put_nowait(run_id)
         return job
 
-    def _persist_new(self, record: dict[str, Any]) -> None:
-        self.store.put_record(RUNS_NS, record["id"], record)
-        self.store.put_record(ACTIVE_NS, record["id"], {"owner": self.instance_id, "since": record["created_at"]})
+    def _persist_new(self, record: RunRecord) -> None:
+        self.store.put_record(RUNS_NS, record.id, record.to_json())
+        self.store.put_record(ACTIVE_NS, record.id, {"owner": self.instance_id, "since": record.created_at})
 
     # ------------------------------------------------------------------ workers
     async def _worker(self, index: int) -> None:
@@ -282,60 +269,47 @@ class RunManager:
         return bool(self._workers) and not any(w.done() for w in self._workers)
 
     async def _run(self, job: RunJob) -> None:
-        started = time.time()
-        job.record.update(status="running", started_at=started)
+        job.record.start()
         self._queued.discard(job.id)
         self._running.add(job.id)
-        self.metrics.queue_wait_seconds.observe(max(0.0, started - job.record["created_at"]))
+        self.metrics.queue_wait_seconds.observe(max(0.0, (job.record.started_at or 0.0) - job.record.created_at))
         self._update_gauges()
-        outcome: Outcome | None = None
         try:
-            await asyncio.to_thread(self.store.put_record, RUNS_NS, job.id, job.record)
-            async for item in job.executor(job):
-                if isinstance(item, Outcome):
-                    outcome = item
-                else:
-                    await self.emit(job, item)
-            if outcome is None:
-                outcome = Outcome("failed", error={"type": "RunError", "message": "the run ended without a result"})
+            await asyncio.to_thread(self.store.put_record, RUNS_NS, job.id, job.record.to_json())
+            outcome = await execute(job.record, job.executor(job), emit=lambda doc: self._log(job, doc),
+                                    node_tools=job.node_tools)
         except asyncio.CancelledError:
             outcome = Outcome("cancelled" if job.cancel.is_set() and not self._closing else "interrupted",
                               error={"type": "RunCancelled", "message": "the run was cancelled"})
             if self._closing:
                 outcome.error = {"type": "RunInterrupted", "message": "the server shut down before the run finished"}
-        except OrchestratorError as exc:
+        except OrchestratorError as exc:  # the run's first record could not be stored
             outcome = Outcome("failed", error=exc.to_dict(), errors={"<run>": str(exc)})
-        except Exception as exc:  # noqa: BLE001 - a run's failure must not kill the worker
-            logger.exception("run %s crashed", job.id)
-            outcome = Outcome("failed", error={"type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"},
-                              errors={"<run>": f"{type(exc).__name__}: {exc}"})
         if job.cancel.is_set() and outcome.status == "failed" and not self._closing:
             outcome.status = "cancelled"
         await self._finalize(job, outcome)
 
     # ------------------------------------------------------------------ events
-    async def emit(self, job: RunJob, event: Any) -> int:
-        """Append one event to the run's log (in order) and wake its followers."""
-        doc = event_json(event)
-        doc.setdefault("run_id", job.id)
+    async def _log(self, job: RunJob, doc: dict[str, Any]) -> int:
+        """Append one event (already folded into the record) to the run's log, in order, and wake its followers."""
         self._observe(job, doc)
         async with job.lock:
             seq = await asyncio.to_thread(self.store.append_event, event_stream(job.id), doc)
-            job.record["last_event_id"] = seq
+            job.record.last_event_id = seq
         signal = self._signals.get(job.id)
         if signal is not None:
             signal.fire()
         return seq
 
     def _observe(self, job: RunJob, doc: dict[str, Any]) -> None:
-        """Keep node results in the record and feed the metrics."""
+        """Note the run's terminal event and feed the metrics."""
         kind = doc.get("type")
-        if kind in ("run_finished", "run_failed") and doc.get("status") in TERMINAL and doc.get("run_id") in (None, job.id):
+        if kind in ("run_finished", "run_failed") and doc.get("status") in TERMINAL and doc.get("run_id") == job.id:
             job.terminal_event = True
-        node = apply_event(job.record["nodes"], doc, job.node_tools)
-        if node is None:
+        node = doc.get("node")
+        if not node or kind not in ("node_finished", "node_cached", "node_failed"):
             return
-        tool = job.node_tools.get(node, "?")
+        tool = job.node_tools.get(str(node), "?")
         if kind == "node_finished":
             self.metrics.node_seconds.labels(tool).observe(float(doc.get("seconds") or 0.0))
         elif kind == "node_cached":
@@ -348,10 +322,10 @@ class RunManager:
             return
         job.finalizing = True
         now = time.time()
-        seconds = now - (job.record["started_at"] or now)
+        seconds = now - (job.record.started_at or now)
+        final: dict[str, Any] | None = None
         if job.spec.get("final_event") or not job.terminal_event:
-            final: dict[str, Any] = {"run_id": job.id, "status": outcome.status, "errors": outcome.errors,
-                                     "seconds": seconds}
+            final = {"run_id": job.id, "status": outcome.status, "errors": outcome.errors, "seconds": seconds}
             if outcome.status in ("succeeded", "partial"):
                 final.update(type="run_finished",
                              outputs={k: v.model_dump(mode="json") for k, v in outcome.outputs.items()})
@@ -360,28 +334,13 @@ class RunManager:
             if outcome.answer is not None:
                 final["answer"] = outcome.answer
             try:
-                await self.emit(job, final)
+                job.record.fold(final)
+                await self._log(job, final)
                 final = None
             except OrchestratorError as exc:
                 logger.error("could not append the final event of run %s: %s", job.id, exc)
-        else:
-            final = None
         rec = job.record
-        rec.update(
-            status=outcome.status,
-            finished_at=now,
-            outputs={k: _ref_json(v) for k, v in outcome.outputs.items()},
-            errors=dict(outcome.errors),
-            error=outcome.error,
-            answer=outcome.answer,
-            plan=outcome.plan,
-        )
-        if outcome.refusals:
-            rec["refusals"] = list(outcome.refusals)
-        rec.update(outcome.extra)  # type: ignore[typeddict-item]
-        for entry in rec["nodes"].values():
-            if entry.get("status") in ("pending", "running"):
-                entry["status"] = "cancelled" if outcome.status in ("cancelled", "interrupted") else entry["status"]
+        rec.finish(outcome, now)
         try:
             if final is not None:
                 raise OrchestratorError("the final event is not stored yet")
@@ -389,11 +348,11 @@ class RunManager:
         except OrchestratorError as exc:
             logger.error("could not persist the final state of run %s (will retry): %s", job.id, exc)
             self._unsaved[job.id] = (rec, final)
-        if rec["started_at"] is not None:
-            seconds = now - rec["started_at"]
-            self.metrics.run_seconds.labels(rec["kind"]).observe(seconds)
+        if rec.started_at is not None:
+            seconds = now - rec.started_at
+            self.metrics.run_seconds.labels(rec.kind).observe(seconds)
             self._ewma_seconds = seconds if self._ewma_seconds is None else 0.8 * self._ewma_seconds + 0.2 * seconds
-        self.metrics.runs_finished.labels(rec["kind"], outcome.status).inc()
+        self.metrics.runs_finished.labels(rec.kind, outcome.status).inc()
         self._forget(job)
 
     def _forget(self, job: RunJob) -> None:
@@ -413,17 +372,17 @@ class RunManager:
         """Store the final state of runs that finished while the store was failing."""
         for run_id, (record, final) in list(self._unsaved.items()):
             if final is not None:
-                record["last_event_id"] = self.store.append_event(event_stream(run_id), final)
+                record.last_event_id = self.store.append_event(event_stream(run_id), final)
                 self._unsaved[run_id] = (record, None)
             self._persist_final(record)
             del self._unsaved[run_id]
             logger.info("stored the final state of run %s", run_id)
 
-    def _persist_final(self, record: dict[str, Any]) -> None:
-        self.store.put_record(RUNS_NS, record["id"], record, ttl=self.settings.run_ttl_seconds)
-        self.store.expire_events(event_stream(record["id"]), self.settings.run_ttl_seconds)
-        self.store.delete_record(ACTIVE_NS, record["id"])
-        self.store.delete_record(CANCEL_NS, record["id"])
+    def _persist_final(self, record: RunRecord) -> None:
+        self.store.put_record(RUNS_NS, record.id, record.to_json(), ttl=self.settings.run_ttl_seconds)
+        self.store.expire_events(event_stream(record.id), self.settings.run_ttl_seconds)
+        self.store.delete_record(ACTIVE_NS, record.id)
+        self.store.delete_record(CANCEL_NS, record.id)
 
     def _update_gauges(self) -> None:
         self.metrics.runs_running.set(self.running)
@@ -438,9 +397,9 @@ class RunManager:
         (an unfinished run whose server is gone is reported, and recorded, as interrupted)."""
         job = self._jobs.get(run_id)
         if job is not None:
-            return job.record
+            return job.record.to_json()
         if run_id in self._unsaved:
-            return self._unsaved[run_id][0]
+            return self._unsaved[run_id][0].to_json()
         record = await asyncio.to_thread(self.store.get_record, RUNS_NS, run_id)
         if record is None or record.get("status") not in ACTIVE:
             return record
@@ -466,31 +425,29 @@ class RunManager:
             return True
         return await asyncio.to_thread(self.store.get_record, SERVERS_NS, owner) is not None
 
-    async def _mark_interrupted(self, record: dict[str, Any]) -> dict[str, Any]:
-        run_id = record["id"]
+    async def _mark_interrupted(self, doc: dict[str, Any]) -> dict[str, Any]:
+        record = RunRecord.model_validate(doc)
+        run_id = record.id
         now = time.time()
         error = {"type": "RunInterrupted",
                  "message": "the server running this run stopped before it finished; submit it again"}
 
         def write() -> dict[str, Any]:
-            nodes = record.setdefault("nodes", {})
-            for _, doc in self.store.read_events(event_stream(run_id)):
-                apply_event(nodes, doc)
-            seq = self.store.append_event(event_stream(run_id), {
+            record.nodes = {}
+            for _, event in self.store.read_events(event_stream(run_id)):
+                record.fold(event)
+            errors = {**record.errors, "<run>": error["message"]}
+            record.last_event_id = self.store.append_event(event_stream(run_id), {
                 "type": "run_failed", "run_id": run_id, "status": "interrupted", "error": error,
-                "errors": {"<run>": error["message"]}, "seconds": now - (record.get("started_at") or now),
+                "errors": errors, "seconds": now - (record.started_at or now),
             })
-            record.update(status="interrupted", finished_at=now, error=error, last_event_id=seq)
-            record.setdefault("errors", {})["<run>"] = error["message"]
-            for entry in record.get("nodes", {}).values():
-                if entry.get("status") in ("pending", "running"):
-                    entry["status"] = "cancelled"
+            record.finish(Outcome("interrupted", errors=errors, error=error), now)
             self._persist_final(record)
-            return record
+            return record.to_json()
 
         result = await asyncio.to_thread(write)
-        self.metrics.runs_finished.labels(record.get("kind", "?"), "interrupted").inc()
-        logger.warning("run %s of server %s was interrupted", run_id, record.get("owner"))
+        self.metrics.runs_finished.labels(record.kind, "interrupted").inc()
+        logger.warning("run %s of server %s was interrupted", run_id, record.owner)
         return result
 
     async def sweep(self) -> int:
@@ -528,69 +485,85 @@ class RunManager:
             record["cancel_requested"] = True
             await asyncio.to_thread(self.store.put_record, CANCEL_NS, run_id, {"at": time.time()})
             return record
-        job.record["cancel_requested"] = True
+        job.record.cancel_requested = True
         job.cancel.set()
         if job.status == "queued":
             await self._finalize(job, Outcome("cancelled", error={"type": "RunCancelled",
                                                                   "message": "cancelled before it started"}))
-            return job.record
+            return job.record.to_json()
         if job.task is not None:
             task = job.task
             grace = self.settings.cancel_grace_seconds if job.spec.get("honours_cancel", True) else 0.0
             asyncio.get_running_loop().call_later(grace, lambda: task.done() or task.cancel())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(job.done.wait(), timeout=wait)
-        return job.record
+        return job.record.to_json()
 
     # ------------------------------------------------------------------ following
     async def follow(self, run_id: str, after: int = 0, *, idle: float = 15.0
-                     ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
+                     ) -> AsyncIterator[tuple[int | None, dict[str, Any]] | None]:
         """Yield ``(seq, event)`` after ``after`` until the run has ended and its log is drained.
 
         Runs of this process wake followers at once; others are polled every
         ``event_poll_seconds``. ``None`` is yielded after ``idle`` quiet seconds (a
-        chance to send a keep-alive). Check that the run exists first.
+        chance to send a keep-alive). When the store fails, the last item is
+        ``(None, {"type": "error", "run_id", "error": {"type", "message"}, "last_event_id"})``
+        (not a log event: reconnect after ``last_event_id`` to resume). Check that the run exists first.
         """
         signal = self._signals.setdefault(run_id, _Signal())
         signal.users += 1
         last = after
-        quiet_since = time.monotonic()
         try:
-            while True:
-                wake = signal.event
-                items = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
-                for seq, doc in items:
-                    last = seq
-                    yield seq, doc
-                if items:
-                    quiet_since = time.monotonic()
-                    continue
-                record = await self.get(run_id)
-                if record is None or record.get("status") in TERMINAL:
-                    tail = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
-                    for seq, doc in tail:
-                        last = seq
-                        yield seq, doc
-                    return
-                if self._closing:
-                    return
-                if time.monotonic() - quiet_since >= idle:
-                    quiet_since = time.monotonic()
-                    yield None
-                timeout = idle if run_id in self._jobs else min(idle, self.settings.event_poll_seconds)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=timeout)
+            async with contextlib.aclosing(self._follow(run_id, signal, idle, after)) as items:
+                async for item in items:
+                    if item is not None:
+                        last = item[0]
+                    yield item
+        except OrchestratorError as exc:  # the store failed: end cleanly, saying where to resume
+            logger.warning("event stream of run %s stopped: %s", run_id, exc)
+            yield None, {"type": "error", "run_id": run_id, "last_event_id": last,
+                         "error": {"type": type(exc).__name__,
+                                   "message": "the store is unavailable; reconnect to resume"}}
         finally:
             signal.users -= 1
             if signal.users <= 0 and run_id not in self._jobs:
                 self._signals.pop(run_id, None)
+
+    async def _follow(self, run_id: str, signal: _Signal, idle: float, after: int
+                      ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
+        last = after
+        quiet_since = time.monotonic()
+        while True:
+            wake = signal.event
+            items = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
+            for seq, doc in items:
+                last = seq
+                yield seq, doc
+            if items:
+                quiet_since = time.monotonic()
+                continue
+            record = await self.get(run_id)
+            if record is None or record.get("status") in TERMINAL:
+                tail = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
+                for seq, doc in tail:
+                    last = seq
+                    yield seq, doc
+                return
+            if self._closing:
+                return
+            if time.monotonic() - quiet_since >= idle:
+                quiet_since = time.monotonic()
+                yield None
+            timeout = idle if run_id in self._jobs else min(idle, self.settings.event_poll_seconds)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=timeout)
 
     async def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any] | None:
         """Wait until a run ends; returns its record."""
         job = self._jobs.get(run_id)
         if job is not None:
             await asyncio.wait_for(job.done.wait(), timeout=timeout)
-            return job.record
+            return job.record.to_json()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             record = await self.get(run_id)

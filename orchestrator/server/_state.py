@@ -14,10 +14,10 @@ from fastapi import Request
 
 from orchestrator.artifacts import ArtifactRef, ArtifactStore, Modality
 from orchestrator.registry import ToolRegistry
+from orchestrator.runs import AgentBackend, RunService
 from orchestrator.settings import Settings
 from orchestrator.workflow import CompiledWorkflow, Workflow
 
-from ._agent import AgentBackend
 from ._metrics import Metrics
 from ._runs import RunManager
 from ._signing import UrlSigner
@@ -74,6 +74,11 @@ class ServerState:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     signer: UrlSigner | None = None
     """Signs artifact links when the API needs a key (see ``_signing``)."""
+    service: RunService = field(init=False)
+    """Executes runs (the same service the CLI uses); the run manager queues and records them."""
+
+    def __post_init__(self) -> None:
+        self.service = RunService(self.store, agent=self.agent)
 
     def base_url(self, request: Request) -> str:
         return (self.settings.public_url or str(request.base_url)).rstrip("/")

@@ -6,6 +6,9 @@ import functools
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from orchestrator.runs import RunRecord
 
 __all__ = [
     "ArtifactView",
@@ -102,28 +105,14 @@ class ArtifactView(BaseModel):
     url: str
 
 
-class RunView(BaseModel):
-    """A run's state: what was asked, where it is, what it produced and what went wrong."""
+class RunView(RunRecord):
+    """A run's state: what was asked, where it is, what it produced and what went wrong (the run
+    record, with download links for its artifacts and where its events stream)."""
 
-    model_config = ConfigDict(extra="allow")
-
-    id: str
-    kind: Literal["prompt", "graph", "workflow", "chat"]
-    status: Literal["queued", "running", "succeeded", "partial", "refused", "failed", "cancelled", "interrupted"]
-    created_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
-    request: dict[str, Any] = Field(default_factory=dict)
-    options: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, ArtifactView | Any] = Field(default_factory=dict)
     outputs: dict[str, ArtifactView] = Field(default_factory=dict)
-    errors: dict[str, str] = Field(default_factory=dict)
-    error: dict[str, Any] | None = None
-    answer: str | None = None
-    plan: Any = None
-    nodes: dict[str, Any] = Field(default_factory=dict)
-    last_event_id: int = 0
-    cancel_requested: bool = False
+    owner: SkipJsonSchema[str] = Field(default="", exclude=True)
+    """Which server runs it: internal, never shown."""
     events_url: str | None = None
 
 

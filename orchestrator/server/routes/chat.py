@@ -40,16 +40,18 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from orchestrator.artifacts import ArtifactRef, Modality
 from orchestrator.errors import WorkflowInputError
+from orchestrator.runs import Outcome, Step
+from orchestrator.workflow import CompiledWorkflow
 
 from .._background import answer as background_answer
 from .._background import recognize as recognize_background
 from .._errors import ApiError
-from .._execute import fetch_pending, outcome_from_engine
+from .._execute import fetch_pending
 from .._formats import export_audio
 from .._history import forget_session, parse_messages, seed_session, text_of
 from .._inputs import check_url, decode_base64, resolve_input
 from .._media import Call, call_tool, is_media_tool, media_models, pick_tool, tool_workflow
-from .._runs import QueueFull, RunJob
+from .._runs import Executor, QueueFull, RunJob
 from .._state import ServerState, get_state
 from ..schemas import ChatCompletionRequest, ChatMessage, InputValue
 from .audio import speech_params
@@ -230,22 +232,22 @@ def _graph_inputs(compiled: Any, text: str, refs: dict[str, ArtifactRef], pendin
     return out_refs, out_pending, text_inputs
 
 
-def _graph_executor(state: ServerState, compiled: Any, text: str, refs: dict[str, ArtifactRef],
-                    pending: dict[str, InputValue], seed: int | None) -> Any:
+def _graph_executor(state: ServerState, compiled: CompiledWorkflow, text: str, refs: dict[str, ArtifactRef],
+                    pending: dict[str, InputValue], seed: int | None) -> Executor:
     declared = {i.name: Modality(i.modality) for i in compiled.workflow.inputs}
     graph_refs, graph_pending, text_inputs = _graph_inputs(compiled, text, refs, pending)
 
-    async def execute(job: RunJob) -> AsyncIterator[Any]:
-        inputs: dict[str, Any] = dict(graph_refs)
+    async def execute(job: RunJob) -> AsyncIterator[Step]:
+        inputs = dict(graph_refs)
         for name, _ in text_inputs:
             inputs[name] = await state.store.aput(text, modality=Modality.TEXT)
         inputs.update(await fetch_pending(state, job, graph_pending, declared))
-        final = None
-        async for event in compiled.astream(inputs, store=state.store, seed=seed, run_id=job.id, cancel=job.cancel):
-            if event.type in ("run_finished", "run_failed"):
-                final = event
-            yield event
-        outcome = outcome_from_engine(final)
+        outcome = Outcome("failed", error={"type": "RunError", "message": "the workflow ended without a result"})
+        async for step in state.service.workflow(compiled, inputs, run_id=job.id, cancel=job.cancel, seed=seed):
+            if isinstance(step, Outcome):
+                outcome = step
+            else:
+                yield step
         texts = [f"{name}: {state.store.load(ref)}" for name, ref in outcome.outputs.items()
                  if ref.modality is Modality.TEXT]
         outcome.answer = "\n".join(texts) if texts else f"{compiled.name} {outcome.status}."
@@ -257,20 +259,20 @@ def _graph_executor(state: ServerState, compiled: Any, text: str, refs: dict[str
 
 def _agent_executor(state: ServerState, mode: str, text: str, refs: dict[str, ArtifactRef],
                     pending: dict[str, InputValue], session_id: str | None, seed: int | None,
-                    history: tuple[str, Any] | None = None) -> Any:
+                    history: tuple[str, Any] | None = None) -> Executor:
     """Run the agent on the last user turn; ``history`` is a session seeded from the client's
     earlier messages (used instead of ``session_id``, removed when the run ends)."""
-    async def execute(job: RunJob) -> AsyncIterator[Any]:
+    async def execute(job: RunJob) -> AsyncIterator[Step]:
         sid = history[0] if history is not None else session_id
         try:
             inputs = dict(refs)
             inputs.update(await fetch_pending(state, job, pending, {}))
             if mode == "chat":
-                stream = state.agent.chat(text, media=inputs, run_id=job.id, cancel=job.cancel,
-                                          session_id=sid, seed=seed)
+                stream = state.service.chat(text, inputs, run_id=job.id, cancel=job.cancel, session_id=sid,
+                                            seed=seed)
             else:
-                stream = state.agent.run(text, inputs=inputs, run_id=job.id, cancel=job.cancel, session_id=sid,
-                                         seed=seed)
+                stream = state.service.prompt(text, inputs, run_id=job.id, cancel=job.cancel, session_id=sid,
+                                              seed=seed)
             async for item in stream:
                 yield item
         finally:
@@ -456,7 +458,12 @@ async def _stream(state: ServerState, request: Request, run_id: str, completion_
         if item is None:
             yield ": keep-alive\n\n"
             continue
-        _, doc = item
+        seq, doc = item
+        if seq is None:  # the store failed mid-stream: say so, end the stream cleanly
+            error = {**doc["error"], "code": 503, "run_id": run_id}
+            yield f"data: {json.dumps({'error': error})}\n\n"
+            yield "data: [DONE]\n\n"
+            return
         kind = doc.get("type")
         piece = ""
         if kind in _DELTAS and isinstance(doc.get("delta", doc.get("text")), str):

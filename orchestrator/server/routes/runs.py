@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from orchestrator.artifacts import ArtifactRef, Modality
-from orchestrator.errors import StoreUnavailable, WorkflowInputError
+from orchestrator.errors import OrchestratorError, WorkflowInputError
 
 from .._errors import ApiError
 from .._execute import agent_executor, workflow_executor
@@ -22,8 +21,6 @@ from .._state import ServerState, get_state
 from ..schemas import InputValue, RunRequest, RunView
 
 __all__ = ["check_prompt", "ensure_capacity", "router", "sse_format", "submit_or_429"]
-
-logger = logging.getLogger("orchestrator.server")
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -121,7 +118,7 @@ async def create_run(body: RunRequest, request: Request, state: ServerState = De
         )
     except QueueFull as exc:
         raise submit_or_429(exc) from exc
-    view = state.run_view(request, job.record)
+    view = state.run_view(request, job.record.to_json())
     return JSONResponse(view, status_code=202, headers={"Location": f"/v1/runs/{job.id}"})
 
 
@@ -204,16 +201,18 @@ async def run_events(
 
     async def stream() -> AsyncIterator[str]:
         yield "retry: 1000\n\n"
+        async for item in state.runs.follow(run_id, start):
+            if item is None:
+                yield ": keep-alive\n\n"
+                continue
+            seq, doc = item
+            if seq is None:  # the store failed; the stream ends cleanly, EventSource reconnects with Last-Event-ID
+                yield sse_format(None, "error", {"run_id": run_id, **doc["error"]})
+                return
+            yield sse_format(seq, str(doc.get("type", "message")), doc)
         try:
-            async for item in state.runs.follow(run_id, start):
-                if item is None:
-                    yield ": keep-alive\n\n"
-                    continue
-                seq, doc = item
-                yield sse_format(seq, str(doc.get("type", "message")), doc)
             final = await state.runs.get(run_id) or {}
-        except StoreUnavailable as exc:  # the stream ends cleanly; EventSource reconnects with Last-Event-ID
-            logger.warning("event stream of run %s stopped: %s", run_id, exc)
+        except OrchestratorError:
             yield sse_format(None, "error", {"run_id": run_id, "type": "StoreUnavailable",
                                              "message": "the store is unavailable; reconnect to resume"})
             return

@@ -1,4 +1,4 @@
-"""The server's (and the CLI's) seam to the agent: prompts and chat messages in, events and an outcome out.
+"""The run service's seam to the agent: prompts and chat messages in, events and an outcome out.
 
 The agent (:class:`orchestrator.agent.Agent`) is built the first time a prompt or
 chat run needs it, from the core settings (``llm``, ``profile``) through
@@ -6,7 +6,7 @@ chat run needs it, from the core settings (``llm``, ``profile``) through
 (``create_app(agent=...)``). A request-mode run yields the agent's events as JSON
 and then one :class:`Outcome` made from the typed ``AgentResult`` the final
 ``agent_finished`` event carries; a chat turn's outcome comes from its span and
-``chat_done`` events. No web imports: the CLI runs prompts through the same code.
+``chat_done`` events. No web imports: the CLI and the server run prompts through the same code.
 """
 
 from __future__ import annotations
@@ -15,18 +15,22 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
+
+from pydantic import BaseModel
 
 from orchestrator.agent import Agent, AgentResult, events
 from orchestrator.artifacts import ArtifactRef, ArtifactStore
+from orchestrator.registry import ToolRegistry
+from orchestrator.settings import Settings
 from orchestrator.workflow.events import RunFinished
 
-from ._outcome import Outcome, event_json
+from ._record import Outcome, flat_outputs
 
 __all__ = ["AgentBackend", "agent_outcome", "chat_outcome"]
 
-logger = logging.getLogger("orchestrator.server.agent")
+logger = logging.getLogger("orchestrator.runs.agent")
 
 
 class AgentBackend:
@@ -37,7 +41,8 @@ class AgentBackend:
     ``profile`` from the core settings.
     """
 
-    def __init__(self, agent: Agent | None = None, *, store: ArtifactStore, core_settings: Any, registry: Any = None,
+    def __init__(self, agent: Agent | None = None, *, store: ArtifactStore, core_settings: Settings,
+                 registry: ToolRegistry | None = None,
                  factory: Callable[[str | None], Agent] | None = None) -> None:
         self._agents: dict[str, Agent] = {"": agent} if agent is not None else {}
         self._factory = factory or self._build
@@ -68,29 +73,30 @@ class AgentBackend:
     # ------------------------------------------------------------------ runs
     async def run(self, prompt: str, *, inputs: dict[str, ArtifactRef], run_id: str, cancel: threading.Event,
                   session_id: str | None = None, seed: int | None = None, cache: bool = True,
-                  profile: str | None = None) -> AsyncIterator[dict[str, Any] | Outcome]:
-        """Plan-and-execute a prompt: yields event dicts, then an :class:`Outcome`."""
+                  profile: str | None = None) -> AsyncIterator[BaseModel | Outcome]:
+        """Plan-and-execute a prompt: yields the typed events (:data:`~orchestrator.agent.events.AnyEvent`),
+        then an :class:`Outcome`."""
         agent = await asyncio.to_thread(self.get, profile)
         result: AgentResult | None = None
         async for event in agent.astream(prompt, inputs or None, session_id, seed=seed, cache=cache,
                                          agent_run=run_id, cancel=cancel):
             if isinstance(event, events.AgentFinished):
                 result = event.result
-            yield event_json(event)
+            yield event
         if result is None:
             yield Outcome("failed", error={"type": "AgentError", "message": "the agent ended without a result"})
             return
         yield agent_outcome(result)
 
     async def chat(self, message: str, *, media: dict[str, ArtifactRef], run_id: str, cancel: threading.Event,
-                   session_id: str | None = None, seed: int | None = None) -> AsyncIterator[dict[str, Any] | Outcome]:
-        """One chat turn with signal spans: yields event dicts, then an :class:`Outcome`."""
+                   session_id: str | None = None, seed: int | None = None) -> AsyncIterator[BaseModel | Outcome]:
+        """One chat turn with signal spans: yields the typed events, then an :class:`Outcome`."""
         agent = await asyncio.to_thread(self.get)
-        seen: list[Any] = []
+        seen: list[BaseModel] = []
         async for event in agent.achat_stream(session_id or uuid.uuid4().hex, message, media or None, seed=seed,
                                               cancel=cancel):
             seen.append(event)
-            yield event_json(event)
+            yield event
         yield chat_outcome(seen)
 
 
@@ -117,7 +123,7 @@ def agent_outcome(result: AgentResult) -> Outcome:
                    plan=plan, refusals=result.refusals)
 
 
-def chat_outcome(seen: list[Any]) -> Outcome:
+def chat_outcome(seen: Sequence[BaseModel]) -> Outcome:
     """A chat turn's :class:`Outcome` from its events: each span's media (and a ``<plan>`` span's other
     outputs), each span's error, the message."""
     outputs: dict[str, ArtifactRef] = {}
@@ -135,11 +141,10 @@ def chat_outcome(seen: list[Any]) -> Outcome:
     have = {r.id for r in outputs.values()}
     for ev in seen:  # what the spans' workflows produced besides their media (a <plan> span's text)
         if isinstance(ev, RunFinished):
-            for name, ref in ev.outputs.items():
-                for i, one in enumerate(ref if isinstance(ref, list) else [ref]):
-                    if one.id not in have:
-                        have.add(one.id)
-                        outputs[name if i == 0 else f"{name}_{i + 1}"] = one
+            for name, one in flat_outputs(ev.outputs).items():
+                if one.id not in have:
+                    have.add(one.id)
+                    outputs[name] = one
     if answer is None:
         return Outcome("failed", outputs=outputs, errors=errors,
                        error={"type": "AgentError", "message": "the chat turn ended without a message"})

@@ -1,0 +1,201 @@
+"""The one run service: the CLI and the server make the same record for the same run; the run
+manager's event streams end cleanly when the store fails mid-follow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from server_proc import ServerProcess
+from typer.testing import CliRunner
+
+from orchestrator.artifacts import LocalArtifactStore
+from orchestrator.cli import app
+from orchestrator.errors import StoreUnavailable
+from orchestrator.runs import Outcome, RunRecord
+from orchestrator.server._runs import RunManager
+from orchestrator.server.settings import ServerSettings
+
+WORKFLOW = {
+    "name": "same-record",
+    "inputs": [{"name": "text", "modality": "text"}],
+    "nodes": [
+        {"id": "wrap", "tool": "text.template", "params": {"template": "<{text}>"}, "inputs": {"texts": "text"}},
+        {"id": "broken", "tool": "text.template", "params": {"template": "stray {"}, "inputs": {"texts": "text"}},
+        {"id": "again", "tool": "text.template", "params": {"template": "[{text}]"}, "inputs": {"texts": "wrap.text"}},
+    ],
+    "outputs": [{"name": "good", "source": "again.text"}, {"name": "bad", "source": "broken.text"}],
+}
+PROMPT = "Summarize this text: 'One service runs every run. The CLI and the server share it. Records match.'"
+
+
+@pytest.fixture(scope="module")
+def server(redis_url: str) -> Iterator[ServerProcess]:
+    with ServerProcess(redis_url=redis_url) as srv:
+        yield srv
+
+
+def _server_record(server: ServerProcess, body: dict[str, Any]) -> dict[str, Any]:
+    with server.client() as http:
+        run = http.post("/v1/runs", json=body).json()
+        for _ in range(400):
+            doc = http.get(f"/v1/runs/{run['id']}").json()
+            if doc["status"] not in ("queued", "running"):
+                return dict(doc)
+            asyncio.run(asyncio.sleep(0.05))
+    raise AssertionError(f"run {run['id']} did not finish")
+
+
+def _cli_record(tmp_path: Path, args: list[str]) -> dict[str, Any]:
+    env = {"ORCHESTRATOR_DATA_DIR": str(tmp_path / "data"), "ORCHESTRATOR_REDIS_URL": "", "TQDM_DISABLE": "1"}
+    out = tmp_path / "out"
+    CliRunner().invoke(app, ["run", *args, "--no-cache", "--quiet", "--out", str(out)], env=env,
+                       catch_exceptions=False)
+    return dict(json.loads((out / "run.json").read_text()))
+
+
+def _comparable(record: dict[str, Any]) -> dict[str, Any]:
+    """What must agree: status, errors, each node's status/tool/error/output ids, each output's id."""
+    def ids(value: Any) -> Any:
+        return [r["id"] for r in value] if isinstance(value, list) else value["id"]
+
+    return {
+        "status": record["status"],
+        "errors": record["errors"],
+        "refusals": record["refusals"],
+        "nodes": {n: {"status": s["status"], "tool": s.get("tool"), "error": s.get("error"),
+                      "outputs": {p: ids(v) for p, v in (s.get("outputs") or {}).items()}}
+                  for n, s in record["nodes"].items()},
+        "outputs": {k: v["id"] for k, v in record["outputs"].items()},
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["workflow", "prompt"])
+def test_the_cli_and_the_server_make_the_same_record(server: ServerProcess, tmp_path: Path, case: str) -> None:
+    if case == "workflow":
+        (tmp_path / "wf.json").write_text(json.dumps(WORKFLOW))
+        cli = _cli_record(tmp_path, ["--graph", str(tmp_path / "wf.json"), "-i", "text=same"])
+        srv = _server_record(server, {"workflow": WORKFLOW, "inputs": {"text": "same"},
+                                      "options": {"cache": False}})
+        assert cli["kind"] == srv["kind"] == "workflow" and cli["status"] == "partial"
+        assert {n: s["status"] for n, s in cli["nodes"].items()} == {
+            "wrap": "succeeded", "broken": "failed", "again": "succeeded"}
+    else:
+        cli = _cli_record(tmp_path, [PROMPT])
+        srv = _server_record(server, {"prompt": PROMPT, "options": {"cache": False}})
+        assert cli["kind"] == srv["kind"] == "prompt" and cli["status"] == "succeeded"
+        assert cli["plan"] == srv["plan"] and cli["answer"] == srv["answer"]
+    assert _comparable(cli) == _comparable(srv)
+    assert cli["executor"] == srv["executor"] == "local"
+    assert all(info["file"] for info in cli["outputs"].values())
+    with server.client() as http:  # the server's output is downloadable and is the file the CLI wrote
+        for name, view in srv["outputs"].items():
+            assert httpx.get(view["url"]).content == Path(cli["outputs"][name]["file"]).read_bytes()
+
+
+class _FailingStore(LocalArtifactStore):
+    """The embedded store, whose event reads fail once ``broken`` is set (a disk or Redis going away)."""
+
+    broken = False
+
+    def read_events(self, stream: str, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
+        if self.broken:
+            raise StoreUnavailable("the event log cannot be read", backend="test")
+        return super().read_events(stream, after)
+
+
+async def test_follow_ends_with_an_error_event_when_the_store_fails(tmp_path: Path) -> None:
+    store = _FailingStore(tmp_path)
+    manager = RunManager(store, ServerSettings(max_concurrent_runs=1))
+    gate = asyncio.Event()
+
+    async def steps(job: Any) -> Any:
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        await gate.wait()
+        yield Outcome("succeeded")
+
+    await manager.start()
+    try:
+        job = await manager.submit("graph", steps)
+        seen: list[Any] = []
+        async for item in manager.follow(job.id, idle=0.2):
+            seen.append(item)
+            if item is not None and item[1].get("type") == "node_started":
+                store.broken = True
+        assert seen[0] is not None and seen[0][0] == 1
+        seq, doc = seen[-1]
+        assert seq is None and doc["type"] == "error" and doc["last_event_id"] == 1
+        assert doc["error"]["type"] == "StoreUnavailable" and "reconnect" in doc["error"]["message"]
+    finally:
+        store.broken = False
+        gate.set()
+        await manager.wait(job.id, timeout=5)
+        await manager.stop()
+    record = RunRecord.model_validate(await manager.get(job.id))
+    assert record.status == "succeeded" and record.nodes["a"]["status"] == "running"
+
+
+async def test_a_list_output_is_numbered_in_the_record(tmp_path: Path) -> None:
+    """The service's record of a workflow whose output is a ``many`` port: one named ref per artifact."""
+    from workflow_tools import registry
+
+    from orchestrator.runs import AgentBackend, RunService, execute
+    from orchestrator.settings import Settings
+    from orchestrator.workflow import Workflow
+
+    store = LocalArtifactStore(tmp_path / "store")
+    wf = (Workflow("words").add_input("text", "text").add_node("cut", "t.split", inputs={"text": "text"})
+          .add_output("words", "cut.words"))
+    compiled = wf.compile(registry=registry)
+    service = RunService(store, agent=AgentBackend(store=store, core_settings=Settings(data_dir=tmp_path)))
+    record = RunRecord(id="r1", kind="workflow")
+    record.start()
+    outcome = await execute(record, service.workflow(compiled, {"text": store.put("one two three", modality="text")},
+                                                     run_id=record.id))
+    record.finish(outcome)
+    assert record.status == "succeeded" and list(record.outputs) == ["words", "words_2", "words_3"]
+    assert [store.load(ref) for ref in outcome.outputs.values()] == ["one", "two", "three"]
+    assert [r["id"] for r in record.nodes["cut"]["outputs"]["words"]] == [v["id"] for v in record.outputs.values()]
+
+
+def test_the_run_service_is_web_free_and_below_the_server() -> None:
+    """``orchestrator.runs`` (and the CLI's ``run`` path) load no web stack; the agent imports neither
+    the run service nor the server (the layers point one way)."""
+    import ast
+    import subprocess
+    import sys
+
+    import orchestrator.agent as agent_pkg
+
+    code = ("import sys, orchestrator.runs, orchestrator.cli; "
+            "print(sorted(m for m in ('fastapi', 'starlette', 'uvicorn') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+    for path in Path(agent_pkg.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith(("orchestrator.runs", "orchestrator.server")), (path, node.module)
+
+
+async def test_the_record_says_where_its_nodes_ran(tmp_path: Path) -> None:
+    """``executor`` is ``local`` by default and follows the executor the request names."""
+    manager = RunManager(LocalArtifactStore(tmp_path), ServerSettings(max_concurrent_runs=1))
+
+    async def steps(job: Any) -> Any:
+        yield Outcome("succeeded")
+
+    await manager.start()
+    try:
+        plain = await manager.submit("graph", steps, request={"graph": "g"})
+        scaled = await manager.submit("graph", steps, request={"graph": "g", "executor": "ray"})
+        assert plain.record.executor == "local" and scaled.record.executor == "ray"
+        done = await manager.wait(scaled.id, timeout=5)
+        assert done is not None and done["executor"] == "ray" and done["status"] == "succeeded"
+    finally:
+        await manager.stop()
