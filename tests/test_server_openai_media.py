@@ -159,7 +159,9 @@ def test_embeddings_shape_and_determinism(client: openai.OpenAI) -> None:
     vectors = np.array([d.embedding for d in first.data])
     assert [d.index for d in first.data] == [0, 1, 2] and vectors.shape[0] == 3 and vectors.shape[1] >= 8
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
-    assert np.array_equal(vectors[0], vectors[2]) and not np.allclose(vectors[0], vectors[1])
+    # the same text gives the same vector (to float rounding: concurrent model calls may use different
+    # torch thread counts), another text a different one
+    assert np.allclose(vectors[0], vectors[2], atol=1e-6) and not np.allclose(vectors[0], vectors[1], atol=1e-3)
     floats = client.embeddings.create(model="text.embed", input="a blue circle", encoding_format="float")
     assert np.allclose(floats.data[0].embedding, vectors[1], atol=1e-6)
     short = client.embeddings.create(model="text.embed", input="a blue circle", dimensions=4)
