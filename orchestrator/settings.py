@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     download_max_redirects: int = 5
     download_deadline_seconds: float = 300.0
 
+    # internet search tools (tools/search.py): 'module:attribute' of a SearchBackend; unset = refused at run time
+    search_backend: str | None = None
+
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
