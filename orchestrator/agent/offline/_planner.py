@@ -118,10 +118,11 @@ class OfflinePlanner:
     name = "offline"
 
     def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | None = None,
-                 min_score: float = 0.33, skeleton_weight: float = 0.5, cue_weight: float = 0.05,
+                 min_score: float = 0.33, skeleton_weight: float = 0.5, cue_weight: float = 0.05, direct_margin: float = 0.15,
                  cache_size: int = 4096) -> None:
         self.skeleton_weight = skeleton_weight
         self.cue_weight = cue_weight
+        self.direct_margin = direct_margin
         self.encoder = encoder if encoder is not None else default_encoder(use_embeddings)
         self.min_score = min_score
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -266,7 +267,7 @@ class OfflinePlanner:
         best = int(np.argmax(row))
         name = index.tasks[best]
         score = float(row[best])
-        if name == NONE or score < self.min_score:
+        if name == NONE or score < self.min_score or lang.only_states(step.text):
             return _Choice(step, None, score, row)
         return _Choice(step, name, score, row)
 
@@ -277,9 +278,14 @@ class OfflinePlanner:
             if m.kind == "file":
                 b.resources.setdefault(m.value, m.modality)
         previous: str | None = None
+        carried: list[Mention] = []  # resources of steps that asked for nothing go to the next step
         for c in choices:
             if c.task is None:
+                carried.extend(c.step.mentions)
                 continue
+            if carried:
+                c = _Choice(_carry(c.step, carried), c.task, c.score, c.row)
+                carried = []
             if c.task == previous and not c.step.mentions and (
                     not language().verb_start.match(c.step.text) or _transforms(req.catalog.tasks[c.task])):
                 continue  # the same action restated ("... The transcript should be accurate.")
@@ -296,7 +302,31 @@ class OfflinePlanner:
                                "configured (ORCHESTRATOR_SEARCH_BACKEND) and is refused at run time otherwise")
         return Plan(tasks=b.tasks, notes=b.notes)
 
+    def _direct(self, b: _Build, c: _Choice) -> _Choice:
+        """A task that reads the step's media as it is, instead of one that needs a converter first."""
+        info = b.catalog.tasks[c.task]  # type: ignore[index]
+        needs = {p.modality for p in info.inputs if not p.optional and p.modality in MEDIA}
+        if not needs or c.row is None:
+            return c
+        have = [m.modality for m in c.step.mentions if m.kind == "file" and m.modality in MEDIA]
+        if not have and not any(m.kind == "url" for m in c.step.mentions):
+            near = next((o.modality for o in reversed(b.outs) if o.modality in MEDIA), None)
+            have = [near] if near is not None else [mod for mod in b.resources.values() if mod in MEDIA][:1]
+        if not have or needs & set(have):
+            return c
+        out = _main_output(info)
+        best, best_score = None, float(c.row[b.index.tasks.index(c.task)]) - self.direct_margin  # type: ignore[arg-type]
+        for j, name in enumerate(b.index.tasks):
+            other = b.catalog.tasks.get(name)
+            if other is None or name == c.task:
+                continue
+            o_needs = {p.modality for p in other.inputs if not p.optional and p.modality in MEDIA}
+            if o_needs and o_needs <= set(have) and _main_output(other) is out and float(c.row[j]) > best_score:
+                best, best_score = name, float(c.row[j])
+        return c if best is None else _Choice(c.step, best, best_score, c.row)
+
     def _wire(self, b: _Build, c: _Choice) -> None:
+        c = self._direct(b, c)
         info = b.catalog.tasks[c.task]  # type: ignore[index]
         step = c.step
         free = [m for m in step.mentions]
@@ -494,6 +524,11 @@ def _transforms(info: TaskInfo) -> bool:
 
 def _main_output(info: TaskInfo) -> Modality | None:
     return next((p.modality for p in info.outputs if p.modality in (Modality.TEXT, *MEDIA)), None)
+
+
+def _carry(step: Step, extra: list[Mention]) -> Step:
+    """``step`` with ``extra`` resources appended (not in its text: they rank after its own)."""
+    return Step(step.text, step.mentions + [m for m in extra if m not in step.mentions], step.sentence)
 
 
 def _join(a: Step, b: Step) -> Step:

@@ -87,6 +87,17 @@ def find_mentions(text: str, known: Mapping[str, Modality] | None = None) -> lis
         for m in re.finditer(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", text):
             if free(m.start(), m.end()):
                 out.append(Mention("file", name, m.start(), m.end(), (known or {})[name]))
+    for m in _QUOTE.finditer(text):
+        gi = next(i for i, g in enumerate(m.groups(), start=1) if g is not None)
+        value = m.group(gi).strip()
+        if value and free(m.start(), m.end()):
+            modality = resource_modality(value)
+            if _URL.fullmatch(value):
+                out.append(Mention("url", value, m.start(), m.end(), Modality.TEXT))
+            elif modality is not None and len(value) < 120 and "\n" not in value and value.count(" ") < 4:
+                out.append(Mention("file", value, m.start(), m.end(), modality))  # 'my photo.png'
+            else:
+                out.append(Mention("quote", value, m.start(), m.end(), Modality.TEXT))
     for m in _URL.finditer(text):
         url = m.group(0).rstrip(".,;:!?")
         if free(m.start(), m.start() + len(url)):
@@ -95,15 +106,6 @@ def find_mentions(text: str, known: Mapping[str, Modality] | None = None) -> lis
         modality = resource_modality(m.group(1))
         if modality is not None and free(m.start(1), m.end(1)):
             out.append(Mention("file", m.group(1), m.start(1), m.end(1), modality))
-    for m in _QUOTE.finditer(text):
-        gi = next(i for i, g in enumerate(m.groups(), start=1) if g is not None)
-        value = m.group(gi).strip()
-        if value and free(m.start(), m.end()):
-            modality = resource_modality(value)
-            if modality is not None and len(value) < 120 and "\n" not in value and value.count(" ") < 4:
-                out.append(Mention("file", value, m.start(), m.end(), modality))  # 'my photo.png'
-            else:
-                out.append(Mention("quote", value, m.start(), m.end(), Modality.TEXT))
     return sorted(out, key=lambda m: m.start)
 
 
@@ -120,6 +122,12 @@ class Language:
     none_phrasings: tuple[str, ...]
     words: tuple[str, ...] = ()
     making: frozenset[str] = frozenset()
+    possession: re.Pattern[str] | None = None
+    asks: re.Pattern[str] | None = None
+
+    def only_states(self, text: str) -> bool:
+        """The step only says what the user has ("I have a photo of ...")."""
+        return bool(self.possession and self.possession.match(text) and not (self.asks and self.asks.search(text)))
 
     def modality_of(self, word: str) -> Modality | None:
         w = word.lower()
@@ -174,13 +182,15 @@ def language() -> Language:
         modality_words={Modality(k): frozenset(v) for k, v in data["modality"].items()},
         none_phrasings=tuple(data["none"]["phrasings"]),
         making=frozenset(split.get("making", ())),
+        possession=re.compile(rf"^\s*(?:(?:so|well|hi|hey|hello|ok|okay)\W+)*(?:{_alternation(data['none']['starts'])})\b", re.I),
+        asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
         words=tuple(sorted({w for group in (split["verbs"], split["connectors"], split["fillers"], refer["back"],
                                             refer["text_nouns"], *data["modality"].values()) for w in group})),
     )
 
 
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+|(?<=[.!?;])$|(?:^|\s)\(?\d{1,2}[.)]\s+|(?:^|\n)\s*[-*•]\s+", re.M)
-_ENUM = re.compile(r"\b(?:step\s*\d+|\d{1,2}\s*[.)])\s*[:\-]?\s*", re.I)
+_ENUM = re.compile(r"(?<![@\w])(?:step\s*\d+|\d{1,2}\s*[.)])\s*[:\-]?\s*", re.I)
 
 
 def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
