@@ -181,8 +181,11 @@ _SHARED: dict[str, Encoder] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def default_encoder(use_embeddings: bool | None = None) -> Encoder:
-    """The process-wide MiniLM encoder when available (or asked for), else a lexical one."""
+def default_encoder(use_embeddings: bool | None = None, *, static: bool = False) -> Encoder:
+    """The process-wide MiniLM encoder when available (or asked for), else a lexical one.
+
+    ``static``: MiniLM distilled to word vectors (much faster, less accurate).
+    """
     want = embeddings_available() if use_embeddings is None else use_embeddings
     if want and not embeddings_available():
         from orchestrator.errors import ConfigError
@@ -192,9 +195,9 @@ def default_encoder(use_embeddings: bool | None = None) -> Encoder:
     if not want:
         return LexicalEncoder()
     with _SHARED_LOCK:
-        if os.environ.get("ORCHESTRATOR_PLANNER_ENCODER") == "transformer":
-            return _SHARED.setdefault("minilm", MiniLMEncoder())
-        return _SHARED.setdefault("minilm-static", StaticMiniLMEncoder())
+        if static:
+            return _SHARED.setdefault("minilm-static", StaticMiniLMEncoder())
+        return _SHARED.setdefault("minilm", MiniLMEncoder())
 
 
 @dataclass

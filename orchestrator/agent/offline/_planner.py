@@ -7,6 +7,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -117,13 +118,15 @@ class OfflinePlanner:
 
     name = "offline"
 
-    def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | None = None,
+    def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | Literal["static"] | None = None,
                  min_score: float = 0.33, skeleton_weight: float = 0.5, cue_weight: float = 0.05, direct_margin: float = 0.15,
                  cache_size: int = 4096) -> None:
         self.skeleton_weight = skeleton_weight
         self.cue_weight = cue_weight
         self.direct_margin = direct_margin
-        self.encoder = encoder if encoder is not None else default_encoder(use_embeddings)
+        if encoder is None or encoder == "static":
+            encoder = default_encoder(use_embeddings, static=encoder == "static")
+        self.encoder: Encoder = encoder
         self.min_score = min_score
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -325,7 +328,35 @@ class OfflinePlanner:
                 best, best_score = name, float(c.row[j])
         return c if best is None else _Choice(c.step, best, best_score, c.row)
 
+    def _feasible(self, b: _Build, c: _Choice, name: str) -> bool:
+        """Every required input of ``name`` can be fed: from the step, earlier outputs, resources or a converter."""
+        info = b.catalog.tasks[name]
+        have = {m.modality for m in c.step.mentions if m.kind == "file"} | {o.modality for o in b.outs}
+        have |= set(b.resources.values())
+        has_url = any(m.kind == "url" for m in c.step.mentions) or any(o.kind == URL for o in b.outs)
+        for port in info.inputs:
+            if port.optional:
+                continue
+            if port.name == "url":
+                if not (has_url or any(o.modality is Modality.TEXT for o in b.outs)):
+                    return False
+                continue
+            if port.modality is Modality.TEXT or port.modality in have:
+                continue
+            if has_url and self._converter(b, c, URL, port.modality) is not None:
+                continue
+            if not any(self._converter(b, c, m.value, port.modality) for m in have if m in MEDIA):
+                return False
+        return True
+
     def _wire(self, b: _Build, c: _Choice) -> None:
+        if c.row is not None and not self._feasible(b, c, c.task):  # type: ignore[arg-type]
+            for j in np.argsort(-c.row)[:6]:
+                name = b.index.tasks[int(j)]
+                if name != NONE and name != c.task and float(c.row[j]) >= max(self.min_score, c.score - 0.08) \
+                        and self._feasible(b, c, name):
+                    c = _Choice(c.step, name, float(c.row[j]), c.row)
+                    break
         c = self._direct(b, c)
         info = b.catalog.tasks[c.task]  # type: ignore[index]
         step = c.step
@@ -429,6 +460,11 @@ class OfflinePlanner:
         if quotes:
             free.remove(quotes[0])
             return quotes[0].value
+        text_files = [m for m in free if m.kind == "file" and m.modality is Modality.TEXT]
+        if text_files:
+            free.remove(text_files[0])
+            b.used_resources.add(text_files[0].value)
+            return text_files[0].value
         inline = _after_colon(step)
         if inline:
             return inline
