@@ -119,7 +119,7 @@ class OfflinePlanner:
     name = "offline"
 
     def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | Literal["static"] | None = None,
-                 min_score: float = 0.33, skeleton_weight: float = 0.5, cue_weight: float = 0.05, direct_margin: float = 0.15,
+                 min_score: float = 0.38, skeleton_weight: float = 0.5, cue_weight: float = 0.05, direct_margin: float = 0.15,
                  cache_size: int = 4096) -> None:
         self.skeleton_weight = skeleton_weight
         self.cue_weight = cue_weight
