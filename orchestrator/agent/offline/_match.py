@@ -278,6 +278,21 @@ def _side_texts(catalog: TaskCatalog, notes: Mapping[str, TaskNotes], none_phras
     return tasks, texts, owner
 
 
+def _vocabulary(catalog: TaskCatalog, notes: Mapping[str, TaskNotes], cue_words: Sequence[str]) -> frozenset[str]:
+    """Words that say what to do: the cue words, the tools' names and descriptions, and the
+    phrasings' words shared by two tasks or more (a word of one phrasing is its example's content)."""
+    words = {w for t in cue_words for w in re.findall(r"[a-z]+", t.lower())}
+    for name, info in catalog.tasks.items():
+        words.update(re.findall(r"[a-z]+", f"{name} {info.description}".lower()))
+    seen: dict[str, set[str]] = {}
+    for name, note in notes.items():
+        for p in note.phrasings:
+            for w in re.findall(r"[a-z]+", p.lower()):
+                seen.setdefault(w, set()).add(name)
+    words.update(w for w, owners in seen.items() if len(owners) >= 2)
+    return frozenset(words)
+
+
 def build_index(catalog: TaskCatalog, encoder: Encoder, none_phrasings: Sequence[str],
                 cue_words: Sequence[str] = ()) -> TaskIndex:
     """The tool side for ``catalog``, embedded once per (encoder, catalog) and cached."""
@@ -290,7 +305,7 @@ def build_index(catalog: TaskCatalog, encoder: Encoder, none_phrasings: Sequence
             return hit
         if isinstance(encoder, LexicalEncoder):
             encoder.fit(texts)
-        vocab = frozenset(w for t in [*texts, *cue_words] for w in re.findall(r"[a-z]+", t.lower()))
+        vocab = _vocabulary(catalog, notes, cue_words)
         index = TaskIndex(tasks, encoder.encode(texts), np.asarray(owner, dtype=np.int64), notes, vocab)
         if len(_INDEX_CACHE) > 16:
             _INDEX_CACHE.clear()

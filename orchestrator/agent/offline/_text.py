@@ -151,7 +151,7 @@ class Language:
                 continue
             named.add(mod)
             before = words[max(0, i - 3):i]
-            if any(b in ("into", "to", "as") for b in before):
+            if any(b in ("into", "to", "as") for b in before) or (before[-1:] == ["in"]):  # "in words": the form
                 made = made or mod
             elif any(b in ("from", "in", "of", "on", "within", "inside") for b in before):
                 read.add(mod)
