@@ -119,7 +119,7 @@ class OfflinePlanner:
     name = "offline"
 
     def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | Literal["static"] | None = None,
-                 min_score: float = 0.38, skeleton_weight: float = 0.5, cue_weight: float = 0.05, direct_margin: float = 0.15,
+                 min_score: float = 0.38, skeleton_weight: float = 0.5, cue_weight: float = 0.05, direct_margin: float = 0.3,
                  cache_size: int = 4096) -> None:
         self.skeleton_weight = skeleton_weight
         self.cue_weight = cue_weight
@@ -183,8 +183,9 @@ class OfflinePlanner:
         for r, got in enumerate(choices):
             for i in range(len(got) - 1):
                 a, b = got[i], got[i + 1]
-                if a.task is None and a.step.sentence == b.step.sentence and a.step.text.split():
-                    merged_steps.append((r, i, _join(a.step, b.step)))
+                if a.task is None and a.step.text.split() and (a.step.sentence == b.step.sentence or (
+                        len(b.step.text.split()) <= 4 and lang.back.search(b.step.text))):
+                    merged_steps.append((r, i, _join(a.step, b.step, a.step.sentence == b.step.sentence)))
         if merged_steps:
             mrows = self._scores([s for _, _, s in merged_steps], [indexes[r] for r, _, _ in merged_steps], None)
             for (r, i, step), row in zip(merged_steps, mrows, strict=True):
@@ -460,6 +461,10 @@ class OfflinePlanner:
         if quotes:
             free.remove(quotes[0])
             return quotes[0].value
+        notes = b.index.notes.get(info.task)
+        if notes is not None and notes.produces == URL and urls:  # a link finder reads the link as text
+            free.remove(urls[0])
+            return step.plain() if urls[0].value in step.plain() else urls[0].value
         text_files = [m for m in free if m.kind == "file" and m.modality is Modality.TEXT]
         if text_files:
             free.remove(text_files[0])
@@ -567,10 +572,10 @@ def _carry(step: Step, extra: list[Mention]) -> Step:
     return Step(step.text, step.mentions + [m for m in extra if m not in step.mentions], step.sentence)
 
 
-def _join(a: Step, b: Step) -> Step:
+def _join(a: Step, b: Step, same_sentence: bool = True) -> Step:
     shift = len(a.mentions)
     text_b = re.sub(r"@(\d+)\b", lambda m: f"@{int(m.group(1)) + shift}", b.text)
-    return Step(f"{a.text} to {text_b}", a.mentions + b.mentions, a.sentence)
+    return Step(f"{a.text} {'to' if same_sentence else '.'} {text_b}", a.mentions + b.mentions, b.sentence)
 
 
 def _normalize(text: str) -> str:

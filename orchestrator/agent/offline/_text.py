@@ -189,7 +189,7 @@ def language() -> Language:
     )
 
 
-_SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+|(?<=[.!?;])$|(?:^|\s)\(?\d{1,2}[.)]\s+|(?:^|\n)\s*[-*•]\s+", re.M)
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+|(?<=@\d)\s+(?=[A-Z])|(?<=@\d\d)\s+(?=[A-Z])|\n+|(?<=[.!?;])$|(?:^|\s)\(?\d{1,2}[.)]\s+|(?:^|\n)\s*[-*•]\s+", re.M)
 _ENUM = re.compile(r"(?<![@\w])(?:step\s*\d+|\d{1,2}\s*[.)])\s*[:\-]?\s*", re.I)
 
 
