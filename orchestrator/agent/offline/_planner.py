@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -367,8 +367,9 @@ class OfflinePlanner:
             value = self._source(b, c, info, port.name, port.modality, port.many, port.optional, free)
             if value is None:
                 if not port.optional:
-                    b.notes.append(f"{c.task} needs {'an' if port.modality is Modality.IMAGE or port.modality is Modality.AUDIO else 'a'} "
-                                   f"{port.modality.value} for '{step.plain()[:80]}' and none was given")
+                    article = "an" if port.modality in (Modality.IMAGE, Modality.AUDIO) else "a"
+                    b.notes.append(f"{c.task} needs {article} {port.modality.value} for '{step.plain()[:80]}' "
+                                   "and none was given")
                     return
                 continue
             args[port.name] = value
@@ -376,7 +377,6 @@ class OfflinePlanner:
 
     def _source(self, b: _Build, c: _Choice, info: TaskInfo, name: str, modality: Modality, many: bool,
                 optional: bool, free: list[Mention]) -> str | list[str] | None:
-        step = c.step
         if modality is Modality.TEXT:
             return self._text_source(b, c, info, name, optional, free)
         # 1. the step's own files of that modality
