@@ -214,6 +214,7 @@ class TaskIndex:
     owner: np.ndarray  # row -> task index
     notes: dict[str, TaskNotes] = field(default_factory=dict)
     vocabulary: frozenset[str] = frozenset()
+    hub: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     _mended: dict[str, str] = field(default_factory=dict)
 
     def skeleton(self, text: str) -> str:
@@ -293,6 +294,20 @@ def _vocabulary(catalog: TaskCatalog, notes: Mapping[str, TaskNotes], cue_words:
     return frozenset(words)
 
 
+def _hubness(index: TaskIndex, k: int = 10) -> np.ndarray:
+    """Per task, how close its rows sit to other tasks' rows on average (CSLS's local scale):
+    a task near everything would otherwise win steps it does not own."""
+    sims = index.vectors @ index.vectors.T
+    same = index.owner[:, None] == index.owner[None, :]
+    sims[same] = -1.0
+    k = max(1, min(k, sims.shape[1] - 1))
+    local = np.sort(sims, axis=1)[:, -k:].mean(axis=1)
+    out = np.zeros(len(index.tasks), dtype=np.float32)
+    np.add.at(out, index.owner, local)
+    counts = np.bincount(index.owner, minlength=len(index.tasks)).astype(np.float32)
+    return out / np.maximum(counts, 1.0)
+
+
 def build_index(catalog: TaskCatalog, encoder: Encoder, none_phrasings: Sequence[str],
                 cue_words: Sequence[str] = ()) -> TaskIndex:
     """The tool side for ``catalog``, embedded once per (encoder, catalog) and cached."""
@@ -307,6 +322,7 @@ def build_index(catalog: TaskCatalog, encoder: Encoder, none_phrasings: Sequence
             encoder.fit(texts)
         vocab = _vocabulary(catalog, notes, cue_words)
         index = TaskIndex(tasks, encoder.encode(texts), np.asarray(owner, dtype=np.int64), notes, vocab)
+        index.hub = _hubness(index)
         if len(_INDEX_CACHE) > 16:
             _INDEX_CACHE.clear()
         _INDEX_CACHE[key] = index

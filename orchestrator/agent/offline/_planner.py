@@ -108,6 +108,13 @@ class OfflinePlanner:
     the step's own file, link or quoted text, else the nearest earlier output of
     its modality, inserting a converter task only where the types require one.
 
+    Knobs (defaults measured with bench/bench_planner.py): ``min_score`` below which a
+    step asks for nothing; ``skeleton_weight`` of the step's skeleton against its full
+    text; ``cue_weight`` of each modality cue; ``direct_margin``, how much lower a task
+    that reads the step's media directly may score and still replace one that needs a
+    converter; ``hub_weight`` of the correction for tasks near everything (CSLS).
+    ``encoder="static"``: MiniLM distilled to word vectors (faster, less accurate).
+
     >>> import asyncio
     >>> from orchestrator.registry import default_registry
     >>> planner = OfflinePlanner()
@@ -119,11 +126,13 @@ class OfflinePlanner:
     name = "offline"
 
     def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | Literal["static"] | None = None,
-                 min_score: float = 0.38, skeleton_weight: float = 0.5, cue_weight: float = 0.05, direct_margin: float = 0.3,
+                 min_score: float = 0.38, skeleton_weight: float = 0.5, cue_weight: float = 0.05,
+                 direct_margin: float = 0.3, hub_weight: float = 0.3,
                  cache_size: int = 4096) -> None:
         self.skeleton_weight = skeleton_weight
         self.cue_weight = cue_weight
         self.direct_margin = direct_margin
+        self.hub_weight = hub_weight
         if encoder is None or encoder == "static":
             encoder = default_encoder(use_embeddings, static=encoder == "static")
         self.encoder: Encoder = encoder
@@ -245,7 +254,7 @@ class OfflinePlanner:
                 context: Modality | None = None) -> _Choice:
         """The step's task: the nearest in meaning, nudged by the modalities the step names."""
         lang = language()
-        row = row.copy()
+        row = row - self.hub_weight * (index.hub - index.hub.mean()) if index.hub.size else row.copy()
         made, read, named = lang.cues(step.for_matching())
         files = {m.modality for m in step.mentions if m.kind == "file" and m.modality in MEDIA}
         read |= files
