@@ -127,7 +127,8 @@ class Language:
 
     def only_states(self, text: str) -> bool:
         """The step only says what the user has ("I have a photo of ...")."""
-        return bool(self.possession and self.possession.match(text) and not (self.asks and self.asks.search(text)))
+        plain = re.sub(r"\b(?:also|just|already|recently|actually|really|now)\s+", "", text, flags=re.I)
+        return bool(self.possession and self.possession.match(plain) and not (self.asks and self.asks.search(text)))
 
     def modality_of(self, word: str) -> Modality | None:
         w = word.lower()
