@@ -56,6 +56,8 @@ class Settings(BaseSettings):
 
     # internet search tools (tools/search.py): 'module:attribute' of a SearchBackend; unset = refused at run time
     search_backend: str | None = None
+    # offline planner (orchestrator/agent/offline): steps of one request beyond this are not planned (noted)
+    planner_max_steps: int = Field(default=32, ge=1)
 
     @property
     def artifacts_dir(self) -> Path:

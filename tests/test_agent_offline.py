@@ -146,6 +146,13 @@ def test_batch_path_matches_one_by_one(planner: OfflinePlanner, catalog: TaskCat
     assert [p.model_dump() for p in batch] == [p.model_dump() for p in single]
 
 
+def test_steps_beyond_the_limit_are_noted_not_planned(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    small = OfflinePlanner(encoder=planner.encoder, max_steps=2)
+    [result] = small.plan_texts(["Colorize a.jpg. Colorize b.jpg. Colorize c.jpg. Colorize d.jpg."], catalog)
+    assert [t.args["image"] for t in result.tasks] == ["a.jpg", "b.jpg"]
+    assert any("only the first 2" in n for n in result.notes)
+
+
 def test_without_embeddings_word_overlap_still_plans(catalog: TaskCatalog) -> None:
     lexical = OfflinePlanner(use_embeddings=False)
     assert lexical.encoder.name == "lexical"

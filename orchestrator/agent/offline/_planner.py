@@ -127,12 +127,17 @@ class OfflinePlanner:
 
     def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | Literal["static"] | None = None,
                  min_score: float = 0.38, skeleton_weight: float = 0.5, cue_weight: float = 0.05,
-                 direct_margin: float = 0.3, hub_weight: float = 0.3,
+                 direct_margin: float = 0.3, hub_weight: float = 0.3, max_steps: int | None = None,
                  cache_size: int = 4096) -> None:
         self.skeleton_weight = skeleton_weight
         self.cue_weight = cue_weight
         self.direct_margin = direct_margin
         self.hub_weight = hub_weight
+        if max_steps is None:
+            from orchestrator.settings import get_settings
+
+            max_steps = get_settings().planner_max_steps
+        self.max_steps = max_steps
         if encoder is None or encoder == "static":
             encoder = default_encoder(use_embeddings, static=encoder == "static")
         self.encoder: Encoder = encoder
@@ -169,9 +174,14 @@ class OfflinePlanner:
         """Plan several requests at once (their steps are embedded in one batch)."""
         lang = language()
         parsed: list[tuple[PlanRequest, list[Mention], list[Step]]] = []
-        for req in requests:
+        cut: dict[int, int] = {}
+        for r, req in enumerate(requests):
             mentions = find_mentions(req.text, dict(req.resources))
-            parsed.append((req, mentions, split_steps(req.text, mentions)))
+            steps = split_steps(req.text, mentions)
+            if len(steps) > self.max_steps:
+                cut[r] = len(steps)
+                steps = steps[: self.max_steps]
+            parsed.append((req, mentions, steps))
         indexes = [build_index(req.catalog, self.encoder, lang.none_phrasings, lang.words) for req, _, _ in parsed]
         # 1. resolve every step of every request, one batch
         rows = self._scores([s for _, _, steps in parsed for s in steps], indexes, parsed)
@@ -203,8 +213,12 @@ class OfflinePlanner:
                     choices[r][i] = _Choice(step, None, 0.0)
                     choices[r][i + 1] = c
         # 3. wire each request's steps into a plan
-        return [self._build(req, mentions, got, index)
-                for (req, mentions, _), got, index in zip(parsed, choices, indexes, strict=True)]
+        plans = [self._build(req, mentions, got, index)
+                 for (req, mentions, _), got, index in zip(parsed, choices, indexes, strict=True)]
+        for r, n in cut.items():
+            plans[r].notes.append(f"the request has {n} steps; only the first {self.max_steps} were planned "
+                                  "(ORCHESTRATOR_PLANNER_MAX_STEPS)")
+        return plans
 
     def plan_texts(self, texts: Sequence[str], catalog: TaskCatalog) -> list[Plan]:
         """Synchronous convenience: plan plain request texts against one catalog."""
