@@ -176,7 +176,7 @@ def language() -> Language:
     return Language(
         connector=re.compile(rf"(?:,\s*|\s+|^)\b(?:{_alternation(split['connectors'])})\b[,:]?\s*", re.I),
         verb_start=re.compile(rf"^\s*{lead}(?:{verbs})(?:s|es)?\b", re.I),
-        verb_glue=re.compile(rf"(?:,\s*(?:and\s+)?|\s+and\s+|\s+to\s+|,?\s+so\s+(?:that\s+)?(?:i|we)\s+can\s+)"
+        verb_glue=re.compile(rf"(?:,\s*(?:and\s+)?|\s+and\s+|,?\s+so\s+(?:that\s+)?(?:i|we)\s+can\s+)"
                              rf"(?=(?:(?:{fillers})\s+)*(?:{verbs})\b)", re.I),
         back=re.compile(rf"\b(?:{_alternation(refer['back'])})\b", re.I),
         text_nouns=frozenset(refer["text_nouns"]),
@@ -195,7 +195,7 @@ _ENUM = re.compile(r"(?<![@\w])(?:step\s*\d+|\d{1,2}\s*[.)])\s*[:\-]?\s*", re.I)
 
 
 def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
-    """Cut ``text`` into steps: sentences, list items, connectors, and ``and``/``,``/``to`` before a verb.
+    """Cut ``text`` into steps: sentences, list items, connectors, and ``and`` or ``,`` before a verb.
 
     Each step keeps the mentions inside it; masks make file names' dots and quoted
     text safe from the cutting.
