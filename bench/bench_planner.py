@@ -190,7 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--predictions", type=Path, default=None, help="write one JSON line per input line here")
     ap.add_argument("--batch", type=int, default=64, help="requests planned together (offline planner)")
     ap.add_argument("--no-embeddings", action="store_true", help="offline planner: word overlap, no MiniLM")
-    ap.add_argument("--static", action="store_true", help="offline planner: MiniLM distilled to word vectors (faster)")
     args = ap.parse_args(argv)
 
     rows = [json.loads(line) for line in args.data.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -205,8 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         from orchestrator.agent.offline import OfflinePlanner
 
-        planner = OfflinePlanner(use_embeddings=False if args.no_embeddings else None,
-                                 encoder="static" if args.static else None)
+        planner = OfflinePlanner(use_embeddings=False if args.no_embeddings else None)
         label = f"offline ({planner.encoder.name})"
         planner.plan_texts(["warm up: caption photo.png"], catalog)  # loads the model and the tool side
     texts = [str(r[args.text]) for r in rows]

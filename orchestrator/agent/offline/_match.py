@@ -86,44 +86,6 @@ class MiniLMEncoder:
         return np.asarray(vecs, dtype=np.float32)
 
 
-class StaticMiniLMEncoder:
-    """all-MiniLM-L6-v2 distilled to word vectors (Model2Vec's idea): each word is run
-    through the model once and cached; a text is the weighted mean of its words' vectors.
-
-    Hundreds of times faster than running the transformer per step (the goal is
-    hundreds of requests per second on two cores), at some cost in word order.
-    """
-
-    name = "all-MiniLM-L6-v2/static"
-
-    def __init__(self, model: MiniLMEncoder | None = None, *, cache_size: int = 200_000) -> None:
-        self.model = model or MiniLMEncoder(batch_size=256)
-        self._words: dict[str, np.ndarray] = {}
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
-
-    def _vectors(self, words: Sequence[str]) -> None:
-        missing = [w for w in dict.fromkeys(words) if w not in self._words]
-        if missing:
-            vecs = self.model.encode(missing)
-            with self._lock:
-                if len(self._words) + len(missing) > self._cache_size:
-                    self._words.clear()
-                self._words.update(zip(missing, vecs, strict=True))
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        split = [_WORD.findall(t.lower()) for t in texts]
-        self._vectors([w for ws in split for w in ws])
-        out = np.zeros((len(texts), 384), dtype=np.float32)
-        for r, ws in enumerate(split):
-            for w in ws:
-                v = self._words.get(w)
-                if v is not None:
-                    out[r] += v * (0.3 if w in _STOP else 1.0)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-9)
-
-
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("a an the of to in on at for from with by and or is are be this that it its my me i you your "
                   "please can could would will some any into as".split())
@@ -181,11 +143,8 @@ _SHARED: dict[str, Encoder] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def default_encoder(use_embeddings: bool | None = None, *, static: bool = False) -> Encoder:
-    """The process-wide MiniLM encoder when available (or asked for), else a lexical one.
-
-    ``static``: MiniLM distilled to word vectors (much faster, less accurate).
-    """
+def default_encoder(use_embeddings: bool | None = None) -> Encoder:
+    """The process-wide MiniLM encoder when available (or asked for), else a lexical one."""
     want = embeddings_available() if use_embeddings is None else use_embeddings
     if want and not embeddings_available():
         from orchestrator.errors import ConfigError
@@ -195,8 +154,6 @@ def default_encoder(use_embeddings: bool | None = None, *, static: bool = False)
     if not want:
         return LexicalEncoder()
     with _SHARED_LOCK:
-        if static:
-            return _SHARED.setdefault("minilm-static", StaticMiniLMEncoder())
         return _SHARED.setdefault("minilm", MiniLMEncoder())
 
 

@@ -7,7 +7,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
@@ -113,7 +112,6 @@ class OfflinePlanner:
     text; ``cue_weight`` of each modality cue; ``direct_margin``, how much lower a task
     that reads the step's media directly may score and still replace one that needs a
     converter; ``hub_weight`` of the correction for tasks near everything (CSLS).
-    ``encoder="static"``: MiniLM distilled to word vectors (faster, less accurate).
 
     >>> import asyncio
     >>> from orchestrator.registry import default_registry
@@ -125,7 +123,7 @@ class OfflinePlanner:
 
     name = "offline"
 
-    def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | Literal["static"] | None = None,
+    def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | None = None,
                  min_score: float = 0.38, skeleton_weight: float = 0.5, cue_weight: float = 0.05,
                  direct_margin: float = 0.3, hub_weight: float = 0.3, max_steps: int | None = None,
                  cache_size: int = 4096) -> None:
@@ -138,9 +136,7 @@ class OfflinePlanner:
 
             max_steps = get_settings().planner_max_steps
         self.max_steps = max_steps
-        if encoder is None or encoder == "static":
-            encoder = default_encoder(use_embeddings, static=encoder == "static")
-        self.encoder: Encoder = encoder
+        self.encoder: Encoder = encoder if encoder is not None else default_encoder(use_embeddings)
         self.min_score = min_score
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
