@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     """Modality-signal spans dispatched from one chat reply; later ones get a note instead."""
     max_run_media: int = Field(default=64, ge=1)
     """Media artifacts (image, audio, video) one run may generate."""
+    # internet search tools (tools/search.py): 'module:attribute' of a SearchBackend; unset = refused at run time
+    search_backend: str | None = None
+    # offline planner (orchestrator/agent/offline): steps of one request beyond this are not planned (noted)
+    planner_max_steps: int = Field(default=32, ge=1)
 
     @property
     def artifacts_dir(self) -> Path:

@@ -1,0 +1,641 @@
+"""The offline planner: steps -> tasks by meaning -> dependencies by searching the typed port graph."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from orchestrator.artifacts import Modality
+
+from ..plan import Plan, PlanTask, TaskCatalog, TaskInfo
+from ..planner import PlanProblem, PlanRequest
+from ._match import NONE, Encoder, TaskIndex, build_index, default_encoder
+from ._text import Mention, Step, find_mentions, language, split_steps, url_modality
+
+__all__ = ["OfflinePlanner"]
+
+MEDIA = (Modality.IMAGE, Modality.AUDIO, Modality.VIDEO)
+URL = "url"  # a text that is a link: what downloaders take
+_LITERAL_PORTS = frozenset({"instruction", "question", "prompt", "query", "style_text", "command"})
+_CONTENT_PREP = re.compile(r"\b(?:of|showing|depicting|featuring|about|with|where|in which|that shows|illustrating)\s+"
+                           r"(?:a|an|the|some|two|three|many)?\s*[a-z]", re.I)
+_WORD = re.compile(r"[A-Za-z']+")
+_STOP = frozenset("a an the of to in on at for from with by and or is are be this that it its my me i you your "
+                  "please can could would will some any into as then also so very really new based using use "
+                  "want need like would should just now one out up".split())
+
+
+@dataclass
+class _Out:
+    """An output a later step can take."""
+
+    task: int
+    modality: Modality
+    port: str
+    kind: str | None = None  # "url" for links
+    used: bool = False
+
+
+@dataclass
+class _Choice:
+    step: Step
+    task: str | None
+    score: float
+    row: np.ndarray | None = None  # the step's scores over all tasks
+
+
+@dataclass
+class _Build:
+    """One plan being built."""
+
+    catalog: TaskCatalog
+    index: TaskIndex
+    resources: dict[str, Modality]
+    tasks: list[PlanTask] = field(default_factory=list)
+    outs: list[_Out] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    used_resources: set[str] = field(default_factory=set)
+
+    def add(self, task: str, args: dict[str, object]) -> int:
+        tid = len(self.tasks)
+        deps = sorted({int(v.rsplit("-", 1)[1]) for v in _flat(args.values()) if v.startswith("<GENERATED>-")})
+        self.tasks.append(PlanTask(task=task, id=tid, dep=deps or [-1], args=args))
+        info = self.catalog.tasks[task]
+        produces = self.index.notes.get(task)
+        for p in info.outputs:
+            if p.modality in (Modality.TEXT, *MEDIA) and not p.many:
+                kind = produces.produces if (produces and p.modality is Modality.TEXT) else None
+                if not any(o.task == tid and o.modality is p.modality for o in self.outs):
+                    self.outs.append(_Out(tid, p.modality, p.name, kind))
+        return tid
+
+    def earlier(self, modality: Modality, kind: str | None = None, *, unused_only: bool = False) -> list[_Out]:
+        """Earlier outputs of ``modality``, nearest first (unused ones before used ones)."""
+        found = [o for o in reversed(self.outs) if o.modality is modality and (kind is None or o.kind == kind)]
+        if unused_only:
+            return [o for o in found if not o.used]
+        return sorted(found, key=lambda o: o.used)
+
+
+def _flat(values: object) -> list[str]:
+    out: list[str] = []
+    for v in values if isinstance(values, (list, tuple)) else list(values):  # type: ignore[arg-type]
+        if isinstance(v, list):
+            out.extend(x for x in v if isinstance(x, str))
+        elif isinstance(v, str):
+            out.append(v)
+    return out
+
+
+def _ref(out: _Out) -> str:
+    out.used = True
+    return f"<GENERATED>-{out.task}"
+
+
+class OfflinePlanner:
+    """Plans requests without a language model, from the tool catalog alone.
+
+    A request is cut into steps (sentences, list items, "then", "and" before a
+    verb ...); each step goes to the task whose description or phrasings
+    (tasks.toml) are nearest in meaning (all-MiniLM-L6-v2 sentence embeddings with
+    the ``embeddings`` extra, word overlap without it); each input port then takes
+    the step's own file, link or quoted text, else the nearest earlier output of
+    its modality, inserting a converter task only where the types require one.
+
+    Knobs (defaults measured with bench/bench_planner.py): ``min_score`` below which a
+    step asks for nothing; ``skeleton_weight`` of the step's skeleton against its full
+    text; ``cue_weight`` of each modality cue; ``direct_margin``, how much lower a task
+    that reads the step's media directly may score and still replace one that needs a
+    converter; ``hub_weight`` of the correction for tasks near everything (CSLS).
+
+    >>> import asyncio
+    >>> from orchestrator.registry import default_registry
+    >>> planner = OfflinePlanner()
+    >>> req = PlanRequest("Transcribe talk.wav, then translate it into German", TaskCatalog(default_registry))
+    >>> [t.task for t in asyncio.run(planner.plan(req)).tasks]  # doctest: +SKIP
+    ['automatic-speech-recognition', 'translation']
+    """
+
+    name = "offline"
+
+    def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | None = None,
+                 min_score: float = 0.38, skeleton_weight: float = 0.5, cue_weight: float = 0.05,
+                 direct_margin: float = 0.3, hub_weight: float = 0.3, max_steps: int | None = None,
+                 cache_size: int = 4096) -> None:
+        self.skeleton_weight = skeleton_weight
+        self.cue_weight = cue_weight
+        self.direct_margin = direct_margin
+        self.hub_weight = hub_weight
+        if max_steps is None:
+            from orchestrator.settings import get_settings
+
+            max_steps = get_settings().planner_max_steps
+        self.max_steps = max_steps
+        self.encoder: Encoder = encoder if encoder is not None else default_encoder(use_embeddings)
+        self.min_score = min_score
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ protocol
+    async def plan(self, request: PlanRequest) -> Plan:
+        """A plan for ``request`` (see :meth:`plan_many`)."""
+        return self.plan_many([request])[0]
+
+    async def repair(self, request: PlanRequest, plan: Plan, problems: Sequence[PlanProblem]) -> Plan:
+        """Drop the tasks validation found wrong (and those that use them); refuse if none is left."""
+        bad = {p.task_id for p in problems if p.task_id is not None}
+        if not bad or len(bad) == len(plan.tasks) and any(p.task_id is None for p in problems):
+            reasons = "; ".join(p.message for p in problems)
+            return Plan(refusal=f"the plan cannot be made valid: {reasons}")
+        keep: list[PlanTask] = []
+        for t in plan.tasks:
+            if t.id in bad or any(k in bad for _, k in t.refs()) or any(d in bad for d in t.dep):
+                bad.add(t.id)
+                continue
+            keep.append(t)
+        notes = list(plan.notes) + [f"dropped task {p.task_id}: {p.message}" for p in problems if p.task_id is not None]
+        if not keep:
+            return Plan(notes=notes, refusal="no task of the plan could be kept: "
+                        + "; ".join(p.message for p in problems))
+        return Plan(tasks=keep, notes=notes)
+
+    # ------------------------------------------------------------------ batch path
+    def plan_many(self, requests: Sequence[PlanRequest]) -> list[Plan]:
+        """Plan several requests at once (their steps are embedded in one batch)."""
+        lang = language()
+        parsed: list[tuple[PlanRequest, list[Mention], list[Step]]] = []
+        cut: dict[int, int] = {}
+        for r, req in enumerate(requests):
+            mentions = find_mentions(req.text, dict(req.resources))
+            steps = split_steps(req.text, mentions)
+            if len(steps) > self.max_steps:
+                cut[r] = len(steps)
+                steps = steps[: self.max_steps]
+            parsed.append((req, mentions, steps))
+        indexes = [build_index(req.catalog, self.encoder, lang.none_phrasings, lang.words) for req, _, _ in parsed]
+        # 1. resolve every step of every request, one batch
+        rows = self._scores([s for _, _, steps in parsed for s in steps], indexes, parsed)
+        choices: list[list[_Choice]] = []
+        k = 0
+        for (req, _, steps), index in zip(parsed, indexes, strict=True):
+            got: list[_Choice] = []
+            context: Modality | None = None
+            for i, s in enumerate(steps):
+                c = self._choose(s, rows[k + i], index, req.catalog, context)
+                got.append(c)
+                if c.task is not None:
+                    context = _main_output(req.catalog.tasks[c.task])
+            k += len(steps)
+            choices.append(got)
+        # 2. a step that asks for nothing may be the first half of one cut too eagerly: join and retry
+        merged_steps: list[tuple[int, int, Step]] = []
+        for r, got in enumerate(choices):
+            for i in range(len(got) - 1):
+                a, b = got[i], got[i + 1]
+                if a.task is None and a.step.text.split() and (a.step.sentence == b.step.sentence or (
+                        len(b.step.text.split()) <= 4 and lang.back.search(b.step.text))):
+                    merged_steps.append((r, i, _join(a.step, b.step, a.step.sentence == b.step.sentence)))
+        if merged_steps:
+            mrows = self._scores([s for _, _, s in merged_steps], [indexes[r] for r, _, _ in merged_steps], None)
+            for (r, i, step), row in zip(merged_steps, mrows, strict=True):
+                c = self._choose(step, row, indexes[r], parsed[r][0].catalog)
+                if c.task is not None and c.score >= choices[r][i + 1].score - 0.02:
+                    choices[r][i] = _Choice(step, None, 0.0)
+                    choices[r][i + 1] = c
+        # 3. wire each request's steps into a plan
+        plans = [self._build(req, mentions, got, index)
+                 for (req, mentions, _), got, index in zip(parsed, choices, indexes, strict=True)]
+        for r, n in cut.items():
+            plans[r].notes.append(f"the request has {n} steps; only the first {self.max_steps} were planned "
+                                  "(ORCHESTRATOR_PLANNER_MAX_STEPS)")
+        return plans
+
+    def plan_texts(self, texts: Sequence[str], catalog: TaskCatalog) -> list[Plan]:
+        """Synchronous convenience: plan plain request texts against one catalog."""
+        return self.plan_many([PlanRequest(t, catalog) for t in texts])
+
+    # ------------------------------------------------------------------ matching
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            vecs = self.encoder.encode(missing)
+            with self._lock:
+                for t, v in zip(missing, vecs, strict=True):
+                    self._cache[t] = v
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        with self._lock:
+            return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+
+    def _scores(self, steps: list[Step], indexes: list[TaskIndex],
+                parsed: list[tuple[PlanRequest, list[Mention], list[Step]]] | None) -> list[np.ndarray]:
+        if not steps:
+            return []
+        if parsed is not None:
+            owners = [indexes[r] for r, (_, _, ss) in enumerate(parsed) for _ in ss]
+        else:
+            owners = indexes
+        texts = [_normalize(s.for_matching()) for s in steps]
+        skeletons = [ix.skeleton(t) or t for ix, t in zip(owners, texts, strict=True)]
+        both = self._encode(texts + skeletons)
+        vecs = (1 - self.skeleton_weight) * both[: len(texts)] + self.skeleton_weight * both[len(texts):]
+        out: list[np.ndarray] = []
+        # group by index to score in one matrix product per catalog
+        by_index: dict[int, list[int]] = {}
+        for i, ix in enumerate(owners):
+            by_index.setdefault(id(ix), []).append(i)
+        result: dict[int, np.ndarray] = {}
+        for members in by_index.values():
+            ix = owners[members[0]]
+            scores = ix.scores(vecs[members])
+            for j, m in enumerate(members):
+                result[m] = scores[j]
+        out = [result[i] for i in range(len(steps))]
+        return out
+
+    def _choose(self, step: Step, row: np.ndarray, index: TaskIndex, catalog: TaskCatalog,
+                context: Modality | None = None) -> _Choice:
+        """The step's task: the nearest in meaning, nudged by the modalities the step names."""
+        lang = language()
+        row = row - self.hub_weight * (index.hub - index.hub.mean()) if index.hub.size else row.copy()
+        made, read, named = lang.cues(step.for_matching())
+        files = {m.modality for m in step.mentions if m.kind == "file" and m.modality in MEDIA}
+        read |= files
+        linked = {url_modality(m.value) for m in step.mentions if m.kind == "url"} - {None, Modality.TEXT}
+        if made is None and linked:
+            made = next(iter(linked))
+        named |= read | linked
+        if not read and context is not None and lang.back.search(step.text):
+            read = {context}
+        ins, outs = _signatures(index, catalog)
+        for j, name in enumerate(index.tasks):
+            if name == NONE:
+                continue
+            if made is not None:
+                row[j] += self.cue_weight if made in outs[j] else -self.cue_weight
+            if read:
+                row[j] += self.cue_weight if read & ins[j] else -self.cue_weight
+            if files and ins[j] - {Modality.TEXT} and not files & ins[j]:
+                row[j] -= self.cue_weight  # a file is named, and this task cannot read it
+            media = named - {Modality.TEXT}
+            if media and not media & (ins[j] | outs[j]):
+                row[j] -= self.cue_weight
+        best = int(np.argmax(row))
+        name = index.tasks[best]
+        score = float(row[best])
+        if name == NONE or score < self.min_score or lang.only_states(step.text):
+            return _Choice(step, None, score, row)
+        return _Choice(step, name, score, row)
+
+    # ------------------------------------------------------------------ wiring
+    def _build(self, req: PlanRequest, mentions: list[Mention], choices: list[_Choice], index: TaskIndex) -> Plan:
+        b = _Build(req.catalog, index, dict(req.resources))
+        for m in mentions:
+            if m.kind == "file":
+                b.resources.setdefault(m.value, m.modality)
+        previous: str | None = None
+        carried: list[Mention] = []  # resources of steps that asked for nothing go to the next step
+        for c in choices:
+            if c.task is None:
+                carried.extend(c.step.mentions)
+                continue
+            if carried:
+                c = _Choice(_carry(c.step, carried), c.task, c.score, c.row)
+                carried = []
+            if c.task == previous and not c.step.mentions and (
+                    not language().verb_start.match(c.step.text) or _transforms(req.catalog.tasks[c.task])):
+                continue  # the same action restated ("... The transcript should be accurate.")
+            self._wire(b, c)
+            previous = c.task
+        if not b.tasks:
+            asked = "; ".join(c.step.plain() for c in choices if c.step.text.strip())[:300]
+            why = b.notes[0] if b.notes else "no tool in the catalog does what it asks"
+            return Plan(notes=b.notes, refusal=f"cannot plan this request: {why} (asked: {asked!r})")
+        for t in b.tasks:
+            note = index.notes.get(t.task)
+            if note is not None and note.backend:
+                b.notes.append(f"task {t.id} ({t.task}) needs a {note.backend} backend; it runs only where one is "
+                               "configured (ORCHESTRATOR_SEARCH_BACKEND) and is refused at run time otherwise")
+        return Plan(tasks=b.tasks, notes=b.notes)
+
+    def _direct(self, b: _Build, c: _Choice) -> _Choice:
+        """A task that reads the step's media as it is, instead of one that needs a converter first."""
+        info = b.catalog.tasks[c.task]  # type: ignore[index]
+        needs = {p.modality for p in info.inputs if not p.optional and p.modality in MEDIA}
+        if not needs or c.row is None:
+            return c
+        have = [m.modality for m in c.step.mentions if m.kind == "file" and m.modality in MEDIA]
+        if not have and not any(m.kind == "url" for m in c.step.mentions):
+            near = next((o.modality for o in reversed(b.outs) if o.modality in MEDIA), None)
+            have = [near] if near is not None else [mod for mod in b.resources.values() if mod in MEDIA][:1]
+        if not have or needs & set(have):
+            return c
+        out = _main_output(info)
+        best, best_score = None, float(c.row[b.index.tasks.index(c.task)]) - self.direct_margin  # type: ignore[arg-type]
+        for j, name in enumerate(b.index.tasks):
+            other = b.catalog.tasks.get(name)
+            if other is None or name == c.task:
+                continue
+            o_needs = {p.modality for p in other.inputs if not p.optional and p.modality in MEDIA}
+            if o_needs and o_needs <= set(have) and _main_output(other) is out and float(c.row[j]) > best_score:
+                best, best_score = name, float(c.row[j])
+        return c if best is None else _Choice(c.step, best, best_score, c.row)
+
+    def _feasible(self, b: _Build, c: _Choice, name: str) -> bool:
+        """Every required input of ``name`` can be fed: from the step, earlier outputs, resources or a converter."""
+        info = b.catalog.tasks[name]
+        have = {m.modality for m in c.step.mentions if m.kind == "file"} | {o.modality for o in b.outs}
+        have |= set(b.resources.values())
+        has_url = any(m.kind == "url" for m in c.step.mentions) or any(o.kind == URL for o in b.outs)
+        for port in info.inputs:
+            if port.optional:
+                continue
+            if port.name == "url":
+                if not (has_url or any(o.modality is Modality.TEXT for o in b.outs)):
+                    return False
+                continue
+            if port.modality is Modality.TEXT or port.modality in have:
+                continue
+            if has_url and self._converter(b, c, URL, port.modality) is not None:
+                continue
+            if not any(self._converter(b, c, m.value, port.modality) for m in have if m in MEDIA):
+                return False
+        return True
+
+    def _wire(self, b: _Build, c: _Choice) -> None:
+        if c.row is not None and not self._feasible(b, c, c.task):  # type: ignore[arg-type]
+            for j in np.argsort(-c.row)[:6]:
+                name = b.index.tasks[int(j)]
+                if name != NONE and name != c.task and float(c.row[j]) >= max(self.min_score, c.score - 0.08) \
+                        and self._feasible(b, c, name):
+                    c = _Choice(c.step, name, float(c.row[j]), c.row)
+                    break
+        c = self._direct(b, c)
+        info = b.catalog.tasks[c.task]  # type: ignore[index]
+        step = c.step
+        free = [m for m in step.mentions]
+        args: dict[str, object] = {}
+        for port in sorted(info.inputs, key=lambda p: (p.optional, 0 if p.modality in MEDIA else 1)):
+            value = self._source(b, c, info, port.name, port.modality, port.many, port.optional, free)
+            if value is None:
+                if not port.optional:
+                    article = "an" if port.modality in (Modality.IMAGE, Modality.AUDIO) else "a"
+                    b.notes.append(f"{c.task} needs {article} {port.modality.value} for '{step.plain()[:80]}' "
+                                   "and none was given")
+                    return
+                continue
+            args[port.name] = value
+        b.add(c.task, args)  # type: ignore[arg-type]
+
+    def _source(self, b: _Build, c: _Choice, info: TaskInfo, name: str, modality: Modality, many: bool,
+                optional: bool, free: list[Mention]) -> str | list[str] | None:
+        if modality is Modality.TEXT:
+            return self._text_source(b, c, info, name, optional, free)
+        # 1. the step's own files of that modality
+        own = [m for m in free if m.kind == "file" and m.modality is modality]
+        if own:
+            take = own if many else own[:1]
+            for m in take:
+                free.remove(m)
+                b.used_resources.add(m.value)
+            values = [m.value for m in take]
+            if many and len(values) < 2:
+                values += [_ref(o) for o in b.earlier(modality, unused_only=True)]
+            return values if many else values[0]
+        if optional:
+            near = b.earlier(modality, unused_only=True)
+            return ([_ref(o) for o in near] if many else _ref(near[0])) if near else None
+        # 2. the step's link, through a downloader
+        urls = [m for m in free if m.kind == "url"]
+        if urls:
+            conv = self._converter(b, c, URL, modality)
+            if conv is not None:
+                free.remove(urls[0])
+                out = self._convert(b, conv, urls[0].value, modality)
+                return [out] if many else out
+        # 3. the step's file of another modality, through a converter
+        for m in [m for m in free if m.kind == "file" and m.modality in MEDIA]:
+            conv = self._converter(b, c, m.modality.value, modality)
+            if conv is not None:
+                free.remove(m)
+                b.used_resources.add(m.value)
+                out = self._convert(b, conv, m.value, modality)
+                return [out] if many else out
+        # 4. the nearest earlier output of that modality
+        near = b.earlier(modality)
+        if near:
+            if many:
+                unused = [o for o in near if not o.used] or near[:1]
+                return [_ref(o) for o in unused]
+            return _ref(near[0])
+        # 5. an earlier output of another modality, through a converter
+        for o in reversed(b.outs):
+            if o.modality in MEDIA and o.modality is not modality:
+                conv = self._converter(b, c, o.modality.value, modality)
+                if conv is not None:
+                    out = self._convert(b, conv, _ref(o), modality)
+                    return [out] if many else out
+        # 6. the user's resources (unused ones first), directly or converted
+        res = sorted(b.resources.items(), key=lambda kv: kv[0] in b.used_resources)
+        direct = [n for n, mod in res if mod is modality]
+        if direct:
+            b.used_resources.update(direct if many else direct[:1])
+            return direct if many else direct[0]
+        for n, mod in res:
+            if mod in MEDIA:
+                conv = self._converter(b, c, mod.value, modality)
+                if conv is not None:
+                    b.used_resources.add(n)
+                    out = self._convert(b, conv, n, modality)
+                    return [out] if many else out
+        return None
+
+    def _text_source(self, b: _Build, c: _Choice, info: TaskInfo, name: str, optional: bool,
+                     free: list[Mention]) -> str | None:
+        step = c.step
+        quotes = [m for m in free if m.kind == "quote"]
+        urls = [m for m in free if m.kind == "url"]
+        if name == "url":
+            if urls:
+                free.remove(urls[0])
+                return urls[0].value
+            near = b.earlier(Modality.TEXT, URL) or b.earlier(Modality.TEXT)
+            if near:
+                return _ref(near[0])
+            return step.plain()  # the downloader finds the link in the text, or says it has none
+        if name in _LITERAL_PORTS or optional:
+            if optional and name not in _LITERAL_PORTS:
+                return None
+            if quotes:
+                free.remove(quotes[0])
+                return quotes[0].value
+            return step.plain()
+        if quotes:
+            free.remove(quotes[0])
+            return quotes[0].value
+        notes = b.index.notes.get(info.task)
+        if notes is not None and notes.produces == URL and urls:  # a link finder reads the link as text
+            free.remove(urls[0])
+            return step.plain() if urls[0].value in step.plain() else urls[0].value
+        text_files = [m for m in free if m.kind == "file" and m.modality is Modality.TEXT]
+        if text_files:
+            free.remove(text_files[0])
+            b.used_resources.add(text_files[0].value)
+            return text_files[0].value
+        inline = _after_colon(step)
+        if inline:
+            return inline
+        generator = all(p.modality is not Modality.TEXT for p in info.outputs)
+        texts = b.earlier(Modality.TEXT)
+        if generator:
+            if texts and (_names_text(step) or (not texts[0].used and not _CONTENT_PREP.search(step.text))):
+                return _ref(texts[0])
+            if _content_words(step) >= 2 or not texts:
+                return _prompt(step)
+            return _ref(texts[0])
+        # a text processor: its link through a downloader, its media through a converter, else earlier text
+        if urls:
+            conv = self._converter(b, c, URL, Modality.TEXT)
+            if conv is not None:
+                free.remove(urls[0])
+                return self._convert(b, conv, urls[0].value, Modality.TEXT)
+        for m in [m for m in free if m.kind == "file"]:
+            if m.modality is Modality.TEXT:
+                free.remove(m)
+                b.used_resources.add(m.value)
+                return m.value
+            conv = self._converter(b, c, m.modality.value, Modality.TEXT)
+            if conv is not None:
+                free.remove(m)
+                b.used_resources.add(m.value)
+                return self._convert(b, conv, m.value, Modality.TEXT)
+        if texts:
+            return _ref(texts[0])
+        for o in reversed(b.outs):
+            if o.modality in MEDIA and not o.used:
+                conv = self._converter(b, c, o.modality.value, Modality.TEXT)
+                if conv is not None:
+                    return self._convert(b, conv, _ref(o), Modality.TEXT)
+        return step.plain()
+
+    # ------------------------------------------------------------------ converters
+    def _converter(self, b: _Build, c: _Choice, source: str, target: Modality) -> str | None:
+        """The task that turns ``source`` (a modality, or "url") into ``target``, the step's nearest in meaning."""
+        best, best_score = None, -9.0
+        for j, name in enumerate(b.index.tasks):
+            if name == NONE:
+                continue
+            info = b.catalog.tasks[name]
+            notes = b.index.notes.get(name)
+            if notes is not None and notes.backend:
+                continue
+            required = [p for p in info.inputs if not p.optional]
+            if len(required) != 1 or not any(p.modality is target and not p.many for p in info.outputs):
+                continue
+            port = required[0]
+            if source == URL:
+                ok = port.name == "url"
+            else:
+                ok = port.modality.value == source and port.name != "url" and port.modality is not target
+            if not ok:
+                continue
+            score = float(c.row[j]) if c.row is not None else 0.0
+            if score > best_score:
+                best, best_score = name, score
+        return best
+
+    def _convert(self, b: _Build, task: str, value: str, target: Modality) -> str:
+        info = b.catalog.tasks[task]
+        port = next(p for p in info.inputs if not p.optional)
+        tid = b.add(task, {port.name: value})
+        out = next(o for o in b.outs if o.task == tid and o.modality is target)
+        return _ref(out)
+
+
+_SIGNATURES: dict[int, tuple[list[set[Modality]], list[set[Modality]]]] = {}
+
+
+def _signatures(index: TaskIndex, catalog: TaskCatalog) -> tuple[list[set[Modality]], list[set[Modality]]]:
+    """Per task of ``index``: the modalities of its required inputs and of its outputs."""
+    key = id(index)
+    hit = _SIGNATURES.get(key)
+    if hit is None:
+        ins, outs = [], []
+        for name in index.tasks:
+            info = catalog.tasks.get(name)
+            ins.append({p.modality for p in info.inputs if not p.optional} if info else set())
+            outs.append({p.modality for p in info.outputs} if info else set())
+        hit = _SIGNATURES[key] = (ins, outs)
+    return hit
+
+
+def _transforms(info: TaskInfo) -> bool:
+    """The task reads media or text of its own (not a generator from a prompt)."""
+    return any(p.modality in MEDIA for p in info.inputs if not p.optional) or all(
+        p.modality is Modality.TEXT for p in (*info.inputs, *info.outputs))
+
+
+def _main_output(info: TaskInfo) -> Modality | None:
+    return next((p.modality for p in info.outputs if p.modality in (Modality.TEXT, *MEDIA)), None)
+
+
+def _carry(step: Step, extra: list[Mention]) -> Step:
+    """``step`` with ``extra`` resources appended (not in its text: they rank after its own)."""
+    return Step(step.text, step.mentions + [m for m in extra if m not in step.mentions], step.sentence)
+
+
+def _join(a: Step, b: Step, same_sentence: bool = True) -> Step:
+    shift = len(a.mentions)
+    text_b = re.sub(r"@(\d+)\b", lambda m: f"@{int(m.group(1)) + shift}", b.text)
+    return Step(f"{a.text} {'to' if same_sentence else '.'} {text_b}", a.mentions + b.mentions, b.sentence)
+
+
+def _normalize(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def _after_colon(step: Step) -> str | None:
+    text = step.plain()
+    if ":" in text and not re.search(r"https?:", text.split(":", 1)[0] + ":"):
+        tail = text.split(":", 1)[1].strip()
+        if len(tail.split()) >= 3:
+            return tail
+    return None
+
+
+def _content_words(step: Step) -> int:
+    lang = language()
+    words = [w.lower() for w in _WORD.findall(step.for_matching())]
+    skip = set(_STOP) | lang.text_nouns
+    for mod_words in lang.modality_words.values():
+        skip |= mod_words
+    return sum(1 for w in words if w not in skip and not lang.verb_start.match(w))
+
+
+def _names_text(step: Step) -> bool:
+    """The step names an earlier text ("the caption", "this summary", "the result")."""
+    words = [w.lower() for w in _WORD.findall(step.text)]
+    lang = language()
+    for i, w in enumerate(words):
+        if w.rstrip("s") in lang.text_nouns or w in lang.text_nouns:
+            if i > 0 and words[i - 1] in ("the", "this", "that", "its", "their", "these", "those", "generated",
+                                          "resulting", "extracted", "above"):
+                return True
+    return bool(re.search(r"\b(?:based on (?:it|this|that)|from (?:it|this|that)|use (?:it|this|that)|using (?:it|this|that))\b",
+                          step.text, re.I))
+
+
+def _prompt(step: Step) -> str:
+    """The description in a generation step: what follows "of", "showing" ... or the whole step."""
+    text = step.plain()
+    m = re.search(r"\b(?:of|showing|depicting|featuring|about|that shows|illustrating)\s+(.+)$", text, re.I)
+    if m and len(m.group(1).split()) >= 2:
+        return m.group(1).strip()
+    return text

