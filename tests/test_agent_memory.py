@@ -67,7 +67,7 @@ def test_public_names() -> None:
     for name in agent_pkg.__all__:
         assert hasattr(agent_pkg, name), name
     assert callable(agent_pkg.make_llm) and agent_pkg.Agent.run and agent_pkg.Agent.achat_stream
-    assert isinstance(agent_pkg.make_planner(None), agent_pkg.HeuristicPlanner)
+    assert isinstance(agent_pkg.make_planner(None), agent_pkg.OfflinePlanner)
     assert isinstance(agent_pkg.make_planner("offline"), agent_pkg.Planner)
     llm_planner = agent_pkg.make_planner("ollama:qwen2.5:7b")
     assert isinstance(llm_planner, agent_pkg.LLMPlanner) and isinstance(llm_planner, agent_pkg.Planner)

@@ -138,8 +138,8 @@ def test_a_refused_request_exits_non_zero_with_status_refused(env: dict[str, str
     assert result.exit_code == 3, result.output
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["status"] == "refused" and manifest["outputs"] == {}
-    assert manifest["refusals"] and "no available tool matches" in manifest["refusals"][0]
-    assert "refused:" in result.output and "no available tool matches" in result.output
+    assert manifest["refusals"] and "needs a language model" in manifest["refusals"][0]
+    assert "refused:" in result.output and "needs a language model" in result.output
     # partly refused: what can run offline runs, the rest is listed, exit 2
     partly = invoke(["run", "Translate 'Guten Morgen' into English and say 'hello there' out loud",
                      "--out", str(tmp_path / "out2")], env)
@@ -156,7 +156,7 @@ def test_plan_prints_a_three_step_plan_as_json_without_running_it(env: dict[str,
                      "-i", f"talk.wav={wav}", "--json"], env)
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["status"] == "planned" and doc["planner"] == "heuristic" and doc["problems"] == []
+    assert doc["status"] == "planned" and doc["planner"] == "offline" and doc["problems"] == []
     assert [(t["task"], t["dep"], t["tool"]) for t in doc["tasks"]] == [
         ("automatic-speech-recognition", [-1], "speech.transcribe"),
         ("summarization", [0], "llm.summarization"),

@@ -374,7 +374,7 @@ def test_a_refused_prompt_run_says_so(http: httpx.Client) -> None:
     run = submit(http, {"prompt": "How are you today, my friend?"})
     done = wait_run(http, run["id"])
     assert done["status"] == "refused" and done["outputs"] == {}, done
-    assert done["refusals"] and "no available tool matches" in done["refusals"][0]
+    assert done["refusals"] and "needs a language model" in done["refusals"][0]
     assert done["error"]["type"] == "Refused" and done["answer"].startswith("I cannot do this")
     messages = read_sse(http, f"/v1/runs/{run['id']}/events")
     assert messages[-2]["event"] == "run_failed" and messages[-2]["data"]["status"] == "refused"

@@ -26,6 +26,7 @@ from .llm import (
 )
 from .llm_planner import PLAN_SCHEMA, LLMPlanner
 from .memory import ChatMemory, ChatSession
+from .offline import OfflinePlanner
 from .plan import (
     LLM_TASKS,
     Plan,
@@ -56,6 +57,7 @@ __all__ = [
     "LLMClient",
     "LLMPlanner",
     "LLMReply",
+    "OfflinePlanner",
     "OpenAICompatClient",
     "Plan",
     "PlanProblem",

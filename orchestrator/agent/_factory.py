@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .heuristic import HeuristicPlanner
 from .llm import make_llm
 from .llm_planner import LLMPlanner
+from .offline import OfflinePlanner
 from .planner import Planner
 
 __all__ = ["make_planner"]
@@ -18,9 +18,9 @@ def make_planner(spec: str | None = None, settings: Any = None, *, registry: Any
     ``transformers:…``): the LLM planner on that client.
 
     >>> make_planner("offline").name
-    'heuristic'
+    'offline'
     """
     llm = make_llm(spec or "offline", settings)
     if llm is None:
-        return HeuristicPlanner(registry=registry)
+        return OfflinePlanner()
     return LLMPlanner(llm)

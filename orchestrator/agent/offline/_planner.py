@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from collections import OrderedDict
@@ -144,8 +145,8 @@ class OfflinePlanner:
 
     # ------------------------------------------------------------------ protocol
     async def plan(self, request: PlanRequest) -> Plan:
-        """A plan for ``request`` (see :meth:`plan_many`)."""
-        return self.plan_many([request])[0]
+        """A plan for ``request`` (see :meth:`plan_many`); the embedding work runs off the event loop."""
+        return (await asyncio.to_thread(self.plan_many, [request]))[0]
 
     async def repair(self, request: PlanRequest, plan: Plan, problems: Sequence[PlanProblem]) -> Plan:
         """Drop the tasks validation found wrong (and those that use them); refuse if none is left."""
