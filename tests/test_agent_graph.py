@@ -1,7 +1,7 @@
 """The agent end to end: plan -> validate/repair -> select -> execute (engine) -> respond, and chat spans.
 
 The LLM is a scripted OpenAI-compatible server on loopback (the real client, streaming
-included) or the heuristic planner; tools are small fast ones in a private registry,
+included) or the offline planner; tools are small fast ones in a private registry,
 plus one run on the real tiny zoo decoders.
 """
 
@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from orchestrator import Audio, ToolRegistry, Video, tool
 from orchestrator.agent import Agent, OpenAICompatClient, events
-from orchestrator.agent.heuristic import HeuristicPlanner
+from orchestrator.agent.offline import OfflinePlanner
 from orchestrator.artifacts import Modality
 from orchestrator.errors import ToolInputError
 from orchestrator.runtime import Profile
@@ -140,7 +140,7 @@ def http_llm(srv: ScriptedLLMServer) -> OpenAICompatClient:
 
 def offline_agent(store: Any, **kw: Any) -> Agent:
     """No LLM at all: the offline planner plans, text tools do what they can without a model."""
-    return Agent(llm="offline", planner=HeuristicPlanner(reg, embeddings=False), store=store, profile=EMPTY,
+    return Agent(llm="offline", planner=OfflinePlanner(use_embeddings=False), store=store, profile=EMPTY,
                  registry=reg, **kw)
 
 

@@ -13,7 +13,6 @@ from . import events
 from ._execute import RunOptions, TaskOutcome
 from ._factory import make_planner
 from .graph import Agent, AgentResult, AgentStatus, build_graph
-from .heuristic import HeuristicPlanner, extract_mentions, mentioned_resources
 from .llm import (
     ChatOptions,
     LLMClient,
@@ -26,7 +25,7 @@ from .llm import (
 )
 from .llm_planner import PLAN_SCHEMA, LLMPlanner
 from .memory import ChatMemory, ChatSession
-from .offline import OfflinePlanner
+from .offline import OfflinePlanner, find_mentions
 from .plan import (
     LLM_TASKS,
     Plan,
@@ -53,7 +52,6 @@ __all__ = [
     "ChatMemory",
     "ChatOptions",
     "ChatSession",
-    "HeuristicPlanner",
     "LLMClient",
     "LLMPlanner",
     "LLMReply",
@@ -77,11 +75,10 @@ __all__ = [
     "build_graph",
     "compile_plan",
     "events",
-    "extract_mentions",
+    "find_mentions",
     "load_prompt",
     "make_llm",
     "make_planner",
-    "mentioned_resources",
     "parse_plan",
     "parse_spans",
     "render_ref",
