@@ -634,9 +634,5 @@ def _names_text(step: Step) -> bool:
 
 
 def _prompt(step: Step) -> str:
-    """The description in a generation step: what follows "of", "showing" ... or the whole step."""
-    text = step.plain()
-    m = re.search(r"\b(?:of|showing|depicting|featuring|about|that shows|illustrating)\s+(.+)$", text, re.I)
-    if m and len(m.group(1).split()) >= 2:
-        return m.group(1).strip()
-    return text
+    """The description in a generation step: the step without its instruction words (language.toml [prompt])."""
+    return language().prompt_of(step.plain())

@@ -87,6 +87,9 @@ def find_mentions(text: str, known: Mapping[str, Modality] | None = None) -> lis
         for m in re.finditer(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", text):
             if free(m.start(), m.end()):
                 out.append(Mention("file", name, m.start(), m.end(), (known or {})[name]))
+    for a, b in _dictated(text):
+        if free(a, b):
+            out.append(Mention("quote", text[a:b], a, b, Modality.TEXT))
     for m in _QUOTE.finditer(text):
         gi = next(i for i, g in enumerate(m.groups(), start=1) if g is not None)
         value = m.group(gi).strip()
@@ -109,6 +112,39 @@ def find_mentions(text: str, known: Mapping[str, Modality] | None = None) -> lis
     return sorted(out, key=lambda m: m.start)
 
 
+_QUOTE_CHARS = "'\"“‘"
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|\n")
+
+
+def _dictated(text: str) -> list[tuple[int, int]]:
+    """Spans of unquoted words to speak: after "read this aloud:", "narrate:", "... saying" (to the sentence end).
+
+    After a colon the text runs on over the next sentences until one starts a new step
+    (a connector or a verb); a quoted text is left to the quote rule.
+    """
+    lang = language()
+    spans: list[tuple[int, int]] = []
+    for m, runs_on in [(m, True) for m in lang.dictate_colon.finditer(text)] + [
+            (m, False) for m in lang.dictate_lead.finditer(text)]:
+        start = m.end()
+        if start >= len(text) or text[start] in _QUOTE_CHARS:
+            continue
+        if not runs_on and not lang.speech_cue.search(text[max(0, m.start() - 80):m.start()]):
+            continue  # "a sign saying ..." is a description, not words to speak
+        end = len(text)
+        for e in _SENTENCE_END.finditer(text, start):
+            end = e.end() if text[e.start()] != "\n" else e.start()
+            rest = text[end:].lstrip()
+            if not runs_on or not rest or lang.connector.match(" " + rest) or lang.verb_start.match(rest):
+                break
+        else:
+            end = len(text)
+        value_end = end if runs_on else len(text[:end].rstrip(" .!?"))
+        if len(text[start:value_end].split()) >= 1 and text[start:value_end].strip():
+            spans.append((start, value_end))
+    return spans
+
+
 @dataclass(frozen=True)
 class Language:
     """The cue words of language.toml, compiled."""
@@ -124,6 +160,35 @@ class Language:
     making: frozenset[str] = frozenset()
     possession: re.Pattern[str] | None = None
     asks: re.Pattern[str] | None = None
+    dictate_colon: re.Pattern[str] = re.compile(r"(?!)")
+    dictate_lead: re.Pattern[str] = re.compile(r"(?!)")
+    speech_cue: re.Pattern[str] = re.compile(r"(?!)")
+    prompt_lead: re.Pattern[str] = re.compile(r"(?!)")
+    prompt_verb: re.Pattern[str] = re.compile(r"(?!)")
+    prompt_frame: re.Pattern[str] = re.compile(r"(?!)")
+    prompt_tail: re.Pattern[str] = re.compile(r"(?!)")
+    framing: frozenset[str] = frozenset()
+
+    def prompt_of(self, text: str) -> str:
+        """A generator's prompt: ``text`` without request words, the verb and a frame ("an image of").
+
+        Adjectives of the frame that describe the content stay, at the end
+        ("a realistic image of a cat" -> "a cat, realistic"); descriptive commas stay.
+        """
+        t = self.prompt_tail.sub("", text.strip()).rstrip(" .!?,;")
+        t = self.prompt_lead.sub("", t, count=1)
+        verb = self.prompt_verb.match(t)
+        if verb:
+            t = t[verb.end():]
+        frame = self.prompt_frame.match(t) if verb or t == text.strip() else None
+        if frame is None and not verb:
+            frame = self.prompt_frame.search(t)
+        if frame is not None and frame.group("rest").split():
+            kept = [w for w in frame.group("adj").split()
+                    if not any(part in self.framing or part.isdigit() for part in w.lower().split("-"))]
+            t = frame.group("rest") + (", " + " ".join(kept) if kept else "")
+        t = t.strip(" ,;:")
+        return t if t.split() else text.strip().rstrip(" .!?")
 
     def only_states(self, text: str) -> bool:
         """The step only says what the user has ("I have a photo of ...")."""
@@ -185,6 +250,19 @@ def language() -> Language:
         making=frozenset(split.get("making", ())),
         possession=re.compile(rf"^\s*(?:(?:so|well|hi|hey|hello|ok|okay)\W+)*(?:{_alternation(data['none']['starts'])})\b", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
+        dictate_colon=re.compile(rf"\b(?:{_alternation(data['dictate']['verbs'])})\b(?:[ \t]+[\w']+){{0,4}}?"
+                                 r"[ \t]*:(?!//)[ \t]*", re.I),
+        dictate_lead=re.compile(rf"\b(?:{_alternation(data['dictate']['lead_ins'])})[ \t]*:?[ \t]+", re.I),
+        speech_cue=re.compile(rf"\b(?:{_alternation([*data['dictate']['verbs'], 'speech', 'voice', 'aloud', 'spoken', 'narration', 'voiceover'])})",
+                              re.I),
+        prompt_lead=re.compile(rf"^(?:(?:{_alternation(data['prompt']['leads'])})\b[,]?\s+)+", re.I),
+        prompt_verb=re.compile(rf"^(?:{_alternation(data['prompt']['verbs'])})(?:s|es|d)?\b\s*(?:(?:me|us)\b\s*)?",
+                               re.I),
+        prompt_frame=re.compile(rf"(?:^|(?<=\s))(?:(?:a|an|the|some|one)\s+)?(?P<adj>(?:[\w-]+\s+){{0,3}}?)"
+                                rf"(?:{_alternation(data['prompt']['frames'])})s?\s+"
+                                rf"(?:{_alternation(data['prompt']['frame_links'])})\s+(?P<rest>.+)$", re.I | re.S),
+        prompt_tail=re.compile(rf"(?:[,;]?\s*\b(?:{_alternation(data['prompt']['tails'])})\b[.!?]*)+\s*$", re.I),
+        framing=frozenset(data["prompt"]["framing_adjectives"]),
         words=tuple(sorted({w for group in (split["verbs"], split["connectors"], split["fillers"], refer["back"],
                                             refer["text_nouns"], *data["modality"].values()) for w in group})),
     )
