@@ -496,7 +496,8 @@ class OfflinePlanner:
         generator = all(p.modality is not Modality.TEXT for p in info.outputs)
         texts = b.earlier(Modality.TEXT)
         if generator:
-            if texts and (_names_text(step) or (not texts[0].used and not _CONTENT_PREP.search(step.text))):
+            own_words = _CONTENT_PREP.search(step.text) or _content_words(step) >= 2
+            if texts and (_names_text(step) or (not texts[0].used and not own_words)):
                 return _ref(texts[0])
             if _content_words(step) >= 2 or not texts:
                 return _prompt(step)
