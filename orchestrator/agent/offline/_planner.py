@@ -223,17 +223,20 @@ class OfflinePlanner:
 
     # ------------------------------------------------------------------ matching
     def _encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 1), dtype=np.float32)
         with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            found = {t: self._cache[t] for t in dict.fromkeys(texts) if t in self._cache}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             vecs = self.encoder.encode(missing)
-            with self._lock:
+            found.update(zip(missing, vecs, strict=True))
+            with self._lock:  # a batch larger than the cache still gets all its vectors (from ``found``)
                 for t, v in zip(missing, vecs, strict=True):
                     self._cache[t] = v
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
-        with self._lock:
-            return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+        return np.stack([found[t] for t in texts])
 
     def _scores(self, steps: list[Step], indexes: list[TaskIndex],
                 parsed: list[tuple[PlanRequest, list[Mention], list[Step]]] | None) -> list[np.ndarray]:
@@ -496,12 +499,14 @@ class OfflinePlanner:
         generator = all(p.modality is not Modality.TEXT for p in info.outputs)
         texts = b.earlier(Modality.TEXT)
         if generator:
-            own_words = _CONTENT_PREP.search(step.text) or _content_words(step) >= 2
-            if texts and (_names_text(step) or (not texts[0].used and not own_words)):
+            content = _content_words(step)
+            if texts and _names_text(step):
                 return _ref(texts[0])
-            if _content_words(step) >= 2 or not texts:
-                return _prompt(step)
-            return _ref(texts[0])
+            if not texts or _CONTENT_PREP.search(step.text) or content >= 2:
+                return _prompt(step)  # the step describes what to make
+            if not texts[0].used or content == 0:
+                return _ref(texts[0])  # "... then draw it": the earlier text, unless another step took it
+            return _prompt(step)
         # a text processor: its link through a downloader, its media through a converter, else earlier text
         if urls:
             conv = self._converter(b, c, URL, Modality.TEXT)
