@@ -246,7 +246,7 @@ class OfflinePlanner:
             owners = [indexes[r] for r, (_, _, ss) in enumerate(parsed) for _ in ss]
         else:
             owners = indexes
-        texts = [_normalize(s.for_matching()) for s in steps]
+        texts = [_generic_text(_normalize(s.for_matching())) for s in steps]
         skeletons = [ix.skeleton(t) or t for ix, t in zip(owners, texts, strict=True)]
         both = self._encode(texts + skeletons)
         vecs = (1 - self.skeleton_weight) * both[: len(texts)] + self.skeleton_weight * both[len(texts):]
@@ -602,6 +602,19 @@ def _join(a: Step, b: Step, same_sentence: bool = True) -> Step:
     shift = len(a.mentions)
     text_b = re.sub(r"@(\d+)\b", lambda m: f"@{int(m.group(1)) + shift}", b.text)
     return Step(f"{a.text} {'to' if same_sentence else '.'} {text_b}", a.mentions + b.mentions, b.sentence)
+
+
+_EARLIER_TEXT: re.Pattern[str] | None = None
+
+
+def _generic_text(text: str) -> str:
+    """An earlier text named by its kind ("the transcript") reads as "the text": what the step does to
+    it decides the task, not the kind of text ("summarize the transcript" is no transcription)."""
+    global _EARLIER_TEXT
+    if _EARLIER_TEXT is None:
+        nouns = "|".join(sorted(language().text_nouns - {"text"}, key=len, reverse=True))
+        _EARLIER_TEXT = re.compile(rf"\b(the|this|that|its|their|these|those)\s+(?:{nouns})s?\b")
+    return _EARLIER_TEXT.sub(r"\1 text", text)
 
 
 def _normalize(text: str) -> str:
