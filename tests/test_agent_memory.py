@@ -109,4 +109,4 @@ def test_the_agent_package_has_no_import_cycles() -> None:
     for n in sorted(graph):
         if n not in state:
             visit(n, [])
-    assert graph["chat"] and "graph" not in graph["chat"] and "llm" not in graph["heuristic"]
+    assert graph["chat"] and "graph" not in graph["chat"] and "llm" not in graph["planner"]

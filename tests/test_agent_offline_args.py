@@ -131,10 +131,16 @@ def test_mentions() -> None:
     assert [m.kind for m in find_mentions("Read https://x.org/a.txt")] == ["url"]
 
 
-@pytest.mark.parametrize("text", ["hello!", "Thanks, that is all for today."])
-def test_refusal_for_small_talk(planner: OfflinePlanner, catalog: TaskCatalog, text: str) -> None:
+@pytest.mark.parametrize(("text", "why"), [
+    ("hello!", "no tool in the catalog does what it asks"),
+    ("Thanks, that is all for today.", "no tool in the catalog does what it asks"),
+    ("How are you today, my friend?", "chatting needs a language model"),  # not planned only to be refused
+])
+def test_refusal_for_small_talk(planner: OfflinePlanner, catalog: TaskCatalog, text: str, why: str) -> None:
     result = plan(planner, catalog, text)
-    assert result.tasks == [] and "no tool in the catalog does what it asks" in (result.refusal or "")
+    assert result.tasks == [] and why in (result.refusal or "")
+    mixed = plan(planner, catalog, f"{text} Then draw a red kite.")
+    assert [t.task for t in mixed.tasks] == ["text-to-image"]
 
 
 def test_session_aliases_and_repair(planner: OfflinePlanner, catalog: TaskCatalog) -> None:

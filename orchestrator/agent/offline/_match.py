@@ -39,13 +39,15 @@ class TaskNotes:
     phrasings: tuple[str, ...] = ()
     produces: str | None = None
     backend: str | None = None
+    offline_refusal: str | None = None  # why a step asking for this task is not planned without a model
 
 
 @lru_cache(maxsize=1)
 def task_notes() -> dict[str, TaskNotes]:
     """tasks.toml, by task name."""
     data = tomllib.loads(_pkg.files(__package__).joinpath("tasks.toml").read_text(encoding="utf-8"))
-    return {name: TaskNotes(tuple(v.get("phrasings", ())), v.get("produces"), v.get("backend"))
+    return {name: TaskNotes(tuple(v.get("phrasings", ())), v.get("produces"), v.get("backend"),
+                            v.get("offline_refusal"))
             for name, v in data.get("tasks", {}).items()}
 
 

@@ -310,6 +310,11 @@ class OfflinePlanner:
             if c.task is None:
                 carried.extend(c.step.mentions)
                 continue
+            refusal = index.notes.get(c.task)
+            if refusal is not None and refusal.offline_refusal:
+                b.notes.append(f"'{c.step.plain()[:80]}': {refusal.offline_refusal}")
+                carried.extend(c.step.mentions)
+                continue
             if carried:
                 c = _Choice(_carry(c.step, carried), c.task, c.score, c.row)
                 carried = []
