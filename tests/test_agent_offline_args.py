@@ -71,6 +71,8 @@ def plan(planner: OfflinePlanner, catalog: TaskCatalog, text: str,
      "calm voice.",
      [("text-to-image", {"text": "a cat sitting on a windowsill"}),
       ("text-to-music", {"text": "a jazz tune with saxophone"}), ("text-to-speech", {"text": "good night"})]),
+    ("Create some background music for it and a picture of a calm lake.",
+     [("text-to-music", {"text": "some background music"}), ("text-to-image", {"text": "a calm lake"})]),
     ("Could you create an audio clip of birds chirping in a forest?",
      [("text-to-audio", {"text": "birds chirping in a forest"})]),
     # words to speak: unquoted after "saying" / "narrate:", quoted with commas inside, up to the next step

@@ -168,6 +168,7 @@ class Language:
     prompt_frame: re.Pattern[str] = re.compile(r"(?!)")
     prompt_tail: re.Pattern[str] = re.compile(r"(?!)")
     framing: frozenset[str] = frozenset()
+    frame_glue: re.Pattern[str] = re.compile(r"(?!)")
 
     def prompt_of(self, text: str) -> str:
         """A generator's prompt: ``text`` without request words, the verb and a frame ("an image of").
@@ -263,6 +264,9 @@ def language() -> Language:
                                 rf"(?:{_alternation(data['prompt']['frame_links'])})\s+(?P<rest>.+)$", re.I | re.S),
         prompt_tail=re.compile(rf"(?:[,;]?\s*\b(?:{_alternation(data['prompt']['tails'])})\b[.!?]*)+\s*$", re.I),
         framing=frozenset(data["prompt"]["framing_adjectives"]),
+        frame_glue=re.compile(rf"\s+and\s+(?=(?:a|an|some)\s+(?:[\w-]+\s+){{0,2}}?"
+                              rf"(?:{_alternation(data['prompt']['frames'])})s?\s+"
+                              rf"(?:{_alternation(data['prompt']['frame_links'])})\s)", re.I),
         words=tuple(sorted({w for group in (split["verbs"], split["connectors"], split["fillers"], refer["back"],
                                             refer["text_nouns"], *data["modality"].values()) for w in group})),
     )
@@ -290,7 +294,9 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
     for s_index, sentence in enumerate(p for p in _SENTENCE.split(body) if p and p.strip()):
         sentence = _ENUM.sub(" ", sentence)
         for part in lang.connector.split(sentence):
-            pieces = lang.verb_glue.split(part)
+            pieces = []
+            for piece in lang.verb_glue.split(part):  # "make X and a picture of Y": a second thing to make
+                pieces.extend(lang.frame_glue.split(piece) if lang.verb_start.match(piece) else [piece])
             for piece in pieces:
                 clean = piece.strip(" \t,;:.!?-")
                 if not clean:
