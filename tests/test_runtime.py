@@ -383,3 +383,17 @@ def test_preload_imports_in_the_background(tmp_path: Path, monkeypatch: pytest.M
     assert preload(["orch_slow_import_b:Thing"]) is None  # already done
     with pytest.raises(ImportError):
         ensure_imported(["orch_slow_import_b:Missing"])
+
+
+def test_a_pipelines_component_classes_are_imported_before_its_load(tmp_path: Path) -> None:
+    from orchestrator.runtime._backends import _pipeline_imports, get_backend
+
+    (tmp_path / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
+        "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "odd": ["some_other_lib", "Thing"], "safety_checker": [None, None]}))
+    assert _pipeline_imports(str(tmp_path)) == ("diffusers:StableDiffusionPipeline", "diffusers:UNet2DConditionModel",
+                                                 "transformers:CLIPTextModel")
+    assert _pipeline_imports(str(tmp_path / "missing")) == ()
+    assert get_backend("diffusers.text2img").imports_of is _pipeline_imports
+    assert "transformers:AutoTokenizer" in get_backend("transformers.vits").imports

@@ -454,6 +454,11 @@ class ModelManager:
         except ImportError as exc:
             self._failed(key, str(exc))
             raise _translate(exc, ref, task, key.backend) from exc
+        if backend is not None and backend.imports_of is not None:
+            try:  # a checkpoint's own classes; one that cannot import is the loader's to report
+                ensure_imported(backend.imports_of(key.model))
+            except ImportError as exc:
+                logger.debug("importing the classes of %s failed: %s", key.model, exc)
         import torch
 
         fn = loader or backend.loader  # type: ignore[union-attr]
