@@ -64,10 +64,10 @@ def _redis_url() -> str | None:
 class Server:
     """``python -m orchestrator serve`` in a subprocess."""
 
-    def __init__(self, redis_url: str | None, concurrency: int, queue: int) -> None:
+    def __init__(self, redis_url: str | None, concurrency: int, queue: int, *, prefix: str | None = None) -> None:
         self.port = _free_port()
         self.data_dir = tempfile.mkdtemp(prefix="orch-bench-")
-        self.prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+        self.prefix = prefix or f"bench:{uuid.uuid4().hex[:8]}:"
         self.redis_url = redis_url
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
         env.update({"ORCHESTRATOR_DATA_DIR": self.data_dir, "ORCHESTRATOR_KEY_PREFIX": self.prefix,

@@ -322,6 +322,10 @@ def run(
     inputs = _parse_inputs(input)
     settings = _settings(profile=profile, executor=_executor_choice(executor))
     started = time.time()
+    if settings.executor == "local":  # models run here: import their libraries while planning
+        from orchestrator.runtime._imports import preload
+
+        preload(settings.preload_imports)
     # 2. Run with live progress
     try:
         store = open_store(settings)

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     max_workers: int = Field(default=4, ge=1)
     torch_threads: int | None = Field(default=None, ge=1)
     """CPU threads that concurrent model calls share (each gets an equal part); None: every core."""
+    preload_imports: list[str] = Field(default_factory=lambda: [
+        "torch", "transformers", "diffusers:AutoPipelineForText2Image", "sentence_transformers"])
+    """Libraries ``orchestrator run`` imports in a background thread while it plans (``module`` or
+    ``module:attribute``; not installed ones are skipped); empty: none (runtime/_imports.py)."""
 
     # executors (docs/ray.md): where node calls run
     executor: Literal["local", "ray"] = "local"

@@ -260,3 +260,25 @@ def test_run_with_an_llm_over_http_one_workflow_text_task_into_speech(env: dict[
     assert set(manifest["timings"]["nodes"]) == {"t0", "t1"}  # both tasks in the one workflow
     assert manifest["timings"]["nodes"]["t0"]["tool"] == "llm.translation"
     assert decode((out / "t1_audio.wav").read_bytes(), "audio").duration > 0.2
+
+
+def test_run_imports_the_model_libraries_in_the_background(env: dict[str, str], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run`` starts the ``preload_imports`` as soon as it knows models run here (before planning)."""
+    import sys
+    import time
+
+    (tmp_path / "orch_cli_preloaded.py").write_text("import threading\nIMPORTED_BY = threading.current_thread().name\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "orch_cli_preloaded", raising=False)
+    wf = _workflow(tmp_path / "wf.json", [
+        {"id": "wrap", "tool": "text.template", "params": {"template": "<{text}>"}, "inputs": {"texts": "text"}},
+    ], {"result": "wrap.text"})
+    result = invoke(["run", "--graph", str(wf), "-i", "text=hi", "--out", str(tmp_path / "out")],
+                    {**env, "ORCHESTRATOR_PRELOAD_IMPORTS": '["orch_cli_preloaded"]'})
+    assert result.exit_code == 0, result.output
+    for _ in range(100):
+        if "orch_cli_preloaded" in sys.modules:
+            break
+        time.sleep(0.02)
+    assert sys.modules["orch_cli_preloaded"].IMPORTED_BY == "orch-preload"

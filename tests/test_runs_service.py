@@ -199,3 +199,62 @@ async def test_the_record_says_where_its_nodes_ran(tmp_path: Path) -> None:
         assert done is not None and done["executor"] == "ray" and done["status"] == "succeeded"
     finally:
         await manager.stop()
+
+
+async def test_a_run_of_another_process_is_followed_live_without_polling(redis_url: str, redis_prefix: str) -> None:
+    """A follower in another run manager gets each event as it is appended (a blocking read on its own
+    bounded pool), not at the next poll, and the default thread pool stays free meanwhile."""
+    import threading
+    import time
+
+    from orchestrator.artifacts import RedisArtifactStore
+    from orchestrator.workflow import CancelFlag
+
+    owner_store = RedisArtifactStore(redis_url, prefix=redis_prefix)
+    other_store = RedisArtifactStore(redis_url, prefix=redis_prefix)
+    slow_poll = ServerSettings(max_concurrent_runs=1, event_poll_seconds=5.0, event_wait_seconds=10.0,
+                               event_follow_threads=1)
+    owner, other = RunManager(owner_store, slow_poll), RunManager(other_store, slow_poll)
+    step = asyncio.Event()
+    done = asyncio.Event()
+
+    async def steps(job: Any) -> Any:
+        await step.wait()
+        step.clear()
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        await done.wait()
+        yield Outcome("succeeded")
+
+    await owner.start()
+    try:
+        job = await owner.submit("graph", steps)
+        assert isinstance(job.cancel, CancelFlag)
+        arrivals: list[tuple[str, float]] = []
+
+        async def follow() -> None:
+            async for item in other.follow(job.id, idle=30):
+                if item is not None:
+                    arrivals.append((str(item[1].get("type")), time.monotonic()))
+
+        follower = asyncio.create_task(follow())
+        await asyncio.sleep(0.3)  # the follower is blocked on the log now
+        assert any(t.name.startswith("orch-follow") for t in threading.enumerate())
+        started = time.monotonic()
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: 1), 1.0) == 1  # default pool not taken
+        step.set()
+        for _ in range(100):
+            if any(kind == "node_started" for kind, _ in arrivals):
+                break
+            await asyncio.sleep(0.02)
+        got = dict(arrivals)
+        assert "node_started" in got and got["node_started"] - started < 1.5  # not at the 5 s poll
+        done.set()
+        await asyncio.wait_for(follower, 10)
+        assert arrivals[-1][0] == "run_finished"
+    finally:
+        step.set()
+        done.set()
+        await owner.stop()
+        await other.stop()
+        owner_store.close()
+        other_store.close()

@@ -333,3 +333,67 @@ def test_concurrent_model_calls_divide_the_cpu_threads(tmp_path: Path) -> None:
         assert torch.get_num_threads() == 4
     finally:
         torch.set_num_threads(original)
+
+
+def _slow_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, seconds: float) -> None:
+    """A module on sys.path whose import takes ``seconds`` and defines ``Thing``."""
+    (tmp_path / f"{name}.py").write_text(f"import time\ntime.sleep({seconds})\nThing = object\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_first_use_imports_hold_no_load_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.runtime._backends import _BACKENDS
+    from orchestrator.runtime._device import HEAVY_LOCK
+    from orchestrator.runtime._imports import IMPORT_LOCK
+
+    _slow_module(tmp_path, monkeypatch, "orch_slow_import_a", 0.6)
+    calls: list[str] = []
+    monkeypatch.setitem(_BACKENDS, "test.slow-import",
+                        runtime.Backend("test.slow-import", _linear_loader(calls), imports=("orch_slow_import_a:Thing",)))
+    (model,) = _model_dirs(tmp_path, 1)
+    manager = ModelManager(device="cpu")
+    loading = threading.Thread(target=manager.load, args=(model, "test.slow-import"))
+    loading.start()
+    time.sleep(0.2)
+    assert IMPORT_LOCK.locked()  # the import is under way
+    other_free = threading.Event()
+
+    def other_load() -> None:  # another model's load lock is free meanwhile
+        with HEAVY_LOCK:
+            other_free.set()
+
+    threading.Thread(target=other_load).start()
+    assert other_free.wait(0.3), "the load lock was held across a first-use import"
+    loading.join()
+    assert calls == [model] and manager.stats()["loads"] == 1
+
+
+def test_preload_imports_in_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from orchestrator.runtime._imports import ensure_imported, preload
+
+    _slow_module(tmp_path, monkeypatch, "orch_slow_import_b", 0.3)
+    started = time.perf_counter()
+    thread = preload(["orch_slow_import_b:Thing", "orch_not_installed_anywhere"])
+    assert thread is not None and time.perf_counter() - started < 0.2  # returns at once
+    ensure_imported(["orch_slow_import_b:Thing"])  # waits for the preload, imports nothing twice
+    thread.join(5)
+    assert "orch_slow_import_b" in sys.modules and "orch_not_installed_anywhere" not in sys.modules
+    assert preload(["orch_slow_import_b:Thing"]) is None  # already done
+    with pytest.raises(ImportError):
+        ensure_imported(["orch_slow_import_b:Missing"])
+
+
+def test_a_pipelines_component_classes_are_imported_before_its_load(tmp_path: Path) -> None:
+    from orchestrator.runtime._backends import _pipeline_imports, get_backend
+
+    (tmp_path / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
+        "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "odd": ["some_other_lib", "Thing"], "safety_checker": [None, None]}))
+    assert _pipeline_imports(str(tmp_path)) == ("diffusers:StableDiffusionPipeline", "diffusers:UNet2DConditionModel",
+                                                 "transformers:CLIPTextModel")
+    assert _pipeline_imports(str(tmp_path / "missing")) == ()
+    assert get_backend("diffusers.text2img").imports_of is _pipeline_imports
+    assert "transformers:AutoTokenizer" in get_backend("transformers.vits").imports

@@ -10,7 +10,9 @@ Other packages register their own with :func:`register_backend`.
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -38,6 +40,11 @@ class Backend:
     requires: tuple[str, ...] = ()
     extra: str | None = None
     description: str = ""
+    imports: tuple[str, ...] = ()
+    """``module`` or ``module:attribute`` names the loader imports on first use; the manager
+    imports them (runtime/_imports.py) before taking a load lock."""
+    imports_of: Callable[[str], tuple[str, ...]] | None = None
+    """More of those for one checkpoint (a diffusers pipeline's component classes)."""
 
     def missing(self) -> list[str]:
         return [mod for mod in self.requires if importlib.util.find_spec(mod) is None]
@@ -48,12 +55,13 @@ _BACKENDS: dict[str, Backend] = {}
 
 def register_backend(
     name: str, loader: Loader, *, requires: tuple[str, ...] = (), extra: str | None = None, description: str = "",
-    replace: bool = False,
+    replace: bool = False, imports: tuple[str, ...] = (), imports_of: Callable[[str], tuple[str, ...]] | None = None,
 ) -> Backend:
-    """Register ``loader`` under ``name`` (``requires``: importable modules it needs)."""
+    """Register ``loader`` under ``name`` (``requires``: importable modules it needs; ``imports``:
+    what it imports on first use, done before the load lock is taken)."""
     if name in _BACKENDS and not replace and _BACKENDS[name].loader is not loader:
         raise ConfigError(f"a model backend named {name!r} is already registered", backend=name)
-    backend = Backend(name, loader, tuple(requires), extra, description)
+    backend = Backend(name, loader, tuple(requires), extra, description, tuple(imports), imports_of)
     _BACKENDS[name] = backend
     return backend
 
@@ -117,6 +125,29 @@ def _diffusers(cls_name: str) -> Loader:
     return load
 
 
+def _diffusers_imports(cls_name: str) -> tuple[str, ...]:
+    return ("torch", f"diffusers:{cls_name}")
+
+
+def _pipeline_imports(source: str) -> tuple[str, ...]:
+    """``library:Class`` for the pipeline and each diffusers / transformers component that a local
+    pipeline folder's model_index.json names (other libraries are left to the loader)."""
+    try:
+        doc = json.loads((Path(source) / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return ()
+    names = [f"diffusers:{doc['_class_name']}"] if isinstance(doc.get("_class_name"), str) else []
+    for value in doc.values():
+        if (isinstance(value, list) and len(value) == 2 and value[0] in ("diffusers", "transformers")
+                and isinstance(value[1], str)):
+            names.append(f"{value[0]}:{value[1]}")
+    return tuple(names)
+
+
+def _transformers_imports(*cls_names: str) -> tuple[str, ...]:
+    return ("torch", *(f"transformers:{name}" for name in cls_names))
+
+
 def _transformers_bundle(model_cls: str, processor_cls: str) -> Loader:
     def load(source: str, *, device: str, dtype: Any, offload: bool, options: Mapping[str, Any]) -> ModelBundle:
         import transformers
@@ -138,13 +169,19 @@ def _audiocraft_musicgen(source: str, *, device: str, dtype: Any, offload: bool,
     return MusicGen.get_pretrained(source, device=device)
 
 
-register_backend("diffusers", _diffusers("DiffusionPipeline"), description="any diffusers pipeline (model_index.json)")
-register_backend("diffusers.text2img", _diffusers("AutoPipelineForText2Image"), description="AutoPipelineForText2Image")
-register_backend("diffusers.img2img", _diffusers("AutoPipelineForImage2Image"), description="AutoPipelineForImage2Image")
+register_backend("diffusers", _diffusers("DiffusionPipeline"), description="any diffusers pipeline (model_index.json)",
+                 imports=_diffusers_imports("DiffusionPipeline"), imports_of=_pipeline_imports)
+register_backend("diffusers.text2img", _diffusers("AutoPipelineForText2Image"), description="AutoPipelineForText2Image",
+                 imports=_diffusers_imports("AutoPipelineForText2Image"), imports_of=_pipeline_imports)
+register_backend("diffusers.img2img", _diffusers("AutoPipelineForImage2Image"), description="AutoPipelineForImage2Image",
+                 imports=_diffusers_imports("AutoPipelineForImage2Image"), imports_of=_pipeline_imports)
 register_backend("transformers.musicgen", _transformers_bundle("MusicgenForConditionalGeneration", "AutoProcessor"),
-                 description="MusicGen through transformers")
-register_backend("transformers.vits", _transformers_bundle("VitsModel", "AutoTokenizer"), description="VITS / MMS-TTS")
+                 description="MusicGen through transformers",
+                 imports=_transformers_imports("MusicgenForConditionalGeneration", "AutoProcessor"))
+register_backend("transformers.vits", _transformers_bundle("VitsModel", "AutoTokenizer"), description="VITS / MMS-TTS",
+                 imports=_transformers_imports("VitsModel", "AutoTokenizer"))
 register_backend("transformers.causal-lm", _transformers_bundle("AutoModelForCausalLM", "AutoTokenizer"),
-                 description="a causal LM with its tokenizer (chat)")
+                 description="a causal LM with its tokenizer (chat)",
+                 imports=_transformers_imports("AutoModelForCausalLM", "AutoTokenizer"))
 register_backend("audiocraft.musicgen", _audiocraft_musicgen, requires=("audiocraft",), extra="audiocraft",
                  description="MusicGen through audiocraft (optional extra; pins an old torch)")

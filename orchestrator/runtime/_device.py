@@ -96,6 +96,7 @@ def default_memory_budget(device: str) -> int:
 
 
 HEAVY_LOCK = threading.RLock()
-"""Held while loading a model or building a zoo checkpoint: diffusers' and transformers'
-lazy module imports and meta-device initialisation are not thread-safe, so in one process
-these happen one at a time (inference still runs in parallel)."""
+"""Held while loading a model or building a zoo checkpoint: meta-device initialisation in
+diffusers and transformers is not thread-safe, so in one process loads happen one at a time
+(inference still runs in parallel). The libraries' first-use imports happen before it is
+taken, under their own lock (``_imports.IMPORT_LOCK``)."""

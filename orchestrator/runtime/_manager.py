@@ -40,6 +40,7 @@ from orchestrator.errors import ModelError, ModelLoadError, ModelNotFound
 
 from ._backends import LOAD_OPTIONS, check_backend
 from ._device import HEAVY_LOCK, default_memory_budget, pick_device, resolve_dtype
+from ._imports import ensure_imported
 from ._sources import resolve_source
 from .profiles import ModelChoice
 
@@ -447,9 +448,20 @@ class ModelManager:
 
     def _load(self, key: ModelKey, ref: str, task: str | None, options: Mapping[str, Any],
               loader: Callable[..., Any] | None) -> _Resident:
+        backend = None if loader is not None else check_backend(key.backend, model=ref, task=task)
+        try:  # first-use imports under the import lock only: no load lock is held across them
+            ensure_imported(("torch", *(backend.imports if backend else ())))
+        except ImportError as exc:
+            self._failed(key, str(exc))
+            raise _translate(exc, ref, task, key.backend) from exc
+        if backend is not None and backend.imports_of is not None:
+            try:  # a checkpoint's own classes; one that cannot import is the loader's to report
+                ensure_imported(backend.imports_of(key.model))
+            except ImportError as exc:
+                logger.debug("importing the classes of %s failed: %s", key.model, exc)
         import torch
 
-        fn = loader or check_backend(key.backend, model=ref, task=task).loader
+        fn = loader or backend.loader  # type: ignore[union-attr]
         self._make_room(_estimate_bytes(key.model), keep=key)
         self._emit(ModelEvent("load_started", key))
         logger.info("loading %s for task %s", key, task)

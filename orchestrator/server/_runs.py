@@ -7,7 +7,8 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
 (Redis, or the embedded directory), so:
 
 * any server process sharing the backend answers ``GET /v1/runs/{id}`` and streams
-  the events (by polling the log) for runs another process executes;
+  the events for runs another process executes (blocking reads of the log, on a
+  bounded pool of their own, ``event_follow_threads``);
 * a restarted server still answers for finished runs, and reports runs that were in
   flight as ``interrupted``: each server holds a lease record refreshed every
   ``lease_seconds / 3``; a queued or running run whose owner's lease is gone is
@@ -34,15 +35,16 @@ import math
 import os
 import secrets
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.artifacts import ArtifactRef, ArtifactStore
 from orchestrator.errors import OrchestratorError
 from orchestrator.runs import ACTIVE, TERMINAL, Outcome, RunKind, RunRecord, Step, execute
+from orchestrator.workflow import CancelFlag
 
 from ._metrics import Metrics
 from .settings import ServerSettings
@@ -99,7 +101,8 @@ class RunJob:
     record: RunRecord
     executor: Executor
     spec: dict[str, Any] = field(default_factory=dict)
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: CancelFlag = field(default_factory=CancelFlag)
+    """Set to cancel; wakes the workflow engine's loop at once (no polling)."""
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -138,6 +141,8 @@ class RunManager:
         self._ewma_seconds: float | None = None
         self._started = False
         self._unsaved: dict[str, tuple[RunRecord, dict[str, Any] | None]] = {}
+        self._followers: ThreadPoolExecutor | None = None
+        """Blocking event-log reads for runs of other processes (bounded; not the default pool)."""
         """Finished runs whose final state (record, and the final event if it was not
         appended) the store refused; answered from here and saved again by the heartbeat."""
 
@@ -174,6 +179,9 @@ class RunManager:
                     "type": "RunInterrupted", "message": "the server shut down before the run finished"}))
         for signal in self._signals.values():
             signal.fire()
+        if self._followers is not None:  # blocked reads end by their own timeout
+            self._followers.shutdown(wait=False, cancel_futures=True)
+            self._followers = None
         with contextlib.suppress(OrchestratorError):
             await asyncio.to_thread(self._save_unsaved)
         with contextlib.suppress(OrchestratorError):
@@ -504,8 +512,9 @@ class RunManager:
                      ) -> AsyncIterator[tuple[int | None, dict[str, Any]] | None]:
         """Yield ``(seq, event)`` after ``after`` until the run has ended and its log is drained.
 
-        Runs of this process wake followers at once; others are polled every
-        ``event_poll_seconds``. ``None`` is yielded after ``idle`` quiet seconds (a
+        Runs of this process wake followers at once; for runs of other processes a blocking
+        read of the log (``store.wait_events``, on a pool of ``event_follow_threads``) returns
+        each event as it is appended. ``None`` is yielded after ``idle`` quiet seconds (a
         chance to send a keep-alive). When the store fails, the last item is
         ``(None, {"type": "error", "run_id", "error": {"type", "message"}, "last_event_id"})``
         (not a log event: reconnect after ``last_event_id`` to resume). Check that the run exists first.
@@ -533,11 +542,16 @@ class RunManager:
                       ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
         last = after
         quiet_since = time.monotonic()
+        ended = False  # a terminal event was seen: only the record is left to check
         while True:
             wake = signal.event
-            items = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
+            if run_id in self._jobs or ended:
+                items = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
+            else:  # another process runs it: block on its log instead of polling
+                items = await self._wait_events(run_id, last, min(idle, self.settings.event_wait_seconds))
             for seq, doc in items:
                 last = seq
+                ended = ended or (doc.get("type") in ("run_finished", "run_failed") and doc.get("status") in TERMINAL)
                 yield seq, doc
             if items:
                 quiet_since = time.monotonic()
@@ -554,9 +568,18 @@ class RunManager:
             if time.monotonic() - quiet_since >= idle:
                 quiet_since = time.monotonic()
                 yield None
-            timeout = idle if run_id in self._jobs else min(idle, self.settings.event_poll_seconds)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=timeout)
+            if run_id in self._jobs:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=idle)
+            elif ended:  # the final record is being written by its owner
+                await asyncio.sleep(self.settings.event_poll_seconds)
+
+    async def _wait_events(self, run_id: str, after: int, timeout: float) -> list[tuple[int, dict[str, Any]]]:
+        """Events of ``run_id`` after ``after``, blocking up to ``timeout`` on the followers' pool."""
+        if self._followers is None:
+            self._followers = ThreadPoolExecutor(self.settings.event_follow_threads, thread_name_prefix="orch-follow")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._followers, self.store.wait_events, event_stream(run_id), after, timeout)
 
     async def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any] | None:
         """Wait until a run ends; returns its record."""

@@ -70,7 +70,13 @@ class ServerSettings(BaseSettings):
     lease_seconds: float = Field(default=15.0, gt=0)
     """A server's liveness lease; runs of a server whose lease expired are reported as interrupted."""
     event_poll_seconds: float = Field(default=0.5, gt=0)
-    """How often an event stream re-reads the store for runs executed by another server process."""
+    """How often a run's record is re-read while its owner (another server process) finishes it; its
+    events arrive without polling (a blocking read of the log, see ``event_follow_threads``)."""
+    event_follow_threads: int = Field(default=32, ge=1)
+    """Threads blocking on event logs of runs another server process executes (their own pool: the
+    default one stays free); more followers than this wait their turn, at most ``event_wait_seconds``."""
+    event_wait_seconds: float = Field(default=2.0, gt=0)
+    """How long one blocking read of another process's run log waits before the run's record is re-checked."""
 
     # limits
     max_upload_bytes: int = Field(default=256 << 20, ge=1)
