@@ -6,9 +6,8 @@ embedded once per process and catalog and cached; steps are embedded in batches.
 
 from __future__ import annotations
 
-import importlib.util
-
 import difflib
+import importlib.util
 import logging
 import math
 import os
