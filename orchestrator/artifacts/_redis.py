@@ -247,9 +247,11 @@ class RedisArtifactStore(ArtifactStore):
         return json.loads(raw) if raw is not None else None
 
     def _load_scripts(self) -> None:
-        for name, src in (("publish", _PUBLISH), ("set_ttl", _SET_TTL), ("delete", _DELETE), ("pin", _PIN),
-                          ("unpin", _UNPIN), ("append", _APPEND)):
-            self._sha[name] = self.r.script_load(src)
+        # built whole, then swapped in: a thread that sees a non-empty map finds every script
+        shas = {name: self.r.script_load(src)
+                for name, src in (("publish", _PUBLISH), ("set_ttl", _SET_TTL), ("delete", _DELETE), ("pin", _PIN),
+                                  ("unpin", _UNPIN), ("append", _APPEND))}
+        self._sha = shas
 
     def _script(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
         if not self._sha:
