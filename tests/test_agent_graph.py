@@ -309,6 +309,7 @@ def test_offline_refusals_are_honest(local_store: Any) -> None:
     assert partly.artifact("image") is not None  # what could run, ran
     assert any("translation" in r and "needs a language model" in r for r in partly.refusals)
     assert "needs a language model" in partly.answer
+    assert partly.answer.startswith("1 of 2 task(s) for your request came through")  # not "I ran 2 tasks"
     none = agent.run("How are you today, my friend?")
     assert none.status == "refused" and not none.tasks and none.refusals
     assert "I cannot do this" in none.answer

@@ -195,7 +195,10 @@ def report(results: list[dict[str, Any]], notes: list[str], refusal: str | None)
                 outs.append(f"[{o.get('modality')}: {o.get('id')}]")
         lines.append(f"{head}: " + ("; ".join(outs) if outs else "done"))
     if results:
-        lines.insert(0, f"I ran {len(results)} task(s) for your request:")
+        done = sum(r.get("status", "succeeded") in ("succeeded", "cached") for r in results)
+        head = (f"I ran {len(results)} task(s) for your request:" if done == len(results)
+                else f"{done} of {len(results)} task(s) for your request came through:")
+        lines.insert(0, head)
     if notes:
         lines.append("Not done:" if results else "Notes:")
         lines += [f"- {n}" for n in notes]
