@@ -150,11 +150,8 @@ def score(rows: Sequence[Mapping[str, Any]], predictions: Sequence[Mapping[str, 
 
 
 def make_other_planner(spec: str) -> Any:
-    try:
-        from orchestrator.agent import make_planner  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise SystemExit(f"--llm {spec!r}: this checkout has no orchestrator.agent.make_planner yet "
-                         f"(the planner protocol wiring); only the offline planner can be measured ({exc})") from None
+    from orchestrator.agent import make_planner
+
     return make_planner(spec)
 
 

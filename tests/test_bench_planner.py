@@ -69,10 +69,36 @@ def test_bench_on_a_fixture_with_gold(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "requests/s" in printed
 
 
-def test_llm_spec_without_make_planner_is_a_clear_error(tmp_path: Path) -> None:
-    import orchestrator.agent as agent
+def _llm_plans(body: dict) -> str:
+    """A scripted planner LLM: a fixed plan per fixture request (what a model would answer)."""
+    request = body["messages"][-1]["content"]
+    if "talk.wav" in request:
+        tasks = [{"task": "automatic-speech-recognition", "id": 0, "dep": [-1], "args": {"audio": "talk.wav"}},
+                 {"task": "translation", "id": 1, "dep": [0], "args": {"text": "<GENERATED>-0", "language": "French"}}]
+    elif "old.jpg" in request:
+        tasks = [{"task": "image-colorizer", "id": 0, "dep": [-1], "args": {"image": "old.jpg"}}]
+    elif "shaky.mp4" in request:
+        tasks = [{"task": "video-stabilizer", "id": 0, "dep": [-1], "args": {"video": "shaky.mp4"}}]
+    else:
+        return json.dumps({"tasks": [], "refusal": "no tool can book a table"})
+    return json.dumps({"tasks": tasks, "refusal": None})
 
-    if hasattr(agent, "make_planner"):
-        pytest.skip("make_planner exists: --llm is served by it")
-    with pytest.raises(SystemExit, match="make_planner"):
-        bench_planner.main(["--data", str(FIXTURE), "--text", "text", "--llm", "openai:gpt-4o"])
+
+def test_bench_with_an_llm_planner_over_http(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--llm`` measures the LLM planner: the real SDK client against a scripted LLM on loopback."""
+    from llm_server import ScriptedLLMServer
+
+    out = tmp_path / "pred.jsonl"
+    with ScriptedLLMServer([_llm_plans], repeat_last=True) as srv:
+        code = bench_planner.main(["--data", str(FIXTURE), "--text", "text", "--predictions", str(out),
+                                   "--llm", f"openai:scripted@{srv.base_url}"])
+        asked = [b["messages"][-1]["content"] for b in srv.requests]
+    assert code == 0 and len(asked) == 4 and any("old.jpg" in a for a in asked)
+    printed = capsys.readouterr().out
+    assert printed.startswith("planner: openai:scripted@")
+    preds = {p["id"]: p for p in map(json.loads, out.read_text().splitlines())}
+    assert preds["a"]["task_links"] == [{"source": "Audio-to-Text", "target": "Text Translator"}]
+    assert preds["c"]["refused"] is True and preds["d"]["task_nodes"][0]["task"] == "Video Stabilizer"
+    # the same hand count as the offline fixture above: node F1 0.750, edge F1 0.667, 1 of 3 refused
+    line = next(ln for ln in printed.splitlines() if ln.startswith("all "))
+    assert line.split()[1:] == ["3", "0.750", "0.667", "33.3%"]
