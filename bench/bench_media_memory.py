@@ -24,45 +24,18 @@ Usage: .venv/bin/python bench/bench_media_memory.py [--frames 40] [--side 2048]
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import av
-import numpy as np
-import soundfile as sf
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from media_factory import black_mp4, silent_flac  # noqa: E402
 
-from orchestrator.artifacts import Limits
-from orchestrator.artifacts.codecs import canonicalize, decode, encode_object
-from orchestrator.errors import ArtifactTooLarge
-
-
-def silent_flac(channels: int, rate: int, seconds: int) -> bytes:
-    buf = io.BytesIO()
-    with sf.SoundFile(buf, "w", samplerate=rate, channels=channels, format="FLAC", subtype="PCM_16") as f:
-        block = np.zeros((rate, channels), dtype=np.int16)
-        for _ in range(seconds):
-            f.write(block)
-    return buf.getvalue()
-
-
-def black_mp4(side: int, frames: int) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=10, options={"preset": "ultrafast", "threads": "1"})
-        stream.width = stream.height = side
-        stream.pix_fmt = "yuv420p"
-        black = np.zeros((side, side, 3), dtype=np.uint8)
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(black, format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return buf.getvalue()
-
+from orchestrator.artifacts import Limits  # noqa: E402
+from orchestrator.artifacts.codecs import canonicalize, decode, encode_object  # noqa: E402
+from orchestrator.errors import ArtifactTooLarge  # noqa: E402
 
 ROOMY = Limits(max_audio_samples=1 << 40, max_video_pixels=1 << 40)
 

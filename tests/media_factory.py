@@ -143,3 +143,38 @@ def _modality(obj: Any) -> Modality:
     from orchestrator.artifacts import infer_modality
 
     return infer_modality(obj)
+
+
+# ---------------------------------------------------------------------- media bombs: small files, large decodes
+def silent_flac(channels: int, rate: int, seconds: int) -> bytes:
+    """FLAC of silence: a few dozen KiB that decode to ``channels x rate x seconds`` samples."""
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", samplerate=rate, channels=channels, format="FLAC", subtype="PCM_16") as f:
+        block = np.zeros((rate, channels), dtype=np.int16)
+        for _ in range(int(seconds)):
+            f.write(block)
+    return buf.getvalue()
+
+
+def black_mp4(side: int, frames: int) -> bytes:
+    """H.264 MP4 of black ``side x side`` frames: tiny on disk, ``side^2 x frames`` pixels decoded."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=10, options={"preset": "ultrafast", "threads": "1"})
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuv420p"
+        black = np.zeros((side, side, 3), dtype=np.uint8)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(black, format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return buf.getvalue()

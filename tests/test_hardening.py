@@ -3,7 +3,6 @@ limits (plans, spans, sub-workflow expansion, deep JSON) and media decode limits
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
@@ -16,10 +15,8 @@ import tracemalloc
 from pathlib import Path
 from types import SimpleNamespace
 
-import av
-import numpy as np
 import pytest
-import soundfile as sf
+from media_factory import black_mp4, silent_flac
 
 from orchestrator.agent import TaskCatalog, parse_plan, validate_plan
 from orchestrator.artifacts import Limits, LocalArtifactStore
@@ -163,32 +160,8 @@ def test_download_deadline_covers_a_server_trickling_its_headers() -> None:
 
 
 # ---------------------------------------------------------------------- media bombs
-def _silent_flac(channels: int, rate: int, seconds: float) -> bytes:
-    buf = io.BytesIO()
-    with sf.SoundFile(buf, "w", samplerate=rate, channels=channels, format="FLAC", subtype="PCM_16") as f:
-        block = np.zeros((rate, channels), dtype=np.int16)
-        for _ in range(int(seconds)):
-            f.write(block)
-    return buf.getvalue()
-
-
-def _black_mp4(side: int, frames: int) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=10, options={"preset": "ultrafast", "threads": "1"})
-        stream.width = stream.height = side
-        stream.pix_fmt = "yuv420p"
-        black = np.zeros((side, side, 3), dtype=np.uint8)
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(black, format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return buf.getvalue()
-
-
 def test_audio_that_decodes_past_the_sample_limit_is_refused_before_decoding(tmp_path: Path) -> None:
-    bomb = _silent_flac(8, 96_000, 60)  # ~46 million samples in a few dozen KiB
+    bomb = silent_flac(8, 96_000, 60)  # ~46 million samples in a few dozen KiB
     assert len(bomb) < 200_000
     store = LocalArtifactStore(tmp_path / "a", limits=Limits())
     tracemalloc.start()
@@ -201,12 +174,12 @@ def test_audio_that_decodes_past_the_sample_limit_is_refused_before_decoding(tmp
     assert info.value.context["limit"] == "max_audio_samples"
     assert peak < 20 << 20  # refused from the header: nothing was decoded
     assert store.ids() == []  # nothing stored
-    small = store.put(_silent_flac(2, 16_000, 2), modality="audio")
+    small = store.put(silent_flac(2, 16_000, 2), modality="audio")
     assert small.meta.channels == 2 and small.meta.duration == 2.0
 
 
 def test_video_over_the_pixel_limit_is_refused_and_uploads_stream_frame_by_frame(tmp_path: Path) -> None:
-    bomb = _black_mp4(1024, 40)  # 42 million pixels: 126 MB of RGB frames if held at once
+    bomb = black_mp4(1024, 40)  # 42 million pixels: 126 MB of RGB frames if held at once
     store = LocalArtifactStore(tmp_path / "v", limits=Limits(max_video_pixels=20_000_000))
     with pytest.raises(ArtifactTooLarge, match="max_video_pixels"):
         store.put(bomb, modality="video")

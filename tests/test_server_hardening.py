@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 from server_proc import ROOT, ServerProcess, free_port
-from test_hardening import _nested_doc, _silent_flac
+from media_factory import silent_flac
+from test_hardening import _nested_doc
 from test_server_api import png_bytes, sleep_wf, submit, wait_run, wav_bytes
 
 from orchestrator._redis_server import PrivateRedis
@@ -253,7 +254,7 @@ def test_an_empty_or_blank_api_key_is_a_configuration_error(tmp_path: Any) -> No
 
 
 def test_media_bombs_are_413_naming_the_limit(http: httpx.Client) -> None:
-    r = http.post("/v1/artifacts", content=_silent_flac(8, 96_000, 60), headers={"Content-Type": "audio/flac"})
+    r = http.post("/v1/artifacts", content=silent_flac(8, 96_000, 60), headers={"Content-Type": "audio/flac"})
     assert r.status_code == 413, r.text
     assert r.json()["error"]["limit"] == "max_audio_samples"
 
