@@ -17,7 +17,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from orchestrator import LocalArtifactStore, RedisArtifactStore  # noqa: E402
+from bench_workflow import bench_stores  # noqa: E402
+
+from orchestrator import RedisArtifactStore  # noqa: E402
 from orchestrator.registry import get_tool  # noqa: E402
 from orchestrator.runtime import ModelManager, build_zoo, get_profile  # noqa: E402
 from orchestrator.workflow import Workflow  # noqa: E402
@@ -108,14 +109,7 @@ def main() -> None:
     t2i = one_node("image.generate", "text", "text").compile()
     cap = one_node("image.caption", "image", "image").compile()
     with tempfile.TemporaryDirectory() as tmp:
-        stores: list[tuple[str, Any]] = [("local", LocalArtifactStore(tmp))]
-        try:
-            r = RedisArtifactStore(args.redis, prefix=f"bench:{uuid.uuid4().hex[:8]}:")
-            r.ping()
-            stores.append(("redis", r))
-        except Exception as exc:  # noqa: BLE001 - the bench still runs on the local store
-            print(f"(redis at {args.redis} unavailable: {exc}; local store only)")
-        for label, store in stores:
+        for label, store in bench_stores(tmp, args.redis):
             photo_ref = store.put(photo)
             run = {"store": store, "cache": False, "models": manager, "profile": profile}
             compare(f"[{label}] text-to-image", bare_text_to_image(manager, profile),

@@ -28,7 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from typing import Annotated, TypedDict
+from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel
@@ -265,6 +265,18 @@ def bench_rerun(store) -> float:
     return speedup
 
 
+def bench_stores(tmp: str, redis_url: str) -> list[tuple[str, Any]]:
+    """The stores a bench compares: a directory store in ``tmp``, and Redis under a fresh prefix when it answers."""
+    stores: list[tuple[str, Any]] = [("local", LocalArtifactStore(tmp))]
+    try:
+        r = RedisArtifactStore(redis_url, prefix=f"bench:{uuid.uuid4().hex[:8]}:")
+        r.ping()
+        stores.append(("redis", r))
+    except Exception as exc:  # noqa: BLE001 - the bench still runs on the local store
+        print(f"(redis at {redis_url} unavailable: {exc}; local store only)")
+    return stores
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--redis", default=os.environ.get("ORCHESTRATOR_REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -273,14 +285,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"(machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; medians of {args.rounds} rounds)")
     with tempfile.TemporaryDirectory() as tmp:
-        stores = [("local", LocalArtifactStore(tmp))]
-        try:
-            r = RedisArtifactStore(args.redis, prefix=f"bench:{uuid.uuid4().hex[:8]}:")
-            r.ping()
-            stores.append(("redis", r))
-        except Exception as exc:  # noqa: BLE001 - the bench still runs on the local store
-            print(f"(redis at {args.redis} unavailable: {exc}; local store only)")
-        for label, store in stores:
+        for label, store in bench_stores(tmp, args.redis):
             print(f"store: {label}")
             bench_shapes(store, label, args.rounds)
             bench_cache_hit(store, label, args.rounds)
