@@ -17,7 +17,6 @@ import asyncio
 import collections
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_server import Server, _follow, _redis_url  # noqa: E402
+from bench_server import Server, _follow, _redis_url, count_redis_commands  # noqa: E402
 
 
 def workflow(nodes: int) -> dict[str, object]:
@@ -58,37 +57,16 @@ def main() -> None:
     redis_url = _redis_url()
     if not redis_url:
         sys.exit("needs Redis (ORCHESTRATOR_REDIS_URL or 127.0.0.1:6379)")
-    import redis
-
     a = Server(redis_url, 4, 64)
     b = Server(redis_url, 4, 64, prefix=a.prefix)
-    counts: collections.Counter[str] = collections.Counter()
-    marker = f"{a.prefix}STOP"
-    ready = threading.Event()
-
-    def monitor() -> None:
-        with redis.Redis.from_url(redis_url).monitor() as m:
-            ready.set()
-            for cmd in m.listen():
-                text = cmd["command"]
-                if marker in text:
-                    return
-                if a.prefix in text and cmd.get("client_type") != "lua":
-                    counts[text.split()[0].upper()] += 1
-
     try:
         asyncio.run(run_all(a.url, b.url, 2, 2))  # warm up
-        thread = threading.Thread(target=monitor, daemon=True)
-        thread.start()
-        ready.wait(5)
-        time.sleep(0.2)
-        times = asyncio.run(run_all(a.url, b.url, args.runs, args.nodes))
-        time.sleep(1.0)
-        redis.Redis.from_url(redis_url).get(marker)
-        thread.join(5)
+        with count_redis_commands(redis_url, a.prefix) as all_counts:
+            times = asyncio.run(run_all(a.url, b.url, args.runs, args.nodes))
     finally:
         b.close()
         a.close()
+    counts = collections.Counter({k: v for k, v in all_counts.items() if not k.startswith("lua:")})
     per_run = {k: round(v / args.runs, 1) for k, v in counts.most_common()}
     print(f"{args.runs} runs of {args.nodes} light nodes posted to one server, followed on another:")
     print(f"  post -> end seen by the follower: median {statistics.median(times):.3f} s")

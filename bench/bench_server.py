@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
 import json
 import os
 import socket
@@ -27,9 +29,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -59,6 +62,38 @@ def _redis_url() -> str | None:
         return url
     except Exception:  # noqa: BLE001
         return None
+
+
+@contextlib.contextmanager
+def count_redis_commands(redis_url: str, prefix: str) -> Iterator[collections.Counter[str]]:
+    """Count the Redis commands that touch ``prefix`` while the block runs (MONITOR), by command
+    name; commands a Lua script ran count as ``lua:NAME``."""
+    import redis
+
+    counts: collections.Counter[str] = collections.Counter()
+    ready, marker = threading.Event(), f"{prefix}STOP"
+
+    def monitor() -> None:
+        with redis.Redis.from_url(redis_url).monitor() as m:
+            ready.set()
+            for cmd in m.listen():
+                text = cmd["command"]
+                if marker in text:
+                    return
+                if prefix in text:
+                    lua = cmd.get("client_type") == "lua"
+                    counts[("lua:" if lua else "") + text.split()[0].upper()] += 1
+
+    thread = threading.Thread(target=monitor, daemon=True)
+    thread.start()
+    ready.wait(5)
+    time.sleep(0.2)
+    try:
+        yield counts
+    finally:
+        time.sleep(1.0)  # the servers finish their bookkeeping
+        redis.Redis.from_url(redis_url).get(marker)
+        thread.join(5)
 
 
 class Server:

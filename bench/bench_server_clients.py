@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_server import Server, _redis_url, rest_workflow  # noqa: E402
+from bench_server import Server, _redis_url, count_redis_commands, rest_workflow  # noqa: E402
 
 
 async def closed_loop(url: str, clients: int, seconds: float) -> tuple[int, int]:
@@ -47,30 +45,8 @@ async def closed_loop(url: str, clients: int, seconds: float) -> tuple[int, int]
 
 
 def count_commands(redis_url: str, prefix: str, url: str, runs: int) -> tuple[float, float, dict[str, float]]:
-    import redis
-
-    counts: collections.Counter[str] = collections.Counter()
-    ready, marker = threading.Event(), f"{prefix}STOP"
-
-    def monitor() -> None:
-        with redis.Redis.from_url(redis_url).monitor() as m:
-            ready.set()
-            for cmd in m.listen():
-                text = cmd["command"]
-                if marker in text:
-                    return
-                if prefix in text:
-                    lua = cmd.get("client_type") == "lua"
-                    counts[("lua:" if lua else "") + text.split()[0].upper()] += 1
-
-    thread = threading.Thread(target=monitor, daemon=True)
-    thread.start()
-    ready.wait(5)
-    time.sleep(0.2)
-    asyncio.run(closed_loop_n(url, runs))
-    time.sleep(1.0)  # the server finishes its bookkeeping
-    redis.Redis.from_url(redis_url).get(marker)
-    thread.join(5)
+    with count_redis_commands(redis_url, prefix) as counts:
+        asyncio.run(closed_loop_n(url, runs))
     sent = sum(v for k, v in counts.items() if not k.startswith("lua:"))
     in_lua = sum(v for k, v in counts.items() if k.startswith("lua:"))
     return sent / runs, in_lua / runs, {k: round(v / runs, 1) for k, v in counts.most_common() if not k.startswith("lua:")}
