@@ -277,7 +277,7 @@ def _source(
     src: str, inputs: dict[str, InputDecl], tools: dict[str, Tool], problems: list[str], where: str,
     single: bool = False,
 ) -> tuple[Source | None, Modality | None]:
-    node_id, dot, port = src.rpartition(".")[0], ".", src.rpartition(".")[2]
+    node_id, _, port = src.rpartition(".")
     if "." not in src:
         decl = inputs.get(src)
         if decl is None:
