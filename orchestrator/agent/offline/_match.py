@@ -78,7 +78,7 @@ class MiniLMEncoder:
 
     name = "all-MiniLM-L6-v2"
 
-    def __init__(self, *, batch_size: int = 128) -> None:
+    def __init__(self, *, batch_size: int = 64) -> None:
         self.batch_size = batch_size
         self._model = None
         self._fingerprint: str | None = None
