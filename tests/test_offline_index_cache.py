@@ -61,6 +61,7 @@ def build(encoder: MiniLMEncoder) -> TaskIndex:
 
 
 def new_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget the in-memory tool sides, as a new process would."""
     monkeypatch.setattr(_match, "_INDEX_CACHE", {})
 
 
@@ -87,7 +88,7 @@ def test_second_build_reads_the_vectors_from_disk(cache_dir: Path, encoder: Coun
     np.testing.assert_array_equal(second.hub, first.hub)
 
 
-def test_a_new_process_plans_without_embedding_the_tool_side(cache_dir: Path, encoder: CountingEncoder) -> None:
+def test_a_new_process_builds_the_tool_side_without_the_model(cache_dir: Path, encoder: CountingEncoder) -> None:
     build(encoder)  # this process fills the cache
     code = textwrap.dedent("""
         import numpy as np
@@ -115,7 +116,6 @@ def test_a_new_process_plans_without_embedding_the_tool_side(cache_dir: Path, en
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong-shape", "not-unit"])
 def test_a_damaged_file_is_embedded_again_with_a_warning(cache_dir: Path, encoder: CountingEncoder, damage: str,
-                                                         monkeypatch: pytest.MonkeyPatch,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     fresh = side(encoder)
     (path,) = cache_dir.glob("*.npy")
