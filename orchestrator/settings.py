@@ -48,9 +48,10 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(default=None, ge=1)
     """CPU threads that concurrent model calls share (each gets an equal part); None: every core."""
     preload_imports: list[str] = Field(default_factory=lambda: [
-        "torch", "transformers", "diffusers:AutoPipelineForText2Image", "sentence_transformers"])
+        "torch", "transformers", "sentence_transformers", "diffusers:AutoPipelineForText2Image"])
     """Libraries ``orchestrator run`` imports in a background thread while it plans (``module`` or
-    ``module:attribute``; not installed ones are skipped); empty: none (runtime/_imports.py)."""
+    ``module:attribute``, in this order: the planner's MiniLM waits for sentence_transformers, so it
+    comes before the decoders' diffusers; not installed ones are skipped); empty: none (runtime/_imports.py)."""
 
     # executors (docs/ray.md): where node calls run
     executor: Literal["local", "ray"] = "local"
@@ -102,10 +103,19 @@ class Settings(BaseSettings):
     search_backend: str | None = None
     # offline planner (orchestrator/agent/offline): steps of one request beyond this are not planned (noted)
     planner_max_steps: int = Field(default=32, ge=1)
+    planner_cache_dir: Path | None = None
+    """Where the offline planner keeps the tool side's embeddings between processes (one ``.npy`` per
+    encoder and tool texts); None: ``data_dir/cache/planner``."""
+    planner_cache_files: int = Field(default=8, ge=0)
+    """Tool-side embedding files kept there (the least recently written go first); 0: no disk cache."""
 
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def planner_cache_path(self) -> Path:
+        return self.planner_cache_dir if self.planner_cache_dir is not None else self.data_dir / "cache" / "planner"
 
 
 @lru_cache(maxsize=1)

