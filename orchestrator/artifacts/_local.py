@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
@@ -73,8 +73,6 @@ class LocalArtifactStore(ArtifactStore):
     >>> store.load(store.put({"a": 1}))                      # doctest: +SKIP
     {'a': 1}
     """
-
-    cheap_reads = True
 
     def __init__(
         self, root: str | os.PathLike[str] = ".orchestrator/artifacts", *, inline_bytes: int = INLINE_BYTES,
@@ -263,6 +261,18 @@ class LocalArtifactStore(ArtifactStore):
     def _read_ref(self, artifact_id: str) -> ArtifactRef | None:
         doc = self._load_refdoc(artifact_id)
         return ArtifactRef.model_validate(doc["ref"]) if doc else None
+
+    @_translated
+    def stat_many(self, refs: Iterable[ArtifactRef | str], *, pin: str | None = None) -> list[ArtifactRef | None]:
+        ids = [normalize_id(r) for r in refs]
+        docs = [self._load_refdoc(i) for i in ids]  # each ref document read once, for the ref and the pin
+        if pin is not None:
+            held = [i for i, doc in zip(ids, docs, strict=True) if doc is not None]
+            expiring = [i for i, doc in zip(ids, docs, strict=True) if doc is not None and doc.get("expires_at") is not None]
+            if expiring:  # what never expires needs no rewrite to be kept
+                self._pin(pin, expiring)
+            self._note_pins(pin, held)
+        return [ArtifactRef.model_validate(doc["ref"]) if doc else None for doc in docs]
 
     @_translated
     def _delete(self, artifact_id: str) -> bool:

@@ -181,10 +181,6 @@ class ArtifactStore(ABC):
     'hello'
     """
 
-    cheap_reads: bool = False
-    """Whether looking up a record and a few refs is cheaper than a hand-off to a thread
-    (local files), so an event loop may do it inline."""
-
     def __init__(
         self,
         *,

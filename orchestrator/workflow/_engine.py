@@ -43,7 +43,7 @@ from orchestrator.tool import ToolContext
 
 from . import events as ev
 from ._builder import Workflow
-from ._loop import CancelFlag, retire_pool, run_in_pool, run_sync, watch_cancel
+from ._loop import CancelFlag, quick_calls, retire_pool, run_in_pool, run_sync, watch_cancel
 from ._validate import Plan, ResolvedNode, resolve
 
 __all__ = ["CompiledWorkflow", "NodeResult", "RunResult"]
@@ -641,7 +641,7 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
     cacheable = rc.cache and node.tool.spec.cacheable and fixed
     key = cache_key(node, seed, input_ids, _resolved_model(node, rc)) if cacheable else None
     if key is not None:
-        if rc.store.cheap_reads:  # a few small file reads: less than a trip to a thread
+        if quick_calls.is_quick(rc.store, rc.settings.inline_tool_seconds):  # less than a trip to a thread
             hit = _cache_lookup(rc.store, key, rc.run_id)
         else:
             hit = await asyncio.to_thread(_cache_lookup, rc.store, key, rc.run_id)
@@ -742,9 +742,14 @@ async def _call_tool(
     else:
 
         def call_blocking() -> dict[str, Refs]:
+            began = time.perf_counter()
             kwargs = t._kwargs(_load_inputs(store, refs), node.params, ctx)
-            return store_all(t._outputs(t.fn(**kwargs)))
+            stored = store_all(t._outputs(t.fn(**kwargs)))
+            quick_calls.record(t, time.perf_counter() - began)
+            return stored
 
+        if node.timeout is None and quick_calls.is_quick(t, rc.settings.inline_tool_seconds):
+            return call_blocking()  # quicker than the hand-offs to a thread and back
         if rc.slots is not None:
             await rc.slots.acquire()
         try:
@@ -828,15 +833,19 @@ def _flat(values: Any) -> list[ArtifactRef]:
 
 
 def _cache_lookup(store: ArtifactStore, key: str, run_id: str) -> dict[str, Refs] | None:
-    """The outputs cached under ``key``, pinned to the run; ``None`` when any is gone."""
+    """The outputs cached under ``key``, pinned to the run; ``None`` when any is gone.
+    Its wall time goes to :data:`quick_calls` under the store (quick: looked up on the loop)."""
+    began = time.perf_counter()
     record = store.get_record(CACHE_NAMESPACE, key)
     if not record:
+        quick_calls.record(store, time.perf_counter() - began)
         return None
     ids = [i for v in record.values() for i in (v if isinstance(v, list) else [v])]
     try:
         found = dict(zip(ids, store.stat_many(ids, pin=run_id), strict=True))
     except ArtifactError:  # not an artifact id at all: run again
         return None
+    quick_calls.record(store, time.perf_counter() - began)
     if any(ref is None for ref in found.values()):  # an output expired or was deleted: run again
         return None
     return {port: [found[i] for i in v] if isinstance(v, list) else found[v] for port, v in record.items()}
