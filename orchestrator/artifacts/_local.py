@@ -22,7 +22,6 @@ import fcntl
 import functools
 import json
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -64,6 +63,15 @@ def _append_whole(fd: int, line: bytes, size: int) -> None:
     except OSError:
         os.ftruncate(fd, size)
         raise
+
+
+def _refdoc(ref: ArtifactRef, *, token: str | None, expires_at: float | None, inline: bytes | None = None) -> bytes:
+    """A ref document (the ref serialized by pydantic, the rest by hand: this runs on every put)."""
+    parts = [b'{"ref":', ref.model_dump_json().encode(), b',"token":', json.dumps(token).encode()]
+    if inline is not None:
+        parts += [b',"inline":"', inline, b'"']
+    parts += [b',"expires_at":', json.dumps(expires_at).encode(), b"}"]
+    return b"".join(parts)
 
 
 class LocalArtifactStore(ArtifactStore):
@@ -126,13 +134,17 @@ class LocalArtifactStore(ArtifactStore):
         return self.root / "blobs" / hex_[:2] / (f"{hex_}.{token}" if token else hex_)
 
     def _tmpfile(self, data: bytes | memoryview) -> Path:
-        fd, name = tempfile.mkstemp(dir=self._tmpdir)
+        name = f"{self._tmpdir}/{os.urandom(8).hex()}"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # as mkstemp, without its Python overhead
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
         except BaseException:
+            os.close(fd)
             os.unlink(name)
             raise
+        os.close(fd)
         return Path(name)
 
     def _replace(self, path: Path, data: bytes) -> None:
@@ -178,8 +190,7 @@ class LocalArtifactStore(ArtifactStore):
             os.replace(tmp, blob)
         finally:
             tmp.unlink(missing_ok=True)
-        doc = {"ref": ref.model_dump(mode="json"), "token": token, "expires_at": self._expires(ttl)}
-        tmp = self._tmpfile(json.dumps(doc).encode())
+        tmp = self._tmpfile(_refdoc(ref, token=token, expires_at=self._expires(ttl)))
         try:
             self._link_ref(tmp, ref.id)  # exclusive: the first writer wins
             return ref
@@ -196,10 +207,8 @@ class LocalArtifactStore(ArtifactStore):
         existing = self._load_refdoc(ref.id)
         if existing is not None:
             return self._extend(ref.id, existing, ttl)
-        doc = {"ref": ref.model_dump(mode="json"), "token": None, "inline": base64.b64encode(data).decode(),
-               "expires_at": self._expires(ttl)}
         self._fanout_dir(ref.id)
-        tmp = self._tmpfile(json.dumps(doc).encode())
+        tmp = self._tmpfile(_refdoc(ref, token=None, expires_at=self._expires(ttl), inline=base64.b64encode(data)))
         try:
             self._link_ref(tmp, ref.id)  # exclusive: the first writer wins
             return ref
