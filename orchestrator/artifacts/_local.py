@@ -18,6 +18,7 @@ lazily, when next touched. Every OS error becomes :class:`StoreUnavailable`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import functools
 import json
@@ -63,6 +64,11 @@ def _append_whole(fd: int, line: bytes, size: int) -> None:
     except OSError:
         os.ftruncate(fd, size)
         raise
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _refdoc(ref: ArtifactRef, *, token: str | None, expires_at: float | None, inline: bytes | None = None) -> bytes:
@@ -117,7 +123,7 @@ class LocalArtifactStore(ArtifactStore):
             os.makedirs(f"{self._blobs}/{sub}", exist_ok=True)
             self._made.add(sub)
 
-    def _link_ref(self, tmp: Path, artifact_id: str) -> None:
+    def _link_ref(self, tmp: str, artifact_id: str) -> None:
         """Publish a ref document; raises FileExistsError when another writer was first."""
         try:
             os.link(tmp, self._refname(artifact_id))
@@ -133,7 +139,7 @@ class LocalArtifactStore(ArtifactStore):
         hex_ = artifact_id[7:]
         return self.root / "blobs" / hex_[:2] / (f"{hex_}.{token}" if token else hex_)
 
-    def _tmpfile(self, data: bytes | memoryview) -> Path:
+    def _tmpfile(self, data: bytes | memoryview) -> str:
         name = f"{self._tmpdir}/{os.urandom(8).hex()}"
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # as mkstemp, without its Python overhead
         try:
@@ -145,14 +151,14 @@ class LocalArtifactStore(ArtifactStore):
             os.unlink(name)
             raise
         os.close(fd)
-        return Path(name)
+        return name
 
     def _replace(self, path: Path, data: bytes) -> None:
         tmp = self._tmpfile(data)
         try:
             os.replace(tmp, path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            _unlink(tmp)
             raise
 
     @staticmethod
@@ -189,7 +195,7 @@ class LocalArtifactStore(ArtifactStore):
             self._fanout_dir(ref.id, again=True)  # large blobs: one mkdir is nothing next to the write
             os.replace(tmp, blob)
         finally:
-            tmp.unlink(missing_ok=True)
+            _unlink(tmp)
         tmp = self._tmpfile(_refdoc(ref, token=token, expires_at=self._expires(ttl)))
         try:
             self._link_ref(tmp, ref.id)  # exclusive: the first writer wins
@@ -197,7 +203,7 @@ class LocalArtifactStore(ArtifactStore):
         except FileExistsError:
             blob.unlink(missing_ok=True)
         finally:
-            tmp.unlink(missing_ok=True)
+            _unlink(tmp)
         existing = self._load_refdoc(ref.id)
         return self._extend(ref.id, existing, ttl) if existing is not None else self._write(pending, data, ttl)
 
@@ -215,7 +221,7 @@ class LocalArtifactStore(ArtifactStore):
         except FileExistsError:
             pass
         finally:
-            tmp.unlink(missing_ok=True)
+            _unlink(tmp)
         existing = self._load_refdoc(ref.id)
         return self._extend(ref.id, existing, ttl) if existing is not None else self._write_inline(pending, data, ttl)
 
