@@ -176,3 +176,78 @@ def test_a_run_keeps_going_when_another_retires_the_shared_pool(local_store):
     thread.join(10)
     assert results["steady"].ok, results["steady"].errors  # its second node went to the new pool
     assert results["steady"].load("o") == "GO!!"
+
+
+# ------------------------------------------------------------------ quick blocking tools run on the loop
+class Nap(BaseModel):
+    seconds: float = 0.0
+    tag: str = ""
+
+
+def _napper() -> tuple[ToolRegistry, list[int]]:
+    """A fresh blocking tool (call times are kept per tool object) recording the thread of each call."""
+    idents: list[int] = []
+
+    @tool("rt.nap", task="probe", description="Sleep, then record the thread.", inputs={"text": "text"},
+          outputs={"text": "text"}, params=Nap, register=False)
+    def nap(text: str, *, params: Nap) -> str:
+        time.sleep(params.seconds)
+        idents.append(threading.get_ident())
+        return text + params.tag
+
+    reg = ToolRegistry()
+    reg.register(nap)
+    return reg, idents
+
+
+def _nap(reg: ToolRegistry, settings: Settings, seconds: float, timeout: float | None = None) -> object:
+    wf = Workflow("nap").add_input("t", "text").add_node("n", "rt.nap", {"seconds": seconds}, inputs={"text": "t"},
+                                                        timeout=timeout)
+    return wf.add_output("o", "n.text").compile(registry=reg, settings=settings)
+
+
+def test_a_quick_blocking_tool_moves_onto_the_loop_and_a_slow_one_stays_in_the_pool(store):
+    settings = Settings(inline_tool_seconds=0.05)
+    me = threading.get_ident()  # a blocking run() runs its loop on the calling thread
+    reg, idents = _napper()
+    quick = _nap(reg, settings, 0.0)
+    for i in range(6):
+        assert quick.run({"t": f"q{i}"}, store=store, cache=False).load("o") == f"q{i}"
+    assert all(i != me for i in idents[:3]), "a tool never seen runs in the pool first"
+    assert idents[-1] == me, "a tool proven quick should run on the loop"
+
+    reg, idents = _napper()
+    slow = _nap(reg, settings, 0.12)
+    for i in range(4):
+        assert slow.run({"t": f"s{i}"}, store=store, cache=False).ok
+    assert me not in idents
+
+
+def test_inline_tool_seconds_zero_keeps_every_blocking_call_in_the_pool(local_store):
+    reg, idents = _napper()
+    compiled = _nap(reg, Settings(inline_tool_seconds=0), 0.0)
+    for i in range(6):
+        assert compiled.run({"t": f"z{i}"}, store=local_store, cache=False).ok
+    assert threading.get_ident() not in idents
+
+
+def test_a_quick_tool_that_turns_slow_goes_back_to_the_pool(local_store):
+    settings = Settings(inline_tool_seconds=0.05)
+    reg, idents = _napper()
+    for i in range(5):
+        _nap(reg, settings, 0.0).run({"t": f"a{i}"}, store=local_store, cache=False)
+    assert idents[-1] == threading.get_ident()
+    _nap(reg, settings, 0.15).run({"t": "slow"}, store=local_store, cache=False)  # runs on the loop, once
+    _nap(reg, settings, 0.0).run({"t": "after"}, store=local_store, cache=False)
+    assert idents[-1] != threading.get_ident(), "one call three times the limit should send the tool back to the pool"
+
+
+def test_a_node_with_a_timeout_runs_in_the_pool_even_when_its_tool_is_quick(local_store):
+    settings = Settings(inline_tool_seconds=0.05)
+    reg, _ = _napper()
+    for i in range(5):
+        _nap(reg, settings, 0.0).run({"t": f"b{i}"}, store=local_store, cache=False)
+    started = time.perf_counter()
+    result = _nap(reg, settings, 2.0, timeout=0.2).run({"t": "late"}, store=local_store, cache=False)
+    assert result.status == "failed" and "timed out" in result.errors["n"]
+    assert time.perf_counter() - started < 1.5  # on the loop it would have held the run for the full 2 s

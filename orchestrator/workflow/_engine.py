@@ -3,7 +3,8 @@
 The graph has one LangGraph node per workflow node; a node with several
 upstream nodes waits for all of them (``add_edge([a, b], c)``). The state holds
 ``ArtifactRef``s only. Each node loads its inputs from the store, runs its tool
-(async tools on the loop, blocking ones in a bounded thread pool), stores its
+(async tools on the loop, blocking ones in a bounded thread pool unless
+their calls have proven quicker than the hand-off to a thread), stores its
 outputs and emits events. A failure is written into the state, not raised, so
 independent branches finish and dependents are skipped with a reason.
 """
