@@ -34,6 +34,7 @@ from langgraph.graph import END, START, StateGraph
 from orchestrator.artifacts import ArtifactRef, ArtifactStore, Modality, Provenance, open_store
 from orchestrator.errors import (
     ArtifactError,
+    ArtifactNotFound,
     OrchestratorError,
     ToolError,
     WorkflowError,
@@ -371,7 +372,7 @@ class CompiledWorkflow:
             if feed is not None:
                 feed.wake(threading.get_ident() != loop_thread)
 
-        try:  # inputs are stored pinned to the run; refs given by id are pinned below
+        try:  # inputs are stored, or looked up, pinned to the run
             refs = self._coerce_inputs(inputs or {}, store, pin=run_id)  # raises before any node runs
         except BaseException:
             store.unpin(run_id)
@@ -388,7 +389,6 @@ class CompiledWorkflow:
         emit(ev.RunStarted(run_id=run_id, workflow=self.name, nodes=list(self.plan.order),
                            executor=_executor_name(node_executor)))
         config = {"configurable": {"orchestrator_run": rc}, "recursion_limit": len(self.plan.nodes) + 10}
-        store.pin(run_id, [r for name, r in refs.items() if _by_id(inputs, name)])
         stop_watching = watch_cancel(rc.cancel, loop, rc.on_cancel)
         error: BaseException | None = None
         try:
@@ -472,9 +472,11 @@ class CompiledWorkflow:
 
 def coerce_input(value: Any, modality: Modality, store: ArtifactStore, *, pin: str | None = None) -> ArtifactRef:
     """Turn a Python object, a file path or a ref/id into a stored ref of ``modality``
-    (what it stores is pinned to the run ``pin``; a ref or id is only looked up)."""
+    (what it stores, or the ref or id it looks up, is pinned to the run ``pin``)."""
     if _is_ref(value):
-        ref = store.stat(value)
+        ref = store.stat(value) if pin is None else store.stat_many([value], pin=pin)[0]  # one round trip
+        if ref is None:
+            raise ArtifactNotFound("no such artifact (never stored, deleted or expired)", artifact_id=str(value)[:80])
     elif isinstance(value, Path) or (isinstance(value, str) and modality is not Modality.TEXT):
         path = Path(value)
         if not path.is_file():
@@ -490,11 +492,6 @@ def coerce_input(value: Any, modality: Modality, store: ArtifactStore, *, pin: s
 
 def _is_ref(value: Any) -> bool:
     return isinstance(value, ArtifactRef) or (isinstance(value, str) and value.startswith("sha256:"))
-
-
-def _by_id(inputs: dict[str, Any] | None, name: str) -> bool:
-    """Whether input ``name`` was given as a ref or id (not stored, so not pinned, by coercing it)."""
-    return _is_ref((inputs or {}).get(name))
 
 
 def _final_event(result: RunResult) -> Any:
