@@ -834,19 +834,18 @@ def _cache_lookup(store: ArtifactStore, key: str, run_id: str) -> dict[str, Refs
     """The outputs cached under ``key``, pinned to the run; ``None`` when any is gone.
     Its wall time goes to :data:`quick_calls` under the store (quick: looked up on the loop)."""
     began = time.perf_counter()
-    record = store.get_record(CACHE_NAMESPACE, key)
-    if not record:
-        quick_calls.record(store, time.perf_counter() - began)
-        return None
-    ids = [i for v in record.values() for i in (v if isinstance(v, list) else [v])]
     try:
-        found = dict(zip(ids, store.stat_many(ids, pin=run_id), strict=True))
-    except ArtifactError:  # not an artifact id at all: run again
+        found = store.get_record_refs(CACHE_NAMESPACE, key, pin=run_id)
+    except ArtifactError:  # not artifact ids at all: run again
         return None
-    quick_calls.record(store, time.perf_counter() - began)
-    if any(ref is None for ref in found.values()):  # an output expired or was deleted: run again
+    finally:
+        quick_calls.record(store, time.perf_counter() - began)
+    if found is None:
         return None
-    return {port: [found[i] for i in v] if isinstance(v, list) else found[v] for port, v in record.items()}
+    record, refs = found
+    if any(ref is None for ref in refs.values()):  # an output expired or was deleted: run again
+        return None
+    return {port: [refs[i] for i in v] if isinstance(v, list) else refs[v] for port, v in record.items()}
 
 
 def _cache_store(store: ArtifactStore, key: str, stored: dict[str, Refs]) -> None:
