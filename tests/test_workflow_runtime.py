@@ -251,3 +251,30 @@ def test_a_node_with_a_timeout_runs_in_the_pool_even_when_its_tool_is_quick(loca
     result = _nap(reg, settings, 2.0, timeout=0.2).run({"t": "late"}, store=local_store, cache=False)
     assert result.status == "failed" and "timed out" in result.errors["n"]
     assert time.perf_counter() - started < 1.5  # on the loop it would have held the run for the full 2 s
+
+
+def test_a_quick_tool_that_runs_its_own_event_loop_goes_back_to_the_pool_for_good(local_store):
+    idents: list[int] = []
+
+    @tool("rt.own_loop", task="probe", description="Run a coroutine with asyncio.run.", inputs={"text": "text"},
+          outputs={"text": "text"}, register=False)
+    def own_loop(text: str) -> str:
+        async def echo() -> str:
+            return text + "!"
+
+        idents.append(threading.get_ident())
+        coro = echo()
+        try:
+            return asyncio.run(coro)  # refused inside a running loop
+        finally:
+            coro.close()  # refused: never awaited
+
+    reg = ToolRegistry()
+    reg.register(own_loop)
+    compiled = _one("rt.own_loop").compile(registry=reg, settings=Settings(inline_tool_seconds=0.5))
+    for i in range(6):
+        result = compiled.run({"t": f"o{i}"}, store=local_store, cache=False)
+        assert result.ok, result.errors
+        assert result.load("o") == f"o{i}!"
+    tried_here = idents.count(threading.get_ident())
+    assert tried_here == 1, "tried on the loop once, then kept in the pool"

@@ -747,7 +747,14 @@ async def _call_tool(
             return stored
 
         if node.timeout is None and quick_calls.is_quick(t, rc.settings.inline_tool_seconds):
-            return call_blocking()  # quicker than the hand-offs to a thread and back
+            try:
+                return call_blocking()  # quicker than the hand-offs to a thread and back
+            except RuntimeError as exc:
+                if "event loop" not in str(exc):
+                    raise
+                # asyncio.run() and the like refuse to run inside our loop: this tool needs a
+                # thread; the call is made again there, as it always was before it proved quick
+                quick_calls.pool_only(t)
         if rc.slots is not None:
             await rc.slots.acquire()
         try:

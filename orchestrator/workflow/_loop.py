@@ -124,12 +124,19 @@ class QuickCalls:
 
     def __init__(self) -> None:
         self._times: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
+        self._pool_only: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def is_quick(self, tool: Any, limit: float) -> bool:
         """Whether ``tool``'s calls have taken less than ``limit`` seconds (``limit`` 0: never)."""
         seen = self._times.get(tool)
-        return limit > 0 and seen is not None and seen[0] >= self.QUICK_MIN_CALLS and seen[1] < limit
+        return (limit > 0 and seen is not None and seen[0] >= self.QUICK_MIN_CALLS and seen[1] < limit
+                and tool not in self._pool_only)
+
+    def pool_only(self, tool: Any) -> None:
+        """Never run ``tool`` on the loop again (it starts an event loop of its own, say)."""
+        with self._lock:
+            self._pool_only.add(tool)
 
     def record(self, tool: Any, seconds: float) -> None:
         """Note the wall time of one call (from any thread)."""
