@@ -278,3 +278,41 @@ def test_a_quick_tool_that_runs_its_own_event_loop_goes_back_to_the_pool_for_goo
         assert result.load("o") == f"o{i}!"
     tried_here = idents.count(threading.get_ident())
     assert tried_here == 1, "tried on the loop once, then kept in the pool"
+
+
+def test_a_quick_tool_in_parallel_branches_stays_in_the_pool(local_store):
+    settings = Settings(inline_tool_seconds=0.05)
+    reg, idents = _napper()
+    for i in range(5):  # proven quick where it runs alone
+        _nap(reg, settings, 0.0).run({"t": f"c{i}"}, store=local_store, cache=False)
+    assert idents[-1] == threading.get_ident()
+    wf = (Workflow("two").add_input("t", "text")
+          .add_node("l", "rt.nap", {"seconds": 0.3, "tag": "<"}, inputs={"text": "t"})
+          .add_node("r", "rt.nap", {"seconds": 0.3, "tag": ">"}, inputs={"text": "t"})
+          .add_output("lo", "l.text").add_output("ro", "r.text"))
+    started = time.perf_counter()
+    assert wf.compile(registry=reg, settings=settings).run({"t": "x"}, store=local_store, cache=False).ok
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.55, f"two 0.3 s branches took {elapsed:.2f}s: a branch held the loop"
+
+
+def test_alone_marks_the_nodes_no_other_node_can_run_beside():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        wf, n = Workflow("dag").add_input("t", "text"), rng.randint(1, 9)
+        for i in range(n):
+            sources = [f"n{j}.text" for j in range(i) if rng.random() < 0.4] or ["t"]
+            if len(sources) == 1:
+                wf.add_node(f"n{i}", "t.upper", inputs={"text": sources[0]})
+            else:
+                wf.add_node(f"n{i}", "t.join", inputs={"texts": sources})
+        plan = wf.add_output("o", f"n{n - 1}.text").compile(registry=registry).plan
+        upstream: dict[str, set[str]] = {}
+        for node_id in plan.order:
+            upstream[node_id] = set().union(*([upstream[d] | {d} for d in plan.nodes[node_id].deps] or [set()]))
+        for node_id in plan.order:
+            beside = [m for m in plan.order if m != node_id and m not in upstream[node_id]
+                      and node_id not in upstream[m]]
+            assert plan.nodes[node_id].alone == (not beside), (node_id, beside)

@@ -746,7 +746,7 @@ async def _call_tool(
             quick_calls.record(t, time.perf_counter() - began)
             return stored
 
-        if node.timeout is None and quick_calls.is_quick(t, rc.settings.inline_tool_seconds):
+        if node.alone and node.timeout is None and quick_calls.is_quick(t, rc.settings.inline_tool_seconds):
             try:
                 return call_blocking()  # quicker than the hand-offs to a thread and back
             except RuntimeError as exc:
