@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     memory_budget_bytes: int | None = None
     cpu_offload: bool = False
     max_workers: int = Field(default=4, ge=1)
+    inline_tool_seconds: float = Field(default=0.001, ge=0)
+    """A blocking tool whose calls take less than this on average runs on the run's event loop,
+    sparing two thread hand-offs (workflow/_loop.py QuickCalls); 0: always in the thread pool."""
     torch_threads: int | None = Field(default=None, ge=1)
     """CPU threads that concurrent model calls share (each gets an equal part); None: every core."""
     preload_imports: list[str] = Field(default_factory=lambda: [

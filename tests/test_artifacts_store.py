@@ -758,3 +758,24 @@ def test_stat_many_finds_and_pins_what_exists(store: ArtifactStore):
     assert ttl is not None and ttl > 30  # not asked for: untouched
     assert store.stat_many([c]) == [c] and _ttl_of(store, c) is not None  # no pin= : no pin
     assert store.stat_many([]) == []
+
+
+def test_get_record_refs_resolves_and_pins_the_ids_a_record_holds(store: ArtifactStore):
+    a, b, c = store.put("one", ttl=60), store.put("two", ttl=60), store.put("three", ttl=60)
+    missing = "sha256:" + "0" * 64
+    store.put_record("idx", "k", {"single": a.id, "many": [b.id, missing]})
+    record, refs = store.get_record_refs("idx", "k", pin="run-r")
+    assert record == {"single": a.id, "many": [b.id, missing]}
+    assert refs == {a.id: a, b.id: b, missing: None}
+    assert _ttl_of(store, a) is None and _ttl_of(store, b) is None  # found: pinned while the run lives
+    assert _ttl_of(store, c) is not None  # not in the record: untouched
+    store.unpin("run-r")
+    assert store.get_record_refs("idx", "absent") is None
+    store.put_record("idx", "empty", {})
+    assert store.get_record_refs("idx", "empty") is None
+    store.put_record("idx", "junk", {"x": "not an id"})
+    with pytest.raises(ArtifactError):
+        store.get_record_refs("idx", "junk")
+    store.put_record("idx", "numbers", {"x": [1, 2]})
+    with pytest.raises(ArtifactError):
+        store.get_record_refs("idx", "numbers")

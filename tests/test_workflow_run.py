@@ -320,3 +320,33 @@ def test_langgraph_config_can_be_made_outside_a_loop(store):
     config = compiled.langgraph_config(store=store)  # plain sync code
     out = asyncio.run(compiled.graph.ainvoke({"inputs": {"text": store.put("sync")}}, config))
     assert store.load(out["refs"]["both"]["text"]) == "SYNC< + SYNC>"
+
+
+def test_an_input_given_by_id_is_pinned_while_the_run_lives(store):
+    from orchestrator import LocalArtifactStore, ToolRegistry, tool
+
+    store.default_ttl = 300
+    given = store.put("kept by the run")
+    ttl_during: list[float | None] = []
+
+    def ttl() -> float | None:
+        if isinstance(store, LocalArtifactStore):
+            exp = store.expires_at(given)
+            return None if exp is None else exp - time.time()
+        return None if max(store.ttl(given).values()) < 0 else 1.0
+
+    @tool("t.peek_ttl", task="probe", description="Note the input's TTL.", inputs={"text": "text"},
+          outputs={"text": "text"}, register=False)
+    def peek(text: str) -> str:
+        ttl_during.append(ttl())
+        return text
+
+    reg = ToolRegistry()
+    reg.register(peek)
+    wf = Workflow("peek").add_input("t", "text").add_node("p", "t.peek_ttl", inputs={"text": "t"}).add_output("o", "p.text")
+    assert ttl() is not None
+    assert wf.compile(registry=reg).run({"t": given.id}, store=store, cache=False).ok
+    assert ttl_during == [None]  # pinned: no TTL while the run lives
+    assert ttl() is not None  # the run let go: the default TTL is back
+    with pytest.raises(WorkflowInputError, match="no such artifact"):
+        wf.compile(registry=reg).run({"t": "sha256:" + "0" * 64}, store=store)

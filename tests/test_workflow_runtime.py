@@ -176,3 +176,143 @@ def test_a_run_keeps_going_when_another_retires_the_shared_pool(local_store):
     thread.join(10)
     assert results["steady"].ok, results["steady"].errors  # its second node went to the new pool
     assert results["steady"].load("o") == "GO!!"
+
+
+# ------------------------------------------------------------------ quick blocking tools run on the loop
+class Nap(BaseModel):
+    seconds: float = 0.0
+    tag: str = ""
+
+
+def _napper() -> tuple[ToolRegistry, list[int]]:
+    """A fresh blocking tool (call times are kept per tool object) recording the thread of each call."""
+    idents: list[int] = []
+
+    @tool("rt.nap", task="probe", description="Sleep, then record the thread.", inputs={"text": "text"},
+          outputs={"text": "text"}, params=Nap, register=False)
+    def nap(text: str, *, params: Nap) -> str:
+        time.sleep(params.seconds)
+        idents.append(threading.get_ident())
+        return text + params.tag
+
+    reg = ToolRegistry()
+    reg.register(nap)
+    return reg, idents
+
+
+def _nap(reg: ToolRegistry, settings: Settings, seconds: float, timeout: float | None = None) -> object:
+    wf = Workflow("nap").add_input("t", "text").add_node("n", "rt.nap", {"seconds": seconds}, inputs={"text": "t"},
+                                                        timeout=timeout)
+    return wf.add_output("o", "n.text").compile(registry=reg, settings=settings)
+
+
+def test_a_quick_blocking_tool_moves_onto_the_loop_and_a_slow_one_stays_in_the_pool(store):
+    settings = Settings(inline_tool_seconds=0.05)
+    me = threading.get_ident()  # a blocking run() runs its loop on the calling thread
+    reg, idents = _napper()
+    quick = _nap(reg, settings, 0.0)
+    for i in range(6):
+        assert quick.run({"t": f"q{i}"}, store=store, cache=False).load("o") == f"q{i}"
+    assert all(i != me for i in idents[:3]), "a tool never seen runs in the pool first"
+    assert idents[-1] == me, "a tool proven quick should run on the loop"
+
+    reg, idents = _napper()
+    slow = _nap(reg, settings, 0.12)
+    for i in range(4):
+        assert slow.run({"t": f"s{i}"}, store=store, cache=False).ok
+    assert me not in idents
+
+
+def test_inline_tool_seconds_zero_keeps_every_blocking_call_in_the_pool(local_store):
+    reg, idents = _napper()
+    compiled = _nap(reg, Settings(inline_tool_seconds=0), 0.0)
+    for i in range(6):
+        assert compiled.run({"t": f"z{i}"}, store=local_store, cache=False).ok
+    assert threading.get_ident() not in idents
+
+
+def test_a_quick_tool_that_turns_slow_goes_back_to_the_pool(local_store):
+    settings = Settings(inline_tool_seconds=0.05)
+    reg, idents = _napper()
+    for i in range(5):
+        _nap(reg, settings, 0.0).run({"t": f"a{i}"}, store=local_store, cache=False)
+    assert idents[-1] == threading.get_ident()
+    _nap(reg, settings, 0.15).run({"t": "slow"}, store=local_store, cache=False)  # runs on the loop, once
+    _nap(reg, settings, 0.0).run({"t": "after"}, store=local_store, cache=False)
+    assert idents[-1] != threading.get_ident(), "one call three times the limit should send the tool back to the pool"
+
+
+def test_a_node_with_a_timeout_runs_in_the_pool_even_when_its_tool_is_quick(local_store):
+    settings = Settings(inline_tool_seconds=0.05)
+    reg, _ = _napper()
+    for i in range(5):
+        _nap(reg, settings, 0.0).run({"t": f"b{i}"}, store=local_store, cache=False)
+    started = time.perf_counter()
+    result = _nap(reg, settings, 2.0, timeout=0.2).run({"t": "late"}, store=local_store, cache=False)
+    assert result.status == "failed" and "timed out" in result.errors["n"]
+    assert time.perf_counter() - started < 1.5  # on the loop it would have held the run for the full 2 s
+
+
+def test_a_quick_tool_that_runs_its_own_event_loop_goes_back_to_the_pool_for_good(local_store):
+    idents: list[int] = []
+
+    @tool("rt.own_loop", task="probe", description="Run a coroutine with asyncio.run.", inputs={"text": "text"},
+          outputs={"text": "text"}, register=False)
+    def own_loop(text: str) -> str:
+        async def echo() -> str:
+            return text + "!"
+
+        idents.append(threading.get_ident())
+        coro = echo()
+        try:
+            return asyncio.run(coro)  # refused inside a running loop
+        finally:
+            coro.close()  # refused: never awaited
+
+    reg = ToolRegistry()
+    reg.register(own_loop)
+    compiled = _one("rt.own_loop").compile(registry=reg, settings=Settings(inline_tool_seconds=0.5))
+    for i in range(6):
+        result = compiled.run({"t": f"o{i}"}, store=local_store, cache=False)
+        assert result.ok, result.errors
+        assert result.load("o") == f"o{i}!"
+    tried_here = idents.count(threading.get_ident())
+    assert tried_here == 1, "tried on the loop once, then kept in the pool"
+
+
+def test_a_quick_tool_in_parallel_branches_stays_in_the_pool(local_store):
+    settings = Settings(inline_tool_seconds=0.05)
+    reg, idents = _napper()
+    for i in range(5):  # proven quick where it runs alone
+        _nap(reg, settings, 0.0).run({"t": f"c{i}"}, store=local_store, cache=False)
+    assert idents[-1] == threading.get_ident()
+    wf = (Workflow("two").add_input("t", "text")
+          .add_node("l", "rt.nap", {"seconds": 0.3, "tag": "<"}, inputs={"text": "t"})
+          .add_node("r", "rt.nap", {"seconds": 0.3, "tag": ">"}, inputs={"text": "t"})
+          .add_output("lo", "l.text").add_output("ro", "r.text"))
+    started = time.perf_counter()
+    assert wf.compile(registry=reg, settings=settings).run({"t": "x"}, store=local_store, cache=False).ok
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.55, f"two 0.3 s branches took {elapsed:.2f}s: a branch held the loop"
+
+
+def test_alone_marks_the_nodes_no_other_node_can_run_beside():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        wf, n = Workflow("dag").add_input("t", "text"), rng.randint(1, 9)
+        for i in range(n):
+            sources = [f"n{j}.text" for j in range(i) if rng.random() < 0.4] or ["t"]
+            if len(sources) == 1:
+                wf.add_node(f"n{i}", "t.upper", inputs={"text": sources[0]})
+            else:
+                wf.add_node(f"n{i}", "t.join", inputs={"texts": sources})
+        plan = wf.add_output("o", f"n{n - 1}.text").compile(registry=registry).plan
+        upstream: dict[str, set[str]] = {}
+        for node_id in plan.order:
+            upstream[node_id] = set().union(*([upstream[d] | {d} for d in plan.nodes[node_id].deps] or [set()]))
+        for node_id in plan.order:
+            beside = [m for m in plan.order if m != node_id and m not in upstream[node_id]
+                      and node_id not in upstream[m]]
+            assert plan.nodes[node_id].alone == (not beside), (node_id, beside)

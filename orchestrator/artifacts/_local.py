@@ -18,15 +18,15 @@ lazily, when next touched. Every OS error becomes :class:`StoreUnavailable`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import functools
 import json
 import os
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
@@ -66,6 +66,20 @@ def _append_whole(fd: int, line: bytes, size: int) -> None:
         raise
 
 
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _refdoc(ref: ArtifactRef, *, token: str | None, expires_at: float | None, inline: bytes | None = None) -> bytes:
+    """A ref document (the ref serialized by pydantic, the rest by hand: this runs on every put)."""
+    parts = [b'{"ref":', ref.model_dump_json().encode(), b',"token":', json.dumps(token).encode()]
+    if inline is not None:
+        parts += [b',"inline":"', inline, b'"']
+    parts += [b',"expires_at":', json.dumps(expires_at).encode(), b"}"]
+    return b"".join(parts)
+
+
 class LocalArtifactStore(ArtifactStore):
     """Artifacts as files in a directory (default ``./.orchestrator/artifacts``).
 
@@ -73,8 +87,6 @@ class LocalArtifactStore(ArtifactStore):
     >>> store.load(store.put({"a": 1}))                      # doctest: +SKIP
     {'a': 1}
     """
-
-    cheap_reads = True
 
     def __init__(
         self, root: str | os.PathLike[str] = ".orchestrator/artifacts", *, inline_bytes: int = INLINE_BYTES,
@@ -111,7 +123,7 @@ class LocalArtifactStore(ArtifactStore):
             os.makedirs(f"{self._blobs}/{sub}", exist_ok=True)
             self._made.add(sub)
 
-    def _link_ref(self, tmp: Path, artifact_id: str) -> None:
+    def _link_ref(self, tmp: str, artifact_id: str) -> None:
         """Publish a ref document; raises FileExistsError when another writer was first."""
         try:
             os.link(tmp, self._refname(artifact_id))
@@ -127,22 +139,26 @@ class LocalArtifactStore(ArtifactStore):
         hex_ = artifact_id[7:]
         return self.root / "blobs" / hex_[:2] / (f"{hex_}.{token}" if token else hex_)
 
-    def _tmpfile(self, data: bytes | memoryview) -> Path:
-        fd, name = tempfile.mkstemp(dir=self._tmpdir)
+    def _tmpfile(self, data: bytes | memoryview) -> str:
+        name = f"{self._tmpdir}/{os.urandom(8).hex()}"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # as mkstemp, without its Python overhead
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
         except BaseException:
+            os.close(fd)
             os.unlink(name)
             raise
-        return Path(name)
+        os.close(fd)
+        return name
 
     def _replace(self, path: Path, data: bytes) -> None:
         tmp = self._tmpfile(data)
         try:
             os.replace(tmp, path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            _unlink(tmp)
             raise
 
     @staticmethod
@@ -179,16 +195,15 @@ class LocalArtifactStore(ArtifactStore):
             self._fanout_dir(ref.id, again=True)  # large blobs: one mkdir is nothing next to the write
             os.replace(tmp, blob)
         finally:
-            tmp.unlink(missing_ok=True)
-        doc = {"ref": ref.model_dump(mode="json"), "token": token, "expires_at": self._expires(ttl)}
-        tmp = self._tmpfile(json.dumps(doc).encode())
+            _unlink(tmp)
+        tmp = self._tmpfile(_refdoc(ref, token=token, expires_at=self._expires(ttl)))
         try:
             self._link_ref(tmp, ref.id)  # exclusive: the first writer wins
             return ref
         except FileExistsError:
             blob.unlink(missing_ok=True)
         finally:
-            tmp.unlink(missing_ok=True)
+            _unlink(tmp)
         existing = self._load_refdoc(ref.id)
         return self._extend(ref.id, existing, ttl) if existing is not None else self._write(pending, data, ttl)
 
@@ -198,17 +213,15 @@ class LocalArtifactStore(ArtifactStore):
         existing = self._load_refdoc(ref.id)
         if existing is not None:
             return self._extend(ref.id, existing, ttl)
-        doc = {"ref": ref.model_dump(mode="json"), "token": None, "inline": base64.b64encode(data).decode(),
-               "expires_at": self._expires(ttl)}
         self._fanout_dir(ref.id)
-        tmp = self._tmpfile(json.dumps(doc).encode())
+        tmp = self._tmpfile(_refdoc(ref, token=None, expires_at=self._expires(ttl), inline=base64.b64encode(data)))
         try:
             self._link_ref(tmp, ref.id)  # exclusive: the first writer wins
             return ref
         except FileExistsError:
             pass
         finally:
-            tmp.unlink(missing_ok=True)
+            _unlink(tmp)
         existing = self._load_refdoc(ref.id)
         return self._extend(ref.id, existing, ttl) if existing is not None else self._write_inline(pending, data, ttl)
 
@@ -263,6 +276,18 @@ class LocalArtifactStore(ArtifactStore):
     def _read_ref(self, artifact_id: str) -> ArtifactRef | None:
         doc = self._load_refdoc(artifact_id)
         return ArtifactRef.model_validate(doc["ref"]) if doc else None
+
+    @_translated
+    def stat_many(self, refs: Iterable[ArtifactRef | str], *, pin: str | None = None) -> list[ArtifactRef | None]:
+        ids = [normalize_id(r) for r in refs]
+        docs = [self._load_refdoc(i) for i in ids]  # each ref document read once, for the ref and the pin
+        if pin is not None:
+            held = [i for i, doc in zip(ids, docs, strict=True) if doc is not None]
+            expiring = [i for i, doc in zip(ids, docs, strict=True) if doc is not None and doc.get("expires_at") is not None]
+            if expiring:  # what never expires needs no rewrite to be kept
+                self._pin(pin, expiring)
+            self._note_pins(pin, held)
+        return [ArtifactRef.model_validate(doc["ref"]) if doc else None for doc in docs]
 
     @_translated
     def _delete(self, artifact_id: str) -> bool:

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import redis
 from redis import exceptions as rexc
 
-from orchestrator.errors import ArtifactNotFound, ConfigError, StoreUnavailable
+from orchestrator.errors import ArtifactError, ArtifactNotFound, ConfigError, StoreUnavailable
 
 from ._ref import ArtifactRef, Modality, normalize_id
 from .store import ArtifactStore, PendingRef
@@ -144,6 +144,33 @@ redis.call('DEL', KEYS[1])
 return released
 """
 
+# KEYS[1] a record of artifact ids (or lists of ids), KEYS[2] the run's pin set; ARGV[1] ref key prefix,
+# ARGV[2] pinned-by prefix, ARGV[3] run id ('' = pin nothing). Returns false without a record, else
+# {record, id1, stored ref document of id1 or false, id2, ...}, pinning what it finds; 'bad' for a value
+# that is not an id.
+_RECORD_REFS = _LUA_LIB + """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local ok, rec = pcall(cjson.decode, raw)
+if not ok or type(rec) ~= 'table' then return 'bad' end
+local out = {raw}
+for _, v in pairs(rec) do
+  local ids = type(v) == 'table' and v or {v}
+  for _, id in ipairs(ids) do
+    if type(id) ~= 'string' or #id ~= 71 or not string.match(id, '^sha256:[0-9a-f]+$') then return 'bad' end
+    local hex = string.sub(id, 8)
+    local keys, doc = keys_of(ARGV[1] .. hex)
+    out[#out + 1] = id
+    out[#out + 1] = doc or false
+    if keys and ARGV[3] ~= '' then
+      redis.call('SADD', KEYS[2], hex)
+      redis.call('SADD', ARGV[2] .. hex, ARGV[3])
+      set_ttl(keys, '', false)
+    end
+  end
+end
+return out
+"""
 
 # KEYS[1] the event stream; ARGV[1] the event (JSON). Event n gets the entry id n-0; returns n.
 _APPEND = """
@@ -250,7 +277,8 @@ class RedisArtifactStore(ArtifactStore):
         # built whole, then swapped in: a thread that sees a non-empty map finds every script
         shas = {name: self.r.script_load(src)
                 for name, src in (("publish", _PUBLISH), ("set_ttl", _SET_TTL), ("delete", _DELETE), ("pin", _PIN),
-                                  ("unpin", _UNPIN), ("append", _APPEND))}
+                                  ("unpin", _UNPIN), ("append", _APPEND),
+                                  ("record_refs", _RECORD_REFS))}
         self._sha = shas
 
     def _script(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
@@ -460,6 +488,23 @@ class RedisArtifactStore(ArtifactStore):
     def get_record(self, namespace: str, key: str) -> dict[str, Any] | None:
         raw = self.r.get(self._rec(namespace, key))
         return json.loads(raw) if raw is not None else None
+
+    @_translated
+    def get_record_refs(self, namespace: str, key: str, *, pin: str | None = None
+                        ) -> tuple[dict[str, Any], dict[str, ArtifactRef | None]] | None:
+        """One script: the record, the ref document of each id it holds, and the pins."""
+        keys = [self._rec(namespace, key), f"{self.prefix}pin:{pin or ''}"]
+        reply = self._script("record_refs", keys, [f"{self.prefix}art:", f"{self.prefix}pinned:", pin or ""])
+        if reply is None:
+            return None
+        if reply == b"bad":
+            raise ArtifactError("the record does not hold artifact ids")
+        refs = {item[0].decode(): ArtifactRef.model_validate(json.loads(item[1])["ref"]) if item[1] else None
+                for item in zip(reply[1::2], reply[2::2], strict=True)}
+        if pin is not None:
+            self._note_pins(pin, [i for i, ref in refs.items() if ref is not None])
+        record = json.loads(reply[0])
+        return (record, refs) if record else None
 
     @_translated
     def delete_record(self, namespace: str, key: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from enum import StrEnum
 from typing import Any
 
@@ -111,13 +112,18 @@ def content_id(data: bytes | memoryview) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def normalize_id(ref_or_id: ArtifactRef | str) -> str:
     """Accept a ref, ``sha256:<hex>`` or a bare 64-hex digest; return ``sha256:<hex>``."""
-    from orchestrator.errors import ArtifactNotFound
-
-    value = ref_or_id.id if isinstance(ref_or_id, ArtifactRef) else str(ref_or_id)
+    if isinstance(ref_or_id, ArtifactRef):
+        return ref_or_id.id  # checked when the ref was made
+    value = str(ref_or_id)
     if value.startswith("sha256:"):
         value = value[7:]
-    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+    if _HEX64.fullmatch(value) is None:
+        from orchestrator.errors import ArtifactNotFound
+
         raise ArtifactNotFound("not an artifact id (expected sha256:<64 hex digits>)", artifact_id=str(ref_or_id)[:80])
     return "sha256:" + value

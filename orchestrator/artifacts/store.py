@@ -163,6 +163,14 @@ def _freeze(obj: Any) -> None:
             arr.flags.writeable = False
 
 
+def _record_ids(record: dict[str, Any]) -> list[str]:
+    """The artifact ids a record of ids (or lists of ids) holds, in order."""
+    ids = [i for v in record.values() for i in (v if isinstance(v, list) else [v])]
+    if not all(isinstance(i, str) for i in ids):
+        raise ArtifactError("the record does not hold artifact ids")
+    return ids
+
+
 def _modality(value: Modality | str) -> Modality:
     try:
         return Modality(value)
@@ -180,10 +188,6 @@ class ArtifactStore(ABC):
     >>> store.load(ref)                                 # doctest: +SKIP
     'hello'
     """
-
-    cheap_reads: bool = False
-    """Whether looking up a record and a few refs is cheaper than a hand-off to a thread
-    (local files), so an event loop may do it inline."""
 
     def __init__(
         self,
@@ -391,6 +395,18 @@ class ArtifactStore(ABC):
         if pin is not None:
             self.pin(pin, [i for i, ref in zip(ids, found, strict=True) if ref is not None])
         return found
+
+    def get_record_refs(self, namespace: str, key: str, *, pin: str | None = None
+                        ) -> tuple[dict[str, Any], dict[str, ArtifactRef | None]] | None:
+        """A record whose values are artifact ids (or lists of ids), with the stored ref of each id
+        (``None`` when gone), those found pinned to ``pin``; ``None`` without a record. In one round
+        trip where the backend allows (the node cache's lookup). Raises :class:`ArtifactError` for a
+        value that is not an id."""
+        record = self.get_record(namespace, key)
+        if not record:
+            return None
+        ids = _record_ids(record)
+        return record, dict(zip(ids, self.stat_many(ids, pin=pin), strict=True))
 
     def exists(self, ref: Ref) -> bool:
         try:

@@ -3,7 +3,8 @@
 The graph has one LangGraph node per workflow node; a node with several
 upstream nodes waits for all of them (``add_edge([a, b], c)``). The state holds
 ``ArtifactRef``s only. Each node loads its inputs from the store, runs its tool
-(async tools on the loop, blocking ones in a bounded thread pool), stores its
+(async tools on the loop, blocking ones in a bounded thread pool unless
+their calls have proven quicker than the hand-off to a thread), stores its
 outputs and emits events. A failure is written into the state, not raised, so
 independent branches finish and dependents are skipped with a reason.
 """
@@ -33,6 +34,7 @@ from langgraph.graph import END, START, StateGraph
 from orchestrator.artifacts import ArtifactRef, ArtifactStore, Modality, Provenance, open_store
 from orchestrator.errors import (
     ArtifactError,
+    ArtifactNotFound,
     OrchestratorError,
     ToolError,
     WorkflowError,
@@ -43,7 +45,7 @@ from orchestrator.tool import ToolContext
 
 from . import events as ev
 from ._builder import Workflow
-from ._loop import CancelFlag, retire_pool, run_in_pool, run_sync, watch_cancel
+from ._loop import CancelFlag, quick_calls, retire_pool, run_in_pool, run_sync, watch_cancel
 from ._validate import Plan, ResolvedNode, resolve
 
 __all__ = ["CompiledWorkflow", "NodeResult", "RunResult"]
@@ -370,7 +372,7 @@ class CompiledWorkflow:
             if feed is not None:
                 feed.wake(threading.get_ident() != loop_thread)
 
-        try:  # inputs are stored pinned to the run; refs given by id are pinned below
+        try:  # inputs are stored, or looked up, pinned to the run
             refs = self._coerce_inputs(inputs or {}, store, pin=run_id)  # raises before any node runs
         except BaseException:
             store.unpin(run_id)
@@ -387,7 +389,6 @@ class CompiledWorkflow:
         emit(ev.RunStarted(run_id=run_id, workflow=self.name, nodes=list(self.plan.order),
                            executor=_executor_name(node_executor)))
         config = {"configurable": {"orchestrator_run": rc}, "recursion_limit": len(self.plan.nodes) + 10}
-        store.pin(run_id, [r for name, r in refs.items() if _by_id(inputs, name)])
         stop_watching = watch_cancel(rc.cancel, loop, rc.on_cancel)
         error: BaseException | None = None
         try:
@@ -471,9 +472,11 @@ class CompiledWorkflow:
 
 def coerce_input(value: Any, modality: Modality, store: ArtifactStore, *, pin: str | None = None) -> ArtifactRef:
     """Turn a Python object, a file path or a ref/id into a stored ref of ``modality``
-    (what it stores is pinned to the run ``pin``; a ref or id is only looked up)."""
+    (what it stores, or the ref or id it looks up, is pinned to the run ``pin``)."""
     if _is_ref(value):
-        ref = store.stat(value)
+        ref = store.stat(value) if pin is None else store.stat_many([value], pin=pin)[0]  # one round trip
+        if ref is None:
+            raise ArtifactNotFound("no such artifact (never stored, deleted or expired)", artifact_id=str(value)[:80])
     elif isinstance(value, Path) or (isinstance(value, str) and modality is not Modality.TEXT):
         path = Path(value)
         if not path.is_file():
@@ -489,11 +492,6 @@ def coerce_input(value: Any, modality: Modality, store: ArtifactStore, *, pin: s
 
 def _is_ref(value: Any) -> bool:
     return isinstance(value, ArtifactRef) or (isinstance(value, str) and value.startswith("sha256:"))
-
-
-def _by_id(inputs: dict[str, Any] | None, name: str) -> bool:
-    """Whether input ``name`` was given as a ref or id (not stored, so not pinned, by coercing it)."""
-    return _is_ref((inputs or {}).get(name))
 
 
 def _final_event(result: RunResult) -> Any:
@@ -641,7 +639,7 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
     cacheable = rc.cache and node.tool.spec.cacheable and fixed
     key = cache_key(node, seed, input_ids, _resolved_model(node, rc)) if cacheable else None
     if key is not None:
-        if rc.store.cheap_reads:  # a few small file reads: less than a trip to a thread
+        if quick_calls.is_quick(rc.store, rc.settings.inline_tool_seconds):  # less than a trip to a thread
             hit = _cache_lookup(rc.store, key, rc.run_id)
         else:
             hit = await asyncio.to_thread(_cache_lookup, rc.store, key, rc.run_id)
@@ -742,9 +740,21 @@ async def _call_tool(
     else:
 
         def call_blocking() -> dict[str, Refs]:
+            began = time.perf_counter()
             kwargs = t._kwargs(_load_inputs(store, refs), node.params, ctx)
-            return store_all(t._outputs(t.fn(**kwargs)))
+            stored = store_all(t._outputs(t.fn(**kwargs)))
+            quick_calls.record(t, time.perf_counter() - began)
+            return stored
 
+        if node.alone and node.timeout is None and quick_calls.is_quick(t, rc.settings.inline_tool_seconds):
+            try:
+                return call_blocking()  # quicker than the hand-offs to a thread and back
+            except RuntimeError as exc:
+                if "event loop" not in str(exc):
+                    raise
+                # asyncio.run() and the like refuse to run inside our loop: this tool needs a
+                # thread; the call is made again there, as it always was before it proved quick
+                quick_calls.pool_only(t)
         if rc.slots is not None:
             await rc.slots.acquire()
         try:
@@ -828,18 +838,21 @@ def _flat(values: Any) -> list[ArtifactRef]:
 
 
 def _cache_lookup(store: ArtifactStore, key: str, run_id: str) -> dict[str, Refs] | None:
-    """The outputs cached under ``key``, pinned to the run; ``None`` when any is gone."""
-    record = store.get_record(CACHE_NAMESPACE, key)
-    if not record:
-        return None
-    ids = [i for v in record.values() for i in (v if isinstance(v, list) else [v])]
+    """The outputs cached under ``key``, pinned to the run; ``None`` when any is gone.
+    Its wall time goes to :data:`quick_calls` under the store (quick: looked up on the loop)."""
+    began = time.perf_counter()
     try:
-        found = dict(zip(ids, store.stat_many(ids, pin=run_id), strict=True))
-    except ArtifactError:  # not an artifact id at all: run again
+        found = store.get_record_refs(CACHE_NAMESPACE, key, pin=run_id)
+    except ArtifactError:  # not artifact ids at all: run again
         return None
-    if any(ref is None for ref in found.values()):  # an output expired or was deleted: run again
+    finally:
+        quick_calls.record(store, time.perf_counter() - began)
+    if found is None:
         return None
-    return {port: [found[i] for i in v] if isinstance(v, list) else found[v] for port, v in record.items()}
+    record, refs = found
+    if any(ref is None for ref in refs.values()):  # an output expired or was deleted: run again
+        return None
+    return {port: [refs[i] for i in v] if isinstance(v, list) else refs[v] for port, v in record.items()}
 
 
 def _cache_store(store: ArtifactStore, key: str, stored: dict[str, Refs]) -> None:

@@ -11,6 +11,8 @@ flag. These live once per process (loops once per calling thread) instead:
 - :class:`CancelFlag` is a ``threading.Event`` that tells the loops waiting on it the
   moment it is set. A plain ``threading.Event`` still works: one shared watcher
   thread checks those (every ``CANCEL_POLL_SECONDS``), never the runs' loops.
+- :class:`QuickCalls` remembers how long each blocking tool's calls take, so calls
+  that are quicker than the two thread hand-offs around them run on the loop itself.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["CancelFlag", "retire_pool", "run_in_pool", "run_sync", "tool_pool", "watch_cancel"]
+__all__ = ["CancelFlag", "QuickCalls", "quick_calls", "retire_pool", "run_in_pool", "run_sync", "tool_pool", "watch_cancel"]
 
 T = TypeVar("T")
 CANCEL_POLL_SECONDS = 0.02
@@ -102,6 +105,48 @@ def retire_pool(pool: ThreadPoolExecutor) -> None:
             if p is pool:
                 del _pools[size]
     pool.shutdown(wait=False)
+
+
+class QuickCalls:
+    """The typical wall time of each blocking tool's calls (a moving average, per process).
+
+    Handing a call to a pool thread and its result back costs two thread wake-ups:
+    tens of microseconds on an idle machine, milliseconds on a busy one. A tool whose
+    calls (loading inputs and storing outputs included) have taken less than the
+    ``inline_tool_seconds`` setting on average (an exponential moving average, each call
+    weighing ``QUICK_WEIGHT``), over at least ``QUICK_MIN_CALLS`` calls, runs on the
+    event loop instead. One call twice as slow as the limit is enough to send a tool
+    that turned slow back to the pool.
+    """
+
+    QUICK_MIN_CALLS = 3
+    QUICK_WEIGHT = 0.5
+
+    def __init__(self) -> None:
+        self._times: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
+        self._pool_only: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def is_quick(self, tool: Any, limit: float) -> bool:
+        """Whether ``tool``'s calls have taken less than ``limit`` seconds (``limit`` 0: never)."""
+        seen = self._times.get(tool)
+        return (limit > 0 and seen is not None and seen[0] >= self.QUICK_MIN_CALLS and seen[1] < limit
+                and tool not in self._pool_only)
+
+    def pool_only(self, tool: Any) -> None:
+        """Never run ``tool`` on the loop again (it starts an event loop of its own, say)."""
+        with self._lock:
+            self._pool_only.add(tool)
+
+    def record(self, tool: Any, seconds: float) -> None:
+        """Note the wall time of one call (from any thread)."""
+        with self._lock:
+            calls, avg = self._times.get(tool, (0, seconds))
+            self._times[tool] = (calls + 1, avg + self.QUICK_WEIGHT * (seconds - avg))
+
+
+quick_calls = QuickCalls()
+"""The process-wide call times of blocking tools (runs share them)."""
 
 
 # ------------------------------------------------------------------ cancellation

@@ -44,6 +44,9 @@ class ResolvedNode:
     retry_delay: float = 0.0
     timeout: float | None = None
     deps: set[str] = field(default_factory=set)
+    alone: bool = False
+    """No other node of the plan can run beside it (every other one is upstream or downstream),
+    so a quick blocking call may hold the event loop without holding back a sibling."""
 
     @functools.cached_property
     def params_json(self) -> dict[str, Any]:
@@ -270,7 +273,34 @@ def resolve(wf: Workflow, registry: ToolRegistry, *, settings: Any = None) -> Pl
     order = _toposort(nodes, problems)
     if problems:
         raise WorkflowValidationError(problems, workflow=wf.name)
-    return Plan(name=wf.name, inputs=inputs, nodes=nodes, outputs=outputs, order=order)
+    plan = Plan(name=wf.name, inputs=inputs, nodes=nodes, outputs=outputs, order=order)
+    _mark_alone(plan)
+    return plan
+
+
+def _mark_alone(plan: Plan) -> None:
+    """Set ``alone`` on the nodes that every other node precedes or follows, in O(nodes + edges).
+
+    In dependency order, every node before ``v`` is upstream of it exactly when, once ``v`` is
+    added, the nodes so far have one sink (``v``): any earlier node leads to a sink. Likewise,
+    in reverse, every later node is downstream of ``v`` when the nodes from ``v`` on have one source.
+    """
+    children: dict[str, list[str]] = {node_id: [] for node_id in plan.order}
+    after_all: set[str] = set()
+    sinks: set[str] = set()
+    for node_id in plan.order:
+        deps = plan.nodes[node_id].deps
+        for dep in deps:
+            children[dep].append(node_id)
+        sinks.difference_update(deps)
+        sinks.add(node_id)
+        if len(sinks) == 1:
+            after_all.add(node_id)
+    sources: set[str] = set()
+    for node_id in reversed(plan.order):
+        sources.difference_update(children[node_id])
+        sources.add(node_id)
+        plan.nodes[node_id].alone = len(sources) == 1 and node_id in after_all
 
 
 def _source(
