@@ -91,7 +91,7 @@ def _supervise(children: set[int], sock: socket.socket) -> int:
             code = os.waitstatus_to_exitcode(wait_status)
             if not stopping:
                 logger.error("server worker %d exited (%d); stopping the others", pid, code)
-                status = code or 1
+                status = code if code > 0 else 1
                 stop(signal.SIGTERM, None)
     finally:
         for signum, handler in previous.items():
