@@ -589,8 +589,9 @@ class RunManager:
             if time.monotonic() - quiet_since >= idle:
                 quiet_since = time.monotonic()
                 yield None
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=idle)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(idle):  # no task per wait, unlike wait_for
+                    await wake.wait()
 
     async def _follow_remote(self, run_id: str, idle: float, after: int
                              ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
