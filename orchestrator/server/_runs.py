@@ -8,7 +8,9 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
 
 * any server process sharing the backend answers ``GET /v1/runs/{id}`` and streams
   the events for runs another process executes (blocking reads of the log, on a
-  bounded pool of their own, ``event_follow_threads``);
+  bounded pool of their own, ``event_follow_threads``), which is what lets several
+  worker processes serve one port (``serve --workers``, :mod:`._workers`); followers
+  in the run's own process read its events from memory as they are appended;
 * a restarted server still answers for finished runs, and reports runs that were in
   flight as ``interrupted``: each server holds a lease record refreshed every
   ``lease_seconds / 3``; a queued or running run whose owner's lease is gone is
