@@ -99,7 +99,8 @@ def count_redis_commands(redis_url: str, prefix: str) -> Iterator[collections.Co
 class Server:
     """``python -m orchestrator serve`` in a subprocess."""
 
-    def __init__(self, redis_url: str | None, concurrency: int, queue: int, *, prefix: str | None = None) -> None:
+    def __init__(self, redis_url: str | None, concurrency: int, queue: int, *, prefix: str | None = None,
+                 workers: int = 1) -> None:
         self.port = _free_port()
         self.data_dir = tempfile.mkdtemp(prefix="orch-bench-")
         self.prefix = prefix or f"bench:{uuid.uuid4().hex[:8]}:"
@@ -110,7 +111,7 @@ class Server:
         if redis_url:
             env["ORCHESTRATOR_REDIS_URL"] = redis_url
         self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "serve", "--port", str(self.port),
-                                      "--log-level", "warning"], cwd=ROOT, env=env)
+                                      "--log-level", "warning", "--workers", str(workers)], cwd=ROOT, env=env)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

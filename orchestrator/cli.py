@@ -590,6 +590,7 @@ def serve(
     queue: Annotated[int | None, typer.Option(help="runs that may wait for a worker")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
     executor: Annotated[str | None, typer.Option(help="where node calls run: local (default) or ray")] = None,
+    workers: Annotated[int | None, typer.Option(help="server processes sharing the port and the store")] = None,
 ) -> None:
     """Start the REST server (runs, events, artifacts, OpenAI-compatible chat). See docs/server.md."""
     try:
@@ -602,7 +603,7 @@ def serve(
     if api_key_problem(api_key):
         raise _fail(f"--api-key: {api_key_problem(api_key)}")
     overrides: dict[str, Any] = {"host": host, "port": port, "max_concurrent_runs": concurrency,
-                                 "max_queued_runs": queue}
+                                 "max_queued_runs": queue, "workers": workers}
     values = {k: v for k, v in overrides.items() if v is not None}
     try:
         server_settings = ServerSettings(**values)
@@ -612,11 +613,13 @@ def serve(
         server_settings.api_keys = [*server_settings.api_keys, *api_key]
     from orchestrator.server import create_app
 
+    def build_app() -> Any:  # in each worker process when there are several
+        _start_executor(core, open_store(core), quiet=False)
+        return create_app(server_settings, core_settings=core)
+
     try:
         core = _settings(executor=_executor_choice(executor))
-        _start_executor(core, open_store(core), quiet=False)
-        application = create_app(server_settings, core_settings=core)
-        run_server(application, settings=server_settings, log_level=log_level)
+        run_server(settings=server_settings, log_level=log_level, app_factory=build_app)
     except OrchestratorError as exc:
         raise _fail(str(exc)) from exc
 

@@ -111,20 +111,27 @@ class _FailingStore(LocalArtifactStore):
 
 
 async def test_follow_ends_with_an_error_event_when_the_store_fails(tmp_path: Path) -> None:
+    """A follower of a run another process executes reads the store: when it fails, the stream ends
+    with an error item saying where to resume. Followers in the run's own process read its events
+    from memory, so the same failure does not stop them."""
     store = _FailingStore(tmp_path)
-    manager = RunManager(store, ServerSettings(max_concurrent_runs=1))
+    owner = RunManager(store, ServerSettings(max_concurrent_runs=1))
+    other = RunManager(store, ServerSettings(max_concurrent_runs=1))  # another server process on the same store
     gate = asyncio.Event()
 
     async def steps(job: Any) -> Any:
         yield {"type": "node_started", "node": "a", "tool": "x.tool"}
         await gate.wait()
+        yield {"type": "node_finished", "node": "a", "tool": "x.tool", "seconds": 0.0}
         yield Outcome("succeeded")
 
-    await manager.start()
+    await owner.start()
+    await other.start()
     try:
-        job = await manager.submit("graph", steps)
+        job = await owner.submit("graph", steps)
+        local = asyncio.create_task(_collect(owner.follow(job.id, idle=0.2)))
         seen: list[Any] = []
-        async for item in manager.follow(job.id, idle=0.2):
+        async for item in other.follow(job.id, idle=0.2):
             seen.append(item)
             if item is not None and item[1].get("type") == "node_started":
                 store.broken = True
@@ -132,13 +139,22 @@ async def test_follow_ends_with_an_error_event_when_the_store_fails(tmp_path: Pa
         seq, doc = seen[-1]
         assert seq is None and doc["type"] == "error" and doc["last_event_id"] == 1
         assert doc["error"]["type"] == "StoreUnavailable" and "reconnect" in doc["error"]["message"]
+        gate.set()  # the store is still unreadable: the owner's own follower goes on from memory
+        events = await asyncio.wait_for(local, timeout=5)
+        assert [d["type"] for _, d in events] == ["node_started", "node_finished", "run_finished"]
+        assert [seq for seq, _ in events] == [1, 2, 3]
     finally:
         store.broken = False
         gate.set()
-        await manager.wait(job.id, timeout=5)
-        await manager.stop()
-    record = RunRecord.model_validate(await manager.get(job.id))
-    assert record.status == "succeeded" and record.nodes["a"]["status"] == "running"
+        await owner.wait(job.id, timeout=5)
+        await other.stop()
+        await owner.stop()
+    record = RunRecord.model_validate(await owner.get(job.id))
+    assert record.status == "succeeded" and record.nodes["a"]["status"] == "succeeded"
+
+
+async def _collect(items: Any) -> list[Any]:
+    return [item async for item in items if item is not None]
 
 
 async def test_a_list_output_is_numbered_in_the_record(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ extra; names are imported lazily so the CLI can share the light helpers without 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .settings import ServerSettings, is_loopback
@@ -38,8 +39,14 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module, __name__), name)
 
 
-def serve(app: object = None, *, settings: ServerSettings | None = None, log_level: str = "info") -> None:
-    """Run the server with uvicorn (blocking). Refuses a non-loopback host without API keys."""
+def serve(app: object = None, *, settings: ServerSettings | None = None, log_level: str = "info",
+          app_factory: Callable[[], object] | None = None) -> None:
+    """Run the server with uvicorn (blocking). Refuses a non-loopback host without API keys.
+
+    With ``settings.workers > 1`` each worker process builds its own app with
+    ``app_factory`` (default: :func:`create_app` with ``settings``); an ``app`` object
+    cannot be shared between processes.
+    """
     import uvicorn
 
     from orchestrator.errors import ConfigError
@@ -55,7 +62,19 @@ def serve(app: object = None, *, settings: ServerSettings | None = None, log_lev
         )
     from ._http import protocol_with_head_limits
 
-    uvicorn.run(app or create_app(s), host=s.host, port=s.port, log_level=log_level,
-                timeout_graceful_shutdown=5, access_log=False,
-                http=protocol_with_head_limits(seconds=s.header_timeout_seconds, max_bytes=s.max_header_bytes),
-                h11_max_incomplete_event_size=s.max_header_bytes)
+    config = {"host": s.host, "port": s.port, "log_level": log_level, "timeout_graceful_shutdown": 5,
+              "access_log": False, "http": protocol_with_head_limits(seconds=s.header_timeout_seconds,
+                                                                     max_bytes=s.max_header_bytes),
+              "h11_max_incomplete_event_size": s.max_header_bytes}
+    factory = app_factory or (lambda: create_app(s))
+    if s.workers == 1:
+        uvicorn.run(app or factory(), **config)
+        return
+    if app is not None:
+        raise ConfigError(f"workers={s.workers}: each worker process builds its own app; pass app_factory, "
+                          "not an app", param="workers")
+    from ._workers import run_workers
+
+    status = run_workers(factory, config, s.workers)
+    if status:
+        raise SystemExit(status)

@@ -118,7 +118,7 @@ async def tool_workflow(state: ServerState, tool: str) -> Any:
     for port in spec.outputs:
         if not port.optional:
             wf.add_output(port.name, f"call.{port.name}")
-    return await asyncio.to_thread(state.workflows.document, wf.to_dict())
+    return await state.workflows.adocument(wf.to_dict())
 
 
 def validate_params(state: ServerState, tool: str, params: dict[str, Any], *, param_of: dict[str, str]) -> None:
@@ -167,7 +167,7 @@ async def call_tool(state: ServerState, *, path: str, tool: str, calls: list[Cal
                     seed=call.seed)
         for name in outputs:
             wf.add_output(f"{name}_{i}", f"call{i}.{name}")
-    compiled = await asyncio.to_thread(state.workflows.document, wf.to_dict())
+    compiled = await state.workflows.adocument(wf.to_dict())
     options = RunOptions()
     try:
         job = await state.runs.submit(

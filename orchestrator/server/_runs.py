@@ -8,7 +8,9 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
 
 * any server process sharing the backend answers ``GET /v1/runs/{id}`` and streams
   the events for runs another process executes (blocking reads of the log, on a
-  bounded pool of their own, ``event_follow_threads``);
+  bounded pool of their own, ``event_follow_threads``), which is what lets several
+  worker processes serve one port (``serve --workers``, :mod:`._workers`); followers
+  in the run's own process read its events from memory as they are appended;
 * a restarted server still answers for finished runs, and reports runs that were in
   flight as ``interrupted``: each server holds a lease record refreshed every
   ``lease_seconds / 3``; a queued or running run whose owner's lease is gone is
@@ -29,6 +31,7 @@ queue, the leases, persistence and the fan-out to followers.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
@@ -36,6 +39,7 @@ import os
 import secrets
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -109,6 +113,9 @@ class RunJob:
     node_tools: dict[str, str] = field(default_factory=dict)
     terminal_event: bool = False
     finalizing: bool = False
+    events: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    """The events appended to the run's log so far, ``(seq, event)`` in order: this process's
+    followers read them here instead of from the store."""
 
     @property
     def status(self) -> str:
@@ -141,10 +148,13 @@ class RunManager:
         self._ewma_seconds: float | None = None
         self._started = False
         self._unsaved: dict[str, tuple[RunRecord, dict[str, Any] | None]] = {}
-        self._followers: ThreadPoolExecutor | None = None
-        """Blocking event-log reads for runs of other processes (bounded; not the default pool)."""
         """Finished runs whose final state (record, and the final event if it was not
         appended) the store refused; answered from here and saved again by the heartbeat."""
+        self._followers: ThreadPoolExecutor | None = None
+        """Blocking event-log reads for runs of other processes (bounded; not the default pool)."""
+        self._finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        """The final records of the last ``finished_runs_cached`` runs this process ran (a final
+        record never changes), so the end of an event stream or a status check needs no store read."""
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -304,6 +314,7 @@ class RunManager:
         async with job.lock:
             seq = await asyncio.to_thread(self.store.append_event, event_stream(job.id), doc)
             job.record.last_event_id = seq
+            job.events.append((seq, doc))
         signal = self._signals.get(job.id)
         if signal is not None:
             signal.fire()
@@ -353,6 +364,7 @@ class RunManager:
             if final is not None:
                 raise OrchestratorError("the final event is not stored yet")
             await asyncio.to_thread(self._persist_final, rec)
+            self._remember(rec)
         except OrchestratorError as exc:
             logger.error("could not persist the final state of run %s (will retry): %s", job.id, exc)
             self._unsaved[job.id] = (rec, final)
@@ -383,6 +395,7 @@ class RunManager:
                 record.last_event_id = self.store.append_event(event_stream(run_id), final)
                 self._unsaved[run_id] = (record, None)
             self._persist_final(record)
+            self._remember(record)
             del self._unsaved[run_id]
             logger.info("stored the final state of run %s", run_id)
 
@@ -390,7 +403,15 @@ class RunManager:
         self.store.put_record(RUNS_NS, record.id, record.to_json(), ttl=self.settings.run_ttl_seconds)
         self.store.expire_events(event_stream(record.id), self.settings.run_ttl_seconds)
         self.store.delete_record(ACTIVE_NS, record.id)
-        self.store.delete_record(CANCEL_NS, record.id)
+        if record.cancel_requested or record.owner != self.instance_id:
+            # another process may have asked to cancel it (an unseen request expires by itself)
+            self.store.delete_record(CANCEL_NS, record.id)
+
+    def _remember(self, record: RunRecord) -> None:
+        """Keep a finished run's final record at hand (the last ``finished_runs_cached``)."""
+        self._finished[record.id] = record.to_json()
+        while len(self._finished) > self.settings.finished_runs_cached:
+            self._finished.popitem(last=False)
 
     def _update_gauges(self) -> None:
         self.metrics.runs_running.set(self.running)
@@ -408,6 +429,8 @@ class RunManager:
             return job.record.to_json()
         if run_id in self._unsaved:
             return self._unsaved[run_id][0].to_json()
+        if run_id in self._finished:
+            return dict(self._finished[run_id])
         record = await asyncio.to_thread(self.store.get_record, RUNS_NS, run_id)
         if record is None or record.get("status") not in ACTIVE:
             return record
@@ -491,7 +514,8 @@ class RunManager:
             if record is None or record.get("status") in TERMINAL:
                 return record
             record["cancel_requested"] = True
-            await asyncio.to_thread(self.store.put_record, CANCEL_NS, run_id, {"at": time.time()})
+            await asyncio.to_thread(self.store.put_record, CANCEL_NS, run_id, {"at": time.time()},
+                                    ttl=self.settings.run_ttl_seconds)
             return record
         job.record.cancel_requested = True
         job.cancel.set()
@@ -540,14 +564,49 @@ class RunManager:
 
     async def _follow(self, run_id: str, signal: _Signal, idle: float, after: int
                       ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
+        job = self._jobs.get(run_id)
+        items = self._follow_local(job, signal, idle, after) if job is not None else \
+            self._follow_remote(run_id, idle, after)
+        async with contextlib.aclosing(items) as events:
+            async for item in events:
+                yield item
+
+    async def _follow_local(self, job: RunJob, signal: _Signal, idle: float, after: int
+                            ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
+        """A run of this process: its events from memory as they are appended (each append wakes
+        the followers); the stream ends when the run has ended and every event was yielded."""
+        last = after
+        quiet_since = time.monotonic()
+        while True:
+            wake = signal.event
+            start = bisect.bisect_right(job.events, last, key=lambda item: item[0])
+            for seq, doc in job.events[start:]:
+                last = seq
+                yield seq, doc
+            if start < len(job.events):
+                quiet_since = time.monotonic()
+                continue
+            if job.done.is_set() or self._closing:
+                return
+            if time.monotonic() - quiet_since >= idle:
+                quiet_since = time.monotonic()
+                yield None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(idle):  # no task per wait, unlike wait_for
+                    await wake.wait()
+
+    async def _follow_remote(self, run_id: str, idle: float, after: int
+                             ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
+        """A run of another process (or one already finished): blocking reads of its log; once a
+        terminal event was seen, the record says when the owner has finished writing."""
         last = after
         quiet_since = time.monotonic()
         ended = False  # a terminal event was seen: only the record is left to check
+        settle = self.settings.event_settle_seconds
         while True:
-            wake = signal.event
-            if run_id in self._jobs or ended:
+            if ended:
                 items = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
-            else:  # another process runs it: block on its log instead of polling
+            else:  # block on its log instead of polling
                 items = await self._wait_events(run_id, last, min(idle, self.settings.event_wait_seconds))
             for seq, doc in items:
                 last = seq
@@ -568,11 +627,9 @@ class RunManager:
             if time.monotonic() - quiet_since >= idle:
                 quiet_since = time.monotonic()
                 yield None
-            if run_id in self._jobs:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=idle)
-            elif ended:  # the final record is being written by its owner
-                await asyncio.sleep(self.settings.event_poll_seconds)
+            if ended:  # its owner writes the final record right after the final event: re-check soon
+                await asyncio.sleep(settle)
+                settle = min(2 * settle, self.settings.event_poll_seconds)
 
     async def _wait_events(self, run_id: str, after: int, timeout: float) -> list[tuple[int, dict[str, Any]]]:
         """Events of ``run_id`` after ``after``, blocking up to ``timeout`` on the followers' pool."""

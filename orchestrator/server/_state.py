@@ -37,12 +37,18 @@ class WorkflowCache:
         self._items: OrderedDict[str, CompiledWorkflow] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _get(self, key: str, build: Any) -> CompiledWorkflow:
+    def cached(self, key: str) -> CompiledWorkflow | None:
+        """The compiled workflow under ``key`` (:meth:`graph_key`, :meth:`document_key`) if it is cached."""
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
-                return hit
+            return hit
+
+    def _get(self, key: str, build: Any) -> CompiledWorkflow:
+        hit = self.cached(key)
+        if hit is not None:
+            return hit
         compiled = build().compile(registry=self.registry, settings=self.core)
         with self._lock:
             self._items[key] = compiled
@@ -50,14 +56,29 @@ class WorkflowCache:
                 self._items.popitem(last=False)
         return compiled
 
+    @staticmethod
+    def graph_key(name: str) -> str:
+        return f"graph:{name}"
+
+    @staticmethod
+    def document_key(doc: dict[str, Any]) -> str:
+        return "doc:" + hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
     def graph(self, name: str) -> CompiledWorkflow:
         from graphs import get_graph
 
-        return self._get(f"graph:{name}", lambda: get_graph(name))
+        return self._get(self.graph_key(name), lambda: get_graph(name))
 
     def document(self, doc: dict[str, Any]) -> CompiledWorkflow:
-        digest = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-        return self._get(f"doc:{digest}", lambda: Workflow.from_dict(doc))
+        return self._get(self.document_key(doc), lambda: Workflow.from_dict(doc))
+
+    async def agraph(self, name: str) -> CompiledWorkflow:
+        """:meth:`graph` from an event loop: at once when cached, else compiled in a thread."""
+        return self.cached(self.graph_key(name)) or await asyncio.to_thread(self.graph, name)
+
+    async def adocument(self, doc: dict[str, Any]) -> CompiledWorkflow:
+        """:meth:`document` from an event loop: at once when cached, else compiled in a thread."""
+        return self.cached(self.document_key(doc)) or await asyncio.to_thread(self.document, doc)
 
 
 @dataclass

@@ -46,6 +46,10 @@ class ServerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    """Server processes sharing the listening socket and the store (``--workers``); each runs up to
+    ``max_concurrent_runs`` and answers for the others' runs. More than one needs a shared store
+    backend (Redis, or the embedded directory on one machine) and a POSIX system."""
     api_keys: StrList = Field(default_factory=list)
     """Bearer keys; when set, every ``/v1`` route and ``/metrics`` need one."""
     allow_unauthenticated: bool = False
@@ -70,8 +74,14 @@ class ServerSettings(BaseSettings):
     lease_seconds: float = Field(default=15.0, gt=0)
     """A server's liveness lease; runs of a server whose lease expired are reported as interrupted."""
     event_poll_seconds: float = Field(default=0.5, gt=0)
-    """How often a run's record is re-read while its owner (another server process) finishes it; its
-    events arrive without polling (a blocking read of the log, see ``event_follow_threads``)."""
+    """The longest wait between re-reads of a run's record while its owner (another server process)
+    finishes it; its events arrive without polling (a blocking read of the log, see ``event_follow_threads``)."""
+    event_settle_seconds: float = Field(default=0.005, gt=0)
+    """After another process's run logged its final event, the first wait before its record is
+    re-read (its owner writes it right after); each further wait doubles, up to ``event_poll_seconds``."""
+    finished_runs_cached: int = Field(default=1024, ge=0)
+    """Final records of this process's latest finished runs kept in memory (they never change), so
+    an event stream's end and status checks right after a run need no store read."""
     event_follow_threads: int = Field(default=32, ge=1)
     """Threads blocking on event logs of runs another server process executes (their own pool: the
     default one stays free); more followers than this wait their turn, at most ``event_wait_seconds``."""

@@ -312,7 +312,7 @@ async def chat_completions(
         history = await seed_session(state, conversation)
         executor = _agent_executor(state, mode, text, refs, pending, session_id, body.seed, history)
     elif model_name.startswith(GRAPH_PREFIX):
-        compiled = await asyncio.to_thread(state.workflows.graph, model_name[len(GRAPH_PREFIX):])
+        compiled = await state.workflows.agraph(model_name[len(GRAPH_PREFIX):])
         executor = _graph_executor(state, compiled, text, refs, pending, body.seed)
     elif await asyncio.to_thread(is_media_tool, state, model_name):  # a media tool picked as the chat model
         compiled = await tool_workflow(state, model_name)

@@ -100,11 +100,11 @@ async def create_run(body: RunRequest, request: Request, state: ServerState = De
         spec = {"final_event": True, "honours_cancel": False}
     else:
         if body.graph is not None:
-            compiled = await asyncio.to_thread(state.workflows.graph, body.graph)
+            compiled = await state.workflows.agraph(body.graph)
             kind, req = "graph", {"graph": body.graph}
         else:
             assert body.workflow is not None
-            compiled = await asyncio.to_thread(state.workflows.document, body.workflow)
+            compiled = await state.workflows.adocument(body.workflow)
             kind, req = "workflow", {"workflow": compiled.name}
         declared = {i.name: (Modality(i.modality), i.optional) for i in compiled.workflow.inputs}
         _check_names(body.inputs, declared, compiled.name)
