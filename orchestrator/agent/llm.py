@@ -460,6 +460,7 @@ class OpenAICompatClient(LLMClient):
         return response
 
     async def _achat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
+        self._client()  # the SDK's first import and setup (seconds) are ours, not the server's: before the clock
         at = self._deadline(opts)
         try:
             async with asyncio.timeout(max(0.0, at - time.monotonic())):
@@ -471,6 +472,7 @@ class OpenAICompatClient(LLMClient):
         return _reply(completion)
 
     async def _astream(self, messages: list[Message], opts: ChatOptions) -> AsyncIterator[str]:
+        self._client()  # as in _achat: SDK setup before the deadline's clock
         at = self._deadline(opts)
         stream: Any = None
         yielded = False
