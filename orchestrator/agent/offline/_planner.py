@@ -112,7 +112,8 @@ class OfflinePlanner:
     step asks for nothing; ``skeleton_weight`` of the step's skeleton against its full
     text; ``cue_weight`` of each modality cue; ``direct_margin``, how much lower a task
     that reads the step's media directly may score and still replace one that needs a
-    converter; ``hub_weight`` of the correction for tasks near everything (CSLS).
+    converter; ``hub_weight`` of the correction for tasks near everything (CSLS); ``target_weight``,
+    the cost of a task that does not make what the step asks for by name ("into text", "as audio").
 
     >>> import asyncio
     >>> from orchestrator.registry import default_registry
@@ -126,12 +127,13 @@ class OfflinePlanner:
 
     def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | None = None,
                  min_score: float = 0.38, skeleton_weight: float = 0.5, cue_weight: float = 0.05,
-                 direct_margin: float = 0.3, hub_weight: float = 0.3, max_steps: int | None = None,
+                 direct_margin: float = 0.3, hub_weight: float = 0.3, target_weight: float = 0.15, max_steps: int | None = None,
                  cache_size: int = 4096) -> None:
         self.skeleton_weight = skeleton_weight
         self.cue_weight = cue_weight
         self.direct_margin = direct_margin
         self.hub_weight = hub_weight
+        self.target_weight = target_weight
         if max_steps is None:
             from orchestrator.settings import get_settings
 
@@ -269,7 +271,8 @@ class OfflinePlanner:
         """The step's task: the nearest in meaning, nudged by the modalities the step names."""
         lang = language()
         row = row - self.hub_weight * (index.hub - index.hub.mean()) if index.hub.size else row.copy()
-        made, read, named = lang.cues(step.for_matching())
+        cues = lang.cues(step.for_matching())
+        made, read, named = cues.made, set(cues.read), set(cues.named)
         files = {m.modality for m in step.mentions if m.kind == "file" and m.modality in MEDIA}
         read |= files
         linked = {url_modality(m.value) for m in step.mentions if m.kind == "url"} - {None, Modality.TEXT}
@@ -283,7 +286,10 @@ class OfflinePlanner:
             if name == NONE:
                 continue
             if made is not None:
-                row[j] += self.cue_weight if made in outs[j] else -self.cue_weight
+                if made in outs[j]:
+                    row[j] += self.cue_weight
+                else:
+                    row[j] -= self.target_weight if cues.target else self.cue_weight
             if read:
                 row[j] += self.cue_weight if read & ins[j] else -self.cue_weight
             if files and ins[j] - {Modality.TEXT} and not files & ins[j]:

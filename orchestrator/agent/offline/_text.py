@@ -146,6 +146,17 @@ def _dictated(text: str) -> list[tuple[int, int]]:
 
 
 @dataclass(frozen=True)
+class Cues:
+    """What a step's modality words say: the modality it makes (``target``: said as "into X" / "as X"),
+    those it reads, and every one it names."""
+
+    made: Modality | None
+    read: set[Modality]
+    named: set[Modality]
+    target: bool = False
+
+
+@dataclass(frozen=True)
 class Language:
     """The cue words of language.toml, compiled."""
 
@@ -203,10 +214,12 @@ class Language:
                 return mod
         return None
 
-    def cues(self, text: str) -> tuple[Modality | None, set[Modality], set[Modality]]:
-        """Modality cues of a step: (what it makes, what it reads, every modality it names)."""
+    def cues(self, text: str) -> Cues:
+        """Modality cues of a step: what it makes (and whether it says so with "into X" / "as X"),
+        what it reads, and every modality it names."""
         words = re.findall(r"[A-Za-z]+", text.lower())
         made: Modality | None = None
+        target = False
         read: set[Modality] = set()
         named: set[Modality] = set()
         making_at = -10
@@ -218,13 +231,23 @@ class Language:
                 continue
             named.add(mod)
             before = words[max(0, i - 3):i]
-            if any(b in ("into", "to", "as") for b in before) or (before[-1:] == ["in"]):  # "in words": the form
+            if any(b in ("into", "as") for b in before) and made is None:
+                made, target = mod, True
+            elif _after_to(before) or (before[-1:] == ["in"]):  # "in words": the form
                 made = made or mod
             elif any(b in ("from", "in", "of", "on", "within", "inside") for b in before):
                 read.add(mod)
             elif i - making_at <= 4 and made is None:
                 made = mod
-        return made, read, named
+        return Cues(made, read, named, target)
+
+
+_DETERMINERS = frozenset({"a", "an", "the", "some", "one", "my", "your", "our", "its", "their", "this", "that"})
+
+
+def _after_to(before: list[str]) -> bool:
+    """The modality word is the object of "to" ("to the audio"), not of a verb after an infinitive's "to"."""
+    return before[-1:] == ["to"] or (len(before) >= 2 and before[-2] == "to" and before[-1] in _DETERMINERS)
 
 
 def _alternation(words: Iterable[str]) -> str:
