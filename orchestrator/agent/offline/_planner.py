@@ -312,6 +312,7 @@ class OfflinePlanner:
                 b.resources.setdefault(m.value, m.modality)
         previous: str | None = None
         carried: list[Mention] = []  # resources of steps that asked for nothing go to the next step
+        choices = _hand_back(choices, req.catalog)
         for c in choices:
             if c.task is None:
                 carried.extend(c.step.mentions)
@@ -602,6 +603,26 @@ def _transforms(info: TaskInfo) -> bool:
 
 def _main_output(info: TaskInfo) -> Modality | None:
     return next((p.modality for p in info.outputs if p.modality in (Modality.TEXT, *MEDIA)), None)
+
+
+def _hand_back(choices: list[_Choice], catalog: TaskCatalog) -> list[_Choice]:
+    """Resources handed over after the last step that asks for something ("... The link is: @0")
+    go to the first step whose task can read them."""
+    last = max((i for i, c in enumerate(choices) if c.task is not None), default=-1)
+    trailing = [m for c in choices[last + 1:] for m in c.step.mentions]
+    if last < 0 or not trailing:
+        return choices
+    out = list(choices)
+    for m in trailing:
+        wanted = m.modality if m.kind == "file" else None
+        for i, c in enumerate(out[: last + 1]):
+            if c.task is None:
+                continue
+            ports = {p.modality for p in catalog.tasks[c.task].inputs}
+            if (wanted in ports) if wanted is not None else bool(ports):
+                out[i] = _Choice(_carry(c.step, [m]), c.task, c.score, c.row)
+                break
+    return out
 
 
 def _carry(step: Step, extra: list[Mention]) -> Step:

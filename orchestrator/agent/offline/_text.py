@@ -171,6 +171,7 @@ class Language:
     making: frozenset[str] = frozenset()
     possession: re.Pattern[str] | None = None
     asks: re.Pattern[str] | None = None
+    presents: re.Pattern[str] = re.compile(r"(?!)")
     dictate_colon: re.Pattern[str] = re.compile(r"(?!)")
     dictate_lead: re.Pattern[str] = re.compile(r"(?!)")
     speech_cue: re.Pattern[str] = re.compile(r"(?!)")
@@ -203,9 +204,14 @@ class Language:
         return t if t.split() else text.strip().rstrip(" .!?")
 
     def only_states(self, text: str) -> bool:
-        """The step only says what the user has ("I have a photo of ...")."""
+        """The step only says what the user has ("I have a photo of ...") or hands over a resource
+        ("The text is: @0", "Here it is: @0")."""
         plain = re.sub(r"\b(?:also|just|already|recently|actually|really|now)\s+", "", text, flags=re.I)
-        return bool(self.possession and self.possession.match(plain) and not (self.asks and self.asks.search(text)))
+        if self.asks and self.asks.search(text):
+            return False
+        if self.possession and self.possession.match(plain):
+            return True
+        return bool("@" in text and self.presents.match(plain) and not self.verb_start.match(plain))
 
     def modality_of(self, word: str) -> Modality | None:
         w = word.lower()
@@ -274,6 +280,9 @@ def language() -> Language:
         making=frozenset(split.get("making", ())),
         possession=re.compile(rf"^\s*(?:(?:so|well|hi|hey|hello|ok|okay)\W+)*(?:{_alternation(data['none']['starts'])})\b", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
+        presents=re.compile(rf"^\s*(?:(?:and|so|but|also)\W+)?(?=(?:the|my|our|your|this|that|these|those|it|its|here|details)\b)"
+                            rf"(?:[\w']+\s+){{0,6}}?(?:{_alternation(data['none']['presents'])})"
+                            r"\b(?:\W+[\w']+){0,3}?\W*@\d+(?:\W+(?:and\W+)?@\d+)*\W*$", re.I),
         dictate_colon=re.compile(rf"\b(?:{_alternation(data['dictate']['verbs'])})\b(?:[ \t]+[\w']+){{0,4}}?"
                                  r"[ \t]*:(?!//)[ \t]*", re.I),
         dictate_lead=re.compile(rf"\b(?:{_alternation(data['dictate']['lead_ins'])})[ \t]*:?[ \t]+", re.I),
