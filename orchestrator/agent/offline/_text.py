@@ -207,6 +207,8 @@ class Language:
         """The step only says what the user has ("I have a photo of ...") or hands over a resource
         ("The text is: @0", "Here it is: @0")."""
         plain = re.sub(r"\b(?:also|just|already|recently|actually|really|now)\s+", "", text, flags=re.I)
+        if not re.search(r"[A-Za-z]{2,}", _MASK.sub("", text)):
+            return True  # only resources ("photo.jpg -> caption -> French")
         if self.asks and self.asks.search(text):
             return False
         if self.possession and self.possession.match(plain):
@@ -304,8 +306,12 @@ def language() -> Language:
     )
 
 
-_SENTENCE = re.compile(r"(?<=[.!?;])\s+|(?<=@\d)\s+(?=[A-Z])|(?<=@\d\d)\s+(?=[A-Z])|\n+|(?<=[.!?;])$|(?:^|\s)\(?\d{1,2}[.)]\s+|(?:^|\n)\s*[-*•]\s+", re.M)
+_SENTENCE = re.compile(r"\s*(?:-+>|→|=+>|⇒|»)\s*|(?<=[.!?;])\s+|(?<=@\d)\s+(?=[A-Z])|(?<=@\d\d)\s+(?=[A-Z])|\n+|(?<=[.!?;])$|(?:^|\s)\(?\d{1,2}[.)]\s+|(?:^|\n)\s*[-*•]\s+", re.M)
 _ENUM = re.compile(r"(?<![@\w])(?:step\s*\d+|\d{1,2}\s*[.)])\s*[:\-]?\s*", re.I)
+
+
+_SUBJECT_ALSO = re.compile(r"\b(i|we|you|they|i'd|we'd|i'll|we'll|would|could|can|will|should|do|does)\s+(?:also|then|later)\b",
+                          re.I)
 
 
 def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
@@ -321,7 +327,7 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
         masked.append(f"@{i}")
         pos = m.end
     masked.append(text[pos:])
-    body = "".join(masked)
+    body = _SUBJECT_ALSO.sub(r"\1", "".join(masked))  # "I also want ...": no new step
     steps: list[Step] = []
     for s_index, sentence in enumerate(p for p in _SENTENCE.split(body) if p and p.strip()):
         sentence = _ENUM.sub(" ", sentence)
