@@ -113,7 +113,9 @@ class OfflinePlanner:
     text; ``cue_weight`` of each modality cue; ``direct_margin``, how much lower a task
     that reads the step's media directly may score and still replace one that needs a
     converter; ``hub_weight`` of the correction for tasks near everything (CSLS); ``target_weight``,
-    the cost of a task that does not make what the step asks for by name ("into text", "as audio").
+    the cost of a task that does not make what the step asks for by name ("into text", "as audio");
+    ``feasible_margin``, how much lower a task whose inputs can be fed may score and still replace one
+    whose inputs cannot.
 
     >>> import asyncio
     >>> from orchestrator.registry import default_registry
@@ -127,13 +129,15 @@ class OfflinePlanner:
 
     def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | None = None,
                  min_score: float = 0.38, skeleton_weight: float = 0.5, cue_weight: float = 0.05,
-                 direct_margin: float = 0.3, hub_weight: float = 0.3, target_weight: float = 0.15, max_steps: int | None = None,
+                 direct_margin: float = 0.3, hub_weight: float = 0.3, target_weight: float = 0.15,
+                 feasible_margin: float = 0.2, max_steps: int | None = None,
                  cache_size: int = 4096) -> None:
         self.skeleton_weight = skeleton_weight
         self.cue_weight = cue_weight
         self.direct_margin = direct_margin
         self.hub_weight = hub_weight
         self.target_weight = target_weight
+        self.feasible_margin = feasible_margin
         if max_steps is None:
             from orchestrator.settings import get_settings
 
@@ -374,7 +378,8 @@ class OfflinePlanner:
             if port.optional:
                 continue
             if port.name == "url":
-                if not (has_url or any(o.modality is Modality.TEXT for o in b.outs)):
+                named = any(m.kind == "file" for m in c.step.mentions)  # a file named as the thing to fetch
+                if not (has_url or named or any(o.modality is Modality.TEXT for o in b.outs)):
                     return False
                 continue
             if port.modality is Modality.TEXT or port.modality in have:
@@ -389,7 +394,7 @@ class OfflinePlanner:
         if c.row is not None and not self._feasible(b, c, c.task):  # type: ignore[arg-type]
             for j in np.argsort(-c.row)[:6]:
                 name = b.index.tasks[int(j)]
-                if name != NONE and name != c.task and float(c.row[j]) >= max(self.min_score, c.score - 0.08) \
+                if name != NONE and name != c.task and float(c.row[j]) >= max(self.min_score, c.score - self.feasible_margin) \
                         and self._feasible(b, c, name):
                     c = _Choice(c.step, name, float(c.row[j]), c.row)
                     break
@@ -485,6 +490,10 @@ class OfflinePlanner:
             near = b.earlier(Modality.TEXT, URL) or b.earlier(Modality.TEXT)
             if near:
                 return _ref(near[0])
+            named = [m for m in free if m.kind == "file"]
+            if named:  # "download the clip example.mp4": the name is what to fetch
+                free.remove(named[0])
+                return named[0].value
             return step.plain()  # the downloader finds the link in the text, or says it has none
         if name in _LITERAL_PORTS or optional:
             if optional and name not in _LITERAL_PORTS:
