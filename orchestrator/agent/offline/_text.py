@@ -172,6 +172,8 @@ class Language:
     possession: re.Pattern[str] | None = None
     asks: re.Pattern[str] | None = None
     presents: re.Pattern[str] = re.compile(r"(?!)")
+    opens: re.Pattern[str] = re.compile(r"(?!)")
+    purpose: re.Pattern[str] = re.compile(r"(?!)")
     dictate_colon: re.Pattern[str] = re.compile(r"(?!)")
     dictate_lead: re.Pattern[str] = re.compile(r"(?!)")
     speech_cue: re.Pattern[str] = re.compile(r"(?!)")
@@ -212,6 +214,8 @@ class Language:
         if self.asks and self.asks.search(text):
             return False
         if self.possession and self.possession.match(plain):
+            return not self.purpose.search(plain)  # "use the notes in @0 to draw ...": an ask
+        if self.opens.match(plain):
             return True
         return bool("@" in text and self.presents.match(plain) and not self.verb_start.match(plain))
 
@@ -282,6 +286,9 @@ def language() -> Language:
         making=frozenset(split.get("making", ())),
         possession=re.compile(rf"^\s*(?:(?:so|well|hi|hey|hello|ok|okay)\W+)*(?:{_alternation(data['none']['starts'])})\b", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
+        opens=re.compile(rf"^\s*(?:{_alternation(data['none']['opens'])})\s+(?:(?:my|the|this|that|a|an|file|files)\s+)*"
+                         r"@\d+(?:\W+(?:and\W+)?@\d+)*\W*$", re.I),
+        purpose=re.compile(rf"\bto\s+(?:{verbs})\b", re.I),
         presents=re.compile(rf"^\s*(?:(?:and|so|but|also)\W+)?(?=(?:the|my|our|your|this|that|these|those|it|its|here|details)\b)"
                             rf"(?:[\w']+\s+){{0,6}}?(?:{_alternation(data['none']['presents'])})"
                             r"\b(?:\W+[\w']+){0,3}?\W*@\d+(?:\W+(?:and\W+)?@\d+)*\W*$", re.I),
