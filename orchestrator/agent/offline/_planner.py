@@ -112,7 +112,10 @@ class OfflinePlanner:
     step asks for nothing; ``skeleton_weight`` of the step's skeleton against its full
     text; ``cue_weight`` of each modality cue; ``direct_margin``, how much lower a task
     that reads the step's media directly may score and still replace one that needs a
-    converter; ``hub_weight`` of the correction for tasks near everything (CSLS).
+    converter; ``hub_weight`` of the correction for tasks near everything (CSLS); ``target_weight``,
+    the cost of a task that does not make what the step asks for by name ("into text", "as audio");
+    ``feasible_margin``, how much lower a task whose inputs can be fed may score and still replace one
+    whose inputs cannot.
 
     >>> import asyncio
     >>> from orchestrator.registry import default_registry
@@ -126,12 +129,15 @@ class OfflinePlanner:
 
     def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | None = None,
                  min_score: float = 0.38, skeleton_weight: float = 0.5, cue_weight: float = 0.05,
-                 direct_margin: float = 0.3, hub_weight: float = 0.3, max_steps: int | None = None,
+                 direct_margin: float = 0.3, hub_weight: float = 0.3, target_weight: float = 0.15,
+                 feasible_margin: float = 0.2, max_steps: int | None = None,
                  cache_size: int = 4096) -> None:
         self.skeleton_weight = skeleton_weight
         self.cue_weight = cue_weight
         self.direct_margin = direct_margin
         self.hub_weight = hub_weight
+        self.target_weight = target_weight
+        self.feasible_margin = feasible_margin
         if max_steps is None:
             from orchestrator.settings import get_settings
 
@@ -269,7 +275,8 @@ class OfflinePlanner:
         """The step's task: the nearest in meaning, nudged by the modalities the step names."""
         lang = language()
         row = row - self.hub_weight * (index.hub - index.hub.mean()) if index.hub.size else row.copy()
-        made, read, named = lang.cues(step.for_matching())
+        cues = lang.cues(step.for_matching())
+        made, read, named = cues.made, set(cues.read), set(cues.named)
         files = {m.modality for m in step.mentions if m.kind == "file" and m.modality in MEDIA}
         read |= files
         linked = {url_modality(m.value) for m in step.mentions if m.kind == "url"} - {None, Modality.TEXT}
@@ -283,7 +290,10 @@ class OfflinePlanner:
             if name == NONE:
                 continue
             if made is not None:
-                row[j] += self.cue_weight if made in outs[j] else -self.cue_weight
+                if made in outs[j]:
+                    row[j] += self.cue_weight
+                else:
+                    row[j] -= self.target_weight if cues.target else self.cue_weight
             if read:
                 row[j] += self.cue_weight if read & ins[j] else -self.cue_weight
             if files and ins[j] - {Modality.TEXT} and not files & ins[j]:
@@ -306,6 +316,7 @@ class OfflinePlanner:
                 b.resources.setdefault(m.value, m.modality)
         previous: str | None = None
         carried: list[Mention] = []  # resources of steps that asked for nothing go to the next step
+        choices = _hand_back(choices, req.catalog)
         for c in choices:
             if c.task is None:
                 carried.extend(c.step.mentions)
@@ -367,7 +378,8 @@ class OfflinePlanner:
             if port.optional:
                 continue
             if port.name == "url":
-                if not (has_url or any(o.modality is Modality.TEXT for o in b.outs)):
+                named = any(m.kind == "file" for m in c.step.mentions)  # a file named as the thing to fetch
+                if not (has_url or named or any(o.modality is Modality.TEXT for o in b.outs)):
                     return False
                 continue
             if port.modality is Modality.TEXT or port.modality in have:
@@ -382,7 +394,7 @@ class OfflinePlanner:
         if c.row is not None and not self._feasible(b, c, c.task):  # type: ignore[arg-type]
             for j in np.argsort(-c.row)[:6]:
                 name = b.index.tasks[int(j)]
-                if name != NONE and name != c.task and float(c.row[j]) >= max(self.min_score, c.score - 0.08) \
+                if name != NONE and name != c.task and float(c.row[j]) >= max(self.min_score, c.score - self.feasible_margin) \
                         and self._feasible(b, c, name):
                     c = _Choice(c.step, name, float(c.row[j]), c.row)
                     break
@@ -478,6 +490,10 @@ class OfflinePlanner:
             near = b.earlier(Modality.TEXT, URL) or b.earlier(Modality.TEXT)
             if near:
                 return _ref(near[0])
+            named = [m for m in free if m.kind == "file"]
+            if named:  # "download the clip example.mp4": the name is what to fetch
+                free.remove(named[0])
+                return named[0].value
             return step.plain()  # the downloader finds the link in the text, or says it has none
         if name in _LITERAL_PORTS or optional:
             if optional and name not in _LITERAL_PORTS:
@@ -596,6 +612,26 @@ def _transforms(info: TaskInfo) -> bool:
 
 def _main_output(info: TaskInfo) -> Modality | None:
     return next((p.modality for p in info.outputs if p.modality in (Modality.TEXT, *MEDIA)), None)
+
+
+def _hand_back(choices: list[_Choice], catalog: TaskCatalog) -> list[_Choice]:
+    """Resources handed over after the last step that asks for something ("... The link is: @0")
+    go to the first step whose task can read them."""
+    last = max((i for i, c in enumerate(choices) if c.task is not None), default=-1)
+    trailing = [m for c in choices[last + 1:] for m in c.step.mentions]
+    if last < 0 or not trailing:
+        return choices
+    out = list(choices)
+    for m in trailing:
+        wanted = m.modality if m.kind == "file" else None
+        for i, c in enumerate(out[: last + 1]):
+            if c.task is None:
+                continue
+            ports = {p.modality for p in catalog.tasks[c.task].inputs}
+            if (wanted in ports) if wanted is not None else bool(ports):
+                out[i] = _Choice(_carry(c.step, [m]), c.task, c.score, c.row)
+                break
+    return out
 
 
 def _carry(step: Step, extra: list[Mention]) -> Step:

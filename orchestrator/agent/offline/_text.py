@@ -146,6 +146,17 @@ def _dictated(text: str) -> list[tuple[int, int]]:
 
 
 @dataclass(frozen=True)
+class Cues:
+    """What a step's modality words say: the modality it makes (``target``: said as "into X" / "as X"),
+    those it reads, and every one it names."""
+
+    made: Modality | None
+    read: set[Modality]
+    named: set[Modality]
+    target: bool = False
+
+
+@dataclass(frozen=True)
 class Language:
     """The cue words of language.toml, compiled."""
 
@@ -160,6 +171,9 @@ class Language:
     making: frozenset[str] = frozenset()
     possession: re.Pattern[str] | None = None
     asks: re.Pattern[str] | None = None
+    presents: re.Pattern[str] = re.compile(r"(?!)")
+    opens: re.Pattern[str] = re.compile(r"(?!)")
+    purpose: re.Pattern[str] = re.compile(r"(?!)")
     dictate_colon: re.Pattern[str] = re.compile(r"(?!)")
     dictate_lead: re.Pattern[str] = re.compile(r"(?!)")
     speech_cue: re.Pattern[str] = re.compile(r"(?!)")
@@ -192,9 +206,18 @@ class Language:
         return t if t.split() else text.strip().rstrip(" .!?")
 
     def only_states(self, text: str) -> bool:
-        """The step only says what the user has ("I have a photo of ...")."""
+        """The step only says what the user has ("I have a photo of ...") or hands over a resource
+        ("The text is: @0", "Here it is: @0")."""
         plain = re.sub(r"\b(?:also|just|already|recently|actually|really|now)\s+", "", text, flags=re.I)
-        return bool(self.possession and self.possession.match(plain) and not (self.asks and self.asks.search(text)))
+        if not re.search(r"[A-Za-z]{2,}", _MASK.sub("", text)):
+            return True  # only resources ("photo.jpg -> caption -> French")
+        if self.asks and self.asks.search(text):
+            return False
+        if self.possession and self.possession.match(plain):
+            return not self.purpose.search(plain)  # "use the notes in @0 to draw ...": an ask
+        if self.opens.match(plain):
+            return True
+        return bool("@" in text and self.presents.match(plain) and not self.verb_start.match(plain))
 
     def modality_of(self, word: str) -> Modality | None:
         w = word.lower()
@@ -203,10 +226,12 @@ class Language:
                 return mod
         return None
 
-    def cues(self, text: str) -> tuple[Modality | None, set[Modality], set[Modality]]:
-        """Modality cues of a step: (what it makes, what it reads, every modality it names)."""
+    def cues(self, text: str) -> Cues:
+        """Modality cues of a step: what it makes (and whether it says so with "into X" / "as X"),
+        what it reads, and every modality it names."""
         words = re.findall(r"[A-Za-z]+", text.lower())
         made: Modality | None = None
+        target = False
         read: set[Modality] = set()
         named: set[Modality] = set()
         making_at = -10
@@ -218,13 +243,23 @@ class Language:
                 continue
             named.add(mod)
             before = words[max(0, i - 3):i]
-            if any(b in ("into", "to", "as") for b in before) or (before[-1:] == ["in"]):  # "in words": the form
+            if any(b in ("into", "as") for b in before) and made is None:
+                made, target = mod, True
+            elif _after_to(before) or (before[-1:] == ["in"]):  # "in words": the form
                 made = made or mod
             elif any(b in ("from", "in", "of", "on", "within", "inside") for b in before):
                 read.add(mod)
             elif i - making_at <= 4 and made is None:
                 made = mod
-        return made, read, named
+        return Cues(made, read, named, target)
+
+
+_DETERMINERS = frozenset({"a", "an", "the", "some", "one", "my", "your", "our", "its", "their", "this", "that"})
+
+
+def _after_to(before: list[str]) -> bool:
+    """The modality word is the object of "to" ("to the audio"), not of a verb after an infinitive's "to"."""
+    return before[-1:] == ["to"] or (len(before) >= 2 and before[-2] == "to" and before[-1] in _DETERMINERS)
 
 
 def _alternation(words: Iterable[str]) -> str:
@@ -251,6 +286,12 @@ def language() -> Language:
         making=frozenset(split.get("making", ())),
         possession=re.compile(rf"^\s*(?:(?:so|well|hi|hey|hello|ok|okay)\W+)*(?:{_alternation(data['none']['starts'])})\b", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
+        opens=re.compile(rf"^\s*(?:{_alternation(data['none']['opens'])})\s+(?:(?:my|the|this|that|a|an|file|files)\s+)*"
+                         r"@\d+(?:\W+(?:and\W+)?@\d+)*\W*$", re.I),
+        purpose=re.compile(rf"\bto\s+(?:{verbs})\b", re.I),
+        presents=re.compile(rf"^\s*(?:(?:and|so|but|also)\W+)?(?=(?:the|my|our|your|this|that|these|those|it|its|here|details)\b)"
+                            rf"(?:[\w']+\s+){{0,6}}?(?:{_alternation(data['none']['presents'])})"
+                            r"\b(?:\W+[\w']+){0,3}?\W*@\d+(?:\W+(?:and\W+)?@\d+)*\W*$", re.I),
         dictate_colon=re.compile(rf"\b(?:{_alternation(data['dictate']['verbs'])})\b(?:[ \t]+[\w']+){{0,4}}?"
                                  r"[ \t]*:(?!//)[ \t]*", re.I),
         dictate_lead=re.compile(rf"\b(?:{_alternation(data['dictate']['lead_ins'])})[ \t]*:?[ \t]+", re.I),
@@ -272,8 +313,12 @@ def language() -> Language:
     )
 
 
-_SENTENCE = re.compile(r"(?<=[.!?;])\s+|(?<=@\d)\s+(?=[A-Z])|(?<=@\d\d)\s+(?=[A-Z])|\n+|(?<=[.!?;])$|(?:^|\s)\(?\d{1,2}[.)]\s+|(?:^|\n)\s*[-*•]\s+", re.M)
+_SENTENCE = re.compile(r"\s*(?:-+>|→|=+>|⇒|»)\s*|(?<=[.!?;])\s+|(?<=@\d)\s+(?=[A-Z])|(?<=@\d\d)\s+(?=[A-Z])|\n+|(?<=[.!?;])$|(?:^|\s)\(?\d{1,2}[.)]\s+|(?:^|\n)\s*[-*•]\s+", re.M)
 _ENUM = re.compile(r"(?<![@\w])(?:step\s*\d+|\d{1,2}\s*[.)])\s*[:\-]?\s*", re.I)
+
+
+_SUBJECT_ALSO = re.compile(r"\b(i|we|you|they|i'd|we'd|i'll|we'll|would|could|can|will|should|do|does)\s+(?:also|then|later)\b",
+                          re.I)
 
 
 def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
@@ -289,7 +334,7 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
         masked.append(f"@{i}")
         pos = m.end
     masked.append(text[pos:])
-    body = "".join(masked)
+    body = _SUBJECT_ALSO.sub(r"\1", "".join(masked))  # "I also want ...": no new step
     steps: list[Step] = []
     for s_index, sentence in enumerate(p for p in _SENTENCE.split(body) if p and p.strip()):
         sentence = _ENUM.sub(" ", sentence)
