@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     llm_run_deadline_seconds: float = Field(default=1800.0, gt=0)
     """Most seconds of wall time the LLM calls of one agent run may reach to (plan, repairs, text tasks, answer)."""
     llm_max_retries: int = Field(default=3, ge=0)
+    llm_max_new_tokens: int = Field(default=512, ge=1)
+    """Most tokens a local (``transformers:``) model generates for one answer (decoding is greedy)."""
 
     # downloads (tools/downloaders.py, URL inputs of the server)
     allow_private_urls: bool = False
