@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     """How deep sub-workflows may nest."""
     max_plan_tasks: int = Field(default=64, ge=1)
     """Tasks in one plan (an LLM's or the offline planner's)."""
+    max_plan_arg_chars: int = Field(default=500, ge=1)
+    """Characters of one string argument in a plan's JSON Schema (a small model may never close a string)."""
     max_spans_per_message: int = Field(default=4, ge=0)
     """Modality-signal spans dispatched from one chat reply; later ones get a note instead."""
     max_run_media: int = Field(default=64, ge=1)

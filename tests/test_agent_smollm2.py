@@ -66,7 +66,7 @@ def test_the_smollm2_spec_loads_the_packaged_gguf_file(planner: LLMPlanner) -> N
 
 def test_every_answer_is_a_plan_of_the_catalog_schema(planner: LLMPlanner, plans: list[Plan]) -> None:
     for request, plan in zip(REQUESTS, plans, strict=True):
-        assert plan.unreadable is None, plan.source
+        assert plan.unreadable is None, (plan.unreadable, plan.source)
         doc = json.loads(plan.source or "")
         jsonschema.validate(doc, planner.schema(request))  # the constraint held, token by token
         catalog = request.catalog

@@ -56,7 +56,7 @@ GENERATED_PATTERN = r"^<GENERATED>-[0-9]+$"
 
 
 def plan_schema(catalog: TaskCatalog, resources: Mapping[str, Modality] | None = None, *,
-                max_tasks: int | None = None) -> dict[str, Any]:
+                max_tasks: int | None = None, max_arg_chars: int | None = None) -> dict[str, Any]:
     """The JSON Schema of a plan answer for ``catalog``: :data:`PLAN_SCHEMA` narrowed so that
 
     * each task is one of the catalog's tasks (``"task"`` is a ``const``, one alternative per task),
@@ -64,7 +64,8 @@ def plan_schema(catalog: TaskCatalog, resources: Mapping[str, Modality] | None =
       a ``many`` port as a list,
     * a media argument is one of the user's ``resources`` of that modality or ``<GENERATED>-k``
       (any string when the user gave none of that modality: the validator says what is missing),
-    * there are at most ``max_tasks`` tasks (default: the ``max_plan_tasks`` setting).
+    * there are at most ``max_tasks`` tasks (default: the ``max_plan_tasks`` setting), and a
+      free string argument has at most ``max_arg_chars`` characters (``max_plan_arg_chars``).
 
     >>> from orchestrator.registry import default_registry
     >>> schema = plan_schema(TaskCatalog(default_registry), {"e1.jpg": Modality.IMAGE}, max_tasks=4)
@@ -73,15 +74,17 @@ def plan_schema(catalog: TaskCatalog, resources: Mapping[str, Modality] | None =
     >>> caption["properties"]["args"]["properties"]["image"]["anyOf"][0]
     {'type': 'string', 'enum': ['e1.jpg']}
     """
-    if max_tasks is None:
+    if max_tasks is None or max_arg_chars is None:
         from orchestrator.settings import get_settings
 
-        max_tasks = get_settings().max_plan_tasks
+        settings = get_settings()
+        max_tasks = settings.max_plan_tasks if max_tasks is None else max_tasks
+        max_arg_chars = settings.max_plan_arg_chars if max_arg_chars is None else max_arg_chars
     resources = dict(resources or {})
 
     def value(modality: Modality, many: bool) -> dict[str, Any]:
         names = sorted(n for n, m in resources.items() if m is modality)
-        one: dict[str, Any] = {"type": "string"}
+        one: dict[str, Any] = {"type": "string", "maxLength": max_arg_chars}
         if modality is not Modality.TEXT and names:
             one = {"anyOf": [{"type": "string", "enum": names}, {"type": "string", "pattern": GENERATED_PATTERN}]}
         return {"type": "array", "items": one} if many else one
@@ -92,12 +95,14 @@ def plan_schema(catalog: TaskCatalog, resources: Mapping[str, Modality] | None =
             "type": "object",
             "properties": {p.name: value(p.modality, p.many) for p in info.inputs},
             "required": [p.name for p in info.inputs if not p.optional],
+            "additionalProperties": False,
         }
         alternatives.append({
             "type": "object",
             "properties": {"task": {"const": name}, "id": {"type": "integer"},
                            "dep": {"type": "array", "items": {"type": "integer"}}, "args": args},
             "required": ["task", "id", "dep", "args"],
+            "additionalProperties": False,
         })
     return {
         "type": "object",
