@@ -515,34 +515,6 @@ class OpenAICompatClient(LLMClient):
     def _stream_stoppable(self, messages: list[Message], opts: ChatOptions, stop: threading.Event) -> Iterator[str]:
         return _sync_stream(lambda: self._astream(messages, opts), self.aclose, stop)
 
-    def _reusable_prefix(self, prompt: list[int]) -> Any:
-        """A copy of the kept key/value cache cut to what it shares with ``prompt`` (``None``: nothing shared).
-
-        Planner prompts start with the same long system prompt (the task catalog), so the
-        next answer computes only the tokens after the shared part.
-        """
-        if self._prefix is None:
-            return None
-        kept, cache = self._prefix
-        shared = 0
-        for a, b in zip(kept, prompt[:-1]):  # at least one prompt token is left to compute
-            if a != b:
-                break
-            shared += 1
-        if shared == 0:
-            return None
-        past = copy.deepcopy(cache)
-        past.crop(shared - past.get_seq_length())
-        return past
-
-    def _keep_prefix(self, prompt: list[int], cache: Any) -> None:
-        """Keep the key/value cache of ``prompt`` (what was generated after it is cut off)."""
-        if cache is None or not hasattr(cache, "crop"):
-            self._prefix = None
-            return
-        cache.crop(len(prompt) - cache.get_seq_length())
-        self._prefix = (prompt, cache)
-
     def _stream(self, messages: list[Message], opts: ChatOptions) -> Iterator[str]:
         return self._stream_stoppable(messages, opts, threading.Event())
 
@@ -877,7 +849,6 @@ def _cache_arg() -> str:
     import transformers
 
     return "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
-
 
 
 def _gguf_parts(model: str) -> tuple[str, str | None]:
