@@ -750,7 +750,14 @@ class TransformersChatClient(LLMClient):
                                          False, len(tok))
         parser = JsonSchemaParser(dict(schema), config=CharacterLevelParserConfig(max_consecutive_whitespaces=2))
         enforcer = TokenEnforcer(self._token_data, parser)
-        return lambda _batch, ids: enforcer.get_allowed_tokens(ids.tolist()).allowed_tokens
+        eos = tok.eos_token_id
+
+        def allowed(_batch: int, ids: Any) -> list[int]:
+            tokens = enforcer.get_allowed_tokens(ids.tolist()).allowed_tokens
+            # the end is allowed only once the JSON value is complete: then end, rather than pad with whitespace
+            return [eos] if eos in tokens else tokens
+
+        return allowed
 
     def _chat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
         import torch
