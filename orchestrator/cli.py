@@ -304,7 +304,7 @@ def run(
     input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=PATH (or NAME=text); repeatable")] = [],  # noqa: A002,B006
     graph: Annotated[str | None, typer.Option("--graph", "-g", help="a prebuilt graph name or a workflow .json file")] = None,
     profile: Annotated[str | None, typer.Option(help="model profile: offline (the default: real packaged models + tiny zoo), tiny or default")] = None,
-    llm: Annotated[str | None, typer.Option(help="offline | openai:<model>[@base_url] | ollama:<model> | transformers:<id or path>")] = None,
+    llm: Annotated[str | None, typer.Option(help="offline | openai:<model>[@base_url] | ollama:<model> | transformers:<id or path> | smollm2")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for the outputs and run.json")] = Path("out"),
     seed: Annotated[int | None, typer.Option(help="run seed (reproducible generation)")] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="reuse cached node results")] = True,
@@ -432,7 +432,7 @@ def _summary(record: RunRecord, files: dict[str, dict[str, Any]]) -> None:
 def plan_command(
     prompt: Annotated[str, typer.Argument(help="the request, in plain words")],
     input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=PATH the request refers to; repeatable")] = [],  # noqa: A002,B006
-    llm: Annotated[str | None, typer.Option(help="offline | openai:<model>[@base_url] | ollama:<model> | transformers:<id or path>")] = None,
+    llm: Annotated[str | None, typer.Option(help="offline | openai:<model>[@base_url] | ollama:<model> | transformers:<id or path> | smollm2")] = None,
     profile: Annotated[str | None, typer.Option(help="model profile used to select tools: tiny or default")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
 ) -> None:
@@ -484,7 +484,7 @@ def plan_command(
 @app.command()
 def chat(
     session: Annotated[str | None, typer.Option(help="session id (memory is kept per session, in the store)")] = None,
-    llm: Annotated[str | None, typer.Option(help="offline | openai:<model>[@base_url] | ollama:<model> | transformers:<id or path>")] = None,
+    llm: Annotated[str | None, typer.Option(help="offline | openai:<model>[@base_url] | ollama:<model> | transformers:<id or path> | smollm2")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="folder where media are saved as they arrive")] = Path("out/chat"),
     seed: Annotated[int | None, typer.Option(help="seed for generated media")] = None,
 ) -> None:

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     llm_run_deadline_seconds: float = Field(default=1800.0, gt=0)
     """Most seconds of wall time the LLM calls of one agent run may reach to (plan, repairs, text tasks, answer)."""
     llm_max_retries: int = Field(default=3, ge=0)
+    llm_max_new_tokens: int = Field(default=512, ge=1)
+    """Most tokens a local (``transformers:``) model generates for one answer (decoding is greedy)."""
 
     # downloads (tools/downloaders.py, URL inputs of the server)
     allow_private_urls: bool = False
@@ -98,6 +100,8 @@ class Settings(BaseSettings):
     """How deep sub-workflows may nest."""
     max_plan_tasks: int = Field(default=64, ge=1)
     """Tasks in one plan (an LLM's or the offline planner's)."""
+    max_plan_arg_chars: int = Field(default=500, ge=1)
+    """Characters of one string argument in a plan's JSON Schema (a small model may never close a string)."""
     max_spans_per_message: int = Field(default=4, ge=0)
     """Modality-signal spans dispatched from one chat reply; later ones get a note instead."""
     max_run_media: int = Field(default=64, ge=1)

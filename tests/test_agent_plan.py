@@ -259,3 +259,34 @@ def test_text_tasks_compile_into_the_same_workflow() -> None:
     wf = compile_plan(vplan).workflow
     assert [n.tool for n in wf.nodes] == ["p.caption", "llm.translation", "p.tts"]
     assert wf.nodes[1].inputs == {"text": "t0.text"} and wf.nodes[2].inputs == {"text": "t1.text"}
+
+
+def test_the_plan_schema_admits_the_catalogs_tasks_with_their_own_ports() -> None:
+    import jsonschema
+
+    from orchestrator.agent.llm_planner import plan_schema
+
+    schema = plan_schema(CATALOG, {"e1.jpg": Modality.IMAGE}, max_tasks=2, max_arg_chars=500)
+
+    def ok(tasks: list[dict]) -> bool:
+        try:
+            jsonschema.validate({"tasks": tasks, "refusal": None}, schema)
+        except jsonschema.ValidationError:
+            return False
+        return True
+
+    caption = {"task": "image-to-text", "id": 0, "dep": [-1], "args": {"image": "e1.jpg"}}
+    speak = {"task": "text-to-speech", "id": 1, "dep": [0], "args": {"text": "<GENERATED>-0"}}
+    assert ok([caption, speak]) and ok([])
+    assert not ok([caption, speak, speak])  # max_tasks
+    assert not ok([{**caption, "task": "image-to-poem"}])  # not a task of the catalog
+    assert not ok([{**caption, "args": {"image": "e1.jpg", "audio": "x.wav"}}])  # not a port of that task
+    assert not ok([{**caption, "args": {}}])  # a required port left out
+    assert not ok([{**caption, "args": {"image": "e2.jpg"}}])  # not one of the user's images
+    assert ok([{**caption, "args": {"image": "<GENERATED>-3"}}])
+    assert not ok([{**speak, "args": {"text": "x" * 501}}])  # max_plan_arg_chars (500)
+
+
+def test_a_task_that_depends_on_itself_loses_that_dependency() -> None:
+    plan = parse_plan('[{"task": "image-to-text", "id": 0, "dep": [0], "args": {"image": "e1.jpg"}}]')
+    assert plan.tasks[0].dep == [-1]

