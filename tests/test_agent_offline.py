@@ -83,6 +83,50 @@ def test_terse_requests(planner: OfflinePlanner, catalog: TaskCatalog, text: str
     assert {k: v for k, v in result.tasks[0].args.items() if k in args} == args
 
 
+def test_arrows_separate_steps(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "harbour.jpg → caption → German")
+    assert chain(result) == [("image-to-text", []), ("translation", [0])]
+    assert result.tasks[0].args == {"image": "harbour.jpg"}
+
+
+def test_a_named_target_modality_outweighs_shared_words(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    """"speech into text" shares its words with text-to-speech; "into text" says which way it goes,
+    and an infinitive's "to" ("want to transcribe the speech") names no target."""
+    from orchestrator.agent.offline._text import language
+
+    cues = language().cues("I want to transcribe the speech into text")
+    assert (cues.made, cues.target) == (Modality.TEXT, True)
+    cues = language().cues("add the music to the video")
+    assert (cues.made, cues.target) == (Modality.VIDEO, False)
+    result = plan(planner, catalog, "Here is my voice note, memo.wav. I want to transcribe the speech into text, "
+                                    "then translate it into Italian.")
+    assert chain(result) == [("automatic-speech-recognition", []), ("translation", [0])]
+
+
+def test_a_resource_handed_over_later_goes_to_the_step_that_reads_it(planner: OfflinePlanner,
+                                                                     catalog: TaskCatalog) -> None:
+    text = "Could you check the mood of this review and read it aloud? The review is: 'Loved every minute of it.'"
+    result = plan(planner, catalog, text)
+    assert chain(result) == [("sentiment-analysis", []), ("text-to-speech", [])] or \
+        chain(result) == [("sentiment-analysis", []), ("text-to-speech", [0])]
+    assert result.tasks[0].args["text"] == "Loved every minute of it."
+    linked = plan(planner, catalog, "Please colorize my grandfather's portrait. The picture is at https://img.example.net/gf.jpg")
+    assert chain(linked) == [("image-downloader", []), ("image-colorizer", [0])]
+    assert linked.tasks[0].args == {"url": "https://img.example.net/gf.jpg"}
+
+
+def test_a_step_that_only_opens_a_file_asks_for_nothing(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "- Take skate.mp4\n- Slow it down to half speed")
+    assert chain(result) == [("video-speed-changer", [])]
+    assert result.tasks[0].args["video"] == "skate.mp4"
+
+
+def test_a_clip_made_from_a_quote_is_generated_not_narrated(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    """No video was given, so a voiceover cannot be fed: the feasible text-to-video wins."""
+    result = plan(planner, catalog, "Make a clip from 'A red kite over green hills.', then grab one still frame from it.")
+    assert chain(result) == [("text-to-video", []), ("video-to-image", [0])]
+
+
 def test_chatty_request_with_a_statement_and_thanks(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     text = ("hey! so i have this recording, interview.wav, it has lots of hiss in it. could you get rid of "
             "the noise and then give me a transcript? thanks so much!")
