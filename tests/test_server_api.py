@@ -80,6 +80,13 @@ def wait_run(http: httpx.Client, run_id: str, timeout: float = 20) -> dict[str, 
     raise AssertionError(f"run {run_id} did not finish: {doc}")
 
 
+def wait_running(http: httpx.Client, run_id: str, timeout: float = 10) -> None:
+    """Until the run is running (or ``timeout`` passes)."""
+    deadline = time.monotonic() + timeout
+    while http.get(f"/v1/runs/{run_id}").json()["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def read_sse(http: httpx.Client, path: str, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Every SSE message of a stream until it closes: {"id", "event", "data"}."""
     messages: list[dict[str, Any]] = []
@@ -254,9 +261,7 @@ def test_inputs_inline_base64_and_data_url(http: httpx.Client) -> None:
 
 def test_cancel_running_run(http: httpx.Client) -> None:
     run = submit(http, {"workflow": sleep_wf(30), "inputs": {"text": "zz"}})
-    deadline = time.monotonic() + 10
-    while http.get(f"/v1/runs/{run['id']}").json()["status"] != "running" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_running(http, run["id"])
     started = time.monotonic()
     r = http.delete(f"/v1/runs/{run['id']}")
     assert r.status_code in (200, 202)

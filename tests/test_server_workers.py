@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 from server_proc import ServerProcess
-from test_server_api import STEPS_WF, read_sse, sleep_wf, submit, wait_run
+from test_server_api import STEPS_WF, read_sse, sleep_wf, submit, wait_run, wait_running
 
 from orchestrator.artifacts import Limits, RedisArtifactStore
 
@@ -57,9 +57,7 @@ def test_cancel_through_another_process(pair: tuple[ServerProcess, ServerProcess
     a, b = pair
     with a.client() as http_a, b.client() as http_b:
         run = submit(http_a, {"workflow": sleep_wf(30), "inputs": {"text": "zz"}})
-        deadline = time.monotonic() + 10
-        while http_b.get(f"/v1/runs/{run['id']}").json()["status"] != "running" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_running(http_b, run["id"])
         started = time.monotonic()
         r = http_b.delete(f"/v1/runs/{run['id']}")
         assert r.status_code == 202 and r.json()["cancel_requested"]
