@@ -388,7 +388,7 @@ class ModelManager:
                 self._make_room(0, keep=entry.key)
 
     @contextlib.contextmanager
-    def share_cpu_threads(self, *, device: str | None = None) -> Iterator[None]:
+    def share_cpu_threads(self, *, device: str | None = None) -> Iterator[int]:
         """On CPU, divide ``cpu_threads`` among the model calls running at once: two concurrent
         calls each starting one torch thread per core made both slower (oversubscription).
 
@@ -396,7 +396,7 @@ class ModelManager:
         planner's encoder) takes one around its call, naming its ``device`` (default: the manager's).
         """
         if not (device or self.device).startswith("cpu"):
-            yield
+            yield self.cpu_threads or _cpu_count()
             return
         import torch
 
@@ -404,9 +404,10 @@ class ModelManager:
             if self.cpu_threads is None:
                 self.cpu_threads = torch.get_num_threads()
             self._computing += 1
-            torch.set_num_threads(max(1, self.cpu_threads // self._computing))
+            share = max(1, self.cpu_threads // self._computing)
+            torch.set_num_threads(share)
         try:
-            yield
+            yield share
         finally:
             with self._lock:
                 self._computing -= 1
@@ -608,6 +609,26 @@ def _translate(exc: Exception, ref: str, task: str | None, backend: str) -> Mode
 
 _default: ModelManager | None = None
 _default_lock = threading.Lock()
+
+
+def _cpu_count() -> int:
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def cpu_share() -> Iterator[int]:
+    """The CPU threads a computation outside the manager (not torch's) may use now: its share of the
+    process-wide manager's budget (:meth:`ModelManager.share_cpu_threads`) when that manager is
+    built, else every core. It never builds the manager, which would import torch."""
+    manager = _default
+    if manager is None:
+        yield _cpu_count()
+        return
+    with manager.share_cpu_threads(device="cpu") as share:
+        yield share
 
 
 def get_model_manager() -> ModelManager:

