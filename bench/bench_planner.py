@@ -219,12 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.predictions.write_text("".join(json.dumps(p) + "\n" for p in predictions), encoding="utf-8")
     report = score(rows, predictions)
     rps = len(rows) / seconds if seconds > 0 else float("inf")
-    print(f"CPU time: {1000 * cpu / max(1, len(rows)):.2f} ms per request, all threads "
-          "(steadier than requests/s on a shared machine)")
     if report.overall.n:
         print_report(report, args.text, rps, label)
     else:
         print(f"planner: {label}   planned {len(rows)} requests (no gold to score)   requests/s: {rps:.1f}")
+    print(f"CPU time: {1000 * cpu / max(1, len(rows)):.2f} ms per request, all threads "
+          "(steadier than requests/s on a shared machine)")
     return 0
 
 

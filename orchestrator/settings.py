@@ -51,10 +51,11 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(default=None, ge=1)
     """CPU threads that concurrent model calls share (each gets an equal part); None: every core."""
     preload_imports: list[str] = Field(default_factory=lambda: [
-        "torch", "transformers", "sentence_transformers", "diffusers:AutoPipelineForText2Image"])
+        "torch", "transformers", "diffusers:AutoPipelineForText2Image"])
     """Libraries ``orchestrator run`` imports in a background thread while it plans (``module`` or
-    ``module:attribute``, in this order: the planner's MiniLM waits for sentence_transformers, so it
-    comes before the decoders' diffusers; not installed ones are skipped); empty: none (runtime/_imports.py)."""
+    ``module:attribute``, in this order; not installed ones are skipped); empty: none (runtime/_imports.py).
+    The planner's MiniLM runs on ONNX Runtime and needs none of them (``planner_encoder=torch`` waits
+    for its sentence_transformers import here, so list it first then)."""
 
     # executors (docs/ray.md): where node calls run
     executor: Literal["local", "ray"] = "local"

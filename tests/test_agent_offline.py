@@ -243,3 +243,29 @@ def test_search_backend_setting_that_cannot_load_is_a_config_error(monkeypatch: 
             get_tool("search.text").call({"text": "x"}, {})
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("I've been writing short stories about the sea. Please read story.txt aloud.", ["text-to-speech"]),
+    ("I'm preparing a slideshow about birds. Can you tell me what bird is in bird.jpg?",
+     ["visual-question-answering"]),
+])
+def test_scene_setting_beside_an_ask_plans_nothing(planner: OfflinePlanner, catalog: TaskCatalog, text: str,
+                                                   expected: list[str]) -> None:
+    assert [t.task for t in plan(planner, catalog, text).tasks] == expected
+
+
+def test_it_is_the_file_an_earlier_sentence_handed_over(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    for text in ("I have cooking.mp4. Could you make it play twice as fast?",
+                 "I was watching a cooking tutorial, cooking.mp4, last night. Could you make it play twice as fast?"):
+        result = plan(planner, catalog, text)
+        assert result.refusal is None, result.refusal
+        assert [(t.task, t.args.get("video")) for t in result.tasks] == [("video-speed-changer", "cooking.mp4")]
+
+
+def test_scene_setting_alone_is_what_the_user_wants(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    told = plan(planner, catalog, "I'm imagining a red fox curled up asleep in fresh snow, drawn as a picture.")
+    assert [t.task for t in told.tasks] == ["text-to-image"]
+    # a purpose or an ask inside the telling keeps it a task
+    kept = plan(planner, catalog, "I recorded interview.wav to turn it into written notes.")
+    assert [t.task for t in kept.tasks] == ["automatic-speech-recognition"]

@@ -48,6 +48,7 @@ class _Choice:
     task: str | None
     score: float
     row: np.ndarray | None = None  # the step's scores over all tasks
+    narrative: str | None = None  # the task it would be, were it not scene-setting (Language.narrative)
 
 
 @dataclass
@@ -198,8 +199,15 @@ class OfflinePlanner:
                 got.append(c)
                 if c.task is not None:
                     context = _main_output(req.catalog.tasks[c.task])
+                else:  # "I have @0. Speed it up": "it" is the file the step only handed over
+                    files = [m.modality for m in s.mentions if m.kind == "file" and m.modality in MEDIA]
+                    context = files[-1] if files else context
             k += len(steps)
             choices.append(got)
+        # scene-setting is dropped only beside a step that asks: alone, it is what the user wants
+        for got in choices:
+            if all(c.task is None for c in got):
+                got[:] = [_Choice(c.step, c.narrative, c.score, c.row) if c.narrative else c for c in got]
         # 2. a step that asks for nothing may be the first half of one cut too eagerly: join and retry
         merged_steps: list[tuple[int, int, Step]] = []
         for r, got in enumerate(choices):
@@ -306,6 +314,8 @@ class OfflinePlanner:
         score = float(row[best])
         if name == NONE or score < self.min_score or lang.only_states(step.text):
             return _Choice(step, None, score, row)
+        if lang.narrative(step.text):
+            return _Choice(step, None, score, row, narrative=name)
         return _Choice(step, name, score, row)
 
     # ------------------------------------------------------------------ wiring

@@ -170,6 +170,7 @@ class Language:
     words: tuple[str, ...] = ()
     making: frozenset[str] = frozenset()
     possession: re.Pattern[str] | None = None
+    narrates: re.Pattern[str] = re.compile(r"(?!)")
     asks: re.Pattern[str] | None = None
     presents: re.Pattern[str] = re.compile(r"(?!)")
     opens: re.Pattern[str] = re.compile(r"(?!)")
@@ -218,6 +219,14 @@ class Language:
         if self.opens.match(plain):
             return True
         return bool("@" in text and self.presents.match(plain) and not self.verb_start.match(plain))
+
+    def narrative(self, text: str) -> bool:
+        """The step tells what the user did or is doing ("I've found ...", "I'm preparing a talk") and
+        neither asks nor says what for: scene-setting, not a task (unless nothing else is asked)."""
+        plain = re.sub(r"\b(?:also|just|already|recently|actually|really|now|currently)\s+", "", text, flags=re.I)
+        if not self.narrates.match(plain):
+            return False
+        return not (self.asks and self.asks.search(text)) and not self.purpose.search(plain)
 
     def modality_of(self, word: str) -> Modality | None:
         w = word.lower()
@@ -285,6 +294,11 @@ def language() -> Language:
         none_phrasings=tuple(data["none"]["phrasings"]),
         making=frozenset(split.get("making", ())),
         possession=re.compile(rf"^\s*(?:(?:so|well|hi|hey|hello|ok|okay)\W+)*(?:{_alternation(data['none']['starts'])})\b", re.I),
+        narrates=re.compile(rf"^\s*(?:(?:so|well|hi|hey|hello|ok|okay|it seems|i think)\W+)*(?:"
+                            rf"(?:{_alternation(data['none']['narrators'])})\s+(?!(?:{_alternation(data['none']['past_asks'])})\b)"
+                            rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})"
+                            rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?!(?:{_alternation(data['none']['ongoing_asks'])})\b)"
+                            r"[a-z]{2,}ing)\b", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
         opens=re.compile(rf"^\s*(?:{_alternation(data['none']['opens'])})\s+(?:(?:my|the|this|that|a|an|file|files)\s+)*"
                          r"@\d+(?:\W+(?:and\W+)?@\d+)*\W*$", re.I),
