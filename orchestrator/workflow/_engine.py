@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
+from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph import END, START, StateGraph
 
 from orchestrator.artifacts import ArtifactRef, ArtifactStore, Modality, Provenance, open_store
@@ -170,13 +171,7 @@ class _RunContext:
 
 
 class _NodeAction:
-    """One workflow node as a LangGraph node.
-
-    A small callable object rather than a closure: LangGraph inspects a node
-    function's annotations and the values it closes over when the graph is
-    built, which made compiling large workflows slow. Its ``__call__`` carries
-    no annotations and reaches no module globals, so there is nothing to inspect.
-    """
+    """One workflow node as a LangGraph node: an async callable that runs the node."""
 
     __slots__ = ("__name__", "compiled", "node")
 
@@ -184,8 +179,31 @@ class _NodeAction:
         self.compiled, self.node = compiled, node
         self.__name__ = f"node_{node.id}"
 
-    async def __call__(self, state, config):  # type: ignore[no-untyped-def]  # see the class docstring
+    async def __call__(self, state, config):  # type: ignore[no-untyped-def]  # every node has this signature
         return await self.compiled._call_node(self.node, state, config)
+
+
+async def _node_signature(state, config):  # type: ignore[no-untyped-def]  # the signature of _NodeAction.__call__
+    raise NotImplementedError
+
+
+_NODE_TEMPLATE: RunnableCallable | None = None
+
+
+def _node_runnable(action: _NodeAction, name: str) -> RunnableCallable:
+    """``action`` wrapped as LangGraph wraps an async node function, without its per-node cost.
+
+    LangGraph inspects the signature (and type hints) of every node function it is given; all
+    our nodes share one signature, so it is inspected once per process (a template) and each
+    node gets a copy of the template that calls its own action.
+    """
+    global _NODE_TEMPLATE
+    if _NODE_TEMPLATE is None:
+        _NODE_TEMPLATE = RunnableCallable(None, _node_signature, trace=False)
+    runnable = RunnableCallable.__new__(RunnableCallable)
+    runnable.__dict__.update(_NODE_TEMPLATE.__dict__)
+    runnable.afunc, runnable.name = action, name
+    return runnable
 
 
 class _EventFeed:
@@ -250,7 +268,7 @@ class CompiledWorkflow:
     def _build_graph(self) -> Any:
         builder = StateGraph(GraphState)
         for node_id in self.plan.order:
-            builder.add_node(node_id, self._node_fn(self.plan.nodes[node_id]))
+            builder.add_node(node_id, _node_runnable(_NodeAction(self, self.plan.nodes[node_id]), node_id))
         downstream = {d for n in self.plan.nodes.values() for d in n.deps}
         for node_id, node in self.plan.nodes.items():
             deps = sorted(node.deps)
@@ -263,9 +281,6 @@ class CompiledWorkflow:
             if node_id not in downstream:
                 builder.add_edge(node_id, END)
         return builder.compile(name=self.name)
-
-    def _node_fn(self, node: ResolvedNode) -> Callable[..., Any]:
-        return _NodeAction(self, node)
 
     async def _call_node(self, node: ResolvedNode, state: GraphState, config: RunnableConfig) -> dict[str, Any]:
         rc: _RunContext | None = (config or {}).get("configurable", {}).get("orchestrator_run")
