@@ -472,3 +472,27 @@ def test_redis_round_trips_per_node(redis_store, monkeypatch):
     assert trips["long", "first"] - trips["short", "first"] <= 3 * 9, trips
     # a cached rerun checks every node's outputs at once: as many round trips for 12 nodes as for 3
     assert trips["long", "cached"] == trips["short", "cached"] <= 4, trips
+
+
+def test_a_cached_fan_out_reads_its_branches_records_in_one_round_trip(redis_store, monkeypatch):
+    from orchestrator.settings import Settings
+
+    settings = Settings(node_cache_memo_entries=0)  # every record is read from Redis, as in a new process
+
+    def fan_out(n: int) -> Workflow:
+        wf = Workflow("fan").add_input("t", "text")
+        for i in range(n):
+            wf.add_node(f"b{i}", "t.upper", {"suffix": str(i)}, inputs={"text": "t"})
+        wf.add_node("j", "t.join", inputs={"texts": [f"b{i}.text" for i in range(n)]})
+        return wf.add_output("o", "j.text")
+
+    count = _count_round_trips(redis_store, monkeypatch)
+    trips = {}
+    for n in (3, 12):
+        compiled = fan_out(n).compile(registry=registry, settings=settings)
+        assert compiled.run({"t": "fan"}, store=redis_store).ok
+        count[0] = 0
+        again = compiled.run({"t": "fan"}, store=redis_store)
+        assert {r.status for r in again.nodes.values()} == {"cached"} and again.load("o").startswith("FAN0 + FAN1")
+        trips[n] = count[0]
+    assert trips[3] == trips[12] <= 5, trips  # the branches in one read, the join in another

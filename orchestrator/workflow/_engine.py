@@ -881,22 +881,28 @@ def _flat(values: Any) -> list[ArtifactRef]:
 
 
 def _cache_lookup(store: ArtifactStore, key: str, run_id: str) -> dict[str, Refs] | None:
-    """The outputs cached under ``key``, pinned to the run; ``None`` when any is gone.
-    Its wall time goes to :data:`quick_calls` under the store (quick: looked up on the loop)."""
+    """The outputs cached under ``key``, pinned to the run; ``None`` when any is gone."""
+    return _cache_lookups(store, [key], run_id)[0]
+
+
+def _cache_lookups(store: ArtifactStore, keys: list[str], run_id: str) -> list[dict[str, Refs] | None]:
+    """The outputs cached under each key (one store call), pinned to the run; ``None`` where any
+    output is gone. Its wall time goes to :data:`quick_calls` under the store (quick: looked up
+    on the loop)."""
     began = time.perf_counter()
     try:
-        found = store.get_record_refs(CACHE_NAMESPACE, key, pin=run_id)
-    except ArtifactError:  # not artifact ids at all: run again
-        return None
+        found = store.get_record_refs_many(CACHE_NAMESPACE, keys, pin=run_id)
     finally:
         quick_calls.record(store, time.perf_counter() - began)
-    if found is None:
-        return None
-    record, refs = found
-    if any(ref is None for ref in refs.values()):  # an output expired or was deleted: run again
-        return None
-    _memo_for(store).put(key, record)
-    return _outputs_of(record, refs)
+    memo = _memo_for(store)
+    outputs: list[dict[str, Refs] | None] = []
+    for key, entry in zip(keys, found, strict=True):
+        if entry is None or any(ref is None for ref in entry[1].values()):  # an output expired or was deleted
+            outputs.append(None)
+            continue
+        memo.put(key, entry[0])
+        outputs.append(_outputs_of(*entry))
+    return outputs
 
 
 def _cache_store(store: ArtifactStore, key: str, stored: dict[str, Refs]) -> None:
@@ -974,17 +980,32 @@ def _cached_nodes(plan: Plan, inputs: dict[str, ArtifactRef], rc: _RunContext
 
     The plan is walked in dependency order; a node is looked at once every upstream node was
     found cached (only then is its cache key known). Records in the store's memo need no read:
-    their artifacts are checked and pinned together in one call at the end. A node whose
-    artifacts are gone, and everything downstream of it, is left to the graph.
+    their artifacts are checked and pinned together in one call at the end. The others are read
+    in one call for each run of nodes that do not depend on one another (all the branches of a
+    fan-out at once). A node whose artifacts are gone, and everything downstream of it, is left
+    to the graph.
     """
     memo = _memo_for(rc.store, rc.settings)
     records: dict[str, dict[str, Any]] = {}  # node -> its cache record (port -> id or ids)
-    keys: dict[str, str] = {}
+    keys: dict[str, str] = {}  # in dependency order
     read: dict[str, dict[str, Refs]] = {}  # outputs of the records read from the store (checked and pinned)
     missed: dict[str, str] = {}  # node -> its key, looked up in the store and not found
+    unread: dict[str, str] = {}  # node -> its key, to read from the store with the others in one call
+
+    def read_unread() -> None:
+        for (node_id, key), hit in zip(unread.items(), _cache_lookups(rc.store, list(unread.values()), rc.run_id),
+                                       strict=True):
+            if hit is None:
+                missed[node_id] = key
+            else:
+                read[node_id], records[node_id], keys[node_id] = hit, _record_of(hit), key
+        unread.clear()
+
     input_ids = {name: ref.id for name, ref in inputs.items()}
     for node_id in plan.order:
         node = plan.nodes[node_id]
+        if unread and not node.deps.isdisjoint(unread):
+            read_unread()
         if not node.deps <= records.keys():
             continue
         _, key = _node_cache_key(node, _bound_inputs(node, input_ids, records), rc)
@@ -992,12 +1013,11 @@ def _cached_nodes(plan: Plan, inputs: dict[str, ArtifactRef], rc: _RunContext
             continue
         record = memo.get(key)
         if record is None:
-            hit = _cache_lookup(rc.store, key, rc.run_id)
-            if hit is None:
-                missed[node_id] = key
-                continue
-            read[node_id], record = hit, _record_of(hit)
-        keys[node_id], records[node_id] = key, record
+            unread[node_id] = key
+        else:
+            keys[node_id], records[node_id] = key, record
+    if unread:
+        read_unread()
     ids = sorted({i for node_id in keys.keys() - read.keys() for i in _ids_of(records[node_id])})
     stored = dict(zip(ids, rc.store.stat_many(ids, pin=rc.run_id), strict=True)) if ids else {}
     found: dict[str, tuple[str, dict[str, Refs] | None]] = {}
