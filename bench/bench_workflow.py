@@ -12,7 +12,9 @@
    (goal: >= 20x faster).
 
 Every figure is the median of ``--rounds`` rounds taken alternately (ours, plain,
-ours, plain ...), so a noisy shared machine slows both sides alike.
+ours, plain ...), so a noisy shared machine slows both sides alike. Figures 1 and 2
+also count what one more run costs the store per node (Redis round trips, or files
+the directory store wrote), which machine load does not change.
 
 Usage: .venv/bin/python bench/bench_workflow.py [--redis URL] [--rounds 9] [--quick]
 """
@@ -152,6 +154,52 @@ def diamond() -> tuple[Workflow, object]:
     return wf, g.compile()
 
 
+class StoreTrips:
+    """Counts what one run costs the store, a figure machine load does not change: Redis round
+    trips (each command, each pipeline sent), or files the directory store created or rewrote."""
+
+    def __init__(self, store) -> None:
+        self.store, self.trips = store, 0
+        if isinstance(store, RedisArtifactStore):
+            command, pipeline = store.r.execute_command, store.r.pipeline
+
+            def counted_command(*args, **kwargs):
+                self.trips += 1
+                return command(*args, **kwargs)
+
+            def counted_pipeline(*args, **kwargs):
+                pipe = pipeline(*args, **kwargs)
+                execute = pipe.execute
+
+                def counted_execute(*a, **k):
+                    self.trips += 1
+                    return execute(*a, **k)
+
+                pipe.execute = counted_execute
+                return pipe
+
+            store.r.execute_command, store.r.pipeline = counted_command, counted_pipeline
+
+    def _files(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        for folder, _, names in os.walk(self.store.root):
+            for name in names:
+                st = os.stat(os.path.join(folder, name))
+                out[os.path.join(folder, name)] = (st.st_ino, st.st_mtime_ns)
+        return out
+
+    def per_node(self, run: Callable[[], Any], nodes: int) -> str:
+        if isinstance(self.store, RedisArtifactStore):
+            self.trips = 0
+            run()
+            return f"{self.trips / nodes:.2f} Redis round trips/node"
+        before = self._files()
+        run()
+        after = self._files()
+        written = sum(1 for path, stamp in after.items() if before.get(path) != stamp)
+        return f"{written / nodes:.2f} files written/node"
+
+
 def bench_shapes(store, label: str, rounds: int) -> dict[str, float]:
     ratios = {}
     for name, (wf, plain), n_nodes, reps in (
@@ -175,8 +223,10 @@ def bench_shapes(store, label: str, rounds: int) -> dict[str, float]:
             plain_t.append((time.perf_counter() - t0) / reps / n_nodes)
         ours, ref = statistics.median(ours_t) * 1e3, statistics.median(plain_t) * 1e3
         ratios[name] = ours / ref
+        cost = StoreTrips(store).per_node(lambda: compiled.run({"text": uuid.uuid4().hex}, store=store, cache=False),
+                                          n_nodes)
         print(f"  [{label}] {name:18s}: ours {ours:.3f} ms/node, plain LangGraph {ref:.3f} ms/node "
-              f"-> {ours / ref:.2f}x (goal <= 2)")
+              f"-> {ours / ref:.2f}x (goal <= 2); {cost}")
     return ratios
 
 
@@ -192,7 +242,8 @@ def bench_cache_hit(store, label: str, rounds: int) -> float:
         times.append((time.perf_counter() - t0) / 20)
         assert all(n.cached for n in r.nodes.values())
     per = statistics.median(times) * 1e3
-    print(f"  [{label}] cache hit: {per:.3f} ms/node (goal <= 0.3)")
+    cost = StoreTrips(store).per_node(lambda: compiled.run({"text": text}, store=store), 20)
+    print(f"  [{label}] cache hit: {per:.3f} ms/node (goal <= 0.3); {cost}")
     return per
 
 

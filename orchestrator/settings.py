@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     inline_tool_seconds: float = Field(default=0.001, ge=0)
     """A blocking tool whose calls take less than this on average runs on the run's event loop,
     sparing two thread hand-offs (workflow/_loop.py QuickCalls); 0: always in the thread pool."""
+    node_cache_memo_entries: int = Field(default=4096, ge=0)
+    """Node-cache records (cache key -> output ids) a process remembers per store, so a cached rerun
+    checks all its artifacts in one store call instead of reading one record per node; 0: none."""
     torch_threads: int | None = Field(default=None, ge=1)
     """CPU threads that concurrent model calls share (each gets an equal part); None: every core."""
     preload_imports: list[str] = Field(default_factory=lambda: [

@@ -779,3 +779,17 @@ def test_get_record_refs_resolves_and_pins_the_ids_a_record_holds(store: Artifac
     store.put_record("idx", "numbers", {"x": [1, 2]})
     with pytest.raises(ArtifactError):
         store.get_record_refs("idx", "numbers")
+
+
+def test_get_record_refs_many_reads_several_records_at_once(store: ArtifactStore):
+    store.default_ttl = 60  # what a released pin gives back
+    a, b, c = store.put("uno", ttl=60), store.put("dos", ttl=60), store.put("tres", ttl=60)
+    store.put_record("idx", "k1", {"out": a.id})
+    store.put_record("idx", "k2", {"out": [b.id, c.id]})
+    store.put_record("idx", "junk", {"x": "not an id"})
+    found = store.get_record_refs_many("idx", ["k1", "absent", "junk", "k2"], pin="run-m")
+    assert found == [({"out": a.id}, {a.id: a}), None, None, ({"out": [b.id, c.id]}, {b.id: b, c.id: c})]
+    assert all(_ttl_of(store, r) is None for r in (a, b, c))  # found: pinned while the run lives
+    store.unpin("run-m")
+    assert all(_ttl_of(store, r) is not None for r in (a, b, c))
+    assert store.get_record_refs_many("idx", []) == []

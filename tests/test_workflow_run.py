@@ -350,3 +350,149 @@ def test_an_input_given_by_id_is_pinned_while_the_run_lives(store):
     assert ttl() is not None  # the run let go: the default TTL is back
     with pytest.raises(WorkflowInputError, match="no such artifact"):
         wf.compile(registry=reg).run({"t": "sha256:" + "0" * 64}, store=store)
+
+
+def upper_chain(n: int) -> Workflow:
+    wf = Workflow("chain").add_input("t", "text")
+    prev = "t"
+    for i in range(n):
+        wf.add_node(f"u{i}", "t.upper", {"suffix": str(i)}, inputs={"text": prev})
+        prev = f"u{i}.text"
+    return wf.add_output("o", prev)
+
+
+def test_a_fully_cached_rerun_reports_every_node_cached_in_order(store):
+    compiled = upper_chain(4).compile(registry=registry)
+    first = compiled.run({"t": "again"}, store=store)
+    before = workflow_tools.calls.get("t.upper", 0)
+    again = compiled.run({"t": "again"}, store=store)
+    assert workflow_tools.calls.get("t.upper", 0) == before
+    assert again.ok and again.outputs == first.outputs and again.load("o") == "AGAIN0123"
+    assert [(e.type, e.node) for e in again.events] == [
+        ("run_started", None), *[("node_cached", f"u{i}") for i in range(4)], ("run_finished", None)]
+    assert [e.seq for e in again.events] == list(range(1, 7))
+    assert [e.outputs for e in again.events[1:-1]] == [n.outputs for n in first.nodes.values()]
+
+
+def test_a_cached_result_whose_artifact_is_gone_runs_again(store):
+    compiled = upper_chain(3).compile(registry=registry)
+    first = compiled.run({"t": "gone"}, store=store)
+    assert store.delete(first.nodes["u1"].outputs["text"])
+    again = compiled.run({"t": "gone"}, store=store)
+    assert {k: n.status for k, n in again.nodes.items()} == {"u0": "cached", "u1": "succeeded", "u2": "cached"}
+    assert again.load("o") == "GONE012" and again.outputs == first.outputs
+    third = compiled.run({"t": "gone"}, store=store)
+    assert {n.status for n in third.nodes.values()} == {"cached"}
+
+
+def test_cached_outputs_are_pinned_while_the_run_lives(store):
+    from orchestrator import LocalArtifactStore, ToolRegistry, tool
+
+    store.default_ttl = 300
+    seen: list[bool] = []
+
+    @tool("t.peek_pin", task="probe", description="Note whether the input has a TTL.", inputs={"text": "text"},
+          outputs={"text": "text"}, register=False, cacheable=False)
+    def peek(text: str, *, ctx) -> str:
+        ref = ctx.store.put(text)
+        if isinstance(store, LocalArtifactStore):
+            seen.append(store.expires_at(ref) is None)
+        else:
+            seen.append(max(store.ttl(ref).values()) < 0)
+        return text + "."
+
+    reg = ToolRegistry()
+    for t in (peek, registry.get("t.upper")):
+        reg.register(t)
+    wf = (Workflow("pin").add_input("t", "text").add_node("u", "t.upper", inputs={"text": "t"})
+          .add_node("p", "t.peek_pin", inputs={"text": "u.text"}).add_output("o", "p.text"))
+    compiled = wf.compile(registry=reg)
+    first = compiled.run({"t": "pinned"}, store=store)
+    again = compiled.run({"t": "pinned"}, store=store)
+    assert again.nodes["u"].status == "cached" and again.nodes["p"].status == "succeeded"
+    assert seen == [True, True]  # the cached upstream output has no TTL while a run uses it
+    assert again.load("o") == first.load("o") == "PINNED!."
+    ref = first.nodes["u"].outputs["text"]
+    if isinstance(store, LocalArtifactStore):
+        assert store.expires_at(ref) is not None  # released when the run returned
+    else:
+        assert max(store.ttl(ref).values()) > 0
+
+
+def test_a_cached_rerun_writes_no_file_in_the_directory_store(local_store):
+    compiled = upper_chain(4).compile(registry=registry)
+    compiled.run({"t": "no writes"}, store=local_store)
+
+    def files() -> dict[str, tuple[int, int, int]]:
+        return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size)
+                for p in local_store.root.rglob("*") if p.is_file()}
+
+    before = files()
+    again = compiled.run({"t": "no writes"}, store=local_store)
+    assert {n.status for n in again.nodes.values()} == {"cached"}
+    assert files() == before
+
+
+def _count_round_trips(store: RedisArtifactStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the store's round trips to Redis: each command, and each pipeline sent."""
+    count = [0]
+    command, pipeline = store.r.execute_command, store.r.pipeline
+
+    def counted_command(*args, **kwargs):
+        count[0] += 1
+        return command(*args, **kwargs)
+
+    def counted_pipeline(*args, **kwargs):
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        def counted_execute(*a, **k):
+            count[0] += 1
+            return execute(*a, **k)
+
+        pipe.execute = counted_execute
+        return pipe
+
+    monkeypatch.setattr(store.r, "execute_command", counted_command)
+    monkeypatch.setattr(store.r, "pipeline", counted_pipeline)
+    return count
+
+
+def test_redis_round_trips_per_node(redis_store, monkeypatch):
+    count = _count_round_trips(redis_store, monkeypatch)
+    short, long = upper_chain(3).compile(registry=registry), upper_chain(12).compile(registry=registry)
+    trips = {}
+    for name, compiled in (("short", short), ("long", long)):
+        for run in ("first", "cached"):
+            count[0] = 0
+            result = compiled.run({"t": f"trips {name}"}, store=redis_store)
+            assert result.ok and {n.status for n in result.nodes.values()} == {"succeeded" if run == "first" else "cached"}
+            trips[name, run] = count[0]
+    # a first run: a lookup, the outputs and the cache entry per node (three round trips at most)
+    assert trips["long", "first"] - trips["short", "first"] <= 3 * 9, trips
+    # a cached rerun checks every node's outputs at once: as many round trips for 12 nodes as for 3
+    assert trips["long", "cached"] == trips["short", "cached"] <= 4, trips
+
+
+def test_a_cached_fan_out_reads_its_branches_records_in_one_round_trip(redis_store, monkeypatch):
+    from orchestrator.settings import Settings
+
+    settings = Settings(node_cache_memo_entries=0)  # every record is read from Redis, as in a new process
+
+    def fan_out(n: int) -> Workflow:
+        wf = Workflow("fan").add_input("t", "text")
+        for i in range(n):
+            wf.add_node(f"b{i}", "t.upper", {"suffix": str(i)}, inputs={"text": "t"})
+        wf.add_node("j", "t.join", inputs={"texts": [f"b{i}.text" for i in range(n)]})
+        return wf.add_output("o", "j.text")
+
+    count = _count_round_trips(redis_store, monkeypatch)
+    trips = {}
+    for n in (3, 12):
+        compiled = fan_out(n).compile(registry=registry, settings=settings)
+        assert compiled.run({"t": "fan"}, store=redis_store).ok
+        count[0] = 0
+        again = compiled.run({"t": "fan"}, store=redis_store)
+        assert {r.status for r in again.nodes.values()} == {"cached"} and again.load("o").startswith("FAN0 + FAN1")
+        trips[n] = count[0]
+    assert trips[3] == trips[12] <= 5, trips  # the branches in one read, the join in another

@@ -493,12 +493,35 @@ class RedisArtifactStore(ArtifactStore):
     def get_record_refs(self, namespace: str, key: str, *, pin: str | None = None
                         ) -> tuple[dict[str, Any], dict[str, ArtifactRef | None]] | None:
         """One script: the record, the ref document of each id it holds, and the pins."""
-        keys = [self._rec(namespace, key), f"{self.prefix}pin:{pin or ''}"]
-        reply = self._script("record_refs", keys, [f"{self.prefix}art:", f"{self.prefix}pinned:", pin or ""])
-        if reply is None:
-            return None
+        reply = self._script("record_refs", *self._record_refs_args(namespace, key, pin))
         if reply == b"bad":
             raise ArtifactError("the record does not hold artifact ids")
+        return self._record_refs_reply(reply, pin)
+
+    @_translated
+    def get_record_refs_many(self, namespace: str, keys: list[str], *, pin: str | None = None
+                             ) -> list[tuple[dict[str, Any], dict[str, ArtifactRef | None]] | None]:
+        """The scripts of :meth:`get_record_refs` for every key, in one pipeline."""
+        if not keys:
+            return []
+        if not self._sha:
+            self._load_scripts()
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            script_keys, args = self._record_refs_args(namespace, key, pin)
+            pipe.evalsha(self._sha["record_refs"], len(script_keys), *script_keys, *args)
+        return [None if reply == b"bad" else self._record_refs_reply(reply, pin) for reply in pipe.execute()]
+
+    def _record_refs_args(self, namespace: str, key: str, pin: str | None) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of the ``record_refs`` script."""
+        return ([self._rec(namespace, key), f"{self.prefix}pin:{pin or ''}"],
+                [f"{self.prefix}art:", f"{self.prefix}pinned:", pin or ""])
+
+    def _record_refs_reply(self, reply: Any, pin: str | None
+                           ) -> tuple[dict[str, Any], dict[str, ArtifactRef | None]] | None:
+        """The record and its refs from a ``record_refs`` reply (not ``'bad'``), noting the pins."""
+        if reply is None:
+            return None
         refs = {item[0].decode(): ArtifactRef.model_validate(json.loads(item[1])["ref"]) if item[1] else None
                 for item in zip(reply[1::2], reply[2::2], strict=True)}
         if pin is not None:

@@ -408,6 +408,19 @@ class ArtifactStore(ABC):
         ids = _record_ids(record)
         return record, dict(zip(ids, self.stat_many(ids, pin=pin), strict=True))
 
+    def get_record_refs_many(self, namespace: str, keys: list[str], *, pin: str | None = None
+                             ) -> list[tuple[dict[str, Any], dict[str, ArtifactRef | None]] | None]:
+        """:meth:`get_record_refs` for several keys, in one round trip where the backend allows
+        (the node cache's lookup of independent nodes); a record that does not hold artifact ids
+        reads as ``None``."""
+        found: list[tuple[dict[str, Any], dict[str, ArtifactRef | None]] | None] = []
+        for key in keys:
+            try:
+                found.append(self.get_record_refs(namespace, key, pin=pin))
+            except ArtifactError:
+                found.append(None)
+        return found
+
     def exists(self, ref: Ref) -> bool:
         try:
             return self._exists(normalize_id(ref))

@@ -22,6 +22,7 @@ import random
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
+from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph import END, START, StateGraph
 
 from orchestrator.artifacts import ArtifactRef, ArtifactStore, Modality, Provenance, open_store
@@ -160,6 +162,9 @@ class _RunContext:
     """Extra provenance for every output (a Ray replica adds ``replica``)."""
     inflight: dict[asyncio.Future[Any], threading.Event] = field(default_factory=dict)
     """Tool calls running now, with the flag that asks each to stop."""
+    prefetched: dict[str, tuple[str, dict[str, Refs] | None]] = field(default_factory=dict)
+    """Node id -> (cache key, cached outputs or ``None`` for a miss), looked up before the graph
+    started (see ``_cached_nodes``)."""
 
     def on_cancel(self) -> None:
         """On the loop, once ``cancel`` is set: stop waiting for the calls in flight."""
@@ -170,13 +175,7 @@ class _RunContext:
 
 
 class _NodeAction:
-    """One workflow node as a LangGraph node.
-
-    A small callable object rather than a closure: LangGraph inspects a node
-    function's annotations and the values it closes over when the graph is
-    built, which made compiling large workflows slow. Its ``__call__`` carries
-    no annotations and reaches no module globals, so there is nothing to inspect.
-    """
+    """One workflow node as a LangGraph node: an async callable that runs the node."""
 
     __slots__ = ("__name__", "compiled", "node")
 
@@ -184,8 +183,31 @@ class _NodeAction:
         self.compiled, self.node = compiled, node
         self.__name__ = f"node_{node.id}"
 
-    async def __call__(self, state, config):  # type: ignore[no-untyped-def]  # see the class docstring
+    async def __call__(self, state, config):  # type: ignore[no-untyped-def]  # every node has this signature
         return await self.compiled._call_node(self.node, state, config)
+
+
+async def _node_signature(state, config):  # type: ignore[no-untyped-def]  # the signature of _NodeAction.__call__
+    raise NotImplementedError
+
+
+_NODE_TEMPLATE: RunnableCallable | None = None
+
+
+def _node_runnable(action: _NodeAction, name: str) -> RunnableCallable:
+    """``action`` wrapped as LangGraph wraps an async node function, without its per-node cost.
+
+    LangGraph inspects the signature (and type hints) of every node function it is given; all
+    our nodes share one signature, so it is inspected once per process (a template) and each
+    node gets a copy of the template that calls its own action.
+    """
+    global _NODE_TEMPLATE
+    if _NODE_TEMPLATE is None:
+        _NODE_TEMPLATE = RunnableCallable(None, _node_signature, trace=False)
+    runnable = RunnableCallable.__new__(RunnableCallable)
+    runnable.__dict__.update(_NODE_TEMPLATE.__dict__)
+    runnable.afunc, runnable.name = action, name
+    return runnable
 
 
 class _EventFeed:
@@ -250,7 +272,7 @@ class CompiledWorkflow:
     def _build_graph(self) -> Any:
         builder = StateGraph(GraphState)
         for node_id in self.plan.order:
-            builder.add_node(node_id, self._node_fn(self.plan.nodes[node_id]))
+            builder.add_node(node_id, _node_runnable(_NodeAction(self, self.plan.nodes[node_id]), node_id))
         downstream = {d for n in self.plan.nodes.values() for d in n.deps}
         for node_id, node in self.plan.nodes.items():
             deps = sorted(node.deps)
@@ -263,9 +285,6 @@ class CompiledWorkflow:
             if node_id not in downstream:
                 builder.add_edge(node_id, END)
         return builder.compile(name=self.name)
-
-    def _node_fn(self, node: ResolvedNode) -> Callable[..., Any]:
-        return _NodeAction(self, node)
 
     async def _call_node(self, node: ResolvedNode, state: GraphState, config: RunnableConfig) -> dict[str, Any]:
         rc: _RunContext | None = (config or {}).get("configurable", {}).get("orchestrator_run")
@@ -392,7 +411,18 @@ class CompiledWorkflow:
         stop_watching = watch_cancel(rc.cancel, loop, rc.on_cancel)
         error: BaseException | None = None
         try:
-            await self.graph.ainvoke({"inputs": refs}, config)
+            if cache and not rc.cancel.is_set():
+                if quick_calls.is_quick(store, self.settings.inline_tool_seconds):
+                    rc.prefetched = _cached_nodes(self.plan, refs, rc)
+                else:
+                    rc.prefetched = await asyncio.to_thread(_cached_nodes, self.plan, refs, rc)
+            hits = {node_id: found[1] for node_id, found in rc.prefetched.items() if found[1] is not None}
+            if len(hits) == len(self.plan.nodes):  # an unchanged rerun: no graph to run
+                for node_id in self.plan.order:
+                    rc.results[node_id] = NodeResult(status="cached", outputs=hits[node_id])
+                    emit(ev.NodeCached(run_id=run_id, node=node_id, outputs=hits[node_id]))
+            else:
+                await self.graph.ainvoke({"inputs": refs}, config)
         except asyncio.CancelledError:
             rc.cancel.set()  # the caller cancelled us (Ctrl-C, a closed stream): nodes still running stop
             rc.on_cancel()
@@ -589,6 +619,35 @@ def cache_key(node: ResolvedNode, seed: int | None, input_ids: dict[str, Any], m
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
+def _bound_inputs(node: ResolvedNode, inputs: dict[str, Any], upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each bound input port's value (a list for a ``many`` port) from the run's inputs and the
+    upstream nodes' outputs (refs, or ids when only ids are known)."""
+    values: dict[str, Any] = {}
+    for port_name, sources in node.bindings.items():
+        port = node.tool.spec.input(port_name)
+        found: list[Any] = []
+        for s in sources:
+            if s.node is None and s.name in inputs:
+                value = inputs[s.name]
+            elif s.node is not None and s.name in upstream.get(s.node, {}):
+                value = upstream[s.node][s.name]
+            else:
+                continue
+            found.extend(value if isinstance(value, list) else [value])
+        if port is not None and port.many:
+            values[port_name] = found
+        elif found:
+            values[port_name] = found[0]
+    return values
+
+
+def _node_cache_key(node: ResolvedNode, input_ids: dict[str, Any], rc: _RunContext) -> tuple[int | None, str | None]:
+    """(the node's seed, its cache key); the key is ``None`` when its result is not cached."""
+    seed, fixed = _effective_seed(node, rc.seed)
+    cacheable = rc.cache and node.tool.spec.cacheable and fixed
+    return seed, cache_key(node, seed, input_ids, _resolved_model(node, rc)) if cacheable else None
+
+
 async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) -> dict[str, Any]:
     statuses = state.get("status", {})
     errs = state.get("errors", {})
@@ -614,35 +673,19 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
         return finish("cancelled", error="run cancelled")
 
     # 2. resolve input refs
-    refs: dict[str, Any] = {}
-    all_refs = state.get("refs", {})
-    inputs_state = state.get("inputs", {})
-    for port_name, sources in node.bindings.items():
-        port = node.tool.spec.input(port_name)
-        found: list[ArtifactRef] = []
-        for s in sources:
-            if s.node is None and s.name in inputs_state:
-                value = inputs_state[s.name]
-            elif s.node is not None and s.name in all_refs.get(s.node, {}):
-                value = all_refs[s.node][s.name]
-            else:
-                continue
-            found.extend(value if isinstance(value, list) else [value])
-        if port is not None and port.many:
-            refs[port_name] = found
-        elif found:
-            refs[port_name] = found[0]
-    seed, fixed = _effective_seed(node, rc.seed)
+    refs = _bound_inputs(node, state.get("inputs", {}), state.get("refs", {}))
     input_ids = {k: [r.id for r in v] if isinstance(v, list) else v.id for k, v in refs.items()}
+    seed, key = _node_cache_key(node, input_ids, rc)
 
-    # 3. cache lookup
-    cacheable = rc.cache and node.tool.spec.cacheable and fixed
-    key = cache_key(node, seed, input_ids, _resolved_model(node, rc)) if cacheable else None
+    # 3. cache lookup (the run may have found it before the graph started)
     if key is not None:
-        if quick_calls.is_quick(rc.store, rc.settings.inline_tool_seconds):  # less than a trip to a thread
-            hit = _cache_lookup(rc.store, key, rc.run_id)
-        else:
-            hit = await asyncio.to_thread(_cache_lookup, rc.store, key, rc.run_id)
+        found = rc.prefetched.pop(node.id, None)
+        hit = found[1] if found is not None and found[0] == key else None
+        if hit is None and (found is None or found[0] != key):  # not looked up yet
+            if quick_calls.is_quick(rc.store, rc.settings.inline_tool_seconds):  # less than a trip to a thread
+                hit = _cache_lookup(rc.store, key, rc.run_id)
+            else:
+                hit = await asyncio.to_thread(_cache_lookup, rc.store, key, rc.run_id)
         if hit is not None:
             rc.emit(ev.NodeCached(run_id=rc.run_id, node=node.id, outputs=hit))
             return finish("cached", hit)
@@ -838,23 +881,156 @@ def _flat(values: Any) -> list[ArtifactRef]:
 
 
 def _cache_lookup(store: ArtifactStore, key: str, run_id: str) -> dict[str, Refs] | None:
-    """The outputs cached under ``key``, pinned to the run; ``None`` when any is gone.
-    Its wall time goes to :data:`quick_calls` under the store (quick: looked up on the loop)."""
+    """The outputs cached under ``key``, pinned to the run; ``None`` when any is gone."""
+    return _cache_lookups(store, [key], run_id)[0]
+
+
+def _cache_lookups(store: ArtifactStore, keys: list[str], run_id: str) -> list[dict[str, Refs] | None]:
+    """The outputs cached under each key (one store call), pinned to the run; ``None`` where any
+    output is gone. Its wall time goes to :data:`quick_calls` under the store (quick: looked up
+    on the loop)."""
     began = time.perf_counter()
     try:
-        found = store.get_record_refs(CACHE_NAMESPACE, key, pin=run_id)
-    except ArtifactError:  # not artifact ids at all: run again
-        return None
+        found = store.get_record_refs_many(CACHE_NAMESPACE, keys, pin=run_id)
     finally:
         quick_calls.record(store, time.perf_counter() - began)
-    if found is None:
-        return None
-    record, refs = found
-    if any(ref is None for ref in refs.values()):  # an output expired or was deleted: run again
-        return None
-    return {port: [refs[i] for i in v] if isinstance(v, list) else refs[v] for port, v in record.items()}
+    memo = _memo_for(store)
+    outputs: list[dict[str, Refs] | None] = []
+    for key, entry in zip(keys, found, strict=True):
+        if entry is None or any(ref is None for ref in entry[1].values()):  # an output expired or was deleted
+            outputs.append(None)
+            continue
+        memo.put(key, entry[0])
+        outputs.append(_outputs_of(*entry))
+    return outputs
 
 
 def _cache_store(store: ArtifactStore, key: str, stored: dict[str, Refs]) -> None:
-    record = {k: [x.id for x in r] if isinstance(r, list) else r.id for k, r in stored.items()}
+    record = _record_of(stored)
     store.put_record(CACHE_NAMESPACE, key, record)
+    _memo_for(store).put(key, record)
+
+
+def _record_of(outputs: dict[str, Refs]) -> dict[str, Any]:
+    """A node-cache record: each output port's artifact id (a list of ids for a ``many`` port)."""
+    return {k: [x.id for x in r] if isinstance(r, list) else r.id for k, r in outputs.items()}
+
+
+def _outputs_of(record: dict[str, Any], refs: dict[str, ArtifactRef | None]) -> dict[str, Refs]:
+    return {port: [refs[i] for i in v] if isinstance(v, list) else refs[v] for port, v in record.items()}  # type: ignore[misc]
+
+
+def _ids_of(record: dict[str, Any]) -> list[str]:
+    return [i for v in record.values() for i in (v if isinstance(v, list) else [v])]
+
+
+class _CacheMemo:
+    """Node-cache records this process has read or written in one store (least recently used
+    dropped past ``entries``). A record is only a hint: its artifacts are checked, and pinned,
+    in the store before it is used, and a record whose artifacts are gone is forgotten."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._records: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            record = self._records.get(key)
+            if record is not None:
+                self._records.move_to_end(key)
+            return record
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        if self.entries <= 0:
+            return
+        with self._lock:
+            self._records[key] = record
+            self._records.move_to_end(key)
+            while len(self._records) > self.entries:
+                self._records.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            self._records.pop(key, None)
+
+
+_memos: weakref.WeakKeyDictionary[ArtifactStore, _CacheMemo] = weakref.WeakKeyDictionary()
+_memos_lock = threading.Lock()
+
+
+def _memo_for(store: ArtifactStore, settings: Any = None) -> _CacheMemo:
+    """The store's memo, made on first use with ``node_cache_memo_entries`` of ``settings``
+    (default: the process's settings)."""
+    with _memos_lock:
+        memo = _memos.get(store)
+        if memo is None:
+            if settings is None:
+                from orchestrator.settings import get_settings
+
+                settings = get_settings()
+            memo = _memos[store] = _CacheMemo(settings.node_cache_memo_entries)
+        return memo
+
+
+def _cached_nodes(plan: Plan, inputs: dict[str, ArtifactRef], rc: _RunContext
+                  ) -> dict[str, tuple[str, dict[str, Refs] | None]]:
+    """The nodes whose results the node cache holds, found before the graph starts: node id ->
+    (cache key, outputs pinned to the run, or ``None`` for a node looked up and not found).
+
+    The plan is walked in dependency order; a node is looked at once every upstream node was
+    found cached (only then is its cache key known). Records in the store's memo need no read:
+    their artifacts are checked and pinned together in one call at the end. The others are read
+    in one call for each run of nodes that do not depend on one another (all the branches of a
+    fan-out at once). A node whose artifacts are gone, and everything downstream of it, is left
+    to the graph.
+    """
+    memo = _memo_for(rc.store, rc.settings)
+    records: dict[str, dict[str, Any]] = {}  # node -> its cache record (port -> id or ids)
+    keys: dict[str, str] = {}  # in dependency order
+    read: dict[str, dict[str, Refs]] = {}  # outputs of the records read from the store (checked and pinned)
+    missed: dict[str, str] = {}  # node -> its key, looked up in the store and not found
+    unread: dict[str, str] = {}  # node -> its key, to read from the store with the others in one call
+
+    def read_unread() -> None:
+        for (node_id, key), hit in zip(unread.items(), _cache_lookups(rc.store, list(unread.values()), rc.run_id),
+                                       strict=True):
+            if hit is None:
+                missed[node_id] = key
+            else:
+                read[node_id], records[node_id], keys[node_id] = hit, _record_of(hit), key
+        unread.clear()
+
+    input_ids = {name: ref.id for name, ref in inputs.items()}
+    for node_id in plan.order:
+        node = plan.nodes[node_id]
+        if unread and not node.deps.isdisjoint(unread):
+            read_unread()
+        if not node.deps <= records.keys():
+            continue
+        _, key = _node_cache_key(node, _bound_inputs(node, input_ids, records), rc)
+        if key is None:
+            continue
+        record = memo.get(key)
+        if record is None:
+            unread[node_id] = key
+        else:
+            keys[node_id], records[node_id] = key, record
+    if unread:
+        read_unread()
+    ids = sorted({i for node_id in keys.keys() - read.keys() for i in _ids_of(records[node_id])})
+    stored = dict(zip(ids, rc.store.stat_many(ids, pin=rc.run_id), strict=True)) if ids else {}
+    found: dict[str, tuple[str, dict[str, Refs] | None]] = {}
+    for node_id, key in keys.items():  # in dependency order
+        if not plan.nodes[node_id].deps <= found.keys():
+            continue  # upstream is gone: its key may change
+        if node_id in read:
+            found[node_id] = (key, read[node_id])
+        elif all(stored.get(i) is not None for i in _ids_of(records[node_id])):
+            found[node_id] = (key, _outputs_of(records[node_id], stored))
+        else:  # expired or deleted: forget the record, the node runs
+            memo.discard(key)
+    for node_id, key in missed.items():
+        if plan.nodes[node_id].deps <= found.keys():
+            found[node_id] = (key, None)
+    return found
