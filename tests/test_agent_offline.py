@@ -269,3 +269,18 @@ def test_scene_setting_alone_is_what_the_user_wants(planner: OfflinePlanner, cat
     # a purpose or an ask inside the telling keeps it a task
     kept = plan(planner, catalog, "I recorded interview.wav to turn it into written notes.")
     assert [t.task for t in kept.tasks] == ["automatic-speech-recognition"]
+
+
+def test_a_statement_and_the_ask_for_the_same_task_are_one_task(planner: OfflinePlanner,
+                                                                 catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "The speech transcript of talk.wav would be useful. Transcribe talk.wav.")
+    assert [(t.task, t.args.get("audio")) for t in result.tasks] == [("automatic-speech-recognition", "talk.wav")]
+
+
+def test_finding_what_exists_is_a_search_finding_in_what_was_given_is_not(planner: OfflinePlanner,
+                                                                          catalog: TaskCatalog) -> None:
+    found = plan(planner, catalog, "Could you find me a short video that shows how to fold a paper crane?")
+    assert [t.task for t in found.tasks] == ["video-search"]
+    inside = plan(planner, catalog, "There's a web address hidden in this message: "
+                                    "'see https://clips.example.net/surf.mp4 soon'. Find it and download the video.")
+    assert chain(inside) == [("url-extractor", []), ("video-downloader", [0])]

@@ -15,12 +15,17 @@ from orchestrator.artifacts import Modality
 
 from ..plan import Plan, PlanTask, TaskCatalog, TaskInfo
 from ..planner import PlanProblem, PlanRequest
-from ._match import NONE, Encoder, TaskIndex, build_index, default_encoder
+from ._match import NONE, Encoder, TaskIndex, TaskNotes, build_index, default_encoder
 from ._text import Mention, Step, find_mentions, language, split_steps, url_modality
 
 __all__ = ["OfflinePlanner"]
 
 MEDIA = (Modality.IMAGE, Modality.AUDIO, Modality.VIDEO)
+_NO_NOTES = TaskNotes()
+# "find it", "locate the link in the note": finding in what was given, not searching
+_FINDS_IN = re.compile(r"\b(?:find|locate|look for|search for|spot|pick out)\s+(?:it|them|this|that|these|those)\b"
+                       r"|\b(?:in|inside|within|from)\s+(?:it|this|that|them|these|those|my|the(?!\s+(?:internet|web|net)\b))\b",
+                       re.I)
 URL = "url"  # a text that is a link: what downloaders take
 _LITERAL_PORTS = frozenset({"instruction", "question", "prompt", "query", "style_text", "command"})
 _CONTENT_PREP = re.compile(r"\b(?:of|showing|depicting|featuring|about|with|where|in which|that shows|illustrating)\s+"
@@ -204,10 +209,15 @@ class OfflinePlanner:
                     context = files[-1] if files else context
             k += len(steps)
             choices.append(got)
-        # scene-setting is dropped only beside a step that asks: alone, it is what the user wants
         for got in choices:
+            # scene-setting is dropped only beside a step that asks: alone, it is what the user wants
             if all(c.task is None for c in got):
                 got[:] = [_Choice(c.step, c.narrative, c.score, c.row) if c.narrative else c for c in got]
+            # a statement of the problem ("the pace is too slow") and the ask that solves it ("speed it
+            # up") are one task: the statement goes when a step that asks has the same task
+            asked = {c.task for c in got if c.task is not None and lang.asks_for(c.step.text)}
+            got[:] = [_Choice(c.step, None, c.score, c.row) if c.task in asked and not lang.asks_for(c.step.text)
+                      else c for c in got]
         # 2. a step that asks for nothing may be the first half of one cut too eagerly: join and retry
         merged_steps: list[tuple[int, int, Step]] = []
         for r, got in enumerate(choices):
@@ -294,9 +304,13 @@ class OfflinePlanner:
         if not read and context is not None and lang.back.search(step.text):
             read = {context}
         ins, outs = _signatures(index, catalog)
+        # finding what exists (not finding something in what the user gave: "find the link in it")
+        finds = bool(lang.finds.search(step.text)) and not _FINDS_IN.search(step.text)
         for j, name in enumerate(index.tasks):
             if name == NONE:
                 continue
+            if finds and index.notes.get(name, _NO_NOTES).backend == "search":
+                row[j] += self.cue_weight
             if made is not None:
                 if made in outs[j]:
                     row[j] += self.cue_weight

@@ -171,6 +171,7 @@ class Language:
     making: frozenset[str] = frozenset()
     possession: re.Pattern[str] | None = None
     narrates: re.Pattern[str] = re.compile(r"(?!)")
+    finds: re.Pattern[str] = re.compile(r"(?!)")
     asks: re.Pattern[str] | None = None
     presents: re.Pattern[str] = re.compile(r"(?!)")
     opens: re.Pattern[str] = re.compile(r"(?!)")
@@ -227,6 +228,10 @@ class Language:
         if not self.narrates.match(plain):
             return False
         return not (self.asks and self.asks.search(text)) and not self.purpose.search(plain)
+
+    def asks_for(self, text: str) -> bool:
+        """The step asks in so many words: a request phrase ("could you", "I need") or an imperative verb."""
+        return bool((self.asks and self.asks.search(text)) or self.verb_start.match(text))
 
     def modality_of(self, word: str) -> Modality | None:
         w = word.lower()
@@ -299,6 +304,7 @@ def language() -> Language:
                             rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})"
                             rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?!(?:{_alternation(data['none']['ongoing_asks'])})\b)"
                             r"[a-z]{2,}ing)\b", re.I),
+        finds=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\b", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
         opens=re.compile(rf"^\s*(?:{_alternation(data['none']['opens'])})\s+(?:(?:my|the|this|that|a|an|file|files)\s+)*"
                          r"@\d+(?:\W+(?:and\W+)?@\d+)*\W*$", re.I),
