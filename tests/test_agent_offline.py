@@ -284,3 +284,12 @@ def test_finding_what_exists_is_a_search_finding_in_what_was_given_is_not(planne
     inside = plan(planner, catalog, "There's a web address hidden in this message: "
                                     "'see https://clips.example.net/surf.mp4 soon'. Find it and download the video.")
     assert chain(inside) == [("url-extractor", []), ("video-downloader", [0])]
+
+
+def test_extracting_a_modality_makes_it(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Download the video at https://example.org/v.mp4, stabilize any shaky parts, "
+                                    "extract the audio, and retrieve a still image from the video.")
+    assert [t.task for t in result.tasks] == ["video-downloader", "video-stabilizer", "video-to-audio",
+                                              "video-to-image"]
+    assert [t.task for t in plan(planner, catalog, "Find a video tutorial about how to bake bread").tasks] == [
+        "video-search"]

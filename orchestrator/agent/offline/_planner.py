@@ -310,7 +310,7 @@ class OfflinePlanner:
             if name == NONE:
                 continue
             if finds and index.notes.get(name, _NO_NOTES).backend == "search":
-                row[j] += self.cue_weight
+                row[j] += self.target_weight
             if made is not None:
                 if made in outs[j]:
                     row[j] += self.cue_weight
