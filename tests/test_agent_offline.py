@@ -293,3 +293,11 @@ def test_extracting_a_modality_makes_it(planner: OfflinePlanner, catalog: TaskCa
                                               "video-to-image"]
     assert [t.task for t in plan(planner, catalog, "Find a video tutorial about how to bake bread").tasks] == [
         "video-search"]
+
+
+def test_verbs_that_always_make_one_modality(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    heard = plan(planner, catalog, "I was listening to a podcast about volcanoes, episode.mp3. "
+                                   "Please write down what they say.")
+    assert [(t.task, t.args.get("audio")) for t in heard.tasks] == [("automatic-speech-recognition", "episode.mp3")]
+    told = plan(planner, catalog, "Narrate this bedtime story for my son: 'A small owl could not sleep.'")
+    assert [t.task for t in told.tasks] == ["text-to-speech"]

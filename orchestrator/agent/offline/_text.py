@@ -172,6 +172,7 @@ class Language:
     possession: re.Pattern[str] | None = None
     narrates: re.Pattern[str] = re.compile(r"(?!)")
     finds: re.Pattern[str] = re.compile(r"(?!)")
+    verb_makes: tuple[tuple[re.Pattern[str], Modality], ...] = ()
     asks: re.Pattern[str] | None = None
     presents: re.Pattern[str] = re.compile(r"(?!)")
     opens: re.Pattern[str] = re.compile(r"(?!)")
@@ -265,6 +266,8 @@ class Language:
                 read.add(mod)
             elif i - making_at <= 4 and made is None:
                 made = mod
+        if made is None:
+            made = next((mod for pattern, mod in self.verb_makes if pattern.search(text)), None)
         return Cues(made, read, named, target)
 
 
@@ -304,6 +307,8 @@ def language() -> Language:
                             rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})"
                             rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?!(?:{_alternation(data['none']['ongoing_asks'])})\b)"
                             r"[a-z]{2,}ing)\b", re.I),
+        verb_makes=tuple((re.compile(rf"\b(?:{_alternation(v)})\b", re.I), Modality(k))
+                         for k, v in data.get("verb_makes", {}).items()),
         finds=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\b", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
         opens=re.compile(rf"^\s*(?:{_alternation(data['none']['opens'])})\s+(?:(?:my|the|this|that|a|an|file|files)\s+)*"
