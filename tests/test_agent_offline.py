@@ -301,3 +301,14 @@ def test_verbs_that_always_make_one_modality(planner: OfflinePlanner, catalog: T
     assert [(t.task, t.args.get("audio")) for t in heard.tasks] == [("automatic-speech-recognition", "episode.mp3")]
     told = plan(planner, catalog, "Narrate this bedtime story for my son: 'A small owl could not sleep.'")
     assert [t.task for t in told.tasks] == ["text-to-speech"]
+
+
+def test_a_list_of_gerunds_is_a_list_of_steps(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Could you help me by transcribing interview.wav, translating the transcript "
+                                    "into French and reading the translation aloud?")
+    assert chain(result) == [("automatic-speech-recognition", []), ("translation", [0]), ("text-to-speech", [1])]
+
+
+def test_looking_for_is_an_ask_beside_what_the_user_has(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "I've got a photo called fox.jpg and I'm looking for pictures that look like it.")
+    assert [(t.task, t.args.get("image")) for t in result.tasks] == [("image-search-by-image", "fox.jpg")]

@@ -279,6 +279,18 @@ def _after_to(before: list[str]) -> bool:
     return before[-1:] == ["to"] or (len(before) >= 2 and before[-2] == "to" and before[-1] in _DETERMINERS)
 
 
+def _gerund(verb: str) -> str:
+    """The -ing form of a one-word verb ("create" -> "creating", "trim" -> "trimming", "add" -> "adding")."""
+    if verb.endswith("ie"):
+        return verb[:-2] + "ying"
+    if verb.endswith("e") and not verb.endswith(("ee", "ye", "oe")):
+        return verb[:-1] + "ing"
+    short = len(verb) == 3 or (len(verb) == 4 and verb[0] not in "aeiou")  # "cut", "trim"; not "edit"
+    if short and verb[-1] not in "aeiouwxy" and verb[-2] in "aeiou" and verb[-3] not in "aeiou":
+        return verb + verb[-1] + "ing"
+    return verb + "ing"
+
+
 def _alternation(words: Iterable[str]) -> str:
     return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(set(words), key=len, reverse=True))
 
@@ -290,12 +302,15 @@ def language() -> Language:
     split, refer = data["split"], data["refer"]
     verbs = _alternation(split["verbs"])
     fillers = _alternation(split["fillers"])
+    gerunds = _alternation(_gerund(v) for v in split["verbs"] if " " not in v and v not in split.get("not_gerunds", ()))
     lead = rf"(?:(?:{fillers})\s+)*"
     return Language(
         connector=re.compile(rf"(?:,\s*|\s+|^)\b(?:{_alternation(split['connectors'])})\b[,:]?\s*", re.I),
         verb_start=re.compile(rf"^\s*{lead}(?:{verbs})(?:s|es)?\b", re.I),
         verb_glue=re.compile(rf"(?:,\s*(?:and\s+)?|\s+and\s+|,?\s+so\s+(?:that\s+)?(?:i|we)\s+can\s+)"
-                             rf"(?=(?:(?:{fillers})\s+)*(?:{verbs})\b)", re.I),
+                             rf"(?=(?:(?:{fillers})\s+)*(?:{verbs})\b)"
+                             # a list of gerunds ("by downloading it, transcribing it and summarizing it")
+                             rf"|(?:,\s*(?:and\s+)?(?:then\s+)?|\s+and\s+(?:then\s+)?)(?=(?:{gerunds})\b)", re.I),
         back=re.compile(rf"\b(?:{_alternation(refer['back'])})\b", re.I),
         text_nouns=frozenset(refer["text_nouns"]),
         modality_words={Modality(k): frozenset(v) for k, v in data["modality"].items()},
