@@ -312,3 +312,13 @@ def test_a_list_of_gerunds_is_a_list_of_steps(planner: OfflinePlanner, catalog: 
 def test_looking_for_is_an_ask_beside_what_the_user_has(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "I've got a photo called fox.jpg and I'm looking for pictures that look like it.")
     assert [(t.task, t.args.get("image")) for t in result.tasks] == [("image-search-by-image", "fox.jpg")]
+
+
+def test_a_parameter_based_on_an_earlier_text_takes_that_text(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Read the text in sign.jpg, then change the speed of walk.mp4 based on the "
+                                    "extracted text.")
+    tasks = {t.task: t for t in result.tasks}
+    assert tasks["video-speed-changer"].args == {"video": "walk.mp4", "instruction": "<GENERATED>-0"}
+    found = plan(planner, catalog, "Transcribe talk.wav, translate the transcript into English, and find "
+                                   "pictures related to the translated text.")
+    assert chain(found) == [("automatic-speech-recognition", []), ("translation", [0]), ("image-search", [1])]

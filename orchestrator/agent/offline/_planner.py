@@ -525,6 +525,9 @@ class OfflinePlanner:
             if quotes:
                 free.remove(quotes[0])
                 return quotes[0].value
+            earlier = b.earlier(Modality.TEXT)
+            if earlier and _names_text(step):  # "speed it up based on the extracted text"
+                return _ref(earlier[0])
             return step.plain()
         if quotes:
             free.remove(quotes[0])
@@ -713,6 +716,8 @@ def _names_text(step: Step) -> bool:
             if i > 0 and words[i - 1] in ("the", "this", "that", "its", "their", "these", "those", "generated",
                                           "resulting", "extracted", "above"):
                 return True
+            if i > 1 and words[i - 1].endswith("ed") and words[i - 2] in ("the", "this", "that", "its", "their"):
+                return True  # "the translated text", "this corrected transcript"
     return bool(re.search(r"\b(?:based on (?:it|this|that)|from (?:it|this|that)|use (?:it|this|that)|using (?:it|this|that))\b",
                           step.text, re.I))
 
