@@ -322,3 +322,13 @@ def test_a_parameter_based_on_an_earlier_text_takes_that_text(planner: OfflinePl
     found = plan(planner, catalog, "Transcribe talk.wav, translate the transcript into English, and find "
                                    "pictures related to the translated text.")
     assert chain(found) == [("automatic-speech-recognition", []), ("translation", [0]), ("image-search", [1])]
+
+
+def test_a_wish_about_what_the_user_will_do_with_a_file_asks_nothing(planner: OfflinePlanner,
+                                                                     catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "I have a recording of a lecture, lecture.mp4, that I'd love to revisit later. "
+                                    "Could you turn the speech into a text document?")
+    assert [t.task for t in result.tasks] == ["video-to-text"]
+    # a wish naming a task is still an ask
+    kept = plan(planner, catalog, "I have a photo, old.jpg, that I'd like to colorize.")
+    assert [t.task for t in kept.tasks] == ["image-colorizer"]

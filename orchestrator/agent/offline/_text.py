@@ -172,6 +172,7 @@ class Language:
     possession: re.Pattern[str] | None = None
     narrates: re.Pattern[str] = re.compile(r"(?!)")
     finds: re.Pattern[str] = re.compile(r"(?!)")
+    idle_wish: re.Pattern[str] = re.compile(r"(?!)")
     verb_makes: tuple[tuple[re.Pattern[str], Modality], ...] = ()
     asks: re.Pattern[str] | None = None
     presents: re.Pattern[str] = re.compile(r"(?!)")
@@ -211,9 +212,10 @@ class Language:
     def only_states(self, text: str) -> bool:
         """The step only says what the user has ("I have a photo of ...") or hands over a resource
         ("The text is: @0", "Here it is: @0")."""
-        plain = re.sub(r"\b(?:also|just|already|recently|actually|really|now)\s+", "", text, flags=re.I)
         if not re.search(r"[A-Za-z]{2,}", _MASK.sub("", text)):
             return True  # only resources ("photo.jpg -> caption -> French")
+        text = self._without_idle_clause(text)
+        plain = re.sub(r"\b(?:also|just|already|recently|actually|really|now)\s+", "", text, flags=re.I)
         if self.asks and self.asks.search(text):
             return False
         if self.possession and self.possession.match(plain):
@@ -222,9 +224,18 @@ class Language:
             return True
         return bool("@" in text and self.presents.match(plain) and not self.verb_start.match(plain))
 
+    def _without_idle_clause(self, text: str) -> str:
+        """``text`` without a relative clause that only says what the user will do with a thing
+        ("a clip that I'd love to use", "a talk which I want to revisit"): such a wish asks for no task."""
+        m = _RELATIVE.search(text)
+        if m is None or self.idle_wish.search(m.group(1)) is None:
+            return text
+        return text[:m.start()]
+
     def narrative(self, text: str) -> bool:
         """The step tells what the user did or is doing ("I've found ...", "I'm preparing a talk") and
         neither asks nor says what for: scene-setting, not a task (unless nothing else is asked)."""
+        text = self._without_idle_clause(text)
         plain = re.sub(r"\b(?:also|just|already|recently|actually|really|now|currently)\s+", "", text, flags=re.I)
         if not self.narrates.match(plain):
             return False
@@ -258,7 +269,7 @@ class Language:
                 continue
             named.add(mod)
             before = words[max(0, i - 3):i]
-            if any(b in ("into", "as") for b in before) and made is None:
+            if any(b in ("into", "as") for b in before) and not target:  # a named target outranks a made word
                 made, target = mod, True
             elif _after_to(before) or (before[-1:] == ["in"]):  # "in words": the form
                 made = made or mod
@@ -271,6 +282,9 @@ class Language:
         return Cues(made, read, named, target)
 
 
+# "a clip that I'd love to use": the clause after the noun (group 1 from the wish on)
+_RELATIVE = re.compile(r"\s*,?\s*\b(?:that|which)\s+(?:i|we)\s*((?:'d|would|really|want|wanted|need|love|like|hope|plan)\b.*)$",
+                       re.I)
 _DETERMINERS = frozenset({"a", "an", "the", "some", "one", "my", "your", "our", "its", "their", "this", "that"})
 
 
@@ -324,6 +338,9 @@ def language() -> Language:
                             r"[a-z]{2,}ing)\b", re.I),
         verb_makes=tuple((re.compile(rf"\b(?:{_alternation(v)})\b", re.I), Modality(k))
                          for k, v in data.get("verb_makes", {}).items()),
+        idle_wish=re.compile(rf"^(?:{_alternation(data['none']['wishes'])})\s+to\s+(?:{_alternation(data['none']['idle'])})\b"
+                             r"(?:\s+(?:it|them|this|that))?(?:\s+(?:later|again|offline|more|for\b.*|in\b.*|on\b.*|with\b.*))?\W*$",
+                             re.I),
         finds=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\b", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
         opens=re.compile(rf"^\s*(?:{_alternation(data['none']['opens'])})\s+(?:(?:my|the|this|that|a|an|file|files)\s+)*"
