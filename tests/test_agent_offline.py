@@ -334,3 +334,11 @@ def test_a_wish_about_what_the_user_will_do_with_a_file_asks_nothing(planner: Of
     # a wish naming a task is still an ask
     kept = plan(planner, catalog, "I have a photo, old.jpg, that I'd like to colorize.")
     assert [t.task for t in kept.tasks] == ["image-colorizer"]
+
+
+def test_handing_the_result_back_is_no_task(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    for text in ("Download the video at https://clips.example.com/run.mp4 and save it to my computer.",
+                 "Turn this text into a short movie: 'Two otters float on a calm river.' Give me that clip as the "
+                 "final result."):
+        tasks = [t.task for t in plan(planner, catalog, text).tasks]
+        assert len(tasks) == 1 and tasks[0] in ("video-downloader", "text-to-video"), tasks

@@ -173,6 +173,7 @@ class Language:
     narrates: re.Pattern[str] = re.compile(r"(?!)")
     finds: re.Pattern[str] = re.compile(r"(?!)")
     idle_wish: re.Pattern[str] = re.compile(r"(?!)")
+    delivers: re.Pattern[str] = re.compile(r"(?!)")
     verb_makes: tuple[tuple[re.Pattern[str], Modality], ...] = ()
     asks: re.Pattern[str] | None = None
     presents: re.Pattern[str] = re.compile(r"(?!)")
@@ -220,7 +221,7 @@ class Language:
             return False
         if self.possession and self.possession.match(plain):
             return not self.purpose.search(plain)  # "use the notes in @0 to draw ...": an ask
-        if self.opens.match(plain):
+        if self.opens.match(plain) or self.delivers.match(plain):
             return True
         return bool("@" in text and self.presents.match(plain) and not self.verb_start.match(plain))
 
@@ -341,6 +342,10 @@ def language() -> Language:
         idle_wish=re.compile(rf"^(?:{_alternation(data['none']['wishes'])})\s+to\s+(?:{_alternation(data['none']['idle'])})\b"
                              r"(?:\s+(?:it|them|this|that))?(?:\s+(?:later|again|offline|more|for\b.*|in\b.*|on\b.*|with\b.*))?\W*$",
                              re.I),
+        delivers=re.compile(rf"^\s*(?:(?:please|just|and|then|finally|also)\s+)*(?:{_alternation(data['none']['delivers'])})"
+                            rf"\s+(?:(?:me|us)\s+|back\s+)*(?:{_alternation(data['none']['delivered'])})\b[\w\s-]{{0,12}}?"
+                            r"(?:\s+(?:back|locally|to\s+(?:me|my\s+\w+)|on\s+my\s+\w+|as\s+(?:the|a|my)\s+(?:final\s+)?"
+                            r"(?:result|output|file|answer))){0,2}\s*(?:for\s+me|please)?\W*$", re.I),
         finds=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\b", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
         opens=re.compile(rf"^\s*(?:{_alternation(data['none']['opens'])})\s+(?:(?:my|the|this|that|a|an|file|files)\s+)*"
