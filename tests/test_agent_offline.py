@@ -342,3 +342,13 @@ def test_handing_the_result_back_is_no_task(planner: OfflinePlanner, catalog: Ta
                  "final result."):
         tasks = [t.task for t in plan(planner, catalog, text).tasks]
         assert len(tasks) == 1 and tasks[0] in ("video-downloader", "text-to-video"), tasks
+
+
+@pytest.mark.parametrize("text, task", [
+    ("Here's my essay: 'Rivers carry water from mountains to the sea, shaping valleys as they go.' Shorten it.",
+     "summarization"),
+    ("Here's my note: 'party at noon, bring cake'. Flesh it out into something fuller.", "text-expansion"),
+])
+def test_the_way_a_text_length_goes_decides_between_opposite_tasks(planner: OfflinePlanner, catalog: TaskCatalog,
+                                                                    text: str, task: str) -> None:
+    assert [t.task for t in plan(planner, catalog, text).tasks] == [task]

@@ -306,9 +306,13 @@ class OfflinePlanner:
         ins, outs = _signatures(index, catalog)
         # finding what exists (not finding something in what the user gave: "find the link in it")
         finds = bool(lang.finds.search(step.text)) and not _FINDS_IN.search(step.text)
+        way = lang.length_of(step.text)
         for j, name in enumerate(index.tasks):
             if name == NONE:
                 continue
+            length = index.notes.get(name, _NO_NOTES).length
+            if way is not None and length is not None:
+                row[j] += self.cue_weight if length == way else -self.target_weight  # "shorten it" is no expansion
             if finds and index.notes.get(name, _NO_NOTES).backend == "search":
                 row[j] += self.target_weight
             if made is not None:

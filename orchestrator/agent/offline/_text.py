@@ -174,6 +174,7 @@ class Language:
     finds: re.Pattern[str] = re.compile(r"(?!)")
     idle_wish: re.Pattern[str] = re.compile(r"(?!)")
     delivers: re.Pattern[str] = re.compile(r"(?!)")
+    lengths: tuple[tuple[re.Pattern[str], str], ...] = ()
     verb_makes: tuple[tuple[re.Pattern[str], Modality], ...] = ()
     asks: re.Pattern[str] | None = None
     presents: re.Pattern[str] = re.compile(r"(?!)")
@@ -245,6 +246,11 @@ class Language:
     def asks_for(self, text: str) -> bool:
         """The step asks in so many words: a request phrase ("could you", "I need") or an imperative verb."""
         return bool((self.asks and self.asks.search(text)) or self.verb_start.match(text))
+
+    def length_of(self, text: str) -> str | None:
+        """Which way the step takes a text's length ("shorter" / "longer"), when it says one way only."""
+        ways = {way for pattern, way in self.lengths if pattern.search(text)}
+        return next(iter(ways)) if len(ways) == 1 else None
 
     def modality_of(self, word: str) -> Modality | None:
         w = word.lower()
@@ -346,6 +352,7 @@ def language() -> Language:
                             rf"\s+(?:(?:me|us)\s+|back\s+)*(?:{_alternation(data['none']['delivered'])})\b[\w\s-]{{0,12}}?"
                             r"(?:\s+(?:back|locally|to\s+(?:me|my\s+\w+)|on\s+my\s+\w+|as\s+(?:the|a|my)\s+(?:final\s+)?"
                             r"(?:result|output|file|answer))){0,2}\s*(?:for\s+me|please)?\W*$", re.I),
+        lengths=tuple((re.compile(rf"\b(?:{_alternation(v)})\b", re.I), k) for k, v in data.get("length", {}).items()),
         finds=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\b", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
         opens=re.compile(rf"^\s*(?:{_alternation(data['none']['opens'])})\s+(?:(?:my|the|this|that|a|an|file|files)\s+)*"
