@@ -24,6 +24,7 @@ MEDIA = (Modality.IMAGE, Modality.AUDIO, Modality.VIDEO)
 _NO_NOTES = TaskNotes()
 # "find it", "locate the link in the note": finding in what was given, not searching
 _FINDS_IN = re.compile(r"\b(?:find|locate|look for|search for|spot|pick out)\s+(?:it|them|this|that|these|those)\b"
+                       r"|\bof\s+(?:it|them|this|that|these|those)\b"
                        r"|\b(?:in|inside|within|from)\s+(?:it|this|that|them|these|those|my|the(?!\s+(?:internet|web|net)\b))\b",
                        re.I)
 URL = "url"  # a text that is a link: what downloaders take
@@ -306,7 +307,9 @@ class OfflinePlanner:
         ins, outs = _signatures(index, catalog)
         # finding what exists (not finding something in what the user gave: "find the link in it")
         finds = bool(lang.finds.search(step.text)) and not _FINDS_IN.search(step.text)
-        way = lang.length_of(step.text)
+        # a text's length; with media in the step, "condense it" is about its duration
+        # a text's length; with media in the step, "condense it" is about its duration
+        way = lang.length_of(step.text) if not (named | read) - {Modality.TEXT} else None
         for j, name in enumerate(index.tasks):
             if name == NONE:
                 continue
