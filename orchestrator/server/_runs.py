@@ -6,6 +6,12 @@ event log ``run:<id>`` in order; the final state (outputs, errors, answer, node
 results) is written as the record ``runs/<id>``. Both live in the store's backend
 (Redis, or the embedded directory), so:
 
+* events are written by one writer task per run (group commit): the run goes on while
+  its events are stored, and every event emitted meanwhile goes in the next batch, in
+  one store call (a thread hop) instead of one per event; the running record goes
+  with the first batch, and the final event with the final record. Followers see an
+  event once it is stored, so nobody sees an event the log could lose;
+
 * any server process sharing the backend answers ``GET /v1/runs/{id}`` and streams
   the events for runs another process executes (blocking reads of the log, on a
   bounded pool of their own, ``event_follow_threads``), which is what lets several
@@ -109,13 +115,19 @@ class RunJob:
     """Set to cancel; wakes the workflow engine's loop at once (no polling)."""
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     node_tools: dict[str, str] = field(default_factory=dict)
     terminal_event: bool = False
     finalizing: bool = False
     events: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     """The events appended to the run's log so far, ``(seq, event)`` in order: this process's
     followers read them here instead of from the store."""
+    unlogged: list[dict[str, Any]] = field(default_factory=list)
+    """Events emitted but not stored yet, in order (the writer's next batch)."""
+    record_dirty: bool = False
+    """The record changed in a way other processes should see (it started): the writer stores it first."""
+    writer: asyncio.Task[None] | None = None
+    log_error: OrchestratorError | None = None
+    """Why the last batch could not be stored (raised to the run at its next event)."""
 
     @property
     def status(self) -> str:
@@ -147,9 +159,9 @@ class RunManager:
         self._closing = False
         self._ewma_seconds: float | None = None
         self._started = False
-        self._unsaved: dict[str, tuple[RunRecord, dict[str, Any] | None]] = {}
-        """Finished runs whose final state (record, and the final event if it was not
-        appended) the store refused; answered from here and saved again by the heartbeat."""
+        self._unsaved: dict[str, tuple[RunRecord, list[dict[str, Any]]]] = {}
+        """Finished runs whose final state (record, and the events not appended yet) the store
+        refused; answered from here and saved again by the heartbeat."""
         self._followers: ThreadPoolExecutor | None = None
         """Blocking event-log reads for runs of other processes (bounded; not the default pool)."""
         self._finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -292,8 +304,9 @@ class RunManager:
         self._running.add(job.id)
         self.metrics.queue_wait_seconds.observe(max(0.0, (job.record.started_at or 0.0) - job.record.created_at))
         self._update_gauges()
+        job.record_dirty = True  # stored by the event writer, before the first event
+        self._write_soon(job)
         try:
-            await asyncio.to_thread(self.store.put_record, RUNS_NS, job.id, job.record.to_json())
             outcome = await execute(job.record, job.executor(job), emit=lambda doc: self._log(job, doc),
                                     node_tools=job.node_tools)
         except asyncio.CancelledError:
@@ -301,24 +314,70 @@ class RunManager:
                               error={"type": "RunCancelled", "message": "the run was cancelled"})
             if self._closing:
                 outcome.error = {"type": "RunInterrupted", "message": "the server shut down before the run finished"}
-        except OrchestratorError as exc:  # the run's first record could not be stored
-            outcome = Outcome("failed", error=exc.to_dict(), errors={"<run>": str(exc)})
         if job.cancel.is_set() and outcome.status == "failed" and not self._closing:
             outcome.status = "cancelled"
         await self._finalize(job, outcome)
 
     # ------------------------------------------------------------------ events
-    async def _log(self, job: RunJob, doc: dict[str, Any]) -> int:
-        """Append one event (already folded into the record) to the run's log, in order, and wake its followers."""
+    async def _log(self, job: RunJob, doc: dict[str, Any]) -> None:
+        """Queue one event (already folded into the record) for the run's log; the writer appends it
+        in order and wakes the followers. Raises the store's error if the last batch failed; waits
+        while ``event_batch_max`` events are unstored (the store sets the pace)."""
+        if job.log_error is not None:
+            raise job.log_error
         self._observe(job, doc)
-        async with job.lock:
-            seq = await asyncio.to_thread(self.store.append_event, event_stream(job.id), doc)
-            job.record.last_event_id = seq
-            job.events.append((seq, doc))
-        signal = self._signals.get(job.id)
-        if signal is not None:
-            signal.fire()
-        return seq
+        job.unlogged.append(doc)
+        writer = self._write_soon(job)
+        if len(job.unlogged) >= self.settings.event_batch_max:
+            await asyncio.shield(writer)
+            if job.log_error is not None:
+                raise job.log_error
+
+    def _write_soon(self, job: RunJob) -> asyncio.Task[None]:
+        """The run's writer task, started if none is running."""
+        if job.writer is None or job.writer.done():
+            job.writer = asyncio.create_task(self._write_events(job), name=f"run-log-{job.id}")
+        return job.writer
+
+    async def _write_events(self, job: RunJob, *, final: bool = False) -> None:
+        """Store the run's pending events (and its record, if changed) in batches until none is left.
+        ``final``: the last batch also writes the final record (:meth:`_persist_final`)."""
+        while job.unlogged or job.record_dirty or final:
+            batch = list(job.unlogged)
+            record = job.record.to_json() if job.record_dirty or final else None
+            job.record_dirty = False
+            done, error = await asyncio.to_thread(self._store_batch, job.id, batch, record, final)
+            del job.unlogged[:len(done)]
+            if done:
+                job.events.extend(done)
+                job.record.last_event_id = done[-1][0]
+                signal = self._signals.get(job.id)
+                if signal is not None:
+                    signal.fire()
+            if error is not None:
+                job.record_dirty = job.record_dirty or record is not None
+                job.log_error = error
+                return
+            job.log_error = None
+            final = False
+
+    def _store_batch(self, run_id: str, events: list[dict[str, Any]], record: dict[str, Any] | None, final: bool
+                     ) -> tuple[list[tuple[int, dict[str, Any]]], OrchestratorError | None]:
+        """One store call for a batch: the record (running), the events, or with ``final`` the final record
+        after them. Returns the events stored and the error that stopped it, if any."""
+        done: list[tuple[int, dict[str, Any]]] = []
+        try:
+            if record is not None and not final:
+                self.store.put_record(RUNS_NS, run_id, record)
+            for doc in events:
+                done.append((self.store.append_event(event_stream(run_id), doc), doc))
+            if final and record is not None:
+                if done:
+                    record["last_event_id"] = done[-1][0]
+                self._persist_final(record)
+        except OrchestratorError as exc:
+            return done, exc
+        return done, None
 
     def _observe(self, job: RunJob, doc: dict[str, Any]) -> None:
         """Note the run's terminal event and feed the metrics."""
@@ -352,22 +411,21 @@ class RunManager:
                 final.update(type="run_failed", error=outcome.error or {"message": outcome.status})
             if outcome.answer is not None:
                 final["answer"] = outcome.answer
-            try:
-                job.record.fold(final)
-                await self._log(job, final)
-                final = None
-            except OrchestratorError as exc:
-                logger.error("could not append the final event of run %s: %s", job.id, exc)
+            job.record.fold(final)
+            self._observe(job, final)
+            job.unlogged.append(final)
         rec = job.record
         rec.finish(outcome, now)
-        try:
-            if final is not None:
-                raise OrchestratorError("the final event is not stored yet")
-            await asyncio.to_thread(self._persist_final, rec)
+        # the batch in flight, then the rest with the final record (one store call)
+        if job.writer is not None and not job.writer.done():
+            await asyncio.shield(job.writer)
+        job.writer = asyncio.create_task(self._write_events(job, final=True), name=f"run-final-{job.id}")
+        await asyncio.shield(job.writer)
+        if job.log_error is None:
             self._remember(rec)
-        except OrchestratorError as exc:
-            logger.error("could not persist the final state of run %s (will retry): %s", job.id, exc)
-            self._unsaved[job.id] = (rec, final)
+        else:
+            logger.error("could not store the final state of run %s (will retry): %s", job.id, job.log_error)
+            self._unsaved[job.id] = (rec, list(job.unlogged))
         if rec.started_at is not None:
             seconds = now - rec.started_at
             self.metrics.run_seconds.labels(rec.kind).observe(seconds)
@@ -390,22 +448,24 @@ class RunManager:
 
     def _save_unsaved(self) -> None:
         """Store the final state of runs that finished while the store was failing."""
-        for run_id, (record, final) in list(self._unsaved.items()):
-            if final is not None:
-                record.last_event_id = self.store.append_event(event_stream(run_id), final)
-                self._unsaved[run_id] = (record, None)
-            self._persist_final(record)
+        for run_id, (record, events) in list(self._unsaved.items()):
+            while events:  # in order; each one stored is dropped, so a retry never repeats it
+                record.last_event_id = self.store.append_event(event_stream(run_id), events[0])
+                del events[0]
+            self._persist_final(record.to_json())
             self._remember(record)
             del self._unsaved[run_id]
             logger.info("stored the final state of run %s", run_id)
 
-    def _persist_final(self, record: RunRecord) -> None:
-        self.store.put_record(RUNS_NS, record.id, record.to_json(), ttl=self.settings.run_ttl_seconds)
-        self.store.expire_events(event_stream(record.id), self.settings.run_ttl_seconds)
-        self.store.delete_record(ACTIVE_NS, record.id)
-        if record.cancel_requested or record.owner != self.instance_id:
+    def _persist_final(self, record: dict[str, Any]) -> None:
+        """Store a finished run's record (JSON) for ``run_ttl_seconds``, with its log, and drop its marks."""
+        run_id = record["id"]
+        self.store.put_record(RUNS_NS, run_id, record, ttl=self.settings.run_ttl_seconds)
+        self.store.expire_events(event_stream(run_id), self.settings.run_ttl_seconds)
+        self.store.delete_record(ACTIVE_NS, run_id)
+        if record.get("cancel_requested") or record.get("owner") != self.instance_id:
             # another process may have asked to cancel it (an unseen request expires by itself)
-            self.store.delete_record(CANCEL_NS, record.id)
+            self.store.delete_record(CANCEL_NS, run_id)
 
     def _remember(self, record: RunRecord) -> None:
         """Keep a finished run's final record at hand (the last ``finished_runs_cached``)."""
@@ -473,8 +533,9 @@ class RunManager:
                 "errors": errors, "seconds": now - (record.started_at or now),
             })
             record.finish(Outcome("interrupted", errors=errors, error=error), now)
-            self._persist_final(record)
-            return record.to_json()
+            doc = record.to_json()
+            self._persist_final(doc)
+            return doc
 
         result = await asyncio.to_thread(write)
         self.metrics.runs_finished.labels(record.kind, "interrupted").inc()
