@@ -110,7 +110,7 @@ class ServerSettings(BaseSettings):
     max_prompt_chars: int = Field(default=20_000, ge=1)
     """Characters of a run's prompt, and of a chat request's last user message."""
     max_header_bytes: int = Field(default=32 << 10, ge=1024)
-    """Size of a request's head (request line and headers); larger ones get 400 and are closed."""
+    """Size of a request's head (request line and headers); larger ones get 431 and are closed."""
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     """Time a client has to send a complete request head (slow senders are disconnected)."""
 
