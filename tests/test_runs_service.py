@@ -274,3 +274,43 @@ async def test_a_run_of_another_process_is_followed_live_without_polling(redis_u
         await other.stop()
         owner_store.close()
         other_store.close()
+
+
+async def test_a_cancel_from_another_process_reaches_the_owner_at_once(redis_url: str, redis_prefix: str) -> None:
+    """The owner blocks on its control log, so a cancel sent through another run manager stops the run
+    well before the owner's heartbeat (every lease_seconds / 3) would have seen it."""
+    import time
+
+    from orchestrator.artifacts import RedisArtifactStore
+
+    owner_store = RedisArtifactStore(redis_url, prefix=redis_prefix)
+    other_store = RedisArtifactStore(redis_url, prefix=redis_prefix)
+    slow_heartbeat = ServerSettings(max_concurrent_runs=1, lease_seconds=60.0, cancel_grace_seconds=0.0)
+    owner, other = RunManager(owner_store, slow_heartbeat), RunManager(other_store, slow_heartbeat)
+    started = asyncio.Event()
+
+    async def forever(job: Any) -> Any:
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        started.set()
+        await asyncio.sleep(3600)
+        yield Outcome("succeeded")
+
+    await owner.start()
+    await other.start()
+    try:
+        job = await owner.submit("graph", forever)
+        await asyncio.wait_for(started.wait(), 5)
+        t0 = time.monotonic()
+        seen = await other.cancel(job.id)
+        assert seen is not None and seen["cancel_requested"] and seen["status"] == "running"
+        await asyncio.wait_for(job.done.wait(), 5)
+        assert time.monotonic() - t0 < 2.0  # not the 20 s heartbeat
+        record = await other.get(job.id)
+        assert record is not None and record["status"] == "cancelled" and record["cancel_requested"]
+        events = [doc for _, doc in owner_store.read_events(f"run:{job.id}")]
+        assert events[-1]["type"] == "run_failed" and events[-1]["status"] == "cancelled"
+    finally:
+        await owner.stop()
+        await other.stop()
+        owner_store.close()
+        other_store.close()

@@ -22,7 +22,11 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
   ``lease_seconds / 3``; a queued or running run whose owner's lease is gone is
   marked interrupted (a ``run_failed`` event with ``status: "interrupted"`` is
   appended, so event streams end too). A server shutting down cleanly marks its own
-  unfinished runs at once.
+  unfinished runs at once;
+* a cancel sent to another process reaches the run's owner at once: it is recorded
+  (``runs_cancel/<id>``, which the owner's heartbeat also checks, every
+  ``lease_seconds / 3``) and appended to the owner's control log ``server:<instance>``,
+  on which the owner blocks (one thread) like a follower on a run's log.
 
 Capacity: ``max_concurrent_runs`` run at once and ``max_queued_runs`` more may wait;
 beyond that :class:`QueueFull` (HTTP 429) says when to retry.
@@ -72,6 +76,11 @@ SERVERS_NS = "servers"
 def event_stream(run_id: str) -> str:
     """The store's event-log name of a run."""
     return f"run:{run_id}"
+
+
+def control_stream(instance_id: str) -> str:
+    """The store's event-log name of a server process's control messages (cancels from other processes)."""
+    return f"server:{instance_id}"
 
 
 def new_run_id() -> str:
@@ -156,6 +165,8 @@ class RunManager:
         self._signals: dict[str, _Signal] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._background: asyncio.Task[None] | None = None
+        self._control: asyncio.Task[None] | None = None
+        self._control_thread: ThreadPoolExecutor | None = None
         self._closing = False
         self._ewma_seconds: float | None = None
         self._started = False
@@ -179,6 +190,8 @@ class RunManager:
         self._workers = [asyncio.create_task(self._worker(i), name=f"run-worker-{i}")
                          for i in range(self.settings.max_concurrent_runs)]
         self._background = asyncio.create_task(self._heartbeat(), name="run-heartbeat")
+        self._control_thread = ThreadPoolExecutor(1, thread_name_prefix="orch-control")
+        self._control = asyncio.create_task(self._listen_control(), name="run-control")
         logger.info("run manager %s started: %d workers, %d queue slots", self.instance_id,
                     self.settings.max_concurrent_runs, self.settings.max_queued_runs)
 
@@ -189,7 +202,7 @@ class RunManager:
         self._closing = True
         self._started = False
         running = [j.task for j in self._jobs.values() if j.task is not None and not j.task.done()]
-        tasks = [*self._workers, *running, *([self._background] if self._background else [])]
+        tasks = [*self._workers, *running, *(t for t in (self._background, self._control) if t is not None)]
         for task in tasks:  # a cancelled run task records itself as interrupted
             task.cancel()
         for task in tasks:
@@ -201,9 +214,10 @@ class RunManager:
                     "type": "RunInterrupted", "message": "the server shut down before the run finished"}))
         for signal in self._signals.values():
             signal.fire()
-        if self._followers is not None:  # blocked reads end by their own timeout
-            self._followers.shutdown(wait=False, cancel_futures=True)
-            self._followers = None
+        for pool in (self._followers, self._control_thread):  # blocked reads end by their own timeout
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._followers = self._control_thread = None
         with contextlib.suppress(OrchestratorError):
             await asyncio.to_thread(self._save_unsaved)
         with contextlib.suppress(OrchestratorError):
@@ -575,8 +589,7 @@ class RunManager:
             if record is None or record.get("status") in TERMINAL:
                 return record
             record["cancel_requested"] = True
-            await asyncio.to_thread(self.store.put_record, CANCEL_NS, run_id, {"at": time.time()},
-                                    ttl=self.settings.run_ttl_seconds)
+            await asyncio.to_thread(self._request_cancel, run_id, str(record.get("owner") or ""))
             return record
         job.record.cancel_requested = True
         job.cancel.set()
@@ -591,6 +604,39 @@ class RunManager:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(job.done.wait(), timeout=wait)
         return job.record.to_json()
+
+    def _request_cancel(self, run_id: str, owner: str) -> None:
+        """Ask the owner (another process) to cancel a run: recorded, then pushed to its control log."""
+        self.store.put_record(CANCEL_NS, run_id, {"at": time.time()}, ttl=self.settings.run_ttl_seconds)
+        if owner:
+            self.store.append_event(control_stream(owner), {"type": "cancel", "run_id": run_id, "by": self.instance_id})
+            self.store.expire_events(control_stream(owner), self._control_ttl)
+
+    @property
+    def _control_ttl(self) -> float:
+        """A control log outlives its owner's lease a little (the owner's heartbeat extends it)."""
+        return 4 * self.settings.lease_seconds
+
+    async def _listen_control(self) -> None:
+        """Block on this process's control log and act on each message (a cancel of one of its runs)."""
+        loop = asyncio.get_running_loop()
+        stream = control_stream(self.instance_id)
+        last = 0
+        while True:
+            try:
+                items = await loop.run_in_executor(self._control_thread, self.store.wait_events, stream, last,
+                                                   self.settings.event_wait_seconds)
+            except Exception as exc:  # noqa: BLE001 - the heartbeat's check of runs_cancel still sees cancels
+                logger.warning("control log unavailable: %s", exc)
+                await asyncio.sleep(self.settings.event_poll_seconds)
+                continue
+            for seq, doc in items:
+                last = seq
+                run_id = str(doc.get("run_id"))
+                job = self._jobs.get(run_id)
+                if doc.get("type") == "cancel" and job is not None and not job.cancel.is_set():
+                    logger.info("run %s cancelled by server %s", run_id, doc.get("by"))
+                    await self.cancel(run_id, wait=0)
 
     # ------------------------------------------------------------------ following
     async def follow(self, run_id: str, after: int = 0, *, idle: float = 15.0
@@ -719,6 +765,7 @@ class RunManager:
         self.store.put_record(SERVERS_NS, self.instance_id, {"pid": os.getpid(), "host": socket.gethostname(),
                                                             "at": time.time()},
                               ttl=max(1, math.ceil(self.settings.lease_seconds)))
+        self.store.expire_events(control_stream(self.instance_id), self._control_ttl)
 
     async def _heartbeat(self) -> None:
         interval = max(0.2, self.settings.lease_seconds / 3)
