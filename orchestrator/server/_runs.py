@@ -373,6 +373,8 @@ class RunManager:
                 job.log_error = error
                 return
             job.log_error = None
+            if final and record is not None:
+                self._remember(record)
             final = False
 
     def _store_batch(self, run_id: str, events: list[dict[str, Any]], record: dict[str, Any] | None, final: bool
@@ -435,9 +437,7 @@ class RunManager:
             await asyncio.shield(job.writer)
         job.writer = asyncio.create_task(self._write_events(job, final=True), name=f"run-final-{job.id}")
         await asyncio.shield(job.writer)
-        if job.log_error is None:
-            self._remember(rec)
-        else:
+        if job.log_error is not None:
             logger.error("could not store the final state of run %s (will retry): %s", job.id, job.log_error)
             self._unsaved[job.id] = (rec, list(job.unlogged))
         if rec.started_at is not None:
@@ -466,8 +466,9 @@ class RunManager:
             while events:  # in order; each one stored is dropped, so a retry never repeats it
                 record.last_event_id = self.store.append_event(event_stream(run_id), events[0])
                 del events[0]
-            self._persist_final(record.to_json())
-            self._remember(record)
+            doc = record.to_json()
+            self._persist_final(doc)
+            self._remember(doc)
             del self._unsaved[run_id]
             logger.info("stored the final state of run %s", run_id)
 
@@ -481,9 +482,9 @@ class RunManager:
             # another process may have asked to cancel it (an unseen request expires by itself)
             self.store.delete_record(CANCEL_NS, run_id)
 
-    def _remember(self, record: RunRecord) -> None:
-        """Keep a finished run's final record at hand (the last ``finished_runs_cached``)."""
-        self._finished[record.id] = record.to_json()
+    def _remember(self, record: dict[str, Any]) -> None:
+        """Keep a finished run's final record (as stored) at hand (the last ``finished_runs_cached``)."""
+        self._finished[record["id"]] = record
         while len(self._finished) > self.settings.finished_runs_cached:
             self._finished.popitem(last=False)
 
@@ -650,47 +651,58 @@ class RunManager:
         ``(None, {"type": "error", "run_id", "error": {"type", "message"}, "last_event_id"})``
         (not a log event: reconnect after ``last_event_id`` to resume). Check that the run exists first.
         """
+        async with contextlib.aclosing(self.follow_batches(run_id, after, idle=idle)) as batches:
+            async for batch in batches:
+                if batch is None:
+                    yield None
+                    continue
+                for item in batch:
+                    yield item
+
+    async def follow_batches(self, run_id: str, after: int = 0, *, idle: float = 15.0
+                             ) -> AsyncIterator[list[tuple[int | None, dict[str, Any]]] | None]:
+        """:meth:`follow`, the events that arrive together as one list (an event stream sends them in one write)."""
         signal = self._signals.setdefault(run_id, _Signal())
         signal.users += 1
         last = after
         try:
-            async with contextlib.aclosing(self._follow(run_id, signal, idle, after)) as items:
-                async for item in items:
-                    if item is not None:
-                        last = item[0]
-                    yield item
+            async with contextlib.aclosing(self._follow(run_id, signal, idle, after)) as batches:
+                async for batch in batches:
+                    if batch is not None:
+                        last = batch[-1][0]
+                    yield batch  # type: ignore[misc]
         except OrchestratorError as exc:  # the store failed: end cleanly, saying where to resume
             logger.warning("event stream of run %s stopped: %s", run_id, exc)
-            yield None, {"type": "error", "run_id": run_id, "last_event_id": last,
-                         "error": {"type": type(exc).__name__,
-                                   "message": "the store is unavailable; reconnect to resume"}}
+            yield [(None, {"type": "error", "run_id": run_id, "last_event_id": last,
+                           "error": {"type": type(exc).__name__,
+                                     "message": "the store is unavailable; reconnect to resume"}})]
         finally:
             signal.users -= 1
             if signal.users <= 0 and run_id not in self._jobs:
                 self._signals.pop(run_id, None)
 
     async def _follow(self, run_id: str, signal: _Signal, idle: float, after: int
-                      ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
+                      ) -> AsyncIterator[list[tuple[int, dict[str, Any]]] | None]:
         job = self._jobs.get(run_id)
-        items = self._follow_local(job, signal, idle, after) if job is not None else \
+        batches = self._follow_local(job, signal, idle, after) if job is not None else \
             self._follow_remote(run_id, idle, after)
-        async with contextlib.aclosing(items) as events:
-            async for item in events:
-                yield item
+        async with contextlib.aclosing(batches) as events:
+            async for batch in events:
+                yield batch
 
     async def _follow_local(self, job: RunJob, signal: _Signal, idle: float, after: int
-                            ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
-        """A run of this process: its events from memory as they are appended (each append wakes
+                            ) -> AsyncIterator[list[tuple[int, dict[str, Any]]] | None]:
+        """A run of this process: its events from memory as they are stored (each batch wakes
         the followers); the stream ends when the run has ended and every event was yielded."""
         last = after
         quiet_since = time.monotonic()
         while True:
             wake = signal.event
             start = bisect.bisect_right(job.events, last, key=lambda item: item[0])
-            for seq, doc in job.events[start:]:
-                last = seq
-                yield seq, doc
             if start < len(job.events):
+                batch = job.events[start:]
+                last = batch[-1][0]
+                yield batch
                 quiet_since = time.monotonic()
                 continue
             if job.done.is_set() or self._closing:
@@ -703,7 +715,7 @@ class RunManager:
                     await wake.wait()
 
     async def _follow_remote(self, run_id: str, idle: float, after: int
-                             ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
+                             ) -> AsyncIterator[list[tuple[int, dict[str, Any]]] | None]:
         """A run of another process (or one already finished): blocking reads of its log; once a
         terminal event was seen, the record says when the owner has finished writing."""
         last = after
@@ -715,19 +727,18 @@ class RunManager:
                 items = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
             else:  # block on its log instead of polling
                 items = await self._wait_events(run_id, last, min(idle, self.settings.event_wait_seconds))
-            for seq, doc in items:
-                last = seq
-                ended = ended or (doc.get("type") in ("run_finished", "run_failed") and doc.get("status") in TERMINAL)
-                yield seq, doc
             if items:
+                last = items[-1][0]
+                ended = ended or any(doc.get("type") in ("run_finished", "run_failed") and doc.get("status") in TERMINAL
+                                     for _, doc in items)
+                yield items
                 quiet_since = time.monotonic()
                 continue
             record = await self.get(run_id)
             if record is None or record.get("status") in TERMINAL:
                 tail = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
-                for seq, doc in tail:
-                    last = seq
-                    yield seq, doc
+                if tail:
+                    yield tail
                 return
             if self._closing:
                 return
