@@ -314,3 +314,63 @@ async def test_a_cancel_from_another_process_reaches_the_owner_at_once(redis_url
         await other.stop()
         owner_store.close()
         other_store.close()
+
+
+class _SlowLog(LocalArtifactStore):
+    """A store whose event appends take ``delay`` seconds each."""
+
+    delay = 0.05
+
+    def append_event(self, stream: str, event: dict[str, Any]) -> int:
+        import time
+
+        time.sleep(self.delay)
+        return super().append_event(stream, event)
+
+
+async def test_a_run_goes_on_while_its_events_are_stored_and_followers_see_only_stored_events(tmp_path: Path) -> None:
+    """Events are stored in batches by the run's writer: a run emitting faster than the store appends
+    is not held up by each append, every event is stored in order before the run ends, and a
+    follower is given an event only once the store has it."""
+    import time
+
+    store = _SlowLog(tmp_path)
+    manager = RunManager(store, ServerSettings(max_concurrent_runs=1))
+    emitted_all = asyncio.Event()
+    count = 12
+
+    async def chatty(job: Any) -> Any:
+        for i in range(count):
+            yield {"type": "node_progress", "node": "a", "tool": "x.tool", "done": i + 1, "total": count}
+        emitted_all.set()
+        yield Outcome("succeeded")
+
+    await manager.start()
+    try:
+        t0 = time.monotonic()
+        job = await manager.submit("graph", chatty)
+        seen: list[tuple[int, bool]] = []
+
+        async def follow() -> None:
+            async for item in manager.follow(job.id, idle=5):
+                if item is not None:
+                    stored = [seq for seq, _ in store.read_events(f"run:{job.id}")]
+                    seen.append((item[0], item[0] in stored))
+
+        follower = asyncio.create_task(follow())
+        await asyncio.wait_for(emitted_all.wait(), 5)
+        emitted_after = time.monotonic() - t0
+        await asyncio.wait_for(job.done.wait(), 10)
+        stored_after = time.monotonic() - t0
+        await asyncio.wait_for(follower, 5)
+    finally:
+        await manager.stop()
+    # one append is 50 ms: the run emitted all its events long before they were all stored
+    assert emitted_after < 0.5 * stored_after and stored_after >= (count + 1) * _SlowLog.delay
+    events = store.read_events(f"run:{job.id}")
+    assert [seq for seq, _ in events] == list(range(1, count + 2))
+    assert [d.get("done") for _, d in events[:count]] == list(range(1, count + 1))
+    assert events[-1][1]["type"] == "run_finished"
+    assert [seq for seq, _ in seen] == list(range(1, count + 2)) and all(stored for _, stored in seen)
+    record = await manager.get(job.id)
+    assert record is not None and record["status"] == "succeeded" and record["last_event_id"] == count + 1
