@@ -135,6 +135,8 @@ class RunJob:
     record_dirty: bool = False
     """The record changed in a way other processes should see (it started): the writer stores it first."""
     writer: asyncio.Task[None] | None = None
+    holding: bool = False
+    """The last unstored event is the run's terminal one: it waits for the final record (one store call)."""
     log_error: OrchestratorError | None = None
     """Why the last batch could not be stored (raised to the run at its next event)."""
 
@@ -318,8 +320,11 @@ class RunManager:
         self._running.add(job.id)
         self.metrics.queue_wait_seconds.observe(max(0.0, (job.record.started_at or 0.0) - job.record.created_at))
         self._update_gauges()
-        job.record_dirty = True  # stored by the event writer, before the first event
-        self._write_soon(job)
+        # the running record goes with the run's first events, or alone if none come soon
+        job.record_dirty = True
+        asyncio.get_running_loop().call_later(
+            self.settings.running_record_delay_seconds,
+            lambda: job.record_dirty and not job.finalizing and self._write_soon(job))
         try:
             outcome = await execute(job.record, job.executor(job), emit=lambda doc: self._log(job, doc),
                                     node_tools=job.node_tools)
@@ -339,8 +344,11 @@ class RunManager:
         while ``event_batch_max`` events are unstored (the store sets the pace)."""
         if job.log_error is not None:
             raise job.log_error
-        self._observe(job, doc)
+        terminal = self._observe(job, doc)
         job.unlogged.append(doc)
+        job.holding = terminal and not job.spec.get("final_event")
+        if job.holding:
+            return  # the run's last event: stored with the final record, in one store call
         writer = self._write_soon(job)
         if len(job.unlogged) >= self.settings.event_batch_max:
             await asyncio.shield(writer)
@@ -357,7 +365,9 @@ class RunManager:
         """Store the run's pending events (and its record, if changed) in batches until none is left.
         ``final``: the last batch also writes the final record (:meth:`_persist_final`)."""
         while job.unlogged or job.record_dirty or final:
-            batch = list(job.unlogged)
+            batch = job.unlogged[:-1] if job.holding and not final else list(job.unlogged)
+            if not (batch or job.record_dirty or final):
+                return
             record = job.record.to_json() if job.record_dirty or final else None
             job.record_dirty = False
             done, error = await asyncio.to_thread(self._store_batch, job.id, batch, record, final)
@@ -395,14 +405,15 @@ class RunManager:
             return done, exc
         return done, None
 
-    def _observe(self, job: RunJob, doc: dict[str, Any]) -> None:
-        """Note the run's terminal event and feed the metrics."""
+    def _observe(self, job: RunJob, doc: dict[str, Any]) -> bool:
+        """Note the run's terminal event (returns whether ``doc`` is one) and feed the metrics."""
         kind = doc.get("type")
         if kind in ("run_finished", "run_failed") and doc.get("status") in TERMINAL and doc.get("run_id") == job.id:
             job.terminal_event = True
+            return True
         node = doc.get("node")
         if not node or kind not in ("node_finished", "node_cached", "node_failed"):
-            return
+            return False
         tool = job.node_tools.get(str(node), "?")
         if kind == "node_finished":
             self.metrics.node_seconds.labels(tool).observe(float(doc.get("seconds") or 0.0))
@@ -410,6 +421,7 @@ class RunManager:
             self.metrics.node_cache_hits.labels(tool).inc()
         elif kind == "node_failed":
             self.metrics.node_failures.labels(tool).inc()
+        return False
 
     async def _finalize(self, job: RunJob, outcome: Outcome) -> None:
         if job.status in TERMINAL or job.finalizing:
