@@ -9,8 +9,9 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
 * events are written by one writer task per run (group commit): the run goes on while
   its events are stored, and every event emitted meanwhile goes in the next batch, in
   one store call (a thread hop) instead of one per event; the running record goes
-  with the first batch, and the final event with the final record. Followers see an
-  event once it is stored, so nobody sees an event the log could lose;
+  with the first batch (or alone after ``running_record_delay_seconds``), and the
+  terminal event with the final record. Followers see an event once it is stored, so
+  nobody sees an event the log could lose;
 
 * any server process sharing the backend answers ``GET /v1/runs/{id}`` and streams
   the events for runs another process executes (blocking reads of the log, on a
