@@ -201,7 +201,8 @@ def main() -> None:
                     before, mine = server_cpu_seconds(srv), time.process_time()
                     ok, failed = asyncio.run(closed_loop(srv.url, clients, args.seconds, args.client))
                     cpu[(workers, clients)] = cpu.get((workers, clients), 0.0) + server_cpu_seconds(srv) - before
-                    client_cpu[(workers, clients)] = client_cpu.get((workers, clients), 0.0) + time.process_time() - mine
+                    mine = time.process_time() - mine
+                    client_cpu[(workers, clients)] = client_cpu.get((workers, clients), 0.0) + mine
                     done[(workers, clients)] = done.get((workers, clients), 0) + ok
                     if failed:
                         print(f"  workers={workers} clients={clients}: {failed} failed")
