@@ -374,3 +374,38 @@ async def test_a_run_goes_on_while_its_events_are_stored_and_followers_see_only_
     assert [seq for seq, _ in seen] == list(range(1, count + 2)) and all(stored for _, stored in seen)
     record = await manager.get(job.id)
     assert record is not None and record["status"] == "succeeded" and record["last_event_id"] == count + 1
+
+
+async def test_another_process_sees_a_silent_run_running(tmp_path: Path) -> None:
+    """The running record normally goes with a run's first events; a run that emits nothing for a
+    while is still shown running to other processes after ``running_record_delay_seconds``."""
+    store = LocalArtifactStore(tmp_path)
+    settings = ServerSettings(max_concurrent_runs=1, running_record_delay_seconds=0.05)
+    owner, other = RunManager(store, settings), RunManager(store, settings)
+    release = asyncio.Event()
+
+    async def silent(job: Any) -> Any:
+        await release.wait()
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        yield Outcome("succeeded")
+
+    await owner.start()
+    await other.start()
+    try:
+        job = await owner.submit("graph", silent)
+        seen = None
+        for _ in range(50):
+            seen = await other.get(job.id)
+            if seen is not None and seen["status"] == "running":
+                break
+            await asyncio.sleep(0.02)
+        assert seen is not None and seen["status"] == "running" and seen["last_event_id"] == 0
+        release.set()
+        await asyncio.wait_for(job.done.wait(), 5)
+        final = await other.get(job.id)
+        assert final is not None and final["status"] == "succeeded" and final["last_event_id"] == 2
+        assert [d["type"] for _, d in store.read_events(f"run:{job.id}")] == ["node_started", "run_finished"]
+    finally:
+        release.set()
+        await owner.stop()
+        await other.stop()
