@@ -274,3 +274,138 @@ async def test_a_run_of_another_process_is_followed_live_without_polling(redis_u
         await other.stop()
         owner_store.close()
         other_store.close()
+
+
+async def test_a_cancel_from_another_process_reaches_the_owner_at_once(redis_url: str, redis_prefix: str) -> None:
+    """The owner blocks on its control log, so a cancel sent through another run manager stops the run
+    well before the owner's heartbeat (every lease_seconds / 3) would have seen it."""
+    import time
+
+    from orchestrator.artifacts import RedisArtifactStore
+
+    owner_store = RedisArtifactStore(redis_url, prefix=redis_prefix)
+    other_store = RedisArtifactStore(redis_url, prefix=redis_prefix)
+    slow_heartbeat = ServerSettings(max_concurrent_runs=1, lease_seconds=60.0, cancel_grace_seconds=0.0)
+    owner, other = RunManager(owner_store, slow_heartbeat), RunManager(other_store, slow_heartbeat)
+    started = asyncio.Event()
+
+    async def forever(job: Any) -> Any:
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        started.set()
+        await asyncio.sleep(3600)
+        yield Outcome("succeeded")
+
+    await owner.start()
+    await other.start()
+    try:
+        job = await owner.submit("graph", forever)
+        await asyncio.wait_for(started.wait(), 5)
+        t0 = time.monotonic()
+        seen = await other.cancel(job.id)
+        assert seen is not None and seen["cancel_requested"] and seen["status"] == "running"
+        await asyncio.wait_for(job.done.wait(), 5)
+        assert time.monotonic() - t0 < 2.0  # not the 20 s heartbeat
+        record = await other.get(job.id)
+        assert record is not None and record["status"] == "cancelled" and record["cancel_requested"]
+        events = [doc for _, doc in owner_store.read_events(f"run:{job.id}")]
+        assert events[-1]["type"] == "run_failed" and events[-1]["status"] == "cancelled"
+    finally:
+        await owner.stop()
+        await other.stop()
+        owner_store.close()
+        other_store.close()
+
+
+class _SlowLog(LocalArtifactStore):
+    """A store whose event appends take ``delay`` seconds each."""
+
+    delay = 0.05
+
+    def append_event(self, stream: str, event: dict[str, Any]) -> int:
+        import time
+
+        time.sleep(self.delay)
+        return super().append_event(stream, event)
+
+
+async def test_a_run_goes_on_while_its_events_are_stored_and_followers_see_only_stored_events(tmp_path: Path) -> None:
+    """Events are stored in batches by the run's writer: a run emitting faster than the store appends
+    is not held up by each append, every event is stored in order before the run ends, and a
+    follower is given an event only once the store has it."""
+    import time
+
+    store = _SlowLog(tmp_path)
+    manager = RunManager(store, ServerSettings(max_concurrent_runs=1))
+    emitted_all = asyncio.Event()
+    count = 12
+
+    async def chatty(job: Any) -> Any:
+        for i in range(count):
+            yield {"type": "node_progress", "node": "a", "tool": "x.tool", "done": i + 1, "total": count}
+        emitted_all.set()
+        yield Outcome("succeeded")
+
+    await manager.start()
+    try:
+        t0 = time.monotonic()
+        job = await manager.submit("graph", chatty)
+        seen: list[tuple[int, bool]] = []
+
+        async def follow() -> None:
+            async for item in manager.follow(job.id, idle=5):
+                if item is not None:
+                    stored = [seq for seq, _ in store.read_events(f"run:{job.id}")]
+                    seen.append((item[0], item[0] in stored))
+
+        follower = asyncio.create_task(follow())
+        await asyncio.wait_for(emitted_all.wait(), 5)
+        emitted_after = time.monotonic() - t0
+        await asyncio.wait_for(job.done.wait(), 10)
+        stored_after = time.monotonic() - t0
+        await asyncio.wait_for(follower, 5)
+    finally:
+        await manager.stop()
+    # one append is 50 ms: the run emitted all its events long before they were all stored
+    assert emitted_after < 0.5 * stored_after and stored_after >= (count + 1) * _SlowLog.delay
+    events = store.read_events(f"run:{job.id}")
+    assert [seq for seq, _ in events] == list(range(1, count + 2))
+    assert [d.get("done") for _, d in events[:count]] == list(range(1, count + 1))
+    assert events[-1][1]["type"] == "run_finished"
+    assert [seq for seq, _ in seen] == list(range(1, count + 2)) and all(stored for _, stored in seen)
+    record = await manager.get(job.id)
+    assert record is not None and record["status"] == "succeeded" and record["last_event_id"] == count + 1
+
+
+async def test_another_process_sees_a_silent_run_running(tmp_path: Path) -> None:
+    """The running record normally goes with a run's first events; a run that emits nothing for a
+    while is still shown running to other processes after ``running_record_delay_seconds``."""
+    store = LocalArtifactStore(tmp_path)
+    settings = ServerSettings(max_concurrent_runs=1, running_record_delay_seconds=0.05)
+    owner, other = RunManager(store, settings), RunManager(store, settings)
+    release = asyncio.Event()
+
+    async def silent(job: Any) -> Any:
+        await release.wait()
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        yield Outcome("succeeded")
+
+    await owner.start()
+    await other.start()
+    try:
+        job = await owner.submit("graph", silent)
+        seen = None
+        for _ in range(50):
+            seen = await other.get(job.id)
+            if seen is not None and seen["status"] == "running":
+                break
+            await asyncio.sleep(0.02)
+        assert seen is not None and seen["status"] == "running" and seen["last_event_id"] == 0
+        release.set()
+        await asyncio.wait_for(job.done.wait(), 5)
+        final = await other.get(job.id)
+        assert final is not None and final["status"] == "succeeded" and final["last_event_id"] == 2
+        assert [d["type"] for _, d in store.read_events(f"run:{job.id}")] == ["node_started", "run_finished"]
+    finally:
+        release.set()
+        await owner.stop()
+        await other.stop()

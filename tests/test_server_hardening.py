@@ -153,6 +153,53 @@ def test_oversized_request_heads_are_refused(edge: ServerProcess) -> None:
     assert ok.startswith(b"HTTP/1.1 200"), ok[:200]
 
 
+def _responses(sock: socket.socket, count: int) -> list[bytes]:
+    """Read ``count`` whole responses (Content-Length or chunked bodies) from a keep-alive connection."""
+    data, out = b"", []
+    while len(out) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = data[:head_end].lower()
+            if b"transfer-encoding: chunked" in head:
+                end = data.find(b"\r\n0\r\n\r\n", head_end)
+                size = end + 7 - head_end - 4 if end >= 0 else -1
+            else:
+                size = int(head.partition(b"content-length:")[2].split(b"\r\n")[0] or 0)
+            if 0 <= size <= len(data) - head_end - 4:
+                out.append(data[:head_end + 4 + size])
+                data = data[head_end + 4 + size:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection after {len(out)} of {count} responses"
+        data += chunk
+    return out
+
+
+def test_keep_alive_connections_serve_pipelined_requests_and_streams_longer_than_the_head_timeout(
+        edge: ServerProcess, http: httpx.Client) -> None:
+    run = submit(http, {"workflow": sleep_wf(1.6), "inputs": {"text": "slow"}})  # outlives the 1 s head timeout
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 2)  # pipelined
+        assert [r[:15] for r in _responses(sock, 2)] == [b"HTTP/1.1 200 OK"] * 2
+        sock.sendall(f"GET /v1/runs/{run['id']}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        (stream,) = _responses(sock, 1)
+        assert b"event: end" in stream and b'"status":"succeeded"' in stream
+        time.sleep(0.3)  # idle, but under the head timeout: the connection stays open
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 8000 + b"\r\n\r\n")
+        assert _responses(sock, 1)[0].startswith(b"HTTP/1.1 200")
+        time.sleep(1.5)  # idle past the head timeout: closed
+        assert sock.recv(1024) == b""
+
+
+def test_an_oversized_head_after_a_request_on_the_same_connection_is_refused(edge: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _responses(sock, 1)[0].startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (17 << 10))
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 431") and b"max_header_bytes" in answer
+
+
 def test_tool_filters_with_unknown_modalities_are_422(http: httpx.Client) -> None:
     for query in ("input_modality=bogus", "output_modality=null"):
         r = http.get(f"/v1/tools?{query}")

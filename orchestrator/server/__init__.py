@@ -64,8 +64,7 @@ def serve(app: object = None, *, settings: ServerSettings | None = None, log_lev
 
     config = {"host": s.host, "port": s.port, "log_level": log_level, "timeout_graceful_shutdown": 5,
               "access_log": False, "http": protocol_with_head_limits(seconds=s.header_timeout_seconds,
-                                                                     max_bytes=s.max_header_bytes),
-              "h11_max_incomplete_event_size": s.max_header_bytes}
+                                                                     max_bytes=s.max_header_bytes)}
     factory = app_factory or (lambda: create_app(s))
     if s.workers == 1:
         uvicorn.run(app or factory(), **config)

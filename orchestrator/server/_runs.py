@@ -6,6 +6,13 @@ event log ``run:<id>`` in order; the final state (outputs, errors, answer, node
 results) is written as the record ``runs/<id>``. Both live in the store's backend
 (Redis, or the embedded directory), so:
 
+* events are written by one writer task per run (group commit): the run goes on while
+  its events are stored, and every event emitted meanwhile goes in the next batch, in
+  one store call (a thread hop) instead of one per event; the running record goes
+  with the first batch (or alone after ``running_record_delay_seconds``), and the
+  terminal event with the final record. Followers see an event once it is stored, so
+  nobody sees an event the log could lose;
+
 * any server process sharing the backend answers ``GET /v1/runs/{id}`` and streams
   the events for runs another process executes (blocking reads of the log, on a
   bounded pool of their own, ``event_follow_threads``), which is what lets several
@@ -16,7 +23,11 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
   ``lease_seconds / 3``; a queued or running run whose owner's lease is gone is
   marked interrupted (a ``run_failed`` event with ``status: "interrupted"`` is
   appended, so event streams end too). A server shutting down cleanly marks its own
-  unfinished runs at once.
+  unfinished runs at once;
+* a cancel sent to another process reaches the run's owner at once: it is recorded
+  (``runs_cancel/<id>``, which the owner's heartbeat also checks, every
+  ``lease_seconds / 3``) and appended to the owner's control log ``server:<instance>``,
+  on which the owner blocks (one thread) like a follower on a run's log.
 
 Capacity: ``max_concurrent_runs`` run at once and ``max_queued_runs`` more may wait;
 beyond that :class:`QueueFull` (HTTP 429) says when to retry.
@@ -68,6 +79,11 @@ def event_stream(run_id: str) -> str:
     return f"run:{run_id}"
 
 
+def control_stream(instance_id: str) -> str:
+    """The store's event-log name of a server process's control messages (cancels from other processes)."""
+    return f"server:{instance_id}"
+
+
 def new_run_id() -> str:
     """Time-ordered id: 12 hex digits of milliseconds, then 12 random hex digits."""
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
@@ -109,13 +125,21 @@ class RunJob:
     """Set to cancel; wakes the workflow engine's loop at once (no polling)."""
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     node_tools: dict[str, str] = field(default_factory=dict)
     terminal_event: bool = False
     finalizing: bool = False
     events: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     """The events appended to the run's log so far, ``(seq, event)`` in order: this process's
     followers read them here instead of from the store."""
+    unlogged: list[dict[str, Any]] = field(default_factory=list)
+    """Events emitted but not stored yet, in order (the writer's next batch)."""
+    record_dirty: bool = False
+    """The record changed in a way other processes should see (it started): the writer stores it first."""
+    writer: asyncio.Task[None] | None = None
+    holding: bool = False
+    """The last unstored event is the run's terminal one: it waits for the final record (one store call)."""
+    log_error: OrchestratorError | None = None
+    """Why the last batch could not be stored (raised to the run at its next event)."""
 
     @property
     def status(self) -> str:
@@ -144,12 +168,14 @@ class RunManager:
         self._signals: dict[str, _Signal] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._background: asyncio.Task[None] | None = None
+        self._control: asyncio.Task[None] | None = None
+        self._control_thread: ThreadPoolExecutor | None = None
         self._closing = False
         self._ewma_seconds: float | None = None
         self._started = False
-        self._unsaved: dict[str, tuple[RunRecord, dict[str, Any] | None]] = {}
-        """Finished runs whose final state (record, and the final event if it was not
-        appended) the store refused; answered from here and saved again by the heartbeat."""
+        self._unsaved: dict[str, tuple[RunRecord, list[dict[str, Any]]]] = {}
+        """Finished runs whose final state (record, and the events not appended yet) the store
+        refused; answered from here and saved again by the heartbeat."""
         self._followers: ThreadPoolExecutor | None = None
         """Blocking event-log reads for runs of other processes (bounded; not the default pool)."""
         self._finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -167,6 +193,8 @@ class RunManager:
         self._workers = [asyncio.create_task(self._worker(i), name=f"run-worker-{i}")
                          for i in range(self.settings.max_concurrent_runs)]
         self._background = asyncio.create_task(self._heartbeat(), name="run-heartbeat")
+        self._control_thread = ThreadPoolExecutor(1, thread_name_prefix="orch-control")
+        self._control = asyncio.create_task(self._listen_control(), name="run-control")
         logger.info("run manager %s started: %d workers, %d queue slots", self.instance_id,
                     self.settings.max_concurrent_runs, self.settings.max_queued_runs)
 
@@ -177,7 +205,7 @@ class RunManager:
         self._closing = True
         self._started = False
         running = [j.task for j in self._jobs.values() if j.task is not None and not j.task.done()]
-        tasks = [*self._workers, *running, *([self._background] if self._background else [])]
+        tasks = [*self._workers, *running, *(t for t in (self._background, self._control) if t is not None)]
         for task in tasks:  # a cancelled run task records itself as interrupted
             task.cancel()
         for task in tasks:
@@ -189,9 +217,10 @@ class RunManager:
                     "type": "RunInterrupted", "message": "the server shut down before the run finished"}))
         for signal in self._signals.values():
             signal.fire()
-        if self._followers is not None:  # blocked reads end by their own timeout
-            self._followers.shutdown(wait=False, cancel_futures=True)
-            self._followers = None
+        for pool in (self._followers, self._control_thread):  # blocked reads end by their own timeout
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._followers = self._control_thread = None
         with contextlib.suppress(OrchestratorError):
             await asyncio.to_thread(self._save_unsaved)
         with contextlib.suppress(OrchestratorError):
@@ -292,8 +321,12 @@ class RunManager:
         self._running.add(job.id)
         self.metrics.queue_wait_seconds.observe(max(0.0, (job.record.started_at or 0.0) - job.record.created_at))
         self._update_gauges()
+        # the running record goes with the run's first events, or alone if none come soon
+        job.record_dirty = True
+        asyncio.get_running_loop().call_later(
+            self.settings.running_record_delay_seconds,
+            lambda: job.record_dirty and not job.finalizing and self._write_soon(job))
         try:
-            await asyncio.to_thread(self.store.put_record, RUNS_NS, job.id, job.record.to_json())
             outcome = await execute(job.record, job.executor(job), emit=lambda doc: self._log(job, doc),
                                     node_tools=job.node_tools)
         except asyncio.CancelledError:
@@ -301,33 +334,87 @@ class RunManager:
                               error={"type": "RunCancelled", "message": "the run was cancelled"})
             if self._closing:
                 outcome.error = {"type": "RunInterrupted", "message": "the server shut down before the run finished"}
-        except OrchestratorError as exc:  # the run's first record could not be stored
-            outcome = Outcome("failed", error=exc.to_dict(), errors={"<run>": str(exc)})
         if job.cancel.is_set() and outcome.status == "failed" and not self._closing:
             outcome.status = "cancelled"
         await self._finalize(job, outcome)
 
     # ------------------------------------------------------------------ events
-    async def _log(self, job: RunJob, doc: dict[str, Any]) -> int:
-        """Append one event (already folded into the record) to the run's log, in order, and wake its followers."""
-        self._observe(job, doc)
-        async with job.lock:
-            seq = await asyncio.to_thread(self.store.append_event, event_stream(job.id), doc)
-            job.record.last_event_id = seq
-            job.events.append((seq, doc))
-        signal = self._signals.get(job.id)
-        if signal is not None:
-            signal.fire()
-        return seq
+    async def _log(self, job: RunJob, doc: dict[str, Any]) -> None:
+        """Queue one event (already folded into the record) for the run's log; the writer appends it
+        in order and wakes the followers. Raises the store's error if the last batch failed; waits
+        while ``event_batch_max`` events are unstored (the store sets the pace)."""
+        if job.log_error is not None:
+            raise job.log_error
+        terminal = self._observe(job, doc)
+        job.unlogged.append(doc)
+        job.holding = terminal and not job.spec.get("final_event")
+        if job.holding:
+            return  # the run's last event: stored with the final record, in one store call
+        writer = self._write_soon(job)
+        if len(job.unlogged) >= self.settings.event_batch_max:
+            await asyncio.shield(writer)
+            if job.log_error is not None:
+                raise job.log_error
 
-    def _observe(self, job: RunJob, doc: dict[str, Any]) -> None:
-        """Note the run's terminal event and feed the metrics."""
+    def _write_soon(self, job: RunJob) -> asyncio.Task[None]:
+        """The run's writer task, started if none is running."""
+        if job.writer is None or job.writer.done():
+            job.writer = asyncio.create_task(self._write_events(job), name=f"run-log-{job.id}")
+        return job.writer
+
+    async def _write_events(self, job: RunJob, *, final: bool = False) -> None:
+        """Store the run's pending events (and its record, if changed) in batches until none is left.
+        ``final``: the last batch also writes the final record (:meth:`_persist_final`)."""
+        while job.unlogged or job.record_dirty or final:
+            batch = job.unlogged[:-1] if job.holding and not final else list(job.unlogged)
+            if not (batch or job.record_dirty or final):
+                return
+            record = job.record.to_json() if job.record_dirty or final else None
+            job.record_dirty = False
+            done, error = await asyncio.to_thread(self._store_batch, job.id, batch, record, final)
+            del job.unlogged[:len(done)]
+            if done:
+                job.events.extend(done)
+                job.record.last_event_id = done[-1][0]
+                signal = self._signals.get(job.id)
+                if signal is not None:
+                    signal.fire()
+            if error is not None:
+                job.record_dirty = job.record_dirty or record is not None
+                job.log_error = error
+                return
+            job.log_error = None
+            if final and record is not None:
+                self._remember(record)
+            final = False
+
+    def _store_batch(self, run_id: str, events: list[dict[str, Any]], record: dict[str, Any] | None, final: bool
+                     ) -> tuple[list[tuple[int, dict[str, Any]]], OrchestratorError | None]:
+        """One store call for a batch: the record (running), the events, or with ``final`` the final record
+        after them. Returns the events stored and the error that stopped it, if any."""
+        done: list[tuple[int, dict[str, Any]]] = []
+        try:
+            if record is not None and not final:
+                self.store.put_record(RUNS_NS, run_id, record)
+            for doc in events:
+                done.append((self.store.append_event(event_stream(run_id), doc), doc))
+            if final and record is not None:
+                if done:
+                    record["last_event_id"] = done[-1][0]
+                self._persist_final(record)
+        except OrchestratorError as exc:
+            return done, exc
+        return done, None
+
+    def _observe(self, job: RunJob, doc: dict[str, Any]) -> bool:
+        """Note the run's terminal event (returns whether ``doc`` is one) and feed the metrics."""
         kind = doc.get("type")
         if kind in ("run_finished", "run_failed") and doc.get("status") in TERMINAL and doc.get("run_id") == job.id:
             job.terminal_event = True
+            return True
         node = doc.get("node")
         if not node or kind not in ("node_finished", "node_cached", "node_failed"):
-            return
+            return False
         tool = job.node_tools.get(str(node), "?")
         if kind == "node_finished":
             self.metrics.node_seconds.labels(tool).observe(float(doc.get("seconds") or 0.0))
@@ -335,6 +422,7 @@ class RunManager:
             self.metrics.node_cache_hits.labels(tool).inc()
         elif kind == "node_failed":
             self.metrics.node_failures.labels(tool).inc()
+        return False
 
     async def _finalize(self, job: RunJob, outcome: Outcome) -> None:
         if job.status in TERMINAL or job.finalizing:
@@ -352,22 +440,19 @@ class RunManager:
                 final.update(type="run_failed", error=outcome.error or {"message": outcome.status})
             if outcome.answer is not None:
                 final["answer"] = outcome.answer
-            try:
-                job.record.fold(final)
-                await self._log(job, final)
-                final = None
-            except OrchestratorError as exc:
-                logger.error("could not append the final event of run %s: %s", job.id, exc)
+            job.record.fold(final)
+            self._observe(job, final)
+            job.unlogged.append(final)
         rec = job.record
         rec.finish(outcome, now)
-        try:
-            if final is not None:
-                raise OrchestratorError("the final event is not stored yet")
-            await asyncio.to_thread(self._persist_final, rec)
-            self._remember(rec)
-        except OrchestratorError as exc:
-            logger.error("could not persist the final state of run %s (will retry): %s", job.id, exc)
-            self._unsaved[job.id] = (rec, final)
+        # the batch in flight, then the rest with the final record (one store call)
+        if job.writer is not None and not job.writer.done():
+            await asyncio.shield(job.writer)
+        job.writer = asyncio.create_task(self._write_events(job, final=True), name=f"run-final-{job.id}")
+        await asyncio.shield(job.writer)
+        if job.log_error is not None:
+            logger.error("could not store the final state of run %s (will retry): %s", job.id, job.log_error)
+            self._unsaved[job.id] = (rec, list(job.unlogged))
         if rec.started_at is not None:
             seconds = now - rec.started_at
             self.metrics.run_seconds.labels(rec.kind).observe(seconds)
@@ -390,26 +475,29 @@ class RunManager:
 
     def _save_unsaved(self) -> None:
         """Store the final state of runs that finished while the store was failing."""
-        for run_id, (record, final) in list(self._unsaved.items()):
-            if final is not None:
-                record.last_event_id = self.store.append_event(event_stream(run_id), final)
-                self._unsaved[run_id] = (record, None)
-            self._persist_final(record)
-            self._remember(record)
+        for run_id, (record, events) in list(self._unsaved.items()):
+            while events:  # in order; each one stored is dropped, so a retry never repeats it
+                record.last_event_id = self.store.append_event(event_stream(run_id), events[0])
+                del events[0]
+            doc = record.to_json()
+            self._persist_final(doc)
+            self._remember(doc)
             del self._unsaved[run_id]
             logger.info("stored the final state of run %s", run_id)
 
-    def _persist_final(self, record: RunRecord) -> None:
-        self.store.put_record(RUNS_NS, record.id, record.to_json(), ttl=self.settings.run_ttl_seconds)
-        self.store.expire_events(event_stream(record.id), self.settings.run_ttl_seconds)
-        self.store.delete_record(ACTIVE_NS, record.id)
-        if record.cancel_requested or record.owner != self.instance_id:
+    def _persist_final(self, record: dict[str, Any]) -> None:
+        """Store a finished run's record (JSON) for ``run_ttl_seconds``, with its log, and drop its marks."""
+        run_id = record["id"]
+        self.store.put_record(RUNS_NS, run_id, record, ttl=self.settings.run_ttl_seconds)
+        self.store.expire_events(event_stream(run_id), self.settings.run_ttl_seconds)
+        self.store.delete_record(ACTIVE_NS, run_id)
+        if record.get("cancel_requested") or record.get("owner") != self.instance_id:
             # another process may have asked to cancel it (an unseen request expires by itself)
-            self.store.delete_record(CANCEL_NS, record.id)
+            self.store.delete_record(CANCEL_NS, run_id)
 
-    def _remember(self, record: RunRecord) -> None:
-        """Keep a finished run's final record at hand (the last ``finished_runs_cached``)."""
-        self._finished[record.id] = record.to_json()
+    def _remember(self, record: dict[str, Any]) -> None:
+        """Keep a finished run's final record (as stored) at hand (the last ``finished_runs_cached``)."""
+        self._finished[record["id"]] = record
         while len(self._finished) > self.settings.finished_runs_cached:
             self._finished.popitem(last=False)
 
@@ -473,8 +561,9 @@ class RunManager:
                 "errors": errors, "seconds": now - (record.started_at or now),
             })
             record.finish(Outcome("interrupted", errors=errors, error=error), now)
-            self._persist_final(record)
-            return record.to_json()
+            doc = record.to_json()
+            self._persist_final(doc)
+            return doc
 
         result = await asyncio.to_thread(write)
         self.metrics.runs_finished.labels(record.kind, "interrupted").inc()
@@ -514,8 +603,7 @@ class RunManager:
             if record is None or record.get("status") in TERMINAL:
                 return record
             record["cancel_requested"] = True
-            await asyncio.to_thread(self.store.put_record, CANCEL_NS, run_id, {"at": time.time()},
-                                    ttl=self.settings.run_ttl_seconds)
+            await asyncio.to_thread(self._request_cancel, run_id, str(record.get("owner") or ""))
             return record
         job.record.cancel_requested = True
         job.cancel.set()
@@ -531,6 +619,39 @@ class RunManager:
             await asyncio.wait_for(job.done.wait(), timeout=wait)
         return job.record.to_json()
 
+    def _request_cancel(self, run_id: str, owner: str) -> None:
+        """Ask the owner (another process) to cancel a run: recorded, then pushed to its control log."""
+        self.store.put_record(CANCEL_NS, run_id, {"at": time.time()}, ttl=self.settings.run_ttl_seconds)
+        if owner:
+            self.store.append_event(control_stream(owner), {"type": "cancel", "run_id": run_id, "by": self.instance_id})
+            self.store.expire_events(control_stream(owner), self._control_ttl)
+
+    @property
+    def _control_ttl(self) -> float:
+        """A control log outlives its owner's lease a little (the owner's heartbeat extends it)."""
+        return 4 * self.settings.lease_seconds
+
+    async def _listen_control(self) -> None:
+        """Block on this process's control log and act on each message (a cancel of one of its runs)."""
+        loop = asyncio.get_running_loop()
+        stream = control_stream(self.instance_id)
+        last = 0
+        while True:
+            try:
+                items = await loop.run_in_executor(self._control_thread, self.store.wait_events, stream, last,
+                                                   self.settings.event_wait_seconds)
+            except Exception as exc:  # noqa: BLE001 - the heartbeat's check of runs_cancel still sees cancels
+                logger.warning("control log unavailable: %s", exc)
+                await asyncio.sleep(self.settings.event_poll_seconds)
+                continue
+            for seq, doc in items:
+                last = seq
+                run_id = str(doc.get("run_id"))
+                job = self._jobs.get(run_id)
+                if doc.get("type") == "cancel" and job is not None and not job.cancel.is_set():
+                    logger.info("run %s cancelled by server %s", run_id, doc.get("by"))
+                    await self.cancel(run_id, wait=0)
+
     # ------------------------------------------------------------------ following
     async def follow(self, run_id: str, after: int = 0, *, idle: float = 15.0
                      ) -> AsyncIterator[tuple[int | None, dict[str, Any]] | None]:
@@ -543,47 +664,58 @@ class RunManager:
         ``(None, {"type": "error", "run_id", "error": {"type", "message"}, "last_event_id"})``
         (not a log event: reconnect after ``last_event_id`` to resume). Check that the run exists first.
         """
+        async with contextlib.aclosing(self.follow_batches(run_id, after, idle=idle)) as batches:
+            async for batch in batches:
+                if batch is None:
+                    yield None
+                    continue
+                for item in batch:
+                    yield item
+
+    async def follow_batches(self, run_id: str, after: int = 0, *, idle: float = 15.0
+                             ) -> AsyncIterator[list[tuple[int | None, dict[str, Any]]] | None]:
+        """:meth:`follow`, the events that arrive together as one list (an event stream sends them in one write)."""
         signal = self._signals.setdefault(run_id, _Signal())
         signal.users += 1
         last = after
         try:
-            async with contextlib.aclosing(self._follow(run_id, signal, idle, after)) as items:
-                async for item in items:
-                    if item is not None:
-                        last = item[0]
-                    yield item
+            async with contextlib.aclosing(self._follow(run_id, signal, idle, after)) as batches:
+                async for batch in batches:
+                    if batch is not None:
+                        last = batch[-1][0]
+                    yield batch  # type: ignore[misc]
         except OrchestratorError as exc:  # the store failed: end cleanly, saying where to resume
             logger.warning("event stream of run %s stopped: %s", run_id, exc)
-            yield None, {"type": "error", "run_id": run_id, "last_event_id": last,
-                         "error": {"type": type(exc).__name__,
-                                   "message": "the store is unavailable; reconnect to resume"}}
+            yield [(None, {"type": "error", "run_id": run_id, "last_event_id": last,
+                           "error": {"type": type(exc).__name__,
+                                     "message": "the store is unavailable; reconnect to resume"}})]
         finally:
             signal.users -= 1
             if signal.users <= 0 and run_id not in self._jobs:
                 self._signals.pop(run_id, None)
 
     async def _follow(self, run_id: str, signal: _Signal, idle: float, after: int
-                      ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
+                      ) -> AsyncIterator[list[tuple[int, dict[str, Any]]] | None]:
         job = self._jobs.get(run_id)
-        items = self._follow_local(job, signal, idle, after) if job is not None else \
+        batches = self._follow_local(job, signal, idle, after) if job is not None else \
             self._follow_remote(run_id, idle, after)
-        async with contextlib.aclosing(items) as events:
-            async for item in events:
-                yield item
+        async with contextlib.aclosing(batches) as events:
+            async for batch in events:
+                yield batch
 
     async def _follow_local(self, job: RunJob, signal: _Signal, idle: float, after: int
-                            ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
-        """A run of this process: its events from memory as they are appended (each append wakes
+                            ) -> AsyncIterator[list[tuple[int, dict[str, Any]]] | None]:
+        """A run of this process: its events from memory as they are stored (each batch wakes
         the followers); the stream ends when the run has ended and every event was yielded."""
         last = after
         quiet_since = time.monotonic()
         while True:
             wake = signal.event
             start = bisect.bisect_right(job.events, last, key=lambda item: item[0])
-            for seq, doc in job.events[start:]:
-                last = seq
-                yield seq, doc
             if start < len(job.events):
+                batch = job.events[start:]
+                last = batch[-1][0]
+                yield batch
                 quiet_since = time.monotonic()
                 continue
             if job.done.is_set() or self._closing:
@@ -596,7 +728,7 @@ class RunManager:
                     await wake.wait()
 
     async def _follow_remote(self, run_id: str, idle: float, after: int
-                             ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
+                             ) -> AsyncIterator[list[tuple[int, dict[str, Any]]] | None]:
         """A run of another process (or one already finished): blocking reads of its log; once a
         terminal event was seen, the record says when the owner has finished writing."""
         last = after
@@ -608,19 +740,18 @@ class RunManager:
                 items = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
             else:  # block on its log instead of polling
                 items = await self._wait_events(run_id, last, min(idle, self.settings.event_wait_seconds))
-            for seq, doc in items:
-                last = seq
-                ended = ended or (doc.get("type") in ("run_finished", "run_failed") and doc.get("status") in TERMINAL)
-                yield seq, doc
             if items:
+                last = items[-1][0]
+                ended = ended or any(doc.get("type") in ("run_finished", "run_failed") and doc.get("status") in TERMINAL
+                                     for _, doc in items)
+                yield items
                 quiet_since = time.monotonic()
                 continue
             record = await self.get(run_id)
             if record is None or record.get("status") in TERMINAL:
                 tail = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
-                for seq, doc in tail:
-                    last = seq
-                    yield seq, doc
+                if tail:
+                    yield tail
                 return
             if self._closing:
                 return
@@ -658,6 +789,7 @@ class RunManager:
         self.store.put_record(SERVERS_NS, self.instance_id, {"pid": os.getpid(), "host": socket.gethostname(),
                                                             "at": time.time()},
                               ttl=max(1, math.ceil(self.settings.lease_seconds)))
+        self.store.expire_events(control_stream(self.instance_id), self._control_ttl)
 
     async def _heartbeat(self) -> None:
         interval = max(0.2, self.settings.lease_seconds / 3)

@@ -124,7 +124,8 @@ class ServerState:
         return view
 
 
-def get_state(request: Request) -> ServerState:
+async def get_state(request: Request) -> ServerState:
+    """The app's state (async: FastAPI would run a plain function in a worker thread, a hop per request)."""
     state: ServerState = request.app.state.orchestrator
     return state
 

@@ -87,6 +87,12 @@ class ServerSettings(BaseSettings):
     default one stays free); more followers than this wait their turn, at most ``event_wait_seconds``."""
     event_wait_seconds: float = Field(default=2.0, gt=0)
     """How long one blocking read of another process's run log waits before the run's record is re-checked."""
+    running_record_delay_seconds: float = Field(default=0.05, ge=0)
+    """A started run's record (``running``) is stored with its first events, or alone after this long if
+    none came (other processes say ``queued`` until then)."""
+    event_batch_max: int = Field(default=256, ge=1)
+    """Events of one run waiting to be stored (the run's writer stores them in batches while the run goes
+    on); at this many the run waits for the store, so a fast producer cannot outrun it without bound."""
 
     # limits
     max_upload_bytes: int = Field(default=256 << 20, ge=1)
@@ -107,7 +113,7 @@ class ServerSettings(BaseSettings):
     max_prompt_chars: int = Field(default=20_000, ge=1)
     """Characters of a run's prompt, and of a chat request's last user message."""
     max_header_bytes: int = Field(default=32 << 10, ge=1024)
-    """Size of a request's head (request line and headers); larger ones get 400 and are closed."""
+    """Size of a request's head (request line and headers); larger ones get 431 and are closed."""
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     """Time a client has to send a complete request head (slow senders are disconnected)."""
 

@@ -200,24 +200,28 @@ async def run_events(
         return JSONResponse({"events": [{"id": seq, **doc} for seq, doc in items]})
 
     async def stream() -> AsyncIterator[str]:
-        yield "retry: 1000\n\n"
-        async for item in state.runs.follow(run_id, start):
-            if item is None:
-                yield ": keep-alive\n\n"
+        head = "retry: 1000\n\n"  # sent with the first events: one write
+        async for batch in state.runs.follow_batches(run_id, start):
+            if batch is None:
+                yield head + ": keep-alive\n\n"
+                head = ""
                 continue
-            seq, doc = item
-            if seq is None:  # the store failed; the stream ends cleanly, EventSource reconnects with Last-Event-ID
-                yield sse_format(None, "error", {"run_id": run_id, **doc["error"]})
-                return
-            yield sse_format(seq, str(doc.get("type", "message")), doc)
+            text = [head]
+            head = ""
+            for seq, doc in batch:
+                if seq is None:  # the store failed; the stream ends cleanly, EventSource reconnects with Last-Event-ID
+                    yield "".join([*text, sse_format(None, "error", {"run_id": run_id, **doc["error"]})])
+                    return
+                text.append(sse_format(seq, str(doc.get("type", "message")), doc))
+            yield "".join(text)
         try:
             final = await state.runs.get(run_id) or {}
         except OrchestratorError:
-            yield sse_format(None, "error", {"run_id": run_id, "type": "StoreUnavailable",
-                                             "message": "the store is unavailable; reconnect to resume"})
+            yield head + sse_format(None, "error", {"run_id": run_id, "type": "StoreUnavailable",
+                                                    "message": "the store is unavailable; reconnect to resume"})
             return
-        yield sse_format(None, "end", {"run_id": run_id, "status": final.get("status"),
-                                       "last_event_id": final.get("last_event_id")})
+        yield head + sse_format(None, "end", {"run_id": run_id, "status": final.get("status"),
+                                              "last_event_id": final.get("last_event_id")})
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
