@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/bench_decoders.py                  # tiny profile, auto device
     .venv/bin/python bench/bench_decoders.py --device cuda --dtype float16 --repeat 5
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_decoders.py --threads 1 --quick   # batching only
 
 For each decoder: the first call (the model loads, then generates) and the median
 of ``--repeat`` warm calls, with the manager's load count before and after the warm
 calls (it must not change). Then 8 text-to-image prompts in one batched call
 against 8 separate calls (goal: batched >= 1.5x the throughput). Libraries (and the
 pipeline classes) are imported before timing, so cold means checkpoint load + first
-generation.
+generation. ``--quick`` runs the batching comparison alone (to repeat it on a busy machine).
 Tiny models make noise; the point is the runtime's overheads, not image quality.
 """
 
@@ -99,35 +100,41 @@ def main() -> int:
     parser.add_argument("--dtype", default=None, help="auto (default), float32, float16, bfloat16")
     parser.add_argument("--repeat", type=int, default=3, help="warm calls per decoder (median)")
     parser.add_argument("--rounds", type=int, default=3, help="batched-vs-separate rounds (median)")
+    parser.add_argument("--quick", action="store_true", help="only the batched-vs-separate text-to-image comparison")
 
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
 
     started = time.perf_counter()
     import torch
-    from diffusers import AudioLDMPipeline, StableDiffusionPipeline, TextToVideoSDPipeline  # noqa: F401
-    from transformers import MusicgenForConditionalGeneration, VitsModel  # noqa: F401
+    from diffusers import StableDiffusionPipeline  # noqa: F401
+
+    if not args.quick:
+        from diffusers import AudioLDMPipeline, TextToVideoSDPipeline  # noqa: F401
+        from transformers import MusicgenForConditionalGeneration, VitsModel  # noqa: F401
 
     imports = time.perf_counter() - started
     if args.threads:
         torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
     started = time.perf_counter()
-    build_zoo(profile.zoo_names())
+    t2i = profile.resolve("text-to-image", tool="image.generate")
+    build_zoo(([t2i.zoo_name] if t2i.zoo_name else []) if args.quick else profile.zoo_names())
     zoo = time.perf_counter() - started
     manager = ModelManager(device=args.device, dtype=args.dtype)
     print(f"device {manager.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"profile {profile.name}; imports {imports:.1f}s, zoo ready in {zoo:.1f}s\n")
 
-    print("cold vs warm (per call):")
-    rows = bench_latency(manager, profile, args.repeat)
-    print(f"\n{'decoder':18} {'cold ms':>9} {'warm ms':>9} {'cold/warm':>9} {'loads':>12}")
-    for name, cold, warm, before, after in rows:
-        reload = "" if before == after else "  RELOADED!"
-        print(f"{name:18} {cold * 1000:9.1f} {warm * 1000:9.1f} {cold / warm:8.1f}x {before:>5} -> {after:<4}{reload}")
-    stats = manager.stats()
-    print(f"\nmanager: {stats['loads']} loads ({stats['load_seconds']:.2f}s), {stats['hits']} hits, "
-          f"{stats['evictions']} evictions, {len(stats['resident'])} resident, {stats['used_bytes'] / 1e6:.1f} MB")
+    if not args.quick:
+        print("cold vs warm (per call):")
+        rows = bench_latency(manager, profile, args.repeat)
+        print(f"\n{'decoder':18} {'cold ms':>9} {'warm ms':>9} {'cold/warm':>9} {'loads':>12}")
+        for name, cold, warm, before, after in rows:
+            reload = "" if before == after else "  RELOADED!"
+            print(f"{name:18} {cold * 1000:9.1f} {warm * 1000:9.1f} {cold / warm:8.1f}x {before:>5} -> {after:<4}{reload}")
+        stats = manager.stats()
+        print(f"\nmanager: {stats['loads']} loads ({stats['load_seconds']:.2f}s), {stats['hits']} hits, "
+              f"{stats['evictions']} evictions, {len(stats['resident'])} resident, {stats['used_bytes'] / 1e6:.1f} MB")
 
     batched, separate, diff = bench_batching(manager, profile, args.rounds)
     n = len(PROMPTS)
