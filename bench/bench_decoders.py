@@ -131,7 +131,8 @@ def main() -> int:
         print(f"\n{'decoder':18} {'cold ms':>9} {'warm ms':>9} {'cold/warm':>9} {'loads':>12}")
         for name, cold, warm, before, after in rows:
             reload = "" if before == after else "  RELOADED!"
-            print(f"{name:18} {cold * 1000:9.1f} {warm * 1000:9.1f} {cold / warm:8.1f}x {before:>5} -> {after:<4}{reload}")
+            print(f"{name:18} {cold * 1000:9.1f} {warm * 1000:9.1f} {cold / warm:8.1f}x "
+                  f"{before:>5} -> {after:<4}{reload}")
         stats = manager.stats()
         print(f"\nmanager: {stats['loads']} loads ({stats['load_seconds']:.2f}s), {stats['hits']} hits, "
               f"{stats['evictions']} evictions, {len(stats['resident'])} resident, {stats['used_bytes'] / 1e6:.1f} MB")

@@ -75,7 +75,8 @@ def one_node(tool: str, port: str, modality: str) -> Workflow:
     return wf.add_output("out", f"n.{out}")
 
 
-def compare(label: str, bare: Callable[[int], Any], ours: Callable[[int], Any], rounds: int, trips: StoreTrips) -> float:
+def compare(label: str, bare: Callable[[int], Any], ours: Callable[[int], Any], rounds: int,
+            trips: StoreTrips) -> float:
     bare(0), ours(0)  # warm: load, first call
     tb, to = [], []
     for r in range(1, rounds + 1):
