@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/bench_decoders.py                  # tiny profile, auto device
     .venv/bin/python bench/bench_decoders.py --device cuda --dtype float16 --repeat 5
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_decoders.py --threads 1 --quick   # batching only
 
 For each decoder: the first call (the model loads, then generates) and the median
 of ``--repeat`` warm calls, with the manager's load count before and after the warm
 calls (it must not change). Then 8 text-to-image prompts in one batched call
-against 8 separate calls (goal: batched >= 1.5x the throughput). Libraries (and the
+against 8 separate calls (goal: batched >= 1.5x the throughput), with the minor page
+faults of each (memory the allocator took back from the OS: a count load does not change). Libraries (and the
 pipeline classes) are imported before timing, so cold means checkpoint load + first
-generation.
+generation. ``--quick`` runs the batching comparison alone (to repeat it on a busy machine).
 Tiny models make noise; the point is the runtime's overheads, not image quality.
 """
 
@@ -18,6 +20,7 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,25 +74,49 @@ def bench_latency(manager: ModelManager, profile: Any, repeat: int) -> list[tupl
     return rows
 
 
-def bench_batching(manager: ModelManager, profile: Any, rounds: int) -> tuple[float, float, float]:
+def minor_faults() -> int:
+    """Minor page faults of this process so far (0 where ``resource`` is missing: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+@dataclass
+class Batching:
+    """Medians over the rounds: seconds and minor page faults of one batched call and of the separate calls."""
+
+    batched: float
+    separate: float
+    batched_faults: float
+    separate_faults: float
+    max_pixel_diff: int
+
+
+def bench_batching(manager: ModelManager, profile: Any, rounds: int) -> Batching:
     from decoders.image_diffusers import generate_images
 
     generate_images(PROMPTS[:1], {}, seed=0, models=manager, profile=profile)  # warm the model
-    batched_times, single_times = [], []
+    times: dict[str, list[float]] = {"batched": [], "separate": []}
+    faults: dict[str, list[int]] = {"batched": [], "separate": []}
     batch = singles = None
     for _ in range(rounds):
-        started = time.perf_counter()
+        f0, started = minor_faults(), time.perf_counter()
         batch = generate_images(PROMPTS, {}, seed=100, models=manager, profile=profile)
-        batched_times.append(time.perf_counter() - started)
-        started = time.perf_counter()
+        times["batched"].append(time.perf_counter() - started)
+        faults["batched"].append(minor_faults() - f0)
+        f0, started = minor_faults(), time.perf_counter()
         singles = [generate_images([p], {}, seed=100 + k, models=manager, profile=profile) for k, p in enumerate(PROMPTS)]
-        single_times.append(time.perf_counter() - started)
+        times["separate"].append(time.perf_counter() - started)
+        faults["separate"].append(minor_faults() - f0)
     assert batch is not None and singles is not None
     diff = max(
         int(np.abs(np.asarray(a, dtype=int) - np.asarray(b.images[0], dtype=int)).max())
         for a, b in zip(batch.images, singles, strict=True)
     )
-    return statistics.median(batched_times), statistics.median(single_times), diff
+    return Batching(statistics.median(times["batched"]), statistics.median(times["separate"]),
+                    statistics.median(faults["batched"]), statistics.median(faults["separate"]), diff)
 
 
 def main() -> int:
@@ -99,44 +126,53 @@ def main() -> int:
     parser.add_argument("--dtype", default=None, help="auto (default), float32, float16, bfloat16")
     parser.add_argument("--repeat", type=int, default=3, help="warm calls per decoder (median)")
     parser.add_argument("--rounds", type=int, default=3, help="batched-vs-separate rounds (median)")
+    parser.add_argument("--quick", action="store_true", help="only the batched-vs-separate text-to-image comparison")
 
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
 
     started = time.perf_counter()
     import torch
-    from diffusers import AudioLDMPipeline, StableDiffusionPipeline, TextToVideoSDPipeline  # noqa: F401
-    from transformers import MusicgenForConditionalGeneration, VitsModel  # noqa: F401
+    from diffusers import StableDiffusionPipeline  # noqa: F401
+
+    if not args.quick:
+        from diffusers import AudioLDMPipeline, TextToVideoSDPipeline  # noqa: F401
+        from transformers import MusicgenForConditionalGeneration, VitsModel  # noqa: F401
 
     imports = time.perf_counter() - started
     if args.threads:
         torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
     started = time.perf_counter()
-    build_zoo(profile.zoo_names())
+    t2i = profile.resolve("text-to-image", tool="image.generate")
+    build_zoo(([t2i.zoo_name] if t2i.zoo_name else []) if args.quick else profile.zoo_names())
     zoo = time.perf_counter() - started
     manager = ModelManager(device=args.device, dtype=args.dtype)
     print(f"device {manager.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"profile {profile.name}; imports {imports:.1f}s, zoo ready in {zoo:.1f}s\n")
 
-    print("cold vs warm (per call):")
-    rows = bench_latency(manager, profile, args.repeat)
-    print(f"\n{'decoder':18} {'cold ms':>9} {'warm ms':>9} {'cold/warm':>9} {'loads':>12}")
-    for name, cold, warm, before, after in rows:
-        reload = "" if before == after else "  RELOADED!"
-        print(f"{name:18} {cold * 1000:9.1f} {warm * 1000:9.1f} {cold / warm:8.1f}x {before:>5} -> {after:<4}{reload}")
-    stats = manager.stats()
-    print(f"\nmanager: {stats['loads']} loads ({stats['load_seconds']:.2f}s), {stats['hits']} hits, "
-          f"{stats['evictions']} evictions, {len(stats['resident'])} resident, {stats['used_bytes'] / 1e6:.1f} MB")
+    if not args.quick:
+        print("cold vs warm (per call):")
+        rows = bench_latency(manager, profile, args.repeat)
+        print(f"\n{'decoder':18} {'cold ms':>9} {'warm ms':>9} {'cold/warm':>9} {'loads':>12}")
+        for name, cold, warm, before, after in rows:
+            reload = "" if before == after else "  RELOADED!"
+            print(f"{name:18} {cold * 1000:9.1f} {warm * 1000:9.1f} {cold / warm:8.1f}x "
+                  f"{before:>5} -> {after:<4}{reload}")
+        stats = manager.stats()
+        print(f"\nmanager: {stats['loads']} loads ({stats['load_seconds']:.2f}s), {stats['hits']} hits, "
+              f"{stats['evictions']} evictions, {len(stats['resident'])} resident, {stats['used_bytes'] / 1e6:.1f} MB")
 
-    batched, separate, diff = bench_batching(manager, profile, args.rounds)
+    b = bench_batching(manager, profile, args.rounds)
     n = len(PROMPTS)
     print(f"\ntext-to-image, {n} prompts ({args.rounds} rounds, median):")
-    print(f"  one batched call   {batched * 1000:8.1f} ms   {n / batched:7.1f} images/s")
-    print(f"  {n} separate calls  {separate * 1000:8.1f} ms   {n / separate:7.1f} images/s")
-    ratio = separate / batched
+    print(f"  one batched call   {b.batched * 1000:8.1f} ms   {n / b.batched:7.1f} images/s   "
+          f"{b.batched_faults:8.0f} minor page faults")
+    print(f"  {n} separate calls  {b.separate * 1000:8.1f} ms   {n / b.separate:7.1f} images/s   "
+          f"{b.separate_faults:8.0f} minor page faults")
+    ratio = b.separate / b.batched
     print(f"  batched throughput {ratio:.2f}x separate (goal >= 1.5x: {'met' if ratio >= 1.5 else 'NOT met'}); "
-          f"max pixel difference batched vs alone: {diff}")
+          f"max pixel difference batched vs alone: {b.max_pixel_diff}")
     return 0
 
 

@@ -4,7 +4,11 @@ Text-to-image (``image.generate`` on the tiny zoo's diffusers pipeline) and
 captioning (``image.caption`` on the tiny BLIP), warm, cache off, on both stores:
 the median time of a one-node workflow run against the median time of calling the
 loaded pipeline / model directly with the same settings, rounds taken alternately in
-one process (goal: ours/bare <= 1.05).
+one process (goal: ours/bare <= 1.05). Beside each ratio: the workflow's cost in
+milliseconds over the bare call, and what one more run costs the store (Redis round
+trips, or files the directory store wrote), a count machine load does not change.
+On a loaded machine each Redis round trip right after a model call costs several
+times an idle one (the server has to be woken and scheduled again).
 
     .venv/bin/python bench/bench_model_node.py [--rounds 15] [--threads 1]
 """
@@ -26,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bench_workflow import bench_stores  # noqa: E402
+from bench_workflow import StoreTrips, bench_stores  # noqa: E402
 
 from orchestrator import RedisArtifactStore  # noqa: E402
 from orchestrator.registry import get_tool  # noqa: E402
@@ -71,7 +75,8 @@ def one_node(tool: str, port: str, modality: str) -> Workflow:
     return wf.add_output("out", f"n.{out}")
 
 
-def compare(label: str, bare: Callable[[int], Any], ours: Callable[[int], Any], rounds: int) -> float:
+def compare(label: str, bare: Callable[[int], Any], ours: Callable[[int], Any], rounds: int,
+            trips: StoreTrips) -> float:
     bare(0), ours(0)  # warm: load, first call
     tb, to = [], []
     for r in range(1, rounds + 1):
@@ -82,7 +87,9 @@ def compare(label: str, bare: Callable[[int], Any], ours: Callable[[int], Any], 
         ours(r)
         to.append(time.perf_counter() - t0)
     b, o = statistics.median(tb) * 1e3, statistics.median(to) * 1e3
-    print(f"  {label:38s} bare {b:7.2f} ms   one-node workflow {o:7.2f} ms   -> {o / b:.3f}x (goal <= 1.05)")
+    cost = trips.per_node(lambda: ours(rounds + 1), 1).replace("/node", "/run")
+    print(f"  {label:30s} bare {b:7.2f} ms   one-node workflow {o:7.2f} ms   -> {o / b:.3f}x (goal <= 1.05)"
+          f"   {o - b:+6.2f} ms; {cost}")
     return o / b
 
 
@@ -111,11 +118,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, store in bench_stores(tmp, args.redis):
             photo_ref = store.put(photo)
+            trips = StoreTrips(store)
             run = {"store": store, "cache": False, "models": manager, "profile": profile}
             compare(f"[{label}] text-to-image", bare_text_to_image(manager, profile),
-                    lambda s: t2i.run({"text": "a lighthouse at dusk"}, seed=s, **run), args.rounds)
+                    lambda s: t2i.run({"text": "a lighthouse at dusk"}, seed=s, **run), args.rounds, trips)
             compare(f"[{label}] captioning", bare_caption(manager, profile, photo),
-                    lambda s: cap.run({"image": photo_ref}, **run), args.rounds)
+                    lambda s: cap.run({"image": photo_ref}, **run), args.rounds, trips)
             if isinstance(store, RedisArtifactStore):
                 store.clear_prefix()
 
