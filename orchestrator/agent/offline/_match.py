@@ -83,7 +83,7 @@ class MiniLMEncoder:
     oversubscribe the cores.
     """
 
-    def __init__(self, *, batch_size: int = 64, runtime: str | None = None) -> None:
+    def __init__(self, *, batch_size: int = 32, runtime: str | None = None) -> None:
         self.batch_size = batch_size
         if runtime is None:
             from orchestrator.settings import get_settings
