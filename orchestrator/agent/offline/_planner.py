@@ -214,7 +214,7 @@ class OfflinePlanner:
             # scene-setting is dropped only beside a step that asks: alone, it is what the user wants
             if all(c.task is None for c in got):
                 got[:] = [_Choice(c.step, c.narrative, c.score, c.row) if c.narrative else c for c in got]
-            # a statement of the problem ("the pace is too slow") and the ask that solves it ("speed it
+            # a statement of the problem ("the hiss is unbearable") and the ask that solves it ("clean it
             # up") are one task: the statement goes when a step that asks has the same task
             asked = {c.task for c in got if c.task is not None and lang.asks_for(c.step.text)}
             got[:] = [_Choice(c.step, None, c.score, c.row) if c.task in asked and not lang.asks_for(c.step.text)
