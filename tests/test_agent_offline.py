@@ -307,6 +307,9 @@ def test_a_list_of_gerunds_is_a_list_of_steps(planner: OfflinePlanner, catalog: 
     result = plan(planner, catalog, "Could you help me by transcribing interview.wav, translating the transcript "
                                     "into French and reading the translation aloud?")
     assert chain(result) == [("automatic-speech-recognition", []), ("translation", [0]), ("text-to-speech", [1])]
+    further = plan(planner, catalog, "Can you help me by cleaning the hiss out of memo.wav, transcribing it, "
+                                     "and further translating the transcript into Italian?")
+    assert [t.task for t in further.tasks] == ["audio-noise-reduction", "automatic-speech-recognition", "translation"]
 
 
 def test_looking_for_is_an_ask_beside_what_the_user_has(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
