@@ -316,6 +316,18 @@ def test_event_logs(store: ArtifactStore):
     assert store.read_events("run-1", after=3) == [(4, {"i": 3})]
 
 
+def test_a_batch_of_events_is_appended_in_order_in_one_call(store: ArtifactStore, monkeypatch: pytest.MonkeyPatch):
+    assert store.append_event("batch", {"i": 0}) == 1
+    singles: list[dict] = []
+    monkeypatch.setattr(store, "append_event", lambda stream, event: singles.append(event) or 0)
+    assert store.append_events("batch", [{"i": 1}, {"i": 2}, {"i": 3}]) == [2, 3, 4]
+    assert store.append_events("batch", []) == []
+    assert singles == []  # not one append per event
+    monkeypatch.undo()
+    assert store.read_events("batch", after=1) == [(2, {"i": 1}), (3, {"i": 2}), (4, {"i": 3})]
+    assert store.append_event("batch", {"i": 4}) == 5
+
+
 def test_event_logs_expire(store: ArtifactStore):
     store.append_event("short", {"i": 0})
     store.append_event("kept", {"i": 0})

@@ -327,6 +327,12 @@ class _SlowLog(LocalArtifactStore):
         time.sleep(self.delay)
         return super().append_event(stream, event)
 
+    def append_events(self, stream: str, events: list[dict[str, Any]]) -> list[int]:
+        import time
+
+        time.sleep(self.delay * len(events))
+        return super().append_events(stream, events)
+
 
 async def test_a_run_goes_on_while_its_events_are_stored_and_followers_see_only_stored_events(tmp_path: Path) -> None:
     """Events are stored in batches by the run's writer: a run emitting faster than the store appends

@@ -377,9 +377,17 @@ class LocalArtifactStore(ArtifactStore):
 
     @_translated
     def append_event(self, stream: str, event: dict[str, Any]) -> int:
+        return self._append_lines(stream, [event])[-1]
+
+    @_translated
+    def append_events(self, stream: str, events: list[dict[str, Any]]) -> list[int]:
+        """One write for the whole batch (whole lines, under the log's lock)."""
+        return self._append_lines(stream, events) if events else []
+
+    def _append_lines(self, stream: str, events: list[dict[str, Any]]) -> list[int]:
         path = self._events_path(stream)
         self._drop_if_expired(path)
-        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+        line = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events).encode()
         with self._event_lock, open(path, "ab+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # other processes appending to the same log
             try:
@@ -391,10 +399,10 @@ class LocalArtifactStore(ArtifactStore):
                     f.seek(0)
                     count = sum(1 for _ in f)
                 _append_whole(f.fileno(), line, size)
-                self._event_counts[path] = (size + len(line), count + 1)
+                self._event_counts[path] = (size + len(line), count + len(events))
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
-        return count + 1
+        return list(range(count + 1, count + len(events) + 1))
 
     def _drop_if_expired(self, path: Path) -> None:
         marker = path.with_name(path.name + ".expires")

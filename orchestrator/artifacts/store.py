@@ -253,6 +253,12 @@ class ArtifactStore(ABC):
     def append_event(self, stream: str, event: dict[str, Any]) -> int:
         """Append to an event log; returns the event's 1-based sequence number."""
 
+    def append_events(self, stream: str, events: list[dict[str, Any]]) -> list[int]:
+        """Append several events in order; returns their sequence numbers. The built-in stores do it in
+        one call (Redis: one script; the directory store: one write under the log's lock); this default
+        appends one at a time."""
+        return [self.append_event(stream, event) for event in events]
+
     @abstractmethod
     def read_events(self, stream: str, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
         """Events with a sequence number above ``after``, oldest first."""

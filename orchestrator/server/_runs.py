@@ -396,8 +396,8 @@ class RunManager:
         try:
             if record is not None and not final:
                 self.store.put_record(RUNS_NS, run_id, record)
-            for doc in events:
-                done.append((self.store.append_event(event_stream(run_id), doc), doc))
+            if events:  # one store call for the batch
+                done.extend(zip(self.store.append_events(event_stream(run_id), events), events, strict=True))
             if final and record is not None:
                 if done:
                     record["last_event_id"] = done[-1][0]
