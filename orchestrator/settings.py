@@ -12,6 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["Settings", "get_settings"]
 
 
+PlannerEncoder = Literal["onnx-int8", "onnx", "torch"]
+"""How the offline planner runs MiniLM (``Settings.planner_encoder``)."""
+
 class Settings(BaseSettings):
     """Configuration. Every field can be set as ``ORCHESTRATOR_<FIELD>``.
 
@@ -119,7 +122,7 @@ class Settings(BaseSettings):
     encoder and tool texts); None: ``data_dir/cache/planner``."""
     planner_cache_files: int = Field(default=8, ge=0)
     """Tool-side embedding files kept there (the least recently written go first); 0: no disk cache."""
-    planner_encoder: Literal["onnx", "onnx-int8", "torch"] = "onnx"
+    planner_encoder: PlannerEncoder = "onnx"
     """How the offline planner runs MiniLM: ``onnx`` (ONNX Runtime, fp32: torch's vectors to 1e-6, about
     2x its speed on CPU), ``onnx-int8`` (int8 weights: about 2.3x faster again, vectors within cosine
     0.96 of fp32, so close calls may go the other way), or ``torch`` (sentence-transformers).

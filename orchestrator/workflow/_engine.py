@@ -412,10 +412,8 @@ class CompiledWorkflow:
         error: BaseException | None = None
         try:
             if cache and not rc.cancel.is_set():
-                if quick_calls.is_quick(store, self.settings.inline_tool_seconds):
-                    rc.prefetched = _cached_nodes(self.plan, refs, rc)
-                else:
-                    rc.prefetched = await asyncio.to_thread(_cached_nodes, self.plan, refs, rc)
+                rc.prefetched = await quick_calls.call(store, self.settings.inline_tool_seconds, _cached_nodes,
+                                                       self.plan, refs, rc)
             hits = {node_id: found[1] for node_id, found in rc.prefetched.items() if found[1] is not None}
             if len(hits) == len(self.plan.nodes):  # an unchanged rerun: no graph to run
                 for node_id in self.plan.order:
@@ -680,12 +678,11 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
     # 3. cache lookup (the run may have found it before the graph started)
     if key is not None:
         found = rc.prefetched.pop(node.id, None)
-        hit = found[1] if found is not None and found[0] == key else None
-        if hit is None and (found is None or found[0] != key):  # not looked up yet
-            if quick_calls.is_quick(rc.store, rc.settings.inline_tool_seconds):  # less than a trip to a thread
-                hit = _cache_lookup(rc.store, key, rc.run_id)
-            else:
-                hit = await asyncio.to_thread(_cache_lookup, rc.store, key, rc.run_id)
+        if found is not None and found[0] == key:
+            hit = found[1]
+        else:  # not looked up yet; on the loop when that costs less than a trip to a thread
+            hit = await quick_calls.call(rc.store, rc.settings.inline_tool_seconds, _cache_lookup, rc.store, key,
+                                         rc.run_id)
         if hit is not None:
             rc.emit(ev.NodeCached(run_id=rc.run_id, node=node.id, outputs=hit))
             return finish("cached", hit)

@@ -133,6 +133,12 @@ class QuickCalls:
         return (limit > 0 and seen is not None and seen[0] >= self.QUICK_MIN_CALLS and seen[1] < limit
                 and tool not in self._pool_only)
 
+    async def call(self, key: Any, limit: float, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the loop when ``key`` is quick (see :meth:`is_quick`), else in a thread."""
+        if self.is_quick(key, limit):
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
     def pool_only(self, tool: Any) -> None:
         """Never run ``tool`` on the loop again (it starts an event loop of its own, say)."""
         with self._lock:

@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import tomllib
+import typing
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -89,10 +90,13 @@ class MiniLMEncoder:
             from orchestrator.settings import get_settings
 
             runtime = get_settings().planner_encoder
-        if runtime not in ("onnx-int8", "onnx", "torch"):
+        from orchestrator.settings import PlannerEncoder
+
+        choices = typing.get_args(PlannerEncoder)
+        if runtime not in choices:
             from orchestrator.errors import ConfigError
 
-            raise ConfigError(f"planner encoder runtime {runtime!r}: expected onnx-int8, onnx or torch")
+            raise ConfigError(f"planner encoder runtime {runtime!r}: expected {', '.join(choices[:-1])} or {choices[-1]}")
         if runtime != "torch":
             from ._onnx import onnx_available
 

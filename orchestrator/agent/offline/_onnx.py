@@ -10,12 +10,13 @@ second (the fp32 export gives the same vectors as the torch model, to 1e-6).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,18 @@ def onnx_available() -> bool:
     import importlib.util
 
     return all(importlib.util.find_spec(n) is not None for n in ("onnxruntime", "tokenizers"))
+
+
+@contextlib.contextmanager
+def _replacing(dest: Path) -> Iterator[Path]:
+    """A temporary path beside ``dest`` to write; it replaces ``dest`` when the block ends without error."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.stem}.{os.getpid()}.{threading.get_ident()}.tmp{dest.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _export(model_dir: Path, dest: Path) -> None:
@@ -69,29 +82,19 @@ def _export(model_dir: Path, dest: Path) -> None:
     mask[1, 5:] = 0  # a padded row, so no all-ones shortcut is traced into the graph
     axes = {"batch": 0, "tokens": 1}
     dynamic = {n: {v: k for k, v in axes.items()} for n in (*_INPUTS, "last_hidden_state")}
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches
-            torch.onnx.export(_Hidden(), (sample, mask, torch.zeros_like(sample)), str(tmp),
-                              input_names=list(_INPUTS), output_names=["last_hidden_state"],
-                              dynamic_axes=dynamic, opset_version=17, dynamo=False)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _replacing(dest) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches
+        torch.onnx.export(_Hidden(), (sample, mask, torch.zeros_like(sample)), str(tmp),
+                          input_names=list(_INPUTS), output_names=["last_hidden_state"],
+                          dynamic_axes=dynamic, opset_version=17, dynamo=False)
 
 
 def _quantize(src: Path, dest: Path) -> None:
     """Dynamic int8 quantization of ``src``'s weights, per output channel (atomic)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp.onnx")
-    try:
+    with _replacing(dest) as tmp:
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class OnnxSentenceModel:
@@ -138,7 +141,10 @@ class OnnxSentenceModel:
             tok.enable_truncation(max_length=int(cfg.get("max_seq_length", 256)))
             pad = tok.token_to_id("[PAD]")
             tok.enable_padding(pad_id=pad if pad is not None else 0, pad_token="[PAD]")
-            self._session(os.cpu_count() or 1)  # exports now rather than in the first call
+            from orchestrator.runtime import cpu_share
+
+            with cpu_share() as threads:  # the session the first call will use; exports now if needed
+                self._session(threads)
             self._tokenizer = tok
 
     def _session(self, threads: int) -> onnxruntime.InferenceSession:
@@ -185,7 +191,6 @@ class OnnxSentenceModel:
         with self._lock:
             sess = self._session(max(1, threads))
         order = np.argsort([len(t) for t in texts], kind="stable")  # like lengths share a batch: less padding
-        out = np.empty((len(texts), 0), dtype=np.float32)
         parts: list[np.ndarray] = []
         for i in range(0, len(texts), self.batch_size):
             chunk = [texts[j] for j in order[i:i + self.batch_size]]
@@ -197,7 +202,8 @@ class OnnxSentenceModel:
             weights = mask[..., None].astype(np.float32)
             vecs = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
             parts.append(vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12))
-        if parts:
-            out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
-            out[order] = np.concatenate(parts)
+        if not parts:
+            return np.zeros((0, 0), dtype=np.float32)
+        out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+        out[order] = np.concatenate(parts)
         return out

@@ -22,11 +22,6 @@ __all__ = ["OfflinePlanner"]
 
 MEDIA = (Modality.IMAGE, Modality.AUDIO, Modality.VIDEO)
 _NO_NOTES = TaskNotes()
-# "find it", "locate the link in the note": finding in what was given, not searching
-_FINDS_IN = re.compile(r"\b(?:find|locate|look for|search for|spot|pick out)\s+(?:it|them|this|that|these|those)\b"
-                       r"|\bof\s+(?:it|them|this|that|these|those)\b"
-                       r"|\b(?:in|inside|within|from)\s+(?:it|this|that|them|these|those|my|the(?!\s+(?:internet|web|net)\b))\b",
-                       re.I)
 URL = "url"  # a text that is a link: what downloaders take
 _LITERAL_PORTS = frozenset({"instruction", "question", "prompt", "query", "style_text", "command"})
 _CONTENT_PREP = re.compile(r"\b(?:of|showing|depicting|featuring|about|with|where|in which|that shows|illustrating)\s+"
@@ -305,9 +300,7 @@ class OfflinePlanner:
         if not read and context is not None and lang.back.search(step.text):
             read = {context}
         ins, outs = _signatures(index, catalog)
-        # finding what exists (not finding something in what the user gave: "find the link in it")
-        finds = bool(lang.finds.search(step.text)) and not _FINDS_IN.search(step.text)
-        # a text's length; with media in the step, "condense it" is about its duration
+        finds = lang.seeks(step.text)
         # a text's length; with media in the step, "condense it" is about its duration
         way = lang.length_of(step.text) if not (named | read) - {Modality.TEXT} else None
         for j, name in enumerate(index.tasks):

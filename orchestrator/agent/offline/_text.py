@@ -172,6 +172,7 @@ class Language:
     possession: re.Pattern[str] | None = None
     narrates: re.Pattern[str] = re.compile(r"(?!)")
     finds: re.Pattern[str] = re.compile(r"(?!)")
+    finds_in: re.Pattern[str] = re.compile(r"(?!)")
     idle_wish: re.Pattern[str] = re.compile(r"(?!)")
     delivers: re.Pattern[str] = re.compile(r"(?!)")
     lengths: tuple[tuple[re.Pattern[str], str], ...] = ()
@@ -217,7 +218,7 @@ class Language:
         if not re.search(r"[A-Za-z]{2,}", _MASK.sub("", text)):
             return True  # only resources ("photo.jpg -> caption -> French")
         text = self._without_idle_clause(text)
-        plain = re.sub(r"\b(?:also|just|already|recently|actually|really|now)\s+", "", text, flags=re.I)
+        plain = _HEDGES.sub("", text)
         if self.asks and self.asks.search(text):
             return False
         if self.possession and self.possession.match(plain):
@@ -238,10 +239,15 @@ class Language:
         """The step tells what the user did or is doing ("I've found ...", "I'm preparing a talk") and
         neither asks nor says what for: scene-setting, not a task (unless nothing else is asked)."""
         text = self._without_idle_clause(text)
-        plain = re.sub(r"\b(?:also|just|already|recently|actually|really|now|currently)\s+", "", text, flags=re.I)
+        plain = _HEDGES.sub("", text)
         if not self.narrates.match(plain):
             return False
         return not (self.asks and self.asks.search(text)) and not self.purpose.search(plain)
+
+    def seeks(self, text: str) -> bool:
+        """The step asks to find what exists ("look for pictures of otters"), not to find something in
+        what was given ("find the link in it", "find it")."""
+        return bool(self.finds.search(text)) and not self.finds_in.search(text)
 
     def asks_for(self, text: str) -> bool:
         """The step asks in so many words: a request phrase ("could you", "I need") or an imperative verb."""
@@ -289,6 +295,9 @@ class Language:
         return Cues(made, read, named, target)
 
 
+_PRONOUNS = "it|them|this|that|these|those"
+# words that do not change what a step states or asks ("I also have ...", "I've just found ...")
+_HEDGES = re.compile(r"\b(?:also|just|already|recently|actually|really|now|currently)\s+", re.I)
 # "a clip that I'd love to use": the clause after the noun (group 1 from the wish on)
 _RELATIVE = re.compile(r"\s*,?\s*\b(?:that|which)\s+(?:i|we)\s*((?:'d|would|really|want|wanted|need|love|like|hope|plan)\b.*)$",
                        re.I)
@@ -355,6 +364,9 @@ def language() -> Language:
                             r"(?:result|output|file|answer))){0,2}\s*(?:for\s+me|please)?\W*$", re.I),
         lengths=tuple((re.compile(rf"\b(?:{_alternation(v)})\b", re.I), k) for k, v in data.get("length", {}).items()),
         finds=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\b", re.I),
+        finds_in=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\s+(?:{_PRONOUNS})\b"
+                            rf"|\bof\s+(?:{_PRONOUNS})\b"
+                            rf"|\b(?:in|inside|within|from)\s+(?:{_PRONOUNS}|my|the(?!\s+(?:internet|web|net)\b))\b", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
         opens=re.compile(rf"^\s*(?:{_alternation(data['none']['opens'])})\s+(?:(?:my|the|this|that|a|an|file|files)\s+)*"
                          r"@\d+(?:\W+(?:and\W+)?@\d+)*\W*$", re.I),
