@@ -162,3 +162,21 @@ def test_cpu_share_divides_the_managers_threads_and_never_builds_it() -> None:
             assert again == 4
     finally:
         set_model_manager(old)
+
+
+def test_the_first_export_waits_for_the_clis_background_imports(tmp_path: Path) -> None:
+    """``orchestrator run`` imports torch and transformers in a thread while it plans; the export
+    must wait for that import, not race it (racing it failed and fell back to torch)."""
+    script = textwrap.dedent("""
+        from orchestrator.runtime._imports import preload
+        from orchestrator.agent.offline._match import MiniLMEncoder
+        preload(["torch", "transformers", "diffusers:AutoPipelineForText2Image"])
+        encoder = MiniLMEncoder(runtime="onnx")
+        print(encoder.runtime, encoder.encode(["turn the recording into text"]).shape)
+    """)
+    env = {**os.environ, "ORCHESTRATOR_PLANNER_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["onnx", "(1,", "384)"], out.stderr[-2000:]
+    assert list((tmp_path / "models").glob("minilm-*-fp32.onnx"))

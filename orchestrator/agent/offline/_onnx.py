@@ -62,6 +62,10 @@ def _export(model_dir: Path, dest: Path) -> None:
 
     if importlib.util.find_spec("onnx") is None:
         raise OnnxUnavailable("the first ONNX export needs the `onnx` package (pip install onnx)")
+    from orchestrator.runtime._imports import ensure_imported
+
+    # the CLI may be importing these in its preload thread: wait for that import, do not race it
+    ensure_imported(("torch", "transformers:AutoModel"))
     import torch
     from transformers import AutoModel
 
