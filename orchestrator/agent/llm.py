@@ -771,7 +771,7 @@ class TransformersChatClient(LLMClient):
             if past is not None:
                 kwargs[_cache_arg()] = past
             out = model.generate(**kwargs, return_dict_in_generate=True)
-            self._keep_prefix(prompt, out.past_key_values)
+            self._keep_prefix(prompt, _output_cache(out))
         prompt_len = kwargs["input_ids"].shape[1]
         new = out.sequences[0, prompt_len:]
         text = tok.decode(new, skip_special_tokens=True)
@@ -850,6 +850,12 @@ class TransformersChatClient(LLMClient):
         self._model = None
         self._tokenizer = None
         self._prefix = None
+
+
+def _output_cache(out: Any) -> Any:
+    """The key/value cache ``generate`` returned (``cache`` in newer transformers, ``past_key_values`` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
 @functools.cache
