@@ -353,3 +353,18 @@ def test_handing_the_result_back_is_no_task(planner: OfflinePlanner, catalog: Ta
 def test_the_way_a_text_length_goes_decides_between_opposite_tasks(planner: OfflinePlanner, catalog: TaskCatalog,
                                                                     text: str, task: str) -> None:
     assert [t.task for t in plan(planner, catalog, text).tasks] == [task]
+
+
+def test_a_thing_named_by_what_was_done_to_it_is_that_step_s_output(planner: OfflinePlanner,
+                                                                    catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Download the video at https://clips.example.com/a.mp4, steady the shaky parts, "
+                                    "pull the sound out of the steadied clip, and take one frame from the downloaded "
+                                    "video.")
+    assert chain(result) == [("video-downloader", []), ("video-stabilizer", [0]), ("video-to-audio", [1]),
+                             ("video-to-image", [0])]
+    # without such a name, the nearest earlier result
+    nearest = plan(planner, catalog, "Download the video at https://clips.example.com/a.mp4, steady the shaky parts, "
+                                     "then take one frame from it.")
+    assert chain(nearest) == [("video-downloader", []), ("video-stabilizer", [0]), ("video-to-image", [1])]
+    texts = plan(planner, catalog, "Transcribe talk.wav, translate it into French, then summarize the transcribed text.")
+    assert chain(texts) == [("automatic-speech-recognition", []), ("translation", [0]), ("summarization", [0])]

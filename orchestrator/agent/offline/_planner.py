@@ -63,6 +63,7 @@ class _Build:
     outs: list[_Out] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     used_resources: set[str] = field(default_factory=set)
+    said: dict[int, list[str]] = field(default_factory=dict)  # task id -> the words of the step that asked for it
 
     def add(self, task: str, args: dict[str, object]) -> int:
         tid = len(self.tasks)
@@ -83,6 +84,34 @@ class _Build:
         if unused_only:
             return [o for o in found if not o.used]
         return sorted(found, key=lambda o: o.used)
+
+    def named(self, step: Step, modality: Modality) -> _Out | None:
+        """The earlier output of ``modality`` the step names by what was done to it ("the fetched video",
+        "that smoothed version"): the latest task whose step said that verb."""
+        for root in _participles(step.text):
+            for tid in sorted(self.said, reverse=True):
+                if any(w.startswith(root) for w in self.said[tid]):
+                    out = next((o for o in self.outs if o.task == tid and o.modality is modality), None)
+                    if out is not None:
+                        return out
+        return None
+
+
+_PARTICIPLE = re.compile(r"\b(?:the|that|this|its|their|these|those)\s+(?:\(?[a-z]+\)?\s+)?([a-z]{4,}(?:ed|en))\b", re.I)
+
+
+def _participles(text: str) -> list[str]:
+    """The roots of the past participles that name a thing by what was done to it ("the fetched video",
+    "the steadied clip", "the (original) downloaded file"), each cut to a prefix its verb's forms share."""
+    roots = []
+    for m in _PARTICIPLE.finditer(text):
+        w = m.group(1).lower()
+        base = w[:-3] + "y" if w.endswith("ied") else w[:-2]
+        if len(base) >= 3 and base[-1] == base[-2] and base[-1] not in "aeiouls":
+            base = base[:-1]  # "stopped" -> "stop"
+        if len(base) >= 4:
+            roots.append(base[: max(4, len(base) - 1)])
+    return roots
 
 
 def _flat(values: object) -> list[str]:
@@ -437,7 +466,8 @@ class OfflinePlanner:
                     return
                 continue
             args[port.name] = value
-        b.add(c.task, args)  # type: ignore[arg-type]
+        tid = b.add(c.task, args)  # type: ignore[arg-type]
+        b.said[tid] = [w.lower() for w in _WORD.findall(step.text)]
 
     def _source(self, b: _Build, c: _Choice, info: TaskInfo, name: str, modality: Modality, many: bool,
                 optional: bool, free: list[Mention]) -> str | list[str] | None:
@@ -473,7 +503,10 @@ class OfflinePlanner:
                 b.used_resources.add(m.value)
                 out = self._convert(b, conv, m.value, modality)
                 return [out] if many else out
-        # 4. the nearest earlier output of that modality
+        # 4. the earlier output the step names by what was done to it, else the nearest of that modality
+        named = b.named(c.step, modality)
+        if named is not None and not many:
+            return _ref(named)
         near = b.earlier(modality)
         if near:
             if many:
@@ -527,7 +560,7 @@ class OfflinePlanner:
                 return quotes[0].value
             earlier = b.earlier(Modality.TEXT)
             if earlier and _names_text(step):  # "speed it up based on the extracted text"
-                return _ref(earlier[0])
+                return _ref(b.named(step, Modality.TEXT) or earlier[0])
             return step.plain()
         if quotes:
             free.remove(quotes[0])
@@ -549,7 +582,7 @@ class OfflinePlanner:
         if generator:
             content = _content_words(step)
             if texts and _names_text(step):
-                return _ref(texts[0])
+                return _ref(b.named(step, Modality.TEXT) or texts[0])
             if not texts or _CONTENT_PREP.search(step.text) or content >= 2:
                 return _prompt(step)  # the step describes what to make
             if not texts[0].used or content == 0:
@@ -572,7 +605,7 @@ class OfflinePlanner:
                 b.used_resources.add(m.value)
                 return self._convert(b, conv, m.value, Modality.TEXT)
         if texts:
-            return _ref(texts[0])
+            return _ref(b.named(step, Modality.TEXT) or texts[0])
         for o in reversed(b.outs):
             if o.modality in MEDIA and not o.used:
                 conv = self._converter(b, c, o.modality.value, Modality.TEXT)
