@@ -368,3 +368,13 @@ def test_a_thing_named_by_what_was_done_to_it_is_that_step_s_output(planner: Off
     assert chain(nearest) == [("video-downloader", []), ("video-stabilizer", [0]), ("video-to-image", [1])]
     texts = plan(planner, catalog, "Transcribe talk.wav, translate it into French, then summarize the transcribed text.")
     assert chain(texts) == [("automatic-speech-recognition", []), ("translation", [0]), ("summarization", [0])]
+
+
+def test_naming_a_language_to_go_into_asks_for_a_translation(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "write out the speach in interview.mp4 and then put it into German")
+    assert chain(result) == [("video-to-text", []), ("translation", [0])]
+    terse = plan(planner, catalog, "Here's my note: 'the bakery opens at eight on weekdays'. Now into Japanese, please.")
+    assert [t.task for t in terse.tasks] == ["translation"]
+    # a handing-back step without a language is still no task
+    kept = plan(planner, catalog, "Download the video at https://clips.example.com/run.mp4 and put it on my desktop.")
+    assert [t.task for t in kept.tasks] == ["video-downloader"]

@@ -48,6 +48,7 @@ class TaskNotes:
     backend: str | None = None
     offline_refusal: str | None = None  # why a step asking for this task is not planned without a model
     length: str | None = None  # "shorter" / "longer": what the task does to a text's length
+    into_language: bool = False  # the task takes a text into another language
 
 
 @lru_cache(maxsize=1)
@@ -55,7 +56,7 @@ def task_notes() -> dict[str, TaskNotes]:
     """tasks.toml, by task name."""
     data = tomllib.loads(_pkg.files(__package__).joinpath("tasks.toml").read_text(encoding="utf-8"))
     return {name: TaskNotes(tuple(v.get("phrasings", ())), v.get("produces"), v.get("backend"),
-                            v.get("offline_refusal"), v.get("length"))
+                            v.get("offline_refusal"), v.get("length"), bool(v.get("into_language", False)))
             for name, v in data.get("tasks", {}).items()}
 
 

@@ -330,6 +330,7 @@ class OfflinePlanner:
             read = {context}
         ins, outs = _signatures(index, catalog)
         finds = lang.seeks(step.text)
+        to_language = lang.names_language(step.text)
         # a text's length; with media in the step, "condense it" is about its duration
         way = lang.length_of(step.text) if not (named | read) - {Modality.TEXT} else None
         for j, name in enumerate(index.tasks):
@@ -340,6 +341,8 @@ class OfflinePlanner:
                 row[j] += self.cue_weight if length == way else -self.target_weight  # "shorten it" is no expansion
             if finds and index.notes.get(name, _NO_NOTES).backend == "search":
                 row[j] += self.target_weight
+            if to_language and index.notes.get(name, _NO_NOTES).into_language:
+                row[j] += self.target_weight  # "put it into German" names a language to go into
             if made is not None:
                 if made in outs[j]:
                     row[j] += self.cue_weight

@@ -176,6 +176,7 @@ class Language:
     idle_wish: re.Pattern[str] = re.compile(r"(?!)")
     delivers: re.Pattern[str] = re.compile(r"(?!)")
     lengths: tuple[tuple[re.Pattern[str], str], ...] = ()
+    to_language: re.Pattern[str] = re.compile(r"(?!)")
     verb_makes: tuple[tuple[re.Pattern[str], Modality], ...] = ()
     asks: re.Pattern[str] | None = None
     presents: re.Pattern[str] = re.compile(r"(?!)")
@@ -223,8 +224,8 @@ class Language:
             return False
         if self.possession and self.possession.match(plain):
             return not self.purpose.search(plain)  # "use the notes in @0 to draw ...": an ask
-        if self.opens.match(plain) or self.delivers.match(plain):
-            return True
+        if self.opens.match(plain) or (self.delivers.match(plain) and not self.names_language(plain)):
+            return True  # "put it into German" is no hand-back
         return bool("@" in text and self.presents.match(plain) and not self.verb_start.match(plain))
 
     def _without_idle_clause(self, text: str) -> str:
@@ -252,6 +253,10 @@ class Language:
     def asks_for(self, text: str) -> bool:
         """The step asks in so many words: a request phrase ("could you", "I need") or an imperative verb."""
         return bool((self.asks and self.asks.search(text)) or self.verb_start.match(text))
+
+    def names_language(self, text: str) -> bool:
+        """The step says which language a text goes into ("into French", "to Japanese")."""
+        return bool(self.to_language.search(text))
 
     def length_of(self, text: str) -> str | None:
         """Which way the step takes a text's length ("shorter" / "longer"), when it says one way only."""
@@ -363,6 +368,8 @@ def language() -> Language:
                             r"(?:\s+(?:back|locally|to\s+(?:me|my\s+\w+)|on\s+my\s+\w+|as\s+(?:the|a|my)\s+(?:final\s+)?"
                             r"(?:result|output|file|answer))){0,2}\s*(?:for\s+me|please)?\W*$", re.I),
         lengths=tuple((re.compile(rf"\b(?:{_alternation(v)})\b", re.I), k) for k, v in data.get("length", {}).items()),
+        to_language=re.compile(rf"\b(?:into|to)\s+(?:(?:plain|simple|proper|formal|informal|everyday)\s+)?"
+                               rf"(?:{_alternation(data['languages']['names'])})\b", re.I),
         finds=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\b", re.I),
         finds_in=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\s+(?:{_PRONOUNS})\b"
                             rf"|\bof\s+(?:{_PRONOUNS})\b"
