@@ -378,3 +378,17 @@ def test_naming_a_language_to_go_into_asks_for_a_translation(planner: OfflinePla
     # a handing-back step without a language is still no task
     kept = plan(planner, catalog, "Download the video at https://clips.example.com/run.mp4 and put it on my desktop.")
     assert [t.task for t in kept.tasks] == ["video-downloader"]
+
+
+def test_a_text_to_make_of_a_given_file_is_not_an_earlier_text(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    # "the keywords of essay.txt" is what the step makes from the file, not a text made before it;
+    # finding something of a given file is no web search
+    result = plan(planner, catalog, "Find the keywords of essay.txt and generate an image from the keyword text.")
+    assert chain(result) == [("keyword-extraction", []), ("text-to-image", [0])]
+
+
+def test_the_text_an_earlier_step_made_named_with_a_word_before_it(planner: OfflinePlanner,
+                                                                  catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Analyze the sentiment of review.txt and convert the sentiment text to an "
+                                    "audio file.")
+    assert chain(result) == [("sentiment-analysis", []), ("text-to-audio", [0])]

@@ -717,7 +717,7 @@ def _generic_text(text: str) -> str:
     global _EARLIER_TEXT
     if _EARLIER_TEXT is None:
         nouns = "|".join(sorted(language().text_nouns - {"text"}, key=len, reverse=True))
-        _EARLIER_TEXT = re.compile(rf"\b(the|this|that|its|their|these|those)\s+(?:{nouns})s?\b")
+        _EARLIER_TEXT = re.compile(rf"\b(the|this|that|its|their|these|those)\s+(?:{nouns})s?\b(?!\s+(?:of|from|in)\b)")
     return _EARLIER_TEXT.sub(r"\1 text", text)
 
 
@@ -752,8 +752,8 @@ def _names_text(step: Step) -> bool:
             if i > 0 and words[i - 1] in ("the", "this", "that", "its", "their", "these", "those", "generated",
                                           "resulting", "extracted", "above"):
                 return True
-            if i > 1 and words[i - 1].endswith("ed") and words[i - 2] in ("the", "this", "that", "its", "their"):
-                return True  # "the translated text", "this corrected transcript"
+            if i > 1 and words[i - 2] in ("the", "this", "that", "its", "their"):
+                return True  # "the translated text", "this corrected transcript", "the sentiment text"
     return bool(re.search(r"\b(?:based on (?:it|this|that)|from (?:it|this|that)|use (?:it|this|that)|using (?:it|this|that))\b",
                           step.text, re.I))
 

@@ -372,7 +372,7 @@ def language() -> Language:
                                rf"(?:{_alternation(data['languages']['names'])})\b", re.I),
         finds=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\b", re.I),
         finds_in=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\s+(?:{_PRONOUNS})\b"
-                            rf"|\bof\s+(?:{_PRONOUNS})\b"
+                            rf"|\bof\s+(?:{_PRONOUNS}|@\d+)\b"
                             rf"|\b(?:in|inside|within|from)\s+(?:{_PRONOUNS}|my|the(?!\s+(?:internet|web|net)\b))\b", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
         opens=re.compile(rf"^\s*(?:{_alternation(data['none']['opens'])})\s+(?:(?:my|the|this|that|a|an|file|files)\s+)*"
