@@ -392,3 +392,12 @@ def test_the_text_an_earlier_step_made_named_with_a_word_before_it(planner: Offl
     result = plan(planner, catalog, "Analyze the sentiment of review.txt and convert the sentiment text to an "
                                     "audio file.")
     assert chain(result) == [("sentiment-analysis", []), ("text-to-audio", [0])]
+
+
+def test_a_description_of_a_thing_beside_an_ask_plans_nothing(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "I have a clip of my uncle's toast, toast.mp4. The speech in it is painfully long. "
+                                    "Could you give me a short written summary of it?")
+    assert chain(result) == [("video-to-text", []), ("summarization", [0])]
+    # alone, a description is what the user wants done
+    alone = plan(planner, catalog, "My recording memo.wav is full of background hiss.")
+    assert [t.task for t in alone.tasks] == ["audio-noise-reduction"]

@@ -239,10 +239,11 @@ class OfflinePlanner:
             if all(c.task is None for c in got):
                 got[:] = [_Choice(c.step, c.narrative, c.score, c.row) if c.narrative else c for c in got]
             # a statement of the problem ("the hiss is unbearable") and the ask that solves it ("clean it
-            # up") are one task: the statement goes when a step that asks has the same task
+            # up") are one task: the statement goes when a step that asks has the same task; a description
+            # of a thing ("the speech is long") goes beside any step that asks
             asked = {c.task for c in got if c.task is not None and lang.asks_for(c.step.text)}
-            got[:] = [_Choice(c.step, None, c.score, c.row) if c.task in asked and not lang.asks_for(c.step.text)
-                      else c for c in got]
+            got[:] = [_Choice(c.step, None, c.score, c.row) if asked and not lang.asks_for(c.step.text) and (
+                          c.task in asked or lang.description(c.step.text)) else c for c in got]
         # 2. a step that asks for nothing may be the first half of one cut too eagerly: join and retry
         merged_steps: list[tuple[int, int, Step]] = []
         for r, got in enumerate(choices):

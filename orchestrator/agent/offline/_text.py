@@ -171,6 +171,7 @@ class Language:
     making: frozenset[str] = frozenset()
     possession: re.Pattern[str] | None = None
     narrates: re.Pattern[str] = re.compile(r"(?!)")
+    describes: re.Pattern[str] = re.compile(r"(?!)")
     finds: re.Pattern[str] = re.compile(r"(?!)")
     finds_in: re.Pattern[str] = re.compile(r"(?!)")
     idle_wish: re.Pattern[str] = re.compile(r"(?!)")
@@ -244,6 +245,11 @@ class Language:
         if not self.narrates.match(plain):
             return False
         return not (self.asks and self.asks.search(text)) and not self.purpose.search(plain)
+
+    def description(self, text: str) -> bool:
+        """The step describes a thing ("the audio is noisy", "@0 seems slow") and does not ask: what it
+        wants is said by another step, when one asks."""
+        return bool(self.describes.match(text)) and not self.asks_for(text)
 
     def seeks(self, text: str) -> bool:
         """The step asks to find what exists ("look for pictures of otters"), not to find something in
@@ -358,6 +364,9 @@ def language() -> Language:
                             rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})"
                             rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?!(?:{_alternation(data['none']['ongoing_asks'])})\b)"
                             r"[a-z]{2,}ing)\b", re.I),
+        describes=re.compile(rf"^\s*(?:(?:{_alternation(data['none']['describers'])})\W+)*"
+                             rf"(?:(?:{_alternation(data['none']['described'])})\b|@\d+)[\w\s'@-]{{0,40}}?"
+                             rf"(?:\b|(?='))(?:{_alternation(data['none']['describing'])})\b", re.I),
         verb_makes=tuple((re.compile(rf"\b(?:{_alternation(v)})\b", re.I), Modality(k))
                          for k, v in data.get("verb_makes", {}).items()),
         idle_wish=re.compile(rf"^(?:{_alternation(data['none']['wishes'])})\s+to\s+(?:{_alternation(data['none']['idle'])})\b"
