@@ -401,3 +401,10 @@ def test_a_description_of_a_thing_beside_an_ask_plans_nothing(planner: OfflinePl
     # alone, a description is what the user wants done
     alone = plan(planner, catalog, "My recording memo.wav is full of background hiss.")
     assert [t.task for t in alone.tasks] == ["audio-noise-reduction"]
+
+
+def test_less_common_verbs_start_their_own_step(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Transcribe talk.wav, gauge the mood of it and then tweak my voice in voice.wav "
+                                    "to sound calmer.")
+    assert [t.task for t in result.tasks] == ["automatic-speech-recognition", "sentiment-analysis", "voice-changer"]
+    assert result.tasks[1].args == {"text": "<GENERATED>-0"} and result.tasks[2].args["audio"] == "voice.wav"
