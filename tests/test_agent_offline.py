@@ -408,3 +408,14 @@ def test_less_common_verbs_start_their_own_step(planner: OfflinePlanner, catalog
                                     "to sound calmer.")
     assert [t.task for t in result.tasks] == ["automatic-speech-recognition", "sentiment-analysis", "voice-changer"]
     assert result.tasks[1].args == {"text": "<GENERATED>-0"} and result.tasks[2].args["audio"] == "voice.wav"
+
+
+def test_reading_the_words_off_an_image_is_no_dictation(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Could you read the words off sign.jpg, examine its sentiment and convert the "
+                                    "outcome into an audio file?")
+    assert [t.task for t in result.tasks][:2] == ["image-to-text-ocr", "sentiment-analysis"]
+    assert result.tasks[2].task in ("text-to-audio", "text-to-speech") and result.tasks[2].dep == [1]
+    # words to speak after a lead-in are still dictated
+    said = plan(planner, catalog, "Make a voice clip saying the words welcome aboard, friends")
+    assert [t.task for t in said.tasks] == ["text-to-speech"]
+    assert said.tasks[0].args["text"].endswith("welcome aboard, friends")

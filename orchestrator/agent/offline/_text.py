@@ -113,6 +113,7 @@ def find_mentions(text: str, known: Mapping[str, Modality] | None = None) -> lis
 
 
 _QUOTE_CHARS = "'\"“‘"
+_WORDS_IN = re.compile(r"(?:off|from|in|on|of|inside|within|written|printed|shown|that appear)\b", re.I)
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|\n")
 
 
@@ -131,6 +132,8 @@ def _dictated(text: str) -> list[tuple[int, int]]:
             continue
         if not runs_on and not lang.speech_cue.search(text[max(0, m.start() - 80):m.start()]):
             continue  # "a sign saying ..." is a description, not words to speak
+        if not runs_on and _WORDS_IN.match(text, start):
+            continue  # "read the words off @0": words in something, not words to speak
         end = len(text)
         for e in _SENTENCE_END.finditer(text, start):
             end = e.end() if text[e.start()] != "\n" else e.start()
