@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator import get_tool
 from orchestrator.agent.offline import OfflinePlanner, find_mentions
+from orchestrator.agent.offline._text import language
 from orchestrator.agent.plan import Plan, Resource, TaskCatalog, validate_plan
 from orchestrator.agent.planner import PlanProblem, Planner, PlanRequest
 from orchestrator.artifacts import Modality
@@ -92,7 +93,6 @@ def test_arrows_separate_steps(planner: OfflinePlanner, catalog: TaskCatalog) ->
 def test_a_named_target_modality_outweighs_shared_words(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     """"speech into text" shares its words with text-to-speech; "into text" says which way it goes,
     and an infinitive's "to" ("want to transcribe the speech") names no target."""
-    from orchestrator.agent.offline._text import language
 
     cues = language().cues("I want to transcribe the speech into text")
     assert (cues.made, cues.target) == (Modality.TEXT, True)
@@ -419,3 +419,21 @@ def test_reading_the_words_off_an_image_is_no_dictation(planner: OfflinePlanner,
     said = plan(planner, catalog, "Make a voice clip saying the words welcome aboard, friends")
     assert [t.task for t in said.tasks] == ["text-to-speech"]
     assert said.tasks[0].args["text"].endswith("welcome aboard, friends")
+
+
+def test_a_clause_that_asks_after_one_that_states_is_a_step_of_its_own(planner: OfflinePlanner,
+                                                                      catalog: TaskCatalog) -> None:
+    text = ("I have a long essay about rivers, and I need to get a condensed version that still keeps the key ideas. "
+            "Here is the text: 'Rivers shape valleys. They carry water and silt from mountains to the sea, and people "
+            "have built cities along them for thousands of years.'")
+    result = plan(planner, catalog, text)
+    assert [t.task for t in result.tasks] == ["summarization"]
+    assert result.tasks[0].args["text"].startswith("Rivers shape valleys.")
+
+
+def test_a_word_that_is_not_a_noun_there_names_no_modality() -> None:
+    lang = language()
+    assert lang.cues("a condensed version that still keeps the key ideas").named == set()
+    assert lang.cues("please keep track of the changes").named == set()
+    assert Modality.IMAGE in lang.cues("take a still from the clip").named
+    assert Modality.AUDIO in lang.cues("pull the audio track out").named

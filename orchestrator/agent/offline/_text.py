@@ -194,6 +194,8 @@ class Language:
     prompt_frame: re.Pattern[str] = re.compile(r"(?!)")
     prompt_tail: re.Pattern[str] = re.compile(r"(?!)")
     framing: frozenset[str] = frozenset()
+    ambiguous: frozenset[str] = frozenset()  # modality words that are other parts of speech too ("still")
+    not_noun_after: frozenset[str] = frozenset()  # words after which those are no nouns ("that still keeps")
     frame_glue: re.Pattern[str] = re.compile(r"(?!)")
 
     def prompt_of(self, text: str) -> str:
@@ -292,7 +294,7 @@ class Language:
             if w in self.making:
                 making_at = i
             mod = self.modality_of(w)
-            if mod is None:
+            if mod is None or (w in self.ambiguous and (i == 0 or words[i - 1] in self.not_noun_after)):
                 continue
             named.add(mod)
             before = words[max(0, i - 3):i]
@@ -354,7 +356,9 @@ def language() -> Language:
         verb_glue=re.compile(rf"(?:,\s*(?:and\s+)?|\s+and\s+|,?\s+so\s+(?:that\s+)?(?:i|we)\s+can\s+)"
                              rf"(?=(?:(?:{fillers})\s+)*(?:{verbs})\b)"
                              # a list of gerunds ("by downloading it, transcribing it and summarizing it")
-                             rf"|(?:,\s*(?:and\s+)?|\s+and\s+)(?:(?:then|further|also|finally|lastly)\s+)?(?=(?:{gerunds})\b)",
+                             rf"|(?:,\s*(?:and\s+)?|\s+and\s+)(?:(?:then|further|also|finally|lastly)\s+)?(?=(?:{gerunds})\b)"
+                             # a new clause that asks ("I have @0, and I need a summary")
+                             rf"|,\s*(?:and|but|so)\s+(?=(?:{_alternation(split['asking_clauses'])})\b)",
                              re.I),
         back=re.compile(rf"\b(?:{_alternation(refer['back'])})\b", re.I),
         text_nouns=frozenset(refer["text_nouns"]),
@@ -370,6 +374,8 @@ def language() -> Language:
         describes=re.compile(rf"^\s*(?:(?:{_alternation(data['none']['describers'])})\W+)*"
                              rf"(?:(?:{_alternation(data['none']['described'])})\b|@\d+)[\w\s'@-]{{0,40}}?"
                              rf"(?:\b|(?='))(?:{_alternation(data['none']['describing'])})\b", re.I),
+        ambiguous=frozenset(data["modality_words"]["ambiguous"]),
+        not_noun_after=frozenset(data["modality_words"]["not_after"]),
         verb_makes=tuple((re.compile(rf"\b(?:{_alternation(v)})\b", re.I), Modality(k))
                          for k, v in data.get("verb_makes", {}).items()),
         idle_wish=re.compile(rf"^(?:{_alternation(data['none']['wishes'])})\s+to\s+(?:{_alternation(data['none']['idle'])})\b"
