@@ -437,3 +437,15 @@ def test_a_word_that_is_not_a_noun_there_names_no_modality() -> None:
     assert lang.cues("please keep track of the changes").named == set()
     assert Modality.IMAGE in lang.cues("take a still from the clip").named
     assert Modality.AUDIO in lang.cues("pull the audio track out").named
+
+
+def test_sound_as_a_verb_names_no_audio(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Here's my blurb: 'Our shop opens at nine.' Can you help me paraphrase it to "
+                                    "sound different?")
+    assert [(t.task, t.args) for t in result.tasks] == [("paraphrase", {"text": "Our shop opens at nine."})]
+    assert Modality.AUDIO in language().cues("clean the sound of it").named
+
+
+def test_into_names_a_target_a_few_words_ahead() -> None:
+    cues = language().cues("convert its spoken text into a bite-size summary")
+    assert (cues.made, cues.target) == (Modality.TEXT, True)

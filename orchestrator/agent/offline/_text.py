@@ -298,7 +298,7 @@ class Language:
                 continue
             named.add(mod)
             before = words[max(0, i - 3):i]
-            if any(b in ("into", "as") for b in before) and not target:  # a named target outranks a made word
+            if ("into" in words[max(0, i - 4):i] or "as" in before) and not target:  # a named target outranks a made word
                 made, target = mod, True
             elif _after_to(before) or (before[-1:] == ["in"]):  # "in words": the form
                 made = made or mod
