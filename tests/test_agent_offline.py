@@ -449,3 +449,10 @@ def test_sound_as_a_verb_names_no_audio(planner: OfflinePlanner, catalog: TaskCa
 def test_into_names_a_target_a_few_words_ahead() -> None:
     cues = language().cues("convert its spoken text into a bite-size summary")
     assert (cues.made, cues.target) == (Modality.TEXT, True)
+
+
+def test_a_bare_modality_step_is_made_from_what_came_before(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    assert chain(plan(planner, catalog, "memo.wav → text → french")) == [("automatic-speech-recognition", []),
+                                                                        ("translation", [0])]
+    made = plan(planner, catalog, "'a red barn in the snow' -> image -> video")
+    assert chain(made) == [("text-to-image", []), ("image-to-video", [0])]

@@ -329,7 +329,7 @@ class OfflinePlanner:
         if made is None and linked:
             made = next(iter(linked))
         named |= read | linked
-        if not read and context is not None and lang.back.search(step.text):
+        if not read and context is not None and (cues.bare or lang.back.search(step.text)):
             read = {context}
         ins, outs = _signatures(index, catalog)
         finds = lang.seeks(step.text)
@@ -358,6 +358,10 @@ class OfflinePlanner:
             media = named - {Modality.TEXT}
             if media and not media & (ins[j] | outs[j]):
                 row[j] -= self.cue_weight
+        if cues.bare and read:  # "-> video" says nothing but the types: a task from what came before to a video
+            for j in range(len(row)):
+                if not (read & ins[j] and made in outs[j]):
+                    row[j] = -1.0
         best = int(np.argmax(row))
         name = index.tasks[best]
         score = float(row[best])

@@ -157,6 +157,7 @@ class Cues:
     read: set[Modality]
     named: set[Modality]
     target: bool = False
+    bare: bool = False  # the step is only a modality ("-> text", "an image"): make it from what came before
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,7 @@ class Language:
     prompt_frame: re.Pattern[str] = re.compile(r"(?!)")
     prompt_tail: re.Pattern[str] = re.compile(r"(?!)")
     framing: frozenset[str] = frozenset()
+    generic: frozenset[str] = frozenset()  # modality words that name nothing more ("text", "audio", "picture")
     ambiguous: frozenset[str] = frozenset()  # modality words that are other parts of speech too ("still")
     not_noun_after: frozenset[str] = frozenset()  # words after which those are no nouns ("that still keeps")
     frame_glue: re.Pattern[str] = re.compile(r"(?!)")
@@ -308,6 +310,9 @@ class Language:
                 made = mod
         if made is None:
             made = next((mod for pattern, mod in self.verb_makes if pattern.search(text)), None)
+        content = [w for w in words if w not in ("a", "an", "the", "some", "then", "to", "into", "as", "and", "in")]
+        if len(content) == 1 and content[0] in self.generic:  # "-> text", "an image": that modality, from what came before
+            return Cues(next(iter(named)), read, named, True, True)
         return Cues(made, read, named, target)
 
 
@@ -374,6 +379,7 @@ def language() -> Language:
         describes=re.compile(rf"^\s*(?:(?:{_alternation(data['none']['describers'])})\W+)*"
                              rf"(?:(?:{_alternation(data['none']['described'])})\b|@\d+)[\w\s'@-]{{0,40}}?"
                              rf"(?:\b|(?='))(?:{_alternation(data['none']['describing'])})\b", re.I),
+        generic=frozenset(data["modality_words"]["generic"]),
         ambiguous=frozenset(data["modality_words"]["ambiguous"]),
         not_noun_after=frozenset(data["modality_words"]["not_after"]),
         verb_makes=tuple((re.compile(rf"\b(?:{_alternation(v)})\b", re.I), Modality(k))
