@@ -456,3 +456,12 @@ def test_a_bare_modality_step_is_made_from_what_came_before(planner: OfflinePlan
                                                                         ("translation", [0])]
     made = plan(planner, catalog, "'a red barn in the snow' -> image -> video")
     assert chain(made) == [("text-to-image", []), ("image-to-video", [0])]
+
+
+def test_a_link_handed_over_before_says_what_the_next_step_fetches(planner: OfflinePlanner,
+                                                                   catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "'https://media.example.org/talk.wav' -> download -> transcript -> french")
+    assert chain(result) == [("audio-downloader", []), ("automatic-speech-recognition", [0]), ("translation", [1])]
+    said = plan(planner, catalog, "There's a film of our hike at https://clips.example.org/hike.mp4. Please save "
+                                  "it to my machine.")
+    assert [(t.task, t.args) for t in said.tasks] == [("video-downloader", {"url": "https://clips.example.org/hike.mp4"})]

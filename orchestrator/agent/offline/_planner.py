@@ -225,14 +225,17 @@ class OfflinePlanner:
         for (req, _, steps), index in zip(parsed, indexes, strict=True):
             got: list[_Choice] = []
             context: Modality | None = None
+            links: set[Modality] = set()  # what the links handed over by steps asking nothing point to
             for i, s in enumerate(steps):
-                c = self._choose(s, rows[k + i], index, req.catalog, context)
+                c = self._choose(s, rows[k + i], index, req.catalog, context, links)
                 got.append(c)
                 if c.task is not None:
                     context = _main_output(req.catalog.tasks[c.task])
+                    links = set()
                 else:  # "I have @0. Speed it up": "it" is the file the step only handed over
                     files = [m.modality for m in s.mentions if m.kind == "file" and m.modality in MEDIA]
                     context = files[-1] if files else context
+                    links |= {url_modality(m.value) for m in s.mentions if m.kind == "url"} - {None, Modality.TEXT}
             k += len(steps)
             choices.append(got)
         for got in choices:
@@ -317,8 +320,9 @@ class OfflinePlanner:
         return out
 
     def _choose(self, step: Step, row: np.ndarray, index: TaskIndex, catalog: TaskCatalog,
-                context: Modality | None = None) -> _Choice:
-        """The step's task: the nearest in meaning, nudged by the modalities the step names."""
+                context: Modality | None = None, links: set[Modality] | None = None) -> _Choice:
+        """The step's task: the nearest in meaning, nudged by the modalities the step names; ``links``: what
+        the links handed over before it point to (they come to this step when it has none of its own)."""
         lang = language()
         row = row - self.hub_weight * (index.hub - index.hub.mean()) if index.hub.size else row.copy()
         cues = lang.cues(step.for_matching())
@@ -326,6 +330,8 @@ class OfflinePlanner:
         files = {m.modality for m in step.mentions if m.kind == "file" and m.modality in MEDIA}
         read |= files
         linked = {url_modality(m.value) for m in step.mentions if m.kind == "url"} - {None, Modality.TEXT}
+        if not step.mentions and links:
+            linked = set(links)
         if made is None and linked:
             made = next(iter(linked))
         named |= read | linked
