@@ -349,6 +349,8 @@ def test_handing_the_result_back_is_no_task(planner: OfflinePlanner, catalog: Ta
     ("Here's my essay: 'Rivers carry water from mountains to the sea, shaping valleys as they go.' Shorten it.",
      "summarization"),
     ("Here's my note: 'party at noon, bring cake'. Flesh it out into something fuller.", "text-expansion"),
+    ("I scribbled 'mtg w/ Bo fri 3pm' in my notes. Could you help me turn it into a more comprehensive and "
+     "descriptive sentence?", "text-expansion"),
 ])
 def test_the_way_a_text_length_goes_decides_between_opposite_tasks(planner: OfflinePlanner, catalog: TaskCatalog,
                                                                     text: str, task: str) -> None:
