@@ -46,6 +46,8 @@ INLINE_BYTES = 4096
 def _translated(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(self: LocalArtifactStore, *args: Any, **kwargs: Any) -> Any:
+        if self._unflushed:  # deferred puts are stored before anything else touches the directory
+            self.flush()
         try:
             return fn(self, *args, **kwargs)
         except OSError as exc:
