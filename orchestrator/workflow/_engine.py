@@ -345,9 +345,11 @@ class CompiledWorkflow:
         try:
             while True:
                 if feed.pending():
+                    ready = len(feed.items)  # events that come during the flush wait for the next one
                     await feed.stored()
-                while feed.pending():
-                    yield feed.next()
+                    for _ in range(ready):
+                        yield feed.next()
+                    continue
                 if task.done():
                     break
                 await feed.wait()
