@@ -721,18 +721,20 @@ def _ttl_of(store: ArtifactStore, ref: ArtifactRef) -> float | None:
     return None if max(ttl.values()) < 0 else float(min(ttl.values()))
 
 
+@pytest.mark.parametrize("defer", [False, True])
 @pytest.mark.parametrize("backend", ["local", "redis"])
-def test_put_pinned_keeps_the_artifact_until_the_run_lets_go(backend: str, tmp_path: Path, request: pytest.FixtureRequest):
+def test_put_pinned_keeps_the_artifact_until_the_run_lets_go(backend: str, defer: bool, tmp_path: Path,
+                                                             request: pytest.FixtureRequest):
     if backend == "local":
         store: ArtifactStore = LocalArtifactStore(tmp_path / "a", default_ttl=300)
     else:
         redis_url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
         store = RedisArtifactStore(redis_url, prefix=prefix, default_ttl=300)
     try:
-        ref = store.put("made by a run", pin="run-a")
+        ref = store.put("made by a run", pin="run-a", defer=defer)
         assert _ttl_of(store, ref) is None  # pinned: no TTL while the run lives
-        again = store.put("made by a run", pin="run-b")  # a second run makes the same bytes
-        assert again == ref
+        again = store.put("made by a run", pin="run-b", defer=defer)  # a second run makes the same bytes
+        assert again == ref and _ttl_of(store, ref) is None
         store.unpin("run-a")
         assert _ttl_of(store, ref) is None  # run-b still holds it
         store.unpin("run-b")

@@ -104,20 +104,23 @@ set_ttl(targets, ARGV[2], false)
 return false
 """
 
-# A one-chunk artifact whose id is known, from its bytes (a deferred put). KEYS[1] ref key, KEYS[2] its data key,
-# KEYS[3] the run's pin set; ARGV[1] ref document, ARGV[2] TTL, ARGV[3] the bytes, ARGV[4] pinned-by key,
-# ARGV[5] run id ('' = no pin), ARGV[6] hex id. Returns nil when stored, else the stored document (life extended).
+# A one-chunk artifact whose id is known, from its bytes (a deferred put). KEYS[1] its ref key (``p art:<hex>``);
+# ARGV[1] ref document, ARGV[2] TTL, ARGV[3] the bytes, ARGV[4] the run to pin it to ('' = none).
+# Returns nil when stored, else the stored document (its life extended).
 _PUT_SMALL = _LUA_LIB + """
 local keys, raw = keys_of(KEYS[1])
 if raw then
   set_ttl(keys, ARGV[2], true)
 else
-  redis.call('SET', KEYS[2], ARGV[3])
-  redis.call('SET', KEYS[1], ARGV[1])
-  keys = {KEYS[1], KEYS[2]}
+  keys = {KEYS[1], KEYS[1] .. ':data'}
+  redis.call('SET', keys[2], ARGV[3])
+  redis.call('SET', keys[1], ARGV[1])
   set_ttl(keys, ARGV[2], false)
 end
-if ARGV[5] ~= '' then pin_to(keys, ARGV[6], KEYS[3], ARGV[4], ARGV[5]) end
+if ARGV[4] ~= '' then
+  local prefix, hex = string.match(KEYS[1], '^(.*)art:(%x+)$')
+  pin_to(keys, hex, prefix .. 'pin:' .. ARGV[4], prefix .. 'pinned:' .. hex, ARGV[4])
+end
 return raw or false
 """
 
@@ -380,10 +383,8 @@ class RedisArtifactStore(ArtifactStore):
             if len(item.data) > self.chunk_bytes:
                 larger.append(item)
                 continue
-            base, run = self._k(item.ref.id), item.pin or ""
-            pipe.execute_command("EVALSHA", self._sha["put_small"], 3, base, f"{base}:data", f"{self.prefix}pin:{run}",
-                                 self._refdoc(item.ref, 1), _ms(item.ttl if item.pin is None else None), item.data,
-                                 f"{self.prefix}pinned:{item.ref.hex}", run, item.ref.hex)
+            pipe.execute_command("EVALSHA", self._sha["put_small"], 1, self._k(item.ref.id), self._refdoc(item.ref, 1),
+                                 _ms(item.ttl if item.pin is None else None), item.data, item.pin or "")
         return larger
 
     def _stored(self, artifact_id: str, ttl: float | None) -> ArtifactRef | None:

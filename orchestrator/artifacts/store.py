@@ -185,6 +185,8 @@ class DecodedCache:
 
 
 def _freeze(obj: Any) -> None:
+    if isinstance(obj, (str, dict, list)):  # the common small outputs: no arrays to freeze
+        return
     import numpy as np
 
     audio = getattr(obj, "audio", None)

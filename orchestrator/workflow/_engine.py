@@ -646,8 +646,7 @@ def _bound_inputs(node: ResolvedNode, inputs: dict[str, Any], upstream: dict[str
     """Each bound input port's value (a list for a ``many`` port) from the run's inputs and the
     upstream nodes' outputs (refs, or ids when only ids are known)."""
     values: dict[str, Any] = {}
-    for port_name, sources in node.bindings.items():
-        port = node.tool.spec.input(port_name)
+    for port_name, many, sources in node.input_ports:
         found: list[Any] = []
         for s in sources:
             if s.node is None and s.name in inputs:
@@ -657,7 +656,7 @@ def _bound_inputs(node: ResolvedNode, inputs: dict[str, Any], upstream: dict[str
             else:
                 continue
             found.extend(value if isinstance(value, list) else [value])
-        if port is not None and port.many:
+        if many:
             values[port_name] = found
         elif found:
             values[port_name] = found[0]
@@ -669,6 +668,9 @@ def _node_cache_key(node: ResolvedNode, input_ids: dict[str, Any], rc: _RunConte
     seed, fixed = _effective_seed(node, rc.seed)
     cacheable = rc.cache and node.tool.spec.cacheable and fixed
     return seed, cache_key(node, seed, input_ids, _resolved_model(node, rc)) if cacheable else None
+
+
+_DONE = frozenset({"succeeded", "cached"})
 
 
 async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) -> dict[str, Any]:
@@ -684,8 +686,9 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
         return update
 
     # 1. upstream failures and cancellation skip the node
-    bad = sorted(d for d in node.deps if statuses.get(d) not in ("succeeded", "cached"))
+    bad = [d for d in node.deps if statuses.get(d) not in _DONE]
     if bad:
+        bad.sort()
         reason = f"upstream node {bad[0]!r} {statuses.get(bad[0], 'did not run')}" + (
             f": {errs[bad[0]]}" if bad[0] in errs else ""
         )
@@ -856,11 +859,9 @@ def _store_outputs(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Refs]:
     """Store each output (a list of artifacts for ``many`` ports) with the node's provenance."""
-    extra = dict(extra or {})
-    provenance = Provenance(
-        tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id,
-        params=dict(node.params_json), inputs=input_ids,
-        **{"model": getattr(node.params, "model", None), "seed": seed, **extra},
+    provenance = Provenance(  # validation copies params and inputs
+        tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id, params=node.params_json,
+        inputs=input_ids, **{"model": getattr(node.params, "model", None), "seed": seed, **(extra or {})},
     )
 
     put_ids: set[str] = set()
