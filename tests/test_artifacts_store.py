@@ -878,3 +878,11 @@ def test_deferred_puts_race_readers_in_other_threads(store: ArtifactStore):
     with ThreadPoolExecutor(8) as pool:
         found = list(pool.map(lambda r: store.get_bytes(r), refs))
     assert found == [f"race {i}".encode() for i in range(40)] and store.pending_writes == 0
+
+
+def test_the_same_bytes_deferred_twice_by_a_run_are_queued_once(store: ArtifactStore):
+    refs = [store.put("same", pin="run", defer=True) for _ in range(5)] + [store.put("same", pin="other", defer=True)]
+    assert store.pending_writes == 2  # once per run that pins it
+    store.unpin("run")
+    assert _twin(store).get_bytes(refs[0]) == b"same" and store.pending_writes == 0
+    store.unpin("other")

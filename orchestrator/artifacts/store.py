@@ -236,6 +236,7 @@ class ArtifactStore(ABC):
         self._pins: dict[str, set[str]] = {}
         self._pin_lock = threading.Lock()
         self._deferred: list[DeferredWrite] = []
+        self._queued: set[tuple[str, str | None, float | None]] = set()  # (id, pin, ttl) of what _deferred holds
         self._deferred_bytes = 0
         self._unflushed = 0  # deferred puts not yet written: queued, or in a flush under way
         self._deferred_lock = threading.Lock()
@@ -403,10 +404,13 @@ class ArtifactStore(ABC):
             self.flush()
         if item.pin is not None:
             self._note_pins(item.pin, [item.ref.id])
+        key = (item.ref.id, item.pin, item.ttl)
         with self._deferred_lock:
-            self._deferred.append(item)
-            self._deferred_bytes += len(item.data)
-            self._unflushed += 1
+            if key not in self._queued:  # the same bytes again (the branches of a fan-out): queued once
+                self._queued.add(key)
+                self._deferred.append(item)
+                self._deferred_bytes += len(item.data)
+                self._unflushed += 1
         return item.ref
 
     @property
@@ -433,6 +437,7 @@ class ArtifactStore(ABC):
         with self._flush_lock:
             with self._deferred_lock:
                 batch, self._deferred, self._deferred_bytes = self._deferred, [], 0
+                self._queued.clear()
             try:
                 yield batch
             except BaseException:
