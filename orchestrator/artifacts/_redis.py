@@ -204,8 +204,7 @@ return n
 def _translated(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(self: RedisArtifactStore, *args: Any, **kwargs: Any) -> Any:
-        if self._unflushed:  # deferred puts are stored before anything else reaches Redis
-            self.flush()
+        self._settle()  # deferred puts are stored before anything else reaches the backend
         try:
             try:
                 return fn(self, *args, **kwargs)

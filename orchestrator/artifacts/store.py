@@ -53,6 +53,7 @@ EVENT_WAIT_STEP = 0.05  # wait_events of a backend that cannot block: seconds be
 OVERLAP_BYTES = 256 << 10  # from this size on, hash in a helper thread while the backend writes
 WRITE_BEHIND_BYTES = 1 << 20
 """Default bytes of deferred puts a store queues before a put writes the queue (``Settings.write_behind_bytes``)."""
+_writing = threading.local()  # ``deferred``: this thread writes deferred puts (its backend calls must not flush)
 _hash_pool: ThreadPoolExecutor | None = None
 _hash_pool_lock = threading.Lock()
 
@@ -195,6 +196,18 @@ def _freeze(obj: Any) -> None:
             arr.flags.writeable = False
 
 
+@contextlib.contextmanager
+def writing_deferred() -> Iterator[None]:
+    """Mark this thread as writing deferred puts: its backend calls do not flush (a backend that
+    writes a batch with helper threads marks them too)."""
+    before = getattr(_writing, "deferred", False)
+    _writing.deferred = True
+    try:
+        yield
+    finally:
+        _writing.deferred = before
+
+
 def _record_ids(record: dict[str, Any]) -> list[str]:
     """The artifact ids a record of ids (or lists of ids) holds, in order."""
     ids = [i for v in record.values() for i in (v if isinstance(v, list) else [v])]
@@ -240,7 +253,7 @@ class ArtifactStore(ABC):
         self._deferred_bytes = 0
         self._unflushed = 0  # deferred puts not yet written: queued, or in a flush under way
         self._deferred_lock = threading.Lock()
-        self._flush_lock = threading.RLock()  # reentrant: a backend write made by flush() flushes first
+        self._flush_lock = threading.Lock()
 
     # -------------------------------------------------- backend primitives
     @abstractmethod
@@ -423,18 +436,23 @@ class ArtifactStore(ABC):
 
         Raises the backend's error when the batch cannot be written; its puts are then
         not stored (and forgotten: a run that deferred them fails)."""
-        if not self._unflushed:
+        if not self._unflushed or getattr(_writing, "deferred", False):  # nothing, or this thread is writing it
             return
         with self._taking_deferred() as batch:
             if batch:
                 self._write_deferred(batch)
+
+    def _settle(self) -> None:
+        """Before a backend call: store the deferred puts (unless this thread is writing them)."""
+        if self._unflushed:
+            self.flush()
 
     @contextlib.contextmanager
     def _taking_deferred(self) -> Iterator[list[DeferredWrite]]:
         """The queued deferred puts, taken off the queue for the block to write (under the flush
         lock: a flush under way in another thread finishes first). If the block raises they are
         forgotten, and dropped from the decoded cache: nothing is served that may not be stored."""
-        with self._flush_lock:
+        with self._flush_lock, writing_deferred():
             with self._deferred_lock:
                 batch, self._deferred, self._deferred_bytes = self._deferred, [], 0
                 self._queued.clear()
