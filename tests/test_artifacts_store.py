@@ -886,3 +886,10 @@ def test_the_same_bytes_deferred_twice_by_a_run_are_queued_once(store: ArtifactS
     store.unpin("run")
     assert _twin(store).get_bytes(refs[0]) == b"same" and store.pending_writes == 0
     store.unpin("other")
+
+
+def test_closing_a_store_stores_what_it_deferred(store: ArtifactStore):
+    other = _twin(store)
+    ref = store.put("closing", defer=True)
+    store.close()
+    assert other.get_bytes(ref) == b"closing"

@@ -647,6 +647,7 @@ class RedisArtifactStore(ArtifactStore):
         self.r.ping()
 
     def close(self) -> None:
+        super().close()
         self.r.close()
 
     @_translated

@@ -347,7 +347,8 @@ class ArtifactStore(ABC):
         """Raise :class:`~orchestrator.errors.StoreUnavailable` if the backend does not answer."""
 
     def close(self) -> None:
-        """Release connections; the store is unusable afterwards."""
+        """Store the deferred puts, then release connections; the store is unusable afterwards."""
+        self.flush()
 
     def __enter__(self) -> ArtifactStore:
         return self
