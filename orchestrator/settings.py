@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_video_pixels: int = Field(default=256_000_000, ge=1)
     """width x height x frames a video may decode to (checked before decoding)."""
     decoded_cache_bytes: int = 512 << 20
+    write_behind_bytes: int = Field(default=1 << 20, ge=0)
+    """Bytes of small node outputs a store holds in memory before writing them, in one batch (a run
+    writes the rest when it ends; artifacts/store.py write-behind); 0: every output written at once."""
     artifact_ttl_seconds: int | None = None
 
     # runtime

@@ -721,18 +721,20 @@ def _ttl_of(store: ArtifactStore, ref: ArtifactRef) -> float | None:
     return None if max(ttl.values()) < 0 else float(min(ttl.values()))
 
 
+@pytest.mark.parametrize("defer", [False, True])
 @pytest.mark.parametrize("backend", ["local", "redis"])
-def test_put_pinned_keeps_the_artifact_until_the_run_lets_go(backend: str, tmp_path: Path, request: pytest.FixtureRequest):
+def test_put_pinned_keeps_the_artifact_until_the_run_lets_go(backend: str, defer: bool, tmp_path: Path,
+                                                             request: pytest.FixtureRequest):
     if backend == "local":
         store: ArtifactStore = LocalArtifactStore(tmp_path / "a", default_ttl=300)
     else:
         redis_url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
         store = RedisArtifactStore(redis_url, prefix=prefix, default_ttl=300)
     try:
-        ref = store.put("made by a run", pin="run-a")
+        ref = store.put("made by a run", pin="run-a", defer=defer)
         assert _ttl_of(store, ref) is None  # pinned: no TTL while the run lives
-        again = store.put("made by a run", pin="run-b")  # a second run makes the same bytes
-        assert again == ref
+        again = store.put("made by a run", pin="run-b", defer=defer)  # a second run makes the same bytes
+        assert again == ref and _ttl_of(store, ref) is None
         store.unpin("run-a")
         assert _ttl_of(store, ref) is None  # run-b still holds it
         store.unpin("run-b")
@@ -805,3 +807,89 @@ def test_get_record_refs_many_reads_several_records_at_once(store: ArtifactStore
     store.unpin("run-m")
     assert all(_ttl_of(store, r) is not None for r in (a, b, c))
     assert store.get_record_refs_many("idx", []) == []
+
+
+# ------------------------------------------------------------------ write-behind
+
+
+def _twin(store: ArtifactStore) -> ArtifactStore:
+    """Another store object on the same backend (what another process sees)."""
+    if isinstance(store, RedisArtifactStore):
+        return RedisArtifactStore(store.url, prefix=store.prefix, chunk_bytes=store.chunk_bytes)
+    assert isinstance(store, LocalArtifactStore)
+    return LocalArtifactStore(store.root)
+
+
+def test_a_deferred_put_is_stored_by_the_next_call_to_the_store(store: ArtifactStore):
+    other = _twin(store)
+    ref = store.put("later", pin="run", defer=True)
+    assert store.pending_writes == 1 and not other.exists(ref)
+    assert store.load(ref) == "later" and store.pending_writes == 1  # served from memory: the run's own pin
+    store.put_record("ns", "k", {"out": ref.id})  # a record naming it: the artifact is stored first
+    assert store.pending_writes == 0
+    assert other.get_record_refs("ns", "k") == ({"out": ref.id}, {ref.id: ref})
+    assert other.get_bytes(ref) == b"later"
+
+
+def test_flush_stores_deferred_puts_in_one_round_trip(redis_store: RedisArtifactStore,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    refs = [redis_store.put(f"item {i}", pin="run", defer=True) for i in range(30)]
+    sent: list[int] = []
+    pipeline = redis_store.r.pipeline
+
+    def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+        pipe.execute = lambda *a, **k: sent.append(len(pipe)) or execute(*a, **k)
+        return pipe
+
+    monkeypatch.setattr(redis_store.r, "pipeline", counted_pipeline)
+    redis_store.unpin("run")  # stores them, then releases the pins, in one pipeline
+    assert sent == [31]
+    assert all(r is not None for r in _twin(redis_store).stat_many(refs))
+    assert not redis_store.r.exists(f"{redis_store.prefix}pin:run")
+
+
+def test_deferred_puts_beyond_write_behind_bytes_are_written_at_once(tmp_path: Path):
+    store, other = LocalArtifactStore(tmp_path / "a", write_behind_bytes=100), LocalArtifactStore(tmp_path / "a")
+    first = store.put("x" * 60, defer=True)
+    big = store.put("y" * 200, defer=True)  # over the limit alone: written now (after what was queued)
+    assert store.pending_writes == 0 and other.exists(first) and other.exists(big)
+    second = store.put("z" * 60, defer=True)
+    store.put("w" * 60, defer=True)  # the queue would pass the limit: what it holds is written first
+    assert store.pending_writes == 1 and other.exists(second)
+
+
+def test_a_failed_flush_raises_and_serves_nothing_it_did_not_store(tmp_path: Path):
+    store = LocalArtifactStore(tmp_path / "a")
+    ref = store.put("lost", pin="run", defer=True)
+    shutil.rmtree(tmp_path / "a")
+    (tmp_path / "a").write_text("now a file")
+    with pytest.raises(StoreUnavailable):
+        store.flush()
+    assert store.pending_writes == 0
+    with pytest.raises(StoreUnavailable):  # not the deferred object from memory
+        store.load(ref)
+
+
+def test_deferred_puts_race_readers_in_other_threads(store: ArtifactStore):
+    """Every reader that asks for a deferred artifact finds it, whichever thread flushes."""
+    refs = [store.put(f"race {i}", pin="run", defer=True) for i in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(lambda r: store.get_bytes(r), refs))
+    assert found == [f"race {i}".encode() for i in range(40)] and store.pending_writes == 0
+
+
+def test_the_same_bytes_deferred_twice_by_a_run_are_queued_once(store: ArtifactStore):
+    refs = [store.put("same", pin="run", defer=True) for _ in range(5)] + [store.put("same", pin="other", defer=True)]
+    assert store.pending_writes == 2  # once per run that pins it
+    store.unpin("run")
+    assert _twin(store).get_bytes(refs[0]) == b"same" and store.pending_writes == 0
+    store.unpin("other")
+
+
+def test_closing_a_store_stores_what_it_deferred(store: ArtifactStore):
+    other = _twin(store)
+    ref = store.put("closing", defer=True)
+    store.close()
+    assert other.get_bytes(ref) == b"closing"

@@ -496,3 +496,94 @@ def test_a_cached_fan_out_reads_its_branches_records_in_one_round_trip(redis_sto
         assert {r.status for r in again.nodes.values()} == {"cached"} and again.load("o").startswith("FAN0 + FAN1")
         trips[n] = count[0]
     assert trips[3] == trips[12] <= 5, trips  # the branches in one read, the join in another
+
+
+# ------------------------------------------------------------------ write-behind of node outputs
+
+
+def _twin(store):
+    """Another store object on the same backend: what another process sees."""
+    from orchestrator import LocalArtifactStore
+
+    if isinstance(store, RedisArtifactStore):
+        return RedisArtifactStore(store.url, prefix=store.prefix, chunk_bytes=store.chunk_bytes)
+    return LocalArtifactStore(store.root)
+
+
+def _records_point_at_stored_artifacts(store) -> int:
+    from orchestrator.workflow._engine import CACHE_NAMESPACE
+
+    keys = store.list_records(CACHE_NAMESPACE)
+    for key in keys:
+        record, refs = store.get_record_refs(CACHE_NAMESPACE, key)
+        assert record and all(ref is not None for ref in refs.values()), (key, record)
+    return len(keys)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_outputs_are_stored_when_the_run_returns(store, cache):
+    result = upper_chain(5).compile(registry=registry).run({"t": f"kept {cache}"}, store=store, cache=cache)
+    other = _twin(store)
+    assert result.ok and store.pending_writes == 0
+    assert other.load(result.outputs["o"]) == f"KEPT {cache}".upper() + "01234"
+    assert all(other.exists(n.outputs["text"]) for n in result.nodes.values())
+    assert _records_point_at_stored_artifacts(other) == (5 if cache else 0)
+
+
+def test_listeners_only_see_refs_that_are_stored(store):
+    other = _twin(store)
+    unstored: list[str] = []
+
+    def check(event) -> None:
+        for ref in getattr(event, "outputs", None) and event.outputs.values() or []:
+            if not other.exists(ref):
+                unstored.append(f"{event.type} {event.node}")
+
+    compiled = upper_chain(4).compile(registry=registry)
+    assert compiled.run({"t": "heard"}, store=store, cache=False, on_event=check).ok
+
+    async def follow() -> None:
+        async for event in compiled.astream({"t": "followed"}, store=store, cache=False):
+            check(event)
+
+    asyncio.run(follow())
+    assert unstored == []
+
+
+def test_a_chain_with_the_cache_off_costs_the_same_round_trips_at_any_length(redis_store, monkeypatch):
+    redis_store.put("load the scripts")
+    count = _count_round_trips(redis_store, monkeypatch)
+    trips = {}
+    for n in (2, 12):
+        compiled = upper_chain(n).compile(registry=registry)
+        count[0] = 0
+        assert compiled.run({"t": f"batched {n}"}, store=redis_store, cache=False).ok
+        trips[n] = count[0]
+    assert trips[2] == trips[12] <= 2, trips  # the outputs, with the release of the run's pins, in one
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_store_failing_under_a_run_fails_it_and_no_cache_record_points_at_nothing(store, cache, monkeypatch):
+    import redis
+
+    compiled = upper_chain(4).compile(registry=registry)
+    assert compiled.run({"t": "before"}, store=store).ok  # stored, with its cache records
+
+    if isinstance(store, RedisArtifactStore):  # every pipeline refused, as Redis refuses writes out of memory
+        pipeline = store.r.pipeline
+
+        def refusing_pipeline(*args, **kwargs):
+            pipe = pipeline(*args, **kwargs)
+            pipe.execute = lambda *a, **k: (_ for _ in ()).throw(redis.ResponseError("OOM command not allowed"))
+            return pipe
+
+        monkeypatch.setattr(store.r, "pipeline", refusing_pipeline)
+    else:  # every file the directory store writes refused, as on a full disk
+        monkeypatch.setattr(store, "_tmpfile", lambda data: (_ for _ in ()).throw(OSError(28, "No space left")))
+    result = compiled.run({"t": "during"}, store=store, cache=cache)
+    monkeypatch.undo()
+    assert result.status == "failed" and any(why in " ".join(result.errors.values()) for why in ("OOM", "No space"))
+    other = _twin(store)
+    assert not any(other.exists(n.outputs["text"]) for n in result.nodes.values() if n.outputs)
+    assert _records_point_at_stored_artifacts(other) == 4  # the first run's, still whole
+    assert compiled.run({"t": "before"}, store=store).load("o") == "BEFORE0123"  # nothing stored was lost

@@ -39,10 +39,8 @@ def open_store(settings: object | None = None) -> ArtifactStore:
 
     s: Settings = settings if isinstance(settings, Settings) else get_settings()
     limits = Limits.from_settings(s)
-    cache, ttl = s.decoded_cache_bytes, s.artifact_ttl_seconds
+    common = {"limits": limits, "decoded_cache_bytes": s.decoded_cache_bytes, "default_ttl": s.artifact_ttl_seconds,
+              "write_behind_bytes": s.write_behind_bytes}
     if s.redis_url:
-        return RedisArtifactStore(
-            s.redis_url, prefix=s.key_prefix, chunk_bytes=s.chunk_bytes, limits=limits, decoded_cache_bytes=cache,
-            default_ttl=ttl,
-        )
-    return LocalArtifactStore(s.artifacts_dir, limits=limits, decoded_cache_bytes=cache, default_ttl=ttl)
+        return RedisArtifactStore(s.redis_url, prefix=s.key_prefix, chunk_bytes=s.chunk_bytes, **common)
+    return LocalArtifactStore(s.artifacts_dir, **common)

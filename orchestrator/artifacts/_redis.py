@@ -38,7 +38,7 @@ from redis import exceptions as rexc
 from orchestrator.errors import ArtifactError, ArtifactNotFound, ConfigError, StoreUnavailable
 
 from ._ref import ArtifactRef, Modality, normalize_id
-from .store import ArtifactStore, PendingRef
+from .store import ArtifactStore, DeferredWrite, PendingRef
 
 __all__ = ["RedisArtifactStore"]
 
@@ -73,6 +73,12 @@ local function set_ttl(keys, ttl, extend_only)
     if ttl == '' then redis.call('PERSIST', keys[i]) else redis.call('PEXPIRE', keys[i], ttl) end
   end
 end
+-- pin the keys of the artifact ``hex`` to ``run``: in the run's pin set and the run in its pinned-by set, no TTL
+local function pin_to(keys, hex, pinset, by, run)
+  redis.call('SADD', pinset, hex)
+  redis.call('SADD', by, run)
+  set_ttl(keys, '', false)
+end
 """
 
 # KEYS[1] ref key, KEYS[2..] this writer's temporary keys;
@@ -98,6 +104,26 @@ set_ttl(targets, ARGV[2], false)
 return false
 """
 
+# A one-chunk artifact whose id is known, from its bytes (a deferred put). KEYS[1] its ref key (``p art:<hex>``);
+# ARGV[1] ref document, ARGV[2] TTL, ARGV[3] the bytes, ARGV[4] the run to pin it to ('' = none).
+# Returns nil when stored, else the stored document (its life extended).
+_PUT_SMALL = _LUA_LIB + """
+local keys, raw = keys_of(KEYS[1])
+if raw then
+  set_ttl(keys, ARGV[2], true)
+else
+  keys = {KEYS[1], KEYS[1] .. ':data'}
+  redis.call('SET', keys[2], ARGV[3])
+  redis.call('SET', keys[1], ARGV[1])
+  set_ttl(keys, ARGV[2], false)
+end
+if ARGV[4] ~= '' then
+  local prefix, hex = string.match(KEYS[1], '^(.*)art:(%x+)$')
+  pin_to(keys, hex, prefix .. 'pin:' .. ARGV[4], prefix .. 'pinned:' .. hex, ARGV[4])
+end
+return raw or false
+"""
+
 # KEYS[1] ref key; ARGV[1] TTL ('' = none), ARGV[2] '1' to only extend. Returns 0 if absent.
 _SET_TTL = _LUA_LIB + """
 local keys = keys_of(KEYS[1])
@@ -118,11 +144,7 @@ return 1
 _PIN = _LUA_LIB + """
 for i = 4, #ARGV do
   local keys = keys_of(ARGV[1] .. ARGV[i])
-  if keys then
-    redis.call('SADD', KEYS[1], ARGV[i])
-    redis.call('SADD', ARGV[2] .. ARGV[i], ARGV[3])
-    set_ttl(keys, '', false)
-  end
+  if keys then pin_to(keys, ARGV[i], KEYS[1], ARGV[2] .. ARGV[i], ARGV[3]) end
 end
 return 1
 """
@@ -162,11 +184,7 @@ for _, v in pairs(rec) do
     local keys, doc = keys_of(ARGV[1] .. hex)
     out[#out + 1] = id
     out[#out + 1] = doc or false
-    if keys and ARGV[3] ~= '' then
-      redis.call('SADD', KEYS[2], hex)
-      redis.call('SADD', ARGV[2] .. hex, ARGV[3])
-      set_ttl(keys, '', false)
-    end
+    if keys and ARGV[3] ~= '' then pin_to(keys, hex, KEYS[2], ARGV[2] .. hex, ARGV[3]) end
   end
 end
 return out
@@ -186,6 +204,7 @@ return n
 def _translated(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(self: RedisArtifactStore, *args: Any, **kwargs: Any) -> Any:
+        self._settle()  # deferred puts are stored before anything else reaches the backend
         try:
             try:
                 return fn(self, *args, **kwargs)
@@ -281,7 +300,7 @@ class RedisArtifactStore(ArtifactStore):
         shas = {name: self.r.script_load(src)
                 for name, src in (("publish", _PUBLISH), ("set_ttl", _SET_TTL), ("delete", _DELETE), ("pin", _PIN),
                                   ("unpin", _UNPIN), ("append", _APPEND),
-                                  ("record_refs", _RECORD_REFS))}
+                                  ("record_refs", _RECORD_REFS), ("put_small", _PUT_SMALL))}
         self._sha = shas
 
     def _script(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
@@ -337,8 +356,35 @@ class RedisArtifactStore(ArtifactStore):
         return ref if existing is None else ArtifactRef.model_validate(json.loads(existing)["ref"])
 
     def _publish_command(self, ref: ArtifactRef, tmp: list[str], ttl: float | None) -> tuple[Any, ...]:
-        doc = f'{{"ref":{ref.model_dump_json()},"chunks":{len(tmp)},"chunk":{self.chunk_bytes}}}'
-        return ("EVALSHA", self._sha["publish"], 1 + len(tmp), self._k(ref.id), *tmp, doc, _ms(ttl), self.chunk_bytes)
+        return ("EVALSHA", self._sha["publish"], 1 + len(tmp), self._k(ref.id), *tmp, self._refdoc(ref, len(tmp)),
+                _ms(ttl), self.chunk_bytes)
+
+    def _refdoc(self, ref: ArtifactRef, chunks: int) -> str:
+        return f'{{"ref":{ref.model_dump_json()},"chunks":{chunks},"chunk":{self.chunk_bytes}}}'
+
+    @_translated
+    def _write_deferred(self, batch: list[DeferredWrite]) -> None:
+        """One pipeline for the batch: a script per one-chunk artifact (stored and pinned together);
+        larger ones are uploaded as any put is."""
+        pipe = self.r.pipeline(transaction=False)
+        larger = self._queue_deferred(pipe, batch)
+        if len(pipe):
+            pipe.execute()
+        if larger:
+            super()._write_deferred(larger)
+
+    def _queue_deferred(self, pipe: Any, batch: list[DeferredWrite]) -> list[DeferredWrite]:
+        """Queue the script of each one-chunk deferred put on ``pipe``; returns the larger ones."""
+        if not self._sha:
+            self._load_scripts()
+        larger = []
+        for item in batch:
+            if len(item.data) > self.chunk_bytes:
+                larger.append(item)
+                continue
+            pipe.execute_command("EVALSHA", self._sha["put_small"], 1, self._k(item.ref.id), self._refdoc(item.ref, 1),
+                                 _ms(item.ttl if item.pin is None else None), item.data, item.pin or "")
+        return larger
 
     def _stored(self, artifact_id: str, ttl: float | None) -> ArtifactRef | None:
         """The stored ref of an id (its life extended to ``ttl``), or ``None`` if absent."""
@@ -472,9 +518,16 @@ class RedisArtifactStore(ArtifactStore):
         return ("EVALSHA", self._sha["pin"], len(keys), *keys, *args)
 
     @_translated
-    def _unpin(self, run_id: str) -> None:
+    def _unpin(self, run_id: str, deferred: list[DeferredWrite]) -> None:
+        """The deferred puts and the release in one pipeline (the release runs after them)."""
+        pipe = self.r.pipeline(transaction=False)
+        larger = self._queue_deferred(pipe, deferred)
+        if larger:  # uploaded first: the release must come after every pin
+            pipe.execute()
+            super()._write_deferred(larger)
         args = [f"{self.prefix}art:", f"{self.prefix}pinned:", run_id, _ms(self.default_ttl)]
-        self._script("unpin", [f"{self.prefix}pin:{run_id}"], args)
+        pipe.execute_command("EVALSHA", self._sha["unpin"], 1, f"{self.prefix}pin:{run_id}", *args)
+        pipe.execute()
 
     # -------------------------------------------------- records
     def _rec(self, namespace: str, key: str) -> str:
@@ -594,6 +647,7 @@ class RedisArtifactStore(ArtifactStore):
         self.r.ping()
 
     def close(self) -> None:
+        super().close()
         self.r.close()
 
     @_translated

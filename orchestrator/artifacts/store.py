@@ -13,6 +13,14 @@ TTL rules, the same for both backends:
   and only ever *extends* its life: to at least ``ttl``, or forever for ``None``.
 - ``pin(run_id, refs)`` removes the TTL while the run lives; ``unpin(run_id)``
   gives the store's ``default_ttl`` back (when set) to what no other run pins.
+
+Write-behind: ``put(..., defer=True)`` returns the ref at once and queues the
+bytes (up to ``write_behind_bytes`` queued in all); :meth:`ArtifactStore.flush`
+writes the queue in one batch (Redis: one pipeline). Every other call to the
+store flushes first, so whatever this store object writes or reads after a
+deferred put (a record naming the artifact, an event, a read) sees it stored.
+A load served from the decoded cache needs no flush: that is what the next node
+of a run does with its predecessor's output.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,13 +44,16 @@ from orchestrator.errors import ArtifactDecodeError, ArtifactError, ArtifactNotF
 from . import codecs
 from ._ref import CANONICAL_MIME, ArtifactMeta, ArtifactRef, Modality, Provenance, content_id, normalize_id
 
-__all__ = ["ArtifactStore", "DecodedCache", "PendingRef", "PinSet"]
+__all__ = ["ArtifactStore", "DecodedCache", "DeferredWrite", "PendingRef", "PinSet"]
 
 Ref = ArtifactRef | str
 _MISSING: Any = object()
 
 EVENT_WAIT_STEP = 0.05  # wait_events of a backend that cannot block: seconds between reads
 OVERLAP_BYTES = 256 << 10  # from this size on, hash in a helper thread while the backend writes
+WRITE_BEHIND_BYTES = 1 << 20
+"""Default bytes of deferred puts a store queues before a put writes the queue (``Settings.write_behind_bytes``)."""
+_writing = threading.local()  # ``deferred``: this thread writes deferred puts (its backend calls must not flush)
 _hash_pool: ThreadPoolExecutor | None = None
 _hash_pool_lock = threading.Lock()
 
@@ -76,6 +88,14 @@ class PendingRef:
         else:
             self._ref = self._make(_sha256_hex(data))
 
+    @classmethod
+    def of(cls, ref: ArtifactRef, size: int) -> PendingRef:
+        """A pending ref whose ref is known already (a deferred put's)."""
+        pending = cls.__new__(cls)
+        pending.size, pending._modality, pending._meta = size, ref.modality, ref.meta
+        pending._ref, pending._future = ref, None
+        return pending
+
     def _make(self, hex_digest: str) -> ArtifactRef:
         return ArtifactRef(
             id="sha256:" + hex_digest, modality=self._modality, mime=CANONICAL_MIME[self._modality],
@@ -90,6 +110,17 @@ class PendingRef:
             assert self._future is not None
             self._ref = self._make(self._future.result())
         return self._ref
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredWrite:
+    """A put whose bytes wait in the store's queue for :meth:`ArtifactStore.flush`."""
+
+    ref: ArtifactRef
+    data: bytes
+    pin: str | None
+    """The run it is pinned to (written pinned, no TTL), or ``None``."""
+    ttl: float | None
 
 
 class DecodedCache:
@@ -155,12 +186,26 @@ class DecodedCache:
 
 
 def _freeze(obj: Any) -> None:
+    if isinstance(obj, (str, dict, list)):  # the common small outputs: no arrays to freeze
+        return
     import numpy as np
 
     audio = getattr(obj, "audio", None)
     for arr in (obj, getattr(obj, "samples", None), getattr(obj, "frames", None), getattr(audio, "samples", None)):
         if isinstance(arr, np.ndarray):
             arr.flags.writeable = False
+
+
+@contextlib.contextmanager
+def writing_deferred() -> Iterator[None]:
+    """Mark this thread as writing deferred puts: its backend calls do not flush (a backend that
+    writes a batch with helper threads marks them too)."""
+    before = getattr(_writing, "deferred", False)
+    _writing.deferred = True
+    try:
+        yield
+    finally:
+        _writing.deferred = before
 
 
 def _record_ids(record: dict[str, Any]) -> list[str]:
@@ -195,12 +240,20 @@ class ArtifactStore(ABC):
         limits: codecs.Limits | None = None,
         decoded_cache_bytes: int = 256 << 20,
         default_ttl: float | None = None,
+        write_behind_bytes: int = WRITE_BEHIND_BYTES,
     ) -> None:
         self.limits = limits or codecs.Limits()
         self.cache = DecodedCache(decoded_cache_bytes)
         self.default_ttl = default_ttl
+        self.write_behind_bytes = write_behind_bytes
         self._pins: dict[str, set[str]] = {}
         self._pin_lock = threading.Lock()
+        self._deferred: list[DeferredWrite] = []
+        self._queued: set[tuple[str, str | None, float | None]] = set()  # (id, pin, ttl) of what _deferred holds
+        self._deferred_bytes = 0
+        self._unflushed = 0  # deferred puts not yet written: queued, or in a flush under way
+        self._deferred_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
 
     # -------------------------------------------------- backend primitives
     @abstractmethod
@@ -211,6 +264,17 @@ class ArtifactStore(ABC):
         write what does not need the id first. If the id is stored already keep
         it, extend its TTL (see the module docstring) and return the stored ref.
         """
+
+    def _write_deferred(self, batch: list[DeferredWrite]) -> None:
+        """Store a batch of deferred puts, in order (a backend may send them in one round trip).
+
+        Raises on the first that fails; the rest of the batch is not stored."""
+        for item in batch:
+            pending = PendingRef.of(item.ref, len(item.data))
+            if item.pin is not None:
+                self._write_pinned(pending, item.data, item.pin)
+            else:
+                self._write(pending, item.data, item.ttl)
 
     @abstractmethod
     def _read(self, artifact_id: str) -> tuple[Modality, bytes]:
@@ -283,7 +347,8 @@ class ArtifactStore(ABC):
         """Raise :class:`~orchestrator.errors.StoreUnavailable` if the backend does not answer."""
 
     def close(self) -> None:
-        """Release connections; the store is unusable afterwards."""
+        """Store the deferred puts, then release connections; the store is unusable afterwards."""
+        self.flush()
 
     def __enter__(self) -> ArtifactStore:
         return self
@@ -301,11 +366,15 @@ class ArtifactStore(ABC):
         meta: dict[str, Any] | None = None,
         ttl: float | None = None,
         pin: str | None = None,
+        defer: bool = False,
     ) -> ArtifactRef:
         """Store a Python object, or bytes of a declared modality; same bytes, same id.
 
         ``pin=run_id`` stores it pinned to that run (as :meth:`pin` right after, without
-        giving it a TTL first).
+        giving it a TTL first). ``defer=True`` queues the bytes for :meth:`flush` (any
+        later call to the store flushes; see the module docstring) and returns this put's
+        ref, whose metadata may differ from that of bytes stored already (the store keeps
+        the first); bytes above ``write_behind_bytes`` are written at once.
 
         Everything is validated (and foreign formats converted) before anything is
         written, so a bad input leaves the store as it was. Media facts read off
@@ -328,7 +397,10 @@ class ArtifactStore(ABC):
         # 2. the ref: content id plus metadata
         pending = PendingRef(encoded.data, mod, self._meta(encoded.meta, meta, provenance))
         # 3. write (the first writer of an id wins) and keep the decoded object
-        if pin is not None:
+        if defer and len(encoded.data) <= self.write_behind_bytes:
+            stored = self._defer(DeferredWrite(pending.result(), encoded.data, pin,
+                                               ttl if ttl is not None else self.default_ttl))
+        elif pin is not None:
             stored = self._write_pinned(pending, encoded.data, pin)
             self._note_pins(pin, [stored.id])
         else:
@@ -338,6 +410,62 @@ class ArtifactStore(ABC):
         if stored.modality is mod and encoded.obj is not None:
             self.cache.put(stored.id, encoded.obj)
         return stored
+
+    def _defer(self, item: DeferredWrite) -> ArtifactRef:
+        """Queue a put (pins noted at once: loads of it are served from the decoded cache);
+        write the queue first when it would grow past ``write_behind_bytes``."""
+        if self._deferred_bytes + len(item.data) > self.write_behind_bytes:
+            self.flush()
+        if item.pin is not None:
+            self._note_pins(item.pin, [item.ref.id])
+        key = (item.ref.id, item.pin, item.ttl)
+        with self._deferred_lock:
+            if key not in self._queued:  # the same bytes again (the branches of a fan-out): queued once
+                self._queued.add(key)
+                self._deferred.append(item)
+                self._deferred_bytes += len(item.data)
+                self._unflushed += 1
+        return item.ref
+
+    @property
+    def pending_writes(self) -> int:
+        """Deferred puts not yet stored (queued, or in a flush under way)."""
+        return self._unflushed
+
+    def flush(self) -> None:
+        """Write every deferred put made so far (no-op when there is none).
+
+        Raises the backend's error when the batch cannot be written; its puts are then
+        not stored (and forgotten: a run that deferred them fails)."""
+        if not self._unflushed or getattr(_writing, "deferred", False):  # nothing, or this thread is writing it
+            return
+        with self._taking_deferred() as batch:
+            if batch:
+                self._write_deferred(batch)
+
+    def _settle(self) -> None:
+        """Before a backend call: store the deferred puts (unless this thread is writing them)."""
+        if self._unflushed:
+            self.flush()
+
+    @contextlib.contextmanager
+    def _taking_deferred(self) -> Iterator[list[DeferredWrite]]:
+        """The queued deferred puts, taken off the queue for the block to write (under the flush
+        lock: a flush under way in another thread finishes first). If the block raises they are
+        forgotten, and dropped from the decoded cache: nothing is served that may not be stored."""
+        with self._flush_lock, writing_deferred():
+            with self._deferred_lock:
+                batch, self._deferred, self._deferred_bytes = self._deferred, [], 0
+                self._queued.clear()
+            try:
+                yield batch
+            except BaseException:
+                for item in batch:
+                    self.cache.discard(item.ref.id)
+                raise
+            finally:
+                with self._deferred_lock:
+                    self._unflushed -= len(batch)
 
     @staticmethod
     def _meta(media: ArtifactMeta, meta: dict[str, Any] | None, provenance: Provenance | dict[str, Any] | None) -> ArtifactMeta:
@@ -462,12 +590,15 @@ class ArtifactStore(ABC):
         """
         ids = [normalize_id(r) for r in refs]
         if ids:
+            self.flush()  # before the pin lock is taken (a backend call would flush under it)
             self._pin(run_id, ids)
             self._note_pins(run_id, ids)
 
     def unpin(self, run_id: str) -> None:
-        """Release a run's pins: artifacts get the default TTL back, unless another run pins them."""
-        self._unpin(run_id)
+        """Release a run's pins: artifacts get the default TTL back, unless another run pins them.
+        Deferred puts are stored first (Redis: in the same round trip)."""
+        with self._taking_deferred() as batch:
+            self._unpin(run_id, batch)
         with self._pin_lock:
             self._pins.pop(run_id, None)
 
@@ -504,7 +635,10 @@ class ArtifactStore(ABC):
         """Remove an artifact's TTL for a pin; a backend may skip what has none."""
         return self._expire(artifact_id, None)
 
-    def _unpin(self, run_id: str) -> None:
+    def _unpin(self, run_id: str, deferred: list[DeferredWrite]) -> None:
+        """Store ``deferred`` (see :meth:`_write_deferred`), then release the run's pins."""
+        if deferred:
+            self._write_deferred(deferred)
         with self._pin_lock:
             ids = self._pins.pop(run_id, set())
             still = set().union(*self._pins.values()) if self._pins else set()

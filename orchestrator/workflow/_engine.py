@@ -165,6 +165,11 @@ class _RunContext:
     prefetched: dict[str, tuple[str, dict[str, Refs] | None]] = field(default_factory=dict)
     """Node id -> (cache key, cached outputs or ``None`` for a miss), looked up before the graph
     started (see ``_cached_nodes``)."""
+    defer: bool = False
+    """Store node outputs write-behind (``ArtifactStore.put(defer=True)``): the run flushes them
+    before it returns, before an ``on_event`` callback or an ``astream`` consumer sees an event,
+    and the store before any other call (a cache record, a read). Off where nothing would flush:
+    a graph embedded in another, or node calls made by a remote executor."""
 
     def on_cancel(self) -> None:
         """On the loop, once ``cancel`` is set: stop waiting for the calls in flight."""
@@ -215,6 +220,9 @@ class _EventFeed:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.items: collections.deque[Any] = collections.deque()
+        self.store: ArtifactStore | None = None
+        """The run's store (set when the run starts): its deferred writes are flushed before events go out."""
+        self.inline_seconds = 0.0
         self._loop = loop
         self._ready = asyncio.Event()
         self._wake_lock = threading.Lock()
@@ -222,6 +230,11 @@ class _EventFeed:
 
     def pending(self) -> bool:
         return bool(self.items)
+
+    async def stored(self) -> None:
+        """Flush the run's deferred writes (the events about to go out may name them)."""
+        if self.store is not None and self.store.pending_writes:
+            await quick_calls.call(self.store, self.inline_seconds, self.store.flush)
 
     def next(self) -> Any:
         return self.items.popleft()
@@ -331,8 +344,12 @@ class CompiledWorkflow:
         task.add_done_callback(lambda _: feed.wake())
         try:
             while True:
-                while feed.pending():
-                    yield feed.next()
+                if feed.pending():
+                    ready = len(feed.items)  # events that come during the flush wait for the next one
+                    await feed.stored()
+                    for _ in range(ready):
+                        yield feed.next()
+                    continue
                 if task.done():
                     break
                 await feed.wait()
@@ -348,9 +365,7 @@ class CompiledWorkflow:
     def stream(self, inputs: dict[str, Any] | None = None, **options: Any) -> Iterator[Any]:
         """The run's events, for blocking code. The run completes first, then the events are
         yielded in order; use :meth:`astream` to follow a run live."""
-        collected: list[Any] = []
-        self.run(inputs, on_event=collected.append, **options)
-        yield from collected
+        yield from self.run(inputs, **options).events
 
     async def _run(
         self,
@@ -370,6 +385,8 @@ class CompiledWorkflow:
         feed: _EventFeed | None = None,
     ) -> RunResult:
         store = store or self._default_store()
+        if feed is not None:
+            feed.store, feed.inline_seconds = store, self.settings.inline_tool_seconds
         node_executor = _node_executor(executor, self.settings)
         if node_executor is not None:  # e.g. Ray refuses a store its replicas cannot reach
             await asyncio.to_thread(node_executor.check_store, store)
@@ -387,12 +404,13 @@ class CompiledWorkflow:
                 if feed is not None:
                     feed.items.append(event)
             if on_event is not None:
+                store.flush()  # the callback may hand the event's refs on: they are stored first
                 on_event(event)
             if feed is not None:
                 feed.wake(threading.get_ident() != loop_thread)
 
-        try:  # inputs are stored, or looked up, pinned to the run
-            refs = self._coerce_inputs(inputs or {}, store, pin=run_id)  # raises before any node runs
+        try:  # inputs are stored (write-behind, as node outputs), or looked up, pinned to the run
+            refs = self._coerce_inputs(inputs or {}, store, pin=run_id, defer=node_executor is None)
         except BaseException:
             store.unpin(run_id)
             raise
@@ -403,7 +421,7 @@ class CompiledWorkflow:
             pool_size=max(workers, self.settings.max_workers) * POOL_FACTOR,
             cancel=cancel if cancel is not None else CancelFlag(), models=models, profile=prof,
             settings=self.settings, results={}, slots=asyncio.Semaphore(workers),
-            llm=llm, node_executor=node_executor,
+            llm=llm, node_executor=node_executor, defer=node_executor is None,
         )
         emit(ev.RunStarted(run_id=run_id, workflow=self.name, nodes=list(self.plan.order),
                            executor=_executor_name(node_executor)))
@@ -432,7 +450,10 @@ class CompiledWorkflow:
             rc.finished = True
             for pool in rc.abandoned:  # a blocking call outlived its node: keep its thread from later runs
                 retire_pool(pool)
-            store.unpin(run_id)
+            try:
+                store.unpin(run_id)  # stores what the run deferred first (Redis: in the same round trip)
+            except OrchestratorError as exc:  # its outputs may not be stored: the run failed
+                error = error or exc
         result = self._finish(rc, started, error)
         emit(_final_event(result))
         result.events = log
@@ -479,7 +500,9 @@ class CompiledWorkflow:
         )
 
     # -------------------------------------------------- inputs
-    def _coerce_inputs(self, inputs: dict[str, Any], store: ArtifactStore, pin: str | None = None) -> dict[str, Any]:
+    def _coerce_inputs(self, inputs: dict[str, Any], store: ArtifactStore, pin: str | None = None,
+                       defer: bool = False) -> dict[str, Any]:
+        """The run's inputs as stored refs; raises :class:`WorkflowInputError` naming every problem."""
         problems = []
         unknown = sorted(set(inputs) - set(self.plan.inputs))
         if unknown:
@@ -491,16 +514,18 @@ class CompiledWorkflow:
                     problems.append(f"input {name!r} ({decl.modality.value}) is missing")
                 continue
             try:
-                refs[name] = coerce_input(inputs[name], decl.modality, store, pin=pin)
+                refs[name] = coerce_input(inputs[name], decl.modality, store, pin=pin, defer=defer)
             except (ArtifactError, WorkflowInputError) as exc:
                 problems.append(f"input {name!r}: {exc}")
         if problems:
             raise WorkflowInputError("; ".join(problems), workflow=self.name)
         return refs
 
-def coerce_input(value: Any, modality: Modality, store: ArtifactStore, *, pin: str | None = None) -> ArtifactRef:
+def coerce_input(value: Any, modality: Modality, store: ArtifactStore, *, pin: str | None = None,
+                 defer: bool = False) -> ArtifactRef:
     """Turn a Python object, a file path or a ref/id into a stored ref of ``modality``
-    (what it stores, or the ref or id it looks up, is pinned to the run ``pin``)."""
+    (what it stores, or the ref or id it looks up, is pinned to the run ``pin``; ``defer``:
+    stored write-behind, see ``ArtifactStore.put``)."""
     if _is_ref(value):
         ref = store.stat(value) if pin is None else store.stat_many([value], pin=pin)[0]  # one round trip
         if ref is None:
@@ -509,11 +534,11 @@ def coerce_input(value: Any, modality: Modality, store: ArtifactStore, *, pin: s
         path = Path(value)
         if not path.is_file():
             raise WorkflowInputError(f"{str(value)[:200]!r} is not a file, an artifact id, or a {modality.value} object")
-        ref = store.put(path.read_bytes(), modality=modality, pin=pin)
+        ref = store.put(path.read_bytes(), modality=modality, pin=pin, defer=defer)
     elif isinstance(value, (bytes, bytearray)):
-        ref = store.put(bytes(value), modality=modality, pin=pin)
+        ref = store.put(bytes(value), modality=modality, pin=pin, defer=defer)
     else:
-        ref = store.put(value, modality=modality, pin=pin)
+        ref = store.put(value, modality=modality, pin=pin, defer=defer)
     if ref.modality is not modality:
         raise WorkflowInputError(f"expected {modality.value}, got a {ref.modality.value} artifact ({ref.id[:19]}…)")
     return ref
@@ -621,8 +646,7 @@ def _bound_inputs(node: ResolvedNode, inputs: dict[str, Any], upstream: dict[str
     """Each bound input port's value (a list for a ``many`` port) from the run's inputs and the
     upstream nodes' outputs (refs, or ids when only ids are known)."""
     values: dict[str, Any] = {}
-    for port_name, sources in node.bindings.items():
-        port = node.tool.spec.input(port_name)
+    for port_name, many, sources in node.input_ports:
         found: list[Any] = []
         for s in sources:
             if s.node is None and s.name in inputs:
@@ -632,7 +656,7 @@ def _bound_inputs(node: ResolvedNode, inputs: dict[str, Any], upstream: dict[str
             else:
                 continue
             found.extend(value if isinstance(value, list) else [value])
-        if port is not None and port.many:
+        if many:
             values[port_name] = found
         elif found:
             values[port_name] = found[0]
@@ -644,6 +668,9 @@ def _node_cache_key(node: ResolvedNode, input_ids: dict[str, Any], rc: _RunConte
     seed, fixed = _effective_seed(node, rc.seed)
     cacheable = rc.cache and node.tool.spec.cacheable and fixed
     return seed, cache_key(node, seed, input_ids, _resolved_model(node, rc)) if cacheable else None
+
+
+_DONE = frozenset({"succeeded", "cached"})
 
 
 async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) -> dict[str, Any]:
@@ -659,8 +686,9 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
         return update
 
     # 1. upstream failures and cancellation skip the node
-    bad = sorted(d for d in node.deps if statuses.get(d) not in ("succeeded", "cached"))
+    bad = [d for d in node.deps if statuses.get(d) not in _DONE]
     if bad:
+        bad.sort()
         reason = f"upstream node {bad[0]!r} {statuses.get(bad[0], 'did not run')}" + (
             f": {errs[bad[0]]}" if bad[0] in errs else ""
         )
@@ -831,11 +859,9 @@ def _store_outputs(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Refs]:
     """Store each output (a list of artifacts for ``many`` ports) with the node's provenance."""
-    extra = dict(extra or {})
-    provenance = Provenance(
-        tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id,
-        params=dict(node.params_json), inputs=input_ids,
-        **{"model": getattr(node.params, "model", None), "seed": seed, **extra},
+    provenance = Provenance(  # validation copies params and inputs
+        tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id, params=node.params_json,
+        inputs=input_ids, **{"model": getattr(node.params, "model", None), "seed": seed, **(extra or {})},
     )
 
     put_ids: set[str] = set()
@@ -845,7 +871,7 @@ def _store_outputs(
             ref = value
         else:
             try:
-                ref = rc.store.put(value, modality=modality, provenance=provenance, pin=pin)
+                ref = rc.store.put(value, modality=modality, provenance=provenance, pin=pin, defer=defer)
                 put_ids.add(ref.id)
             except ArtifactError as exc:
                 raise ToolError(f"output {port_name!r} could not be stored: {exc}", tool=node.tool.name) from exc
@@ -854,6 +880,7 @@ def _store_outputs(
         return ref
 
     pin = None if rc.finished else rc.run_id  # a call that outlived its run pins nothing
+    defer = rc.defer and pin is not None
     stored: dict[str, Refs] = {}
     for port_name, value in outputs.items():
         port = node.tool.spec.output(port_name)

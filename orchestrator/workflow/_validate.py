@@ -49,6 +49,12 @@ class ResolvedNode:
     so a quick blocking call may hold the event loop without holding back a sibling."""
 
     @functools.cached_property
+    def input_ports(self) -> list[tuple[str, bool, list[Source]]]:
+        """(port name, whether it is a ``many`` port, its sources) of each bound input port."""
+        return [(name, bool((port := self.tool.spec.input(name)) is not None and port.many), sources)
+                for name, sources in self.bindings.items()]
+
+    @functools.cached_property
     def params_json(self) -> dict[str, Any]:
         """``params`` as JSON data, dumped once (cache keys and provenance of every run use it)."""
         return self.params.model_dump(mode="json")
