@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     planner_encoder: PlannerEncoder = "onnx"
     """How the offline planner runs MiniLM: ``onnx`` (ONNX Runtime, fp32: torch's vectors to 1e-6, about
     2x its speed on CPU), ``onnx-int8`` (int8 MatMuls with each one's outlier input channels in fp32:
-    about 2.3x faster again, vectors within cosine 0.98 of fp32 (0.998 on average), so close calls
+    about 2x faster again, vectors within cosine 0.98 of fp32 (0.998 on average), so close calls
     may go the other way), or ``torch`` (sentence-transformers).
     The ONNX exports are made once per machine under ``planner_cache_path/models`` (that first time
     needs torch and the ``onnx`` package); where that fails, the planner runs on torch and says why."""

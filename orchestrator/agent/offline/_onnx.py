@@ -160,6 +160,7 @@ def _quantize(src: Path, dest: Path, feeds: Callable[[Sequence[str]], Mapping[st
     weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer if len(i.dims) == 2}
     matmuls = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
     inputs = list(dict.fromkeys(n.input[0] for n in matmuls))
+    rewritten = {id(n) for n in matmuls}
 
     # 1. peak |activation| per channel of each MatMul input, over the calibration texts' real tokens
     probe = onnx.ModelProto()
@@ -183,7 +184,7 @@ def _quantize(src: Path, dest: Path, feeds: Callable[[Sequence[str]], Mapping[st
     for node in graph.node:
         if id(node) in folded:
             continue
-        if node not in matmuls:
+        if id(node) not in rewritten:
             nodes.append(node)
             continue
         x, w = node.input[0], weights[node.input[1]]
