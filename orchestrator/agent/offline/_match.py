@@ -29,7 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from ..plan import TaskCatalog
-from ._onnx import OnnxSentenceModel
+from ._onnx import INT8_VARIANT, OnnxSentenceModel
 
 __all__ = ["Encoder", "LexicalEncoder", "MiniLMEncoder", "TaskIndex", "TaskNotes", "default_encoder", "task_notes"]
 
@@ -114,7 +114,7 @@ class MiniLMEncoder:
     @property
     def name(self) -> str:
         """The vectors' identity: fp32 ONNX gives torch's vectors, int8 its own."""
-        return "all-MiniLM-L6-v2-int8" if self.runtime == "onnx-int8" else "all-MiniLM-L6-v2"
+        return f"all-MiniLM-L6-v2-{INT8_VARIANT}" if self.runtime == "onnx-int8" else "all-MiniLM-L6-v2"
 
     @property
     def fingerprint(self) -> str:

@@ -2,7 +2,7 @@
 
 The packaged sentence-transformers model (a BERT encoder, mean pooling, unit norm) is
 exported to ONNX once per machine with torch's exporter, optionally quantized to int8
-(dynamic, per channel), and kept under ``Settings.planner_cache_path / "models"``. Later
+(:func:`_quantize`), and kept under ``Settings.planner_cache_path / "models"``. Later
 processes load only that file, ONNX Runtime and the ``tokenizers`` tokenizer: no torch,
 transformers or sentence-transformers import, and about twice the sentences per CPU
 second (the fp32 export gives the same vectors as the torch model, to 1e-6).
@@ -11,12 +11,13 @@ second (the fp32 export gives the same vectors as the torch model, to 1e-6).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,11 +27,52 @@ if TYPE_CHECKING:
     import onnxruntime
     import tokenizers
 
-__all__ = ["OnnxUnavailable", "OnnxSentenceModel", "onnx_available"]
+__all__ = ["INT8_VARIANT", "OnnxUnavailable", "OnnxSentenceModel", "onnx_available"]
 
 logger = logging.getLogger("orchestrator.agent.offline")
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+OUTLIER_CHANNELS = 4
+"""Input channels of each int8 MatMul kept in fp32: those where the calibration activations peak."""
+
+_CALIBRATION = (
+    "The weather was cold, so we stayed inside and read books all afternoon.",
+    "Could you help me write a short letter to my landlord about the broken heater?",
+    "A cat is sleeping on the windowsill in the morning sun.",
+    "Summarize the main points of this report in three sentences.",
+    "What time does the train to the airport leave on Sundays?",
+    "She played the piano while her brother sang an old folk song.",
+    "Please convert the attached spreadsheet into a chart showing monthly sales.",
+    "The museum opens at nine and closes early on public holidays.",
+    "How many kilometres is it from the coast to the mountains?",
+    "Draw a red bicycle leaning against a brick wall.",
+    "I would like to hear this paragraph read aloud in a calm voice.",
+    "Translate the following sentence into Spanish: where is the library?",
+    "The committee approved the new budget after a long debate.",
+    "Find pictures of old lighthouses along the northern shore.",
+    "My phone keeps turning off when the battery is at twenty percent.",
+    "He cut the video down to the best thirty seconds and added music.",
+    "Is this mushroom safe to eat, based on the photo I sent?",
+    "Thanks a lot, that was really helpful!",
+    "Record a new voice message and send it to the team.",
+    "The children built a sandcastle and decorated it with shells.",
+    "List the ingredients I need for a vegetable soup.",
+    "Make the image brighter and crop it to a square.",
+    "The stock market fell sharply after the announcement.",
+    "Write a poem about autumn leaves falling in the park.",
+    "Can you tell me what this document says about refunds?",
+    "hello",
+    "ok",
+    "A quiet street at night, lit by a single lamp.",
+    "Turn up the volume of the background music and remove the noise.",
+    "Which of these two sentences sounds more formal?",
+)
+"""Generic sentences (none from a benchmark) on which the int8 export finds its outlier channels."""
+
+INT8_VARIANT = "int8o{}-{}".format(
+    OUTLIER_CHANNELS, hashlib.sha256("\n".join(_CALIBRATION).encode()).hexdigest()[:6])
+"""Names the int8 export's recipe (its file and its vectors): a new recipe is a new file."""
 
 
 class OnnxUnavailable(RuntimeError):
@@ -56,12 +98,16 @@ def _replacing(dest: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def _export(model_dir: Path, dest: Path) -> None:
-    """Export the transformer of the sentence-transformers folder ``model_dir`` to ``dest`` (atomic)."""
+def _need_onnx() -> None:
     import importlib.util
 
     if importlib.util.find_spec("onnx") is None:
         raise OnnxUnavailable("the first ONNX export needs the `onnx` package (pip install onnx)")
+
+
+def _export(model_dir: Path, dest: Path) -> None:
+    """Export the transformer of the sentence-transformers folder ``model_dir`` to ``dest`` (atomic)."""
+    _need_onnx()
     from orchestrator.runtime._imports import ensure_imported
 
     # the CLI may be importing these in its preload thread: wait for that import, do not race it
@@ -93,20 +139,102 @@ def _export(model_dir: Path, dest: Path) -> None:
                           dynamic_axes=dynamic, opset_version=17, dynamo=False)
 
 
-def _quantize(src: Path, dest: Path) -> None:
-    """Dynamic int8 quantization of ``src``'s weights, per output channel (atomic)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def _quantize(src: Path, dest: Path, feeds: Callable[[Sequence[str]], Mapping[str, np.ndarray]]) -> None:
+    """int8 rewrite of ``src``'s weight MatMuls (atomic).
 
+    Each ``x @ W (+ b)`` becomes ONNX Runtime's ``DynamicQuantizeMatMul`` (int8 weights per output
+    column, ``x`` quantized per call) on ``x`` with its :data:`OUTLIER_CHANNELS` peak channels zeroed,
+    plus those channels' product in fp32. BERT keeps a few huge activations in fixed channels (up to
+    about 30 where the median channel peaks near 2): left in, they set the int8 step of the whole
+    tensor. The channels are the ones that peak on :data:`_CALIBRATION` (``feeds`` turns texts into
+    model inputs). Against ORT's ``quantize_dynamic`` this lifts the vectors' cosine to fp32 from
+    0.992 to 0.999 on average (0.944 to 0.988 at worst), for about 5% more time.
+    """
+    _need_onnx()
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer if len(i.dims) == 2}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    inputs = list(dict.fromkeys(n.input[0] for n in matmuls))
+    rewritten = {id(n) for n in matmuls}
+
+    # 1. peak |activation| per channel of each MatMul input, over the calibration texts' real tokens
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in inputs)
+    feed = dict(feeds(_CALIBRATION))
+    real = feed["attention_mask"].astype(bool)
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    peaks = {x: np.abs(v)[real].max(axis=0) for x, v in zip(inputs, sess.run(inputs, feed), strict=True)}
+    del probe, sess
+
+    # 2. the rewrite, each new node where its MatMul was
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    biases = {i.name: numpy_helper.to_array(i) for i in graph.initializer if len(i.dims) == 1}
+    split: dict[str, tuple[str, str, np.ndarray]] = {}  # MatMul input -> (main part, outlier part, channels)
+    folded: set[int] = set()  # ids of the bias Adds taken into their MatMul
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if id(node) in folded:
+            continue
+        if id(node) not in rewritten:
+            nodes.append(node)
+            continue
+        x, w = node.input[0], weights[node.input[1]]
+        key = node.name.strip("/").replace("/", "_")
+        if x not in split:
+            idx = np.sort(np.argsort(peaks[x])[-OUTLIER_CHANNELS:]).astype(np.int64)
+            keep = np.ones(w.shape[0], dtype=np.float32)
+            keep[idx] = 0.0
+            graph.initializer.extend([numpy_helper.from_array(keep, f"{key}_keep"),
+                                      numpy_helper.from_array(idx, f"{key}_outliers")])
+            nodes += [helper.make_node("Mul", [x, f"{key}_keep"], [f"{key}_main"]),
+                      helper.make_node("Gather", [x, f"{key}_outliers"], [f"{key}_outl"], axis=-1)]
+            split[x] = (f"{key}_main", f"{key}_outl", idx)
+        main, outl, idx = split[x]
+        inner = w.copy()
+        inner[idx] = 0.0
+        scale = (np.maximum(np.abs(inner).max(axis=0), 1e-12) / 127.0).astype(np.float32)
+        quant = np.clip(np.round(inner / scale), -127, 127).astype(np.int8)
+        graph.initializer.extend([numpy_helper.from_array(quant, f"{key}_wq"),
+                                  numpy_helper.from_array(scale, f"{key}_scale"),
+                                  numpy_helper.from_array(np.zeros(w.shape[1], np.int8), f"{key}_zp"),
+                                  numpy_helper.from_array(w[idx], f"{key}_wout")])
+        out, bias = node.output[0], ""
+        after = users.get(out, [])
+        if len(after) == 1 and after[0].op_type == "Add":  # fold the bias into the int8 MatMul
+            other = [i for i in after[0].input if i != out]
+            if len(other) == 1 and biases.get(other[0], np.empty(0)).shape == (w.shape[1],):
+                out, bias = after[0].output[0], other[0]
+                folded.add(id(after[0]))
+        nodes += [helper.make_node("DynamicQuantizeMatMul", [main, f"{key}_wq", f"{key}_scale", f"{key}_zp", bias],
+                                   [f"{key}_int8"], domain="com.microsoft"),
+                  helper.make_node("MatMul", [outl, f"{key}_wout"], [f"{key}_fp32"]),
+                  helper.make_node("Add", [f"{key}_int8", f"{key}_fp32"], [out])]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     with _replacing(dest) as tmp:
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        onnx.save(model, str(tmp))
 
 
 class OnnxSentenceModel:
     """A mean-pooled, unit-norm sentence encoder (a sentence-transformers folder) on ONNX Runtime.
 
-    ``int8``: run the int8 export (about 2.4x the fp32 speed here; vectors within cosine 0.97
-    of fp32). The export is made on first use in ``cache_dir`` (needs torch, transformers and
-    onnx once); a damaged file is exported again.
+    ``int8``: run the int8 export (:func:`_quantize`: about 2.4x the fp32 speed here; vectors
+    within cosine 0.98 of fp32, 0.998 on average). The export is made on first use in ``cache_dir``
+    (needs torch, transformers and onnx once); a damaged file is exported again.
     """
 
     def __init__(self, model_dir: Path, cache_dir: Path, tag: str, *, int8: bool = False,
@@ -114,10 +242,12 @@ class OnnxSentenceModel:
         self.model_dir = model_dir
         self.int8 = int8
         self.batch_size = batch_size
-        self.path = cache_dir / f"{tag}-{'int8' if int8 else 'fp32'}.onnx"
+        self.path = cache_dir / f"{tag}-{INT8_VARIANT if int8 else 'fp32'}.onnx"
         self._fp32 = cache_dir / f"{tag}-fp32.onnx"
         self._sessions: dict[int, onnxruntime.InferenceSession] = {}
         self._tokenizer: tokenizers.Tokenizer | None = None
+        self._pad = 0
+        self._ready = False
         self._lock = threading.Lock()
         self._check_pooling()
 
@@ -136,20 +266,39 @@ class OnnxSentenceModel:
     def load(self) -> None:
         """Tokenizer and model file ready (exported first if missing or damaged)."""
         with self._lock:
-            if self._tokenizer is not None:
+            if self._ready:
                 return
-            import tokenizers
+            if self._tokenizer is None:
+                import tokenizers
 
-            cfg = json.loads((self.model_dir / "sentence_bert_config.json").read_text(encoding="utf-8"))
-            tok = tokenizers.Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-            tok.enable_truncation(max_length=int(cfg.get("max_seq_length", 256)))
-            pad = tok.token_to_id("[PAD]")
-            tok.enable_padding(pad_id=pad if pad is not None else 0, pad_token="[PAD]")
+                cfg = json.loads((self.model_dir / "sentence_bert_config.json").read_text(encoding="utf-8"))
+                tok = tokenizers.Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+                tok.enable_truncation(max_length=int(cfg.get("max_seq_length", 256)))
+                tok.no_padding()  # batches are padded by :meth:`_inputs`, after sorting by token count
+                pad = tok.token_to_id("[PAD]")
+                self._pad = pad if pad is not None else 0
+                self._tokenizer = tok
             from orchestrator.runtime import cpu_share
 
             with cpu_share() as threads:  # the session the first call will use; exports now if needed
                 self._session(threads)
-            self._tokenizer = tok
+            self._ready = True
+
+    def _inputs(self, encodings: Sequence[tokenizers.Encoding]) -> dict[str, np.ndarray]:
+        """The model's inputs for ``encodings``, padded to the longest."""
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self._pad, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        types = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, e in enumerate(encodings):
+            ids[row, :len(e.ids)] = e.ids
+            mask[row, :len(e.ids)] = e.attention_mask
+            types[row, :len(e.ids)] = e.type_ids
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def _calibration_inputs(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        assert self._tokenizer is not None
+        return self._inputs(self._tokenizer.encode_batch(list(texts)))
 
     def _session(self, threads: int) -> onnxruntime.InferenceSession:
         got = self._sessions.get(threads)
@@ -180,12 +329,12 @@ class OnnxSentenceModel:
             if self.int8:
                 if not self._fp32.exists():
                     _export(self.model_dir, self._fp32)
-                _quantize(self._fp32, self.path)
+                _quantize(self._fp32, self.path, self._calibration_inputs)
             else:
                 _export(self.model_dir, self.path)
         except OnnxUnavailable:
             raise
-        except Exception as exc:  # noqa: BLE001 - torch's exporter and ORT's quantizer raise many kinds
+        except Exception as exc:  # noqa: BLE001 - torch's exporter and onnx raise many kinds
             raise OnnxUnavailable(f"exporting {self.model_dir} to ONNX failed: {exc}") from exc
 
     def encode(self, texts: Sequence[str], threads: int) -> np.ndarray:
@@ -194,16 +343,14 @@ class OnnxSentenceModel:
         assert self._tokenizer is not None
         with self._lock:
             sess = self._session(max(1, threads))
-        order = np.argsort([len(t) for t in texts], kind="stable")  # like lengths share a batch: less padding
+        encodings = self._tokenizer.encode_batch(list(texts))
+        # like token counts share a batch: the least padding
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
         parts: list[np.ndarray] = []
         for i in range(0, len(texts), self.batch_size):
-            chunk = [texts[j] for j in order[i:i + self.batch_size]]
-            enc = self._tokenizer.encode_batch(chunk)
-            ids = np.array([e.ids for e in enc], dtype=np.int64)
-            mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
-            types = np.array([e.type_ids for e in enc], dtype=np.int64)
-            hidden = sess.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
-            weights = mask[..., None].astype(np.float32)
+            feed = self._inputs([encodings[j] for j in order[i:i + self.batch_size]])
+            hidden = sess.run(None, feed)[0]
+            weights = feed["attention_mask"][..., None].astype(np.float32)
             vecs = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
             parts.append(vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12))
         if not parts:
