@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from orchestrator.artifacts import ArtifactRef, Modality
 from orchestrator.errors import OrchestratorError, WorkflowInputError
@@ -17,6 +16,7 @@ from .._errors import ApiError
 from .._execute import agent_executor, workflow_executor
 from .._inputs import check_url, resolve_input
 from .._runs import TERMINAL, QueueFull, RunJob
+from .._sse import EventStreamResponse, sse_format
 from .._state import ServerState, get_state
 from ..schemas import InputValue, RunRequest, RunView
 
@@ -154,12 +154,6 @@ async def cancel_run(run_id: str, request: Request, state: ServerState = Depends
     return JSONResponse(state.run_view(request, record), status_code=202 if record["status"] not in TERMINAL else 200)
 
 
-def sse_format(seq: int | None, event: str, data: Any) -> str:
-    """One Server-Sent Event."""
-    head = f"id: {seq}\n" if seq is not None else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-
 _MAX_EVENT_ID = 1 << 62  # past the end of any log; keeps store indexes in range
 
 
@@ -223,5 +217,4 @@ async def run_events(
         yield head + sse_format(None, "end", {"run_id": run_id, "status": final.get("status"),
                                               "last_event_id": final.get("last_event_id")})
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return EventStreamResponse(stream())
