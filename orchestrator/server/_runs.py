@@ -364,7 +364,8 @@ class RunManager:
 
     async def _write_events(self, job: RunJob, *, final: bool = False) -> None:
         """Store the run's pending events (and its record, if changed) in batches until none is left.
-        ``final``: the last batch also writes the final record (:meth:`_persist_final`)."""
+        ``final``: the last batch also writes the final record (:meth:`_persist_final`); once the run
+        has ended, a writer that is not the final one stops after its batch in flight."""
         while job.unlogged or job.record_dirty or final:
             batch = job.unlogged[:-1] if job.holding and not final else list(job.unlogged)
             if not (batch or job.record_dirty or final):
@@ -386,6 +387,8 @@ class RunManager:
             job.log_error = None
             if final and record is not None:
                 self._remember(record)
+            if job.finalizing and not final:
+                return  # the run has ended: the final write takes what is left, with the final record
             final = False
 
     def _store_batch(self, run_id: str, events: list[dict[str, Any]], record: dict[str, Any] | None, final: bool
