@@ -8,9 +8,10 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
 
 * events are written by one writer task per run (group commit): the run goes on while
   its events are stored, and every event emitted meanwhile goes in the next batch, in
-  one store call (a thread hop) instead of one per event; the running record goes
-  with the first batch (or alone after ``running_record_delay_seconds``), and the
-  terminal event with the final record. Followers see an event once it is stored, so
+  one store call (a thread hop) instead of one per event; a batch lingers
+  ``event_linger_seconds`` for the events that follow close behind; the running record
+  goes with the first batch (at once; or alone after ``running_record_delay_seconds``),
+  and the terminal event with the final record. Followers see an event once it is stored, so
   nobody sees an event the log could lose;
 
 * any server process sharing the backend answers ``GET /v1/runs/{id}`` and streams
@@ -136,6 +137,8 @@ class RunJob:
     record_dirty: bool = False
     """The record changed in a way other processes should see (it started): the writer stores it first."""
     writer: asyncio.Task[None] | None = None
+    flush: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set to end the writer's linger at once (the run ended, or ``event_batch_max`` events wait)."""
     holding: bool = False
     """The last unstored event is the run's terminal one: it waits for the final record (one store call)."""
     log_error: OrchestratorError | None = None
@@ -352,6 +355,7 @@ class RunManager:
             return  # the run's last event: stored with the final record, in one store call
         writer = self._write_soon(job)
         if len(job.unlogged) >= self.settings.event_batch_max:
+            job.flush.set()
             await asyncio.shield(writer)
             if job.log_error is not None:
                 raise job.log_error
@@ -365,8 +369,20 @@ class RunManager:
     async def _write_events(self, job: RunJob, *, final: bool = False) -> None:
         """Store the run's pending events (and its record, if changed) in batches until none is left.
         ``final``: the last batch also writes the final record (:meth:`_persist_final`); once the run
-        has ended, a writer that is not the final one stops after its batch in flight."""
+        has ended, a writer that is not the final one stops after its batch in flight.
+
+        A batch without the record waits ``event_linger_seconds`` first (or until :attr:`RunJob.flush`),
+        so the events a run emits close together are stored together: a light run's middle events
+        then go with its final record instead of one store call each."""
+        linger = self.settings.event_linger_seconds
         while job.unlogged or job.record_dirty or final:
+            if not (final or job.record_dirty) and linger > 0 and not job.flush.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(linger):  # no task per wait, unlike wait_for
+                        await job.flush.wait()
+            job.flush.clear()
+            if job.finalizing and not final:
+                return  # the run has ended: the final write takes what is left, with the final record
             batch = job.unlogged[:-1] if job.holding and not final else list(job.unlogged)
             if not (batch or job.record_dirty or final):
                 return
@@ -450,6 +466,7 @@ class RunManager:
         rec.finish(outcome, now)
         # the batch in flight, then the rest with the final record (one store call)
         if job.writer is not None and not job.writer.done():
+            job.flush.set()  # a lingering writer leaves its batch to the final write
             await asyncio.shield(job.writer)
         job.writer = asyncio.create_task(self._write_events(job, final=True), name=f"run-final-{job.id}")
         await asyncio.shield(job.writer)

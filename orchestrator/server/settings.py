@@ -90,6 +90,9 @@ class ServerSettings(BaseSettings):
     running_record_delay_seconds: float = Field(default=0.05, ge=0)
     """A started run's record (``running``) is stored with its first events, or alone after this long if
     none came (other processes say ``queued`` until then)."""
+    event_linger_seconds: float = Field(default=0.002, ge=0)
+    """A run's events wait this long before they are stored (after its first batch), so those that follow
+    close behind go in the same store call; the run's end stores what waits at once. 0: no wait."""
     event_batch_max: int = Field(default=256, ge=1)
     """Events of one run waiting to be stored (the run's writer stores them in batches while the run goes
     on); at this many the run waits for the store, so a fast producer cannot outrun it without bound."""
