@@ -268,8 +268,12 @@ class RunManager:
         options: dict[str, Any] | None = None,
         inputs: dict[str, Any] | None = None,
         spec: dict[str, Any] | None = None,
+        prepare: Callable[[], dict[str, Any]] | None = None,
     ) -> RunJob:
-        """Record and queue a run; raises :class:`QueueFull` when at capacity."""
+        """Record and queue a run; raises :class:`QueueFull` when at capacity.
+
+        ``prepare``: blocking work done in the thread hand-off that stores the record, just before it
+        (storing the request's inputs); it returns more inputs to record, and what it raises refuses the run."""
         self.ensure_capacity()
         run_id = new_run_id()
         self._queued.add(run_id)  # reserve the slot before the first await: concurrent submits see it
@@ -281,7 +285,7 @@ class RunManager:
                      node_tools=dict((spec or {}).get("node_tools") or {}))
         self._jobs[run_id] = job
         try:
-            await asyncio.to_thread(self._persist_new, record)
+            await asyncio.to_thread(self._persist_new, record, prepare)
         except BaseException:
             self._jobs.pop(run_id, None)
             self._queued.discard(run_id)
@@ -291,7 +295,9 @@ class RunManager:
         self._queue.put_nowait(run_id)
         return job
 
-    def _persist_new(self, record: RunRecord) -> None:
+    def _persist_new(self, record: RunRecord, prepare: Callable[[], dict[str, Any]] | None = None) -> None:
+        if prepare is not None:
+            record.inputs.update({k: _ref_json(v) for k, v in prepare().items()})
         self.store.put_record(RUNS_NS, record.id, record.to_json())
         self.store.put_record(ACTIVE_NS, record.id, {"owner": self.instance_id, "since": record.created_at})
 
