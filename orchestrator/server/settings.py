@@ -91,10 +91,10 @@ class ServerSettings(BaseSettings):
     """A started run's record (``running``) is stored with its first events, or alone after this long if
     none came (other processes say ``queued`` until then)."""
     event_linger_seconds: float = Field(default=0.002, ge=0)
-    """A run's events wait this long before they are stored (after its first batch), so those that follow
-    close behind go in the same store call; the run's end stores what waits at once. 0: no wait."""
+    """The log writer waits this long before a round (unless a run's first batch, its end or a full batch
+    waits), so events that follow close behind, of this run or others, go in the same round. 0: no wait."""
     event_batch_max: int = Field(default=256, ge=1)
-    """Events of one run waiting to be stored (the run's writer stores them in batches while the run goes
+    """Events of one run waiting to be stored (the log writer stores them in batches while the run goes
     on); at this many the run waits for the store, so a fast producer cannot outrun it without bound."""
 
     # limits
