@@ -36,7 +36,8 @@ async def test_a_client_that_goes_away_ends_the_stream_and_releases_its_source()
     await asyncio.wait_for(EventStreamResponse(events())(scope, receive, send), 5)
     assert released.is_set()
     headers = sent[0]["headers"]
-    assert sent[0]["type"] == "http.response.start" and (b"content-type", b"text/event-stream; charset=utf-8") in headers
+    assert sent[0]["type"] == "http.response.start"
+    assert (b"content-type", b"text/event-stream; charset=utf-8") in headers
     assert (b"cache-control", b"no-cache") in headers
     assert [m["body"] for m in sent[1:]] == [b'id: 1\nevent: hello\ndata: {"n":1}\n\n']
 

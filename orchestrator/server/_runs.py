@@ -11,8 +11,8 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
   next round, one thread hop for all of them instead of one per event or per run; a
   round lingers ``event_linger_seconds`` for the events that follow close behind; a
   run's running record goes with its first batch (at once; or alone after
-  ``running_record_delay_seconds``), and its terminal event with its final record. Followers see an event once it is stored, so
-  nobody sees an event the log could lose;
+  ``running_record_delay_seconds``), and its terminal event with its final record.
+  Followers see an event once it is stored, so nobody sees an event the log could lose;
 
 * any server process sharing the backend answers ``GET /v1/runs/{id}`` and streams
   the events for runs another process executes (blocking reads of the log, on a
