@@ -8,8 +8,8 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
 
 * events are written by one log writer per process (group commit): runs go on while
   their events are stored, and every event emitted meanwhile, by any run, goes in the
-  next round, one thread hop for all of them instead of one per event or per run; a
-  round lingers ``event_linger_seconds`` for the events that follow close behind; a
+  next round, one thread hop for all of them instead of one per event or per run (a
+  round may linger ``event_linger_seconds`` for the events that follow close behind); a
   run's running record goes with its first batch (at once; or alone after
   ``running_record_delay_seconds``), and its terminal event with its final record.
   Followers see an event once it is stored, so nobody sees an event the log could lose;
@@ -564,13 +564,13 @@ class RunManager:
     async def get(self, run_id: str) -> dict[str, Any] | None:
         """The run's record: live for runs of this process, else from the store
         (an unfinished run whose server is gone is reported, and recorded, as interrupted)."""
+        if run_id in self._finished:  # a final record, as stored
+            return dict(self._finished[run_id])
         job = self._jobs.get(run_id)
         if job is not None:
             return job.record.to_json()
         if run_id in self._unsaved:
             return self._unsaved[run_id][0].to_json()
-        if run_id in self._finished:
-            return dict(self._finished[run_id])
         record = await asyncio.to_thread(self.store.get_record, RUNS_NS, run_id)
         if record is None or record.get("status") not in ACTIVE:
             return record
@@ -770,8 +770,8 @@ class RunManager:
                 yield batch
                 quiet_since = time.monotonic()
                 continue
-            if job.done.is_set() or self._closing:
-                return
+            if job.done.is_set() or self._closing or job.id in self._finished:
+                return  # ended: every event is stored (the final record went last), so the end goes now
             if time.monotonic() - quiet_since >= idle:
                 quiet_since = time.monotonic()
                 yield None
