@@ -335,7 +335,7 @@ class _SlowLog(LocalArtifactStore):
 
 
 async def test_a_run_goes_on_while_its_events_are_stored_and_followers_see_only_stored_events(tmp_path: Path) -> None:
-    """Events are stored in batches by the run's writer: a run emitting faster than the store appends
+    """Events are stored in batches by the log writer: a run emitting faster than the store appends
     is not held up by each append, every event is stored in order before the run ends, and a
     follower is given an event only once the store has it."""
     import time
@@ -415,3 +415,61 @@ async def test_another_process_sees_a_silent_run_running(tmp_path: Path) -> None
         release.set()
         await owner.stop()
         await other.stop()
+
+
+async def test_runs_at_once_on_a_slow_store_each_store_every_event_in_order(tmp_path: Path) -> None:
+    """One log writer serves every run of a process: runs emitting at once on a slow store each get all
+    their events stored, in order, with their own final record."""
+    store = _SlowLog(tmp_path)
+    manager = RunManager(store, ServerSettings(max_concurrent_runs=4))
+    count = 5
+
+    async def chatty(job: Any) -> Any:
+        for i in range(count):
+            yield {"type": "node_progress", "node": "a", "tool": "x.tool", "done": i + 1, "total": count}
+            await asyncio.sleep(0.01)
+        yield Outcome("succeeded")
+
+    await manager.start()
+    try:
+        jobs = [await manager.submit("graph", chatty) for _ in range(4)]
+        await asyncio.wait_for(asyncio.gather(*(job.done.wait() for job in jobs)), 20)
+    finally:
+        await manager.stop()
+    for job in jobs:
+        events = store.read_events(f"run:{job.id}")
+        assert [seq for seq, _ in events] == list(range(1, count + 2))
+        assert [d.get("done") for _, d in events[:count]] == list(range(1, count + 1))
+        assert all(d["run_id"] == job.id for _, d in events) and events[-1][1]["type"] == "run_finished"
+        record = store.get_record("runs", job.id)
+        assert record is not None and record["status"] == "succeeded" and record["last_event_id"] == count + 1
+
+
+async def test_a_runs_end_cuts_the_log_writers_linger_short(tmp_path: Path) -> None:
+    """Events wait up to ``event_linger_seconds`` for company; a run that ends stores what waits at
+    once, with its final record (a linger of an hour does not hold the run's end)."""
+    store = LocalArtifactStore(tmp_path)
+    manager = RunManager(store, ServerSettings(event_linger_seconds=3600.0))
+    first_stored = asyncio.Event()
+
+    async def two_steps(job: Any) -> Any:
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        await first_stored.wait()
+        yield {"type": "node_finished", "node": "a", "tool": "x.tool", "seconds": 0.0}
+        yield Outcome("succeeded")
+
+    await manager.start()
+    try:
+        job = await manager.submit("graph", two_steps)
+        for _ in range(250):  # the first batch (with the running record) is stored at once
+            if store.read_events(f"run:{job.id}"):
+                break
+            await asyncio.sleep(0.02)
+        first_stored.set()
+        await asyncio.wait_for(job.done.wait(), 5)
+    finally:
+        await manager.stop()
+    kinds = [d["type"] for _, d in store.read_events(f"run:{job.id}")]
+    assert kinds == ["node_started", "node_finished", "run_finished"]
+    record = store.get_record("runs", job.id)
+    assert record is not None and record["status"] == "succeeded" and record["last_event_id"] == 3

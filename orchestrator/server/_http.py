@@ -7,6 +7,10 @@ a request head (request line and headers) is over ``max_header_bytes``, and clos
 connection whose head is not complete ``header_timeout_seconds`` after the connection
 opened or the previous response ended.
 
+Writes are corked: what the app sends during one turn of the event loop goes to the socket
+in one ``write`` (one system call, one TCP segment), so a response's head and body, or an
+event stream's last event and the end of its body, travel together (:class:`CorkedTransport`).
+
 The limits sit in front of the parser, so they hold whatever parser is underneath: while
 a head is awaited, the bytes received are kept (up to the limit, plus the blank line that
 ends a head) and checked before the parser sees them; the parser's ``on_headers_complete``
@@ -23,9 +27,50 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["HeadDeadlineProtocol", "protocol_with_head_limits"]
+__all__ = ["CorkedTransport", "HeadDeadlineProtocol", "protocol_with_head_limits"]
 
 logger = logging.getLogger("orchestrator.server.http")
+
+
+class CorkedTransport:
+    """A transport whose writes during one turn of the event loop go out as one write, at the end of it.
+
+    uvicorn writes a response's head, each body chunk and the end of a chunked body separately;
+    each is a system call and a segment the client wakes up for. Everything else (closing, flow
+    control, extra info) is the wrapped transport's; closing sends what is pending first.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(bytes(data) if not isinstance(data, bytes) else data)
+
+    def flush(self) -> None:
+        """Send what was written so far (one write)."""
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class HeadDeadlineProtocol(HttpToolsProtocol):
@@ -43,6 +88,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = CorkedTransport(transport, self.loop)  # type: ignore[assignment]
         self._arm_head_timer()
 
     def data_received(self, data: bytes) -> None:

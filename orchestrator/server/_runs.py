@@ -6,12 +6,13 @@ event log ``run:<id>`` in order; the final state (outputs, errors, answer, node
 results) is written as the record ``runs/<id>``. Both live in the store's backend
 (Redis, or the embedded directory), so:
 
-* events are written by one writer task per run (group commit): the run goes on while
-  its events are stored, and every event emitted meanwhile goes in the next batch, in
-  one store call (a thread hop) instead of one per event; the running record goes
-  with the first batch (or alone after ``running_record_delay_seconds``), and the
-  terminal event with the final record. Followers see an event once it is stored, so
-  nobody sees an event the log could lose;
+* events are written by one log writer per process (group commit): runs go on while
+  their events are stored, and every event emitted meanwhile, by any run, goes in the
+  next round, one thread hop for all of them instead of one per event or per run (a
+  round may linger ``event_linger_seconds`` for the events that follow close behind); a
+  run's running record goes with its first batch (at once; or alone after
+  ``running_record_delay_seconds``), and its terminal event with its final record.
+  Followers see an event once it is stored, so nobody sees an event the log could lose;
 
 * any server process sharing the backend answers ``GET /v1/runs/{id}`` and streams
   the events for runs another process executes (blocking reads of the log, on a
@@ -135,7 +136,8 @@ class RunJob:
     """Events emitted but not stored yet, in order (the writer's next batch)."""
     record_dirty: bool = False
     """The record changed in a way other processes should see (it started): the writer stores it first."""
-    writer: asyncio.Task[None] | None = None
+    stored: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while nothing of the run waits for the log writer (cleared when something does)."""
     holding: bool = False
     """The last unstored event is the run's terminal one: it waits for the final record (one store call)."""
     log_error: OrchestratorError | None = None
@@ -178,6 +180,11 @@ class RunManager:
         refused; answered from here and saved again by the heartbeat."""
         self._followers: ThreadPoolExecutor | None = None
         """Blocking event-log reads for runs of other processes (bounded; not the default pool)."""
+        self._to_write: dict[str, RunJob] = {}
+        """Runs with events (or a record) to store, in the order they asked: the log writer's next round."""
+        self._log_writer: asyncio.Task[None] | None = None
+        self._write_now = asyncio.Event()
+        """Ends the log writer's linger at once (a first batch, a run's end, a full batch)."""
         self._finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
         """The final records of the last ``finished_runs_cached`` runs this process ran (a final
         record never changes), so the end of an event stream or a status check needs no store read."""
@@ -265,8 +272,12 @@ class RunManager:
         options: dict[str, Any] | None = None,
         inputs: dict[str, Any] | None = None,
         spec: dict[str, Any] | None = None,
+        prepare: Callable[[], dict[str, Any]] | None = None,
     ) -> RunJob:
-        """Record and queue a run; raises :class:`QueueFull` when at capacity."""
+        """Record and queue a run; raises :class:`QueueFull` when at capacity.
+
+        ``prepare``: blocking work done in the thread hand-off that stores the record, just before it
+        (storing the request's inputs); it returns more inputs to record, and what it raises refuses the run."""
         self.ensure_capacity()
         run_id = new_run_id()
         self._queued.add(run_id)  # reserve the slot before the first await: concurrent submits see it
@@ -278,7 +289,7 @@ class RunManager:
                      node_tools=dict((spec or {}).get("node_tools") or {}))
         self._jobs[run_id] = job
         try:
-            await asyncio.to_thread(self._persist_new, record)
+            await asyncio.to_thread(self._persist_new, record, prepare)
         except BaseException:
             self._jobs.pop(run_id, None)
             self._queued.discard(run_id)
@@ -288,7 +299,9 @@ class RunManager:
         self._queue.put_nowait(run_id)
         return job
 
-    def _persist_new(self, record: RunRecord) -> None:
+    def _persist_new(self, record: RunRecord, prepare: Callable[[], dict[str, Any]] | None = None) -> None:
+        if prepare is not None:
+            record.inputs.update({k: _ref_json(v) for k, v in prepare().items()})
         self.store.put_record(RUNS_NS, record.id, record.to_json())
         self.store.put_record(ACTIVE_NS, record.id, {"owner": self.instance_id, "since": record.created_at})
 
@@ -325,7 +338,7 @@ class RunManager:
         job.record_dirty = True
         asyncio.get_running_loop().call_later(
             self.settings.running_record_delay_seconds,
-            lambda: job.record_dirty and not job.finalizing and self._write_soon(job))
+            lambda: job.record_dirty and not job.finalizing and self._write_soon(job, now=True))
         try:
             outcome = await execute(job.record, job.executor(job), emit=lambda doc: self._log(job, doc),
                                     node_tools=job.node_tools)
@@ -340,7 +353,7 @@ class RunManager:
 
     # ------------------------------------------------------------------ events
     async def _log(self, job: RunJob, doc: dict[str, Any]) -> None:
-        """Queue one event (already folded into the record) for the run's log; the writer appends it
+        """Queue one event (already folded into the record) for the run's log; the log writer appends it
         in order and wakes the followers. Raises the store's error if the last batch failed; waits
         while ``event_batch_max`` events are unstored (the store sets the pace)."""
         if job.log_error is not None:
@@ -350,43 +363,84 @@ class RunManager:
         job.holding = terminal and not job.spec.get("final_event")
         if job.holding:
             return  # the run's last event: stored with the final record, in one store call
-        writer = self._write_soon(job)
-        if len(job.unlogged) >= self.settings.event_batch_max:
-            await asyncio.shield(writer)
+        full = len(job.unlogged) >= self.settings.event_batch_max
+        self._write_soon(job, now=full)
+        if full:
+            await job.stored.wait()
             if job.log_error is not None:
                 raise job.log_error
 
-    def _write_soon(self, job: RunJob) -> asyncio.Task[None]:
-        """The run's writer task, started if none is running."""
-        if job.writer is None or job.writer.done():
-            job.writer = asyncio.create_task(self._write_events(job), name=f"run-log-{job.id}")
-        return job.writer
+    def _write_soon(self, job: RunJob, *, now: bool = False) -> None:
+        """Queue the run for the log writer's next round (started if it is not running); ``now``, or a
+        record to store, ends the writer's linger."""
+        self._to_write[job.id] = job
+        job.stored.clear()
+        if now or job.record_dirty or job.finalizing:
+            self._write_now.set()
+        if self._log_writer is None or self._log_writer.done():
+            self._log_writer = asyncio.create_task(self._write_logs(), name="run-log-writer")
 
-    async def _write_events(self, job: RunJob, *, final: bool = False) -> None:
-        """Store the run's pending events (and its record, if changed) in batches until none is left.
-        ``final``: the last batch also writes the final record (:meth:`_persist_final`)."""
-        while job.unlogged or job.record_dirty or final:
-            batch = job.unlogged[:-1] if job.holding and not final else list(job.unlogged)
-            if not (batch or job.record_dirty or final):
-                return
-            record = job.record.to_json() if job.record_dirty or final else None
-            job.record_dirty = False
-            done, error = await asyncio.to_thread(self._store_batch, job.id, batch, record, final)
-            del job.unlogged[:len(done)]
-            if done:
-                job.events.extend(done)
-                job.record.last_event_id = done[-1][0]
-                signal = self._signals.get(job.id)
-                if signal is not None:
-                    signal.fire()
-            if error is not None:
-                job.record_dirty = job.record_dirty or record is not None
-                job.log_error = error
-                return
+    async def _write_logs(self) -> None:
+        """The process's log writer (group commit): each round stores what every queued run has
+        waiting, in one thread hand-off, while the runs go on; what they emit meanwhile goes in
+        the next round. A round with no record to store first lingers ``event_linger_seconds``
+        (ended at once by a run's first batch, its end or a full batch), so events that follow
+        close behind, and other runs' events, go in the same round. A run's first batch carries
+        its running record; once a run has ended, its next batch is its last, with its final record."""
+        linger = self.settings.event_linger_seconds
+        while self._to_write:
+            if linger > 0 and not self._write_now.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(linger):  # no task per wait, unlike wait_for
+                        await self._write_now.wait()
+            self._write_now.clear()
+            jobs = list(self._to_write.values())
+            self._to_write.clear()
+            work: list[tuple[RunJob, list[dict[str, Any]], dict[str, Any] | None, bool]] = []
+            for job in jobs:
+                final = job.finalizing
+                batch = job.unlogged[:-1] if job.holding and not final else list(job.unlogged)
+                record = job.record.to_json() if job.record_dirty or final else None
+                job.record_dirty = False
+                if batch or record is not None:
+                    work.append((job, batch, record, final))
+                elif job.id not in self._to_write:
+                    job.stored.set()
+            if not work:
+                continue
+            try:
+                results = await asyncio.to_thread(self._store_batches, [(j.id, b, r, f) for j, b, r, f in work])
+            except Exception as exc:  # noqa: BLE001 - the writer serves every run: one failure must not end it
+                logger.exception("the run log writer failed")
+                failed = OrchestratorError(f"storing run events failed: {exc}")
+                results = [([], failed)] * len(work)
+            for (job, _, record, final), (done, error) in zip(work, results, strict=True):
+                self._stored(job, done, error, record, final)
+
+    def _stored(self, job: RunJob, done: list[tuple[int, dict[str, Any]]], error: OrchestratorError | None,
+                record: dict[str, Any] | None, final: bool) -> None:
+        """Note what a round stored of one run: its log in memory, followers woken, the error if any."""
+        del job.unlogged[:len(done)]
+        if done:
+            job.events.extend(done)
+            job.record.last_event_id = done[-1][0]
+            signal = self._signals.get(job.id)
+            if signal is not None:
+                signal.fire()
+        if error is not None:
+            job.record_dirty = job.record_dirty or (record is not None and not final)
+            job.log_error = error
+        else:
             job.log_error = None
             if final and record is not None:
                 self._remember(record)
-            final = False
+        if job.id not in self._to_write:
+            job.stored.set()
+
+    def _store_batches(self, work: list[tuple[str, list[dict[str, Any]], dict[str, Any] | None, bool]]
+                       ) -> list[tuple[list[tuple[int, dict[str, Any]]], OrchestratorError | None]]:
+        """:meth:`_store_batch` for each run of a round, in order (one thread hand-off for all)."""
+        return [self._store_batch(*item) for item in work]
 
     def _store_batch(self, run_id: str, events: list[dict[str, Any]], record: dict[str, Any] | None, final: bool
                      ) -> tuple[list[tuple[int, dict[str, Any]]], OrchestratorError | None]:
@@ -445,11 +499,9 @@ class RunManager:
             job.unlogged.append(final)
         rec = job.record
         rec.finish(outcome, now)
-        # the batch in flight, then the rest with the final record (one store call)
-        if job.writer is not None and not job.writer.done():
-            await asyncio.shield(job.writer)
-        job.writer = asyncio.create_task(self._write_events(job, final=True), name=f"run-final-{job.id}")
-        await asyncio.shield(job.writer)
+        # after the batch in flight (if any), the rest with the final record: the run's last round
+        self._write_soon(job, now=True)
+        await job.stored.wait()
         if job.log_error is not None:
             logger.error("could not store the final state of run %s (will retry): %s", job.id, job.log_error)
             self._unsaved[job.id] = (rec, list(job.unlogged))
@@ -512,13 +564,13 @@ class RunManager:
     async def get(self, run_id: str) -> dict[str, Any] | None:
         """The run's record: live for runs of this process, else from the store
         (an unfinished run whose server is gone is reported, and recorded, as interrupted)."""
+        if run_id in self._finished:  # a final record, as stored
+            return dict(self._finished[run_id])
         job = self._jobs.get(run_id)
         if job is not None:
             return job.record.to_json()
         if run_id in self._unsaved:
             return self._unsaved[run_id][0].to_json()
-        if run_id in self._finished:
-            return dict(self._finished[run_id])
         record = await asyncio.to_thread(self.store.get_record, RUNS_NS, run_id)
         if record is None or record.get("status") not in ACTIVE:
             return record
@@ -718,8 +770,8 @@ class RunManager:
                 yield batch
                 quiet_since = time.monotonic()
                 continue
-            if job.done.is_set() or self._closing:
-                return
+            if job.done.is_set() or self._closing or job.id in self._finished:
+                return  # ended: every event is stored (the final record went last), so the end goes now
             if time.monotonic() - quiet_since >= idle:
                 quiet_since = time.monotonic()
                 yield None

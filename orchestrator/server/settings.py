@@ -90,8 +90,13 @@ class ServerSettings(BaseSettings):
     running_record_delay_seconds: float = Field(default=0.05, ge=0)
     """A started run's record (``running``) is stored with its first events, or alone after this long if
     none came (other processes say ``queued`` until then)."""
+    event_linger_seconds: float = Field(default=0.0, ge=0)
+    """The log writer waits this long before a round (unless a run's first batch, its end or a full batch
+    waits), so events that follow close behind, of this run or others, go in the same round: fewer store
+    calls, later events (and a crash loses the events still waiting). 0 (default): a round takes what
+    accumulated while the previous one was stored."""
     event_batch_max: int = Field(default=256, ge=1)
-    """Events of one run waiting to be stored (the run's writer stores them in batches while the run goes
+    """Events of one run waiting to be stored (the log writer stores them in batches while the run goes
     on); at this many the run waits for the store, so a fast producer cannot outrun it without bound."""
 
     # limits

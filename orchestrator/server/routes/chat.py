@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from orchestrator.artifacts import ArtifactRef, Modality
 from orchestrator.errors import WorkflowInputError
@@ -52,6 +52,7 @@ from .._history import forget_session, parse_messages, seed_session, text_of
 from .._inputs import check_url, decode_base64, resolve_input
 from .._media import Call, call_tool, is_media_tool, media_models, pick_tool, tool_workflow
 from .._runs import Executor, QueueFull, RunJob
+from .._sse import EventStreamResponse
 from .._state import ServerState, get_state
 from ..schemas import ChatCompletionRequest, ChatMessage, InputValue
 from .audio import speech_params
@@ -336,9 +337,9 @@ async def chat_completions(
     spoken = _audio_request(state, body)
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        return StreamingResponse(
+        return EventStreamResponse(
             _stream(state, request, job.id, completion_id, created, model_name, body.messages, include_usage, spoken),
-            media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers=headers,
         )
     record = await runs.wait(job.id)
     assert record is not None
@@ -373,7 +374,7 @@ def _text_completion(text: str, model_name: str, body: ChatCompletionRequest) ->
             yield f"data: {json.dumps({'id': completion_id, 'object': 'chat.completion.chunk', 'created': created, 'model': model_name, 'choices': [], 'usage': usage})}\n\n"
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(chunks(), media_type="text/event-stream", headers={"X-Background-Task": "1"})
+    return EventStreamResponse(chunks(), headers={"X-Background-Task": "1"})
 
 
 _SPOKEN_FORMATS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "opus", "pcm16": "pcm", "aac": "aac"}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from orchestrator.artifacts import ArtifactRef, Modality
 from orchestrator.errors import OrchestratorError, WorkflowInputError
@@ -17,6 +18,7 @@ from .._errors import ApiError
 from .._execute import agent_executor, workflow_executor
 from .._inputs import check_url, resolve_input
 from .._runs import TERMINAL, QueueFull, RunJob
+from .._sse import EventStreamResponse, sse_format
 from .._state import ServerState, get_state
 from ..schemas import InputValue, RunRequest, RunView
 
@@ -31,23 +33,28 @@ def _as_value(value: str | InputValue) -> InputValue:
     return InputValue(artifact_id=value) if value.startswith("sha256:") else InputValue(text=value)
 
 
-async def resolve_now(state: ServerState, raw: dict[str, str | InputValue],
-                      declared: dict[str, Modality] | None) -> tuple[dict[str, ArtifactRef], dict[str, InputValue]]:
-    """Validate and store inputs now; http(s) URLs are left for the run to fetch."""
-    refs: dict[str, ArtifactRef] = {}
-    pending: dict[str, InputValue] = {}
-    for name, value in raw.items():
-        value = _as_value(value)
-        if value.url is not None and value.url.lower().startswith(("http://", "https://")):
-            await asyncio.to_thread(check_url, name, value.url, core_settings=state.core)
-            pending[name] = value
-            continue
-        hint = declared.get(name) if declared is not None else None
-        refs[name] = await asyncio.to_thread(
-            resolve_input, name, value, declared=hint, store=state.store, core_settings=state.core,
-            max_bytes=state.settings.max_upload_bytes,
-        )
-    return refs, pending
+@dataclass
+class RequestInputs:
+    """A run request's inputs: those stored when it is accepted (``refs``) and the http(s) URLs its
+    run fetches (``pending``). The executor holds both; :meth:`resolve` fills them in."""
+
+    refs: dict[str, ArtifactRef] = field(default_factory=dict)
+    pending: dict[str, InputValue] = field(default_factory=dict)
+
+    def resolve(self, state: ServerState, raw: dict[str, str | InputValue],
+                declared: dict[str, Modality] | None) -> dict[str, ArtifactRef]:
+        """Validate and store the inputs now, leaving http(s) URLs (checked) for the run; returns the
+        stored ones. Blocking: the run manager calls it in the hand-off that stores the run's record."""
+        for name, value in raw.items():
+            value = _as_value(value)
+            if value.url is not None and value.url.lower().startswith(("http://", "https://")):
+                check_url(name, value.url, core_settings=state.core)
+                self.pending[name] = value
+                continue
+            hint = declared.get(name) if declared is not None else None
+            self.refs[name] = resolve_input(name, value, declared=hint, store=state.store, core_settings=state.core,
+                                            max_bytes=state.settings.max_upload_bytes)
+        return self.refs
 
 
 def _check_names(raw: dict[str, Any], declared: dict[str, tuple[Modality, bool]], workflow: str) -> None:
@@ -92,10 +99,11 @@ async def create_run(body: RunRequest, request: Request, state: ServerState = De
     """
     ensure_capacity(state)
     options = body.options
+    inputs = RequestInputs()
+    hints: dict[str, Modality] | None = None
     if body.prompt is not None:
         check_prompt(state, body.prompt, "prompt")
-        refs, pending = await resolve_now(state, body.inputs, None)
-        executor = agent_executor(state, body.prompt, refs, pending, options)
+        executor = agent_executor(state, body.prompt, inputs.refs, inputs.pending, options)
         kind, req = "prompt", {"prompt": body.prompt}
         spec = {"final_event": True, "honours_cancel": False}
     else:
@@ -108,13 +116,14 @@ async def create_run(body: RunRequest, request: Request, state: ServerState = De
             kind, req = "workflow", {"workflow": compiled.name}
         declared = {i.name: (Modality(i.modality), i.optional) for i in compiled.workflow.inputs}
         _check_names(body.inputs, declared, compiled.name)
-        refs, pending = await resolve_now(state, body.inputs, {n: m for n, (m, _) in declared.items()})
-        executor = workflow_executor(state, compiled, refs, pending, options)
+        hints = {n: m for n, (m, _) in declared.items()}
+        executor = workflow_executor(state, compiled, inputs.refs, inputs.pending, options)
         spec = {"node_tools": {n.id: n.tool for n in compiled.workflow.nodes}}
     req["executor"] = state.core.executor  # where its node calls run: local or ray (docs/ray.md)
     try:
-        job: RunJob = await state.runs.submit(
-            kind, executor, request=req, options=options.model_dump(mode="json"), inputs=refs, spec=spec,
+        job: RunJob = await state.runs.submit(  # the inputs are stored in the same thread hand-off as the record
+            kind, executor, request=req, options=options.model_dump(mode="json"), spec=spec,
+            prepare=functools.partial(inputs.resolve, state, body.inputs, hints),
         )
     except QueueFull as exc:
         raise submit_or_429(exc) from exc
@@ -152,12 +161,6 @@ async def cancel_run(run_id: str, request: Request, state: ServerState = Depends
                        run_id=run_id, run_status=record["status"])
     record = await state.runs.cancel(run_id) or record
     return JSONResponse(state.run_view(request, record), status_code=202 if record["status"] not in TERMINAL else 200)
-
-
-def sse_format(seq: int | None, event: str, data: Any) -> str:
-    """One Server-Sent Event."""
-    head = f"id: {seq}\n" if seq is not None else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
 _MAX_EVENT_ID = 1 << 62  # past the end of any log; keeps store indexes in range
@@ -223,5 +226,4 @@ async def run_events(
         yield head + sse_format(None, "end", {"run_id": run_id, "status": final.get("status"),
                                               "last_event_id": final.get("last_event_id")})
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return EventStreamResponse(stream())
