@@ -467,3 +467,10 @@ def test_a_link_handed_over_before_says_what_the_next_step_fetches(planner: Offl
     said = plan(planner, catalog, "There's a film of our hike at https://clips.example.org/hike.mp4. Please save "
                                   "it to my machine.")
     assert [(t.task, t.args) for t in said.tasks] == [("video-downloader", {"url": "https://clips.example.org/hike.mp4"})]
+
+
+def test_the_files_handed_over_before_an_ask_are_used_by_it(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "I have a clip 'trip.mp4' and a separate voiceover 'vo.wav'. Please synchronize "
+                                    "the voiceover with the clip to make a new video.")
+    assert [(t.task, t.args) for t in result.tasks] == [("video-synchronization", {"video": "trip.mp4",
+                                                                                   "audio": "vo.wav"})]

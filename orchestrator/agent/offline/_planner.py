@@ -386,7 +386,13 @@ class OfflinePlanner:
         previous: str | None = None
         carried: list[Mention] = []  # resources of steps that asked for nothing go to the next step
         choices = _hand_back(choices, req.catalog)
-        for c in choices:
+        later: list[set[str]] = []  # per choice, the file names the steps after it name
+        named: set[str] = set()
+        for c in reversed(choices):
+            later.append(set(named))
+            named |= {m.value for m in c.step.mentions if m.kind == "file"}
+        later.reverse()
+        for i, c in enumerate(choices):
             if c.task is None:
                 carried.extend(c.step.mentions)
                 continue
@@ -397,6 +403,8 @@ class OfflinePlanner:
                 continue
             if carried:
                 c = _Choice(_carry(c.step, carried), c.task, c.score, c.row)
+                c = self._using_given(b, c, [m for m in carried if m.kind == "file" and m.modality in MEDIA
+                                             and m.value not in later[i]])
                 carried = []
             if c.task == previous and not c.step.mentions and (
                     not language().verb_start.match(c.step.text) or _transforms(req.catalog.tasks[c.task])):
@@ -434,6 +442,23 @@ class OfflinePlanner:
                 continue
             o_needs = {p.modality for p in other.inputs if not p.optional and p.modality in MEDIA}
             if o_needs and o_needs <= set(have) and _main_output(other) is out and float(c.row[j]) > best_score:
+                best, best_score = name, float(c.row[j])
+        return c if best is None else _Choice(c.step, best, best_score, c.row)
+
+    def _using_given(self, b: _Build, c: _Choice, given: list[Mention]) -> _Choice:
+        """A task that reads every media file handed over before the step (and named by no later step)
+        instead of one that leaves some unread, when it scores within ``feasible_margin``: the user gave
+        them for this ("I have a.mp4 and vo.wav. Synchronize the voiceover with the clip")."""
+        kinds = {m.modality for m in given}
+        if len(kinds) < 2 or c.row is None or c.task is None:
+            return c
+        ins, _ = _signatures(b.index, b.catalog)
+        j0 = b.index.tasks.index(c.task)
+        if kinds <= ins[j0]:
+            return c
+        best, best_score = None, float(c.row[j0]) - self.feasible_margin
+        for j, name in enumerate(b.index.tasks):
+            if name != NONE and kinds <= ins[j] and float(c.row[j]) > best_score:
                 best, best_score = name, float(c.row[j])
         return c if best is None else _Choice(c.step, best, best_score, c.row)
 
