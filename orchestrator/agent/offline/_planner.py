@@ -27,7 +27,6 @@ _LITERAL_PORTS = frozenset({"instruction", "question", "prompt", "query", "style
 _CONTENT_PREP = re.compile(r"\b(?:of|showing|depicting|featuring|about|with|where|in which|that shows|illustrating)\s+"
                            r"(?:a|an|the|some|two|three|many)?\s*[a-z]", re.I)
 _WORD = re.compile(r"[A-Za-z']+")
-_FIRST_PERSON = re.compile(r"\s*(?:i|we)\b", re.I)  # a step of its own subject is no half of a cut clause
 _STOP = frozenset("a an the of to in on at for from with by and or is are be this that it its my me i you your "
                   "please can could would will some any into as then also so very really new based using use "
                   "want need like would should just now one out up".split())
@@ -253,8 +252,7 @@ class OfflinePlanner:
         for r, got in enumerate(choices):
             for i in range(len(got) - 1):
                 a, b = got[i], got[i + 1]
-                if a.task is None and a.step.text.split() and not _FIRST_PERSON.match(b.step.text) and (
-                        a.step.sentence == b.step.sentence or (
+                if a.task is None and a.step.text.split() and (a.step.sentence == b.step.sentence or (
                         len(b.step.text.split()) <= 4 and lang.back.search(b.step.text))):
                     merged_steps.append((r, i, _join(a.step, b.step, a.step.sentence == b.step.sentence)))
         if merged_steps:
