@@ -446,7 +446,7 @@ class OfflinePlanner:
     def _using_given(self, b: _Build, c: _Choice, given: list[Mention]) -> _Choice:
         """A task that reads every media file handed over before the step (and named by no later step)
         instead of one that leaves some unread, when it scores within ``feasible_margin``: the user gave
-        them for this ("I have a.mp4 and vo.wav. Synchronize the voiceover with the clip")."""
+        them for this ("I have a.mp4 and vo.wav. Merge the voiceover into the clip")."""
         kinds = {m.modality for m in given}
         if len(kinds) < 2 or c.row is None or c.task is None:
             return c
@@ -789,7 +789,7 @@ def _names_text(step: Step) -> bool:
                                           "resulting", "extracted", "above"):
                 return True
             if i > 1 and words[i - 2] in ("the", "this", "that", "its", "their"):
-                return True  # "the translated text", "this corrected transcript", "the sentiment text"
+                return True  # "the translated text", "this corrected transcript", "the mood text"
     return bool(re.search(r"\b(?:based on (?:it|this|that)|from (?:it|this|that)|use (?:it|this|that)|using (?:it|this|that))\b",
                           step.text, re.I))
 
