@@ -27,7 +27,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
@@ -35,7 +34,7 @@ from urllib.parse import quote, unquote
 from orchestrator.errors import ArtifactNotFound, StoreUnavailable
 
 from ._ref import ArtifactRef, Modality, normalize_id
-from .store import ArtifactStore, DeferredWrite, PendingRef, writing_deferred
+from .store import ArtifactStore, DeferredWrite, PendingRef, shared_pool, writing_deferred
 
 __all__ = ["LocalArtifactStore"]
 
@@ -45,16 +44,6 @@ INLINE_BYTES = 4096
 WRITE_THREADS = 4
 """Threads that write a batch of deferred puts side by side: creating a file waits on the file
 system's journal (milliseconds on a busy disk), and waits overlap."""
-_write_pool: ThreadPoolExecutor | None = None
-_write_pool_lock = threading.Lock()
-
-
-def _writers() -> ThreadPoolExecutor:
-    global _write_pool
-    with _write_pool_lock:
-        if _write_pool is None:
-            _write_pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="orch-store-write")
-        return _write_pool
 
 
 def _translated(fn: F) -> F:
@@ -231,7 +220,7 @@ class LocalArtifactStore(ArtifactStore):
             with writing_deferred():
                 super(LocalArtifactStore, self)._write_deferred([item])
 
-        for _ in _writers().map(write, batch):
+        for _ in shared_pool("orch-store-write", WRITE_THREADS).map(write, batch):
             pass  # the first that failed raises here
 
     def _write_inline(self, pending: PendingRef, data: bytes, ttl: float | None) -> ArtifactRef:

@@ -54,16 +54,21 @@ OVERLAP_BYTES = 256 << 10  # from this size on, hash in a helper thread while th
 WRITE_BEHIND_BYTES = 1 << 20
 """Default bytes of deferred puts a store queues before a put writes the queue (``Settings.write_behind_bytes``)."""
 _writing = threading.local()  # ``deferred``: this thread writes deferred puts (its backend calls must not flush)
-_hash_pool: ThreadPoolExecutor | None = None
-_hash_pool_lock = threading.Lock()
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def shared_pool(name: str, workers: int) -> ThreadPoolExecutor:
+    """The process's thread pool called ``name``, made with ``workers`` threads on first use."""
+    with _pools_lock:
+        pool = _pools.get(name)
+        if pool is None:
+            pool = _pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        return pool
 
 
 def _hasher() -> ThreadPoolExecutor:
-    global _hash_pool
-    with _hash_pool_lock:
-        if _hash_pool is None:
-            _hash_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="orch-hash")
-        return _hash_pool
+    return shared_pool("orch-hash", 4)
 
 
 def _sha256_hex(data: bytes) -> str:
