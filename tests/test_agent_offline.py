@@ -318,8 +318,8 @@ def test_looking_for_is_an_ask_beside_what_the_user_has(planner: OfflinePlanner,
 
 
 def test_a_parameter_based_on_an_earlier_text_takes_that_text(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
-    result = plan(planner, catalog, "Read the text in sign.jpg, then change the speed of walk.mp4 based on the "
-                                    "extracted text.")
+    result = plan(planner, catalog, "Read the text in sign.jpg, then make walk.mp4 play faster or slower "
+                                    "following the extracted text.")
     tasks = {t.task: t for t in result.tasks}
     assert tasks["video-speed-changer"].args == {"video": "walk.mp4", "instruction": "<GENERATED>-0"}
     found = plan(planner, catalog, "Transcribe talk.wav, translate the transcript into English, and find "
@@ -338,7 +338,7 @@ def test_a_wish_about_what_the_user_will_do_with_a_file_asks_nothing(planner: Of
 
 
 def test_handing_the_result_back_is_no_task(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
-    for text in ("Download the video at https://clips.example.com/run.mp4 and save it to my computer.",
+    for text in ("Download the video at https://clips.example.com/run.mp4 and keep it on my laptop.",
                  "Turn this text into a short movie: 'Two otters float on a calm river.' Give me that clip as the "
                  "final result."):
         tasks = [t.task for t in plan(planner, catalog, text).tasks]
@@ -348,7 +348,7 @@ def test_handing_the_result_back_is_no_task(planner: OfflinePlanner, catalog: Ta
 @pytest.mark.parametrize("text, task", [
     ("Here's my essay: 'Rivers carry water from mountains to the sea, shaping valleys as they go.' Shorten it.",
      "summarization"),
-    ("Here's my note: 'party at noon, bring cake'. Flesh it out into something fuller.", "text-expansion"),
+    ("Here's my note: 'party at noon, bring cake'. Pad it out into something longer.", "text-expansion"),
 ])
 def test_the_way_a_text_length_goes_decides_between_opposite_tasks(planner: OfflinePlanner, catalog: TaskCatalog,
                                                                     text: str, task: str) -> None:
@@ -357,8 +357,8 @@ def test_the_way_a_text_length_goes_decides_between_opposite_tasks(planner: Offl
 
 def test_a_thing_named_by_what_was_done_to_it_is_that_step_s_output(planner: OfflinePlanner,
                                                                     catalog: TaskCatalog) -> None:
-    result = plan(planner, catalog, "Download the video at https://clips.example.com/a.mp4, steady the shaky parts, "
-                                    "pull the sound out of the steadied clip, and take one frame from the downloaded "
+    result = plan(planner, catalog, "Download the video at https://clips.example.com/a.mp4, stabilize the shaky parts, "
+                                    "pull the sound out of the stabilized clip, and take one frame from the downloaded "
                                     "video.")
     assert chain(result) == [("video-downloader", []), ("video-stabilizer", [0]), ("video-to-audio", [1]),
                              ("video-to-image", [0])]
@@ -410,9 +410,9 @@ def test_less_common_verbs_start_their_own_step(planner: OfflinePlanner, catalog
     assert result.tasks[1].args == {"text": "<GENERATED>-0"} and result.tasks[2].args["audio"] == "voice.wav"
 
 
-def test_reading_the_words_off_an_image_is_no_dictation(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
-    result = plan(planner, catalog, "Could you read the words off sign.jpg, examine their mood and turn the "
-                                    "outcome into an audio clip?")
+def test_reading_the_words_printed_on_an_image_is_no_dictation(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Could you read the words printed on sign.jpg, examine their mood and "
+                                    "turn the outcome into an audio clip?")
     assert [t.task for t in result.tasks][:2] == ["image-to-text-ocr", "sentiment-analysis"]
     assert result.tasks[2].task in ("text-to-audio", "text-to-speech") and result.tasks[2].dep == [1]
     # words to speak after a lead-in are still dictated

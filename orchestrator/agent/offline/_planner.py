@@ -102,7 +102,7 @@ _PARTICIPLE = re.compile(r"\b(?:the|that|this|its|their|these|those)\s+(?:\(?[a-
 
 def _participles(text: str) -> list[str]:
     """The roots of the past participles that name a thing by what was done to it ("the fetched video",
-    "the steadied clip", "the (original) downloaded file"), each cut to a prefix its verb's forms share."""
+    "the stabilized clip", "the (original) downloaded file"), each cut to a prefix its verb's forms share."""
     roots = []
     for m in _PARTICIPLE.finditer(text):
         w = m.group(1).lower()
@@ -598,7 +598,7 @@ class OfflinePlanner:
                 free.remove(quotes[0])
                 return quotes[0].value
             earlier = b.earlier(Modality.TEXT)
-            if earlier and _names_text(step):  # "speed it up based on the extracted text"
+            if earlier and _names_text(step):  # "speed it up following the extracted text"
                 return _ref(b.named(step, Modality.TEXT) or earlier[0])
             return step.plain()
         if quotes:

@@ -133,7 +133,7 @@ def _dictated(text: str) -> list[tuple[int, int]]:
         if not runs_on and not lang.speech_cue.search(text[max(0, m.start() - 80):m.start()]):
             continue  # "a sign saying ..." is a description, not words to speak
         if not runs_on and _WORDS_IN.match(text, start):
-            continue  # "read the words off @0": words in something, not words to speak
+            continue  # "read the words printed on @0": words in something, not words to speak
         end = len(text)
         for e in _SENTENCE_END.finditer(text, start):
             end = e.end() if text[e.start()] != "\n" else e.start()
