@@ -872,6 +872,22 @@ def test_a_failed_flush_raises_and_serves_nothing_it_did_not_store(tmp_path: Pat
         store.load(ref)
 
 
+def test_a_run_whose_deferred_puts_another_caller_failed_to_store_fails_at_unpin(tmp_path: Path):
+    """The failed batch raised in whoever flushed it; the run that deferred the puts learns it too."""
+    root = tmp_path / "a"
+    store = LocalArtifactStore(root)
+    store.put("lost", pin="run-1", defer=True)
+    shutil.rmtree(root)
+    root.write_text("now a file")
+    with pytest.raises(StoreUnavailable):
+        store.flush()  # another run's call, say
+    root.unlink()
+    root.mkdir()
+    with pytest.raises(ArtifactError, match="run-1"):
+        store.unpin("run-1")
+    store.unpin("run-2")  # other runs are not touched
+
+
 def test_deferred_puts_race_readers_in_other_threads(store: ArtifactStore):
     """Every reader that asks for a deferred artifact finds it, whichever thread flushes."""
     refs = [store.put(f"race {i}", pin="run", defer=True) for i in range(40)]

@@ -259,6 +259,7 @@ class ArtifactStore(ABC):
         self._unflushed = 0  # deferred puts not yet written: queued, or in a flush under way
         self._deferred_lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._lost: dict[str, BaseException] = {}  # run -> why deferred puts pinned to it were not stored
 
     # -------------------------------------------------- backend primitives
     @abstractmethod
@@ -464,9 +465,11 @@ class ArtifactStore(ABC):
                 self._queued.clear()
             try:
                 yield batch
-            except BaseException:
+            except BaseException as exc:
                 for item in batch:
                     self.cache.discard(item.ref.id)
+                    if item.pin is not None:  # whoever flushed, the run that deferred it must fail too
+                        self._lost.setdefault(item.pin, exc)
                 raise
             finally:
                 with self._deferred_lock:
@@ -602,10 +605,16 @@ class ArtifactStore(ABC):
     def unpin(self, run_id: str) -> None:
         """Release a run's pins: artifacts get the default TTL back, unless another run pins them.
         Deferred puts are stored first (Redis: in the same round trip)."""
-        with self._taking_deferred() as batch:
-            self._unpin(run_id, batch)
+        try:
+            with self._taking_deferred() as batch:
+                self._unpin(run_id, batch)
+        finally:
+            lost = self._lost.pop(run_id, None)
         with self._pin_lock:
             self._pins.pop(run_id, None)
+        if lost is not None:
+            raise ArtifactError(f"outputs of run {run_id!r} were not stored (a batch of deferred writes failed: "
+                                f"{lost})") from lost
 
     def _note_pins(self, run_id: str, ids: Iterable[str]) -> None:
         """Remember what live runs of this process pin (for every backend: :meth:`load` trusts it)."""

@@ -458,6 +458,9 @@ class RunManager:
                 self._persist_final(record)
         except OrchestratorError as exc:
             return done, exc
+        except Exception as exc:  # noqa: BLE001 - this run's failure, not the round's: others keep what they stored
+            logger.exception("storing the events of run %s failed", run_id)
+            return done, OrchestratorError(f"storing run events failed: {exc}")
         return done, None
 
     def _observe(self, job: RunJob, doc: dict[str, Any]) -> bool:

@@ -412,7 +412,10 @@ class CompiledWorkflow:
         try:  # inputs are stored (write-behind, as node outputs), or looked up, pinned to the run
             refs = self._coerce_inputs(inputs or {}, store, pin=run_id, defer=node_executor is None)
         except BaseException:
-            store.unpin(run_id)
+            try:
+                store.unpin(run_id)
+            except OrchestratorError as exc:  # the input error is the one to report
+                logger.warning("run %s: releasing its inputs failed too: %s", run_id, exc)
             raise
         prof = _resolve_profile(profile)
         workers = max_workers or self.settings.max_workers
@@ -453,6 +456,8 @@ class CompiledWorkflow:
             try:
                 store.unpin(run_id)  # stores what the run deferred first (Redis: in the same round trip)
             except OrchestratorError as exc:  # its outputs may not be stored: the run failed
+                if error is not None:
+                    logger.warning("run %s: its outputs were not all stored either: %s", run_id, exc)
                 error = error or exc
         result = self._finish(rc, started, error)
         emit(_final_event(result))
