@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator import get_tool
 from orchestrator.agent.offline import OfflinePlanner, find_mentions
-from orchestrator.agent.offline._text import language
+from orchestrator.agent.offline._text import language, split_steps
 from orchestrator.agent.plan import Plan, Resource, TaskCatalog, validate_plan
 from orchestrator.agent.planner import PlanProblem, Planner, PlanRequest
 from orchestrator.artifacts import Modality
@@ -461,3 +461,44 @@ def test_the_files_handed_over_before_an_ask_are_used_by_it(planner: OfflinePlan
                                     "voiceover into the clip.")
     assert [(t.task, t.args) for t in result.tasks] == [("video-synchronization", {"video": "trip.mp4",
                                                                                    "audio": "vo.wav"})]
+
+
+def test_a_wish_then_a_direct_ask_for_the_same_task_is_one_task(planner: OfflinePlanner,
+                                                                 catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "I've been recording a cello piece and I want to add some reverb to it. "
+                                    "Could you put reverb on cello.wav?")
+    assert [(t.task, t.args.get("audio")) for t in result.tasks] == [("audio-effects", "cello.wav")]
+    shorter = plan(planner, catalog, "I'd love a shorter version of my essay. Can you summarize essay.txt?")
+    assert [(t.task, t.args.get("text")) for t in shorter.tasks] == [("summarization", "essay.txt")]
+    # "also" adds a second one of the same kind
+    two = plan(planner, catalog, "I'd like a drawing of a lighthouse. Could you also draw a harbour at night?")
+    assert [t.task for t in two.tasks] == ["text-to-image", "text-to-image"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    # asking for help, and nothing more, asks for no task
+    ("We're designing a poster for the fair and we would appreciate some help with it. Can you describe what "
+     "is in fair.jpg?", ["image-to-text"]),
+    # a lead-in before what the user has
+    ("Thankfully, I have a brighter version in bright.jpg. Could you turn it into a short video?", ["image-to-video"]),
+    ("As a travel blogger, I have footage of a market in market.mp4. Could you pull out a still frame from it?",
+     ["video-to-image"]),
+    # what the user could not do states the problem; the ask says what to do
+    ("Sadly, I couldn't take notes during the seminar. Could you write down what is said in seminar.wav?",
+     ["automatic-speech-recognition"]),
+])
+def test_what_frames_an_ask_plans_nothing(planner: OfflinePlanner, catalog: TaskCatalog, text: str,
+                                          expected: list[str]) -> None:
+    assert [t.task for t in plan(planner, catalog, text).tasks] == expected
+
+
+def test_also_after_a_question_word_and_its_subject_starts_no_step() -> None:
+    steps = split_steps("Would it also be possible to look for pictures like pano.jpg?",
+                        find_mentions("Would it also be possible to look for pictures like pano.jpg?"))
+    assert [s.text for s in steps] == ["Would it also be possible to look for pictures like @0"]
+
+
+def test_ultimately_before_a_verb_starts_a_step() -> None:
+    text = "Draw a kite over a beach, and ultimately animate it into a clip."
+    assert [s.text for s in split_steps(text, find_mentions(text))] == ["Draw a kite over a beach",
+                                                                        "ultimately animate it into a clip"]

@@ -247,6 +247,7 @@ class OfflinePlanner:
             asked = {c.task for c in got if c.task is not None and lang.asks_for(c.step.text)}
             got[:] = [_Choice(c.step, None, c.score, c.row) if asked and not lang.asks_for(c.step.text) and (
                           c.task in asked or lang.description(c.step.text)) else c for c in got]
+            _drop_restated(got)
         # 2. a step that asks for nothing may be the first half of one cut too eagerly: join and retry
         merged_steps: list[tuple[int, int, Step]] = []
         for r, got in enumerate(choices):
@@ -731,6 +732,22 @@ def _hand_back(choices: list[_Choice], catalog: TaskCatalog) -> list[_Choice]:
                 out[i] = _Choice(_carry(c.step, [m]), c.task, c.score, c.row)
                 break
     return out
+
+
+def _drop_restated(got: list[_Choice]) -> None:
+    """A wish and a direct ask for the same task, next to each other, are one task ("I'd like the song
+    bigger. Could you add reverb to it?"): the wish goes (its files go on to the ask); a wish after the
+    ask goes when it hands over nothing."""
+    lang = language()
+    asking = [i for i, c in enumerate(got) if c.task is not None]
+    for i, j in zip(asking, asking[1:]):
+        a, b = got[i], got[j]
+        if a.task is None or a.task != b.task:
+            continue
+        if lang.restates(a.step.text, b.step.text):
+            got[i] = _Choice(a.step, None, a.score)
+        elif not b.step.mentions and lang.restates(b.step.text, a.step.text):
+            got[j] = _Choice(b.step, None, b.score)
 
 
 def _carry(step: Step, extra: list[Mention]) -> Step:

@@ -184,6 +184,9 @@ class Language:
     to_language: re.Pattern[str] = re.compile(r"(?!)")
     verb_makes: tuple[tuple[re.Pattern[str], Modality], ...] = ()
     asks: re.Pattern[str] | None = None
+    direct: re.Pattern[str] = re.compile(r"(?!)")
+    help_asks: re.Pattern[str] = re.compile(r"(?!)")
+    adds: re.Pattern[str] = re.compile(r"(?!)")
     presents: re.Pattern[str] = re.compile(r"(?!)")
     opens: re.Pattern[str] = re.compile(r"(?!)")
     purpose: re.Pattern[str] = re.compile(r"(?!)")
@@ -237,8 +240,10 @@ class Language:
         return bool("@" in text and self.presents.match(plain) and not self.verb_start.match(plain))
 
     def _without_idle_clause(self, text: str) -> str:
-        """``text`` without a relative clause that only says what the user will do with a thing
-        ("a clip that I'd love to use", "a talk which I want to revisit"): such a wish asks for no task."""
+        """``text`` without what asks for no task: a relative clause that only says what the user will do
+        with a thing ("a clip that I'd love to use", "a talk which I want to revisit"), and a call for help
+        that says nothing of what to do ("... and I need your help")."""
+        text = self.help_asks.sub("", text)
         m = _RELATIVE.search(text)
         if m is None or self.idle_wish.search(m.group(1)) is None:
             return text
@@ -265,7 +270,19 @@ class Language:
 
     def asks_for(self, text: str) -> bool:
         """The step asks in so many words: a request phrase ("could you", "I need") or an imperative verb."""
+        text = self.help_asks.sub("", text)
         return bool((self.asks and self.asks.search(text)) or self.verb_start.match(text))
+
+    def asks_directly(self, text: str) -> bool:
+        """The step puts the ask to the listener ("could you ...", "please ...", an imperative verb),
+        not only says what the user wants ("I'd like ...")."""
+        return bool(self.direct.search(text) or self.verb_start.match(text))
+
+    def restates(self, wish: str, ask: str) -> bool:
+        """``ask`` asks directly for what the wish ``wish`` only said the user wants, and adds nothing
+        ("I want the song to sound bigger. Can you add reverb to it?"): one task, said twice."""
+        return (self.asks_for(wish) and not self.asks_directly(wish) and self.asks_directly(ask)
+                and not self.adds.search(ask))
 
     def names_language(self, text: str) -> bool:
         """The step says which language a text goes into ("into French", "to Japanese")."""
@@ -355,6 +372,12 @@ def language() -> Language:
     fillers = _alternation(split["fillers"])
     gerunds = _alternation(_gerund(v) for v in split["verbs"] if " " not in v and v not in split.get("not_gerunds", ()))
     lead = rf"(?:(?:{fillers})\s+)*"
+    # leads are patterns (a role: "as a [a-z-]+"), not words
+    lead_ins = "|".join(sorted(data["none"]["leads"], key=len, reverse=True)).replace(" ", r"\s+")
+    leads = rf"(?:(?:{lead_ins})\W+)*"
+    help_asks = (rf"\b(?:i|we)(?:\s+|(?='))(?:really\s+|also\s+|just\s+)?(?:{_alternation(data['none']['help_wants'])})\s+"
+                 rf"(?:(?:your|some|a\s+little|a\s+bit\s+of|any)\s+)?(?:{_alternation(data['none']['help_nouns'])})\b"
+                 r"(?:\s+(?:with|on)\s+(?:this|that|it|something|a\s+few\s+things))?(?:\s+(?:please|here))?")
     return Language(
         connector=re.compile(rf"(?:,\s*|\s+|^)\b(?:{_alternation(split['connectors'])})\b[,:]?\s*", re.I),
         verb_start=re.compile(rf"^\s*{lead}(?:{verbs})(?:s|es)?\b", re.I),
@@ -368,8 +391,9 @@ def language() -> Language:
         modality_words={Modality(k): frozenset(v) for k, v in data["modality"].items()},
         none_phrasings=tuple(data["none"]["phrasings"]),
         making=frozenset(split.get("making", ())),
-        possession=re.compile(rf"^\s*(?:(?:so|well|hi|hey|hello|ok|okay)\W+)*(?:{_alternation(data['none']['starts'])})\b", re.I),
-        narrates=re.compile(rf"^\s*(?:(?:so|well|hi|hey|hello|ok|okay|it seems|i think)\W+)*(?:"
+        possession=re.compile(rf"^\s*{leads}(?:{_alternation(data['none']['starts'])})\b", re.I),
+        narrates=re.compile(rf"^\s*{leads}(?:"
+                            rf"(?:i|we)(?:\s+|(?='))(?:{_alternation(data['none']['unable'])})\b|"
                             rf"(?:{_alternation(data['none']['narrators'])})\s+(?!(?:{_alternation(data['none']['past_asks'])})\b)"
                             rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})"
                             rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?!(?:{_alternation(data['none']['ongoing_asks'])})\b)"
@@ -397,6 +421,9 @@ def language() -> Language:
                             rf"|\bof\s+(?:{_PRONOUNS}|@\d+)\b"
                             rf"|\b(?:in|inside|within|from)\s+(?:{_PRONOUNS}|my|the(?!\s+(?:internet|web|net)\b))\b", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
+        help_asks=re.compile(help_asks, re.I),
+        direct=re.compile(rf"\b(?:{_alternation(data['none']['direct'])})\b", re.I),
+        adds=re.compile(rf"\b(?:{_alternation(data['none']['adds'])})\b", re.I),
         opens=re.compile(rf"^\s*(?:{_alternation(data['none']['opens'])})\s+(?:(?:my|the|this|that|a|an|file|files)\s+)*"
                          r"@\d+(?:\W+(?:and\W+)?@\d+)*\W*$", re.I),
         purpose=re.compile(rf"\bto\s+(?:{verbs})\b", re.I),
@@ -428,8 +455,10 @@ _SENTENCE = re.compile(r"\s*(?:-+>|→|=+>|⇒|»)\s*|(?<=[.!?;])\s+|(?<=@\d)\s+
 _ENUM = re.compile(r"(?<![@\w])(?:step\s*\d+|\d{1,2}\s*[.)])\s*[:\-]?\s*", re.I)
 
 
-_SUBJECT_ALSO = re.compile(r"\b(i|we|you|they|i'd|we'd|i'll|we'll|would|could|can|will|should|do|does)\s+(?:also|then|later)\b",
-                          re.I)
+_SUBJECT_ALSO = re.compile(r"\b(i|we|you|they|i'd|we'd|i'll|we'll|would|could|can|will|should|do|does"
+                          r"|(?:would|could|can|will|should|is|was)\s+(?:it|you|we|i|they|there|this|that))"
+                          r"\s+(?:(also)|then|later)\b", re.I)
+_KEPT_ALSO = "also_kept"  # an "also" that starts no step ("could you also ..."), kept in the step's words
 
 
 def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
@@ -445,7 +474,8 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
         masked.append(f"@{i}")
         pos = m.end
     masked.append(text[pos:])
-    body = _SUBJECT_ALSO.sub(r"\1", "".join(masked))  # "I also want ...": no new step
+    # "I also want ...", "could you then ...": no new step; the "also" stays in the words ("can you also ...")
+    body = _SUBJECT_ALSO.sub(lambda m: m.group(1) + (" " + _KEPT_ALSO if m.group(2) else ""), "".join(masked))
     steps: list[Step] = []
     for s_index, sentence in enumerate(p for p in _SENTENCE.split(body) if p and p.strip()):
         sentence = _ENUM.sub(" ", sentence)
@@ -454,7 +484,7 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
             for piece in lang.verb_glue.split(part):  # "make X and a picture of Y": a second thing to make
                 pieces.extend(lang.frame_glue.split(piece) if lang.verb_start.match(piece) else [piece])
             for piece in pieces:
-                clean = piece.strip(" \t,;:.!?-")
+                clean = piece.replace(_KEPT_ALSO, "also").strip(" \t,;:.!?-")
                 if not clean:
                     continue
                 own = sorted({int(x) for x in _MASK.findall(clean)})
