@@ -502,3 +502,15 @@ def test_ultimately_before_a_verb_starts_a_step() -> None:
     text = "Draw a kite over a beach, and ultimately animate it into a clip."
     assert [s.text for s in split_steps(text, find_mentions(text))] == ["Draw a kite over a beach",
                                                                         "ultimately animate it into a clip"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Fetch the tune from https://example.org/tune.mp3 and perhaps add an echo to it.",
+     ["Fetch the tune from @0", "perhaps add an echo to it"]),
+    ("Summarize notes.txt, and gather more facts on its subject from the web.",
+     ["Summarize @0", "gather more facts on its subject from the web"]),
+    ("Download the clip, and ensure it's steady by stabilizing it.",
+     ["Download the clip", "ensure it's steady by stabilizing it"]),
+])
+def test_a_hedged_or_less_common_verb_after_and_starts_a_step(text: str, expected: list[str]) -> None:
+    assert [s.text for s in split_steps(text, find_mentions(text))] == expected
