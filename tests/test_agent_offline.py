@@ -301,6 +301,9 @@ def test_verbs_that_always_make_one_modality(planner: OfflinePlanner, catalog: T
     assert [(t.task, t.args.get("audio")) for t in heard.tasks] == [("automatic-speech-recognition", "episode.mp3")]
     told = plan(planner, catalog, "Narrate this bedtime story for my son: 'A small owl could not sleep.'")
     assert [t.task for t in told.tasks] == ["text-to-speech"]
+    # the verb decides over a modality word after it: the narration is what is read, text is made
+    narration = plan(planner, catalog, "Write out the narration from tour.wav")
+    assert [(t.task, t.args.get("audio")) for t in narration.tasks] == [("automatic-speech-recognition", "tour.wav")]
 
 
 def test_a_list_of_gerunds_is_a_list_of_steps(planner: OfflinePlanner, catalog: TaskCatalog) -> None:

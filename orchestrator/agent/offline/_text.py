@@ -325,8 +325,9 @@ class Language:
                 read.add(mod)
             elif i - making_at <= 4 and made is None:
                 made = mod
-        if made is None:
-            made = next((mod for pattern, mod in self.verb_makes if pattern.search(text)), None)
+        fixed = next((mod for pattern, mod in self.verb_makes if pattern.search(text)), None)
+        if fixed is not None and not target:  # "write out the speech" makes text; "write it out as audio" audio
+            made = fixed
         content = [w for w in words if w not in ("a", "an", "the", "some", "then", "to", "into", "as", "and", "in")]
         if len(content) == 1 and content[0] in self.generic:  # "-> text", "an image": that modality, from what came before
             return Cues(next(iter(named)), read, named, True, True)
