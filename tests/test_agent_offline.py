@@ -517,3 +517,32 @@ def test_ultimately_before_a_verb_starts_a_step() -> None:
 ])
 def test_a_hedged_or_less_common_verb_after_and_starts_a_step(text: str, expected: list[str]) -> None:
     assert [s.text for s in split_steps(text, find_mentions(text))] == expected
+
+
+def test_doing_something_to_it_with_a_second_picture_reads_both(planner: OfflinePlanner,
+                                                                catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "I have me.jpg. Could you give it the feel of starry.jpg?")
+    assert [(t.task, t.args) for t in result.tasks] == [("image-style-transfer",
+                                                         {"image": "me.jpg", "style": "starry.jpg"})]
+    # a file named as where the result goes is no second input
+    saved = plan(planner, catalog, "Please download the picture at https://example.org/p.jpg and save it as p.jpg")
+    assert [t.task for t in saved.tasks] == ["image-downloader"]
+
+
+def test_what_it_points_back_to_is_what_a_two_picture_task_changes(planner: OfflinePlanner,
+                                                                  catalog: TaskCatalog) -> None:
+    made = plan(planner, catalog, "Draw a cat on a roof. Then give it the look of starry.jpg.")
+    assert [(t.task, t.args) for t in made.tasks] == [
+        ("text-to-image", {"text": "a cat on a roof"}),
+        ("image-style-transfer", {"image": "<GENERATED>-0", "style": "starry.jpg"})]
+    given = plan(planner, catalog, "I have me.jpg. Apply the style of starry.jpg to it.")
+    assert [t.args for t in given.tasks] == [{"image": "me.jpg", "style": "starry.jpg"}]
+
+
+def test_a_step_joined_into_the_next_hands_its_file_over_once(planner: OfflinePlanner,
+                                                             catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "I spotted a clip at https://example.org/clip that I'd like to download. I have "
+                                    "also recorded a voice track (vt.wav) for the clip and would like to align it "
+                                    "with the visuals.")
+    assert chain(result) == [("video-downloader", []), ("video-synchronization", [0])]
+    assert result.tasks[1].args["audio"] == "vt.wav"

@@ -261,7 +261,7 @@ class OfflinePlanner:
             for (r, i, step), row in zip(merged_steps, mrows, strict=True):
                 c = self._choose(step, row, indexes[r], parsed[r][0].catalog)
                 if c.task is not None and c.score >= choices[r][i + 1].score - 0.02:
-                    choices[r][i] = _Choice(step, None, 0.0)
+                    choices[r][i] = _Choice(Step("", [], step.sentence), None, 0.0)  # joined into the next
                     choices[r][i + 1] = c
         # 3. wire each request's steps into a plan
         plans = [self._build(req, mentions, got, index)
@@ -400,11 +400,17 @@ class OfflinePlanner:
                 b.notes.append(f"'{c.step.plain()[:80]}': {refusal.offline_refusal}")
                 carried.extend(c.step.mentions)
                 continue
+            own = [m.modality for k, m in enumerate(c.step.mentions) if m.kind == "file" and m.modality in MEDIA
+                   and not re.search(rf"\b(?:as|into|to)\s+(?:[\w-]+\s+){{0,2}}@{k}\b", c.step.text)]  # "save it as @0"
+            referent = next((m.modality for m in reversed(carried) if m.kind == "file" and m.modality in MEDIA),
+                            next((o.modality for o in reversed(b.outs) if o.modality in MEDIA), None))
             if carried:
                 c = _Choice(_carry(c.step, carried), c.task, c.score, c.row)
                 c = self._using_given(b, c, [m for m in carried if m.kind == "file" and m.modality in MEDIA
                                              and m.value not in later[i]])
                 carried = []
+            if referent in own and language().back.search(c.step.text):
+                c = self._reading_both(b, c, referent)
             if c.task == previous and not c.step.mentions and (
                     not language().verb_start.match(c.step.text) or _transforms(req.catalog.tasks[c.task])):
                 continue  # the same action restated ("... The transcript should be accurate.")
@@ -461,6 +467,19 @@ class OfflinePlanner:
                 best, best_score = name, float(c.row[j])
         return c if best is None else _Choice(c.step, best, best_score, c.row)
 
+    def _reading_both(self, b: _Build, c: _Choice, modality: Modality) -> _Choice:
+        """A task that reads two inputs of ``modality`` when the step does something to an earlier one
+        with a file of its own ("give it the look of @0": the earlier picture and @0), instead of one that
+        reads only one of them, when it scores within ``feasible_margin``."""
+        if c.row is None or c.task is None or _reads(b.catalog.tasks[c.task], modality) >= 2:
+            return c
+        best, best_score = None, float(c.row[b.index.tasks.index(c.task)]) - self.feasible_margin
+        for j, name in enumerate(b.index.tasks):
+            info = b.catalog.tasks.get(name)
+            if info is not None and _reads(info, modality) >= 2 and float(c.row[j]) > best_score:
+                best, best_score = name, float(c.row[j])
+        return c if best is None else _Choice(c.step, best, best_score, c.row)
+
     def _feasible(self, b: _Build, c: _Choice, name: str) -> bool:
         """Every required input of ``name`` can be fed: from the step, earlier outputs, resources or a converter."""
         info = b.catalog.tasks[name]
@@ -506,6 +525,7 @@ class OfflinePlanner:
                     return
                 continue
             args[port.name] = value
+        _content_first(step, info, args)
         tid = b.add(c.task, args)  # type: ignore[arg-type]
         b.said[tid] = [w.lower() for w in _WORD.findall(step.text)]
 
@@ -702,6 +722,27 @@ def _signatures(index: TaskIndex, catalog: TaskCatalog) -> tuple[list[set[Modali
             outs.append({p.modality for p in info.outputs} if info else set())
         hit = _SIGNATURES[key] = (ins, outs)
     return hit
+
+
+def _content_first(step: Step, info: TaskInfo, args: dict[str, object]) -> None:
+    """Of a task's two inputs of one modality, the first is what the step does something to: where the
+    step's own file is only what to take from ("give it the look of @0", "restyle it like @0") and the
+    other input is what "it" points back to, the two change places."""
+    for modality in MEDIA:
+        ports = [p.name for p in info.inputs if p.modality is modality and not p.many]
+        if len(ports) != 2 or not language().back.search(step.text):
+            continue
+        first, second = (args.get(name) for name in ports)
+        files = {m.value: k for k, m in enumerate(step.mentions) if m.kind == "file"}
+        k = files.get(first) if isinstance(first, str) else None
+        source = k is not None and re.search(rf"\b(?:of|like|from|with)\s+(?:[\w'-]+\s+){{0,2}}@{k}\b", step.text)
+        if source and isinstance(second, str) and not re.search(rf"@{files.get(second, -1)}\b", step.text):
+            args[ports[0]], args[ports[1]] = second, first
+
+
+def _reads(info: TaskInfo, modality: Modality) -> int:
+    """How many inputs of ``modality`` the task reads (2 for a port that takes many)."""
+    return sum(2 if p.many else 1 for p in info.inputs if p.modality is modality)
 
 
 def _transforms(info: TaskInfo) -> bool:

@@ -412,7 +412,7 @@ def language() -> Language:
                              re.I),
         delivers=re.compile(rf"^\s*(?:(?:please|just|and|then|finally|also)\s+)*(?:{_alternation(data['none']['delivers'])})"
                             rf"\s+(?:(?:me|us)\s+|back\s+)*(?:{_alternation(data['none']['delivered'])})\b[\w\s-]{{0,12}}?"
-                            r"(?:\s+(?:back|locally|to\s+(?:me|my\s+\w+)|on\s+my\s+\w+|as\s+(?:the|a|my)\s+(?:final\s+)?"
+                            r"(?:\s+(?:back|locally|to\s+(?:me|my\s+\w+)|on\s+my\s+\w+|(?:as|to|in)\s+@\d+|as\s+(?:the|a|my)\s+(?:final\s+)?"
                             r"(?:result|output|file|answer))){0,2}\s*(?:for\s+me|please)?\W*$", re.I),
         lengths=tuple((re.compile(rf"\b(?:{_alternation(v)})\b", re.I), k) for k, v in data.get("length", {}).items()),
         to_language=re.compile(rf"\b(?:into|to)\s+(?:(?:plain|simple|proper|formal|informal|everyday)\s+)?"
