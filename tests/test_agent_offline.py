@@ -395,6 +395,9 @@ def test_the_text_an_earlier_step_made_named_with_a_word_before_it(planner: Offl
     result = plan(planner, catalog, "Judge the mood of review.txt and make an audio clip of the mood text.")
     assert result.tasks[0].task == "sentiment-analysis" and result.tasks[1].dep == [0]
     assert result.tasks[1].task in ("text-to-audio", "text-to-music", "text-to-speech")
+    # two words between the determiner and the noun
+    longer = plan(planner, catalog, "Caption board.jpg, then turn the short image caption into speech.")
+    assert chain(longer) == [("image-to-text", []), ("text-to-speech", [0])]
 
 
 def test_a_description_of_a_thing_beside_an_ask_plans_nothing(planner: OfflinePlanner, catalog: TaskCatalog) -> None:

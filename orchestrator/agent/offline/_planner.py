@@ -837,6 +837,9 @@ def _content_words(step: Step) -> int:
     return sum(1 for w in words if w not in skip and not lang.verb_start.match(w))
 
 
+_LINKING = frozenset({"of", "a", "an", "to", "in", "on", "for", "with", "and", "or", "from", "into", "as", "by"})
+
+
 def _names_text(step: Step) -> bool:
     """The step names an earlier text ("the caption", "this summary", "the result")."""
     words = [w.lower() for w in _WORD.findall(step.text)]
@@ -848,6 +851,9 @@ def _names_text(step: Step) -> bool:
                 return True
             if i > 1 and words[i - 2] in ("the", "this", "that", "its", "their"):
                 return True  # "the translated text", "this corrected transcript", "the mood text"
+            if i > 2 and words[i - 3] in ("the", "this", "that", "its", "their") and not (
+                    {words[i - 2], words[i - 1]} & _LINKING):
+                return True  # "the sentiment analysis outcome"
     return bool(re.search(r"\b(?:based on (?:it|this|that)|from (?:it|this|that)|use (?:it|this|that)|using (?:it|this|that))\b",
                           step.text, re.I))
 
