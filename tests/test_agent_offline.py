@@ -489,6 +489,11 @@ def test_a_wish_then_a_direct_ask_for_the_same_task_is_one_task(planner: Offline
     ("Thankfully, I have a brighter version in bright.jpg. Could you turn it into a short video?", ["image-to-video"]),
     ("As a travel blogger, I have footage of a market in market.mp4. Could you pull out a still frame from it?",
      ["video-to-image"]),
+    # what the user has been attempting tells the story
+    ("I've been trying to make a birthday slideshow for my aunt. Could you caption aunt.jpg?", ["image-to-text"]),
+    # a wish about what the user will do with the file, "as" something
+    ("I have a photo, dog.jpg, that I'd like to use as a phone background. Could you make it black and white?",
+     ["image-grayscale"]),
     # what the user could not do states the problem; the ask says what to do
     ("Sadly, I couldn't take notes during the seminar. Could you write down what is said in seminar.wav?",
      ["automatic-speech-recognition"]),

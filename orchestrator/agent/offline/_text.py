@@ -185,6 +185,7 @@ class Language:
     verb_makes: tuple[tuple[re.Pattern[str], Modality], ...] = ()
     asks: re.Pattern[str] | None = None
     direct: re.Pattern[str] = re.compile(r"(?!)")
+    attempted: re.Pattern[str] = re.compile(r"(?!)")
     help_asks: re.Pattern[str] = re.compile(r"(?!)")
     adds: re.Pattern[str] = re.compile(r"(?!)")
     presents: re.Pattern[str] = re.compile(r"(?!)")
@@ -254,7 +255,10 @@ class Language:
         neither asks nor says what for: scene-setting, not a task (unless nothing else is asked)."""
         text = self._without_idle_clause(text)
         plain = _HEDGES.sub("", text)
-        if not self.narrates.match(plain):
+        tried = self.attempted.match(plain)
+        if tried:  # "I've been trying to make a slideshow": what was attempted, not an ask
+            text = plain = plain[tried.end():]
+        elif not self.narrates.match(plain):
             return False
         return not (self.asks and self.asks.search(text)) and not self.purpose.search(plain)
 
@@ -393,6 +397,8 @@ def language() -> Language:
         none_phrasings=tuple(data["none"]["phrasings"]),
         making=frozenset(split.get("making", ())),
         possession=re.compile(rf"^\s*{leads}(?:{_alternation(data['none']['starts'])})\b", re.I),
+        attempted=re.compile(rf"^\s*{leads}(?:{_alternation(data['none']['perfect'])})\s+"
+                             rf"(?:{_alternation(data['none']['attempts'])})\b(?:\s+(?:to|on|with)\s+[\w']+)?", re.I),
         narrates=re.compile(rf"^\s*{leads}(?:"
                             rf"(?:i|we)(?:\s+|(?='))(?:{_alternation(data['none']['unable'])})\b|"
                             rf"(?:{_alternation(data['none']['narrators'])})\s+(?!(?:{_alternation(data['none']['past_asks'])})\b)"
@@ -408,7 +414,7 @@ def language() -> Language:
         verb_makes=tuple((re.compile(rf"\b(?:{_alternation(v)})\b", re.I), Modality(k))
                          for k, v in data.get("verb_makes", {}).items()),
         idle_wish=re.compile(rf"^(?:{_alternation(data['none']['wishes'])})\s+to\s+(?:{_alternation(data['none']['idle'])})\b"
-                             r"(?:\s+(?:it|them|this|that))?(?:\s+(?:later|again|offline|more|for\b.*|in\b.*|on\b.*|with\b.*))?\W*$",
+                             r"(?:\s+(?:it|them|this|that))?(?:\s+(?:later|again|offline|more|for\b.*|in\b.*|on\b.*|with\b.*|as\b.*))?\W*$",
                              re.I),
         delivers=re.compile(rf"^\s*(?:(?:please|just|and|then|finally|also)\s+)*(?:{_alternation(data['none']['delivers'])})"
                             rf"\s+(?:(?:me|us)\s+|back\s+)*(?:{_alternation(data['none']['delivered'])})\b[\w\s-]{{0,12}}?"
