@@ -217,6 +217,26 @@ def test_leased_models_are_not_evicted(tmp_path: Path) -> None:
     assert len(manager.resident()) == 1
 
 
+def test_resident_model_is_served_without_resolving_its_reference_again(tmp_path: Path) -> None:
+    """A hit answers from memory (no path or hub lookups per call); after an eviction the
+    reference is checked again, so a folder gone meanwhile raises ModelNotFound."""
+    (model,) = _model_dirs(tmp_path, 1)
+    calls: list[str] = []
+    manager = ModelManager(device="cpu")
+    loader = _linear_loader(calls)
+    with manager.use(model, "test", loader=loader) as first:
+        pass
+    Path(model).rename(tmp_path / "moved")
+    with manager.use(model, "test", loader=loader) as again:  # resident: a hit, not a lookup on disk
+        assert again is first
+    assert manager.key(model, "test").model == manager.resident()[0]["model"]  # no ModelNotFound either
+    assert manager.stats()["hits"] == 1 and calls == [str(Path(model).resolve())]
+    assert manager.evict() == 1
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        manager.load(model, "test", loader=loader)
+    assert len(calls) == 1
+
+
 def test_key_separates_backend_dtype_and_variant(tmp_path: Path) -> None:
     (model,) = _model_dirs(tmp_path, 1)
     manager = ModelManager(device="cpu")

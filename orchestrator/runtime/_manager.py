@@ -313,6 +313,7 @@ class ModelManager:
         self._lock = threading.RLock()
         self._entries: OrderedDict[ModelKey, _Resident] = OrderedDict()
         self._loading: dict[ModelKey, threading.Lock] = {}
+        self._resolved: dict[tuple[str, str, str | None, str], ModelKey] = {}  # request -> key, while resident
         self._counts = {"loads": 0, "hits": 0, "evictions": 0, "failures": 0}
         self._load_seconds = 0.0
 
@@ -345,13 +346,31 @@ class ModelManager:
         self, model: str | ModelChoice, backend: str, *, task: str | None = None, dtype: str | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> ModelKey:
-        """The cache key for a request (resolves the model reference; may raise ModelNotFound)."""
+        """The cache key for a request (resolves the model reference; may raise ModelNotFound).
+
+        A request whose model is resident is answered from memory: its reference was checked
+        when it loaded (no path or hub lookups per call); after an eviction it is checked again.
+        """
         ref, task, dtype, options = self._unpack(model, task, dtype, options)
+        load = {k: options[k] for k in LOAD_OPTIONS if options.get(k) is not None}
+        load_json = json.dumps(load, sort_keys=True) if load else ""
+        request = (ref.strip(), backend, dtype or self.dtype, load_json)
+        known = self._resolved.get(request)
+        if known is not None and known in self._entries:  # resident: resolved when it loaded, not again per call
+            return known
         source = resolve_model(ref, task=task)
         torch_dtype = resolve_dtype(dtype or self.dtype, self.device)
-        load = {k: options[k] for k in LOAD_OPTIONS if options.get(k) is not None}
-        return ModelKey(source, backend, self.device, str(torch_dtype).replace("torch.", ""),
-                        json.dumps(load, sort_keys=True) if load else "")
+        key = ModelKey(source, backend, self.device, str(torch_dtype).replace("torch.", ""), load_json)
+        with self._lock:
+            self._resolved[request] = key
+        return key
+
+    def _forget(self, keys: list[ModelKey]) -> None:
+        """Drop the resolved requests of evicted keys (their references are checked again next time)."""
+        gone = set(keys)
+        with self._lock:
+            for request in [r for r, k in self._resolved.items() if k in gone]:
+                del self._resolved[request]
 
     @staticmethod
     def _unpack(model: str | ModelChoice, task: str | None, dtype: str | None,
@@ -514,6 +533,7 @@ class ModelManager:
                 evicted.append(entry)
                 self._counts["evictions"] += 1
             over = used + needed > self.memory_budget_bytes
+        self._forget([entry.key for entry in evicted])
         for entry in evicted:
             logger.info("evicted %s (%.1f MB, least recently used)", entry.key, entry.bytes / 1e6)
             self._emit(ModelEvent("evicted", entry.key, entry.bytes, reason="lru"))
@@ -543,6 +563,7 @@ class ModelManager:
                 keys = [k for k in self._entries if model in (k.model, _safe_resolve(model))]
             dropped = [self._entries.pop(k) for k in keys]
             self._counts["evictions"] += len(dropped)
+        self._forget(keys)
         for entry in dropped:
             self._emit(ModelEvent("evicted", entry.key, entry.bytes, reason="requested"))
         if dropped:
