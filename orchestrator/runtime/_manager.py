@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 from orchestrator.errors import ModelError, ModelLoadError, ModelNotFound
 
 from ._backends import LOAD_OPTIONS, check_backend
-from ._device import HEAVY_LOCK, default_memory_budget, pick_device, resolve_dtype
+from ._device import HEAVY_LOCK, default_memory_budget, keep_freed_memory, pick_device, resolve_dtype
 from ._imports import ensure_imported
 from ._sources import resolve_source
 from .profiles import ModelChoice
@@ -288,7 +288,9 @@ class ModelManager:
     GPU and float32 on CPU. ``memory_budget_bytes`` None means 90% of the GPU or half
     the RAM. ``cpu_offload`` uses diffusers' model CPU offload on CUDA (then only the
     largest component counts against the budget). ``on_event`` is called with every
-    :class:`ModelEvent` (also kept in :attr:`events`, the last ``max_events``).
+    :class:`ModelEvent` (also kept in :attr:`events`, the last ``max_events``). On CPU,
+    ``heap_keep_bytes`` of freed memory stay in the process between calls (None: the
+    ``cpu_heap_keep_bytes`` setting; see :func:`keep_freed_memory`).
     """
 
     def __init__(
@@ -301,8 +303,15 @@ class ModelManager:
         on_event: Callable[[ModelEvent], None] | None = None,
         max_events: int = 1000,
         cpu_threads: int | None = None,
+        heap_keep_bytes: int | None = None,
     ) -> None:
         self.device = pick_device(device)
+        if self.device.startswith("cpu"):
+            if heap_keep_bytes is None:
+                from orchestrator.settings import get_settings
+
+                heap_keep_bytes = get_settings().cpu_heap_keep_bytes
+            keep_freed_memory(heap_keep_bytes)
         self.cpu_threads = cpu_threads  # None: torch's own count (OMP_NUM_THREADS, or every core), read on first use
         self._computing = 0  # leases in their compute block now, sharing cpu_threads
         self.dtype = dtype
@@ -663,7 +672,7 @@ def get_model_manager() -> ModelManager:
     # built outside the lock: picking the device imports torch (seconds), and a thread that
     # only needs the manager a moment later should not wait on the lock for that
     manager = ModelManager(device=s.device, dtype=s.dtype, memory_budget_bytes=s.memory_budget_bytes,
-                           cpu_offload=s.cpu_offload, cpu_threads=s.torch_threads)
+                           cpu_offload=s.cpu_offload, cpu_threads=s.torch_threads, heap_keep_bytes=s.cpu_heap_keep_bytes)
     with _default_lock:
         if _default is None:
             _default = manager
