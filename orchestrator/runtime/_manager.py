@@ -672,7 +672,8 @@ def get_model_manager() -> ModelManager:
     # built outside the lock: picking the device imports torch (seconds), and a thread that
     # only needs the manager a moment later should not wait on the lock for that
     manager = ModelManager(device=s.device, dtype=s.dtype, memory_budget_bytes=s.memory_budget_bytes,
-                           cpu_offload=s.cpu_offload, cpu_threads=s.torch_threads, heap_keep_bytes=s.cpu_heap_keep_bytes)
+                           cpu_offload=s.cpu_offload, cpu_threads=s.torch_threads,
+                           heap_keep_bytes=s.cpu_heap_keep_bytes)
     with _default_lock:
         if _default is None:
             _default = manager
