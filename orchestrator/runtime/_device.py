@@ -132,10 +132,10 @@ def keep_freed_memory(nbytes: int) -> bool:
         except (OSError, AttributeError):  # not glibc (musl has no mallopt in every build)
             return False
         mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-        ok = mallopt(_M_TRIM_THRESHOLD, nbytes) == 1 and mallopt(_M_MMAP_THRESHOLD, min(nbytes, HEAP_BLOCK_MAX)) == 1
+        ok = mallopt(_M_TRIM_THRESHOLD, nbytes) == 1
+        ok = ok and mallopt(_M_MMAP_THRESHOLD, min(nbytes, HEAP_BLOCK_MAX)) == 1
         if ok:
             _kept = nbytes
         else:
             logger.debug("mallopt refused to keep %d freed bytes", nbytes)
         return ok
-
