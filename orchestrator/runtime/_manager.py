@@ -365,7 +365,7 @@ class ModelManager:
         load_json = json.dumps(load, sort_keys=True) if load else ""
         request = (ref.strip(), backend, dtype or self.dtype, load_json)
         known = self._resolved.get(request)
-        if known is not None and known in self._entries:  # resident: resolved when it loaded, not again per call
+        if known is not None and known in self._entries:  # resident: resolved when it loaded
             return known
         source = resolve_model(ref, task=task)
         torch_dtype = resolve_dtype(dtype or self.dtype, self.device)
