@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     checks all its artifacts in one store call instead of reading one record per node; 0: none."""
     torch_threads: int | None = Field(default=None, ge=1)
     """CPU threads that concurrent model calls share (each gets an equal part); None: every core."""
+    cpu_heap_keep_bytes: int = Field(default=256 << 20, ge=0, le=(1 << 31) - 1)
+    """On CPU (glibc), freed memory up to this many bytes stays in the process between model calls, and
+    blocks up to 64 MiB come from the heap, instead of going back to the OS after each call and being
+    faulted in again on the next (thousands of minor page faults per batched text-to-image call);
+    process-wide (runtime/_device.py keep_freed_memory); 0: the C library's defaults."""
     preload_imports: list[str] = Field(default_factory=lambda: [
         "torch", "transformers", "diffusers:AutoPipelineForText2Image"])
     """Libraries ``orchestrator run`` imports in a background thread while it plans (``module`` or

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -215,6 +217,56 @@ def test_leased_models_are_not_evicted(tmp_path: Path) -> None:
     manager.load(b, "test", loader=loader)
     manager.load(a, "test", loader=loader)
     assert len(manager.resident()) == 1
+
+
+def test_resident_model_is_served_without_resolving_its_reference_again(tmp_path: Path) -> None:
+    """A hit answers from memory (no path or hub lookups per call); after an eviction the
+    reference is checked again, so a folder gone meanwhile raises ModelNotFound."""
+    (model,) = _model_dirs(tmp_path, 1)
+    calls: list[str] = []
+    manager = ModelManager(device="cpu")
+    loader = _linear_loader(calls)
+    with manager.use(model, "test", loader=loader) as first:
+        pass
+    Path(model).rename(tmp_path / "moved")
+    with manager.use(model, "test", loader=loader) as again:  # resident: a hit, not a lookup on disk
+        assert again is first
+    assert manager.key(model, "test").model == manager.resident()[0]["model"]  # no ModelNotFound either
+    assert manager.stats()["hits"] == 1 and calls == [str(Path(model).resolve())]
+    assert manager.evict() == 1
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        manager.load(model, "test", loader=loader)
+    assert len(calls) == 1
+
+
+_FAULTS_SCRIPT = """
+import resource, sys
+import numpy as np
+from orchestrator.runtime import ModelManager
+ModelManager(device="cpu", heap_keep_bytes=int(sys.argv[1]))
+def faults(): return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(2):  # warm: the first allocation of the block faults in either way
+    a = np.ones(48 << 18, dtype=np.float32); del a
+before = faults()
+for _ in range(5):
+    a = np.ones(48 << 18, dtype=np.float32); del a
+print((faults() - before) // 5)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_cpu_manager_keeps_freed_memory_between_calls() -> None:
+    """A CPU manager has the allocator keep freed memory (``cpu_heap_keep_bytes``), so a call's
+    48 MB working set is not faulted in again on every call; 0 leaves glibc's defaults. Each
+    case runs in its own process: the allocator setting is process-wide."""
+
+    def faults(keep: int) -> int:
+        out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, str(keep)], capture_output=True, text=True,
+                             timeout=120, check=True, cwd=Path(__file__).resolve().parents[1])
+        return int(out.stdout.split()[-1])
+
+    default, kept = faults(0), faults(256 << 20)
+    assert kept < 20 and kept * 5 < default, f"minor page faults per 48 MB allocation: {default} -> {kept}"
 
 
 def test_key_separates_backend_dtype_and_variant(tmp_path: Path) -> None:

@@ -69,14 +69,21 @@ def _bundle_loader(model_cls: str, processor_cls: str) -> Any:
     return load
 
 
+_registered = False  # backends are never unregistered: once done, every encoder call skips the check
+
+
 def register_backends() -> None:
     """Register the encoders' ``transformers.*`` model backends (idempotent)."""
+    global _registered
+    if _registered:
+        return
     from orchestrator.runtime import list_backends, register_backend
 
     known = list_backends()
     for name, (model_cls, processor_cls, description) in _BACKENDS.items():
         if name not in known:
             register_backend(name, _bundle_loader(model_cls, processor_cls), description=description)
+    _registered = True
 
 
 # ---------------------------------------------------------------- model choice

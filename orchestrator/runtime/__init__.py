@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from ._backends import Backend, ModelBundle, check_backend, get_backend, list_backends, register_backend
-from ._device import default_memory_budget, pick_device, resolve_dtype
+from ._device import default_memory_budget, keep_freed_memory, pick_device, resolve_dtype
 from ._manager import (
     ModelEvent,
     ModelKey,
@@ -49,6 +49,7 @@ __all__ = [
     "get_model_manager",
     "get_profile",
     "hub_reachable",
+    "keep_freed_memory",
     "list_backends",
     "list_model_sources",
     "list_zoo",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import sys
 import threading
 from typing import Any
 
 from orchestrator.errors import ConfigError
 
-__all__ = ["default_memory_budget", "pick_device", "resolve_dtype"]
+__all__ = ["default_memory_budget", "keep_freed_memory", "pick_device", "resolve_dtype"]
 
 logger = logging.getLogger("orchestrator.runtime")
 
@@ -100,3 +102,40 @@ HEAVY_LOCK = threading.RLock()
 diffusers and transformers is not thread-safe, so in one process loads happen one at a time
 (inference still runs in parallel). The libraries' first-use imports happen before it is
 taken, under their own lock (``_imports.IMPORT_LOCK``)."""
+
+
+# glibc mallopt() parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+HEAP_BLOCK_MAX = 64 << 20
+"""Largest block :func:`keep_freed_memory` moves from mmap to the heap."""
+_kept: int | None = None
+_kept_lock = threading.Lock()
+
+
+def keep_freed_memory(nbytes: int) -> bool:
+    """Have the C allocator keep up to ``nbytes`` of freed memory (process-wide); True if it took it.
+
+    glibc hands blocks above its mmap threshold straight back to the OS when freed, and trims
+    the heap above its trim threshold, so each model call faults its working set in again (a
+    batched text-to-image call: thousands of minor page faults, each a zeroed page). Here the
+    trim threshold becomes ``nbytes`` and blocks up to ``min(nbytes, HEAP_BLOCK_MAX)`` come from
+    the heap. ``0``, or a C library without ``mallopt`` (macOS, Windows), leaves it as it is.
+    """
+    global _kept
+    if nbytes <= 0 or not sys.platform.startswith("linux"):
+        return False
+    with _kept_lock:
+        if _kept == nbytes:
+            return True
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError):  # not glibc (musl has no mallopt in every build)
+            return False
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        ok = mallopt(_M_TRIM_THRESHOLD, nbytes) == 1
+        ok = ok and mallopt(_M_MMAP_THRESHOLD, min(nbytes, HEAP_BLOCK_MAX)) == 1
+        if ok:
+            _kept = nbytes
+        else:
+            logger.debug("mallopt refused to keep %d freed bytes", nbytes)
+        return ok

@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 from orchestrator.errors import ModelError, ModelLoadError, ModelNotFound
 
 from ._backends import LOAD_OPTIONS, check_backend
-from ._device import HEAVY_LOCK, default_memory_budget, pick_device, resolve_dtype
+from ._device import HEAVY_LOCK, default_memory_budget, keep_freed_memory, pick_device, resolve_dtype
 from ._imports import ensure_imported
 from ._sources import resolve_source
 from .profiles import ModelChoice
@@ -288,7 +288,9 @@ class ModelManager:
     GPU and float32 on CPU. ``memory_budget_bytes`` None means 90% of the GPU or half
     the RAM. ``cpu_offload`` uses diffusers' model CPU offload on CUDA (then only the
     largest component counts against the budget). ``on_event`` is called with every
-    :class:`ModelEvent` (also kept in :attr:`events`, the last ``max_events``).
+    :class:`ModelEvent` (also kept in :attr:`events`, the last ``max_events``). On CPU,
+    ``heap_keep_bytes`` of freed memory stay in the process between calls (None: the
+    ``cpu_heap_keep_bytes`` setting; see :func:`keep_freed_memory`).
     """
 
     def __init__(
@@ -301,8 +303,15 @@ class ModelManager:
         on_event: Callable[[ModelEvent], None] | None = None,
         max_events: int = 1000,
         cpu_threads: int | None = None,
+        heap_keep_bytes: int | None = None,
     ) -> None:
         self.device = pick_device(device)
+        if self.device.startswith("cpu"):
+            if heap_keep_bytes is None:
+                from orchestrator.settings import get_settings
+
+                heap_keep_bytes = get_settings().cpu_heap_keep_bytes
+            keep_freed_memory(heap_keep_bytes)
         self.cpu_threads = cpu_threads  # None: torch's own count (OMP_NUM_THREADS, or every core), read on first use
         self._computing = 0  # leases in their compute block now, sharing cpu_threads
         self.dtype = dtype
@@ -313,6 +322,7 @@ class ModelManager:
         self._lock = threading.RLock()
         self._entries: OrderedDict[ModelKey, _Resident] = OrderedDict()
         self._loading: dict[ModelKey, threading.Lock] = {}
+        self._resolved: dict[tuple[str, str, str | None, str], ModelKey] = {}  # request -> key, while resident
         self._counts = {"loads": 0, "hits": 0, "evictions": 0, "failures": 0}
         self._load_seconds = 0.0
 
@@ -345,13 +355,31 @@ class ModelManager:
         self, model: str | ModelChoice, backend: str, *, task: str | None = None, dtype: str | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> ModelKey:
-        """The cache key for a request (resolves the model reference; may raise ModelNotFound)."""
+        """The cache key for a request (resolves the model reference; may raise ModelNotFound).
+
+        A request whose model is resident is answered from memory: its reference was checked
+        when it loaded (no path or hub lookups per call); after an eviction it is checked again.
+        """
         ref, task, dtype, options = self._unpack(model, task, dtype, options)
+        load = {k: options[k] for k in LOAD_OPTIONS if options.get(k) is not None}
+        load_json = json.dumps(load, sort_keys=True) if load else ""
+        request = (ref.strip(), backend, dtype or self.dtype, load_json)
+        known = self._resolved.get(request)
+        if known is not None and known in self._entries:  # resident: resolved when it loaded
+            return known
         source = resolve_model(ref, task=task)
         torch_dtype = resolve_dtype(dtype or self.dtype, self.device)
-        load = {k: options[k] for k in LOAD_OPTIONS if options.get(k) is not None}
-        return ModelKey(source, backend, self.device, str(torch_dtype).replace("torch.", ""),
-                        json.dumps(load, sort_keys=True) if load else "")
+        key = ModelKey(source, backend, self.device, str(torch_dtype).replace("torch.", ""), load_json)
+        with self._lock:
+            self._resolved[request] = key
+        return key
+
+    def _forget(self, keys: list[ModelKey]) -> None:
+        """Drop the resolved requests of evicted keys (their references are checked again next time)."""
+        gone = set(keys)
+        with self._lock:
+            for request in [r for r, k in self._resolved.items() if k in gone]:
+                del self._resolved[request]
 
     @staticmethod
     def _unpack(model: str | ModelChoice, task: str | None, dtype: str | None,
@@ -514,6 +542,7 @@ class ModelManager:
                 evicted.append(entry)
                 self._counts["evictions"] += 1
             over = used + needed > self.memory_budget_bytes
+        self._forget([entry.key for entry in evicted])
         for entry in evicted:
             logger.info("evicted %s (%.1f MB, least recently used)", entry.key, entry.bytes / 1e6)
             self._emit(ModelEvent("evicted", entry.key, entry.bytes, reason="lru"))
@@ -543,6 +572,7 @@ class ModelManager:
                 keys = [k for k in self._entries if model in (k.model, _safe_resolve(model))]
             dropped = [self._entries.pop(k) for k in keys]
             self._counts["evictions"] += len(dropped)
+        self._forget(keys)
         for entry in dropped:
             self._emit(ModelEvent("evicted", entry.key, entry.bytes, reason="requested"))
         if dropped:
@@ -642,7 +672,8 @@ def get_model_manager() -> ModelManager:
     # built outside the lock: picking the device imports torch (seconds), and a thread that
     # only needs the manager a moment later should not wait on the lock for that
     manager = ModelManager(device=s.device, dtype=s.dtype, memory_budget_bytes=s.memory_budget_bytes,
-                           cpu_offload=s.cpu_offload, cpu_threads=s.torch_threads)
+                           cpu_offload=s.cpu_offload, cpu_threads=s.torch_threads,
+                           heap_keep_bytes=s.cpu_heap_keep_bytes)
     with _default_lock:
         if _default is None:
             _default = manager
