@@ -322,7 +322,7 @@ class ModelManager:
         self._lock = threading.RLock()
         self._entries: OrderedDict[ModelKey, _Resident] = OrderedDict()
         self._loading: dict[ModelKey, threading.Lock] = {}
-        self._resolved: dict[tuple[str, str, str | None, str], ModelKey] = {}  # request -> key, while resident
+        self._resolved: dict[tuple[str, str, str | None, str | None, str], ModelKey] = {}  # request -> key, while resident
         self._counts = {"loads": 0, "hits": 0, "evictions": 0, "failures": 0}
         self._load_seconds = 0.0
 
@@ -363,7 +363,7 @@ class ModelManager:
         ref, task, dtype, options = self._unpack(model, task, dtype, options)
         load = {k: options[k] for k in LOAD_OPTIONS if options.get(k) is not None}
         load_json = json.dumps(load, sort_keys=True) if load else ""
-        request = (ref.strip(), backend, dtype or self.dtype, load_json)
+        request = (ref.strip(), backend, task, dtype or self.dtype, load_json)
         known = self._resolved.get(request)
         if known is not None and known in self._entries:  # resident: resolved when it loaded
             return known
