@@ -554,3 +554,16 @@ def test_a_step_joined_into_the_next_hands_its_file_over_once(planner: OfflinePl
                                     "with the visuals.")
     assert chain(result) == [("video-downloader", []), ("video-synchronization", [0])]
     assert result.tasks[1].args["audio"] == "vt.wav"
+
+
+@pytest.mark.parametrize("text, expected", [
+    # words that only ask wait for the step they ask for
+    ("Please first pull the text from https://example.org/a, then shorten it.",
+     ["Please pull the text from @0", "shorten it"]),
+    # a word in capitals after a file name is no new sentence
+    ("Fetch the clip from clip.mp4 URL, then steady it.", ["Fetch the clip from @0 URL", "steady it"]),
+    # ... a capitalized word is
+    ("I have pic.jpg I want it brighter", ["I have @0", "I want it brighter"]),
+])
+def test_where_steps_are_not_cut(text: str, expected: list[str]) -> None:
+    assert [s.text for s in split_steps(text, find_mentions(text))] == expected

@@ -186,6 +186,7 @@ class Language:
     asks: re.Pattern[str] | None = None
     direct: re.Pattern[str] = re.compile(r"(?!)")
     attempted: re.Pattern[str] = re.compile(r"(?!)")
+    only_fillers: re.Pattern[str] = re.compile(r"(?!)")
     help_asks: re.Pattern[str] = re.compile(r"(?!)")
     adds: re.Pattern[str] = re.compile(r"(?!)")
     presents: re.Pattern[str] = re.compile(r"(?!)")
@@ -385,6 +386,7 @@ def language() -> Language:
                  r"(?:\s+(?:with|on)\s+(?:this|that|it|something|a\s+few\s+things))?(?:\s+(?:please|here))?")
     return Language(
         connector=re.compile(rf"(?:,\s*|\s+|^)\b(?:{_alternation(split['connectors'])})\b[,:]?\s*", re.I),
+        only_fillers=re.compile(rf"^(?:(?:{fillers})\W*)+$", re.I),
         verb_start=re.compile(rf"^\s*{lead}(?:{verbs})(?:s|es)?\b", re.I),
         verb_glue=re.compile(rf"(?:,\s*(?:and\s+)?|\s+and\s+|,?\s+so\s+(?:that\s+)?(?:i|we)\s+can\s+)"
                              rf"(?=(?:(?:{fillers})\s+)*(?:{verbs})\b)"
@@ -458,7 +460,7 @@ def language() -> Language:
     )
 
 
-_SENTENCE = re.compile(r"\s*(?:-+>|→|=+>|⇒|»)\s*|(?<=[.!?;])\s+|(?<=@\d)\s+(?=[A-Z])|(?<=@\d\d)\s+(?=[A-Z])|\n+|(?<=[.!?;])$|(?:^|\s)\(?\d{1,2}[.)]\s+|(?:^|\n)\s*[-*•]\s+", re.M)
+_SENTENCE = re.compile(r"\s*(?:-+>|→|=+>|⇒|»)\s*|(?<=[.!?;])\s+|(?<=@\d)\s+(?=[A-Z][a-z]|I\b)|(?<=@\d\d)\s+(?=[A-Z][a-z]|I\b)|\n+|(?<=[.!?;])$|(?:^|\s)\(?\d{1,2}[.)]\s+|(?:^|\n)\s*[-*•]\s+", re.M)
 _ENUM = re.compile(r"(?<![@\w])(?:step\s*\d+|\d{1,2}\s*[.)])\s*[:\-]?\s*", re.I)
 
 
@@ -484,6 +486,7 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
     # "I also want ...", "could you then ...": no new step; the "also" stays in the words ("can you also ...")
     body = _SUBJECT_ALSO.sub(lambda m: m.group(1) + (" " + _KEPT_ALSO if m.group(2) else ""), "".join(masked))
     steps: list[Step] = []
+    held = ""  # words that only ask ("please", "could you"), waiting for the step they ask for
     for s_index, sentence in enumerate(p for p in _SENTENCE.split(body) if p and p.strip()):
         sentence = _ENUM.sub(" ", sentence)
         for part in lang.connector.split(sentence):
@@ -494,6 +497,11 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
                 clean = piece.replace(_KEPT_ALSO, "also").strip(" \t,;:.!?-")
                 if not clean:
                     continue
+                if lang.only_fillers.match(clean):  # "Please | first download it": the ask goes on
+                    held = f"{held} {clean}".strip()
+                    continue
+                if held:
+                    clean, held = f"{held} {clean}", ""
                 own = sorted({int(x) for x in _MASK.findall(clean)})
                 local = {old: new for new, old in enumerate(own)}
                 renum = _MASK.sub(lambda mt: f"@{local[int(mt.group(1))]}", clean)
