@@ -567,3 +567,22 @@ def test_a_step_joined_into_the_next_hands_its_file_over_once(planner: OfflinePl
 ])
 def test_where_steps_are_not_cut(text: str, expected: list[str]) -> None:
     assert [s.text for s in split_steps(text, find_mentions(text))] == expected
+
+
+def test_a_file_name_for_a_result_is_no_input(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Fetch the film at https://example.org/film, write down its speech, and pull "
+                                    "the sound out of the film as sound.wav.")
+    assert chain(result) == [("video-downloader", []), ("video-to-text", [0]), ("video-to-audio", [0])]
+    # a file the user saved earlier is theirs
+    kept = plan(planner, catalog, "I saved my clip as trip.mp4 and my voiceover as vo.wav. Please merge the "
+                                  "voiceover into the clip.")
+    assert [(t.task, t.args) for t in kept.tasks] == [("video-synchronization", {"video": "trip.mp4", "audio": "vo.wav"})]
+    # saving the result under a name is no task
+    saved = plan(planner, catalog, "Transcribe talk.wav and save the text as notes.txt")
+    assert [t.task for t in saved.tasks] == ["automatic-speech-recognition"]
+
+
+def test_a_file_named_by_its_role_fills_that_input(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Please put the style of waves.jpg onto the content of harbour.jpg.")
+    assert [(t.task, t.args) for t in result.tasks] == [("image-style-transfer",
+                                                         {"image": "harbour.jpg", "style": "waves.jpg"})]

@@ -401,7 +401,7 @@ class OfflinePlanner:
                 carried.extend(c.step.mentions)
                 continue
             own = [m.modality for k, m in enumerate(c.step.mentions) if m.kind == "file" and m.modality in MEDIA
-                   and not re.search(rf"\b(?:as|into|to)\s+(?:[\w-]+\s+){{0,2}}@{k}\b", c.step.text)]  # "save it as @0"
+                   and not re.search(rf"\b(?:into|to)\s+(?:[\w-]+\s+){{0,2}}@{k}\b", c.step.text)]  # "copy it to @0"
             referent = next((m.modality for m in reversed(carried) if m.kind == "file" and m.modality in MEDIA),
                             next((o.modality for o in reversed(b.outs) if o.modality in MEDIA), None))
             if carried:
@@ -515,7 +515,12 @@ class OfflinePlanner:
         step = c.step
         free = [m for m in step.mentions]
         args: dict[str, object] = {}
+        for name, m in _named_ports(step, info).items():  # "the style of @0"
+            args[name] = m.value
+            free.remove(m)
         for port in sorted(info.inputs, key=lambda p: (p.optional, 0 if p.modality in MEDIA else 1)):
+            if port.name in args:
+                continue
             value = self._source(b, c, info, port.name, port.modality, port.many, port.optional, free)
             if value is None:
                 if not port.optional:
@@ -525,7 +530,8 @@ class OfflinePlanner:
                     return
                 continue
             args[port.name] = value
-        _content_first(step, info, args)
+        if not _named_ports(step, info):
+            _content_first(step, info, args)
         tid = b.add(c.task, args)  # type: ignore[arg-type]
         b.said[tid] = [w.lower() for w in _WORD.findall(step.text)]
 
@@ -722,6 +728,23 @@ def _signatures(index: TaskIndex, catalog: TaskCatalog) -> tuple[list[set[Modali
             outs.append({p.modality for p in info.outputs} if info else set())
         hit = _SIGNATURES[key] = (ins, outs)
     return hit
+
+
+def _named_ports(step: Step, info: TaskInfo) -> dict[str, Mention]:
+    """The step's files it names by an input's role ("the style of @0", "@0's style", "@0 as the style"),
+    for inputs whose name is a role, not a modality."""
+    out: dict[str, Mention] = {}
+    for p in info.inputs:
+        if p.many or p.modality not in MEDIA or language().modality_of(p.name) is not None:
+            continue
+        role = re.escape(p.name.replace("_", " "))
+        m = re.search(rf"\b{role}\s+(?:of|from)\s+(?:[\w'-]+\s+){{0,3}}?@(\d+)\b|@(\d+)(?:'s)?\s+(?:as\s+(?:the|a|my)\s+)?"
+                      rf"{role}\b", step.text, re.I)
+        if m is not None:
+            k = int(m.group(1) or m.group(2))
+            if k < len(step.mentions) and step.mentions[k].kind == "file" and step.mentions[k].modality is p.modality:
+                out[p.name] = step.mentions[k]
+    return out
 
 
 def _content_first(step: Step, info: TaskInfo, args: dict[str, object]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources as _pkg
 from typing import Literal
@@ -24,7 +24,7 @@ _FILE = re.compile(rf"(?<![\w/.:-])(/?(?:[\w\-]+/)*[\w\-]+\.(?:{_EXT}))(?![\w/])
 _QUOTE = re.compile(r"(?<![A-Za-z0-9])'((?:[^'\n]|(?<=[A-Za-z])'(?=[A-Za-z])){2,}?)'(?![A-Za-z0-9])"
                     r"|\"([^\"\n]{2,}?)\"|“([^”\n]{2,}?)”|‘([^’\n]{2,}?)’")
 
-MentionKind = Literal["file", "url", "quote"]
+MentionKind = Literal["file", "url", "quote", "name"]  # "name": a file name to give a result ("save it as @0")
 
 
 @dataclass(frozen=True)
@@ -467,6 +467,11 @@ _ENUM = re.compile(r"(?<![@\w])(?:step\s*\d+|\d{1,2}\s*[.)])\s*[:\-]?\s*", re.I)
 _SUBJECT_ALSO = re.compile(r"\b(i|we|you|they|i'd|we'd|i'll|we'll|would|could|can|will|should|do|does"
                           r"|(?:would|could|can|will|should|is|was)\s+(?:it|you|we|i|they|there|this|that))"
                           r"\s+(?:(also)|then|later)\b", re.I)
+# a file name a result is to get ("save it as @0", "export the audio as a file named @1"): no input
+_OUTPUT_NAME = re.compile(r"\bas\s+(?:(?:a|an|the)\s+)?(?:(?:new\s+)?(?:file|audio|video|image|picture|photo|clip|track|"
+                          r"recording)\s+)?(?:(?:named|called)\s+)?@(\d+)\b", re.I)
+_KEPT_AS = re.compile(r"\b(?:i|we)(?:'ve|'d|\s+have|\s+had)?\s+(?:[\w']+\s+)?(?:saved|stored|kept|filed|recorded|exported|"
+                      r"uploaded|named|called)\b", re.I)
 _KEPT_ALSO = "also_kept"  # an "also" that starts no step ("could you also ..."), kept in the step's words
 
 
@@ -505,5 +510,8 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
                 own = sorted({int(x) for x in _MASK.findall(clean)})
                 local = {old: new for new, old in enumerate(own)}
                 renum = _MASK.sub(lambda mt: f"@{local[int(mt.group(1))]}", clean)
-                steps.append(Step(renum, [mentions[i] for i in own], s_index))
+                named = {int(m.group(1)) for m in _OUTPUT_NAME.finditer(renum)
+                         if not _KEPT_AS.search(renum[:m.start()])}  # "I saved it as @0": a file the user has
+                steps.append(Step(renum, [replace(mentions[i], kind="name") if k in named and mentions[i].kind == "file"
+                                          else mentions[i] for k, i in enumerate(own)], s_index))
     return steps
