@@ -586,3 +586,10 @@ def test_a_file_named_by_its_role_fills_that_input(planner: OfflinePlanner, cata
     result = plan(planner, catalog, "Please put the style of waves.jpg onto the content of harbour.jpg.")
     assert [(t.task, t.args) for t in result.tasks] == [("image-style-transfer",
                                                          {"image": "harbour.jpg", "style": "waves.jpg"})]
+
+
+def test_a_tagged_question_is_cut_off_and_use_it_to_asks(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    text = "Take a frame from clip.mp4 and use it to perform a search for look-alike pictures, would that work?"
+    assert [s.text for s in split_steps(text, find_mentions(text))] == [
+        "Take a frame from @0", "use it to perform a search for look-alike pictures"]
+    assert chain(plan(planner, catalog, text)) == [("video-to-image", []), ("image-search-by-image", [0])]

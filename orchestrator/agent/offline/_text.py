@@ -187,6 +187,7 @@ class Language:
     direct: re.Pattern[str] = re.compile(r"(?!)")
     attempted: re.Pattern[str] = re.compile(r"(?!)")
     only_fillers: re.Pattern[str] = re.compile(r"(?!)")
+    tag_question: re.Pattern[str] = re.compile(r"(?!)")
     help_asks: re.Pattern[str] = re.compile(r"(?!)")
     adds: re.Pattern[str] = re.compile(r"(?!)")
     presents: re.Pattern[str] = re.compile(r"(?!)")
@@ -386,6 +387,8 @@ def language() -> Language:
                  r"(?:\s+(?:with|on)\s+(?:this|that|it|something|a\s+few\s+things))?(?:\s+(?:please|here))?")
     return Language(
         connector=re.compile(rf"(?:,\s*|\s+|^)\b(?:{_alternation(split['connectors'])})\b[,:]?\s*", re.I),
+        tag_question=re.compile(rf"(?:^|,)\s*(?:and\s+|but\s+)?(?:{_alternation(data['none']['tag_questions'])})\s*[?.!]*\s*$",
+                                re.I),
         only_fillers=re.compile(rf"^(?:(?:{fillers})\W*)+$", re.I),
         verb_start=re.compile(rf"^\s*{lead}(?:{verbs})(?:s|es)?\b", re.I),
         verb_glue=re.compile(rf"(?:,\s*(?:and\s+)?|\s+and\s+|,?\s+so\s+(?:that\s+)?(?:i|we)\s+can\s+)"
@@ -499,7 +502,7 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
             for piece in lang.verb_glue.split(part):  # "make X and a picture of Y": a second thing to make
                 pieces.extend(lang.frame_glue.split(piece) if lang.verb_start.match(piece) else [piece])
             for piece in pieces:
-                clean = piece.replace(_KEPT_ALSO, "also").strip(" \t,;:.!?-")
+                clean = lang.tag_question.sub("", piece.replace(_KEPT_ALSO, "also")).strip(" \t,;:.!?-")
                 if not clean:
                     continue
                 if lang.only_fillers.match(clean):  # "Please | first download it": the ask goes on
