@@ -593,3 +593,10 @@ def test_a_tagged_question_is_cut_off_and_use_it_to_asks(planner: OfflinePlanner
     assert [s.text for s in split_steps(text, find_mentions(text))] == [
         "Take a frame from @0", "use it to perform a search for look-alike pictures"]
     assert chain(plan(planner, catalog, text)) == [("video-to-image", []), ("image-search-by-image", [0])]
+
+
+def test_an_ask_for_help_that_names_the_action_is_a_task(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "I have notes.txt. Could you help me in shortening it?")
+    assert [(t.task, t.args.get("text")) for t in result.tasks] == [("summarization", "notes.txt")]
+    # an ask for help and nothing more is no task
+    assert plan(planner, catalog, "Can you help me with this project?").refusal is not None

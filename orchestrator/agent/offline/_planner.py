@@ -368,6 +368,10 @@ class OfflinePlanner:
                 if not (read & ins[j] and made in outs[j]):
                     row[j] = -1.0
         best = int(np.argmax(row))
+        if index.tasks[best] == NONE and lang.asks_for(step.text) and lang.acting.search(step.text):
+            # "could you help me in downloading this": an ask that names an action is no pleasantry
+            row[best] = -1.0
+            best = int(np.argmax(row))
         name = index.tasks[best]
         score = float(row[best])
         if name == NONE or score < self.min_score or lang.only_states(step.text):

@@ -188,6 +188,7 @@ class Language:
     attempted: re.Pattern[str] = re.compile(r"(?!)")
     only_fillers: re.Pattern[str] = re.compile(r"(?!)")
     tag_question: re.Pattern[str] = re.compile(r"(?!)")
+    acting: re.Pattern[str] = re.compile(r"(?!)")  # an action named in the step ("in downloading it", "to trim it")
     help_asks: re.Pattern[str] = re.compile(r"(?!)")
     adds: re.Pattern[str] = re.compile(r"(?!)")
     presents: re.Pattern[str] = re.compile(r"(?!)")
@@ -387,6 +388,7 @@ def language() -> Language:
                  r"(?:\s+(?:with|on)\s+(?:this|that|it|something|a\s+few\s+things))?(?:\s+(?:please|here))?")
     return Language(
         connector=re.compile(rf"(?:,\s*|\s+|^)\b(?:{_alternation(split['connectors'])})\b[,:]?\s*", re.I),
+        acting=re.compile(rf"\b(?:{gerunds})\b|\bto\s+(?:{verbs})\b", re.I),
         tag_question=re.compile(rf"(?:^|,)\s*(?:and\s+|but\s+)?(?:{_alternation(data['none']['tag_questions'])})\s*[?.!]*\s*$",
                                 re.I),
         only_fillers=re.compile(rf"^(?:(?:{fillers})\W*)+$", re.I),
