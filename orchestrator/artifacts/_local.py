@@ -42,8 +42,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 INLINE_BYTES = 4096
 """Artifacts up to this size live inside their ref document (one file per artifact, not two)."""
 WRITE_THREADS = 4
-"""Threads that write a batch of deferred puts side by side: creating a file waits on the file
-system's journal (milliseconds on a busy disk), and waits overlap."""
+"""Threads that write a batch of deferred puts holding a large artifact side by side: writing a
+blob can wait on the disk, and waits overlap. A batch of small ones (one small file each, tens of
+microseconds) is written by the flushing thread: handing it to threads costs more than it saves,
+milliseconds on a busy machine."""
 
 
 def _translated(fn: F) -> F:
@@ -212,8 +214,9 @@ class LocalArtifactStore(ArtifactStore):
         return self._extend(ref.id, existing, ttl) if existing is not None else self._write(pending, data, ttl)
 
     def _write_deferred(self, batch: list[DeferredWrite]) -> None:
-        """The batch's files written by ``WRITE_THREADS`` threads side by side (one alone: here)."""
-        if len(batch) == 1:
+        """The batch's files written here, or by ``WRITE_THREADS`` threads side by side when it holds
+        a large artifact (see ``WRITE_THREADS``)."""
+        if len(batch) == 1 or all(len(item.data) <= self.inline_bytes for item in batch):
             return super()._write_deferred(batch)
 
         def write(item: DeferredWrite) -> None:
