@@ -4,6 +4,7 @@ of large graphs, and the LangGraph-facing node actions."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 
@@ -302,8 +303,10 @@ def test_a_quick_tool_in_parallel_branches_runs_beside_its_sibling(local_store):
 
 
 def test_a_blocking_run_of_quick_tools_runs_them_on_the_calling_thread_with_no_loop(local_store):
-    """Once every tool of a workflow has proven quick, run() takes LangGraph's sync path."""
+    """Once every tool of a workflow has proven quick, run() takes LangGraph's sync path (with the
+    cyclic garbage collector paused while it runs, and on again after)."""
     calls: list[tuple[int, bool]] = []
+    collecting: list[bool] = []
 
     @tool("rt.loopless", task="probe", description="Record the thread and whether a loop runs there.",
           inputs={"text": "text"}, outputs={"text": "text"}, register=False)
@@ -313,6 +316,7 @@ def test_a_blocking_run_of_quick_tools_runs_them_on_the_calling_thread_with_no_l
             calls.append((threading.get_ident(), True))
         except RuntimeError:
             calls.append((threading.get_ident(), False))
+        collecting.append(gc.isenabled())
         return text + "."
 
     reg = ToolRegistry()
@@ -324,6 +328,7 @@ def test_a_blocking_run_of_quick_tools_runs_them_on_the_calling_thread_with_no_l
     for i in range(3):
         assert compiled.run({"t": f"r{i}"}, store=local_store, cache=False).load("o") == f"r{i}..."
     assert calls[-3:] == [(threading.get_ident(), False)] * 3
+    assert collecting[-3:] == [False] * 3 and gc.isenabled()
 
 
 def test_cancel_reaches_a_quick_tool_that_turned_slow_on_the_sync_path(local_store):

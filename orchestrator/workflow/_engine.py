@@ -343,7 +343,8 @@ class CompiledWorkflow:
         loop, as cheap per node as a plain ``StateGraph.invoke``.
         """
         if self._runs_inline(options):
-            return run_inline(self._run(inputs, sync=True, **options))
+            with _gc_paused():  # what a run makes lives until it ends: collecting meanwhile rescans it
+                return run_inline(self._run(inputs, sync=True, **options))
         return run_sync(lambda: self._run(inputs, **options))
 
     def _runs_inline(self, options: dict[str, Any]) -> bool:
