@@ -797,7 +797,7 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
 def _resolved_model(node: ResolvedNode, rc: _RunContext) -> Any:
     """What a model-backed tool (one with a ``model`` param left to the profile) will load,
     so switching profiles never returns another model's cached result."""
-    if "model" not in type(node.params).model_fields or getattr(node.params, "model", None) is not None:
+    if "model" not in type(node.params).model_fields or node.model is not None:
         return None
     try:
         if rc.profile is None:  # once per run; the tools then get the same profile through ctx.profile
@@ -932,7 +932,7 @@ def _store_outputs(
     """Store each output (a list of artifacts for ``many`` ports) with the node's provenance."""
     provenance = Provenance(  # validation copies params and inputs
         tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id, params=node.params_json,
-        inputs=input_ids, **{"model": getattr(node.params, "model", None), "seed": seed, **(extra or {})},
+        inputs=input_ids, **{"model": node.model, "seed": seed, **(extra or {})},
     )
 
     put_ids: set[str] = set()
