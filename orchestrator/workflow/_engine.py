@@ -200,13 +200,23 @@ class _NodeAction:
     async def __call__(self, state, config):  # type: ignore[no-untyped-def]  # every node has this signature
         return await self.compiled._call_node(self.node, state, config)
 
-    def call_sync(self, state, config):  # type: ignore[no-untyped-def]  # the same signature
-        """The node on LangGraph's sync path: inline in a run of ours that took it, else on a loop
-        (a graph embedded in someone else's, invoked blocking)."""
+
+class _BlockingNodeAction:
+    """The same node on LangGraph's sync path (``invoke``): inline in a run of ours that took that
+    path, else on a loop (a graph embedded in someone else's, invoked blocking). An object, not a
+    function: LangGraph reads the bytecode of every node function it is given."""
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: _NodeAction) -> None:
+        self.action = action
+
+    def __call__(self, state, config):  # type: ignore[no-untyped-def]  # the signature of _NodeAction.__call__
+        node, compiled = self.action.node, self.action.compiled
         rc: _RunContext | None = (config or {}).get("configurable", {}).get("orchestrator_run")
         if rc is not None and rc.sync:
-            return run_inline(_execute_node(self.node, state, rc))
-        return run_sync(lambda: self.compiled._call_node(self.node, state, config))
+            return run_inline(_execute_node(node, state, rc))
+        return run_sync(lambda: compiled._call_node(node, state, config))
 
 
 async def _node_signature(state, config):  # type: ignore[no-untyped-def]  # the signature of _NodeAction.__call__
@@ -228,7 +238,7 @@ def _node_runnable(action: _NodeAction, name: str) -> RunnableCallable:
         _NODE_TEMPLATE = RunnableCallable(None, _node_signature, trace=False)
     runnable = RunnableCallable.__new__(RunnableCallable)
     runnable.__dict__.update(_NODE_TEMPLATE.__dict__)
-    runnable.func, runnable.afunc, runnable.name = action.call_sync, action, name
+    runnable.func, runnable.afunc, runnable.name = _BlockingNodeAction(action), action, name
     return runnable
 
 
