@@ -10,13 +10,15 @@ Layout under ``root``::
     tmp/                       files being written (renamed into place)
 
 A writer writes its bytes to its own file, then links the ref in exclusively
-(first writer wins; a loser removes its file). A batch of small deferred puts is
-written as a *pack*: one file holding several ref documents (a first line indexes
-them by id), hard-linked in as each one's ``<hex>.json`` (making a file costs
-several times what linking one does). A reader of a pack parses its own document
-only; changing one (a TTL) replaces that name with a document of its own. A reader resolves the ref first,
+(first writer wins; a loser removes its file). A reader resolves the ref first,
 so it only ever opens one writer's complete file. Expired entries are removed
 lazily, when next touched. Every OS error becomes :class:`StoreUnavailable`.
+
+A batch of small deferred puts is written as *packs*: one file holding several
+ref documents (its first line indexes them by id), hard-linked in as each one's
+``<hex>.json`` (making a file costs several times what linking one does). A
+reader parses only its own document; a TTL change or a delete replaces or
+removes that one name.
 """
 
 from __future__ import annotations
@@ -234,9 +236,10 @@ class LocalArtifactStore(ArtifactStore):
     def _write_deferred(self, batch: list[DeferredWrite]) -> None:
         """The batch's files written here (small ones in packs), or by ``WRITE_THREADS`` threads side
         by side when it holds a large artifact (see ``WRITE_THREADS``)."""
-        if self.pack_bytes and len(batch) > 1 and all(len(item.data) <= self.inline_bytes for item in batch):
+        small = all(len(item.data) <= self.inline_bytes for item in batch)
+        if small and self.pack_bytes and len(batch) > 1:
             return self._write_packs(batch)
-        if len(batch) == 1 or all(len(item.data) <= self.inline_bytes for item in batch):
+        if small or len(batch) == 1:
             return super()._write_deferred(batch)
 
         def write(item: DeferredWrite) -> None:
@@ -271,6 +274,7 @@ class LocalArtifactStore(ArtifactStore):
             super()._write_deferred(again)
 
     def _write_pack(self, docs: list[tuple[DeferredWrite, bytes]]) -> None:
+        """One pack file, linked in under each id it holds (an id stored already is kept, its life extended)."""
         index, offset = {}, 0
         for item, doc in docs:
             index[item.ref.id] = (offset, offset + len(doc))

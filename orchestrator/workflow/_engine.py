@@ -476,7 +476,7 @@ class CompiledWorkflow:
                            executor=_executor_name(node_executor)))
         config: dict[str, Any] = {"configurable": {"orchestrator_run": rc},
                                   "recursion_limit": len(self.plan.nodes) + 10}
-        if loop is None:  # the sync path: nodes check the flag themselves; branches on this many threads
+        if sync:  # nodes check the cancel flag themselves; parallel branches on this many threads
             config["max_concurrency"] = workers
             stop_watching: Callable[[], None] = lambda: None  # noqa: E731
         else:
