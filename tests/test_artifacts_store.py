@@ -909,3 +909,32 @@ def test_closing_a_store_stores_what_it_deferred(store: ArtifactStore):
     ref = store.put("closing", defer=True)
     store.close()
     assert other.get_bytes(ref) == b"closing"
+
+
+def test_a_batch_of_small_deferred_puts_makes_one_file_and_each_artifact_lives_on_its_own(tmp_path: Path):
+    """The directory store writes a batch of small deferred puts as one pack linked in under each id:
+    another store object reads each, and a TTL change or a delete touches one artifact only."""
+    store, other = LocalArtifactStore(tmp_path / "a"), LocalArtifactStore(tmp_path / "a")
+    refs = [store.put(f"packed {i}", pin="run", defer=True) for i in range(12)]
+    again = store.put("packed 3", ttl=60, defer=True)  # the same bytes twice in one batch
+    store.unpin("run")
+    files = {os.stat(other._refname(r.id)).st_ino for r in refs}
+    assert len(files) == 1, "one file made for the whole batch"
+    assert [other.load(r) for r in refs] == [f"packed {i}" for i in range(12)]
+    assert again.id == refs[3].id and other.expires_at(refs[3]) is None  # kept pinned-forever, as first written
+    other.expire(refs[0], 60)
+    assert other.expires_at(refs[0]) is not None and other.expires_at(refs[1]) is None
+    assert other.delete(refs[1]) and not other.exists(refs[1])
+    assert other.load(refs[2]) == "packed 2" and other.verify(refs[2]) and sorted(other.ids()) == sorted(
+        r.id for i, r in enumerate(refs) if i != 1)
+    assert not os.listdir(tmp_path / "a" / "tmp")
+
+
+def test_a_pack_never_grows_past_pack_bytes(tmp_path: Path):
+    store = LocalArtifactStore(tmp_path / "a", pack_bytes=2000)
+    refs = [store.put(f"item {i}" * 10, pin="run", defer=True) for i in range(30)]
+    store.unpin("run")
+    sizes = {os.stat(store._refname(r.id)).st_ino: os.stat(store._refname(r.id)).st_size for r in refs}
+    assert 1 < len(sizes) < 30 and max(sizes.values()) < 2000 + 1000  # a pack holds what fits, at least one
+    store.cache.clear()
+    assert [store.load(r) for r in refs] == [f"item {i}" * 10 for i in range(30)]

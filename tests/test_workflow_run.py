@@ -260,6 +260,18 @@ async def test_compiled_graph_embeds_in_a_langgraph_graph(store):
     assert all(hasattr(r, "id") for refs in out["refs"].values() for r in refs.values())  # refs only, no payloads
 
 
+def test_compiled_graph_embeds_in_a_langgraph_graph_invoked_blocking(store):
+    compiled = branches(0.0).compile(registry=registry)
+    ref = store.put("blk")
+    parent = StateGraph(GraphState)
+    parent.add_node("ours", compiled.graph)
+    parent.add_edge(START, "ours")
+    parent.add_edge("ours", END)
+    out = parent.compile().invoke({"inputs": {"text": ref}}, compiled.langgraph_config(store=store))
+    assert out["status"] == {"left": "succeeded", "right": "succeeded", "both": "succeeded"}
+    assert store.load(out["refs"]["both"]["text"]) == "BLK< + BLK>"
+
+
 def test_sync_run_works_inside_a_running_loop(store):
     compiled = branches(0.0).compile(registry=registry)
 

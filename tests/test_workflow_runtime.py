@@ -4,6 +4,7 @@ of large graphs, and the LangGraph-facing node actions."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 
@@ -272,15 +273,20 @@ def test_a_quick_tool_that_runs_its_own_event_loop_goes_back_to_the_pool_for_goo
     reg = ToolRegistry()
     reg.register(own_loop)
     compiled = _one("rt.own_loop").compile(registry=reg, settings=Settings(inline_tool_seconds=0.5))
-    for i in range(6):
-        result = compiled.run({"t": f"o{i}"}, store=local_store, cache=False)
-        assert result.ok, result.errors
-        assert result.load("o") == f"o{i}!"
+
+    async def runs() -> None:  # runs on a loop (a blocking run of quick tools has none: see below)
+        for i in range(6):
+            result = await compiled.arun({"t": f"o{i}"}, store=local_store, cache=False)
+            assert result.ok, result.errors
+            assert result.load("o") == f"o{i}!"
+
+    asyncio.run(runs())
     tried_here = idents.count(threading.get_ident())
     assert tried_here == 1, "tried on the loop once, then kept in the pool"
+    assert compiled.run({"t": "blocking"}, store=local_store, cache=False).load("o") == "blocking!"
 
 
-def test_a_quick_tool_in_parallel_branches_stays_in_the_pool(local_store):
+def test_a_quick_tool_in_parallel_branches_runs_beside_its_sibling(local_store):
     settings = Settings(inline_tool_seconds=0.05)
     reg, idents = _napper()
     for i in range(5):  # proven quick where it runs alone
@@ -294,6 +300,71 @@ def test_a_quick_tool_in_parallel_branches_stays_in_the_pool(local_store):
     assert wf.compile(registry=reg, settings=settings).run({"t": "x"}, store=local_store, cache=False).ok
     elapsed = time.perf_counter() - started
     assert elapsed < 0.55, f"two 0.3 s branches took {elapsed:.2f}s: a branch held the loop"
+
+
+def test_a_blocking_run_of_quick_tools_runs_them_on_the_calling_thread_with_no_loop(local_store):
+    """Once every tool of a workflow has proven quick, run() takes LangGraph's sync path (with the
+    cyclic garbage collector paused while it runs, and on again after)."""
+    calls: list[tuple[int, bool]] = []
+    collecting: list[bool] = []
+
+    @tool("rt.loopless", task="probe", description="Record the thread and whether a loop runs there.",
+          inputs={"text": "text"}, outputs={"text": "text"}, register=False)
+    def loopless(text: str) -> str:
+        try:
+            asyncio.get_running_loop()
+            calls.append((threading.get_ident(), True))
+        except RuntimeError:
+            calls.append((threading.get_ident(), False))
+        collecting.append(gc.isenabled())
+        return text + "."
+
+    reg = ToolRegistry()
+    reg.register(loopless)
+    wf = Workflow("three").add_input("t", "text")
+    for i, src in enumerate(["t", "a0.text", "a1.text"]):
+        wf.add_node(f"a{i}", "rt.loopless", inputs={"text": src})
+    compiled = wf.add_output("o", "a2.text").compile(registry=reg, settings=Settings(inline_tool_seconds=0.05))
+    for i in range(3):
+        assert compiled.run({"t": f"r{i}"}, store=local_store, cache=False).load("o") == f"r{i}..."
+    assert calls[-3:] == [(threading.get_ident(), False)] * 3
+    assert collecting[-3:] == [False] * 3 and gc.isenabled()
+
+
+def test_cancel_reaches_a_quick_tool_that_turned_slow_on_the_sync_path(local_store):
+    """A cooperative tool sees the run's cancel flag even with no loop to pass it on."""
+    class Wait(BaseModel):
+        seconds: float = 0.0
+
+    @tool("rt.waits", task="probe", description="Wait until told to stop.", inputs={"text": "text"},
+          outputs={"text": "text"}, params=Wait, register=False)
+    def waits(text: str, *, params: Wait, ctx) -> str:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + params.seconds
+        while time.monotonic() < deadline and not ctx.cancelled:
+            time.sleep(0.01)
+        return text + "."
+
+    reg = ToolRegistry()
+    reg.register(waits)
+    settings = Settings(inline_tool_seconds=0.05)
+
+    def chain(seconds: float) -> object:
+        wf = (Workflow("w").add_input("t", "text")
+              .add_node("wait", "rt.waits", {"seconds": seconds}, inputs={"text": "t"})
+              .add_node("after", "rt.waits", inputs={"text": "wait.text"}))
+        return wf.add_output("o", "after.text").compile(registry=reg, settings=settings)
+
+    for i in range(3):  # proven quick
+        assert chain(0.0).run({"t": f"q{i}"}, store=local_store, cache=False).ok
+    cancel = threading.Event()
+    timer = threading.Timer(0.2, cancel.set)
+    timer.start()
+    started = time.perf_counter()
+    result = chain(10.0).run({"t": "slow"}, store=local_store, cache=False, cancel=cancel)
+    timer.cancel()
+    assert time.perf_counter() - started < 3
+    assert result.status == "cancelled"
+    assert result.nodes["wait"].status == "cancelled" and result.nodes["after"].status == "skipped"
 
 
 def test_alone_marks_the_nodes_no_other_node_can_run_beside():

@@ -13,6 +13,12 @@ A writer writes its bytes to its own file, then links the ref in exclusively
 (first writer wins; a loser removes its file). A reader resolves the ref first,
 so it only ever opens one writer's complete file. Expired entries are removed
 lazily, when next touched. Every OS error becomes :class:`StoreUnavailable`.
+
+A batch of small deferred puts is written as *packs*: one file holding several
+ref documents (its first line indexes them by id), hard-linked in as each one's
+``<hex>.json`` (making a file costs several times what linking one does). A
+reader parses only its own document; a TTL change or a delete replaces or
+removes that one name.
 """
 
 from __future__ import annotations
@@ -41,9 +47,14 @@ __all__ = ["LocalArtifactStore"]
 F = TypeVar("F", bound=Callable[..., Any])
 INLINE_BYTES = 4096
 """Artifacts up to this size live inside their ref document (one file per artifact, not two)."""
+PACK_BYTES = 16 << 10
+"""A pack of small deferred puts holds ref documents up to about this many bytes (what a reader of one reads)."""
+_PACK = b'{"pack":'
 WRITE_THREADS = 4
-"""Threads that write a batch of deferred puts side by side: creating a file waits on the file
-system's journal (milliseconds on a busy disk), and waits overlap."""
+"""Threads that write a batch of deferred puts holding a large artifact side by side: writing a
+blob can wait on the disk, and waits overlap. A batch of small ones (one small file each, tens of
+microseconds) is written by the flushing thread: handing it to threads costs more than it saves,
+milliseconds on a busy machine."""
 
 
 def _translated(fn: F) -> F:
@@ -75,6 +86,18 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
+def _parse_refdoc(raw: bytes, artifact_id: str) -> dict[str, Any]:
+    """A ref document, or the one for ``artifact_id`` in a pack; raises StoreUnavailable if corrupt."""
+    try:
+        if not raw.startswith(_PACK):
+            return json.loads(raw)  # type: ignore[no-any-return]
+        end = raw.index(b"\n")
+        start, stop = json.loads(raw[:end])["pack"][artifact_id]
+        return json.loads(raw[end + 1 + start : end + 1 + stop])  # type: ignore[no-any-return]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreUnavailable(f"artifact metadata is corrupt: {exc}", artifact_id=artifact_id) from exc
+
+
 def _refdoc(ref: ArtifactRef, *, token: str | None, expires_at: float | None, inline: bytes | None = None) -> bytes:
     """A ref document (the ref serialized by pydantic, the rest by hand: this runs on every put)."""
     parts = [b'{"ref":', ref.model_dump_json().encode(), b',"token":', json.dumps(token).encode()]
@@ -94,11 +117,12 @@ class LocalArtifactStore(ArtifactStore):
 
     def __init__(
         self, root: str | os.PathLike[str] = ".orchestrator/artifacts", *, inline_bytes: int = INLINE_BYTES,
-        **kwargs: Any,
+        pack_bytes: int = PACK_BYTES, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.root = Path(root)
         self.inline_bytes = inline_bytes
+        self.pack_bytes = pack_bytes  # 0: one file per small deferred put
         self._blobs, self._tmpdir = str(self.root / "blobs"), str(self.root / "tmp")
         self._made: set[str] = set()  # blobs/ab/ folders known to exist
         try:
@@ -172,11 +196,9 @@ class LocalArtifactStore(ArtifactStore):
     def _load_refdoc(self, artifact_id: str) -> dict[str, Any] | None:
         try:
             with open(self._refname(artifact_id), "rb") as f:  # plain strings: this runs on every access
-                doc = json.loads(f.read())
+                doc = _parse_refdoc(f.read(), artifact_id)
         except FileNotFoundError:
             return None
-        except ValueError as exc:
-            raise StoreUnavailable(f"artifact metadata is corrupt: {exc}", artifact_id=artifact_id) from exc
         exp = doc.get("expires_at")
         if exp is not None and exp <= time.time():
             self._delete(artifact_id)
@@ -212,8 +234,12 @@ class LocalArtifactStore(ArtifactStore):
         return self._extend(ref.id, existing, ttl) if existing is not None else self._write(pending, data, ttl)
 
     def _write_deferred(self, batch: list[DeferredWrite]) -> None:
-        """The batch's files written by ``WRITE_THREADS`` threads side by side (one alone: here)."""
-        if len(batch) == 1:
+        """The batch's files written here (small ones in packs), or by ``WRITE_THREADS`` threads side
+        by side when it holds a large artifact (see ``WRITE_THREADS``)."""
+        small = all(len(item.data) <= self.inline_bytes for item in batch)
+        if small and self.pack_bytes and len(batch) > 1:
+            return self._write_packs(batch)
+        if small or len(batch) == 1:
             return super()._write_deferred(batch)
 
         def write(item: DeferredWrite) -> None:
@@ -222,6 +248,52 @@ class LocalArtifactStore(ArtifactStore):
 
         for _ in shared_pool("orch-store-write", WRITE_THREADS).map(write, batch):
             pass  # the first that failed raises here
+
+    @_translated
+    def _write_packs(self, batch: list[DeferredWrite]) -> None:
+        """Small deferred puts as packs of ref documents (see the module docstring); an id the batch
+        holds twice (pinned and not, say) is written once, then kept as a repeated put would be."""
+        docs: list[tuple[DeferredWrite, bytes]] = []
+        again: list[DeferredWrite] = []
+        seen: set[str] = set()
+        for item in batch:
+            if item.ref.id in seen:
+                again.append(item)
+                continue
+            seen.add(item.ref.id)
+            expires = None if item.pin is not None else self._expires(item.ttl)
+            docs.append((item, _refdoc(item.ref, token=None, expires_at=expires, inline=base64.b64encode(item.data))))
+        while docs:
+            size, n = 0, 0
+            while n < len(docs) and (n == 0 or size + len(docs[n][1]) <= self.pack_bytes):
+                size += len(docs[n][1])
+                n += 1
+            self._write_pack(docs[:n])
+            docs = docs[n:]
+        if again:
+            super()._write_deferred(again)
+
+    def _write_pack(self, docs: list[tuple[DeferredWrite, bytes]]) -> None:
+        """One pack file, linked in under each id it holds (an id stored already is kept, its life extended)."""
+        index, offset = {}, 0
+        for item, doc in docs:
+            index[item.ref.id] = (offset, offset + len(doc))
+            offset += len(doc)
+        tmp = self._tmpfile(b"".join([_PACK, json.dumps(index).encode(), b"}\n", *(doc for _, doc in docs)]))
+        try:
+            for item, _ in docs:
+                self._fanout_dir(item.ref.id)
+                while True:
+                    try:
+                        self._link_ref(tmp, item.ref.id)  # exclusive: the first writer wins
+                        break
+                    except FileExistsError:
+                        existing = self._load_refdoc(item.ref.id)  # an expired one is removed: link again
+                        if existing is not None:
+                            self._extend(item.ref.id, existing, None if item.pin is not None else item.ttl)
+                            break
+        finally:
+            _unlink(tmp)
 
     def _write_inline(self, pending: PendingRef, data: bytes, ttl: float | None) -> ArtifactRef:
         """A small artifact: its bytes ride in the ref document, one file written instead of two."""
@@ -309,11 +381,11 @@ class LocalArtifactStore(ArtifactStore):
     def _delete(self, artifact_id: str) -> bool:
         path = self._refpath(artifact_id)
         try:
-            doc = json.loads(path.read_bytes())
+            doc = _parse_refdoc(path.read_bytes(), artifact_id)
             path.unlink()
         except FileNotFoundError:
             return False
-        except ValueError:
+        except StoreUnavailable:
             path.unlink(missing_ok=True)
             return True
         if doc.get("token"):

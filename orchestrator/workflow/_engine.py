@@ -7,6 +7,11 @@ upstream nodes waits for all of them (``add_edge([a, b], c)``). The state holds
 their calls have proven quicker than the hand-off to a thread), stores its
 outputs and emits events. A failure is written into the state, not raised, so
 independent branches finish and dependents are skipped with a reason.
+
+A blocking :meth:`CompiledWorkflow.run` whose nodes all call proven-quick blocking
+tools (no timeout, no retry delay, in-process) takes LangGraph's sync path instead:
+no event loop, each node calls its tool on the thread LangGraph runs it on (parallel
+branches on LangGraph's threads), the same node code driven by :func:`run_inline`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, TypedDict, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph._internal._runnable import RunnableCallable
@@ -47,7 +52,7 @@ from orchestrator.tool import ToolContext
 
 from . import events as ev
 from ._builder import Workflow
-from ._loop import CancelFlag, quick_calls, retire_pool, run_in_pool, run_sync, watch_cancel
+from ._loop import CancelFlag, loop_running, quick_calls, retire_pool, run_in_pool, run_inline, run_sync, watch_cancel
 from ._validate import Plan, ResolvedNode, resolve
 
 __all__ = ["CompiledWorkflow", "NodeResult", "RunResult"]
@@ -58,6 +63,7 @@ POOL_FACTOR = 4
 """The shared pool for blocking tools has this many threads per ``max_workers`` (runs share it)."""
 
 Refs = ArtifactRef | list[ArtifactRef]
+T = TypeVar("T")
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -170,6 +176,9 @@ class _RunContext:
     before it returns, before an ``on_event`` callback or an ``astream`` consumer sees an event,
     and the store before any other call (a cache record, a read). Off where nothing would flush:
     a graph embedded in another, or node calls made by a remote executor."""
+    sync: bool = False
+    """The run takes LangGraph's sync path (no loop): every call blocks the thread its node runs on,
+    and a tool told to stop sees the run's ``cancel`` flag itself."""
 
     def on_cancel(self) -> None:
         """On the loop, once ``cancel`` is set: stop waiting for the calls in flight."""
@@ -192,6 +201,24 @@ class _NodeAction:
         return await self.compiled._call_node(self.node, state, config)
 
 
+class _BlockingNodeAction:
+    """The same node on LangGraph's sync path (``invoke``): inline in a run of ours that took that
+    path, else on a loop (a graph embedded in someone else's, invoked blocking). An object, not a
+    function: LangGraph reads the bytecode of every node function it is given."""
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: _NodeAction) -> None:
+        self.action = action
+
+    def __call__(self, state, config):  # type: ignore[no-untyped-def]  # the signature of _NodeAction.__call__
+        node, compiled = self.action.node, self.action.compiled
+        rc: _RunContext | None = (config or {}).get("configurable", {}).get("orchestrator_run")
+        if rc is not None and rc.sync:
+            return run_inline(_execute_node(node, state, rc))
+        return run_sync(lambda: compiled._call_node(node, state, config))
+
+
 async def _node_signature(state, config):  # type: ignore[no-untyped-def]  # the signature of _NodeAction.__call__
     raise NotImplementedError
 
@@ -211,7 +238,7 @@ def _node_runnable(action: _NodeAction, name: str) -> RunnableCallable:
         _NODE_TEMPLATE = RunnableCallable(None, _node_signature, trace=False)
     runnable = RunnableCallable.__new__(RunnableCallable)
     runnable.__dict__.update(_NODE_TEMPLATE.__dict__)
-    runnable.afunc, runnable.name = action, name
+    runnable.func, runnable.afunc, runnable.name = _BlockingNodeAction(action), action, name
     return runnable
 
 
@@ -271,6 +298,7 @@ class CompiledWorkflow:
         with _gc_paused():  # compiling makes only long-lived objects: collecting meanwhile made it O(N^2)
             self.plan: Plan = resolve(workflow, self.registry, settings=self.settings)
             self.graph = self._build_graph()
+        self._inline_tools = _inline_tools(self.plan)
         self._embedded: ArtifactStore | None = None  # see _default_context
         self._store: ArtifactStore | None = None  # the configured store, opened on first use
 
@@ -318,8 +346,25 @@ class CompiledWorkflow:
 
     # -------------------------------------------------- running
     def run(self, inputs: dict[str, Any] | None = None, **options: Any) -> RunResult:
-        """Run to completion (blocking). Options as for :meth:`arun`."""
+        """Run to completion (blocking). Options as for :meth:`arun`.
+
+        When every node calls a blocking tool proven quick (see ``inline_tool_seconds``), with
+        no timeout and no retry delay, in-process, the run takes LangGraph's sync path: no event
+        loop, as cheap per node as a plain ``StateGraph.invoke``.
+        """
+        if self._runs_inline(options):
+            with _gc_paused():  # what a run makes lives until it ends: collecting meanwhile rescans it
+                return run_inline(self._run(inputs, sync=True, **options))
         return run_sync(lambda: self._run(inputs, **options))
+
+    def _runs_inline(self, options: dict[str, Any]) -> bool:
+        """Whether a blocking run with ``options`` can take LangGraph's sync path (see :meth:`run`)."""
+        if self._inline_tools is None or loop_running():
+            return False
+        if (options.get("executor") or getattr(self.settings, "executor", "local")) != "local":
+            return False
+        limit = self.settings.inline_tool_seconds
+        return all(quick_calls.is_quick(t, limit) for t in self._inline_tools)
 
     async def arun(self, inputs: dict[str, Any] | None = None, **options: Any) -> RunResult:
         """Run to completion; see :meth:`astream` for the options."""
@@ -383,6 +428,7 @@ class CompiledWorkflow:
         llm: Any = None,
         executor: Any = None,
         feed: _EventFeed | None = None,
+        sync: bool = False,
     ) -> RunResult:
         store = store or self._default_store()
         if feed is not None:
@@ -394,7 +440,7 @@ class CompiledWorkflow:
         started = time.perf_counter()
         log: list[Any] = []
         seq_lock = threading.Lock()
-        loop = asyncio.get_running_loop()
+        loop = None if sync else asyncio.get_running_loop()
         loop_thread = threading.get_ident()
 
         def emit(event: Any) -> None:
@@ -423,23 +469,29 @@ class CompiledWorkflow:
             run_id=run_id, store=store, cache=cache, seed=seed, emit=emit, loop=loop,
             pool_size=max(workers, self.settings.max_workers) * POOL_FACTOR,
             cancel=cancel if cancel is not None else CancelFlag(), models=models, profile=prof,
-            settings=self.settings, results={}, slots=asyncio.Semaphore(workers),
-            llm=llm, node_executor=node_executor, defer=node_executor is None,
+            settings=self.settings, results={}, slots=None if sync else asyncio.Semaphore(workers),
+            llm=llm, node_executor=node_executor, defer=node_executor is None, sync=sync,
         )
         emit(ev.RunStarted(run_id=run_id, workflow=self.name, nodes=list(self.plan.order),
                            executor=_executor_name(node_executor)))
-        config = {"configurable": {"orchestrator_run": rc}, "recursion_limit": len(self.plan.nodes) + 10}
-        stop_watching = watch_cancel(rc.cancel, loop, rc.on_cancel)
+        config: dict[str, Any] = {"configurable": {"orchestrator_run": rc},
+                                  "recursion_limit": len(self.plan.nodes) + 10}
+        if sync:  # nodes check the cancel flag themselves; parallel branches on this many threads
+            config["max_concurrency"] = workers
+            stop_watching: Callable[[], None] = lambda: None  # noqa: E731
+        else:
+            stop_watching = watch_cancel(rc.cancel, loop, rc.on_cancel)
         error: BaseException | None = None
         try:
             if cache and not rc.cancel.is_set():
-                rc.prefetched = await quick_calls.call(store, self.settings.inline_tool_seconds, _cached_nodes,
-                                                       self.plan, refs, rc)
+                rc.prefetched = await _off_loop(rc, _cached_nodes, self.plan, refs, rc)
             hits = {node_id: found[1] for node_id, found in rc.prefetched.items() if found[1] is not None}
             if len(hits) == len(self.plan.nodes):  # an unchanged rerun: no graph to run
                 for node_id in self.plan.order:
                     rc.results[node_id] = NodeResult(status="cached", outputs=hits[node_id])
                     emit(ev.NodeCached(run_id=run_id, node=node_id, outputs=hits[node_id]))
+            elif sync:
+                self.graph.invoke({"inputs": refs}, config)
             else:
                 await self.graph.ainvoke({"inputs": refs}, config)
         except asyncio.CancelledError:
@@ -713,9 +765,8 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
         found = rc.prefetched.pop(node.id, None)
         if found is not None and found[0] == key:
             hit = found[1]
-        else:  # not looked up yet; on the loop when that costs less than a trip to a thread
-            hit = await quick_calls.call(rc.store, rc.settings.inline_tool_seconds, _cache_lookup, rc.store, key,
-                                         rc.run_id)
+        else:  # not looked up yet
+            hit = await _off_loop(rc, _cache_lookup, rc.store, key, rc.run_id)
         if hit is not None:
             rc.emit(ev.NodeCached(run_id=rc.run_id, node=node.id, outputs=hit))
             return finish("cached", hit)
@@ -740,7 +791,7 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
             last_error = exc
             logger.info("node %s attempt %d/%d failed: %s", node.id, attempt, attempts, exc)
             if attempt < attempts and node.retry_delay:
-                await asyncio.sleep(node.retry_delay * 2 ** (attempt - 1))
+                await asyncio.sleep(node.retry_delay * 2 ** (attempt - 1))  # never on the sync path
             continue
         seconds = time.perf_counter() - started
         rc.emit(ev.NodeFinished(run_id=rc.run_id, node=node.id, outputs=stored, seconds=seconds))
@@ -756,7 +807,7 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
 def _resolved_model(node: ResolvedNode, rc: _RunContext) -> Any:
     """What a model-backed tool (one with a ``model`` param left to the profile) will load,
     so switching profiles never returns another model's cached result."""
-    if "model" not in type(node.params).model_fields or getattr(node.params, "model", None) is not None:
+    if "model" not in type(node.params).model_fields or node.model is not None:
         return None
     try:
         if rc.profile is None:  # once per run; the tools then get the same profile through ctx.profile
@@ -788,7 +839,8 @@ async def _call_tool(
     def on_progress(step: int, total: int, message: str | None) -> None:
         rc.emit(ev.NodeProgress(run_id=rc.run_id, node=node.id, step=step, total=total, message=message))
 
-    attempt_cancel = threading.Event()  # set on run cancel or timeout: cooperative tools stop early
+    # set on run cancel or timeout: cooperative tools stop early (on the sync path: the run's flag)
+    attempt_cancel = rc.cancel if rc.sync else threading.Event()
     ctx = ToolContext(
         node=node.id, seed=seed, models=rc.models, profile=rc.profile, settings=rc.settings, store=store,
         on_progress=on_progress, cancel_event=attempt_cancel, llm=rc.llm,
@@ -819,6 +871,11 @@ async def _call_tool(
             quick_calls.record(t, time.perf_counter() - began)
             return stored
 
+        if rc.sync:  # no loop to keep free: the call blocks the thread this node runs on
+            stored = call_blocking()
+            if attempt_cancel.is_set():  # the run was cancelled meanwhile: the outputs belong to no node
+                raise asyncio.CancelledError
+            return stored
         if node.alone and node.timeout is None and quick_calls.is_quick(t, rc.settings.inline_tool_seconds):
             try:
                 return call_blocking()  # quicker than the hand-offs to a thread and back
@@ -855,6 +912,25 @@ async def _call_tool(
         rc.inflight.pop(call, None)
 
 
+async def _off_loop(rc: _RunContext, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, a blocking store call: right here on the sync path, else on the loop when the
+    store's calls are quick (see :data:`quick_calls`), else in a thread."""
+    if rc.sync:
+        return fn(*args)
+    return await quick_calls.call(rc.store, rc.settings.inline_tool_seconds, fn, *args)
+
+
+def _inline_tools(plan: Plan) -> list[Any] | None:
+    """The tools of a plan that may take LangGraph's sync path (each once), once they prove quick;
+    ``None`` when a node cannot: an async tool, a timeout, or a retry delay (waits only a loop can cut short)."""
+    tools: dict[int, Any] = {}
+    for node in plan.nodes.values():
+        if node.tool.is_async or node.timeout is not None or (node.retries and node.retry_delay):
+            return None
+        tools[id(node.tool)] = node.tool
+    return list(tools.values())
+
+
 def _load_inputs(store: ArtifactStore, refs: dict[str, Any]) -> dict[str, Any]:
     return {port: [store.load(r) for r in v] if isinstance(v, list) else store.load(v) for port, v in refs.items()}
 
@@ -866,7 +942,7 @@ def _store_outputs(
     """Store each output (a list of artifacts for ``many`` ports) with the node's provenance."""
     provenance = Provenance(  # validation copies params and inputs
         tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id, params=node.params_json,
-        inputs=input_ids, **{"model": getattr(node.params, "model", None), "seed": seed, **(extra or {})},
+        inputs=input_ids, **{"model": node.model, "seed": seed, **(extra or {})},
     )
 
     put_ids: set[str] = set()

@@ -5,6 +5,8 @@ flag. These live once per process (loops once per calling thread) instead:
 
 - :func:`run_sync` runs a coroutine from blocking code on the calling thread's own
   loop, kept between runs (so the loop's default executor and its threads are reused).
+- :func:`run_inline` runs a coroutine that never waits (a run on LangGraph's sync path)
+  with no loop at all.
 - :func:`tool_pool` is the pool of threads for blocking tools, one per size. A run
   that leaves a call behind (a timed-out tool cannot be killed) retires the pool,
   so a stuck tool never takes a thread from later runs.
@@ -25,7 +27,10 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["CancelFlag", "QuickCalls", "quick_calls", "retire_pool", "run_in_pool", "run_sync", "tool_pool", "watch_cancel"]
+__all__ = [
+    "CancelFlag", "QuickCalls", "loop_running", "quick_calls", "retire_pool", "run_in_pool", "run_inline", "run_sync",
+    "tool_pool", "watch_cancel",
+]
 
 T = TypeVar("T")
 CANCEL_POLL_SECONDS = 0.02
@@ -57,6 +62,29 @@ def run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         if _nested_pool is None:
             _nested_pool = ThreadPoolExecutor(32, thread_name_prefix="orch-run")
     return _nested_pool.submit(_run_here, factory).result()
+
+
+def run_inline(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on this thread without an event loop.
+
+    For coroutines that never wait on the loop (every await in them finishes at once): a run
+    whose nodes all block the thread they run on. One that would wait raises RuntimeError.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a coroutine run inline waited on an event loop")
+
+
+def loop_running() -> bool:
+    """Whether this thread is running an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _run_here(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -59,6 +59,11 @@ class ResolvedNode:
         """``params`` as JSON data, dumped once (cache keys and provenance of every run use it)."""
         return self.params.model_dump(mode="json")
 
+    @functools.cached_property
+    def model(self) -> Any:
+        """The ``model`` param (``None``: the tool has none, or leaves it to the profile), looked up once."""
+        return getattr(self.params, "model", None)
+
 
 @dataclass
 class Plan:
