@@ -600,3 +600,12 @@ def test_an_ask_for_help_that_names_the_action_is_a_task(planner: OfflinePlanner
     assert [(t.task, t.args.get("text")) for t in result.tasks] == [("summarization", "notes.txt")]
     # an ask for help and nothing more is no task
     assert plan(planner, catalog, "Can you help me with this project?").refusal is not None
+
+
+def test_a_search_that_says_what_to_look_for_takes_no_earlier_text(planner: OfflinePlanner,
+                                                                  catalog: TaskCatalog) -> None:
+    own = plan(planner, catalog, "Summarize notes.txt. Then look up the best bakeries in Rome.")
+    assert chain(own) == [("summarization", []), ("text-search", [])]
+    assert "bakeries in Rome" in str(own.tasks[1].args["text"])
+    back = plan(planner, catalog, "Summarize notes.txt, then search the web for more on it.")
+    assert chain(back) == [("summarization", []), ("text-search", [0])]

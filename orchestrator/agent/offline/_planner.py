@@ -674,6 +674,9 @@ class OfflinePlanner:
                 free.remove(m)
                 b.used_resources.add(m.value)
                 return self._convert(b, conv, m.value, Modality.TEXT)
+        if texts and notes is not None and notes.backend == "search" and not _names_text(step) \
+                and not language().back.search(step.text) and _content_words(step) >= 2:
+            return _prompt(step)  # "find the best bakeries in Rome": the step says what to look for
         if texts:
             return _ref(b.named(step, Modality.TEXT) or texts[0])
         for o in reversed(b.outs):
