@@ -489,6 +489,11 @@ def test_a_wish_then_a_direct_ask_for_the_same_task_is_one_task(planner: Offline
     ("Thankfully, I have a brighter version in bright.jpg. Could you turn it into a short video?", ["image-to-video"]),
     ("As a travel blogger, I have footage of a market in market.mp4. Could you pull out a still frame from it?",
      ["video-to-image"]),
+    # a past verb that does not end in -ed tells the story too
+    ("Last spring I went to the coast and shot two photos, a.jpg and b.jpg. Could you join them into a panorama?",
+     ["image-stitcher"]),
+    ("We went to a wedding and got two shots, w1.jpg and w2.jpg. Could you join them into one wide picture?",
+     ["image-stitcher"]),
     # what the user has been attempting tells the story
     ("I've been trying to make a birthday slideshow for my aunt. Could you caption aunt.jpg?", ["image-to-text"]),
     # a wish about what the user will do with the file, "as" something
