@@ -614,3 +614,15 @@ def test_a_search_that_says_what_to_look_for_takes_no_earlier_text(planner: Offl
     assert "bakeries in Rome" in str(own.tasks[1].args["text"])
     back = plan(planner, catalog, "Summarize notes.txt, then search the web for more on it.")
     assert chain(back) == [("summarization", []), ("text-search", [0])]
+
+
+def test_a_wish_stated_before_the_steps_that_do_it_is_one_task(planner: OfflinePlanner,
+                                                               catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "I want the article without its grammar slips. Could you download the text at "
+                                    "https://example.org/page, correct its grammar and then extract the keywords?")
+    assert chain(result) == [("text-downloader", []), ("grammar-check", [0]), ("keyword-extraction", [1])]
+
+
+def test_a_kind_of_text_a_step_makes_is_no_earlier_text(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Fix the grammar of draft.txt and then extract the keywords.")
+    assert chain(result) == [("grammar-check", []), ("keyword-extraction", [0])]

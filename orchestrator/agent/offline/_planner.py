@@ -247,7 +247,7 @@ class OfflinePlanner:
             asked = {c.task for c in got if c.task is not None and lang.asks_for(c.step.text)}
             got[:] = [_Choice(c.step, None, c.score, c.row) if asked and not lang.asks_for(c.step.text) and (
                           c.task in asked or lang.description(c.step.text)) else c for c in got]
-            _drop_restated(got)
+            _drop_restated(got, req.catalog)
         # 2. a step that asks for nothing may be the first half of one cut too eagerly: join and retry
         merged_steps: list[tuple[int, int, Step]] = []
         for r, got in enumerate(choices):
@@ -805,20 +805,33 @@ def _hand_back(choices: list[_Choice], catalog: TaskCatalog) -> list[_Choice]:
     return out
 
 
-def _drop_restated(got: list[_Choice]) -> None:
-    """A wish and a direct ask for the same task, next to each other, are one task ("I'd like the song
-    bigger. Could you add reverb to it?"): the wish goes (its files go on to the ask); a wish after the
-    ask goes when it hands over nothing."""
+def _drop_restated(got: list[_Choice], catalog: TaskCatalog) -> None:
+    """A wish and a direct ask for the same task are one task ("I'd like the song bigger. Could you add
+    reverb to it?"; "I want the page without its typos. Download it, fix its grammar and pull out the
+    keywords"): the wish goes. A wish that hands over files (they go on to the next step) or asks for a
+    generator (two pictures may be wished and asked for) goes only next to the ask; a wish after the ask
+    goes when it hands over nothing."""
     lang = language()
     asking = [i for i, c in enumerate(got) if c.task is not None]
+    for n, i in enumerate(asking):
+        a = got[i]
+        if a.task is None or not lang.asks_for(a.step.text) or lang.asks_directly(a.step.text):
+            continue
+        # its files go on to the next step: only that one may be the ask, as for a generator's wish
+        alone = a.step.mentions or _generates(catalog.tasks[a.task])
+        later = asking[n + 1:n + 2] if alone else asking[n + 1:]
+        if any(got[j].task == a.task and lang.restates(a.step.text, got[j].step.text) for j in later):
+            got[i] = _Choice(a.step, None, a.score)
     for i, j in zip(asking, asking[1:]):
         a, b = got[i], got[j]
-        if a.task is None or a.task != b.task:
-            continue
-        if lang.restates(a.step.text, b.step.text):
-            got[i] = _Choice(a.step, None, a.score)
-        elif not b.step.mentions and lang.restates(b.step.text, a.step.text):
+        if a.task is not None and a.task == b.task and not b.step.mentions and lang.restates(b.step.text, a.step.text):
             got[j] = _Choice(b.step, None, b.score)
+
+
+def _generates(info: TaskInfo) -> bool:
+    """The task makes media from a description (its prompt is the step's own words)."""
+    return all(p.modality is not Modality.TEXT for p in info.outputs) and all(
+        p.modality is Modality.TEXT for p in info.inputs if not p.optional)
 
 
 def _carry(step: Step, extra: list[Mention]) -> Step:
@@ -837,12 +850,19 @@ _EARLIER_TEXT: re.Pattern[str] | None = None
 
 def _generic_text(text: str) -> str:
     """An earlier text named by its kind ("the transcript") reads as "the text": what the step does to
-    it decides the task, not the kind of text ("summarize the transcript" is no transcription)."""
+    it decides the task, not the kind of text ("summarize the transcript" is no transcription). What a
+    making verb makes is no earlier text ("extract the keywords", "write the summary")."""
     global _EARLIER_TEXT
     if _EARLIER_TEXT is None:
         nouns = "|".join(sorted(language().text_nouns - {"text"}, key=len, reverse=True))
         _EARLIER_TEXT = re.compile(rf"\b(the|this|that|its|their|these|those)\s+(?:{nouns})s?\b(?!\s+(?:of|from|in)\b)")
-    return _EARLIER_TEXT.sub(r"\1 text", text)
+    makes = language().makes_named
+
+    def kind(m: re.Match[str]) -> str:
+        before = _WORD.findall(text[:m.start()])
+        return m.group(0) if before and before[-1].lower() in makes else f"{m.group(1)} text"
+
+    return _EARLIER_TEXT.sub(kind, text)
 
 
 def _normalize(text: str) -> str:

@@ -173,6 +173,7 @@ class Language:
     none_phrasings: tuple[str, ...]
     words: tuple[str, ...] = ()
     making: frozenset[str] = frozenset()
+    makes_named: frozenset[str] = frozenset()  # verbs whose object, a kind of text, is what they make
     possession: re.Pattern[str] | None = None
     narrates: re.Pattern[str] = re.compile(r"(?!)")
     describes: re.Pattern[str] = re.compile(r"(?!)")
@@ -403,6 +404,7 @@ def language() -> Language:
         modality_words={Modality(k): frozenset(v) for k, v in data["modality"].items()},
         none_phrasings=tuple(data["none"]["phrasings"]),
         making=frozenset(split.get("making", ())),
+        makes_named=frozenset(refer.get("makes_named", ())),
         possession=re.compile(rf"^\s*{leads}(?:{_alternation(data['none']['starts'])})\b", re.I),
         attempted=re.compile(rf"^\s*{leads}(?:{_alternation(data['none']['perfect'])})\s+"
                              rf"(?:{_alternation(data['none']['attempts'])})\b(?:\s+(?:to|on|with)\s+[\w']+)?", re.I),
