@@ -10,9 +10,11 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
   their events are stored, and every event emitted meanwhile, by any run, goes in the
   next round, one thread hop for all of them instead of one per event or per run (a
   round may linger ``event_linger_seconds`` for the events that follow close behind); a
-  run's running record goes with its first batch (at once; or alone after
-  ``running_record_delay_seconds``), and its terminal event with its final record.
-  Followers see an event once it is stored, so nobody sees an event the log could lose;
+  run's running record goes with its first batch (or alone once the run is
+  ``running_record_delay_seconds`` old), and its terminal event with its final record. Only
+  a run still unfinished ``running_record_delay_seconds`` after it was submitted is marked
+  active (``runs_active``, what the sweep below looks for), so a light run makes three record
+  writes, not five. Followers see an event once it is stored, so nobody sees an event the log could lose;
 
 * any server process sharing the backend answers ``GET /v1/runs/{id}`` and streams
   the events for runs another process executes (blocking reads of the log, on a
@@ -23,8 +25,8 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
   flight as ``interrupted``: each server holds a lease record refreshed every
   ``lease_seconds / 3``; a queued or running run whose owner's lease is gone is
   marked interrupted (a ``run_failed`` event with ``status: "interrupted"`` is
-  appended, so event streams end too). A server shutting down cleanly marks its own
-  unfinished runs at once;
+  appended, so event streams end too) when it is read, and by the sweep of the runs marked
+  active. A server shutting down cleanly marks its own unfinished runs at once;
 * a cancel sent to another process reaches the run's owner at once: it is recorded
   (``runs_cancel/<id>``, which the owner's heartbeat also checks, every
   ``lease_seconds / 3``) and appended to the owner's control log ``server:<instance>``,
@@ -115,6 +117,20 @@ class _Signal:
 
 
 @dataclass
+class _Batch:
+    """What the log writer stores of one run in one round (see :meth:`RunManager._store_batch`)."""
+
+    run_id: str
+    events: list[dict[str, Any]]
+    record: dict[str, Any] | None
+    final: bool
+    mark: bool = False
+    """Store its mark in ``runs_active`` first."""
+    marked: bool = False
+    """It was marked before: the final write drops the mark."""
+
+
+@dataclass
 class RunJob:
     """A run owned by this process: its record, what to execute, and its cancel switch."""
 
@@ -136,6 +152,10 @@ class RunJob:
     """Events emitted but not stored yet, in order (the writer's next batch)."""
     record_dirty: bool = False
     """The record changed in a way other processes should see (it started): the writer stores it first."""
+    mark_due: bool = False
+    """Unfinished ``running_record_delay_seconds`` after it was submitted: marked active, its record stored at once."""
+    marked: bool = False
+    """Its mark in ``runs_active`` is stored (so the final write drops it)."""
     stored: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while nothing of the run waits for the log writer (cleared when something does)."""
     holding: bool = False
@@ -297,13 +317,22 @@ class RunManager:
         self.metrics.runs_submitted.labels(kind).inc()
         self._update_gauges()
         self._queue.put_nowait(run_id)
+        asyncio.get_running_loop().call_later(self.settings.running_record_delay_seconds, self._due, job)
         return job
 
     def _persist_new(self, record: RunRecord, prepare: Callable[[], dict[str, Any]] | None = None) -> None:
         if prepare is not None:
             record.inputs.update({k: _ref_json(v) for k, v in prepare().items()})
-        self.store.put_record(RUNS_NS, record.id, record.to_json())
-        self.store.put_record(ACTIVE_NS, record.id, {"owner": self.instance_id, "since": record.created_at})
+        # with a life, so that a run whose server dies before it is marked active is not kept for ever
+        self.store.put_record(RUNS_NS, record.id, record.to_json(), ttl=self.settings.run_ttl_seconds)
+
+    def _due(self, job: RunJob) -> None:
+        """The run is not over ``running_record_delay_seconds`` after it was submitted: mark it active, and
+        store its running record now if no events took it yet."""
+        if job.finalizing or job.status in TERMINAL:
+            return
+        job.mark_due = True
+        self._write_soon(job, now=True)
 
     # ------------------------------------------------------------------ workers
     async def _worker(self, index: int) -> None:
@@ -334,11 +363,10 @@ class RunManager:
         self._running.add(job.id)
         self.metrics.queue_wait_seconds.observe(max(0.0, (job.record.started_at or 0.0) - job.record.created_at))
         self._update_gauges()
-        # the running record goes with the run's first events, or alone if none come soon
+        # the running record goes with the run's first events (or alone, once the run is marked active)
         job.record_dirty = True
-        asyncio.get_running_loop().call_later(
-            self.settings.running_record_delay_seconds,
-            lambda: job.record_dirty and not job.finalizing and self._write_soon(job, now=True))
+        if job.mark_due:
+            self._write_soon(job, now=True)
         try:
             outcome = await execute(job.record, job.executor(job), emit=lambda doc: self._log(job, doc),
                                     node_tools=job.node_tools)
@@ -396,26 +424,28 @@ class RunManager:
             self._write_now.clear()
             jobs = list(self._to_write.values())
             self._to_write.clear()
-            work: list[tuple[RunJob, list[dict[str, Any]], dict[str, Any] | None, bool]] = []
+            work: list[tuple[RunJob, _Batch]] = []
             for job in jobs:
                 final = job.finalizing
-                batch = job.unlogged[:-1] if job.holding and not final else list(job.unlogged)
-                record = job.record.to_json() if job.record_dirty or final else None
+                batch = _Batch(job.id, job.unlogged[:-1] if job.holding and not final else list(job.unlogged),
+                               job.record.to_json() if job.record_dirty or final else None, final,
+                               mark=job.mark_due and not job.marked and not final, marked=job.marked)
                 job.record_dirty = False
-                if batch or record is not None:
-                    work.append((job, batch, record, final))
+                if batch.events or batch.record is not None or batch.mark:
+                    work.append((job, batch))
                 elif job.id not in self._to_write:
                     job.stored.set()
             if not work:
                 continue
             try:
-                results = await asyncio.to_thread(self._store_batches, [(j.id, b, r, f) for j, b, r, f in work])
+                results = await asyncio.to_thread(self._store_batches, [b for _, b in work])
             except Exception as exc:  # noqa: BLE001 - the writer serves every run: one failure must not end it
                 logger.exception("the run log writer failed")
                 failed = OrchestratorError(f"storing run events failed: {exc}")
-                results = [([], failed)] * len(work)
-            for (job, _, record, final), (done, error) in zip(work, results, strict=True):
-                self._stored(job, done, error, record, final)
+                results = [([], False, failed)] * len(work)
+            for (job, batch), (done, marked, error) in zip(work, results, strict=True):
+                job.marked = job.marked or marked
+                self._stored(job, done, error, batch.record, batch.final)
 
     def _stored(self, job: RunJob, done: list[tuple[int, dict[str, Any]]], error: OrchestratorError | None,
                 record: dict[str, Any] | None, final: bool) -> None:
@@ -437,31 +467,37 @@ class RunManager:
         if job.id not in self._to_write:
             job.stored.set()
 
-    def _store_batches(self, work: list[tuple[str, list[dict[str, Any]], dict[str, Any] | None, bool]]
-                       ) -> list[tuple[list[tuple[int, dict[str, Any]]], OrchestratorError | None]]:
+    def _store_batches(self, work: list[_Batch]
+                       ) -> list[tuple[list[tuple[int, dict[str, Any]]], bool, OrchestratorError | None]]:
         """:meth:`_store_batch` for each run of a round, in order (one thread hand-off for all)."""
-        return [self._store_batch(*item) for item in work]
+        return [self._store_batch(batch) for batch in work]
 
-    def _store_batch(self, run_id: str, events: list[dict[str, Any]], record: dict[str, Any] | None, final: bool
-                     ) -> tuple[list[tuple[int, dict[str, Any]]], OrchestratorError | None]:
-        """One store call for a batch: the record (running), the events, or with ``final`` the final record
-        after them. Returns the events stored and the error that stopped it, if any."""
+    def _store_batch(self, batch: _Batch) -> tuple[list[tuple[int, dict[str, Any]]], bool, OrchestratorError | None]:
+        """A run's part of a round: its active mark, its record (running), its events (one store call), or
+        with ``final`` the final record after them. Returns the events stored, whether the mark was, and
+        the error that stopped it, if any."""
+        run_id, record = batch.run_id, batch.record
         done: list[tuple[int, dict[str, Any]]] = []
+        marked = False
         try:
-            if record is not None and not final:
+            if batch.mark:
+                self.store.put_record(ACTIVE_NS, run_id, {"owner": self.instance_id, "since": time.time()})
+                marked = True
+            if record is not None and not batch.final:
                 self.store.put_record(RUNS_NS, run_id, record)
-            if events:  # one store call for the batch
-                done.extend(zip(self.store.append_events(event_stream(run_id), events), events, strict=True))
-            if final and record is not None:
+            if batch.events:  # one store call for the batch
+                done.extend(zip(self.store.append_events(event_stream(run_id), batch.events), batch.events,
+                                strict=True))
+            if batch.final and record is not None:
                 if done:
                     record["last_event_id"] = done[-1][0]
-                self._persist_final(record)
+                self._persist_final(record, marked=batch.marked)
         except OrchestratorError as exc:
-            return done, exc
+            return done, marked, exc
         except Exception as exc:  # noqa: BLE001 - this run's failure, not the round's: others keep what they stored
             logger.exception("storing the events of run %s failed", run_id)
-            return done, OrchestratorError(f"storing run events failed: {exc}")
-        return done, None
+            return done, marked, OrchestratorError(f"storing run events failed: {exc}")
+        return done, marked, None
 
     def _observe(self, job: RunJob, doc: dict[str, Any]) -> bool:
         """Note the run's terminal event (returns whether ``doc`` is one) and feed the metrics."""
@@ -540,12 +576,14 @@ class RunManager:
             del self._unsaved[run_id]
             logger.info("stored the final state of run %s", run_id)
 
-    def _persist_final(self, record: dict[str, Any]) -> None:
-        """Store a finished run's record (JSON) for ``run_ttl_seconds``, with its log, and drop its marks."""
+    def _persist_final(self, record: dict[str, Any], *, marked: bool = True) -> None:
+        """Store a finished run's record (JSON) for ``run_ttl_seconds``, with its log, and drop its marks
+        (``marked``: it may be marked active; a run that was never marked needs no delete)."""
         run_id = record["id"]
         self.store.put_record(RUNS_NS, run_id, record, ttl=self.settings.run_ttl_seconds)
         self.store.expire_events(event_stream(run_id), self.settings.run_ttl_seconds)
-        self.store.delete_record(ACTIVE_NS, run_id)
+        if marked:
+            self.store.delete_record(ACTIVE_NS, run_id)
         if record.get("cancel_requested") or record.get("owner") != self.instance_id:
             # another process may have asked to cancel it (an unseen request expires by itself)
             self.store.delete_record(CANCEL_NS, run_id)
