@@ -57,12 +57,14 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.artifacts import ArtifactRef, ArtifactStore
 from orchestrator.errors import OrchestratorError
 from orchestrator.runs import ACTIVE, TERMINAL, Outcome, RunKind, RunRecord, Step, execute
+from orchestrator.settings import get_settings
 from orchestrator.workflow import CancelFlag
+from orchestrator.workflow._loop import quick_calls
 
 from ._metrics import Metrics
 from .settings import ServerSettings
@@ -70,6 +72,7 @@ from .settings import ServerSettings
 __all__ = ["ACTIVE", "TERMINAL", "Outcome", "QueueFull", "RunJob", "RunManager", "event_stream"]
 
 logger = logging.getLogger("orchestrator.server.runs")
+_T = TypeVar("_T")
 
 RUNS_NS = "runs"
 ACTIVE_NS = "runs_active"
@@ -178,10 +181,14 @@ class RunManager:
     'queued'
     """
 
-    def __init__(self, store: ArtifactStore, settings: ServerSettings, *, metrics: Metrics | None = None) -> None:
+    def __init__(self, store: ArtifactStore, settings: ServerSettings, *, metrics: Metrics | None = None,
+                 inline_seconds: float | None = None) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self._inline_seconds = get_settings().inline_tool_seconds if inline_seconds is None else inline_seconds
+        """A run's store writes (its record at submit, the log writer's rounds) go on the event loop while the
+        store's calls take less than this on average (the engine's ``inline_tool_seconds``), else to a thread."""
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._jobs: dict[str, RunJob] = {}
         self._queued: set[str] = set()
@@ -309,7 +316,7 @@ class RunManager:
                      node_tools=dict((spec or {}).get("node_tools") or {}))
         self._jobs[run_id] = job
         try:
-            await asyncio.to_thread(self._persist_new, record, prepare)
+            await self._store_call(self._persist_new, record, prepare)
         except BaseException:
             self._jobs.pop(run_id, None)
             self._queued.discard(run_id)
@@ -438,7 +445,7 @@ class RunManager:
             if not work:
                 continue
             try:
-                results = await asyncio.to_thread(self._store_batches, [b for _, b in work])
+                results = await self._store_call(self._store_batches, [b for _, b in work])
             except Exception as exc:  # noqa: BLE001 - the writer serves every run: one failure must not end it
                 logger.exception("the run log writer failed")
                 failed = OrchestratorError(f"storing run events failed: {exc}")
@@ -466,6 +473,19 @@ class RunManager:
                 self._remember(record)
         if job.id not in self._to_write:
             job.stored.set()
+
+    async def _store_call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)``, blocking store work, on the loop while the store's calls are quick (two thread
+        hand-offs cost more than a round trip to Redis), else in a thread: the engine's measure of the
+        store (:data:`~orchestrator.workflow._loop.quick_calls`), which these calls feed too."""
+        def timed() -> _T:
+            began = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                quick_calls.record(self.store, time.perf_counter() - began)
+
+        return await quick_calls.call(self.store, self._inline_seconds, timed)
 
     def _store_batches(self, work: list[_Batch]
                        ) -> list[tuple[list[tuple[int, dict[str, Any]]], bool, OrchestratorError | None]]:
