@@ -120,6 +120,18 @@ class _Signal:
 
 
 @dataclass
+class _Quiet:
+    """How long a follower stays quiet before it yields ``None`` (a keep-alive): ``seconds``, which may
+    start shorter (``first_idle``), is ``idle`` once it has yielded anything."""
+
+    idle: float
+    seconds: float
+
+    def spoke(self) -> None:
+        self.seconds = self.idle
+
+
+@dataclass
 class _Batch:
     """What the log writer stores of one run in one round (see :meth:`RunManager._store_batch`)."""
 
@@ -785,14 +797,16 @@ class RunManager:
                 for item in batch:
                     yield item
 
-    async def follow_batches(self, run_id: str, after: int = 0, *, idle: float = 15.0
+    async def follow_batches(self, run_id: str, after: int = 0, *, idle: float = 15.0, first_idle: float | None = None
                              ) -> AsyncIterator[list[tuple[int | None, dict[str, Any]]] | None]:
-        """:meth:`follow`, the events that arrive together as one list (an event stream sends them in one write)."""
+        """:meth:`follow`, the events that arrive together as one list (an event stream sends them in one write).
+        ``first_idle``: the first ``None`` comes after this many quiet seconds instead of ``idle``."""
         signal = self._signals.setdefault(run_id, _Signal())
         signal.users += 1
         last = after
+        quiet = _Quiet(idle, idle if first_idle is None else min(first_idle, idle))
         try:
-            async with contextlib.aclosing(self._follow(run_id, signal, idle, after)) as batches:
+            async with contextlib.aclosing(self._follow(run_id, signal, quiet, after)) as batches:
                 async for batch in batches:
                     if batch is not None:
                         last = batch[-1][0]
@@ -807,16 +821,16 @@ class RunManager:
             if signal.users <= 0 and run_id not in self._jobs:
                 self._signals.pop(run_id, None)
 
-    async def _follow(self, run_id: str, signal: _Signal, idle: float, after: int
+    async def _follow(self, run_id: str, signal: _Signal, quiet: _Quiet, after: int
                       ) -> AsyncIterator[list[tuple[int, dict[str, Any]]] | None]:
         job = self._jobs.get(run_id)
-        batches = self._follow_local(job, signal, idle, after) if job is not None else \
-            self._follow_remote(run_id, idle, after)
+        batches = self._follow_local(job, signal, quiet, after) if job is not None else \
+            self._follow_remote(run_id, quiet, after)
         async with contextlib.aclosing(batches) as events:
             async for batch in events:
                 yield batch
 
-    async def _follow_local(self, job: RunJob, signal: _Signal, idle: float, after: int
+    async def _follow_local(self, job: RunJob, signal: _Signal, quiet: _Quiet, after: int
                             ) -> AsyncIterator[list[tuple[int, dict[str, Any]]] | None]:
         """A run of this process: its events from memory as they are stored (each batch wakes
         the followers); the stream ends when the run has ended and every event was yielded."""
@@ -829,18 +843,20 @@ class RunManager:
                 batch = job.events[start:]
                 last = batch[-1][0]
                 yield batch
+                quiet.spoke()
                 quiet_since = time.monotonic()
                 continue
             if job.done.is_set() or self._closing or job.id in self._finished:
                 return  # ended: every event is stored (the final record went last), so the end goes now
-            if time.monotonic() - quiet_since >= idle:
+            if time.monotonic() - quiet_since >= quiet.seconds:
                 quiet_since = time.monotonic()
                 yield None
+                quiet.spoke()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(idle):  # no task per wait, unlike wait_for
+                async with asyncio.timeout(quiet.seconds):  # no task per wait, unlike wait_for
                     await wake.wait()
 
-    async def _follow_remote(self, run_id: str, idle: float, after: int
+    async def _follow_remote(self, run_id: str, quiet: _Quiet, after: int
                              ) -> AsyncIterator[list[tuple[int, dict[str, Any]]] | None]:
         """A run of another process (or one already finished): blocking reads of its log; once a
         terminal event was seen, the record says when the owner has finished writing."""
@@ -852,12 +868,13 @@ class RunManager:
             if ended:
                 items = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
             else:  # block on its log instead of polling
-                items = await self._wait_events(run_id, last, min(idle, self.settings.event_wait_seconds))
+                items = await self._wait_events(run_id, last, min(quiet.seconds, self.settings.event_wait_seconds))
             if items:
                 last = items[-1][0]
                 ended = ended or any(doc.get("type") in ("run_finished", "run_failed") and doc.get("status") in TERMINAL
                                      for _, doc in items)
                 yield items
+                quiet.spoke()
                 quiet_since = time.monotonic()
                 continue
             record = await self.get(run_id)
@@ -868,9 +885,10 @@ class RunManager:
                 return
             if self._closing:
                 return
-            if time.monotonic() - quiet_since >= idle:
+            if time.monotonic() - quiet_since >= quiet.seconds:
                 quiet_since = time.monotonic()
                 yield None
+                quiet.spoke()
             if ended:  # its owner writes the final record right after the final event: re-check soon
                 await asyncio.sleep(settle)
                 settle = min(2 * settle, self.settings.event_poll_seconds)
