@@ -494,6 +494,36 @@ async def test_only_a_run_older_than_the_delay_is_marked_active_and_a_dead_owner
         await dead.stop()
 
 
+async def test_the_first_keep_alive_comes_after_first_idle_then_every_idle(tmp_path: Path) -> None:
+    """A follower of a silent run yields its first ``None`` after ``first_idle`` (an event stream's head
+    waits for it), the next ones after ``idle``; events still come as they are stored."""
+    import time
+
+    manager = RunManager(LocalArtifactStore(tmp_path), ServerSettings(max_concurrent_runs=1))
+    release = asyncio.Event()
+
+    async def silent(job: Any) -> Any:
+        await release.wait()
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        yield Outcome("succeeded")
+
+    await manager.start()
+    try:
+        job = await manager.submit("graph", silent)
+        t0 = time.monotonic()
+        seen: list[tuple[float, Any]] = []
+        async for batch in manager.follow_batches(job.id, first_idle=0.05, idle=0.6):
+            seen.append((time.monotonic() - t0, batch))
+            if len([b for _, b in seen if b is None]) == 2:
+                release.set()
+    finally:
+        release.set()
+        await manager.stop()
+    quiet = [t for t, b in seen if b is None]
+    assert len(quiet) == 2 and quiet[0] < 0.4 and quiet[1] - quiet[0] >= 0.55
+    assert [d["type"] for b in (b for _, b in seen if b is not None) for _, d in b] == ["node_started", "run_finished"]
+
+
 async def test_runs_at_once_on_a_slow_store_each_store_every_event_in_order(tmp_path: Path) -> None:
     """One log writer serves every run of a process: runs emitting at once on a slow store each get all
     their events stored, in order, with their own final record."""
