@@ -524,6 +524,58 @@ async def test_the_first_keep_alive_comes_after_first_idle_then_every_idle(tmp_p
     assert [d["type"] for b in (b for _, b in seen if b is not None) for _, d in b] == ["node_started", "run_finished"]
 
 
+class _ThreadNoting(LocalArtifactStore):
+    """The directory store, noting which thread appends each batch of events (after ``delay`` seconds)."""
+
+    delay = 0.0
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.threads: list[int] = []
+
+    def append_events(self, stream: str, events: list[dict[str, Any]]) -> list[int]:
+        import threading
+        import time
+
+        self.threads.append(threading.get_ident())
+        time.sleep(self.delay)
+        return super().append_events(stream, events)
+
+
+async def test_store_writes_go_on_the_loop_while_quick_and_back_to_threads_when_slow(tmp_path: Path) -> None:
+    """A run's store writes start in threads; timed now and then on the loop (every STORE_PROBE_EVERY-th), a
+    quick store gets them on the loop (no thread hand-off); a store turned slow sends them back to threads."""
+    import threading
+
+    store = _ThreadNoting(tmp_path)
+    manager = RunManager(store, ServerSettings(max_concurrent_runs=1), inline_seconds=0.05)
+    loop_thread = threading.get_ident()
+
+    async def quick(job: Any) -> Any:
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        yield Outcome("succeeded")
+
+    async def runs(n: int) -> None:
+        for _ in range(n):
+            job = await manager.submit("graph", quick)
+            await asyncio.wait_for(job.done.wait(), 5)
+
+    await manager.start()
+    try:
+        await runs(10)
+        assert loop_thread not in store.threads  # at first, in threads
+        await runs(4 * RunManager.STORE_PROBE_EVERY)
+        assert store.threads[-10:] == [loop_thread] * 10  # quick: on the loop
+        store.delay = 0.2  # slow: one write on the loop is enough to send them back
+        await runs(3)
+        store.delay = 0.0
+        mark = len(store.threads)
+        await runs(5)
+        assert loop_thread not in store.threads[mark:]
+    finally:
+        await manager.stop()
+
+
 async def test_runs_at_once_on_a_slow_store_each_store_every_event_in_order(tmp_path: Path) -> None:
     """One log writer serves every run of a process: runs emitting at once on a slow store each get all
     their events stored, in order, with their own final record."""

@@ -193,14 +193,18 @@ class RunManager:
     'queued'
     """
 
+    STORE_PROBE_EVERY = 32
+    """While the store writes go to threads, every this-many-th is made on the loop to time it again."""
+
     def __init__(self, store: ArtifactStore, settings: ServerSettings, *, metrics: Metrics | None = None,
                  inline_seconds: float | None = None) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics or Metrics()
         self._inline_seconds = get_settings().inline_tool_seconds if inline_seconds is None else inline_seconds
-        """A run's store writes (its record at submit, the log writer's rounds) go on the event loop while the
-        store's calls take less than this on average (the engine's ``inline_tool_seconds``), else to a thread."""
+        """A run's store writes (its record at submit, the log writer's rounds) go on the event loop while they
+        take less than this on average (the engine's ``inline_tool_seconds``), else to a thread."""
+        self._pooled_calls = 0
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._jobs: dict[str, RunJob] = {}
         self._queued: set[str] = set()
@@ -487,17 +491,21 @@ class RunManager:
             job.stored.set()
 
     async def _store_call(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """``fn(*args)``, blocking store work, on the loop while the store's calls are quick (two thread
-        hand-offs cost more than a round trip to Redis), else in a thread: the engine's measure of the
-        store (:data:`~orchestrator.workflow._loop.quick_calls`), which these calls feed too."""
-        def timed() -> _T:
-            began = time.perf_counter()
-            try:
-                return fn(*args)
-            finally:
-                quick_calls.record(self.store, time.perf_counter() - began)
-
-        return await quick_calls.call(self.store, self._inline_seconds, timed)
+        """``fn(*args)``, blocking store work, on the loop while these calls are quick (two thread hand-offs
+        cost more than a round trip to Redis), else in a thread (:class:`~orchestrator.workflow._loop.QuickCalls`,
+        keyed by this manager). Only calls made on the loop are timed: one in a thread also waits for a busy
+        loop to let go of the interpreter, which would make a quick store look slow for good. So while they
+        go to threads (as they all do at first), every ``STORE_PROBE_EVERY``-th is made on the loop and timed."""
+        if not quick_calls.is_quick(self, self._inline_seconds):
+            self._pooled_calls += 1
+            if self._inline_seconds <= 0 or self._pooled_calls < self.STORE_PROBE_EVERY:
+                return await asyncio.to_thread(fn, *args)
+            self._pooled_calls = 0
+        began = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            quick_calls.record(self, time.perf_counter() - began)
 
     def _store_batches(self, work: list[_Batch]
                        ) -> list[tuple[list[tuple[int, dict[str, Any]]], bool, OrchestratorError | None]]:
