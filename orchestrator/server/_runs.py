@@ -14,7 +14,9 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
   ``running_record_delay_seconds`` old), and its terminal event with its final record. Only
   a run still unfinished ``running_record_delay_seconds`` after it was submitted is marked
   active (``runs_active``, what the sweep below looks for), so a light run makes three record
-  writes, not five. Followers see an event once it is stored, so nobody sees an event the log could lose;
+  writes, not five. The writes go on the event loop while they are quick, else to a thread
+  (:meth:`RunManager._store_call`). Followers see an event once it is stored, so nobody sees an
+  event the log could lose;
 
 * any server process sharing the backend answers ``GET /v1/runs/{id}`` and streams
   the events for runs another process executes (blocking reads of the log, on a
