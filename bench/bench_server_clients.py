@@ -170,6 +170,22 @@ def server_cpu_seconds(srv: Server) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
 
 
+def server_write_calls(srv: Server) -> int | None:
+    """Write system calls the server's processes made so far (Linux ``/proc/PID/io``: socket writes, and the
+    wake-ups of the event loop by threads handing results back); None where that is not available."""
+    import psutil
+
+    proc = psutil.Process(srv.proc.pid)
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            with open(f"/proc/{p.pid}/io") as fh:
+                total += next(int(line.split()[1]) for line in fh if line.startswith("syscw"))
+        except (OSError, StopIteration):
+            return None
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=10.0)

@@ -5,8 +5,8 @@ the project, e.g. ``git worktree add /tmp/ref main`` or ``git archive main | tar
 both on the same store (Redis when it answers), waits until both are idle after their
 warm-up, then runs the same closed loop as ``bench_server_clients.py`` (each client posts a
 one-node workflow and reads its event stream to the end) against each in turn, ``--rounds``
-times, so both see the same machine load. Prints runs/s and the server's CPU time per run
-for each, and the ratios this/reference.
+times, so both see the same machine load. Prints runs/s, the server's CPU time per run and (on
+Linux) its write system calls per run for each, and the ratios this/reference.
 
     .venv/bin/python bench/bench_server_compare.py --reference /tmp/ref [--seconds 5] [--clients 1 4]
         [--workers 1] [--rounds 3]
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_server  # noqa: E402
 from bench_server import Server, _redis_url  # noqa: E402
-from bench_server_clients import closed_loop, server_cpu_seconds, wait_idle  # noqa: E402
+from bench_server_clients import closed_loop, server_cpu_seconds, server_write_calls, wait_idle  # noqa: E402
 
 
 def start(root: Path, redis_url: str | None, workers: int, concurrency: int) -> Server:
@@ -67,12 +67,17 @@ def main() -> None:
             wait_idle(srv)
         done: dict[tuple[str, int], int] = {}
         cpu: dict[tuple[str, int], float] = {}
+        writes: dict[tuple[str, int], int] = {}
+        counted = True  # write calls are countable here (Linux /proc)
         for _ in range(args.rounds):
             for clients in args.clients:
                 for name, srv in servers.items():
-                    before = server_cpu_seconds(srv)
+                    before, wrote = server_cpu_seconds(srv), server_write_calls(srv)
                     ok, failed = asyncio.run(closed_loop(srv.url, clients, args.seconds, args.client))
                     cpu[(name, clients)] = cpu.get((name, clients), 0.0) + server_cpu_seconds(srv) - before
+                    now = server_write_calls(srv)
+                    counted = counted and wrote is not None and now is not None
+                    writes[(name, clients)] = writes.get((name, clients), 0) + (now or 0) - (wrote or 0)
                     done[(name, clients)] = done.get((name, clients), 0) + ok
                     if failed:
                         print(f"  {name} clients={clients}: {failed} failed")
@@ -80,7 +85,9 @@ def main() -> None:
             rate = {n: done[(n, clients)] / (args.seconds * args.rounds) for n in servers}
             per_run = {n: 1000 * cpu[(n, clients)] / max(1, done[(n, clients)]) for n in servers}
             for n in servers:
-                print(f"  {clients:3d} clients {n:9s}: {rate[n]:7.1f} runs/s, server CPU {per_run[n]:5.2f} ms/run")
+                calls = f", {writes[(n, clients)] / max(1, done[(n, clients)]):4.2f} write calls/run" if counted else ""
+                print(f"  {clients:3d} clients {n:9s}: {rate[n]:7.1f} runs/s, server CPU {per_run[n]:5.2f} ms/run"
+                      + calls)
             print(f"  {clients:3d} clients this/reference: {rate['this'] / rate['reference']:.2f}x runs/s, "
                   f"{per_run['this'] / per_run['reference']:.2f}x server CPU per run")
     finally:

@@ -417,6 +417,165 @@ async def test_another_process_sees_a_silent_run_running(tmp_path: Path) -> None
         await other.stop()
 
 
+class _CountingStore(LocalArtifactStore):
+    """The directory store, noting every record write and delete as ``(op, namespace, key)``."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.writes: list[tuple[str, str, str]] = []
+
+    def put_record(self, namespace: str, key: str, value: dict[str, Any], *, ttl: float | None = None) -> None:
+        self.writes.append(("put", namespace, key))
+        super().put_record(namespace, key, value, ttl=ttl)
+
+    def delete_record(self, namespace: str, key: str) -> bool:
+        self.writes.append(("delete", namespace, key))
+        return super().delete_record(namespace, key)
+
+
+async def test_only_a_run_older_than_the_delay_is_marked_active_and_a_dead_owners_run_is_swept(
+        tmp_path: Path) -> None:
+    """A light run writes its record (queued, running, final) and no active mark (nor its delete); a run
+    still going after ``running_record_delay_seconds`` is marked, its mark dropped when it ends; a marked
+    run whose server died is found by another server's sweep and recorded interrupted."""
+    store = _CountingStore(tmp_path)
+    settings = ServerSettings(max_concurrent_runs=2, running_record_delay_seconds=0.2)
+    manager = RunManager(store, settings)
+    release = asyncio.Event()
+
+    async def quick(job: Any) -> Any:
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        yield Outcome("succeeded")
+
+    async def slow(job: Any) -> Any:
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        await release.wait()
+        yield Outcome("succeeded")
+
+    await manager.start()
+    try:
+        light = await manager.submit("graph", quick)
+        await asyncio.wait_for(light.done.wait(), 5)
+        long = await manager.submit("graph", slow)
+        await asyncio.sleep(0.4)
+        assert store.get_record("runs_active", long.id) is not None
+        release.set()
+        await asyncio.wait_for(long.done.wait(), 5)
+        await asyncio.sleep(0.3)  # past the light run's delay too
+    finally:
+        release.set()
+        await manager.stop()
+    mine = [(op, ns) for op, ns, key in store.writes if key == light.id]
+    assert mine and set(mine) == {("put", "runs")}  # queued, (running,) final: nothing in runs_active
+    theirs = [(op, ns) for op, ns, key in store.writes if key == long.id]
+    assert ("put", "runs_active") in theirs and theirs[-1] == ("delete", "runs_active")
+    assert store.list_records("runs_active") == []
+    assert store.get_record("runs", light.id)["status"] == store.get_record("runs", long.id)["status"] == "succeeded"
+
+    # a server that dies with a marked run: another one's sweep records it interrupted
+    dead = RunManager(store, settings)
+    await dead.start()
+    stuck = await dead.submit("graph", slow)
+    release.clear()
+    await asyncio.sleep(0.4)
+    assert store.get_record("runs_active", stuck.id) is not None
+    for task in (dead._background, dead._control):  # it stops renewing its lease, as after a crash
+        if task is not None:
+            task.cancel()
+    store.delete_record("servers", dead.instance_id)  # and the lease expires
+    survivor = RunManager(store, settings)
+    try:
+        assert await survivor.sweep() == 1
+        record = store.get_record("runs", stuck.id)
+        assert record is not None and record["status"] == "interrupted"
+        assert store.list_records("runs_active") == []
+    finally:
+        release.set()
+        await dead.stop()
+
+
+async def test_the_first_keep_alive_comes_after_first_idle_then_every_idle(tmp_path: Path) -> None:
+    """A follower of a silent run yields its first ``None`` after ``first_idle`` (an event stream's head
+    waits for it), the next ones after ``idle``; events still come as they are stored."""
+    import time
+
+    manager = RunManager(LocalArtifactStore(tmp_path), ServerSettings(max_concurrent_runs=1))
+    release = asyncio.Event()
+
+    async def silent(job: Any) -> Any:
+        await release.wait()
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        yield Outcome("succeeded")
+
+    await manager.start()
+    try:
+        job = await manager.submit("graph", silent)
+        t0 = time.monotonic()
+        seen: list[tuple[float, Any]] = []
+        async for batch in manager.follow_batches(job.id, first_idle=0.05, idle=0.6):
+            seen.append((time.monotonic() - t0, batch))
+            if len([b for _, b in seen if b is None]) == 2:
+                release.set()
+    finally:
+        release.set()
+        await manager.stop()
+    quiet = [t for t, b in seen if b is None]
+    assert len(quiet) == 2 and quiet[0] < 0.4 and quiet[1] - quiet[0] >= 0.55
+    assert [d["type"] for b in (b for _, b in seen if b is not None) for _, d in b] == ["node_started", "run_finished"]
+
+
+class _ThreadNoting(LocalArtifactStore):
+    """The directory store, noting which thread appends each batch of events (after ``delay`` seconds)."""
+
+    delay = 0.0
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.threads: list[int] = []
+
+    def append_events(self, stream: str, events: list[dict[str, Any]]) -> list[int]:
+        import threading
+        import time
+
+        self.threads.append(threading.get_ident())
+        time.sleep(self.delay)
+        return super().append_events(stream, events)
+
+
+async def test_store_writes_go_on_the_loop_while_quick_and_back_to_threads_when_slow(tmp_path: Path) -> None:
+    """A run's store writes start in threads; timed now and then on the loop (every STORE_PROBE_EVERY-th), a
+    quick store gets them on the loop (no thread hand-off); a store turned slow sends them back to threads."""
+    import threading
+
+    store = _ThreadNoting(tmp_path)
+    manager = RunManager(store, ServerSettings(max_concurrent_runs=1), inline_seconds=0.05)
+    loop_thread = threading.get_ident()
+
+    async def quick(job: Any) -> Any:
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        yield Outcome("succeeded")
+
+    async def runs(n: int) -> None:
+        for _ in range(n):
+            job = await manager.submit("graph", quick)
+            await asyncio.wait_for(job.done.wait(), 5)
+
+    await manager.start()
+    try:
+        await runs(10)
+        assert loop_thread not in store.threads  # at first, in threads
+        await runs(4 * RunManager.STORE_PROBE_EVERY)
+        assert store.threads[-10:] == [loop_thread] * 10  # quick: on the loop
+        store.delay = 0.2  # slow: one write on the loop is enough to send them back
+        await runs(3)
+        store.delay = 0.0
+        mark = len(store.threads)
+        await runs(5)
+        assert loop_thread not in store.threads[mark:]
+    finally:
+        await manager.stop()
+
+
 async def test_runs_at_once_on_a_slow_store_each_store_every_event_in_order(tmp_path: Path) -> None:
     """One log writer serves every run of a process: runs emitting at once on a slow store each get all
     their events stored, in order, with their own final record."""

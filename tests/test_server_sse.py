@@ -61,3 +61,34 @@ async def test_a_stream_that_ends_sends_every_event_then_ends_the_body() -> None
     bodies = [m.get("body", b"") for m in sent[1:]]
     assert bodies[:3] == [sse_format(i + 1, "tick", {"i": i}).encode() for i in range(3)]
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+async def test_the_head_waits_for_the_first_chunk_and_goes_in_the_same_turn() -> None:
+    """Nothing is sent before the body's first chunk; then the head and that chunk are sent in one turn of
+    the loop (the server's transport writes them to the socket together)."""
+    loop = asyncio.get_running_loop()
+    first = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+    sent_by_end_of_turn: list[int] = []
+
+    async def events() -> AsyncIterator[str]:
+        await first.wait()
+        yield sse_format(1, "hello", {"n": 1})
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            loop.call_soon(lambda: sent_by_end_of_turn.append(len(sent)))
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "asgi": {"spec_version": "2.3"}}
+    task = asyncio.ensure_future(EventStreamResponse(events())(scope, receive, send))
+    await asyncio.sleep(0.1)
+    assert sent == []  # no head alone while the first chunk is awaited
+    first.set()
+    await asyncio.wait_for(task, 5)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body", "http.response.body"]
+    assert sent_by_end_of_turn[0] >= 2  # the head and the first chunk in the same turn

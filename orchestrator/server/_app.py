@@ -106,7 +106,7 @@ def create_app(
         store=the_store,
         registry=the_registry,
         metrics=metrics,
-        runs=RunManager(the_store, server_settings, metrics=metrics),
+        runs=RunManager(the_store, server_settings, metrics=metrics, inline_seconds=core.inline_tool_seconds),
         agent=AgentBackend(agent, store=the_store, core_settings=core, registry=registry),
         workflows=WorkflowCache(the_registry, core),
         owns_store=owns_store,

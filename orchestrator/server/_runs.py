@@ -10,9 +10,13 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
   their events are stored, and every event emitted meanwhile, by any run, goes in the
   next round, one thread hop for all of them instead of one per event or per run (a
   round may linger ``event_linger_seconds`` for the events that follow close behind); a
-  run's running record goes with its first batch (at once; or alone after
-  ``running_record_delay_seconds``), and its terminal event with its final record.
-  Followers see an event once it is stored, so nobody sees an event the log could lose;
+  run's running record goes with its first batch (or alone once the run is
+  ``running_record_delay_seconds`` old), and its terminal event with its final record. Only
+  a run still unfinished ``running_record_delay_seconds`` after it was submitted is marked
+  active (``runs_active``, what the sweep below looks for), so a light run makes three record
+  writes, not five. The writes go on the event loop while they are quick, else to a thread
+  (:meth:`RunManager._store_call`). Followers see an event once it is stored, so nobody sees an
+  event the log could lose;
 
 * any server process sharing the backend answers ``GET /v1/runs/{id}`` and streams
   the events for runs another process executes (blocking reads of the log, on a
@@ -23,8 +27,8 @@ results) is written as the record ``runs/<id>``. Both live in the store's backen
   flight as ``interrupted``: each server holds a lease record refreshed every
   ``lease_seconds / 3``; a queued or running run whose owner's lease is gone is
   marked interrupted (a ``run_failed`` event with ``status: "interrupted"`` is
-  appended, so event streams end too). A server shutting down cleanly marks its own
-  unfinished runs at once;
+  appended, so event streams end too) when it is read, and by the sweep of the runs marked
+  active. A server shutting down cleanly marks its own unfinished runs at once;
 * a cancel sent to another process reaches the run's owner at once: it is recorded
   (``runs_cancel/<id>``, which the owner's heartbeat also checks, every
   ``lease_seconds / 3``) and appended to the owner's control log ``server:<instance>``,
@@ -55,12 +59,14 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.artifacts import ArtifactRef, ArtifactStore
 from orchestrator.errors import OrchestratorError
 from orchestrator.runs import ACTIVE, TERMINAL, Outcome, RunKind, RunRecord, Step, execute
+from orchestrator.settings import get_settings
 from orchestrator.workflow import CancelFlag
+from orchestrator.workflow._loop import quick_calls
 
 from ._metrics import Metrics
 from .settings import ServerSettings
@@ -68,6 +74,7 @@ from .settings import ServerSettings
 __all__ = ["ACTIVE", "TERMINAL", "Outcome", "QueueFull", "RunJob", "RunManager", "event_stream"]
 
 logger = logging.getLogger("orchestrator.server.runs")
+_T = TypeVar("_T")
 
 RUNS_NS = "runs"
 ACTIVE_NS = "runs_active"
@@ -115,6 +122,32 @@ class _Signal:
 
 
 @dataclass
+class _Quiet:
+    """How long a follower stays quiet before it yields ``None`` (a keep-alive): ``seconds``, which may
+    start shorter (``first_idle``), is ``idle`` once it has yielded anything."""
+
+    idle: float
+    seconds: float
+
+    def spoke(self) -> None:
+        self.seconds = self.idle
+
+
+@dataclass
+class _Batch:
+    """What the log writer stores of one run in one round (see :meth:`RunManager._store_batch`)."""
+
+    run_id: str
+    events: list[dict[str, Any]]
+    record: dict[str, Any] | None
+    final: bool
+    mark: bool = False
+    """Store its mark in ``runs_active`` first."""
+    marked: bool = False
+    """It was marked before: the final write drops the mark."""
+
+
+@dataclass
 class RunJob:
     """A run owned by this process: its record, what to execute, and its cancel switch."""
 
@@ -136,6 +169,10 @@ class RunJob:
     """Events emitted but not stored yet, in order (the writer's next batch)."""
     record_dirty: bool = False
     """The record changed in a way other processes should see (it started): the writer stores it first."""
+    mark_due: bool = False
+    """Unfinished ``running_record_delay_seconds`` after it was submitted: marked active, its record stored at once."""
+    marked: bool = False
+    """Its mark in ``runs_active`` is stored (so the final write drops it)."""
     stored: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while nothing of the run waits for the log writer (cleared when something does)."""
     holding: bool = False
@@ -158,10 +195,18 @@ class RunManager:
     'queued'
     """
 
-    def __init__(self, store: ArtifactStore, settings: ServerSettings, *, metrics: Metrics | None = None) -> None:
+    STORE_PROBE_EVERY = 32
+    """While the store writes go to threads, every this-many-th is made on the loop to time it again."""
+
+    def __init__(self, store: ArtifactStore, settings: ServerSettings, *, metrics: Metrics | None = None,
+                 inline_seconds: float | None = None) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self._inline_seconds = get_settings().inline_tool_seconds if inline_seconds is None else inline_seconds
+        """A run's store writes (its record at submit, the log writer's rounds) go on the event loop while they
+        take less than this on average (the engine's ``inline_tool_seconds``), else to a thread."""
+        self._pooled_calls = 0
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._jobs: dict[str, RunJob] = {}
         self._queued: set[str] = set()
@@ -289,7 +334,7 @@ class RunManager:
                      node_tools=dict((spec or {}).get("node_tools") or {}))
         self._jobs[run_id] = job
         try:
-            await asyncio.to_thread(self._persist_new, record, prepare)
+            await self._store_call(self._persist_new, record, prepare)
         except BaseException:
             self._jobs.pop(run_id, None)
             self._queued.discard(run_id)
@@ -297,13 +342,22 @@ class RunManager:
         self.metrics.runs_submitted.labels(kind).inc()
         self._update_gauges()
         self._queue.put_nowait(run_id)
+        asyncio.get_running_loop().call_later(self.settings.running_record_delay_seconds, self._due, job)
         return job
 
     def _persist_new(self, record: RunRecord, prepare: Callable[[], dict[str, Any]] | None = None) -> None:
         if prepare is not None:
             record.inputs.update({k: _ref_json(v) for k, v in prepare().items()})
-        self.store.put_record(RUNS_NS, record.id, record.to_json())
-        self.store.put_record(ACTIVE_NS, record.id, {"owner": self.instance_id, "since": record.created_at})
+        # with a life, so that a run whose server dies before it is marked active is not kept for ever
+        self.store.put_record(RUNS_NS, record.id, record.to_json(), ttl=self.settings.run_ttl_seconds)
+
+    def _due(self, job: RunJob) -> None:
+        """The run is not over ``running_record_delay_seconds`` after it was submitted: mark it active, and
+        store its running record now if no events took it yet."""
+        if job.finalizing or job.status in TERMINAL:
+            return
+        job.mark_due = True
+        self._write_soon(job, now=True)
 
     # ------------------------------------------------------------------ workers
     async def _worker(self, index: int) -> None:
@@ -334,11 +388,10 @@ class RunManager:
         self._running.add(job.id)
         self.metrics.queue_wait_seconds.observe(max(0.0, (job.record.started_at or 0.0) - job.record.created_at))
         self._update_gauges()
-        # the running record goes with the run's first events, or alone if none come soon
+        # the running record goes with the run's first events (or alone, once the run is marked active)
         job.record_dirty = True
-        asyncio.get_running_loop().call_later(
-            self.settings.running_record_delay_seconds,
-            lambda: job.record_dirty and not job.finalizing and self._write_soon(job, now=True))
+        if job.mark_due:
+            self._write_soon(job, now=True)
         try:
             outcome = await execute(job.record, job.executor(job), emit=lambda doc: self._log(job, doc),
                                     node_tools=job.node_tools)
@@ -396,26 +449,28 @@ class RunManager:
             self._write_now.clear()
             jobs = list(self._to_write.values())
             self._to_write.clear()
-            work: list[tuple[RunJob, list[dict[str, Any]], dict[str, Any] | None, bool]] = []
+            work: list[tuple[RunJob, _Batch]] = []
             for job in jobs:
                 final = job.finalizing
-                batch = job.unlogged[:-1] if job.holding and not final else list(job.unlogged)
-                record = job.record.to_json() if job.record_dirty or final else None
+                batch = _Batch(job.id, job.unlogged[:-1] if job.holding and not final else list(job.unlogged),
+                               job.record.to_json() if job.record_dirty or final else None, final,
+                               mark=job.mark_due and not job.marked and not final, marked=job.marked)
                 job.record_dirty = False
-                if batch or record is not None:
-                    work.append((job, batch, record, final))
+                if batch.events or batch.record is not None or batch.mark:
+                    work.append((job, batch))
                 elif job.id not in self._to_write:
                     job.stored.set()
             if not work:
                 continue
             try:
-                results = await asyncio.to_thread(self._store_batches, [(j.id, b, r, f) for j, b, r, f in work])
+                results = await self._store_call(self._store_batches, [b for _, b in work])
             except Exception as exc:  # noqa: BLE001 - the writer serves every run: one failure must not end it
                 logger.exception("the run log writer failed")
                 failed = OrchestratorError(f"storing run events failed: {exc}")
-                results = [([], failed)] * len(work)
-            for (job, _, record, final), (done, error) in zip(work, results, strict=True):
-                self._stored(job, done, error, record, final)
+                results = [([], False, failed)] * len(work)
+            for (job, batch), (done, marked, error) in zip(work, results, strict=True):
+                job.marked = job.marked or marked
+                self._stored(job, done, error, batch.record, batch.final)
 
     def _stored(self, job: RunJob, done: list[tuple[int, dict[str, Any]]], error: OrchestratorError | None,
                 record: dict[str, Any] | None, final: bool) -> None:
@@ -437,31 +492,54 @@ class RunManager:
         if job.id not in self._to_write:
             job.stored.set()
 
-    def _store_batches(self, work: list[tuple[str, list[dict[str, Any]], dict[str, Any] | None, bool]]
-                       ) -> list[tuple[list[tuple[int, dict[str, Any]]], OrchestratorError | None]]:
-        """:meth:`_store_batch` for each run of a round, in order (one thread hand-off for all)."""
-        return [self._store_batch(*item) for item in work]
-
-    def _store_batch(self, run_id: str, events: list[dict[str, Any]], record: dict[str, Any] | None, final: bool
-                     ) -> tuple[list[tuple[int, dict[str, Any]]], OrchestratorError | None]:
-        """One store call for a batch: the record (running), the events, or with ``final`` the final record
-        after them. Returns the events stored and the error that stopped it, if any."""
-        done: list[tuple[int, dict[str, Any]]] = []
+    async def _store_call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)``, blocking store work, on the loop while these calls are quick (two thread hand-offs
+        cost more than a round trip to Redis), else in a thread (:class:`~orchestrator.workflow._loop.QuickCalls`,
+        keyed by this manager). Only calls made on the loop are timed: one in a thread also waits for a busy
+        loop to let go of the interpreter, which would make a quick store look slow for good. So while they
+        go to threads (as they all do at first), every ``STORE_PROBE_EVERY``-th is made on the loop and timed."""
+        if not quick_calls.is_quick(self, self._inline_seconds):
+            self._pooled_calls += 1
+            if self._inline_seconds <= 0 or self._pooled_calls < self.STORE_PROBE_EVERY:
+                return await asyncio.to_thread(fn, *args)
+            self._pooled_calls = 0
+        began = time.perf_counter()
         try:
-            if record is not None and not final:
+            return fn(*args)
+        finally:
+            quick_calls.record(self, time.perf_counter() - began)
+
+    def _store_batches(self, work: list[_Batch]
+                       ) -> list[tuple[list[tuple[int, dict[str, Any]]], bool, OrchestratorError | None]]:
+        """:meth:`_store_batch` for each run of a round, in order (one thread hand-off for all)."""
+        return [self._store_batch(batch) for batch in work]
+
+    def _store_batch(self, batch: _Batch) -> tuple[list[tuple[int, dict[str, Any]]], bool, OrchestratorError | None]:
+        """A run's part of a round: its active mark, its record (running), its events (one store call), or
+        with ``final`` the final record after them. Returns the events stored, whether the mark was, and
+        the error that stopped it, if any."""
+        run_id, record = batch.run_id, batch.record
+        done: list[tuple[int, dict[str, Any]]] = []
+        marked = False
+        try:
+            if batch.mark:
+                self.store.put_record(ACTIVE_NS, run_id, {"owner": self.instance_id, "since": time.time()})
+                marked = True
+            if record is not None and not batch.final:
                 self.store.put_record(RUNS_NS, run_id, record)
-            if events:  # one store call for the batch
-                done.extend(zip(self.store.append_events(event_stream(run_id), events), events, strict=True))
-            if final and record is not None:
+            if batch.events:  # one store call for the batch
+                done.extend(zip(self.store.append_events(event_stream(run_id), batch.events), batch.events,
+                                strict=True))
+            if batch.final and record is not None:
                 if done:
                     record["last_event_id"] = done[-1][0]
-                self._persist_final(record)
+                self._persist_final(record, marked=batch.marked)
         except OrchestratorError as exc:
-            return done, exc
+            return done, marked, exc
         except Exception as exc:  # noqa: BLE001 - this run's failure, not the round's: others keep what they stored
             logger.exception("storing the events of run %s failed", run_id)
-            return done, OrchestratorError(f"storing run events failed: {exc}")
-        return done, None
+            return done, marked, OrchestratorError(f"storing run events failed: {exc}")
+        return done, marked, None
 
     def _observe(self, job: RunJob, doc: dict[str, Any]) -> bool:
         """Note the run's terminal event (returns whether ``doc`` is one) and feed the metrics."""
@@ -540,12 +618,14 @@ class RunManager:
             del self._unsaved[run_id]
             logger.info("stored the final state of run %s", run_id)
 
-    def _persist_final(self, record: dict[str, Any]) -> None:
-        """Store a finished run's record (JSON) for ``run_ttl_seconds``, with its log, and drop its marks."""
+    def _persist_final(self, record: dict[str, Any], *, marked: bool = True) -> None:
+        """Store a finished run's record (JSON) for ``run_ttl_seconds``, with its log, and drop its marks
+        (``marked``: it may be marked active; a run that was never marked needs no delete)."""
         run_id = record["id"]
         self.store.put_record(RUNS_NS, run_id, record, ttl=self.settings.run_ttl_seconds)
         self.store.expire_events(event_stream(run_id), self.settings.run_ttl_seconds)
-        self.store.delete_record(ACTIVE_NS, run_id)
+        if marked:
+            self.store.delete_record(ACTIVE_NS, run_id)
         if record.get("cancel_requested") or record.get("owner") != self.instance_id:
             # another process may have asked to cancel it (an unseen request expires by itself)
             self.store.delete_record(CANCEL_NS, run_id)
@@ -727,14 +807,16 @@ class RunManager:
                 for item in batch:
                     yield item
 
-    async def follow_batches(self, run_id: str, after: int = 0, *, idle: float = 15.0
+    async def follow_batches(self, run_id: str, after: int = 0, *, idle: float = 15.0, first_idle: float | None = None
                              ) -> AsyncIterator[list[tuple[int | None, dict[str, Any]]] | None]:
-        """:meth:`follow`, the events that arrive together as one list (an event stream sends them in one write)."""
+        """:meth:`follow`, the events that arrive together as one list (an event stream sends them in one write).
+        ``first_idle``: the first ``None`` comes after this many quiet seconds instead of ``idle``."""
         signal = self._signals.setdefault(run_id, _Signal())
         signal.users += 1
         last = after
+        quiet = _Quiet(idle, idle if first_idle is None else min(first_idle, idle))
         try:
-            async with contextlib.aclosing(self._follow(run_id, signal, idle, after)) as batches:
+            async with contextlib.aclosing(self._follow(run_id, signal, quiet, after)) as batches:
                 async for batch in batches:
                     if batch is not None:
                         last = batch[-1][0]
@@ -749,16 +831,16 @@ class RunManager:
             if signal.users <= 0 and run_id not in self._jobs:
                 self._signals.pop(run_id, None)
 
-    async def _follow(self, run_id: str, signal: _Signal, idle: float, after: int
+    async def _follow(self, run_id: str, signal: _Signal, quiet: _Quiet, after: int
                       ) -> AsyncIterator[list[tuple[int, dict[str, Any]]] | None]:
         job = self._jobs.get(run_id)
-        batches = self._follow_local(job, signal, idle, after) if job is not None else \
-            self._follow_remote(run_id, idle, after)
+        batches = self._follow_local(job, signal, quiet, after) if job is not None else \
+            self._follow_remote(run_id, quiet, after)
         async with contextlib.aclosing(batches) as events:
             async for batch in events:
                 yield batch
 
-    async def _follow_local(self, job: RunJob, signal: _Signal, idle: float, after: int
+    async def _follow_local(self, job: RunJob, signal: _Signal, quiet: _Quiet, after: int
                             ) -> AsyncIterator[list[tuple[int, dict[str, Any]]] | None]:
         """A run of this process: its events from memory as they are stored (each batch wakes
         the followers); the stream ends when the run has ended and every event was yielded."""
@@ -771,18 +853,20 @@ class RunManager:
                 batch = job.events[start:]
                 last = batch[-1][0]
                 yield batch
+                quiet.spoke()
                 quiet_since = time.monotonic()
                 continue
             if job.done.is_set() or self._closing or job.id in self._finished:
                 return  # ended: every event is stored (the final record went last), so the end goes now
-            if time.monotonic() - quiet_since >= idle:
+            if time.monotonic() - quiet_since >= quiet.seconds:
                 quiet_since = time.monotonic()
                 yield None
+                quiet.spoke()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(idle):  # no task per wait, unlike wait_for
+                async with asyncio.timeout(quiet.seconds):  # no task per wait, unlike wait_for
                     await wake.wait()
 
-    async def _follow_remote(self, run_id: str, idle: float, after: int
+    async def _follow_remote(self, run_id: str, quiet: _Quiet, after: int
                              ) -> AsyncIterator[list[tuple[int, dict[str, Any]]] | None]:
         """A run of another process (or one already finished): blocking reads of its log; once a
         terminal event was seen, the record says when the owner has finished writing."""
@@ -794,12 +878,13 @@ class RunManager:
             if ended:
                 items = await asyncio.to_thread(self.store.read_events, event_stream(run_id), last)
             else:  # block on its log instead of polling
-                items = await self._wait_events(run_id, last, min(idle, self.settings.event_wait_seconds))
+                items = await self._wait_events(run_id, last, min(quiet.seconds, self.settings.event_wait_seconds))
             if items:
                 last = items[-1][0]
                 ended = ended or any(doc.get("type") in ("run_finished", "run_failed") and doc.get("status") in TERMINAL
                                      for _, doc in items)
                 yield items
+                quiet.spoke()
                 quiet_since = time.monotonic()
                 continue
             record = await self.get(run_id)
@@ -810,9 +895,10 @@ class RunManager:
                 return
             if self._closing:
                 return
-            if time.monotonic() - quiet_since >= idle:
+            if time.monotonic() - quiet_since >= quiet.seconds:
                 quiet_since = time.monotonic()
                 yield None
+                quiet.spoke()
             if ended:  # its owner writes the final record right after the final event: re-check soon
                 await asyncio.sleep(settle)
                 settle = min(2 * settle, self.settings.event_poll_seconds)

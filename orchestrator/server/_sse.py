@@ -5,7 +5,9 @@
 for the client to go away: two tasks, a cancel scope and their bookkeeping for every
 stream, which for a light run costs about as much as the run's own events. Here one small
 watcher task waits for the disconnect and cancels the request's task, so a stream whose
-client went away still stops at once (its follower is released), as before.
+client went away still stops at once (its follower is released), as before. The response head
+waits for the body's first chunk, so both go in one write (the server's transport sends what one
+turn of the loop wrote together): a stream's generator should yield soon, a keep-alive if nothing else.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class EventStreamResponse(StreamingResponse):
 
         watcher = asyncio.ensure_future(cancel_on_disconnect())
         try:
-            await self.stream_response(send)
+            await self._stream_with_head(send)
         except asyncio.CancelledError:
             if not watcher.done() or watcher.cancelled():
                 raise  # cancelled from elsewhere (shutdown), not by the client leaving
@@ -69,3 +71,18 @@ class EventStreamResponse(StreamingResponse):
                 await close()  # release the follower now, not when the generator is collected
         if self.background is not None:
             await self.background()
+
+    async def _stream_with_head(self, send: Send) -> None:
+        """:meth:`stream_response`, the head sent with the first chunk."""
+        chunks = aiter(self.body_iterator)
+        first = await anext(chunks, None)
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if first is not None:
+            await send({"type": "http.response.body", "body": _bytes(first, self.charset), "more_body": True})
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": _bytes(chunk, self.charset), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _bytes(chunk: str | bytes | memoryview, charset: str) -> bytes | memoryview:
+    return chunk.encode(charset) if isinstance(chunk, str) else chunk

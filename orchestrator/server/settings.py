@@ -88,8 +88,12 @@ class ServerSettings(BaseSettings):
     event_wait_seconds: float = Field(default=2.0, gt=0)
     """How long one blocking read of another process's run log waits before the run's record is re-checked."""
     running_record_delay_seconds: float = Field(default=0.05, ge=0)
-    """A started run's record (``running``) is stored with its first events, or alone after this long if
-    none came (other processes say ``queued`` until then)."""
+    """A started run's record (``running``) is stored with its first events, or alone once the run is this old
+    if none came (other processes say ``queued`` until then). A run still unfinished this long after it was
+    submitted is marked active, for the sweep of runs whose server died; a run that ends sooner is not."""
+    event_head_wait_seconds: float = Field(default=0.05, ge=0)
+    """An event stream's response head waits this long for the run's first events, so that both go in one
+    write (a light run's stream takes one write fewer); then a keep-alive goes with it."""
     event_linger_seconds: float = Field(default=0.0, ge=0)
     """The log writer waits this long before a round (unless a run's first batch, its end or a full batch
     waits), so events that follow close behind, of this run or others, go in the same round: fewer store

@@ -193,7 +193,8 @@ async def run_events(
     ended and every event was sent, an ``end`` event (no id) carries the final status
     and the stream closes. With ``Accept: application/json`` the events so far come
     back as one JSON list instead."""
-    await _record(state, run_id)
+    if state.runs.local(run_id) is None:  # a run of this process needs no record to say it exists
+        await _record(state, run_id)
     start = _resume_after(last_event_id, after)
     accept = request.headers.get("accept", "")
     if "application/json" in accept and "text/event-stream" not in accept:
@@ -203,8 +204,9 @@ async def run_events(
         return JSONResponse({"events": [{"id": seq, **doc} for seq, doc in items]})
 
     async def stream() -> AsyncIterator[str]:
-        head = "retry: 1000\n\n"  # sent with the first events: one write
-        async for batch in state.runs.follow_batches(run_id, start):
+        head = "retry: 1000\n\n"  # with the response head and the first events (or a keep-alive soon): one write
+        wait = state.settings.event_head_wait_seconds
+        async for batch in state.runs.follow_batches(run_id, start, first_idle=wait):
             if batch is None:
                 yield head + ": keep-alive\n\n"
                 head = ""
