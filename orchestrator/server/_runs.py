@@ -66,7 +66,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.runs import ACTIVE, TERMINAL, Outcome, RunKind, RunRecord, Step, execute
 from orchestrator.settings import get_settings
 from orchestrator.workflow import CancelFlag
-from orchestrator.workflow._loop import quick_calls
+from orchestrator.workflow import quick_calls
 
 from ._metrics import Metrics
 from .settings import ServerSettings
@@ -494,7 +494,7 @@ class RunManager:
 
     async def _store_call(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)``, blocking store work, on the loop while these calls are quick (two thread hand-offs
-        cost more than a round trip to Redis), else in a thread (:class:`~orchestrator.workflow._loop.QuickCalls`,
+        cost more than a round trip to Redis), else in a thread (:class:`~orchestrator.workflow.QuickCalls`,
         keyed by this manager). Only calls made on the loop are timed: one in a thread also waits for a busy
         loop to let go of the interpreter, which would make a quick store look slow for good. So while they
         go to threads (as they all do at first), every ``STORE_PROBE_EVERY``-th is made on the loop and timed."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import events
 from ._builder import InputDecl, NodeDecl, OutputDecl, Workflow, WorkflowDoc
 from ._engine import CompiledWorkflow, GraphState, NodeResult, RunResult, cache_key, coerce_input
-from ._loop import CancelFlag
+from ._loop import CancelFlag, QuickCalls, quick_calls
 
 __all__ = [
     "CancelFlag",
@@ -15,10 +15,12 @@ __all__ = [
     "NodeDecl",
     "NodeResult",
     "OutputDecl",
+    "QuickCalls",
     "RunResult",
     "Workflow",
     "WorkflowDoc",
     "cache_key",
     "coerce_input",
     "events",
+    "quick_calls",
 ]
