@@ -18,7 +18,7 @@ from orchestrator.artifacts import LocalArtifactStore
 from orchestrator.cli import app
 from orchestrator.errors import StoreUnavailable
 from orchestrator.runs import Outcome, RunRecord
-from orchestrator.server._runs import RunManager
+from orchestrator.server._runs import RunManager, event_stream
 from orchestrator.server.settings import ServerSettings
 
 WORKFLOW = {
@@ -423,10 +423,16 @@ class _CountingStore(LocalArtifactStore):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.writes: list[tuple[str, str, str]] = []
+        self.lives: list[tuple[str, str, float | None]] = []  # (namespace or "events", key, ttl) as written
 
     def put_record(self, namespace: str, key: str, value: dict[str, Any], *, ttl: float | None = None) -> None:
         self.writes.append(("put", namespace, key))
+        self.lives.append((namespace, key, ttl))
         super().put_record(namespace, key, value, ttl=ttl)
+
+    def expire_events(self, stream: str, ttl: float | None) -> None:
+        self.lives.append(("events", stream, ttl))
+        super().expire_events(stream, ttl)
 
     def delete_record(self, namespace: str, key: str) -> bool:
         self.writes.append(("delete", namespace, key))
@@ -632,3 +638,31 @@ async def test_a_runs_end_cuts_the_log_writers_linger_short(tmp_path: Path) -> N
     assert kinds == ["node_started", "node_finished", "run_finished"]
     record = store.get_record("runs", job.id)
     assert record is not None and record["status"] == "succeeded" and record["last_event_id"] == 3
+
+
+async def test_a_run_not_yet_marked_active_keeps_nothing_for_ever(tmp_path: Path) -> None:
+    """Until a run is marked active (the crash sweep sees only marked runs), every record of it and its
+    log are written with ``run_ttl_seconds`` of life: a server that dies then leaves nothing for ever."""
+    store = _CountingStore(tmp_path)
+    settings = ServerSettings(max_concurrent_runs=1, running_record_delay_seconds=5.0, run_ttl_seconds=600)
+    manager = RunManager(store, settings)
+    release = asyncio.Event()
+
+    async def slow(job: Any) -> Any:
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        await release.wait()
+        yield Outcome("succeeded")
+
+    await manager.start()
+    try:
+        job = await manager.submit("graph", slow)
+        for _ in range(100):  # its first batch: the running record and the first event
+            if store.read_events(event_stream(job.id)):
+                break
+            await asyncio.sleep(0.02)
+        lives = [(ns, ttl) for ns, key, ttl in store.lives if job.id in key]
+        assert lives and all(ttl == 600 for _, ttl in lives)
+        assert ("events", 600) in lives and [ns for ns, _ in lives].count("runs") >= 2  # queued, running
+    finally:
+        release.set()
+        await manager.stop()

@@ -145,6 +145,9 @@ class _Batch:
     """Store its mark in ``runs_active`` first."""
     marked: bool = False
     """It was marked before: the final write drops the mark."""
+    expire: bool = False
+    """Not marked: its running record and its log get ``run_ttl_seconds`` of life, so a server that dies
+    before marking it leaves nothing for ever (the sweep only sees marked runs)."""
 
 
 @dataclass
@@ -170,6 +173,8 @@ class RunJob:
     record_dirty: bool = False
     """The record changed in a way other processes should see (it started): the writer stores it first."""
     mark_due: bool = False
+    log_expires: bool = False
+    """Its log was given ``run_ttl_seconds`` of life while it was not marked active."""
     """Unfinished ``running_record_delay_seconds`` after it was submitted: marked active, its record stored at once."""
     marked: bool = False
     """Its mark in ``runs_active`` is stored (so the final write drops it)."""
@@ -321,8 +326,8 @@ class RunManager:
     ) -> RunJob:
         """Record and queue a run; raises :class:`QueueFull` when at capacity.
 
-        ``prepare``: blocking work done in the thread hand-off that stores the record, just before it
-        (storing the request's inputs); it returns more inputs to record, and what it raises refuses the run."""
+        ``prepare``: blocking work done in a thread just before the record is stored (storing the
+        request's inputs); it returns more inputs to record, and what it raises refuses the run."""
         self.ensure_capacity()
         run_id = new_run_id()
         self._queued.add(run_id)  # reserve the slot before the first await: concurrent submits see it
@@ -334,7 +339,10 @@ class RunManager:
                      node_tools=dict((spec or {}).get("node_tools") or {}))
         self._jobs[run_id] = job
         try:
-            await self._store_call(self._persist_new, record, prepare)
+            if prepare is not None:  # decoding uploads, fetching links: never on the loop
+                extra = await asyncio.to_thread(prepare)
+                record.inputs.update({k: _ref_json(v) for k, v in extra.items()})
+            await self._store_call(self._persist_new, record)
         except BaseException:
             self._jobs.pop(run_id, None)
             self._queued.discard(run_id)
@@ -345,9 +353,7 @@ class RunManager:
         asyncio.get_running_loop().call_later(self.settings.running_record_delay_seconds, self._due, job)
         return job
 
-    def _persist_new(self, record: RunRecord, prepare: Callable[[], dict[str, Any]] | None = None) -> None:
-        if prepare is not None:
-            record.inputs.update({k: _ref_json(v) for k, v in prepare().items()})
+    def _persist_new(self, record: RunRecord) -> None:
         # with a life, so that a run whose server dies before it is marked active is not kept for ever
         self.store.put_record(RUNS_NS, record.id, record.to_json(), ttl=self.settings.run_ttl_seconds)
 
@@ -455,6 +461,8 @@ class RunManager:
                 batch = _Batch(job.id, job.unlogged[:-1] if job.holding and not final else list(job.unlogged),
                                job.record.to_json() if job.record_dirty or final else None, final,
                                mark=job.mark_due and not job.marked and not final, marked=job.marked)
+                if not final and not job.marked and not batch.mark and not job.log_expires and batch.events:
+                    batch.expire = job.log_expires = True
                 job.record_dirty = False
                 if batch.events or batch.record is not None or batch.mark:
                     work.append((job, batch))
@@ -525,11 +533,14 @@ class RunManager:
             if batch.mark:
                 self.store.put_record(ACTIVE_NS, run_id, {"owner": self.instance_id, "since": time.time()})
                 marked = True
-            if record is not None and not batch.final:
-                self.store.put_record(RUNS_NS, run_id, record)
+            if record is not None and not batch.final:  # unmarked: it expires unless the final write comes
+                self.store.put_record(RUNS_NS, run_id, record,
+                                      ttl=None if batch.mark or batch.marked else self.settings.run_ttl_seconds)
             if batch.events:  # one store call for the batch
                 done.extend(zip(self.store.append_events(event_stream(run_id), batch.events), batch.events,
                                 strict=True))
+                if batch.expire:
+                    self.store.expire_events(event_stream(run_id), self.settings.run_ttl_seconds)
             if batch.final and record is not None:
                 if done:
                     record["last_event_id"] = done[-1][0]
