@@ -331,6 +331,55 @@ def test_a_blocking_run_of_quick_tools_runs_them_on_the_calling_thread_with_no_l
     assert collecting[-3:] == [False] * 3 and gc.isenabled()
 
 
+def test_on_the_sync_path_parallel_branches_deliver_events_one_at_a_time_in_order(local_store):
+    """Branches run on LangGraph's threads there; on_event still sees one event at a time, in seq order."""
+    @tool("rt.quick", task="probe", description="Return the text.", inputs={"text": "text"},
+          outputs={"text": "text"}, register=False)
+    def quick(text: str) -> str:
+        return text + "."
+
+    reg = ToolRegistry()
+    reg.register(quick)
+    wf = Workflow("fan").add_input("t", "text")
+    for i in range(8):
+        wf.add_node(f"b{i}", "rt.quick", inputs={"text": "t"}).add_output(f"o{i}", f"b{i}.text")
+    compiled = wf.compile(registry=reg, settings=Settings(inline_tool_seconds=0.05, max_workers=8))
+    compiled.run({"t": "warm"}, store=local_store, cache=False)  # the tool proves quick
+    seen: list[int] = []
+    inside = threading.Semaphore(1)
+
+    def on_event(event) -> None:
+        assert inside.acquire(blocking=False), "two events delivered at once"
+        try:
+            time.sleep(0.002)  # long enough for another branch's event to arrive meanwhile
+            seen.append(event.seq)
+        finally:
+            inside.release()
+
+    assert compiled.run({"t": "x"}, store=local_store, cache=False, on_event=on_event).ok
+    assert seen == sorted(seen) and len(seen) >= 18
+
+
+def test_garbage_collector_pauses_nest_across_threads():
+    """It comes back on when the last of overlapping pauses ends, and stays off if it was off."""
+    from orchestrator.workflow._engine import _gc_paused
+
+    first, second = _gc_paused(), _gc_paused()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()  # the second pause still runs
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_cancel_reaches_a_quick_tool_that_turned_slow_on_the_sync_path(local_store):
     """A cooperative tool sees the run's cancel flag even with no loop to pass it on."""
     class Wait(BaseModel):

@@ -455,6 +455,13 @@ class CompiledWorkflow:
             if feed is not None:
                 feed.wake(threading.get_ident() != loop_thread)
 
+        if on_event is not None:  # events from several threads (progress, branches): one at a time, in order
+            deliver_lock, numbered = threading.RLock(), emit
+
+            def emit(event: Any) -> None:  # noqa: F811 - the same, delivered under one lock
+                with deliver_lock:
+                    numbered(event)
+
         try:  # inputs are stored (write-behind, as node outputs), or looked up, pinned to the run
             refs = self._coerce_inputs(inputs or {}, store, pin=run_id, defer=node_executor is None)
         except BaseException:
@@ -491,7 +498,11 @@ class CompiledWorkflow:
                     rc.results[node_id] = NodeResult(status="cached", outputs=hits[node_id])
                     emit(ev.NodeCached(run_id=run_id, node=node_id, outputs=hits[node_id]))
             elif sync:
-                self.graph.invoke({"inputs": refs}, config)
+                try:
+                    self.graph.invoke({"inputs": refs}, config)
+                except BaseException:  # Ctrl-C in the caller's thread: the branches on LangGraph's threads stop
+                    rc.cancel.set()
+                    raise
             else:
                 await self.graph.ainvoke({"inputs": refs}, config)
         except asyncio.CancelledError:
@@ -661,14 +672,26 @@ _EMBEDDED_LOCK = threading.RLock()
 
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for a burst of allocations that all stay alive."""
-    enabled = gc.isenabled()
-    gc.disable()
+    """Pause the cyclic garbage collector for a burst of allocations that all stay alive; counted across
+    threads, so it comes back on when the last pause ends, and only if it was on before the first."""
+    global _gc_pauses, _gc_was_on
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_on = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_on:
+                gc.enable()
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_on = True
 
 # ------------------------------------------------------------------ one node
 
