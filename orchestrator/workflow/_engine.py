@@ -52,7 +52,8 @@ from orchestrator.tool import ToolContext
 
 from . import events as ev
 from ._builder import Workflow
-from ._loop import CancelFlag, loop_running, quick_calls, retire_pool, run_in_pool, run_inline, run_sync, watch_cancel
+from ._loop import (CancelFlag, loop_running, quick_calls, retire_pool, run_in_helper, run_in_pool, run_inline,
+                    run_sync, watch_cancel)
 from ._validate import Plan, ResolvedNode, resolve
 
 __all__ = ["CompiledWorkflow", "NodeResult", "RunResult"]
@@ -216,7 +217,7 @@ class _BlockingNodeAction:
         rc: _RunContext | None = (config or {}).get("configurable", {}).get("orchestrator_run")
         if rc is not None and rc.sync:
             return run_inline(_execute_node(node, state, rc))
-        return run_sync(lambda: compiled._call_node(node, state, config))
+        return run_in_helper(lambda: compiled._call_node(node, state, config))  # LangGraph's threads come and go
 
 
 async def _node_signature(state, config):  # type: ignore[no-untyped-def]  # the signature of _NodeAction.__call__

@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 __all__ = [
-    "CancelFlag", "QuickCalls", "loop_running", "quick_calls", "retire_pool", "run_in_pool", "run_inline", "run_sync",
-    "tool_pool", "watch_cancel",
+    "CancelFlag", "QuickCalls", "loop_running", "quick_calls", "retire_pool", "run_in_helper", "run_in_pool",
+    "run_inline", "run_sync", "tool_pool", "watch_cancel",
 ]
 
 T = TypeVar("T")
@@ -57,6 +57,12 @@ def run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         asyncio.get_running_loop()
     except RuntimeError:
         return _run_here(factory)
+    return run_in_helper(factory)
+
+
+def run_in_helper(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``factory()`` on one of a few long-lived helper threads, each keeping its own loop (for
+    callers on threads that come and go, which would each leave a loop behind)."""
     global _nested_pool
     with _nested_lock:
         if _nested_pool is None:
