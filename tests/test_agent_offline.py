@@ -554,11 +554,10 @@ def test_what_it_points_back_to_is_what_a_two_picture_task_changes(planner: Offl
 
 def test_a_step_joined_into_the_next_hands_its_file_over_once(planner: OfflinePlanner,
                                                              catalog: TaskCatalog) -> None:
-    result = plan(planner, catalog, "I spotted a clip at https://example.org/clip that I'd like to download. I have "
-                                    "also recorded a voice track (vt.wav) for the clip and would like to align it "
-                                    "with the visuals.")
+    result = plan(planner, catalog, "Please fetch the lecture video at https://example.org/lecture. I have also taped a "
+                                    "commentary (notes.wav) for that lecture and want to align it with the visuals.")
     assert chain(result) == [("video-downloader", []), ("video-synchronization", [0])]
-    assert result.tasks[1].args["audio"] == "vt.wav"
+    assert result.tasks[1].args["audio"] == "notes.wav"
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -585,6 +584,11 @@ def test_a_file_name_for_a_result_is_no_input(planner: OfflinePlanner, catalog: 
     # saving the result under a name is no task
     saved = plan(planner, catalog, "Transcribe talk.wav and save the text as notes.txt")
     assert [t.task for t in saved.tasks] == ["automatic-speech-recognition"]
+
+
+def test_such_as_and_same_as_name_inputs_not_results() -> None:
+    for text in ("Make a collage of photos such as a.png and b.png", "Make it look the same as b.png"):
+        assert all(m.kind == "file" for s in split_steps(text, find_mentions(text)) for m in s.mentions)
 
 
 def test_a_file_named_by_its_role_fills_that_input(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
@@ -618,8 +622,8 @@ def test_a_search_that_says_what_to_look_for_takes_no_earlier_text(planner: Offl
 
 def test_a_wish_stated_before_the_steps_that_do_it_is_one_task(planner: OfflinePlanner,
                                                                catalog: TaskCatalog) -> None:
-    result = plan(planner, catalog, "I want the article without its grammar slips. Could you download the text at "
-                                    "https://example.org/page, correct its grammar and then extract the keywords?")
+    result = plan(planner, catalog, "I want the grammar of my travel page fixed. Download the text at "
+                                    "https://example.org/trip first, then fix its grammar, then extract the keywords.")
     assert chain(result) == [("text-downloader", []), ("grammar-check", [0]), ("keyword-extraction", [1])]
 
 

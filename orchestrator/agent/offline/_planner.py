@@ -6,7 +6,7 @@ import asyncio
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -444,15 +444,12 @@ class OfflinePlanner:
         if not have or needs & set(have):
             return c
         out = _main_output(info)
-        best, best_score = None, float(c.row[b.index.tasks.index(c.task)]) - self.direct_margin  # type: ignore[arg-type]
-        for j, name in enumerate(b.index.tasks):
-            other = b.catalog.tasks.get(name)
-            if other is None or name == c.task:
-                continue
+
+        def reads_as_it_is(other: TaskInfo) -> bool:
             o_needs = {p.modality for p in other.inputs if not p.optional and p.modality in MEDIA}
-            if o_needs and o_needs <= set(have) and _main_output(other) is out and float(c.row[j]) > best_score:
-                best, best_score = name, float(c.row[j])
-        return c if best is None else _Choice(c.step, best, best_score, c.row)
+            return bool(o_needs) and o_needs <= set(have) and _main_output(other) is out
+
+        return _best_within(b, c, self.direct_margin, reads_as_it_is)
 
     def _using_given(self, b: _Build, c: _Choice, given: list[Mention]) -> _Choice:
         """A task that reads every media file handed over before the step (and named by no later step)
@@ -461,15 +458,12 @@ class OfflinePlanner:
         kinds = {m.modality for m in given}
         if len(kinds) < 2 or c.row is None or c.task is None:
             return c
-        ins, _ = _signatures(b.index, b.catalog)
-        j0 = b.index.tasks.index(c.task)
-        if kinds <= ins[j0]:
+        def reads_all(info: TaskInfo) -> bool:
+            return kinds <= {p.modality for p in info.inputs if not p.optional}
+
+        if reads_all(b.catalog.tasks[c.task]):
             return c
-        best, best_score = None, float(c.row[j0]) - self.feasible_margin
-        for j, name in enumerate(b.index.tasks):
-            if name != NONE and kinds <= ins[j] and float(c.row[j]) > best_score:
-                best, best_score = name, float(c.row[j])
-        return c if best is None else _Choice(c.step, best, best_score, c.row)
+        return _best_within(b, c, self.feasible_margin, reads_all)
 
     def _reading_both(self, b: _Build, c: _Choice, modality: Modality) -> _Choice:
         """A task that reads two inputs of ``modality`` when the step does something to an earlier one
@@ -477,12 +471,7 @@ class OfflinePlanner:
         reads only one of them, when it scores within ``feasible_margin``."""
         if c.row is None or c.task is None or _reads(b.catalog.tasks[c.task], modality) >= 2:
             return c
-        best, best_score = None, float(c.row[b.index.tasks.index(c.task)]) - self.feasible_margin
-        for j, name in enumerate(b.index.tasks):
-            info = b.catalog.tasks.get(name)
-            if info is not None and _reads(info, modality) >= 2 and float(c.row[j]) > best_score:
-                best, best_score = name, float(c.row[j])
-        return c if best is None else _Choice(c.step, best, best_score, c.row)
+        return _best_within(b, c, self.feasible_margin, lambda info: _reads(info, modality) >= 2)
 
     def _feasible(self, b: _Build, c: _Choice, name: str) -> bool:
         """Every required input of ``name`` can be fed: from the step, earlier outputs, resources or a converter."""
@@ -519,9 +508,11 @@ class OfflinePlanner:
         step = c.step
         free = [m for m in step.mentions]
         args: dict[str, object] = {}
-        for name, m in _named_ports(step, info).items():  # "the style of @0"
+        named = _named_ports(step, info)
+        for name, m in named.items():  # "the style of @0"
             args[name] = m.value
-            free.remove(m)
+            if m in free:
+                free.remove(m)
         for port in sorted(info.inputs, key=lambda p: (p.optional, 0 if p.modality in MEDIA else 1)):
             if port.name in args:
                 continue
@@ -534,7 +525,7 @@ class OfflinePlanner:
                     return
                 continue
             args[port.name] = value
-        if not _named_ports(step, info):
+        if not named:
             _content_first(step, info, args)
         tid = b.add(c.task, args)  # type: ignore[arg-type]
         b.said[tid] = [w.lower() for w in _WORD.findall(step.text)]
@@ -768,6 +759,18 @@ def _content_first(step: Step, info: TaskInfo, args: dict[str, object]) -> None:
         source = k is not None and re.search(rf"\b(?:of|like|from|with)\s+(?:[\w'-]+\s+){{0,2}}@{k}\b", step.text)
         if source and isinstance(second, str) and not re.search(rf"@{files.get(second, -1)}\b", step.text):
             args[ports[0]], args[ports[1]] = second, first
+
+
+def _best_within(b: _Build, c: _Choice, margin: float, fits: Callable[[TaskInfo], bool]) -> _Choice:
+    """The step's best-scoring other task that ``fits``, if it scores within ``margin`` of its task; else
+    its task."""
+    assert c.row is not None and c.task is not None
+    best, best_score = None, float(c.row[b.index.tasks.index(c.task)]) - margin
+    for j, name in enumerate(b.index.tasks):
+        info = b.catalog.tasks.get(name)
+        if name != c.task and info is not None and float(c.row[j]) > best_score and fits(info):
+            best, best_score = name, float(c.row[j])
+    return c if best is None else _Choice(c.step, best, best_score, c.row)
 
 
 def _reads(info: TaskInfo, modality: Modality) -> int:

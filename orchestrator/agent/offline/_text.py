@@ -475,7 +475,7 @@ _SUBJECT_ALSO = re.compile(r"\b(i|we|you|they|i'd|we'd|i'll|we'll|would|could|ca
                           r"|(?:would|could|can|will|should|is|was)\s+(?:it|you|we|i|they|there|this|that))"
                           r"\s+(?:(also)|then|later)\b", re.I)
 # a file name a result is to get ("save it as @0", "export the audio as a file named @1"): no input
-_OUTPUT_NAME = re.compile(r"\bas\s+(?:(?:a|an|the)\s+)?(?:(?:new\s+)?(?:file|audio|video|image|picture|photo|clip|track|"
+_OUTPUT_NAME = re.compile(r"(?<!\bsuch\s)(?<!\bwell\s)(?<!\bsame\s)(?<!\bjust\s)\bas\s+(?:(?:a|an|the)\s+)?(?:(?:new\s+)?(?:file|audio|video|image|picture|photo|clip|track|"
                           r"recording)\s+)?(?:(?:named|called)\s+)?@(\d+)\b", re.I)
 _KEPT_AS = re.compile(r"\b(?:i|we)(?:'ve|'d|\s+have|\s+had)?\s+(?:[\w']+\s+)?(?:saved|stored|kept|filed|recorded|exported|"
                       r"uploaded|named|called)\b", re.I)
