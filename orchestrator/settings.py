@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     """On CPU (glibc), freed memory up to this many bytes stays in the process between model calls, and
     blocks up to 64 MiB come from the heap, instead of going back to the OS after each call and being
     faulted in again on the next (thousands of minor page faults per batched text-to-image call);
-    process-wide (runtime/_device.py keep_freed_memory); 0: the C library's defaults."""
+    process-wide, in every allocator arena (runtime/_device.py keep_freed_memory); 0: left as it is (the C
+    library's defaults unless something set it before)."""
     preload_imports: list[str] = Field(default_factory=lambda: [
         "torch", "transformers", "diffusers:AutoPipelineForText2Image"])
     """Libraries ``orchestrator run`` imports in a background thread while it plans (``module`` or

@@ -219,6 +219,18 @@ def test_leased_models_are_not_evicted(tmp_path: Path) -> None:
     assert len(manager.resident()) == 1
 
 
+def test_lookups_of_models_never_loaded_are_not_kept_without_bound(tmp_path: Path) -> None:
+    manager = ModelManager(device="cpu")
+    for model in _model_dirs(tmp_path, 150):
+        manager.key(model, "test")
+    assert len(manager._resolved) <= 64
+
+
+def test_a_heap_size_no_c_int_holds_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="heap_keep_bytes"):
+        ModelManager(device="cpu", heap_keep_bytes=1 << 33)
+
+
 def test_resident_model_is_served_without_resolving_its_reference_again(tmp_path: Path) -> None:
     """A hit answers from memory (no path or hub lookups per call); after an eviction the
     reference is checked again, so a folder gone meanwhile raises ModelNotFound."""

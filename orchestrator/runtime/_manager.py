@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from orchestrator.errors import ModelError, ModelLoadError, ModelNotFound
+from orchestrator.errors import ConfigError, ModelError, ModelLoadError, ModelNotFound
 
 from ._backends import LOAD_OPTIONS, check_backend
 from ._device import HEAVY_LOCK, default_memory_budget, keep_freed_memory, pick_device, resolve_dtype
@@ -311,6 +311,8 @@ class ModelManager:
                 from orchestrator.settings import get_settings
 
                 heap_keep_bytes = get_settings().cpu_heap_keep_bytes
+            if not 0 <= heap_keep_bytes < 1 << 31:
+                raise ConfigError(f"heap_keep_bytes={heap_keep_bytes}: expected 0 to {(1 << 31) - 1} (a C int)")
             keep_freed_memory(heap_keep_bytes)
         self.cpu_threads = cpu_threads  # None: torch's own count (OMP_NUM_THREADS, or every core), read on first use
         self._computing = 0  # leases in their compute block now, sharing cpu_threads
@@ -372,6 +374,9 @@ class ModelManager:
         key = ModelKey(source, backend, self.device, str(torch_dtype).replace("torch.", ""), load_json)
         with self._lock:
             self._resolved[request] = key
+            if len(self._resolved) > 64 + 4 * len(self._entries):  # lookups of models never (or no longer) loaded
+                for stale in [r for r, k in self._resolved.items() if k not in self._entries]:
+                    del self._resolved[stale]
         return key
 
     def _forget(self, keys: list[ModelKey]) -> None:
