@@ -938,3 +938,16 @@ def test_a_pack_never_grows_past_pack_bytes(tmp_path: Path):
     assert 1 < len(sizes) < 30 and max(sizes.values()) < 2000 + 1000  # a pack holds what fits, at least one
     store.cache.clear()
     assert [store.load(r) for r in refs] == [f"item {i}" * 10 for i in range(30)]
+
+
+def test_a_damaged_pack_is_named_with_its_file_in_the_error(tmp_path: Path):
+    store = LocalArtifactStore(tmp_path / "a")
+    refs = [store.put(f"packed {i}", pin="run", defer=True) for i in range(3)]
+    store.unpin("run")
+    name = store._refname(refs[0].id)
+    raw = Path(name).read_bytes()
+    Path(name).unlink()
+    Path(name).write_bytes(raw[:40])  # the start of a pack, cut inside its index, under one of its names
+    with pytest.raises(StoreUnavailable, match=r"a pack of small artifacts") as err:
+        LocalArtifactStore(tmp_path / "a").load(refs[0])
+    assert str(name) in str(err.value) and refs[0].id in str(err.value)

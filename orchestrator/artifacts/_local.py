@@ -86,7 +86,7 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
-def _parse_refdoc(raw: bytes, artifact_id: str) -> dict[str, Any]:
+def _parse_refdoc(raw: bytes, artifact_id: str, path: object = "") -> dict[str, Any]:
     """A ref document, or the one for ``artifact_id`` in a pack; raises StoreUnavailable if corrupt."""
     try:
         if not raw.startswith(_PACK):
@@ -95,7 +95,9 @@ def _parse_refdoc(raw: bytes, artifact_id: str) -> dict[str, Any]:
         start, stop = json.loads(raw[:end])["pack"][artifact_id]
         return json.loads(raw[end + 1 + start : end + 1 + stop])  # type: ignore[no-any-return]
     except (ValueError, KeyError, TypeError) as exc:
-        raise StoreUnavailable(f"artifact metadata is corrupt: {exc}", artifact_id=artifact_id) from exc
+        where = f"{path} ({'a pack of small artifacts' if raw.startswith(_PACK) else 'its ref document'}, " \
+                f"{len(raw)} bytes)" if path else "its ref document"
+        raise StoreUnavailable(f"artifact metadata is corrupt in {where}: {exc}", artifact_id=artifact_id) from exc
 
 
 def _refdoc(ref: ArtifactRef, *, token: str | None, expires_at: float | None, inline: bytes | None = None) -> bytes:
@@ -195,8 +197,9 @@ class LocalArtifactStore(ArtifactStore):
 
     def _load_refdoc(self, artifact_id: str) -> dict[str, Any] | None:
         try:
-            with open(self._refname(artifact_id), "rb") as f:  # plain strings: this runs on every access
-                doc = _parse_refdoc(f.read(), artifact_id)
+            name = self._refname(artifact_id)
+            with open(name, "rb") as f:  # plain strings: this runs on every access
+                doc = _parse_refdoc(f.read(), artifact_id, name)
         except FileNotFoundError:
             return None
         exp = doc.get("expires_at")
@@ -381,7 +384,7 @@ class LocalArtifactStore(ArtifactStore):
     def _delete(self, artifact_id: str) -> bool:
         path = self._refpath(artifact_id)
         try:
-            doc = _parse_refdoc(path.read_bytes(), artifact_id)
+            doc = _parse_refdoc(path.read_bytes(), artifact_id, path)
             path.unlink()
         except FileNotFoundError:
             return False
