@@ -527,6 +527,9 @@ def test_ultimately_before_a_verb_starts_a_step() -> None:
      ["Summarize @0", "gather more facts on its subject from the web"]),
     ("Download the clip, and ensure it's steady by stabilizing it.",
      ["Download the clip", "ensure it's steady by stabilizing it"]),
+    ("Stitch a.jpg and b.jpg into a panorama; to top it off, how about making a slideshow of it?",
+     ["Stitch @0 and @1 into a panorama", "how about making a slideshow of it"]),
+    ("Caption a.jpg, and what about reading the caption aloud?", ["Caption @0", "reading the caption aloud"]),
 ])
 def test_a_hedged_or_less_common_verb_after_and_starts_a_step(text: str, expected: list[str]) -> None:
     assert [s.text for s in split_steps(text, find_mentions(text))] == expected

@@ -397,7 +397,7 @@ def language() -> Language:
         verb_glue=re.compile(rf"(?:,\s*(?:and\s+)?|\s+and\s+|,?\s+so\s+(?:that\s+)?(?:i|we)\s+can\s+)"
                              rf"(?=(?:(?:{fillers})\s+)*(?:{verbs})\b)"
                              # a list of gerunds ("by downloading it, transcribing it and summarizing it")
-                             rf"|(?:,\s*(?:and\s+)?|\s+and\s+)(?:(?:then|further|also|finally|lastly)\s+)?(?=(?:{gerunds})\b)",
+                             rf"|(?:,\s*(?:and\s+)?|\s+and\s+)(?:(?:then|further|also|finally|lastly|how\s+about|what\s+about)\s+)?(?=(?:{gerunds})\b)",
                              re.I),
         back=re.compile(rf"\b(?:{_alternation(refer['back'])})\b", re.I),
         text_nouns=frozenset(refer["text_nouns"]),
