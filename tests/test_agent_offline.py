@@ -590,7 +590,8 @@ def test_a_file_name_for_a_result_is_no_input(planner: OfflinePlanner, catalog: 
 
 
 def test_such_as_and_same_as_name_inputs_not_results() -> None:
-    for text in ("Make a collage of photos such as a.png and b.png", "Make it look the same as b.png"):
+    for text in ("Make a collage of photos such as a.png and b.png", "Make it look the same as b.png",
+                 "I finished a long essay last week and stored it as essay.txt"):
         assert all(m.kind == "file" for s in split_steps(text, find_mentions(text)) for m in s.mentions)
 
 

@@ -477,9 +477,17 @@ _SUBJECT_ALSO = re.compile(r"\b(i|we|you|they|i'd|we'd|i'll|we'll|would|could|ca
 # a file name a result is to get ("save it as @0", "export the audio as a file named @1"): no input
 _OUTPUT_NAME = re.compile(r"(?<!\bsuch\s)(?<!\bwell\s)(?<!\bsame\s)(?<!\bjust\s)\bas\s+(?:(?:a|an|the)\s+)?(?:(?:new\s+)?(?:file|audio|video|image|picture|photo|clip|track|"
                           r"recording)\s+)?(?:(?:named|called)\s+)?@(\d+)\b", re.I)
-_KEPT_AS = re.compile(r"\b(?:i|we)(?:'ve|'d|\s+have|\s+had)?\s+(?:[\w']+\s+)?(?:saved|stored|kept|filed|recorded|exported|"
-                      r"uploaded|named|called)\b", re.I)
+# the verb that gives a file its name, nearest before "as" (up to 8 words back): done already ("I saved it as
+# @0", "a clip stored as @0") means a file the user has; to do ("save it as @0") or none means a result's name
+_KEPT_AS = re.compile(r"\b(saved|stored|kept|filed|recorded|exported|uploaded|named|called|save|store|keep|export|"
+                      r"saving|storing|keeping|exporting)\b(?:\W+[\w'@]+){0,8}?\W*$", re.I)
 _KEPT_ALSO = "also_kept"  # an "also" that starts no step ("could you also ..."), kept in the step's words
+
+
+def _already_named(before: str) -> bool:
+    """The words before "as @N" say the user already gave the file that name ("I saved it as", "stored as")."""
+    m = _KEPT_AS.search(before)
+    return m is not None and m.group(1).lower().endswith(("ed", "kept"))
 
 
 def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
@@ -517,8 +525,7 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
                 own = sorted({int(x) for x in _MASK.findall(clean)})
                 local = {old: new for new, old in enumerate(own)}
                 renum = _MASK.sub(lambda mt: f"@{local[int(mt.group(1))]}", clean)
-                named = {int(m.group(1)) for m in _OUTPUT_NAME.finditer(renum)
-                         if not _KEPT_AS.search(renum[:m.start()])}  # "I saved it as @0": a file the user has
+                named = {int(m.group(1)) for m in _OUTPUT_NAME.finditer(renum) if not _already_named(renum[:m.start()])}
                 steps.append(Step(renum, [replace(mentions[i], kind="name") if k in named and mentions[i].kind == "file"
                                           else mentions[i] for k, i in enumerate(own)], s_index))
     return steps
