@@ -494,6 +494,9 @@ def test_a_wish_then_a_direct_ask_for_the_same_task_is_one_task(planner: Offline
      ["image-stitcher"]),
     ("We went to a wedding and got two shots, w1.jpg and w2.jpg. Could you join them into one wide picture?",
      ["image-stitcher"]),
+    # a supposition before what the user has
+    ("Suppose I have a short poem about rain: 'Soft rain taps the glass.' Could you read it aloud for me?",
+     ["text-to-speech"]),
     # what the user has been attempting tells the story
     ("I've been trying to make a birthday slideshow for my aunt. Could you caption aunt.jpg?", ["image-to-text"]),
     # a wish about what the user will do with the file, "as" something
