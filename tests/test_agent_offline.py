@@ -45,6 +45,11 @@ def plan(planner: OfflinePlanner, catalog: TaskCatalog, text: str,
     return result
 
 
+def step_texts(text: str) -> list[str]:
+    """The request's steps as the planner cuts them (resources masked as @0, @1 ...)."""
+    return [s.text for s in split_steps(text, find_mentions(text))]
+
+
 def chain(result: Plan) -> list[tuple[str, list[int]]]:
     """(task, ids of the tasks it takes outputs from) in plan order."""
     return [(t.task, sorted({k for _, k in t.refs()})) for t in result.tasks]
@@ -512,15 +517,13 @@ def test_what_frames_an_ask_plans_nothing(planner: OfflinePlanner, catalog: Task
 
 
 def test_also_after_a_question_word_and_its_subject_starts_no_step() -> None:
-    steps = split_steps("Would it also be possible to look for pictures like pano.jpg?",
-                        find_mentions("Would it also be possible to look for pictures like pano.jpg?"))
-    assert [s.text for s in steps] == ["Would it also be possible to look for pictures like @0"]
+    assert step_texts("Would it also be possible to look for pictures like pano.jpg?") == [
+        "Would it also be possible to look for pictures like @0"]
 
 
 def test_ultimately_before_a_verb_starts_a_step() -> None:
     text = "Draw a kite over a beach, and ultimately animate it into a clip."
-    assert [s.text for s in split_steps(text, find_mentions(text))] == ["Draw a kite over a beach",
-                                                                        "ultimately animate it into a clip"]
+    assert step_texts(text) == ["Draw a kite over a beach", "ultimately animate it into a clip"]
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -535,7 +538,7 @@ def test_ultimately_before_a_verb_starts_a_step() -> None:
     ("Caption a.jpg, and what about reading the caption aloud?", ["Caption @0", "reading the caption aloud"]),
 ])
 def test_a_hedged_or_less_common_verb_after_and_starts_a_step(text: str, expected: list[str]) -> None:
-    assert [s.text for s in split_steps(text, find_mentions(text))] == expected
+    assert step_texts(text) == expected
 
 
 def test_doing_something_to_it_with_a_second_picture_reads_both(planner: OfflinePlanner,
@@ -576,7 +579,7 @@ def test_a_step_joined_into_the_next_hands_its_file_over_once(planner: OfflinePl
     ("I have pic.jpg I want it brighter", ["I have @0", "I want it brighter"]),
 ])
 def test_where_steps_are_not_cut(text: str, expected: list[str]) -> None:
-    assert [s.text for s in split_steps(text, find_mentions(text))] == expected
+    assert step_texts(text) == expected
 
 
 def test_a_file_name_for_a_result_is_no_input(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
@@ -606,7 +609,7 @@ def test_a_file_named_by_its_role_fills_that_input(planner: OfflinePlanner, cata
 
 def test_a_tagged_question_is_cut_off_and_use_it_to_asks(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     text = "Take a frame from clip.mp4 and use it to perform a search for look-alike pictures, would that work?"
-    assert [s.text for s in split_steps(text, find_mentions(text))] == [
+    assert step_texts(text) == [
         "Take a frame from @0", "use it to perform a search for look-alike pictures"]
     assert chain(plan(planner, catalog, text)) == [("video-to-image", []), ("image-search-by-image", [0])]
 

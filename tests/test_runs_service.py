@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,20 @@ WORKFLOW = {
     "outputs": [{"name": "good", "source": "again.text"}, {"name": "bad", "source": "broken.text"}],
 }
 PROMPT = "Summarize this text: 'One service runs every run. The CLI and the server share it. Records match.'"
+
+
+def _run_steps(wait: asyncio.Event | None = None, *, finished: bool = False) -> Callable[[Any], AsyncIterator[Any]]:
+    """A run's steps: node ``a`` starts, waits for ``wait`` (if given), finishes (with ``finished``), and
+    the run succeeds."""
+    async def steps(job: Any) -> AsyncIterator[Any]:
+        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
+        if wait is not None:
+            await wait.wait()
+        if finished:
+            yield {"type": "node_finished", "node": "a", "tool": "x.tool", "seconds": 0.0}
+        yield Outcome("succeeded")
+
+    return steps
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +133,7 @@ async def test_follow_ends_with_an_error_event_when_the_store_fails(tmp_path: Pa
     other = RunManager(store, ServerSettings(max_concurrent_runs=1))  # another server process on the same store
     gate = asyncio.Event()
 
-    async def steps(job: Any) -> Any:
-        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
-        await gate.wait()
-        yield {"type": "node_finished", "node": "a", "tool": "x.tool", "seconds": 0.0}
-        yield Outcome("succeeded")
+    steps = _run_steps(gate, finished=True)
 
     await owner.start()
     await other.start()
@@ -449,14 +459,7 @@ async def test_only_a_run_older_than_the_delay_is_marked_active_and_a_dead_owner
     manager = RunManager(store, settings)
     release = asyncio.Event()
 
-    async def quick(job: Any) -> Any:
-        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
-        yield Outcome("succeeded")
-
-    async def slow(job: Any) -> Any:
-        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
-        await release.wait()
-        yield Outcome("succeeded")
+    quick, slow = _run_steps(), _run_steps(release)
 
     await manager.start()
     try:
@@ -557,9 +560,7 @@ async def test_store_writes_go_on_the_loop_while_quick_and_back_to_threads_when_
     manager = RunManager(store, ServerSettings(max_concurrent_runs=1), inline_seconds=0.05)
     loop_thread = threading.get_ident()
 
-    async def quick(job: Any) -> Any:
-        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
-        yield Outcome("succeeded")
+    quick = _run_steps()
 
     async def runs(n: int) -> None:
         for _ in range(n):
@@ -617,11 +618,7 @@ async def test_a_runs_end_cuts_the_log_writers_linger_short(tmp_path: Path) -> N
     manager = RunManager(store, ServerSettings(event_linger_seconds=3600.0))
     first_stored = asyncio.Event()
 
-    async def two_steps(job: Any) -> Any:
-        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
-        await first_stored.wait()
-        yield {"type": "node_finished", "node": "a", "tool": "x.tool", "seconds": 0.0}
-        yield Outcome("succeeded")
+    two_steps = _run_steps(first_stored, finished=True)
 
     await manager.start()
     try:
@@ -648,10 +645,7 @@ async def test_a_run_not_yet_marked_active_keeps_nothing_for_ever(tmp_path: Path
     manager = RunManager(store, settings)
     release = asyncio.Event()
 
-    async def slow(job: Any) -> Any:
-        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
-        await release.wait()
-        yield Outcome("succeeded")
+    slow = _run_steps(release)
 
     await manager.start()
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from langgraph.graph import END, START, StateGraph
 
 from orchestrator import Audio, RedisArtifactStore
 from orchestrator.errors import WorkflowError, WorkflowInputError
-from orchestrator.workflow import Workflow
+from orchestrator.workflow import CompiledWorkflow, Workflow
 from orchestrator.workflow._engine import GraphState
 
 import workflow_tools
@@ -245,16 +246,21 @@ def test_nested_workflow_runs(store):
     assert outer.compile(registry=registry).run({"w": "x"}, store=store).load("o") == "X!?"
 
 
-async def test_compiled_graph_embeds_in_a_langgraph_graph(store):
-    compiled = branches(0.0).compile(registry=registry)
-    ref = store.put("emb")
+def _parent_of(compiled: CompiledWorkflow) -> Any:
+    """A plain LangGraph graph whose one node is ``compiled``'s graph."""
     parent = StateGraph(GraphState)
     parent.add_node("ours", compiled.graph)
     parent.add_edge(START, "ours")
     parent.add_edge("ours", END)
+    return parent.compile()
+
+
+async def test_compiled_graph_embeds_in_a_langgraph_graph(store):
+    compiled = branches(0.0).compile(registry=registry)
+    ref = store.put("emb")
     # a LangGraph user passes our store (and options) through the config
     config = compiled.langgraph_config(store=store)
-    out = await parent.compile().ainvoke({"inputs": {"text": ref}}, config)
+    out = await _parent_of(compiled).ainvoke({"inputs": {"text": ref}}, config)
     assert out["status"] == {"left": "succeeded", "right": "succeeded", "both": "succeeded"}
     assert store.load(out["refs"]["both"]["text"]) == "EMB< + EMB>"
     assert all(hasattr(r, "id") for refs in out["refs"].values() for r in refs.values())  # refs only, no payloads
@@ -263,11 +269,7 @@ async def test_compiled_graph_embeds_in_a_langgraph_graph(store):
 def test_compiled_graph_embeds_in_a_langgraph_graph_invoked_blocking(store):
     compiled = branches(0.0).compile(registry=registry)
     ref = store.put("blk")
-    parent = StateGraph(GraphState)
-    parent.add_node("ours", compiled.graph)
-    parent.add_edge(START, "ours")
-    parent.add_edge("ours", END)
-    out = parent.compile().invoke({"inputs": {"text": ref}}, compiled.langgraph_config(store=store))
+    out = _parent_of(compiled).invoke({"inputs": {"text": ref}}, compiled.langgraph_config(store=store))
     assert out["status"] == {"left": "succeeded", "right": "succeeded", "both": "succeeded"}
     assert store.load(out["refs"]["both"]["text"]) == "BLK< + BLK>"
 

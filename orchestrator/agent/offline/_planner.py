@@ -749,12 +749,14 @@ def _content_first(step: Step, info: TaskInfo, args: dict[str, object]) -> None:
     """Of a task's two inputs of one modality, the first is what the step does something to: where the
     step's own file is only what to take from ("give it the look of @0", "restyle it like @0") and the
     other input is what "it" points back to, the two change places."""
+    if not language().back.search(step.text):
+        return
+    files = {m.value: k for k, m in enumerate(step.mentions) if m.kind == "file"}
     for modality in MEDIA:
         ports = [p.name for p in info.inputs if p.modality is modality and not p.many]
-        if len(ports) != 2 or not language().back.search(step.text):
+        if len(ports) != 2:
             continue
         first, second = (args.get(name) for name in ports)
-        files = {m.value: k for k, m in enumerate(step.mentions) if m.kind == "file"}
         k = files.get(first) if isinstance(first, str) else None
         source = k is not None and re.search(rf"\b(?:of|like|from|with)\s+(?:[\w'-]+\s+){{0,2}}@{k}\b", step.text)
         if source and isinstance(second, str) and not re.search(rf"@{files.get(second, -1)}\b", step.text):
