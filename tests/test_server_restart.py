@@ -33,6 +33,14 @@ def _wait(http: httpx.Client, run_id: str, statuses: set[str], timeout: float = 
         time.sleep(0.05)
 
 
+def _wait_stored_start(store: RedisArtifactStore, run_id: str, timeout: float = 15) -> None:
+    """Wait until the node's start is in the run's stored log: a crash loses what is not stored yet."""
+    deadline = time.monotonic() + timeout
+    while not any(e.get("type") == "node_started" for _, e in store.read_events(f"run:{run_id}")):
+        assert time.monotonic() < deadline, f"run {run_id}: no node_started stored"
+        time.sleep(0.05)
+
+
 def _events(http: httpx.Client, run_id: str) -> list[tuple[str, dict[str, Any]]]:
     out = []
     event = None
@@ -56,6 +64,11 @@ def test_restart_after_crash_and_after_clean_stop(redis_url: str) -> None:
             in_flight = http.post("/v1/runs", json={"workflow": _wf("testsrv.sleep", {"seconds": 60}),
                                                     "inputs": {"text": "lost"}}).json()
             _wait(http, in_flight["id"], {"running"})
+            store = RedisArtifactStore(redis_url, prefix=srv.prefix)
+            try:
+                _wait_stored_start(store, in_flight["id"])
+            finally:
+                store.close()
         srv.stop(kill=True)  # a crash: nothing is written on the way out
 
         srv.start()
