@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
@@ -207,20 +211,25 @@ def _nap(reg: ToolRegistry, settings: Settings, seconds: float, timeout: float |
     return wf.add_output("o", "n.text").compile(registry=reg, settings=settings)
 
 
+def _on_loop(compiled: object, inputs: dict[str, str], **options: object) -> object:
+    """``compiled.arun`` on a loop of this thread: the path of async callers (the agent, the server)."""
+    return asyncio.run(compiled.arun(inputs, **options))  # type: ignore[attr-defined]
+
+
 def test_a_quick_blocking_tool_moves_onto_the_loop_and_a_slow_one_stays_in_the_pool(store):
     settings = Settings(inline_tool_seconds=0.05)
-    me = threading.get_ident()  # a blocking run() runs its loop on the calling thread
+    me = threading.get_ident()  # the loop runs on this thread
     reg, idents = _napper()
     quick = _nap(reg, settings, 0.0)
     for i in range(6):
-        assert quick.run({"t": f"q{i}"}, store=store, cache=False).load("o") == f"q{i}"
+        assert _on_loop(quick, {"t": f"q{i}"}, store=store, cache=False).load("o") == f"q{i}"
     assert all(i != me for i in idents[:3]), "a tool never seen runs in the pool first"
     assert idents[-1] == me, "a tool proven quick should run on the loop"
 
     reg, idents = _napper()
     slow = _nap(reg, settings, 0.12)
     for i in range(4):
-        assert slow.run({"t": f"s{i}"}, store=store, cache=False).ok
+        assert _on_loop(slow, {"t": f"s{i}"}, store=store, cache=False).ok
     assert me not in idents
 
 
@@ -228,7 +237,7 @@ def test_inline_tool_seconds_zero_keeps_every_blocking_call_in_the_pool(local_st
     reg, idents = _napper()
     compiled = _nap(reg, Settings(inline_tool_seconds=0), 0.0)
     for i in range(6):
-        assert compiled.run({"t": f"z{i}"}, store=local_store, cache=False).ok
+        assert _on_loop(compiled, {"t": f"z{i}"}, store=local_store, cache=False).ok
     assert threading.get_ident() not in idents
 
 
@@ -236,11 +245,69 @@ def test_a_quick_tool_that_turns_slow_goes_back_to_the_pool(local_store):
     settings = Settings(inline_tool_seconds=0.05)
     reg, idents = _napper()
     for i in range(5):
-        _nap(reg, settings, 0.0).run({"t": f"a{i}"}, store=local_store, cache=False)
+        _on_loop(_nap(reg, settings, 0.0), {"t": f"a{i}"}, store=local_store, cache=False)
     assert idents[-1] == threading.get_ident()
-    _nap(reg, settings, 0.15).run({"t": "slow"}, store=local_store, cache=False)  # runs on the loop, once
-    _nap(reg, settings, 0.0).run({"t": "after"}, store=local_store, cache=False)
+    _on_loop(_nap(reg, settings, 0.15), {"t": "slow"}, store=local_store, cache=False)  # on the loop, once
+    _on_loop(_nap(reg, settings, 0.0), {"t": "after"}, store=local_store, cache=False)
     assert idents[-1] != threading.get_ident(), "one call three times the limit should send the tool back to the pool"
+
+
+def test_a_blocking_run_of_slow_tools_one_after_another_calls_them_on_the_callers_thread(local_store):
+    settings = Settings(inline_tool_seconds=0.01)
+    me = threading.get_ident()
+    reg, idents = _napper()
+    chain = (Workflow("two-naps").add_input("t", "text")
+             .add_node("a", "rt.nap", {"seconds": 0.05, "tag": "1"}, inputs={"text": "t"})
+             .add_node("b", "rt.nap", {"seconds": 0.05, "tag": "2"}, inputs={"text": "a.text"})
+             .add_output("o", "b.text").compile(registry=reg, settings=settings))
+    assert chain.run({"t": "x"}, store=local_store, cache=False).load("o") == "x12"
+    assert idents == [me, me], "no loop, no thread hand-off: nothing else could run meanwhile"
+    # a cancel flag that another thread may set needs the loop (the run ends at once, the tool does not)
+    assert chain.run({"t": "y"}, store=local_store, cache=False, cancel=CancelFlag()).load("o") == "y12"
+    assert me not in idents[2:]
+
+
+_CTRL_C_SCRIPT = """
+import os, signal, sys, tempfile, threading, time
+from orchestrator import LocalArtifactStore, ToolRegistry, tool
+from orchestrator.workflow import CancelFlag, Workflow
+
+@tool("x.stuck", task="probe", description="Blocks, deaf to cancel.", inputs={"text": "text"},
+      outputs={"text": "text"}, register=False)
+def stuck(text: str) -> str:
+    time.sleep(6)
+    return text
+
+reg = ToolRegistry()
+reg.register(stuck)
+branches, flag = int(sys.argv[1]), sys.argv[2] == "flag"
+wf = Workflow("w").add_input("t", "text")
+for i in range(branches):
+    wf.add_node(f"b{i}", "x.stuck", inputs={"text": "t"})
+compiled = wf.add_output("o", "b0.text").compile(registry=reg)
+store = LocalArtifactStore(tempfile.mkdtemp())
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+began = time.perf_counter()
+try:
+    result = compiled.run({"t": "a"}, store=store, cache=False, **({"cancel": CancelFlag()} if flag else {}))
+    print("returned", result.status)
+except KeyboardInterrupt:
+    print("interrupted", time.perf_counter() - began)
+"""
+
+
+@pytest.mark.parametrize("branches,flag", [(1, "none"), (1, "flag"), (2, "none")])
+def test_ctrl_c_stops_a_blocking_run_of_a_stuck_tool_at_once(branches: int, flag: str, tmp_path) -> None:
+    """Ctrl-C raises KeyboardInterrupt out of run() without waiting for a tool that ignores it,
+    whether the run took the sync path (one stuck node), the loop (a cancel flag), or has stuck branches."""
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(_CTRL_C_SCRIPT, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, str(script), str(branches), flag], capture_output=True, text=True,
+                          timeout=60, env=env)
+    words = done.stdout.split()
+    assert words and words[0] == "interrupted", (done.stdout, done.stderr[-2000:])
+    assert float(words[1]) < 3, "Ctrl-C waited for the stuck tool"
 
 
 def test_a_node_with_a_timeout_runs_in_the_pool_even_when_its_tool_is_quick(local_store):

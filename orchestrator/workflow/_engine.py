@@ -8,8 +8,9 @@ their calls have proven quicker than the hand-off to a thread), stores its
 outputs and emits events. A failure is written into the state, not raised, so
 independent branches finish and dependents are skipped with a reason.
 
-A blocking :meth:`CompiledWorkflow.run` whose nodes all call proven-quick blocking
-tools (no timeout, no retry delay, in-process) takes LangGraph's sync path instead:
+A blocking :meth:`CompiledWorkflow.run` whose nodes all call blocking tools (no timeout,
+no retry delay, in-process), proven quick or, with no cancel flag, never side by side with
+another node while slow, takes LangGraph's sync path instead:
 no event loop, each node calls its tool on the thread LangGraph runs it on (parallel
 branches on LangGraph's threads), the same node code driven by :func:`run_inline`.
 """
@@ -349,23 +350,38 @@ class CompiledWorkflow:
     def run(self, inputs: dict[str, Any] | None = None, **options: Any) -> RunResult:
         """Run to completion (blocking). Options as for :meth:`arun`.
 
-        When every node calls a blocking tool proven quick (see ``inline_tool_seconds``), with
-        no timeout and no retry delay, in-process, the run takes LangGraph's sync path: no event
-        loop, as cheap per node as a plain ``StateGraph.invoke``.
+        When every node calls a blocking tool (no timeout, no retry delay, in-process) and those
+        tools have proven quick (see ``inline_tool_seconds``), or no ``cancel`` flag is given and the
+        slower ones never run beside another node, the run takes LangGraph's sync path: no event
+        loop, as cheap per node as a plain ``StateGraph.invoke``, a model call made on this thread.
         """
-        if self._runs_inline(options):
+        path = self._sync_path(options)
+        if path == "quick":
             with _gc_paused():  # what a run makes lives until it ends: collecting meanwhile rescans it
                 return run_inline(self._run(inputs, sync=True, **options))
+        if path == "blocking":
+            return run_inline(self._run(inputs, sync=True, **options))
         return run_sync(lambda: self._run(inputs, **options))
 
-    def _runs_inline(self, options: dict[str, Any]) -> bool:
-        """Whether a blocking run with ``options`` can take LangGraph's sync path (see :meth:`run`)."""
+    def _sync_path(self, options: dict[str, Any]) -> str | None:
+        """Whether a blocking run with ``options`` takes LangGraph's sync path (see :meth:`run`):
+        ``"quick"`` when every tool has proven quick, ``"blocking"`` when some has not but nothing
+        but Ctrl-C can cancel the run (no ``cancel`` flag: a flag set from another thread should end
+        the run at once, which needs a loop that a tool still blocking cannot hold up) and no node
+        whose tool has not proven quick runs beside another (Ctrl-C reaches only this thread, and
+        LangGraph's sync path waits for the branches on its threads before it lets the interrupt
+        through), else None."""
         if self._inline_tools is None or loop_running():
-            return False
+            return None
         if (options.get("executor") or getattr(self.settings, "executor", "local")) != "local":
-            return False
+            return None
         limit = self.settings.inline_tool_seconds
-        return all(quick_calls.is_quick(t, limit) for t in self._inline_tools)
+        if all(quick_calls.is_quick(t, limit) for t in self._inline_tools):
+            return "quick"
+        if options.get("cancel") is not None:
+            return None
+        alone = all(n.alone or quick_calls.is_quick(n.tool, limit) for n in self.plan.nodes.values())
+        return "blocking" if alone else None
 
     async def arun(self, inputs: dict[str, Any] | None = None, **options: Any) -> RunResult:
         """Run to completion; see :meth:`astream` for the options."""
@@ -810,7 +826,10 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
                 stored = await _call_tool(node, refs, seed, input_ids, rc, cache_key=key)
         except asyncio.CancelledError:
             rc.emit(ev.NodeFailed(run_id=rc.run_id, node=node.id, error={"type": "RunCancelled", "message": "cancelled"}))
-            return finish("cancelled", error="run cancelled")
+            update = finish("cancelled", error="run cancelled")
+            if not rc.sync and _task_cancelled():
+                raise  # the run itself is being cancelled (Ctrl-C, a consumer gone), not just this call
+            return update
         except Exception as exc:  # noqa: BLE001 - isolated: only dependents fail
             last_error = exc
             logger.info("node %s attempt %d/%d failed: %s", node.id, attempt, attempts, exc)
@@ -827,6 +846,13 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
     info = _error_info(last_error, node)
     rc.emit(ev.NodeFailed(run_id=rc.run_id, node=node.id, error=info, attempts=attempts))
     return finish("failed", error=info["message"], seconds=time.perf_counter() - started)
+
+def _task_cancelled() -> bool:
+    """Whether the running task has been asked to stop (``Task.cancel``), as opposed to an awaited
+    call of it being cancelled (the run's cancel flag cancels the calls in flight)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
 
 def _resolved_model(node: ResolvedNode, rc: _RunContext) -> Any:
     """What a model-backed tool (one with a ``model`` param left to the profile) will load,
