@@ -9,6 +9,9 @@ milliseconds over the bare call, the same ratio in process CPU time (every threa
 per call: what the code costs, which a loaded machine changes far less than wall time), and
 what one more run costs the store (Redis round trips, or files the directory store wrote), a
 count machine load does not change.
+Each workflow is run two ways: ``run()`` (blocking, no cancel flag: LangGraph's sync path, the
+model called on the caller's thread) and ``arun()`` on an event loop with a cancel flag (the path
+of the agent and the server: the call handed to a tool thread), the latter printed as ``(loop)``.
 On a loaded machine each Redis round trip right after a model call costs several
 times an idle one (the server has to be woken and scheduled again).
 
@@ -18,6 +21,7 @@ times an idle one (the server has to be woken and scheduled again).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import sys
@@ -37,7 +41,7 @@ from bench_workflow import StoreTrips, bench_stores  # noqa: E402
 from orchestrator import RedisArtifactStore  # noqa: E402
 from orchestrator.registry import get_tool  # noqa: E402
 from orchestrator.runtime import ModelManager, build_zoo, get_profile  # noqa: E402
-from orchestrator.workflow import Workflow  # noqa: E402
+from orchestrator.workflow import CancelFlag, CompiledWorkflow, Workflow  # noqa: E402
 
 
 def bare_text_to_image(manager: ModelManager, profile: Any) -> Callable[[int], Any]:
@@ -75,6 +79,17 @@ def one_node(tool: str, port: str, modality: str) -> Workflow:
     wf = Workflow(f"one-{tool}").add_input(port, modality).add_node("n", tool, inputs={port: port})
     out = "image" if tool == "image.generate" else "text"
     return wf.add_output("out", f"n.{out}")
+
+
+_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def on_loop(compiled: CompiledWorkflow, inputs: dict[str, Any], **options: Any) -> Any:
+    """``compiled.arun`` with a cancel flag on one long-lived event loop: the agent's and the server's path."""
+    global _LOOP
+    if _LOOP is None:
+        _LOOP = asyncio.new_event_loop()
+    return _LOOP.run_until_complete(compiled.arun(inputs, cancel=CancelFlag(), **options))
 
 
 def compare(label: str, bare: Callable[[int], Any], ours: Callable[[int], Any], rounds: int,
@@ -129,6 +144,10 @@ def main() -> None:
                     lambda s: t2i.run({"text": "a lighthouse at dusk"}, seed=s, **run), args.rounds, trips)
             compare(f"[{label}] captioning", bare_caption(manager, profile, photo),
                     lambda s: cap.run({"image": photo_ref}, **run), args.rounds, trips)
+            compare(f"[{label}] text-to-image (loop)", bare_text_to_image(manager, profile),
+                    lambda s: on_loop(t2i, {"text": "a lighthouse at dusk"}, seed=s, **run), args.rounds, trips)
+            compare(f"[{label}] captioning (loop)", bare_caption(manager, profile, photo),
+                    lambda s: on_loop(cap, {"image": photo_ref}, **run), args.rounds, trips)
             if isinstance(store, RedisArtifactStore):
                 store.clear_prefix()
 
