@@ -640,3 +640,19 @@ def test_a_wish_stated_before_the_steps_that_do_it_is_one_task(planner: OfflineP
 def test_a_kind_of_text_a_step_makes_is_no_earlier_text(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "Fix the grammar of draft.txt and then extract the keywords.")
     assert chain(result) == [("grammar-check", []), ("keyword-extraction", [0])]
+
+
+def test_a_wish_then_a_direct_ask_for_a_near_task_is_one_task(planner: OfflinePlanner,
+                                                              catalog: TaskCatalog) -> None:
+    # the wish alone reads nearest to another video task; the plain ask right after it says what is meant
+    result = plan(planner, catalog, "I'd like to concentrate on the sound part of my class video. Could you take "
+                                    "the audio out of class.mp4?")
+    assert chain(result) == [("video-to-audio", [])]
+
+
+def test_a_search_that_names_only_where_to_look_is_no_search_of_its_own(planner: OfflinePlanner,
+                                                                         catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Could you browse the web and find a few videos on knitting socks?")
+    assert [t.task for t in result.tasks] == ["video-search"]
+    assert language().searches_only_where("please scour the whole internet for me")
+    assert not language().searches_only_where("search the web for cats")

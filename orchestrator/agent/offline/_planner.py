@@ -146,7 +146,8 @@ class OfflinePlanner:
     converter; ``hub_weight`` of the correction for tasks near everything (CSLS); ``target_weight``,
     the cost of a task that does not make what the step asks for by name ("into text", "as audio");
     ``feasible_margin``, how much lower a task whose inputs can be fed may score and still replace one
-    whose inputs cannot.
+    whose inputs cannot; ``restate_margin``, how much lower the task of a direct ask may score on the
+    wish just before it and still be the wish said again.
 
     >>> import asyncio
     >>> from orchestrator.registry import default_registry
@@ -161,7 +162,7 @@ class OfflinePlanner:
     def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | None = None,
                  min_score: float = 0.38, skeleton_weight: float = 0.5, cue_weight: float = 0.05,
                  direct_margin: float = 0.3, hub_weight: float = 0.3, target_weight: float = 0.15,
-                 feasible_margin: float = 0.2, max_steps: int | None = None,
+                 feasible_margin: float = 0.2, restate_margin: float = 0.06, max_steps: int | None = None,
                  cache_size: int = 4096) -> None:
         self.skeleton_weight = skeleton_weight
         self.cue_weight = cue_weight
@@ -169,6 +170,7 @@ class OfflinePlanner:
         self.hub_weight = hub_weight
         self.target_weight = target_weight
         self.feasible_margin = feasible_margin
+        self.restate_margin = restate_margin
         if max_steps is None:
             from orchestrator.settings import get_settings
 
@@ -247,7 +249,7 @@ class OfflinePlanner:
             asked = {c.task for c in got if c.task is not None and lang.asks_for(c.step.text)}
             got[:] = [_Choice(c.step, None, c.score, c.row) if asked and not lang.asks_for(c.step.text) and (
                           c.task in asked or lang.description(c.step.text)) else c for c in got]
-            _drop_restated(got, req.catalog)
+            _drop_restated(got, req.catalog, index, self.restate_margin)
         # 2. a step that asks for nothing may be the first half of one cut too eagerly: join and retry
         merged_steps: list[tuple[int, int, Step]] = []
         for r, got in enumerate(choices):
@@ -374,7 +376,7 @@ class OfflinePlanner:
             best = int(np.argmax(row))
         name = index.tasks[best]
         score = float(row[best])
-        if name == NONE or score < self.min_score or lang.only_states(step.text):
+        if name == NONE or score < self.min_score or lang.only_states(step.text) or lang.searches_only_where(step.text):
             return _Choice(step, None, score, row)
         if lang.narrative(step.text):
             return _Choice(step, None, score, row, narrative=name)
@@ -810,12 +812,14 @@ def _hand_back(choices: list[_Choice], catalog: TaskCatalog) -> list[_Choice]:
     return out
 
 
-def _drop_restated(got: list[_Choice], catalog: TaskCatalog) -> None:
+def _drop_restated(got: list[_Choice], catalog: TaskCatalog, index: TaskIndex, margin: float) -> None:
     """A wish and a direct ask for the same task are one task ("I'd like the song bigger. Could you add
     reverb to it?"; "I want the page without its typos. Download it, fix its grammar and pull out the
     keywords"): the wish goes. A wish that hands over files (they go on to the next step) or asks for a
     generator (two pictures may be wished and asked for) goes only next to the ask; a wish after the ask
-    goes when it hands over nothing."""
+    goes when it hands over nothing. A direct ask right after the wish whose task scores within ``margin``
+    of the wish's own on the wish's words says the same thing in plainer words ("I'd like to keep only the
+    sound of my lecture. Can you pull the audio out of lecture.mp4?"): the wish goes too."""
     lang = language()
     asking = [i for i, c in enumerate(got) if c.task is not None]
     for n, i in enumerate(asking):
@@ -825,7 +829,14 @@ def _drop_restated(got: list[_Choice], catalog: TaskCatalog) -> None:
         # its files go on to the next step: only that one may be the ask, as for a generator's wish
         alone = a.step.mentions or _generates(catalog.tasks[a.task])
         later = asking[n + 1:n + 2] if alone else asking[n + 1:]
-        if any(got[j].task == a.task and lang.restates(a.step.text, got[j].step.text) for j in later):
+        def same(j: int) -> bool:
+            task = got[j].task
+            if task == a.task:
+                return True
+            return (j == i + 1 and task is not None and a.row is not None
+                    and float(a.row[index.tasks.index(task)]) >= a.score - margin)
+
+        if any(same(j) and lang.restates(a.step.text, got[j].step.text) for j in later):
             got[i] = _Choice(a.step, None, a.score)
     for i, j in zip(asking, asking[1:]):
         a, b = got[i], got[j]

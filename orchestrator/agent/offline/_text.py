@@ -179,6 +179,7 @@ class Language:
     describes: re.Pattern[str] = re.compile(r"(?!)")
     finds: re.Pattern[str] = re.compile(r"(?!)")
     finds_in: re.Pattern[str] = re.compile(r"(?!)")
+    only_where: re.Pattern[str] = re.compile(r"(?!)")  # a search that names only where to look ("search the web")
     idle_wish: re.Pattern[str] = re.compile(r"(?!)")
     delivers: re.Pattern[str] = re.compile(r"(?!)")
     lengths: tuple[tuple[re.Pattern[str], str], ...] = ()
@@ -275,6 +276,11 @@ class Language:
         """The step asks to find what exists ("look for pictures of otters"), not to find something in
         what was given ("find the link in it", "find it")."""
         return bool(self.finds.search(text)) and not self.finds_in.search(text)
+
+    def searches_only_where(self, text: str) -> bool:
+        """The step says only where to search ("could you search the internet", "go online"), not what
+        for: what to find is in the step after it."""
+        return bool(self.only_where.match(self.prompt_lead.sub("", text.strip())))
 
     def asks_for(self, text: str) -> bool:
         """The step asks in so many words: a request phrase ("could you", "I need") or an imperative verb."""
@@ -436,6 +442,9 @@ def language() -> Language:
         finds_in=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\s+(?:{_PRONOUNS})\b"
                             rf"|\bof\s+(?:{_PRONOUNS}|@\d+)\b"
                             rf"|\b(?:in|inside|within|from)\s+(?:{_PRONOUNS}|my|the(?!\s+(?:internet|web|net)\b))\b", re.I),
+        only_where=re.compile(rf"^(?:{_alternation(f for v in data['find']['where_verbs'] for f in (v, v + 's', _gerund(v)))})\s+"
+                              r"(?:(?:on|in|through|across|around|over)\s+)?"
+                              rf"(?:{_alternation(data['find']['places'])})(?:\s+(?:for\s+me|please))?\W*$", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
         help_asks=re.compile(help_asks, re.I),
         direct=re.compile(rf"\b(?:{_alternation(data['none']['direct'])})\b", re.I),
