@@ -656,3 +656,15 @@ def test_a_search_that_names_only_where_to_look_is_no_search_of_its_own(planner:
     assert [t.task for t in result.tasks] == ["video-search"]
     assert language().searches_only_where("please scour the whole internet for me")
     assert not language().searches_only_where("search the web for cats")
+
+
+def test_an_ask_that_only_points_back_asks_for_nothing_more(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Give sky.jpg the look of monet.jpg. Would you assist in creating this synthesis?")
+    assert [t.task for t in result.tasks] == ["image-style-transfer"]
+    lang = language()
+    assert lang.points_back_only("could you help me with these tasks")
+    assert lang.points_back_only("can you help me put this all together")
+    # a verb of its own, or a kind of thing to make, is an ask
+    assert not lang.points_back_only("can you help me extract that")
+    assert not lang.points_back_only("could you create this video")
+    assert not lang.points_back_only("put it into German")

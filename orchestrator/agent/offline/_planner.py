@@ -250,6 +250,11 @@ class OfflinePlanner:
             got[:] = [_Choice(c.step, None, c.score, c.row) if asked and not lang.asks_for(c.step.text) and (
                           c.task in asked or lang.description(c.step.text)) else c for c in got]
             _drop_restated(got, req.catalog, index, self.restate_margin)
+            # an ask that only points back at what an earlier step asked for ("would you assist in creating
+            # this?", "can you help me with these tasks?") asks for nothing more
+            got[:] = [_Choice(c.step, None, c.score, c.row) if c.task is not None and any(
+                          g.task is not None for g in got[:i]) and lang.points_back_only(c.step.text) else c
+                      for i, c in enumerate(got)]
         # 2. a step that asks for nothing may be the first half of one cut too eagerly: join and retry
         merged_steps: list[tuple[int, int, Step]] = []
         for r, got in enumerate(choices):
@@ -376,7 +381,8 @@ class OfflinePlanner:
             best = int(np.argmax(row))
         name = index.tasks[best]
         score = float(row[best])
-        if name == NONE or score < self.min_score or lang.only_states(step.text) or lang.searches_only_where(step.text):
+        if name == NONE or score < self.min_score or lang.only_states(step.text) or lang.searches_only_where(
+                step.text):
             return _Choice(step, None, score, row)
         if lang.narrative(step.text):
             return _Choice(step, None, score, row, narrative=name)

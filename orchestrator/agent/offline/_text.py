@@ -180,6 +180,7 @@ class Language:
     finds: re.Pattern[str] = re.compile(r"(?!)")
     finds_in: re.Pattern[str] = re.compile(r"(?!)")
     only_where: re.Pattern[str] = re.compile(r"(?!)")  # a search that names only where to look ("search the web")
+    vague: re.Pattern[str] = re.compile(r"(?!)")  # an ask whose object only points back ("could you do this")
     idle_wish: re.Pattern[str] = re.compile(r"(?!)")
     delivers: re.Pattern[str] = re.compile(r"(?!)")
     lengths: tuple[tuple[re.Pattern[str], str], ...] = ()
@@ -282,6 +283,16 @@ class Language:
         for: what to find is in the step after it."""
         return bool(self.only_where.match(self.prompt_lead.sub("", text.strip())))
 
+    def points_back_only(self, text: str) -> bool:
+        """The step asks for what was said before and names nothing of its own: a vague verb whose object
+        only points back ("would you assist in creating this?", "can you help me with these tasks?"), not
+        a kind of thing to make ("could you make this video?")."""
+        m = self.vague.match(self.prompt_lead.sub("", text.strip()))
+        if m is None:
+            return False
+        head = m.group("head")
+        return head is None or (self.modality_of(head) is None and head.lower().rstrip("s") not in self.text_nouns)
+
     def asks_for(self, text: str) -> bool:
         """The step asks in so many words: a request phrase ("could you", "I need") or an imperative verb."""
         text = self.help_asks.sub("", text)
@@ -374,6 +385,16 @@ def _gerund(verb: str) -> str:
     return verb + "ing"
 
 
+_NOT_NOUN = r"(?:into|in|to|on|onto|as|for|with|from|by|at|of|together|happen|done|please|now)\b"
+
+
+def _verb_forms(verb: str) -> tuple[str, ...]:
+    """A verb (its first word) as written, with -s and as a gerund ("put together", "putting together")."""
+    first, _, rest = verb.partition(" ")
+    tail = f" {rest}" if rest else ""
+    return verb, f"{first}s{tail}", f"{_gerund(first)}{tail}"
+
+
 def _alternation(words: Iterable[str]) -> str:
     return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(set(words), key=len, reverse=True))
 
@@ -445,6 +466,11 @@ def language() -> Language:
         only_where=re.compile(rf"^(?:{_alternation(f for v in data['find']['where_verbs'] for f in (v, v + 's', _gerund(v)))})\s+"
                               r"(?:(?:on|in|through|across|around|over)\s+)?"
                               rf"(?:{_alternation(data['find']['places'])})(?:\s+(?:for\s+me|please))?\W*$", re.I),
+        vague=re.compile(rf"^(?:(?:{_alternation(data['none']['helps'])})(?:\s+(?:me|us))?\s+)?(?:(?:in|with|on|by)\s+)?"
+                         rf"(?:(?:{_alternation(f for v in data['none']['vague_verbs'] for f in _verb_forms(v))})\s+)?"
+                         rf"(?:(?:this|that|these|those)(?:\s+(?!{_NOT_NOUN})[a-z-]+)??(?:\s+(?!{_NOT_NOUN})(?P<head>[a-z-]+))?"
+                         r"|it|them|everything|all\s+(?:this|that|of\s+(?:this|that|it|them)))(?:\s+all)?"
+                         r"(?:\s+(?:together|happen|done|for\s+me|for\s+us|please|now))*\W*$", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
         help_asks=re.compile(help_asks, re.I),
         direct=re.compile(rf"\b(?:{_alternation(data['none']['direct'])})\b", re.I),
