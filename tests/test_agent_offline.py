@@ -668,3 +668,14 @@ def test_an_ask_that_only_points_back_asks_for_nothing_more(planner: OfflinePlan
     assert not lang.points_back_only("can you help me extract that")
     assert not lang.points_back_only("could you create this video")
     assert not lang.points_back_only("put it into German")
+
+
+def test_these_or_those_before_a_noun_point_back_to_an_earlier_text(planner: OfflinePlanner,
+                                                                     catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Write down what is said in meeting.wav and pull out the main keywords. Then add "
+                                    "a spoken voiceover of those points to slides.mp4.")
+    assert chain(result) == [("automatic-speech-recognition", []), ("keyword-extraction", [0]),
+                             ("video-voiceover", [1])]
+    # a plural that names media is no earlier text
+    drawn = plan(planner, catalog, "Summarize story.txt. Then draw a picture of these two horses racing on a beach.")
+    assert "horses" in str(drawn.tasks[-1].args["text"])

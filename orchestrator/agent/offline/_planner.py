@@ -912,6 +912,12 @@ def _content_words(step: Step) -> int:
 _LINKING = frozenset({"of", "a", "an", "to", "in", "on", "for", "with", "and", "or", "from", "into", "as", "by"})
 
 
+# "these" / "those" and a noun (one word before it at most) that ends its phrase ("a voiceover of those points to
+# @0", "videos about these ideas"); not a description that goes on ("these two horses racing on a beach")
+_POINTING_BACK = re.compile(r"\b(?:these|those)\s+((?:[a-z-]+\s+)?[a-z-]+)(?=\s*$|\s*[,.;:!?]|\s+(?:to|into|onto|over|"
+                            r"under|in|on|for|as|with|and|then|from|at|by|so|please)\b)", re.I)
+
+
 def _names_text(step: Step) -> bool:
     """The step names an earlier text ("the caption", "this summary", "the result")."""
     words = [w.lower() for w in _WORD.findall(step.text)]
@@ -926,6 +932,9 @@ def _names_text(step: Step) -> bool:
             if i > 2 and words[i - 3] in ("the", "this", "that", "its", "their") and not (
                     {words[i - 2], words[i - 1]} & _LINKING):
                 return True  # "the sentiment analysis outcome"
+    for m in _POINTING_BACK.finditer(step.text):  # "a voiceover of those points to @0": a plural that points back
+        if not any(lang.modality_of(w) not in (None, Modality.TEXT) for w in m.group(1).split()):
+            return True
     return bool(re.search(r"\b(?:based on (?:it|this|that)|from (?:it|this|that)|use (?:it|this|that)|using (?:it|this|that))\b",
                           step.text, re.I))
 
