@@ -679,3 +679,9 @@ def test_these_or_those_before_a_noun_point_back_to_an_earlier_text(planner: Off
     # a plural that names media is no earlier text
     drawn = plan(planner, catalog, "Summarize story.txt. Then draw a picture of these two horses racing on a beach.")
     assert "horses" in str(drawn.tasks[-1].args["text"])
+
+
+def test_a_typographic_apostrophe_reads_like_a_plain_one(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    curly = "I’ve been filming birds all week, and I’ve stored the best one as birds.mp4. Could you slow it down?"
+    result = plan(planner, catalog, curly)
+    assert chain(result) == chain(plan(planner, catalog, curly.replace("’", "'"))) == [("video-speed-changer", [])]

@@ -27,6 +27,7 @@ _LITERAL_PORTS = frozenset({"instruction", "question", "prompt", "query", "style
 _CONTENT_PREP = re.compile(r"\b(?:of|showing|depicting|featuring|about|with|where|in which|that shows|illustrating)\s+"
                            r"(?:a|an|the|some|two|three|many)?\s*[a-z]", re.I)
 _WORD = re.compile(r"[A-Za-z']+")
+_APOSTROPHE = re.compile(r"(?<=[A-Za-z])[’ʼ](?=[A-Za-z])")  # a typographic apostrophe inside a word
 _STOP = frozenset("a an the of to in on at for from with by and or is are be this that it its my me i you your "
                   "please can could would will some any into as then also so very really new based using use "
                   "want need like would should just now one out up".split())
@@ -212,8 +213,9 @@ class OfflinePlanner:
         parsed: list[tuple[PlanRequest, list[Mention], list[Step]]] = []
         cut: dict[int, int] = {}
         for r, req in enumerate(requests):
-            mentions = find_mentions(req.text, dict(req.resources))
-            steps = split_steps(req.text, mentions)
+            text = _APOSTROPHE.sub("'", req.text)  # "I’ve" is "I've" to every cue word
+            mentions = find_mentions(text, dict(req.resources))
+            steps = split_steps(text, mentions)
             if len(steps) > self.max_steps:
                 cut[r] = len(steps)
                 steps = steps[: self.max_steps]
