@@ -685,3 +685,12 @@ def test_a_typographic_apostrophe_reads_like_a_plain_one(planner: OfflinePlanner
     curly = "I’ve been filming birds all week, and I’ve stored the best one as birds.mp4. Could you slow it down?"
     result = plan(planner, catalog, curly)
     assert chain(result) == chain(plan(planner, catalog, curly.replace("’", "'"))) == [("video-speed-changer", [])]
+
+
+def test_a_first_person_in_a_state_sets_the_scene(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "I'm in the mood for some jazz tonight. Could you find me videos of live "
+                                    "saxophone performances?")
+    assert [t.task for t in result.tasks] == ["video-search"]
+    lang = language()
+    assert lang.narrative("we are a small hiking club")
+    assert not lang.narrative("I am in need of a summary")

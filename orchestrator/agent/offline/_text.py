@@ -440,7 +440,11 @@ def language() -> Language:
                             rf"(?:{_alternation(data['none']['narrators'])})\s+(?!(?:{_alternation(data['none']['past_asks'])})\b)"
                             rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})"
                             rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?!(?:{_alternation(data['none']['ongoing_asks'])})\b)"
-                            r"[a-z]{2,}ing)\b", re.I),
+                            r"[a-z]{2,}ing"
+                            # ... or a first person in a state ("I'm in the mood for ...", "I am a big fan of ...")
+                            rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?:really\s+|quite\s+|such\s+)?"
+                            rf"(?:{_alternation(data['none']['states'])})\s+(?!(?:{_alternation(data['none']['state_asks'])})\b)"
+                            r"[a-z]+)\b", re.I),
         describes=re.compile(rf"^\s*(?:(?:{_alternation(data['none']['describers'])})\W+)*"
                              rf"(?:(?:{_alternation(data['none']['described'])})\b|@\d+)[\w\s'@-]{{0,40}}?"
                              rf"(?:\b|(?='))(?:{_alternation(data['none']['describing'])})\b", re.I),
