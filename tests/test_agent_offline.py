@@ -694,3 +694,14 @@ def test_a_first_person_in_a_state_sets_the_scene(planner: OfflinePlanner, catal
     lang = language()
     assert lang.narrative("we are a small hiking club")
     assert not lang.narrative("I am in need of a summary")
+
+
+def test_a_clause_that_only_says_how_the_thing_should_come_out_is_a_detail(planner: OfflinePlanner,
+                                                                           catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Here's my voice memo, memo.wav. Can you lower its pitch, give the voice a "
+                                    "warmer feel and make it sound calmer?")
+    assert chain(result) == [("voice-changer", [])]
+    lang = language()
+    assert lang.only_how("lend the photo a warmer feel")
+    assert not lang.only_how("make it a video")  # what to make of it, not how it should come out
+    assert not lang.only_how("get it translated")

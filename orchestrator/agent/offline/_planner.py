@@ -231,6 +231,11 @@ class OfflinePlanner:
             links: set[Modality] = set()  # what the links handed over by steps asking nothing point to
             for i, s in enumerate(steps):
                 c = self._choose(s, rows[k + i], index, req.catalog, context, links)
+                if c.task is not None and context in MEDIA and any(g.task for g in got) and lang.only_how(
+                        s.text) and not _keeps(index, req.catalog, c.task, context):
+                    # how the thing just changed should come out ("... and make it sound calmer"): a detail of
+                    # that change, unless its task changes that kind of thing into the same kind; joined to nothing
+                    c = _Choice(Step("", [], s.sentence), None, 0.0)
                 got.append(c)
                 if c.task is not None:
                     context = _main_output(req.catalog.tasks[c.task])
@@ -736,6 +741,13 @@ def _signatures(index: TaskIndex, catalog: TaskCatalog) -> tuple[list[set[Modali
             outs.append({p.modality for p in info.outputs} if info else set())
         hit = _SIGNATURES[key] = (ins, outs)
     return hit
+
+
+def _keeps(index: TaskIndex, catalog: TaskCatalog, task: str, modality: Modality) -> bool:
+    """``task`` reads ``modality`` and makes it again (it changes a thing of that kind)."""
+    ins, outs = _signatures(index, catalog)
+    j = index.tasks.index(task)
+    return modality in ins[j] and modality in outs[j]
 
 
 def _named_ports(step: Step, info: TaskInfo) -> dict[str, Mention]:

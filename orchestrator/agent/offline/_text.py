@@ -181,6 +181,7 @@ class Language:
     finds_in: re.Pattern[str] = re.compile(r"(?!)")
     only_where: re.Pattern[str] = re.compile(r"(?!)")  # a search that names only where to look ("search the web")
     vague: re.Pattern[str] = re.compile(r"(?!)")  # an ask whose object only points back ("could you do this")
+    detail: re.Pattern[str] = re.compile(r"(?!)")  # a clause that only says how a thing should come out
     idle_wish: re.Pattern[str] = re.compile(r"(?!)")
     delivers: re.Pattern[str] = re.compile(r"(?!)")
     lengths: tuple[tuple[re.Pattern[str], str], ...] = ()
@@ -293,6 +294,11 @@ class Language:
         head = m.group("head")
         return head is None or (self.modality_of(head) is None and head.lower().rstrip("s") not in self.text_nouns)
 
+    def only_how(self, text: str) -> bool:
+        """The step only says how a thing should come out ("make it sound calmer", "give the tone a serious
+        touch"), not what to do to it."""
+        return bool(self.detail.match(self.prompt_lead.sub("", text.strip())))
+
     def asks_for(self, text: str) -> bool:
         """The step asks in so many words: a request phrase ("could you", "I need") or an imperative verb."""
         text = self.help_asks.sub("", text)
@@ -385,6 +391,7 @@ def _gerund(verb: str) -> str:
     return verb + "ing"
 
 
+_THING = r"(?:it|them|this|that|(?:the|its|their|this|that)\s+[a-z-]+)"  # what a detail is about
 _NOT_NOUN = r"(?:into|in|to|on|onto|as|for|with|from|by|at|of|together|happen|done|please|now)\b"
 
 
@@ -475,6 +482,10 @@ def language() -> Language:
                          rf"(?:(?:this|that|these|those)(?:\s+(?!{_NOT_NOUN})[a-z-]+)??(?:\s+(?!{_NOT_NOUN})(?P<head>[a-z-]+))?"
                          r"|it|them|everything|all\s+(?:this|that|of\s+(?:this|that|it|them)))(?:\s+all)?"
                          r"(?:\s+(?:together|happen|done|for\s+me|for\s+us|please|now))*\W*$", re.I),
+        detail=re.compile(rf"^(?:(?:{_alternation(data['detail']['make'])})\s+{_THING}\s+(?:(?:{_alternation(data['detail']['senses'])})\s+)?"
+                          rf"(?:(?:{_alternation(data['detail']['degrees'])})\s+)*(?!(?:a|an|the|into|in|as|to|of|from|with)\b|[a-z-]+ed\b)[a-z-]+"
+                          rf"|(?:{_alternation(data['detail']['give'])})\s+{_THING}\s+(?:a|an|some)\s+(?:[a-z-]+\s+){{0,2}}?"
+                          rf"(?:{_alternation(data['detail']['qualities'])}))\W*$", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
         help_asks=re.compile(help_asks, re.I),
         direct=re.compile(rf"\b(?:{_alternation(data['none']['direct'])})\b", re.I),
