@@ -849,6 +849,7 @@ def _drop_restated(got: list[_Choice], catalog: TaskCatalog, index: TaskIndex, m
         # its files go on to the next step: only that one may be the ask, as for a generator's wish
         alone = a.step.mentions or _generates(catalog.tasks[a.task])
         later = asking[n + 1:n + 2] if alone else asking[n + 1:]
+
         def same(j: int) -> bool:
             task = got[j].task
             if task == a.task:

@@ -415,6 +415,9 @@ def language() -> Language:
     fillers = _alternation(split["fillers"])
     gerunds = _alternation(_gerund(v) for v in split["verbs"] if " " not in v and v not in split.get("not_gerunds", ()))
     lead = rf"(?:(?:{fillers})\s+)*"
+    where_verbs = _alternation(f for v in data["find"]["where_verbs"] for f in (v, v + "s", _gerund(v)))
+    vague_verbs = _alternation(f for v in data["none"]["vague_verbs"] for f in _verb_forms(v))
+    detail = data["detail"]
     # leads are patterns (a role: "as a [a-z-]+"), not words
     lead_ins = "|".join(sorted(data["none"]["leads"], key=len, reverse=True)).replace(" ", r"\s+")
     leads = rf"(?:(?:{lead_ins})\W+)*"
@@ -450,8 +453,8 @@ def language() -> Language:
                             r"[a-z]{2,}ing"
                             # ... or a first person in a state ("I'm in the mood for ...", "I am a big fan of ...")
                             rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?:really\s+|quite\s+|such\s+)?"
-                            rf"(?:{_alternation(data['none']['states'])})\s+(?!(?:{_alternation(data['none']['state_asks'])})\b)"
-                            r"[a-z]+)\b", re.I),
+                            rf"(?:{_alternation(data['none']['states'])})\s+"
+                            rf"(?!(?:{_alternation(data['none']['state_asks'])})\b)[a-z]+)\b", re.I),
         describes=re.compile(rf"^\s*(?:(?:{_alternation(data['none']['describers'])})\W+)*"
                              rf"(?:(?:{_alternation(data['none']['described'])})\b|@\d+)[\w\s'@-]{{0,40}}?"
                              rf"(?:\b|(?='))(?:{_alternation(data['none']['describing'])})\b", re.I),
@@ -474,18 +477,19 @@ def language() -> Language:
         finds_in=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\s+(?:{_PRONOUNS})\b"
                             rf"|\bof\s+(?:{_PRONOUNS}|@\d+)\b"
                             rf"|\b(?:in|inside|within|from)\s+(?:{_PRONOUNS}|my|the(?!\s+(?:internet|web|net)\b))\b", re.I),
-        only_where=re.compile(rf"^(?:{_alternation(f for v in data['find']['where_verbs'] for f in (v, v + 's', _gerund(v)))})\s+"
-                              r"(?:(?:on|in|through|across|around|over)\s+)?"
+        only_where=re.compile(rf"^(?:{where_verbs})\s+(?:(?:on|in|through|across|around|over)\s+)?"
                               rf"(?:{_alternation(data['find']['places'])})(?:\s+(?:for\s+me|please))?\W*$", re.I),
         vague=re.compile(rf"^(?:(?:{_alternation(data['none']['helps'])})(?:\s+(?:me|us))?\s+)?(?:(?:in|with|on|by)\s+)?"
-                         rf"(?:(?:{_alternation(f for v in data['none']['vague_verbs'] for f in _verb_forms(v))})\s+)?"
-                         rf"(?:(?:this|that|these|those)(?:\s+(?!{_NOT_NOUN})[a-z-]+)??(?:\s+(?!{_NOT_NOUN})(?P<head>[a-z-]+))?"
+                         rf"(?:(?:{vague_verbs})\s+)?(?:(?:this|that|these|those)(?:\s+(?!{_NOT_NOUN})[a-z-]+)??"
+                         rf"(?:\s+(?!{_NOT_NOUN})(?P<head>[a-z-]+))?"
                          r"|it|them|everything|all\s+(?:this|that|of\s+(?:this|that|it|them)))(?:\s+all)?"
                          r"(?:\s+(?:together|happen|done|for\s+me|for\s+us|please|now))*\W*$", re.I),
-        detail=re.compile(rf"^(?:(?:{_alternation(data['detail']['make'])})\s+{_THING}\s+(?:(?:{_alternation(data['detail']['senses'])})\s+)?"
-                          rf"(?:(?:{_alternation(data['detail']['degrees'])})\s+)*(?!(?:a|an|the|into|in|as|to|of|from|with)\b|[a-z-]+ed\b)[a-z-]+"
-                          rf"|(?:{_alternation(data['detail']['give'])})\s+{_THING}\s+(?:a|an|some)\s+(?:[a-z-]+\s+){{0,2}}?"
-                          rf"(?:{_alternation(data['detail']['qualities'])}))\W*$", re.I),
+        detail=re.compile(rf"^(?:(?:{_alternation(detail['make'])})\s+{_THING}\s+"
+                          rf"(?:(?:{_alternation(detail['senses'])})\s+)?"
+                          rf"(?:(?:{_alternation(detail['degrees'])})\s+)*"
+                          r"(?!(?:a|an|the|into|in|as|to|of|from|with)\b|[a-z-]+ed\b)[a-z-]+"  # no thing, no participle
+                          rf"|(?:{_alternation(detail['give'])})\s+{_THING}\s+(?:a|an|some)\s+(?:[a-z-]+\s+){{0,2}}?"
+                          rf"(?:{_alternation(detail['qualities'])}))\W*$", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
         help_asks=re.compile(help_asks, re.I),
         direct=re.compile(rf"\b(?:{_alternation(data['none']['direct'])})\b", re.I),
