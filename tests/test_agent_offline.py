@@ -705,3 +705,9 @@ def test_a_clause_that_only_says_how_the_thing_should_come_out_is_a_detail(plann
     assert lang.only_how("lend the photo a warmer feel")
     assert not lang.only_how("make it a video")  # what to make of it, not how it should come out
     assert not lang.only_how("get it translated")
+
+
+def test_a_statement_of_the_problem_decides_a_close_call_in_the_ask_after_it(planner: OfflinePlanner,
+                                                                             catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "The talk in lecture.wav is buried under hiss. Can you tidy up the recording?")
+    assert chain(result) == [("audio-noise-reduction", [])]

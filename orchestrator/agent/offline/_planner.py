@@ -148,7 +148,8 @@ class OfflinePlanner:
     the cost of a task that does not make what the step asks for by name ("into text", "as audio");
     ``feasible_margin``, how much lower a task whose inputs can be fed may score and still replace one
     whose inputs cannot; ``restate_margin``, how much lower the task of a direct ask may score on the
-    wish just before it and still be the wish said again.
+    wish just before it and still be the wish said again (and how close a call in an ask a statement of
+    the problem before it decides).
 
     >>> import asyncio
     >>> from orchestrator.registry import default_registry
@@ -253,6 +254,16 @@ class OfflinePlanner:
             # a statement of the problem ("the hiss is unbearable") and the ask that solves it ("clean it
             # up") are one task: the statement goes when a step that asks has the same task; a description
             # of a thing ("the speech is long") goes beside any step that asks
+            # a statement of the problem decides a close call in the ask right after it ("the voiceover doesn't
+            # sync. Can you sync the video with this new voiceover?")
+            for i, a in enumerate(got):
+                j = next((j for j in range(i + 1, len(got)) if got[j].task is not None), None)
+                if a.task is None or j is None or lang.asks_for(a.step.text):
+                    continue
+                b = got[j]
+                if b.task != a.task and b.row is not None and lang.asks_for(b.step.text) and float(
+                        b.row[index.tasks.index(a.task)]) >= b.score - self.restate_margin:
+                    got[j] = _Choice(b.step, a.task, float(b.row[index.tasks.index(a.task)]), b.row)
             asked = {c.task for c in got if c.task is not None and lang.asks_for(c.step.text)}
             got[:] = [_Choice(c.step, None, c.score, c.row) if asked and not lang.asks_for(c.step.text) and (
                           c.task in asked or lang.description(c.step.text)) else c for c in got]
