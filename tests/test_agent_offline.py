@@ -659,20 +659,20 @@ def test_a_search_that_names_only_where_to_look_is_no_search_of_its_own(planner:
 
 
 def test_an_ask_that_only_points_back_asks_for_nothing_more(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
-    result = plan(planner, catalog, "Give sky.jpg the look of monet.jpg. Would you assist in creating this synthesis?")
+    result = plan(planner, catalog, "Give sky.jpg the look of monet.jpg. Could you help with creating this rendition?")
     assert [t.task for t in result.tasks] == ["image-style-transfer"]
     lang = language()
-    assert lang.points_back_only("could you help me with these tasks")
-    assert lang.points_back_only("can you help me put this all together")
+    assert lang.points_back_only("could you sort out these jobs for me")
+    assert lang.points_back_only("would you put all of it together")
     # a verb of its own, or a kind of thing to make, is an ask
-    assert not lang.points_back_only("can you help me extract that")
+    assert not lang.points_back_only("could you pull the words out of that")
     assert not lang.points_back_only("could you create this video")
     assert not lang.points_back_only("put it into German")
 
 
 def test_these_or_those_before_a_noun_point_back_to_an_earlier_text(planner: OfflinePlanner,
                                                                      catalog: TaskCatalog) -> None:
-    result = plan(planner, catalog, "Write down what is said in meeting.wav and pull out the main keywords. Then add "
+    result = plan(planner, catalog, "Type out the speech in meeting.wav and pull out the main keywords. Then add "
                                     "a spoken voiceover of those points to slides.mp4.")
     assert chain(result) == [("automatic-speech-recognition", []), ("keyword-extraction", [0]),
                              ("video-voiceover", [1])]
@@ -688,8 +688,8 @@ def test_a_typographic_apostrophe_reads_like_a_plain_one(planner: OfflinePlanner
 
 
 def test_a_first_person_in_a_state_sets_the_scene(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
-    result = plan(planner, catalog, "I'm in the mood for some jazz tonight. Could you find me videos of live "
-                                    "saxophone performances?")
+    result = plan(planner, catalog, "I'm a huge lover of smooth saxophone music. Could you find me videos of live "
+                                    "performances?")
     assert [t.task for t in result.tasks] == ["video-search"]
     lang = language()
     assert lang.narrative("we are a small hiking club")

@@ -254,8 +254,8 @@ class OfflinePlanner:
             # a statement of the problem ("the hiss is unbearable") and the ask that solves it ("clean it
             # up") are one task: the statement goes when a step that asks has the same task; a description
             # of a thing ("the speech is long") goes beside any step that asks
-            # a statement of the problem decides a close call in the ask right after it ("the voiceover doesn't
-            # sync. Can you sync the video with this new voiceover?")
+            # a statement of the problem decides a close call in the next step that asks ("the talk is buried
+            # under hiss. Can you tidy up the recording?": noise reduction)
             for i, a in enumerate(got):
                 j = next((j for j in range(i + 1, len(got)) if got[j].task is not None), None)
                 if a.task is None or j is None or lang.asks_for(a.step.text):
@@ -268,8 +268,8 @@ class OfflinePlanner:
             got[:] = [_Choice(c.step, None, c.score, c.row) if asked and not lang.asks_for(c.step.text) and (
                           c.task in asked or lang.description(c.step.text)) else c for c in got]
             _drop_restated(got, req.catalog, index, self.restate_margin)
-            # an ask that only points back at what an earlier step asked for ("would you assist in creating
-            # this?", "can you help me with these tasks?") asks for nothing more
+            # an ask that only points back at what an earlier step asked for ("could you help with creating
+            # this rendition?", "would you sort out these jobs?") asks for nothing more
             got[:] = [_Choice(c.step, None, c.score, c.row) if c.task is not None and any(
                           g.task is not None for g in got[:i]) and lang.points_back_only(c.step.text) else c
                       for i, c in enumerate(got)]

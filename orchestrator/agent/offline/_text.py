@@ -280,13 +280,13 @@ class Language:
         return bool(self.finds.search(text)) and not self.finds_in.search(text)
 
     def searches_only_where(self, text: str) -> bool:
-        """The step says only where to search ("could you search the internet", "go online"), not what
+        """The step says only where to search ("could you browse the web", "go online"), not what
         for: what to find is in the step after it."""
         return bool(self.only_where.match(self.prompt_lead.sub("", text.strip())))
 
     def points_back_only(self, text: str) -> bool:
         """The step asks for what was said before and names nothing of its own: a vague verb whose object
-        only points back ("would you assist in creating this?", "can you help me with these tasks?"), not
+        only points back ("could you help with creating this rendition?", "would you sort out these jobs?"), not
         a kind of thing to make ("could you make this video?")."""
         m = self.vague.match(self.prompt_lead.sub("", text.strip()))
         if m is None:
@@ -295,8 +295,8 @@ class Language:
         return head is None or (self.modality_of(head) is None and head.lower().rstrip("s") not in self.text_nouns)
 
     def only_how(self, text: str) -> bool:
-        """The step only says how a thing should come out ("make it sound calmer", "give the tone a serious
-        touch"), not what to do to it."""
+        """The step only says how a thing should come out ("make it sound calmer", "give the voice a warmer
+        feel"), not what to do to it."""
         return bool(self.detail.match(self.prompt_lead.sub("", text.strip())))
 
     def asks_for(self, text: str) -> bool:
@@ -451,7 +451,7 @@ def language() -> Language:
                             rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})"
                             rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?!(?:{_alternation(data['none']['ongoing_asks'])})\b)"
                             r"[a-z]{2,}ing"
-                            # ... or a first person in a state ("I'm in the mood for ...", "I am a big fan of ...")
+                            # ... or a first person in a state ("I'm in a rush", "we are a small choir")
                             rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?:really\s+|quite\s+|such\s+)?"
                             rf"(?:{_alternation(data['none']['states'])})\s+"
                             rf"(?!(?:{_alternation(data['none']['state_asks'])})\b)[a-z]+)\b", re.I),
