@@ -640,3 +640,84 @@ def test_a_wish_stated_before_the_steps_that_do_it_is_one_task(planner: OfflineP
 def test_a_kind_of_text_a_step_makes_is_no_earlier_text(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "Fix the grammar of draft.txt and then extract the keywords.")
     assert chain(result) == [("grammar-check", []), ("keyword-extraction", [0])]
+
+
+def test_a_wish_then_a_direct_ask_for_a_near_task_is_one_task(planner: OfflinePlanner,
+                                                              catalog: TaskCatalog) -> None:
+    # the wish alone reads nearest to another video task; the plain ask right after it says what is meant
+    result = plan(planner, catalog, "I'd like to concentrate on the sound part of my class video. Could you take "
+                                    "the audio out of class.mp4?")
+    assert chain(result) == [("video-to-audio", [])]
+
+
+def test_a_search_that_names_only_where_to_look_is_no_search_of_its_own(planner: OfflinePlanner,
+                                                                         catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Could you browse the web and find a few videos on knitting socks?")
+    assert [t.task for t in result.tasks] == ["video-search"]
+    assert language().searches_only_where("please scour the whole internet for me")
+    assert not language().searches_only_where("search the web for cats")
+
+
+def test_an_ask_that_only_points_back_asks_for_nothing_more(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Give sky.jpg the look of monet.jpg. Could you help with creating this rendition?")
+    assert [t.task for t in result.tasks] == ["image-style-transfer"]
+    lang = language()
+    assert lang.points_back_only("could you sort out these jobs for me")
+    assert lang.points_back_only("would you put all of it together")
+    # a verb of its own, or a kind of thing to make, is an ask
+    assert not lang.points_back_only("could you pull the words out of that")
+    assert not lang.points_back_only("could you create this video")
+    assert not lang.points_back_only("put it into German")
+
+
+def test_these_or_those_before_a_noun_point_back_to_an_earlier_text(planner: OfflinePlanner,
+                                                                     catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Type out the speech in meeting.wav and pull out the main keywords. Then add "
+                                    "a spoken voiceover of those points to slides.mp4.")
+    assert chain(result) == [("automatic-speech-recognition", []), ("keyword-extraction", [0]),
+                             ("video-voiceover", [1])]
+    # a plural that names media is no earlier text
+    drawn = plan(planner, catalog, "Summarize story.txt. Then draw a picture of these two horses racing on a beach.")
+    assert "horses" in str(drawn.tasks[-1].args["text"])
+
+
+def test_a_typographic_apostrophe_reads_like_a_plain_one(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    curly = "I’ve been filming birds all week, and I’ve stored the best one as birds.mp4. Could you slow it down?"
+    result = plan(planner, catalog, curly)
+    assert chain(result) == chain(plan(planner, catalog, curly.replace("’", "'"))) == [("video-speed-changer", [])]
+
+
+def test_a_first_person_in_a_state_sets_the_scene(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "I'm a huge lover of smooth saxophone music. Could you find me videos of live "
+                                    "performances?")
+    assert [t.task for t in result.tasks] == ["video-search"]
+    lang = language()
+    assert lang.narrative("we are a small hiking club")
+    assert not lang.narrative("I am in need of a summary")
+
+
+def test_a_clause_that_only_says_how_the_thing_should_come_out_is_a_detail(planner: OfflinePlanner,
+                                                                           catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Here's my voice memo, memo.wav. Can you lower its pitch, give the voice a "
+                                    "warmer feel and make it sound calmer?")
+    assert chain(result) == [("voice-changer", [])]
+    lang = language()
+    assert lang.only_how("lend the photo a warmer feel")
+    assert not lang.only_how("make it a video")  # what to make of it, not how it should come out
+    assert not lang.only_how("get it translated")
+
+
+def test_a_statement_of_the_problem_decides_a_close_call_in_the_ask_after_it(planner: OfflinePlanner,
+                                                                             catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "The talk in lecture.wav is buried under hiss. Can you tidy up the recording?")
+    assert chain(result) == [("audio-noise-reduction", [])]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("I've been meaning to polish my writing style. Could you look for articles about clear prose?", ["text-search"]),
+    ("I've been hoping to translate my hobby into a career. Can you search for videos about starting a pottery "
+     "shop?", ["video-search"]),
+])
+def test_a_long_held_wish_tells_the_story(planner: OfflinePlanner, catalog: TaskCatalog, text: str,
+                                          expected: list[str]) -> None:
+    assert [t.task for t in plan(planner, catalog, text).tasks] == expected

@@ -27,6 +27,7 @@ _LITERAL_PORTS = frozenset({"instruction", "question", "prompt", "query", "style
 _CONTENT_PREP = re.compile(r"\b(?:of|showing|depicting|featuring|about|with|where|in which|that shows|illustrating)\s+"
                            r"(?:a|an|the|some|two|three|many)?\s*[a-z]", re.I)
 _WORD = re.compile(r"[A-Za-z']+")
+_APOSTROPHE = re.compile(r"(?<=[A-Za-z])[’ʼ](?=[A-Za-z])")  # a typographic apostrophe inside a word
 _STOP = frozenset("a an the of to in on at for from with by and or is are be this that it its my me i you your "
                   "please can could would will some any into as then also so very really new based using use "
                   "want need like would should just now one out up".split())
@@ -146,7 +147,9 @@ class OfflinePlanner:
     converter; ``hub_weight`` of the correction for tasks near everything (CSLS); ``target_weight``,
     the cost of a task that does not make what the step asks for by name ("into text", "as audio");
     ``feasible_margin``, how much lower a task whose inputs can be fed may score and still replace one
-    whose inputs cannot.
+    whose inputs cannot; ``restate_margin``, how much lower the task of a direct ask may score on the
+    wish just before it and still be the wish said again (and how close a call in an ask a statement of
+    the problem before it decides).
 
     >>> import asyncio
     >>> from orchestrator.registry import default_registry
@@ -161,7 +164,7 @@ class OfflinePlanner:
     def __init__(self, *, use_embeddings: bool | None = None, encoder: Encoder | None = None,
                  min_score: float = 0.38, skeleton_weight: float = 0.5, cue_weight: float = 0.05,
                  direct_margin: float = 0.3, hub_weight: float = 0.3, target_weight: float = 0.15,
-                 feasible_margin: float = 0.2, max_steps: int | None = None,
+                 feasible_margin: float = 0.2, restate_margin: float = 0.06, max_steps: int | None = None,
                  cache_size: int = 4096) -> None:
         self.skeleton_weight = skeleton_weight
         self.cue_weight = cue_weight
@@ -169,6 +172,7 @@ class OfflinePlanner:
         self.hub_weight = hub_weight
         self.target_weight = target_weight
         self.feasible_margin = feasible_margin
+        self.restate_margin = restate_margin
         if max_steps is None:
             from orchestrator.settings import get_settings
 
@@ -210,8 +214,9 @@ class OfflinePlanner:
         parsed: list[tuple[PlanRequest, list[Mention], list[Step]]] = []
         cut: dict[int, int] = {}
         for r, req in enumerate(requests):
-            mentions = find_mentions(req.text, dict(req.resources))
-            steps = split_steps(req.text, mentions)
+            text = _APOSTROPHE.sub("'", req.text)  # "I’ve" is "I've" to every cue word
+            mentions = find_mentions(text, dict(req.resources))
+            steps = split_steps(text, mentions)
             if len(steps) > self.max_steps:
                 cut[r] = len(steps)
                 steps = steps[: self.max_steps]
@@ -227,6 +232,11 @@ class OfflinePlanner:
             links: set[Modality] = set()  # what the links handed over by steps asking nothing point to
             for i, s in enumerate(steps):
                 c = self._choose(s, rows[k + i], index, req.catalog, context, links)
+                if c.task is not None and context in MEDIA and any(g.task for g in got) and lang.only_how(
+                        s.text) and not _keeps(index, req.catalog, c.task, context):
+                    # how the thing just changed should come out ("... and make it sound calmer"): a detail of
+                    # that change, unless its task changes that kind of thing into the same kind; joined to nothing
+                    c = _Choice(Step("", [], s.sentence), None, 0.0)
                 got.append(c)
                 if c.task is not None:
                     context = _main_output(req.catalog.tasks[c.task])
@@ -244,10 +254,25 @@ class OfflinePlanner:
             # a statement of the problem ("the hiss is unbearable") and the ask that solves it ("clean it
             # up") are one task: the statement goes when a step that asks has the same task; a description
             # of a thing ("the speech is long") goes beside any step that asks
+            # a statement of the problem decides a close call in the next step that asks ("the talk is buried
+            # under hiss. Can you tidy up the recording?": noise reduction)
+            for i, a in enumerate(got):
+                j = next((j for j in range(i + 1, len(got)) if got[j].task is not None), None)
+                if a.task is None or j is None or lang.asks_for(a.step.text):
+                    continue
+                b = got[j]
+                if b.task != a.task and b.row is not None and lang.asks_for(b.step.text) and float(
+                        b.row[index.tasks.index(a.task)]) >= b.score - self.restate_margin:
+                    got[j] = _Choice(b.step, a.task, float(b.row[index.tasks.index(a.task)]), b.row)
             asked = {c.task for c in got if c.task is not None and lang.asks_for(c.step.text)}
             got[:] = [_Choice(c.step, None, c.score, c.row) if asked and not lang.asks_for(c.step.text) and (
                           c.task in asked or lang.description(c.step.text)) else c for c in got]
-            _drop_restated(got, req.catalog)
+            _drop_restated(got, req.catalog, index, self.restate_margin)
+            # an ask that only points back at what an earlier step asked for ("could you help with creating
+            # this rendition?", "would you sort out these jobs?") asks for nothing more
+            got[:] = [_Choice(c.step, None, c.score, c.row) if c.task is not None and any(
+                          g.task is not None for g in got[:i]) and lang.points_back_only(c.step.text) else c
+                      for i, c in enumerate(got)]
         # 2. a step that asks for nothing may be the first half of one cut too eagerly: join and retry
         merged_steps: list[tuple[int, int, Step]] = []
         for r, got in enumerate(choices):
@@ -374,7 +399,8 @@ class OfflinePlanner:
             best = int(np.argmax(row))
         name = index.tasks[best]
         score = float(row[best])
-        if name == NONE or score < self.min_score or lang.only_states(step.text):
+        if name == NONE or score < self.min_score or lang.only_states(step.text) or lang.searches_only_where(
+                step.text):
             return _Choice(step, None, score, row)
         if lang.narrative(step.text):
             return _Choice(step, None, score, row, narrative=name)
@@ -728,6 +754,13 @@ def _signatures(index: TaskIndex, catalog: TaskCatalog) -> tuple[list[set[Modali
     return hit
 
 
+def _keeps(index: TaskIndex, catalog: TaskCatalog, task: str, modality: Modality) -> bool:
+    """``task`` reads ``modality`` and makes it again (it changes a thing of that kind)."""
+    ins, outs = _signatures(index, catalog)
+    j = index.tasks.index(task)
+    return modality in ins[j] and modality in outs[j]
+
+
 def _named_ports(step: Step, info: TaskInfo) -> dict[str, Mention]:
     """The step's files it names by an input's role ("the style of @0", "@0's style", "@0 as the style"),
     for inputs whose name is a role, not a modality."""
@@ -810,12 +843,14 @@ def _hand_back(choices: list[_Choice], catalog: TaskCatalog) -> list[_Choice]:
     return out
 
 
-def _drop_restated(got: list[_Choice], catalog: TaskCatalog) -> None:
+def _drop_restated(got: list[_Choice], catalog: TaskCatalog, index: TaskIndex, margin: float) -> None:
     """A wish and a direct ask for the same task are one task ("I'd like the song bigger. Could you add
     reverb to it?"; "I want the page without its typos. Download it, fix its grammar and pull out the
     keywords"): the wish goes. A wish that hands over files (they go on to the next step) or asks for a
     generator (two pictures may be wished and asked for) goes only next to the ask; a wish after the ask
-    goes when it hands over nothing."""
+    goes when it hands over nothing. A direct ask right after the wish whose task scores within ``margin``
+    of the wish's own on the wish's words says the same thing in plainer words ("I'd like to keep only the
+    sound of my lecture. Can you pull the audio out of lecture.mp4?"): the wish goes too."""
     lang = language()
     asking = [i for i, c in enumerate(got) if c.task is not None]
     for n, i in enumerate(asking):
@@ -825,7 +860,15 @@ def _drop_restated(got: list[_Choice], catalog: TaskCatalog) -> None:
         # its files go on to the next step: only that one may be the ask, as for a generator's wish
         alone = a.step.mentions or _generates(catalog.tasks[a.task])
         later = asking[n + 1:n + 2] if alone else asking[n + 1:]
-        if any(got[j].task == a.task and lang.restates(a.step.text, got[j].step.text) for j in later):
+
+        def same(j: int) -> bool:
+            task = got[j].task
+            if task == a.task:
+                return True
+            return (j == i + 1 and task is not None and a.row is not None
+                    and float(a.row[index.tasks.index(task)]) >= a.score - margin)
+
+        if any(same(j) and lang.restates(a.step.text, got[j].step.text) for j in later):
             got[i] = _Choice(a.step, None, a.score)
     for i, j in zip(asking, asking[1:]):
         a, b = got[i], got[j]
@@ -895,6 +938,12 @@ def _content_words(step: Step) -> int:
 _LINKING = frozenset({"of", "a", "an", "to", "in", "on", "for", "with", "and", "or", "from", "into", "as", "by"})
 
 
+# "these" / "those" and a noun (one word before it at most) that ends its phrase ("a voiceover of those points to
+# @0", "videos about these ideas"); not a description that goes on ("these two horses racing on a beach")
+_POINTING_BACK = re.compile(r"\b(?:these|those)\s+((?:[a-z-]+\s+)?[a-z-]+)(?=\s*$|\s*[,.;:!?]|\s+(?:to|into|onto|over|"
+                            r"under|in|on|for|as|with|and|then|from|at|by|so|please)\b)", re.I)
+
+
 def _names_text(step: Step) -> bool:
     """The step names an earlier text ("the caption", "this summary", "the result")."""
     words = [w.lower() for w in _WORD.findall(step.text)]
@@ -909,6 +958,9 @@ def _names_text(step: Step) -> bool:
             if i > 2 and words[i - 3] in ("the", "this", "that", "its", "their") and not (
                     {words[i - 2], words[i - 1]} & _LINKING):
                 return True  # "the sentiment analysis outcome"
+    for m in _POINTING_BACK.finditer(step.text):  # "a voiceover of those points to @0": a plural that points back
+        if not any(lang.modality_of(w) not in (None, Modality.TEXT) for w in m.group(1).split()):
+            return True
     return bool(re.search(r"\b(?:based on (?:it|this|that)|from (?:it|this|that)|use (?:it|this|that)|using (?:it|this|that))\b",
                           step.text, re.I))
 

@@ -179,6 +179,9 @@ class Language:
     describes: re.Pattern[str] = re.compile(r"(?!)")
     finds: re.Pattern[str] = re.compile(r"(?!)")
     finds_in: re.Pattern[str] = re.compile(r"(?!)")
+    only_where: re.Pattern[str] = re.compile(r"(?!)")  # a search that names only where to look ("search the web")
+    vague: re.Pattern[str] = re.compile(r"(?!)")  # an ask whose object only points back ("could you do this")
+    detail: re.Pattern[str] = re.compile(r"(?!)")  # a clause that only says how a thing should come out
     idle_wish: re.Pattern[str] = re.compile(r"(?!)")
     delivers: re.Pattern[str] = re.compile(r"(?!)")
     lengths: tuple[tuple[re.Pattern[str], str], ...] = ()
@@ -276,6 +279,26 @@ class Language:
         what was given ("find the link in it", "find it")."""
         return bool(self.finds.search(text)) and not self.finds_in.search(text)
 
+    def searches_only_where(self, text: str) -> bool:
+        """The step says only where to search ("could you browse the web", "go online"), not what
+        for: what to find is in the step after it."""
+        return bool(self.only_where.match(self.prompt_lead.sub("", text.strip())))
+
+    def points_back_only(self, text: str) -> bool:
+        """The step asks for what was said before and names nothing of its own: a vague verb whose object
+        only points back ("could you help with creating this rendition?", "would you sort out these jobs?"), not
+        a kind of thing to make ("could you make this video?")."""
+        m = self.vague.match(self.prompt_lead.sub("", text.strip()))
+        if m is None:
+            return False
+        head = m.group("head")
+        return head is None or (self.modality_of(head) is None and head.lower().rstrip("s") not in self.text_nouns)
+
+    def only_how(self, text: str) -> bool:
+        """The step only says how a thing should come out ("make it sound calmer", "give the voice a warmer
+        feel"), not what to do to it."""
+        return bool(self.detail.match(self.prompt_lead.sub("", text.strip())))
+
     def asks_for(self, text: str) -> bool:
         """The step asks in so many words: a request phrase ("could you", "I need") or an imperative verb."""
         text = self.help_asks.sub("", text)
@@ -368,6 +391,17 @@ def _gerund(verb: str) -> str:
     return verb + "ing"
 
 
+_THING = r"(?:it|them|this|that|(?:the|its|their|this|that)\s+[a-z-]+)"  # what a detail is about
+_NOT_NOUN = r"(?:into|in|to|on|onto|as|for|with|from|by|at|of|together|happen|done|please|now)\b"
+
+
+def _verb_forms(verb: str) -> tuple[str, ...]:
+    """A verb (its first word) as written, with -s and as a gerund ("put together", "putting together")."""
+    first, _, rest = verb.partition(" ")
+    tail = f" {rest}" if rest else ""
+    return verb, f"{first}s{tail}", f"{_gerund(first)}{tail}"
+
+
 def _alternation(words: Iterable[str]) -> str:
     return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(set(words), key=len, reverse=True))
 
@@ -381,6 +415,9 @@ def language() -> Language:
     fillers = _alternation(split["fillers"])
     gerunds = _alternation(_gerund(v) for v in split["verbs"] if " " not in v and v not in split.get("not_gerunds", ()))
     lead = rf"(?:(?:{fillers})\s+)*"
+    where_verbs = _alternation(f for v in data["find"]["where_verbs"] for f in (v, v + "s", _gerund(v)))
+    vague_verbs = _alternation(f for v in data["none"]["vague_verbs"] for f in _verb_forms(v))
+    detail = data["detail"]
     # leads are patterns (a role: "as a [a-z-]+"), not words
     lead_ins = "|".join(sorted(data["none"]["leads"], key=len, reverse=True)).replace(" ", r"\s+")
     leads = rf"(?:(?:{lead_ins})\W+)*"
@@ -413,7 +450,11 @@ def language() -> Language:
                             rf"(?:{_alternation(data['none']['narrators'])})\s+(?!(?:{_alternation(data['none']['past_asks'])})\b)"
                             rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})"
                             rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?!(?:{_alternation(data['none']['ongoing_asks'])})\b)"
-                            r"[a-z]{2,}ing)\b", re.I),
+                            r"[a-z]{2,}ing"
+                            # ... or a first person in a state ("I'm in a rush", "we are a small choir")
+                            rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?:really\s+|quite\s+|such\s+)?"
+                            rf"(?:{_alternation(data['none']['states'])})\s+"
+                            rf"(?!(?:{_alternation(data['none']['state_asks'])})\b)[a-z]+)\b", re.I),
         describes=re.compile(rf"^\s*(?:(?:{_alternation(data['none']['describers'])})\W+)*"
                              rf"(?:(?:{_alternation(data['none']['described'])})\b|@\d+)[\w\s'@-]{{0,40}}?"
                              rf"(?:\b|(?='))(?:{_alternation(data['none']['describing'])})\b", re.I),
@@ -436,6 +477,19 @@ def language() -> Language:
         finds_in=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\s+(?:{_PRONOUNS})\b"
                             rf"|\bof\s+(?:{_PRONOUNS}|@\d+)\b"
                             rf"|\b(?:in|inside|within|from)\s+(?:{_PRONOUNS}|my|the(?!\s+(?:internet|web|net)\b))\b", re.I),
+        only_where=re.compile(rf"^(?:{where_verbs})\s+(?:(?:on|in|through|across|around|over)\s+)?"
+                              rf"(?:{_alternation(data['find']['places'])})(?:\s+(?:for\s+me|please))?\W*$", re.I),
+        vague=re.compile(rf"^(?:(?:{_alternation(data['none']['helps'])})(?:\s+(?:me|us))?\s+)?(?:(?:in|with|on|by)\s+)?"
+                         rf"(?:(?:{vague_verbs})\s+)?(?:(?:this|that|these|those)(?:\s+(?!{_NOT_NOUN})[a-z-]+)??"
+                         rf"(?:\s+(?!{_NOT_NOUN})(?P<head>[a-z-]+))?"
+                         r"|it|them|everything|all\s+(?:this|that|of\s+(?:this|that|it|them)))(?:\s+all)?"
+                         r"(?:\s+(?:together|happen|done|for\s+me|for\s+us|please|now))*\W*$", re.I),
+        detail=re.compile(rf"^(?:(?:{_alternation(detail['make'])})\s+{_THING}\s+"
+                          rf"(?:(?:{_alternation(detail['senses'])})\s+)?"
+                          rf"(?:(?:{_alternation(detail['degrees'])})\s+)*"
+                          r"(?!(?:a|an|the|into|in|as|to|of|from|with)\b|[a-z-]+ed\b)[a-z-]+"  # no thing, no participle
+                          rf"|(?:{_alternation(detail['give'])})\s+{_THING}\s+(?:a|an|some)\s+(?:[a-z-]+\s+){{0,2}}?"
+                          rf"(?:{_alternation(detail['qualities'])}))\W*$", re.I),
         asks=re.compile(rf"\b(?:{_alternation(data['none']['asks'])})\b", re.I),
         help_asks=re.compile(help_asks, re.I),
         direct=re.compile(rf"\b(?:{_alternation(data['none']['direct'])})\b", re.I),
