@@ -214,9 +214,10 @@ class OfflinePlanner:
         parsed: list[tuple[PlanRequest, list[Mention], list[Step]]] = []
         cut: dict[int, int] = {}
         for r, req in enumerate(requests):
-            text = _APOSTROPHE.sub("'", req.text)  # "I’ve" is "I've" to every cue word
-            mentions = find_mentions(text, dict(req.resources))
-            steps = split_steps(text, mentions)
+            # files, links and quoted text as the user wrote them; around them "I’ve" is "I've" to every cue
+            # word (one character for one: the mentions' places hold in both)
+            mentions = find_mentions(req.text, dict(req.resources))
+            steps = split_steps(_APOSTROPHE.sub("'", req.text), mentions)
             if len(steps) > self.max_steps:
                 cut[r] = len(steps)
                 steps = steps[: self.max_steps]
@@ -232,6 +233,8 @@ class OfflinePlanner:
             links: set[Modality] = set()  # what the links handed over by steps asking nothing point to
             for i, s in enumerate(steps):
                 c = self._choose(s, rows[k + i], index, req.catalog, context, links)
+                if c.task is not None and i + 1 < len(steps) and lang.searches_only_where(s.text):
+                    c = _Choice(s, None, c.score, c.row)  # only where to look: joined to the step saying what for
                 if c.task is not None and context in MEDIA and any(g.task for g in got) and lang.only_how(
                         s.text) and not _keeps(index, req.catalog, c.task, context):
                     # how the thing just changed should come out ("... and make it sound calmer"): a detail of
@@ -399,8 +402,7 @@ class OfflinePlanner:
             best = int(np.argmax(row))
         name = index.tasks[best]
         score = float(row[best])
-        if name == NONE or score < self.min_score or lang.only_states(step.text) or lang.searches_only_where(
-                step.text):
+        if name == NONE or score < self.min_score or lang.only_states(step.text):
             return _Choice(step, None, score, row)
         if lang.narrative(step.text):
             return _Choice(step, None, score, row, narrative=name)
@@ -939,7 +941,8 @@ _LINKING = frozenset({"of", "a", "an", "to", "in", "on", "for", "with", "and", "
 
 
 # "these" / "those" and a noun (one word before it at most) that ends its phrase ("a voiceover of those points to
-# @0", "videos about these ideas"); not a description that goes on ("these two horses racing on a beach")
+# @0", "videos about these ideas"); not a description that goes on ("these two horses racing on a beach"); the
+# noun must name parts of a text (``text_parts``: "points", not "horses")
 _POINTING_BACK = re.compile(r"\b(?:these|those)\s+((?:[a-z-]+\s+)?[a-z-]+)(?=\s*$|\s*[,.;:!?]|\s+(?:to|into|onto|over|"
                             r"under|in|on|for|as|with|and|then|from|at|by|so|please)\b)", re.I)
 
@@ -958,8 +961,8 @@ def _names_text(step: Step) -> bool:
             if i > 2 and words[i - 3] in ("the", "this", "that", "its", "their") and not (
                     {words[i - 2], words[i - 1]} & _LINKING):
                 return True  # "the sentiment analysis outcome"
-    for m in _POINTING_BACK.finditer(step.text):  # "a voiceover of those points to @0": a plural that points back
-        if not any(lang.modality_of(w) not in (None, Modality.TEXT) for w in m.group(1).split()):
+    for m in _POINTING_BACK.finditer(step.text):  # "a voiceover of those points to @0": parts of a text
+        if m.group(1).split()[-1].lower().rstrip("s") in lang.text_parts:
             return True
     return bool(re.search(r"\b(?:based on (?:it|this|that)|from (?:it|this|that)|use (?:it|this|that)|using (?:it|this|that))\b",
                           step.text, re.I))

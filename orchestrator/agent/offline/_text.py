@@ -169,6 +169,8 @@ class Language:
     verb_glue: re.Pattern[str]
     back: re.Pattern[str]
     text_nouns: frozenset[str]
+    text_parts: frozenset[str]  # what a text is made of ("points", "ideas"): "those points" is a text
+    vague_nouns: frozenset[str]  # nouns that name no kind of thing ("this task", "these jobs")
     modality_words: dict[Modality, frozenset[str]]
     none_phrasings: tuple[str, ...]
     words: tuple[str, ...] = ()
@@ -287,12 +289,13 @@ class Language:
     def points_back_only(self, text: str) -> bool:
         """The step asks for what was said before and names nothing of its own: a vague verb whose object
         only points back ("could you help with creating this rendition?", "would you sort out these jobs?"), not
-        a kind of thing to make ("could you make this video?")."""
+        a kind of thing to make ("could you make this video?", "could you do these drawings?"): the object's
+        noun, if any, is one of ``vague_nouns``."""
         m = self.vague.match(self.prompt_lead.sub("", text.strip()))
         if m is None:
             return False
         head = m.group("head")
-        return head is None or (self.modality_of(head) is None and head.lower().rstrip("s") not in self.text_nouns)
+        return head is None or head.lower() in self.vague_nouns
 
     def only_how(self, text: str) -> bool:
         """The step only says how a thing should come out ("make it sound calmer", "give the voice a warmer
@@ -438,6 +441,8 @@ def language() -> Language:
                              re.I),
         back=re.compile(rf"\b(?:{_alternation(refer['back'])})\b", re.I),
         text_nouns=frozenset(refer["text_nouns"]),
+        text_parts=frozenset(refer["text_parts"]),
+        vague_nouns=frozenset(data["none"]["vague_nouns"]),
         modality_words={Modality(k): frozenset(v) for k, v in data["modality"].items()},
         none_phrasings=tuple(data["none"]["phrasings"]),
         making=frozenset(split.get("making", ())),
