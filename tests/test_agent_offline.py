@@ -711,13 +711,3 @@ def test_a_statement_of_the_problem_decides_a_close_call_in_the_ask_after_it(pla
                                                                              catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "The talk in lecture.wav is buried under hiss. Can you tidy up the recording?")
     assert chain(result) == [("audio-noise-reduction", [])]
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("I've been meaning to polish my writing style. Could you look for articles about clear prose?", ["text-search"]),
-    ("I've been hoping to translate my hobby into a career. Can you search for videos about starting a pottery "
-     "shop?", ["video-search"]),
-])
-def test_a_long_held_wish_tells_the_story(planner: OfflinePlanner, catalog: TaskCatalog, text: str,
-                                          expected: list[str]) -> None:
-    assert [t.task for t in plan(planner, catalog, text).tasks] == expected
