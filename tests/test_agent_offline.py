@@ -656,6 +656,9 @@ def test_a_search_that_names_only_where_to_look_is_no_search_of_its_own(planner:
     assert [t.task for t in result.tasks] == ["video-search"]
     assert language().searches_only_where("please scour the whole internet for me")
     assert not language().searches_only_where("search the web for cats")
+    # with no step after it to say what for, it is the search of what came before
+    last = plan(planner, catalog, "Shorten essay.txt and then look online.")
+    assert chain(last) == [("summarization", []), ("text-search", [0])]
 
 
 def test_an_ask_that_only_points_back_asks_for_nothing_more(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
@@ -668,6 +671,10 @@ def test_an_ask_that_only_points_back_asks_for_nothing_more(planner: OfflinePlan
     assert not lang.points_back_only("could you pull the words out of that")
     assert not lang.points_back_only("could you create this video")
     assert not lang.points_back_only("put it into German")
+    # a noun that names a kind of thing is an ask, known to the catalog or not
+    assert not lang.points_back_only("could you do these sketches")
+    sketched = plan(planner, catalog, "Write a poem about rain. Could you then do these illustrations?")
+    assert [t.task for t in sketched.tasks][-1] == "text-to-image"
 
 
 def test_these_or_those_before_a_noun_point_back_to_an_earlier_text(planner: OfflinePlanner,
@@ -679,12 +686,17 @@ def test_these_or_those_before_a_noun_point_back_to_an_earlier_text(planner: Off
     # a plural that names media is no earlier text
     drawn = plan(planner, catalog, "Summarize story.txt. Then draw a picture of these two horses racing on a beach.")
     assert "horses" in str(drawn.tasks[-1].args["text"])
+    plural = plan(planner, catalog, "Summarize story.txt. Then paint those three windmills.")
+    assert "windmills" in str(plural.tasks[-1].args["text"]), "windmills are no part of a text"
 
 
 def test_a_typographic_apostrophe_reads_like_a_plain_one(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     curly = "I’ve been filming birds all week, and I’ve stored the best one as birds.mp4. Could you slow it down?"
     result = plan(planner, catalog, curly)
     assert chain(result) == chain(plan(planner, catalog, curly.replace("’", "'"))) == [("video-speed-changer", [])]
+    # what the user quoted is theirs, as written
+    quoted = plan(planner, catalog, "Put 'We’ll be late tonight' into Italian.")
+    assert quoted.tasks[0].args["text"] == "We’ll be late tonight"
 
 
 def test_a_first_person_in_a_state_sets_the_scene(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
