@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from langgraph.graph import END, START, StateGraph
 
-from orchestrator import Audio, RedisArtifactStore
+from orchestrator import ArtifactRef, Audio, RedisArtifactStore
 from orchestrator.errors import WorkflowError, WorkflowInputError
 from orchestrator.workflow import CompiledWorkflow, Workflow
 from orchestrator.workflow._engine import GraphState
@@ -601,3 +601,25 @@ def test_a_store_failing_under_a_run_fails_it_and_no_cache_record_points_at_noth
     assert not any(other.exists(n.outputs["text"]) for n in result.nodes.values() if n.outputs)
     assert _records_point_at_stored_artifacts(other) == 4  # the first run's, still whole
     assert compiled.run({"t": "before"}, store=store).load("o") == "BEFORE0123"  # nothing stored was lost
+
+
+def test_an_output_whose_provenance_is_not_json_fails_its_node_before_anything_is_stored(store):
+    from orchestrator import ToolRegistry, tool
+
+    @tool("t.odd_provenance", task="tag", description="Tags the text; records a note the store cannot write.",
+          inputs={"text": "text"}, outputs={"text": "text"}, register=False)
+    def odd_provenance(text: str, *, ctx) -> str:
+        ctx.provenance["note"] = object()  # no JSON for it
+        return text + " (tagged)"
+
+    local = ToolRegistry()
+    local.register(odd_provenance)
+    wf = (Workflow("odd").add_input("t", "text")
+          .add_node("tag", "t.odd_provenance", inputs={"text": "t"})
+          .add_output("o", "tag.text"))
+    for cache in (False, True):
+        result = wf.compile(registry=local).run({"t": f"a memo {cache}"}, store=store, cache=cache)
+        assert result.status == "failed"
+        assert result.nodes["tag"].status == "failed"
+        assert "could not be stored: invalid artifact metadata" in result.nodes["tag"].error
+        assert not store.exists(ArtifactRef.for_bytes(f"a memo {cache} (tagged)".encode(), "text"))

@@ -231,6 +231,8 @@ def _record_ids(record: dict[str, Any]) -> list[str]:
 
 
 def _modality(value: Modality | str) -> Modality:
+    if isinstance(value, Modality):  # what the engine passes: no enum lookup
+        return value
     try:
         return Modality(value)
     except ValueError:

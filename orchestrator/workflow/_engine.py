@@ -970,10 +970,12 @@ def _store_outputs(
     )
 
     put_ids: set[str] = set()
+    returned: list[ArtifactRef] = []  # refs the tool returned as they were
 
     def put(port_name: str, value: Any, modality: Modality) -> ArtifactRef:
         if isinstance(value, ArtifactRef):
             ref = value
+            returned.append(ref)
         else:
             try:
                 ref = rc.store.put(value, modality=modality, provenance=provenance, pin=pin, defer=defer)
@@ -987,16 +989,16 @@ def _store_outputs(
     pin = None if rc.finished else rc.run_id  # a call that outlived its run pins nothing
     defer = rc.defer and pin is not None
     stored: dict[str, Refs] = {}
+    ports = node.output_ports
     for port_name, value in outputs.items():
-        port = node.tool.spec.output(port_name)
-        assert port is not None
+        port = ports[port_name]
         if port.many:
             if not isinstance(value, (list, tuple)):
                 raise ToolError(f"output {port_name!r} is a 'many' port: return a list", tool=node.tool.name)
             stored[port_name] = [put(port_name, v, port.modality) for v in value]
         else:
             stored[port_name] = put(port_name, value, port.modality)
-    passed_through = [r for r in _flat(stored.values()) if r.id not in put_ids]  # refs a tool returned as they were
+    passed_through = [r for r in returned if r.id not in put_ids]
     if passed_through and not rc.finished:
         rc.store.pin(rc.run_id, passed_through)
     return stored
