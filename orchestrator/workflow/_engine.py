@@ -21,6 +21,7 @@ import collections
 import contextlib
 import gc
 import hashlib
+import inspect
 import json
 import logging
 import random
@@ -35,8 +36,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict, TypeVar
 
 from langchain_core.runnables import RunnableConfig
+from langgraph._internal import _runnable as _lg_runnable
 from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph import END, START, StateGraph
+from langgraph.pregel._write import ChannelWrite
 
 from orchestrator.artifacts import ArtifactRef, ArtifactStore, Modality, Provenance, open_store
 from orchestrator.errors import (
@@ -243,6 +246,56 @@ def _node_runnable(action: _NodeAction, name: str) -> RunnableCallable:
     return runnable
 
 
+class _SignatureMemo:
+    """``inspect`` as LangGraph's runnable module sees it while one of our graphs compiles.
+
+    LangGraph makes a ``ChannelWrite`` for every node and every edge, and each one inspects the
+    signature of its bound ``_write`` method: the same answer every time, and about a third of
+    compiling a long chain. This works it out once; every other call goes to :mod:`inspect`.
+    """
+
+    def __init__(self, funcs: tuple[Any, ...]) -> None:
+        self._funcs = funcs
+        self._sigs: dict[Any, inspect.Signature] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(inspect, name)
+
+    def signature(self, obj: Any, *args: Any, **kwargs: Any) -> inspect.Signature:
+        func = getattr(obj, "__func__", None)  # a bound method: its signature does not depend on the instance
+        if func is None or args or kwargs or func not in self._funcs:
+            return inspect.signature(obj, *args, **kwargs)
+        sig = self._sigs.get(func)
+        if sig is None:
+            sig = self._sigs[func] = inspect.signature(obj)
+        return sig
+
+
+_SIGNATURES = _SignatureMemo((ChannelWrite._write,))
+_signature_lock = threading.Lock()
+_signature_users = 0
+
+
+@contextlib.contextmanager
+def _write_signature_memoized() -> Iterator[None]:
+    """LangGraph's runnable module sees :data:`_SIGNATURES` as ``inspect`` while the block runs
+    (counted across threads; left alone if something else replaced its ``inspect``)."""
+    global _signature_users
+    with _signature_lock:
+        ours = getattr(_lg_runnable, "inspect", None) in (inspect, _SIGNATURES)
+        if ours:
+            _signature_users += 1
+            _lg_runnable.inspect = _SIGNATURES  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if ours:
+            with _signature_lock:
+                _signature_users -= 1
+                if _signature_users == 0:
+                    _lg_runnable.inspect = inspect  # type: ignore[attr-defined]
+
+
 class _EventFeed:
     """A run's events for :meth:`CompiledWorkflow.astream`, in seq order, woken without polling."""
 
@@ -326,7 +379,8 @@ class CompiledWorkflow:
                 builder.add_edge(deps, node_id)
             if node_id not in downstream:
                 builder.add_edge(node_id, END)
-        return builder.compile(name=self.name)
+        with _write_signature_memoized():
+            return builder.compile(name=self.name)
 
     async def _call_node(self, node: ResolvedNode, state: GraphState, config: RunnableConfig) -> dict[str, Any]:
         rc: _RunContext | None = (config or {}).get("configurable", {}).get("orchestrator_run")
