@@ -623,3 +623,28 @@ def test_an_output_whose_provenance_is_not_json_fails_its_node_before_anything_i
         assert result.nodes["tag"].status == "failed"
         assert "could not be stored: invalid artifact metadata" in result.nodes["tag"].error
         assert not store.exists(ArtifactRef.for_bytes(f"a memo {cache} (tagged)".encode(), "text"))
+
+
+def test_a_ref_a_tool_returns_as_it_was_is_pinned_to_the_run(store, monkeypatch):
+    from orchestrator import ToolRegistry, tool
+
+    @tool("t.keep_ref", task="tag", description="Stores a tagged copy itself and returns its ref.",
+          inputs={"text": "text"}, outputs={"text": "text"}, register=False)
+    def keep_ref(text: str, *, ctx) -> ArtifactRef:
+        return ctx.store.put(text + " (kept)", modality="text")
+
+    local = ToolRegistry()
+    local.register(keep_ref)
+    wf = Workflow("keep").add_input("t", "text").add_node("k", "t.keep_ref", inputs={"text": "t"}).add_output("o", "k.text")
+    pinned: list[tuple[str, list[str]]] = []
+    real_pin = store.pin
+
+    def spy(run_id, refs):
+        refs = list(refs)
+        pinned.append((run_id, [getattr(r, "id", r) for r in refs]))
+        return real_pin(run_id, refs)
+
+    monkeypatch.setattr(store, "pin", spy)
+    result = wf.compile(registry=local).run({"t": "a label"}, store=store, cache=False)
+    assert result.ok and result.load("o") == "a label (kept)"
+    assert (result.run_id, [result.outputs["o"].id]) in pinned
