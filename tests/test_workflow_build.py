@@ -169,7 +169,8 @@ def test_compiling_works_out_the_channel_write_signature_once_and_leaves_langgra
     compiled = wf.add_output("out", prev).compile(registry=registry)
     assert len(asked) <= 1  # a write per node and per edge: 80 inspections without the memo
     assert _runnable.inspect is inspect
-    writers = [w for n in compiled.graph.nodes.values() for w in getattr(n, "writers", []) if isinstance(w, ChannelWrite)]
+    writers = [w for n in compiled.graph.nodes.values() for w in getattr(n, "writers", [])
+               if isinstance(w, ChannelWrite)]
     assert len(writers) >= 80
     fresh = ChannelWrite([])
     assert all(w.func_accepts == fresh.func_accepts for w in writers)

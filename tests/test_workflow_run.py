@@ -635,7 +635,9 @@ def test_a_ref_a_tool_returns_as_it_was_is_pinned_to_the_run(store, monkeypatch)
 
     local = ToolRegistry()
     local.register(keep_ref)
-    wf = Workflow("keep").add_input("t", "text").add_node("k", "t.keep_ref", inputs={"text": "t"}).add_output("o", "k.text")
+    wf = (Workflow("keep").add_input("t", "text")
+          .add_node("k", "t.keep_ref", inputs={"text": "t"})
+          .add_output("o", "k.text"))
     pinned: list[tuple[str, list[str]]] = []
     real_pin = store.pin
 

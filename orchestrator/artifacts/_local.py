@@ -100,7 +100,8 @@ def _parse_refdoc(raw: bytes, artifact_id: str, path: object = "") -> dict[str, 
         raise StoreUnavailable(f"artifact metadata is corrupt in {where}: {exc}", artifact_id=artifact_id) from exc
 
 
-def _refdoc(ref: ArtifactRef | str, *, token: str | None, expires_at: float | None, inline: bytes | None = None) -> bytes:
+def _refdoc(ref: ArtifactRef | str, *, token: str | None, expires_at: float | None,
+            inline: bytes | None = None) -> bytes:
     """A ref document (the ref serialized by pydantic, or its JSON as the put made it; the rest by
     hand: this runs on every put)."""
     parts = [b'{"ref":', (ref if isinstance(ref, str) else ref.model_dump_json()).encode(),

@@ -357,8 +357,8 @@ class RedisArtifactStore(ArtifactStore):
 
     def _publish_command(self, ref: ArtifactRef, tmp: list[str], ttl: float | None,
                          ref_json: str | None = None) -> tuple[Any, ...]:
-        return ("EVALSHA", self._sha["publish"], 1 + len(tmp), self._k(ref.id), *tmp, self._refdoc(ref, len(tmp), ref_json),
-                _ms(ttl), self.chunk_bytes)
+        return ("EVALSHA", self._sha["publish"], 1 + len(tmp), self._k(ref.id), *tmp,
+                self._refdoc(ref, len(tmp), ref_json), _ms(ttl), self.chunk_bytes)
 
     def _refdoc(self, ref: ArtifactRef, chunks: int, ref_json: str | None = None) -> str:
         """The ref document; ``ref_json``: the ref's JSON, when the put made it already."""
@@ -384,7 +384,8 @@ class RedisArtifactStore(ArtifactStore):
             if len(item.data) > self.chunk_bytes:
                 larger.append(item)
                 continue
-            pipe.execute_command("EVALSHA", self._sha["put_small"], 1, self._k(item.ref.id), self._refdoc(item.ref, 1, item.ref_json),
+            pipe.execute_command("EVALSHA", self._sha["put_small"], 1, self._k(item.ref.id),
+                                 self._refdoc(item.ref, 1, item.ref_json),
                                  _ms(item.ttl if item.pin is None else None), item.data, item.pin or "")
         return larger
 
