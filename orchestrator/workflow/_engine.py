@@ -1018,10 +1018,16 @@ def _store_outputs(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Refs]:
     """Store each output (a list of artifacts for ``many`` ports) with the node's provenance."""
-    provenance = Provenance(  # validation copies params and inputs
-        tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id, params=node.params_json,
-        inputs=input_ids, **{"model": node.model, "seed": seed, **(extra or {})},
-    )
+    provenance: Provenance | dict[str, Any]
+    if not extra and len(outputs) == 1 and not node.output_ports[next(iter(outputs))].many:
+        # one artifact to store: the store validates this once, with the rest of its metadata
+        provenance = {"tool": node.tool.name, "tool_version": node.tool.spec.version, "node": node.id,
+                      "params": node.params_json, "inputs": input_ids, "model": node.model, "seed": seed}
+    else:
+        provenance = Provenance(  # validation copies params and inputs
+            tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id, params=node.params_json,
+            inputs=input_ids, **{"model": node.model, "seed": seed, **(extra or {})},
+        )
 
     put_ids: set[str] = set()
     returned: list[ArtifactRef] = []  # refs the tool returned as they were
