@@ -144,3 +144,33 @@ def test_empty_pass_through_and_duplicate_outputs_are_refused_at_compile_time():
     dup = chain().add_output("result", "a.text")
     with pytest.raises(WorkflowValidationError, match="output 'result' is declared twice"):
         dup.compile(registry=registry)
+
+
+def test_compiling_works_out_the_channel_write_signature_once_and_leaves_langgraph_as_it_was(monkeypatch):
+    import inspect
+
+    from langgraph._internal import _runnable
+    from langgraph.pregel._write import ChannelWrite
+
+    real = inspect.signature
+    asked: list[object] = []
+
+    def counting(obj, *args, **kwargs):
+        if getattr(obj, "__func__", None) is ChannelWrite._write:
+            asked.append(obj)
+        return real(obj, *args, **kwargs)
+
+    monkeypatch.setattr(inspect, "signature", counting)
+    wf = Workflow("long").add_input("text", "text")
+    prev = "text"
+    for i in range(40):
+        wf.add_node(f"s{i}", "t.upper", inputs={"text": prev})
+        prev = f"s{i}.text"
+    compiled = wf.add_output("out", prev).compile(registry=registry)
+    assert len(asked) <= 1  # a write per node and per edge: 80 inspections without the memo
+    assert _runnable.inspect is inspect
+    writers = [w for n in compiled.graph.nodes.values() for w in getattr(n, "writers", [])
+               if isinstance(w, ChannelWrite)]
+    assert len(writers) >= 80
+    fresh = ChannelWrite([])
+    assert all(w.func_accepts == fresh.func_accepts for w in writers)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from langgraph.graph import END, START, StateGraph
 
-from orchestrator import Audio, RedisArtifactStore
+from orchestrator import ArtifactRef, Audio, RedisArtifactStore
 from orchestrator.errors import WorkflowError, WorkflowInputError
 from orchestrator.workflow import CompiledWorkflow, Workflow
 from orchestrator.workflow._engine import GraphState
@@ -601,3 +601,52 @@ def test_a_store_failing_under_a_run_fails_it_and_no_cache_record_points_at_noth
     assert not any(other.exists(n.outputs["text"]) for n in result.nodes.values() if n.outputs)
     assert _records_point_at_stored_artifacts(other) == 4  # the first run's, still whole
     assert compiled.run({"t": "before"}, store=store).load("o") == "BEFORE0123"  # nothing stored was lost
+
+
+def test_an_output_whose_provenance_is_not_json_fails_its_node_before_anything_is_stored(store):
+    from orchestrator import ToolRegistry, tool
+
+    @tool("t.odd_provenance", task="tag", description="Tags the text; records a note the store cannot write.",
+          inputs={"text": "text"}, outputs={"text": "text"}, register=False)
+    def odd_provenance(text: str, *, ctx) -> str:
+        ctx.provenance["note"] = object()  # no JSON for it
+        return text + " (tagged)"
+
+    local = ToolRegistry()
+    local.register(odd_provenance)
+    wf = (Workflow("odd").add_input("t", "text")
+          .add_node("tag", "t.odd_provenance", inputs={"text": "t"})
+          .add_output("o", "tag.text"))
+    for cache in (False, True):
+        result = wf.compile(registry=local).run({"t": f"a memo {cache}"}, store=store, cache=cache)
+        assert result.status == "failed"
+        assert result.nodes["tag"].status == "failed"
+        assert "could not be stored: invalid artifact metadata" in result.nodes["tag"].error
+        assert not store.exists(ArtifactRef.for_bytes(f"a memo {cache} (tagged)".encode(), "text"))
+
+
+def test_a_ref_a_tool_returns_as_it_was_is_pinned_to_the_run(store, monkeypatch):
+    from orchestrator import ToolRegistry, tool
+
+    @tool("t.keep_ref", task="tag", description="Stores a tagged copy itself and returns its ref.",
+          inputs={"text": "text"}, outputs={"text": "text"}, register=False)
+    def keep_ref(text: str, *, ctx) -> ArtifactRef:
+        return ctx.store.put(text + " (kept)", modality="text")
+
+    local = ToolRegistry()
+    local.register(keep_ref)
+    wf = (Workflow("keep").add_input("t", "text")
+          .add_node("k", "t.keep_ref", inputs={"text": "t"})
+          .add_output("o", "k.text"))
+    pinned: list[tuple[str, list[str]]] = []
+    real_pin = store.pin
+
+    def spy(run_id, refs):
+        refs = list(refs)
+        pinned.append((run_id, [getattr(r, "id", r) for r in refs]))
+        return real_pin(run_id, refs)
+
+    monkeypatch.setattr(store, "pin", spy)
+    result = wf.compile(registry=local).run({"t": "a label"}, store=store, cache=False)
+    assert result.ok and result.load("o") == "a label (kept)"
+    assert (result.run_id, [result.outputs["o"].id]) in pinned

@@ -100,12 +100,15 @@ def _parse_refdoc(raw: bytes, artifact_id: str, path: object = "") -> dict[str, 
         raise StoreUnavailable(f"artifact metadata is corrupt in {where}: {exc}", artifact_id=artifact_id) from exc
 
 
-def _refdoc(ref: ArtifactRef, *, token: str | None, expires_at: float | None, inline: bytes | None = None) -> bytes:
-    """A ref document (the ref serialized by pydantic, the rest by hand: this runs on every put)."""
-    parts = [b'{"ref":', ref.model_dump_json().encode(), b',"token":', json.dumps(token).encode()]
+def _refdoc(ref: ArtifactRef | str, *, token: str | None, expires_at: float | None,
+            inline: bytes | None = None) -> bytes:
+    """A ref document (the ref serialized by pydantic, or its JSON as the put made it; the rest by
+    hand: this runs on every put)."""
+    parts = [b'{"ref":', (ref if isinstance(ref, str) else ref.model_dump_json()).encode(),
+             b',"token":', b"null" if token is None else json.dumps(token).encode()]
     if inline is not None:
         parts += [b',"inline":"', inline, b'"']
-    parts += [b',"expires_at":', json.dumps(expires_at).encode(), b"}"]
+    parts += [b',"expires_at":', b"null" if expires_at is None else json.dumps(expires_at).encode(), b"}"]
     return b"".join(parts)
 
 
@@ -225,7 +228,7 @@ class LocalArtifactStore(ArtifactStore):
             os.replace(tmp, blob)
         finally:
             _unlink(tmp)
-        tmp = self._tmpfile(_refdoc(ref, token=token, expires_at=self._expires(ttl)))
+        tmp = self._tmpfile(_refdoc(pending.json(), token=token, expires_at=self._expires(ttl)))
         try:
             self._link_ref(tmp, ref.id)  # exclusive: the first writer wins
             return ref
@@ -265,7 +268,8 @@ class LocalArtifactStore(ArtifactStore):
                 continue
             seen.add(item.ref.id)
             expires = None if item.pin is not None else self._expires(item.ttl)
-            docs.append((item, _refdoc(item.ref, token=None, expires_at=expires, inline=base64.b64encode(item.data))))
+            docs.append((item, _refdoc(item.ref_json or item.ref, token=None, expires_at=expires,
+                                       inline=base64.b64encode(item.data))))
         while docs:
             size, n = 0, 0
             while n < len(docs) and (n == 0 or size + len(docs[n][1]) <= self.pack_bytes):
@@ -305,7 +309,8 @@ class LocalArtifactStore(ArtifactStore):
         if existing is not None:
             return self._extend(ref.id, existing, ttl)
         self._fanout_dir(ref.id)
-        tmp = self._tmpfile(_refdoc(ref, token=None, expires_at=self._expires(ttl), inline=base64.b64encode(data)))
+        tmp = self._tmpfile(_refdoc(pending.json(), token=None, expires_at=self._expires(ttl),
+                                    inline=base64.b64encode(data)))
         try:
             self._link_ref(tmp, ref.id)  # exclusive: the first writer wins
             return ref

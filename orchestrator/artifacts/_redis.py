@@ -345,7 +345,7 @@ class RedisArtifactStore(ArtifactStore):
                 pipe.execute()  # send the rest now; publish once the id is known
             # 2. publish: rename the upload into place, or drop it if another writer won
             ref = pending.result()
-            pipe.execute_command(*self._publish_command(ref, tmp, ttl))
+            pipe.execute_command(*self._publish_command(ref, tmp, ttl, pending.json()))
             if pin is not None:
                 pipe.execute_command(*self._pin_command(pin, [ref.id]))
             replies = pipe.execute()
@@ -355,12 +355,14 @@ class RedisArtifactStore(ArtifactStore):
             raise
         return ref if existing is None else ArtifactRef.model_validate(json.loads(existing)["ref"])
 
-    def _publish_command(self, ref: ArtifactRef, tmp: list[str], ttl: float | None) -> tuple[Any, ...]:
-        return ("EVALSHA", self._sha["publish"], 1 + len(tmp), self._k(ref.id), *tmp, self._refdoc(ref, len(tmp)),
-                _ms(ttl), self.chunk_bytes)
+    def _publish_command(self, ref: ArtifactRef, tmp: list[str], ttl: float | None,
+                         ref_json: str | None = None) -> tuple[Any, ...]:
+        return ("EVALSHA", self._sha["publish"], 1 + len(tmp), self._k(ref.id), *tmp,
+                self._refdoc(ref, len(tmp), ref_json), _ms(ttl), self.chunk_bytes)
 
-    def _refdoc(self, ref: ArtifactRef, chunks: int) -> str:
-        return f'{{"ref":{ref.model_dump_json()},"chunks":{chunks},"chunk":{self.chunk_bytes}}}'
+    def _refdoc(self, ref: ArtifactRef, chunks: int, ref_json: str | None = None) -> str:
+        """The ref document; ``ref_json``: the ref's JSON, when the put made it already."""
+        return f'{{"ref":{ref_json or ref.model_dump_json()},"chunks":{chunks},"chunk":{self.chunk_bytes}}}'
 
     @_translated
     def _write_deferred(self, batch: list[DeferredWrite]) -> None:
@@ -382,7 +384,8 @@ class RedisArtifactStore(ArtifactStore):
             if len(item.data) > self.chunk_bytes:
                 larger.append(item)
                 continue
-            pipe.execute_command("EVALSHA", self._sha["put_small"], 1, self._k(item.ref.id), self._refdoc(item.ref, 1),
+            pipe.execute_command("EVALSHA", self._sha["put_small"], 1, self._k(item.ref.id),
+                                 self._refdoc(item.ref, 1, item.ref_json),
                                  _ms(item.ttl if item.pin is None else None), item.data, item.pin or "")
         return larger
 

@@ -242,7 +242,8 @@ def encode_object(obj: Any, modality: Modality | str | None = None, *, limits: L
 
     The store caches that object, so it must not share mutable state with the caller.
     """
-    modality = Modality(modality) if modality is not None else infer_modality(obj)
+    if not isinstance(modality, Modality):
+        modality = Modality(modality) if modality is not None else infer_modality(obj)
     try:
         encoded = _ENCODERS[modality](obj, limits)
     except ArtifactError:

@@ -87,6 +87,7 @@ class PendingRef:
         self.size = len(data)
         self._modality, self._meta = modality, meta
         self._ref: ArtifactRef | None = None
+        self._json: str | None = None
         self._future: Future[str] | None = None
         if len(data) >= OVERLAP_BYTES:
             self._future = _hasher().submit(_sha256_hex, data)
@@ -94,11 +95,11 @@ class PendingRef:
             self._ref = self._make(_sha256_hex(data))
 
     @classmethod
-    def of(cls, ref: ArtifactRef, size: int) -> PendingRef:
-        """A pending ref whose ref is known already (a deferred put's)."""
+    def of(cls, ref: ArtifactRef, size: int, ref_json: str | None = None) -> PendingRef:
+        """A pending ref whose ref (and maybe its JSON) is known already (a deferred put's)."""
         pending = cls.__new__(cls)
         pending.size, pending._modality, pending._meta = size, ref.modality, ref.meta
-        pending._ref, pending._future = ref, None
+        pending._ref, pending._future, pending._json = ref, None, ref_json
         return pending
 
     def _make(self, hex_digest: str) -> ArtifactRef:
@@ -116,6 +117,12 @@ class PendingRef:
             self._ref = self._make(self._future.result())
         return self._ref
 
+    def json(self) -> str:
+        """``result().model_dump_json()``, made once (the put checks it, the backend writes it)."""
+        if self._json is None:
+            self._json = self.result().model_dump_json()
+        return self._json
+
 
 @dataclass(frozen=True, slots=True)
 class DeferredWrite:
@@ -126,6 +133,8 @@ class DeferredWrite:
     pin: str | None
     """The run it is pinned to (written pinned, no TTL), or ``None``."""
     ttl: float | None
+    ref_json: str | None = None
+    """``ref.model_dump_json()`` when the put made it already (the backend writes it as it is)."""
 
 
 class DecodedCache:
@@ -222,6 +231,8 @@ def _record_ids(record: dict[str, Any]) -> list[str]:
 
 
 def _modality(value: Modality | str) -> Modality:
+    if isinstance(value, Modality):  # what the engine passes: no enum lookup
+        return value
     try:
         return Modality(value)
     except ValueError:
@@ -276,7 +287,7 @@ class ArtifactStore(ABC):
 
         Raises on the first that fails; the rest of the batch is not stored."""
         for item in batch:
-            pending = PendingRef.of(item.ref, len(item.data))
+            pending = PendingRef.of(item.ref, len(item.data), item.ref_json)
             if item.pin is not None:
                 self._write_pinned(pending, item.data, item.pin)
             else:
@@ -400,12 +411,19 @@ class ArtifactStore(ABC):
             except TypeError as exc:
                 raise ArtifactError(str(exc)) from exc
             encoded = codecs.encode_object(obj, mod, limits=self.limits)
-        # 2. the ref: content id plus metadata
-        pending = PendingRef(encoded.data, mod, self._meta(encoded.meta, meta, provenance))
+        # 2. the ref: content id plus metadata, checked to survive the trip through the store (its
+        # JSON, made here when the hash is at hand, is what the backend writes)
+        hashed_here = len(encoded.data) < OVERLAP_BYTES
+        pending = PendingRef(encoded.data, mod, self._meta(encoded.meta, meta, provenance, check=not hashed_here))
+        if hashed_here:
+            try:
+                pending.json()
+            except (ValueError, TypeError) as exc:
+                raise ArtifactError(f"invalid artifact metadata: {exc}") from exc
         # 3. write (the first writer of an id wins) and keep the decoded object
         if defer and len(encoded.data) <= self.write_behind_bytes:
             stored = self._defer(DeferredWrite(pending.result(), encoded.data, pin,
-                                               ttl if ttl is not None else self.default_ttl))
+                                               ttl if ttl is not None else self.default_ttl, pending.json()))
         elif pin is not None:
             stored = self._write_pinned(pending, encoded.data, pin)
             self._note_pins(pin, [stored.id])
@@ -476,13 +494,19 @@ class ArtifactStore(ABC):
                     self._unflushed -= len(batch)
 
     @staticmethod
-    def _meta(media: ArtifactMeta, meta: dict[str, Any] | None, provenance: Provenance | dict[str, Any] | None) -> ArtifactMeta:
-        fields = {**(meta or {}), **media.model_dump(exclude_none=True)}
+    def _meta(media: ArtifactMeta, meta: dict[str, Any] | None, provenance: Provenance | dict[str, Any] | None,
+              *, check: bool = True) -> ArtifactMeta:
+        """The artifact's metadata; ``check``: make sure it survives the trip through the store
+        (else the caller checks the ref's JSON)."""
+        fields = dict(meta) if meta else {}
+        if media.model_fields_set or media.model_extra:  # text and JSON have no media facts
+            fields.update(media.model_dump(exclude_none=True))
         if provenance is not None:
             fields["provenance"] = provenance
         try:
             full = ArtifactMeta.model_validate(fields)
-            full.model_dump_json()  # everything must survive the trip through the store
+            if check:
+                full.model_dump_json()
         except (ValidationError, ValueError, TypeError) as exc:
             raise ArtifactError(f"invalid artifact metadata: {exc}") from exc
         return full

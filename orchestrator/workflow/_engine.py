@@ -22,6 +22,7 @@ import collections
 import contextlib
 import gc
 import hashlib
+import inspect
 import json
 import logging
 import random
@@ -36,8 +37,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict, TypeVar
 
 from langchain_core.runnables import RunnableConfig
+from langgraph._internal import _runnable as _lg_runnable
 from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph import END, START, StateGraph
+from langgraph.pregel._write import ChannelWrite
 
 from orchestrator.artifacts import ArtifactRef, ArtifactStore, Modality, Provenance, open_store
 from orchestrator.errors import (
@@ -244,6 +247,56 @@ def _node_runnable(action: _NodeAction, name: str) -> RunnableCallable:
     return runnable
 
 
+class _SignatureMemo:
+    """``inspect`` as LangGraph's runnable module sees it while one of our graphs compiles.
+
+    LangGraph makes a ``ChannelWrite`` for every node and every edge, and each one inspects the
+    signature of its bound ``_write`` method: the same answer every time, and about a third of
+    compiling a long chain. This works it out once; every other call goes to :mod:`inspect`.
+    """
+
+    def __init__(self, funcs: tuple[Any, ...]) -> None:
+        self._funcs = funcs
+        self._sigs: dict[Any, inspect.Signature] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(inspect, name)
+
+    def signature(self, obj: Any, *args: Any, **kwargs: Any) -> inspect.Signature:
+        func = getattr(obj, "__func__", None)  # a bound method: its signature does not depend on the instance
+        if func is None or args or kwargs or func not in self._funcs:
+            return inspect.signature(obj, *args, **kwargs)
+        sig = self._sigs.get(func)
+        if sig is None:
+            sig = self._sigs[func] = inspect.signature(obj)
+        return sig
+
+
+_SIGNATURES = _SignatureMemo((ChannelWrite._write,))
+_signature_lock = threading.Lock()
+_signature_users = 0
+
+
+@contextlib.contextmanager
+def _write_signature_memoized() -> Iterator[None]:
+    """LangGraph's runnable module sees :data:`_SIGNATURES` as ``inspect`` while the block runs
+    (counted across threads; left alone if something else replaced its ``inspect``)."""
+    global _signature_users
+    with _signature_lock:
+        ours = getattr(_lg_runnable, "inspect", None) in (inspect, _SIGNATURES)
+        if ours:
+            _signature_users += 1
+            _lg_runnable.inspect = _SIGNATURES  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if ours:
+            with _signature_lock:
+                _signature_users -= 1
+                if _signature_users == 0:
+                    _lg_runnable.inspect = inspect  # type: ignore[attr-defined]
+
+
 class _EventFeed:
     """A run's events for :meth:`CompiledWorkflow.astream`, in seq order, woken without polling."""
 
@@ -327,7 +380,8 @@ class CompiledWorkflow:
                 builder.add_edge(deps, node_id)
             if node_id not in downstream:
                 builder.add_edge(node_id, END)
-        return builder.compile(name=self.name)
+        with _write_signature_memoized():
+            return builder.compile(name=self.name)
 
     async def _call_node(self, node: ResolvedNode, state: GraphState, config: RunnableConfig) -> dict[str, Any]:
         rc: _RunContext | None = (config or {}).get("configurable", {}).get("orchestrator_run")
@@ -990,16 +1044,24 @@ def _store_outputs(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Refs]:
     """Store each output (a list of artifacts for ``many`` ports) with the node's provenance."""
-    provenance = Provenance(  # validation copies params and inputs
-        tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id, params=node.params_json,
-        inputs=input_ids, **{"model": node.model, "seed": seed, **(extra or {})},
-    )
+    provenance: Provenance | dict[str, Any]
+    if not extra and len(outputs) == 1 and not node.output_ports[next(iter(outputs))].many:
+        # one artifact to store: the store validates this once, with the rest of its metadata
+        provenance = {"tool": node.tool.name, "tool_version": node.tool.spec.version, "node": node.id,
+                      "params": node.params_json, "inputs": input_ids, "model": node.model, "seed": seed}
+    else:
+        provenance = Provenance(  # validation copies params and inputs
+            tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id, params=node.params_json,
+            inputs=input_ids, **{"model": node.model, "seed": seed, **(extra or {})},
+        )
 
     put_ids: set[str] = set()
+    returned: list[ArtifactRef] = []  # refs the tool returned as they were
 
     def put(port_name: str, value: Any, modality: Modality) -> ArtifactRef:
         if isinstance(value, ArtifactRef):
             ref = value
+            returned.append(ref)
         else:
             try:
                 ref = rc.store.put(value, modality=modality, provenance=provenance, pin=pin, defer=defer)
@@ -1013,16 +1075,16 @@ def _store_outputs(
     pin = None if rc.finished else rc.run_id  # a call that outlived its run pins nothing
     defer = rc.defer and pin is not None
     stored: dict[str, Refs] = {}
+    ports = node.output_ports
     for port_name, value in outputs.items():
-        port = node.tool.spec.output(port_name)
-        assert port is not None
+        port = ports[port_name]
         if port.many:
             if not isinstance(value, (list, tuple)):
                 raise ToolError(f"output {port_name!r} is a 'many' port: return a list", tool=node.tool.name)
             stored[port_name] = [put(port_name, v, port.modality) for v in value]
         else:
             stored[port_name] = put(port_name, value, port.modality)
-    passed_through = [r for r in _flat(stored.values()) if r.id not in put_ids]  # refs a tool returned as they were
+    passed_through = [r for r in returned if r.id not in put_ids]
     if passed_through and not rc.finished:
         rc.store.pin(rc.run_id, passed_through)
     return stored

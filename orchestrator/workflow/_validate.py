@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.artifacts import Modality
 from orchestrator.errors import ToolNotFound, WorkflowValidationError
 from orchestrator.registry import ToolRegistry
-from orchestrator.tool import Tool
+from orchestrator.tool import Port, Tool
 
 from ._builder import InputDecl, NodeDecl, Workflow
 
@@ -53,6 +53,11 @@ class ResolvedNode:
         """(port name, whether it is a ``many`` port, its sources) of each bound input port."""
         return [(name, bool((port := self.tool.spec.input(name)) is not None and port.many), sources)
                 for name, sources in self.bindings.items()]
+
+    @functools.cached_property
+    def output_ports(self) -> dict[str, Port]:
+        """The tool's output ports by name, looked up once (every run stores outputs by port)."""
+        return {port.name: port for port in self.tool.spec.outputs}
 
     @functools.cached_property
     def params_json(self) -> dict[str, Any]:
