@@ -710,9 +710,8 @@ def test_a_first_person_in_a_state_sets_the_scene(planner: OfflinePlanner, catal
 
 def test_a_clause_that_only_says_how_the_thing_should_come_out_is_a_detail(planner: OfflinePlanner,
                                                                            catalog: TaskCatalog) -> None:
-    result = plan(planner, catalog, "Here's my voice memo, memo.wav. Can you lower its pitch, give the voice a "
-                                    "warmer feel and make it sound calmer?")
-    assert chain(result) == [("voice-changer", [])]
+    result = plan(planner, catalog, "Add reverb to choir.wav and give it a grander feel.")
+    assert chain(result) == [("audio-effects", [])]
     lang = language()
     assert lang.only_how("lend the photo a warmer feel")
     assert not lang.only_how("make it a video")  # what to make of it, not how it should come out

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypedDict, TypeVar
+from typing import Annotated, Any, Literal, TypedDict, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph._internal import _runnable as _lg_runnable
@@ -417,14 +417,14 @@ class CompiledWorkflow:
             return run_inline(self._run(inputs, sync=True, **options))
         return run_sync(lambda: self._run(inputs, **options))
 
-    def _sync_path(self, options: dict[str, Any]) -> str | None:
-        """Whether a blocking run with ``options`` takes LangGraph's sync path (see :meth:`run`):
-        ``"quick"`` when every tool has proven quick, ``"blocking"`` when some has not but nothing
-        but Ctrl-C can cancel the run (no ``cancel`` flag: a flag set from another thread should end
-        the run at once, which needs a loop that a tool still blocking cannot hold up) and no node
-        whose tool has not proven quick runs beside another (Ctrl-C reaches only this thread, and
-        LangGraph's sync path waits for the branches on its threads before it lets the interrupt
-        through), else None."""
+    def _sync_path(self, options: dict[str, Any]) -> Literal["quick", "blocking"] | None:
+        """Which sync path a blocking run with ``options`` takes (see :meth:`run`), if any.
+
+        ``"quick"``: every tool has proven quick. ``"blocking"``: no ``cancel`` flag (a flag set from
+        another thread must end the run at once, which only a loop can do while a tool still blocks)
+        and no slow node runs beside another (LangGraph's sync path waits for its branches' threads
+        before Ctrl-C gets through). None: the loop.
+        """
         if self._inline_tools is None or loop_running():
             return None
         if (options.get("executor") or getattr(self.settings, "executor", "local")) != "local":
@@ -900,6 +900,7 @@ async def _execute_node(node: ResolvedNode, state: GraphState, rc: _RunContext) 
     info = _error_info(last_error, node)
     rc.emit(ev.NodeFailed(run_id=rc.run_id, node=node.id, error=info, attempts=attempts))
     return finish("failed", error=info["message"], seconds=time.perf_counter() - started)
+
 
 def _task_cancelled() -> bool:
     """Whether the running task has been asked to stop (``Task.cancel``), as opposed to an awaited

@@ -52,6 +52,13 @@ class _Choice:
     row: np.ndarray | None = None  # the step's scores over all tasks
     narrative: str | None = None  # the task it would be, were it not scene-setting (Language.narrative)
 
+    def close_to(self, task: str, index: TaskIndex, margin: float) -> float | None:
+        """The step's score for ``task`` when it is within ``margin`` of its best, else None."""
+        if self.row is None:
+            return None
+        score = float(self.row[index.tasks.index(task)])
+        return score if score >= self.score - margin else None
+
 
 @dataclass
 class _Build:
@@ -264,9 +271,9 @@ class OfflinePlanner:
                 if a.task is None or j is None or lang.asks_for(a.step.text):
                     continue
                 b = got[j]
-                if b.task != a.task and b.row is not None and lang.asks_for(b.step.text) and float(
-                        b.row[index.tasks.index(a.task)]) >= b.score - self.restate_margin:
-                    got[j] = _Choice(b.step, a.task, float(b.row[index.tasks.index(a.task)]), b.row)
+                close = b.close_to(a.task, index, self.restate_margin)
+                if b.task != a.task and close is not None and lang.asks_for(b.step.text):
+                    got[j] = _Choice(b.step, a.task, close, b.row)
             asked = {c.task for c in got if c.task is not None and lang.asks_for(c.step.text)}
             got[:] = [_Choice(c.step, None, c.score, c.row) if asked and not lang.asks_for(c.step.text) and (
                           c.task in asked or lang.description(c.step.text)) else c for c in got]
@@ -867,8 +874,7 @@ def _drop_restated(got: list[_Choice], catalog: TaskCatalog, index: TaskIndex, m
             task = got[j].task
             if task == a.task:
                 return True
-            return (j == i + 1 and task is not None and a.row is not None
-                    and float(a.row[index.tasks.index(task)]) >= a.score - margin)
+            return j == i + 1 and task is not None and a.close_to(task, index, margin) is not None
 
         if any(same(j) and lang.restates(a.step.text, got[j].step.text) for j in later):
             got[i] = _Choice(a.step, None, a.score)

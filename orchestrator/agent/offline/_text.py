@@ -281,17 +281,21 @@ class Language:
         what was given ("find the link in it", "find it")."""
         return bool(self.finds.search(text)) and not self.finds_in.search(text)
 
+    def _unled(self, text: str) -> str:
+        """``text`` without the request words before it ("could you", "please")."""
+        return self.prompt_lead.sub("", text.strip())
+
     def searches_only_where(self, text: str) -> bool:
         """The step says only where to search ("could you browse the web", "go online"), not what
         for: what to find is in the step after it."""
-        return bool(self.only_where.match(self.prompt_lead.sub("", text.strip())))
+        return bool(self.only_where.match(self._unled(text)))
 
     def points_back_only(self, text: str) -> bool:
         """The step asks for what was said before and names nothing of its own: a vague verb whose object
         only points back ("could you help with creating this rendition?", "would you sort out these jobs?"), not
         a kind of thing to make ("could you make this video?", "could you do these drawings?"): the object's
         noun, if any, is one of ``vague_nouns``."""
-        m = self.vague.match(self.prompt_lead.sub("", text.strip()))
+        m = self.vague.match(self._unled(text))
         if m is None:
             return False
         head = m.group("head")
@@ -300,7 +304,7 @@ class Language:
     def only_how(self, text: str) -> bool:
         """The step only says how a thing should come out ("make it sound calmer", "give the voice a warmer
         feel"), not what to do to it."""
-        return bool(self.detail.match(self.prompt_lead.sub("", text.strip())))
+        return bool(self.detail.match(self._unled(text)))
 
     def asks_for(self, text: str) -> bool:
         """The step asks in so many words: a request phrase ("could you", "I need") or an imperative verb."""
