@@ -174,3 +174,17 @@ def test_compiling_works_out_the_channel_write_signature_once_and_leaves_langgra
     assert len(writers) >= 80
     fresh = ChannelWrite([])
     assert all(w.func_accepts == fresh.func_accepts for w in writers)
+
+
+def test_a_stand_in_for_langgraphs_inspect_put_there_during_a_compile_stays(monkeypatch):
+    """Something else (a profiler, a test's monkeypatch) may swap LangGraph's ``inspect`` while one
+    of our graphs compiles: we leave its swap in place rather than put ours back over it."""
+    from langgraph._internal import _runnable
+
+    from orchestrator.workflow import _engine
+
+    theirs = object()
+    with _engine._write_signature_memoized():
+        assert _runnable.inspect is not theirs
+        monkeypatch.setattr(_runnable, "inspect", theirs)
+    assert _runnable.inspect is theirs

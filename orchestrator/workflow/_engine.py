@@ -255,6 +255,8 @@ class _SignatureMemo:
     compiling a long chain. This works it out once; every other call goes to :mod:`inspect`.
     """
 
+    Parameter = inspect.Parameter  # read on every node call: no detour through __getattr__
+
     def __init__(self, funcs: tuple[Any, ...]) -> None:
         self._funcs = funcs
         self._sigs: dict[Any, inspect.Signature] = {}
@@ -279,8 +281,9 @@ _signature_users = 0
 
 @contextlib.contextmanager
 def _write_signature_memoized() -> Iterator[None]:
-    """LangGraph's runnable module sees :data:`_SIGNATURES` as ``inspect`` while the block runs
-    (counted across threads; left alone if something else replaced its ``inspect``)."""
+    """LangGraph's runnable module sees :data:`_SIGNATURES` as ``inspect`` while the block runs, in
+    every thread (counted across threads; left alone if something else replaced its ``inspect``,
+    before or meanwhile)."""
     global _signature_users
     with _signature_lock:
         ours = getattr(_lg_runnable, "inspect", None) in (inspect, _SIGNATURES)
@@ -293,7 +296,7 @@ def _write_signature_memoized() -> Iterator[None]:
         if ours:
             with _signature_lock:
                 _signature_users -= 1
-                if _signature_users == 0:
+                if _signature_users == 0 and getattr(_lg_runnable, "inspect", None) is _SIGNATURES:
                     _lg_runnable.inspect = inspect  # type: ignore[attr-defined]
 
 
