@@ -644,10 +644,10 @@ def test_a_kind_of_text_a_step_makes_is_no_earlier_text(planner: OfflinePlanner,
 
 def test_a_wish_then_a_direct_ask_for_a_near_task_is_one_task(planner: OfflinePlanner,
                                                               catalog: TaskCatalog) -> None:
-    # the wish alone reads nearest to another video task; the plain ask right after it says what is meant
-    result = plan(planner, catalog, "I'd like to concentrate on the sound part of my class video. Could you take "
-                                    "the audio out of class.mp4?")
-    assert chain(result) == [("video-to-audio", [])]
+    # the wish alone reads nearest to another image task; the plain ask right after it says what is meant
+    result = plan(planner, catalog, "I'd like a darker mood for my holiday snapshot. Could you make beach.jpg "
+                                    "look like night?")
+    assert chain(result) == [("image-to-image", [])]
 
 
 def test_a_search_that_names_only_where_to_look_is_no_search_of_its_own(planner: OfflinePlanner,

@@ -34,10 +34,13 @@ WORKFLOW = {
 PROMPT = "Summarize this text: 'One service runs every run. The CLI and the server share it. Records match.'"
 
 
-def _run_steps(wait: asyncio.Event | None = None, *, finished: bool = False) -> Callable[[Any], AsyncIterator[Any]]:
-    """A run's steps: node ``a`` starts, waits for ``wait`` (if given), finishes (with ``finished``), and
-    the run succeeds."""
+def _run_steps(wait: asyncio.Event | None = None, *, finished: bool = False,
+               start_after: asyncio.Event | None = None) -> Callable[[Any], AsyncIterator[Any]]:
+    """A run's steps: silent until ``start_after`` is set (if given), node ``a`` starts, waits for ``wait``
+    (if given), finishes (with ``finished``), and the run succeeds."""
     async def steps(job: Any) -> AsyncIterator[Any]:
+        if start_after is not None:
+            await start_after.wait()
         yield {"type": "node_started", "node": "a", "tool": "x.tool"}
         if wait is not None:
             await wait.wait()
@@ -399,11 +402,7 @@ async def test_another_process_sees_a_silent_run_running(tmp_path: Path) -> None
     settings = ServerSettings(max_concurrent_runs=1, running_record_delay_seconds=0.05)
     owner, other = RunManager(store, settings), RunManager(store, settings)
     release = asyncio.Event()
-
-    async def silent(job: Any) -> Any:
-        await release.wait()
-        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
-        yield Outcome("succeeded")
+    silent = _run_steps(start_after=release)
 
     await owner.start()
     await other.start()
@@ -510,11 +509,7 @@ async def test_the_first_keep_alive_comes_after_first_idle_then_every_idle(tmp_p
 
     manager = RunManager(LocalArtifactStore(tmp_path), ServerSettings(max_concurrent_runs=1))
     release = asyncio.Event()
-
-    async def silent(job: Any) -> Any:
-        await release.wait()
-        yield {"type": "node_started", "node": "a", "tool": "x.tool"}
-        yield Outcome("succeeded")
+    silent = _run_steps(start_after=release)
 
     await manager.start()
     try:

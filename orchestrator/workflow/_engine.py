@@ -42,7 +42,7 @@ from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph import END, START, StateGraph
 from langgraph.pregel._write import ChannelWrite
 
-from orchestrator.artifacts import ArtifactRef, ArtifactStore, Modality, Provenance, open_store
+from orchestrator.artifacts import ArtifactRef, ArtifactStore, Modality, open_store
 from orchestrator.errors import (
     ArtifactError,
     ArtifactNotFound,
@@ -413,12 +413,11 @@ class CompiledWorkflow:
         loop, as cheap per node as a plain ``StateGraph.invoke``, a model call made on this thread.
         """
         path = self._sync_path(options)
-        if path == "quick":
-            with _gc_paused():  # what a run makes lives until it ends: collecting meanwhile rescans it
-                return run_inline(self._run(inputs, sync=True, **options))
-        if path == "blocking":
+        if path is None:
+            return run_sync(lambda: self._run(inputs, **options))
+        # quick nodes: what a run makes lives until it ends, so collecting meanwhile only rescans it
+        with _gc_paused() if path == "quick" else contextlib.nullcontext():
             return run_inline(self._run(inputs, sync=True, **options))
-        return run_sync(lambda: self._run(inputs, **options))
 
     def _sync_path(self, options: dict[str, Any]) -> Literal["quick", "blocking"] | None:
         """Which sync path a blocking run with ``options`` takes (see :meth:`run`), if any.
@@ -1048,16 +1047,11 @@ def _store_outputs(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Refs]:
     """Store each output (a list of artifacts for ``many`` ports) with the node's provenance."""
-    provenance: Provenance | dict[str, Any]
-    if not extra and len(outputs) == 1 and not node.output_ports[next(iter(outputs))].many:
-        # one artifact to store: the store validates this once, with the rest of its metadata
-        provenance = {"tool": node.tool.name, "tool_version": node.tool.spec.version, "node": node.id,
-                      "params": node.params_json, "inputs": input_ids, "model": node.model, "seed": seed}
-    else:
-        provenance = Provenance(  # validation copies params and inputs
-            tool=node.tool.name, tool_version=node.tool.spec.version, node=node.id, params=node.params_json,
-            inputs=input_ids, **{"model": node.model, "seed": seed, **(extra or {})},
-        )
+    # a plain dict: the store validates it as a Provenance with the rest of each artifact's metadata
+    # (a tool's own notes may set the model and seed it used, not what ran it)
+    provenance = {"model": node.model, "seed": seed, **(extra or {}), "tool": node.tool.name,
+                  "tool_version": node.tool.spec.version, "node": node.id, "params": node.params_json,
+                  "inputs": input_ids}
 
     put_ids: set[str] = set()
     returned: list[ArtifactRef] = []  # refs the tool returned as they were
