@@ -722,3 +722,73 @@ def test_a_statement_of_the_problem_decides_a_close_call_in_the_ask_after_it(pla
                                                                              catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "The talk in lecture.wav is buried under hiss. Can you tidy up the recording?")
     assert chain(result) == [("audio-noise-reduction", [])]
+
+
+@pytest.mark.parametrize("text", [
+    "Post the finished banner to me as a PNG -- but first, draw a banner of two foxes playing chess.",
+    "Put a grainy film look on the banner as the final touch. Before that, draw a banner of two foxes playing chess.",
+])
+def test_a_step_said_to_come_first_goes_before_the_one_said_just_before_it(planner: OfflinePlanner,
+                                                                           catalog: TaskCatalog, text: str) -> None:
+    steps = step_texts(text)
+    assert steps[0].startswith("draw a banner"), steps
+    result = plan(planner, catalog, text)
+    assert result.tasks[0].task == "text-to-image"
+    assert all(0 in refs for _, refs in chain(result)[1:]), chain(result)
+
+
+def test_a_before_marker_at_the_start_of_a_request_moves_nothing() -> None:
+    assert step_texts("Before that, I trimmed song.wav. Now speed it up.") == ["I trimmed @0", "Now speed it up"]
+
+
+def test_a_colon_inside_quoted_words_to_speak_keeps_the_quote_whole() -> None:
+    text = "1. record a voice memo saying 'Part two: the long winter'\n2. fetch the drums from https://example.org/drums.mp3"
+    quotes = [m.value for m in find_mentions(text) if m.kind == "quote"]
+    assert quotes == ["Part two: the long winter"]
+    assert len(step_texts(text)) == 2
+
+
+def test_clips_gathered_from_earlier_steps_keep_the_order_they_were_made_in(planner: OfflinePlanner,
+                                                                            catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "First narrate the words 'Welcome aboard', then fetch the jingle from "
+                                    "https://example.org/jingle.mp3, and finally join the two sounds into one track.")
+    splice = next(t for t in result.tasks if t.task == "audio-splicer")
+    made = [t.id for t in result.tasks if t.task in ("text-to-speech", "audio-downloader")]
+    assert [k for _, k in splice.refs()] == sorted(made)
+
+
+@pytest.mark.parametrize("heading", ["Steps:", "My to-do list:", "Tasks for today:"])
+def test_a_list_heading_asks_for_nothing(planner: OfflinePlanner, catalog: TaskCatalog, heading: str) -> None:
+    text = f"{heading}\n1. transcribe memo.wav\n2. shorten it"
+    assert step_texts(text) == ["transcribe @0", "shorten it"]
+    assert [t for t, _ in chain(plan(planner, catalog, text))] == ["automatic-speech-recognition", "summarization"]
+
+
+def test_a_heading_that_names_an_action_is_a_step() -> None:
+    assert step_texts("Transcribe this:\n- memo.wav")[0] == "Transcribe this"
+
+
+def test_and_after_starts_a_step_before_a_verb_or_a_comma() -> None:
+    assert step_texts("Find a clip of puffins and after cut out the sound of it") == [
+        "Find a clip of puffins", "cut out the sound of it"]
+    assert step_texts("Shrink poster.png, and after, paint a frame around it")[1] == "paint a frame around it"
+    assert step_texts("Trim the talk and after the break add applause") == ["Trim the talk and after the break add applause"]
+
+
+def test_the_users_own_aim_after_an_ask_is_not_part_of_it() -> None:
+    assert step_texts("Please type up what is said in memo.wav so I can quote it in my thesis") == [
+        "Please type up what is said in @0"]
+
+
+def test_an_ask_with_no_object_works_on_the_file_just_handed_over(planner: OfflinePlanner,
+                                                                  catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "I have a take of my cello, cello.wav. Please make the noise less.")
+    assert chain(result) == [("audio-noise-reduction", [])]
+
+
+def test_a_step_holding_a_bare_link_downloads_it_rather_than_looks_for_one(planner: OfflinePlanner,
+                                                                          catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Fetch the jingle from https://example.org/jingle.mp3 and slow it down a little.")
+    assert result.tasks[0].task == "audio-downloader"
+    asked = plan(planner, catalog, "Find the link in this text: https://example.org/a.mp4 and download it.")
+    assert asked.tasks[0].task == "url-extractor"

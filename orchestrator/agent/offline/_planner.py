@@ -132,6 +132,15 @@ def _flat(values: object) -> list[str]:
     return out
 
 
+_LINK_WORD = re.compile(r"\b(?:links?|urls?|(?:web\s+)?address(?:es)?)\b", re.I)
+
+
+def _in_order(outs: list[_Out]) -> list[str]:
+    """References to ``outs`` in the order their tasks come: a list input (clips to splice, images to
+    stitch) keeps the order the request made them in."""
+    return [_ref(o) for o in sorted(outs, key=lambda o: o.task)]
+
+
 def _ref(out: _Out) -> str:
     out.used = True
     return f"<GENERATED>-{out.task}"
@@ -237,9 +246,10 @@ class OfflinePlanner:
         for (req, _, steps), index in zip(parsed, indexes, strict=True):
             got: list[_Choice] = []
             context: Modality | None = None
+            handed = False  # the context is a file a step asking nothing just handed over ("I have @0.")
             links: set[Modality] = set()  # what the links handed over by steps asking nothing point to
             for i, s in enumerate(steps):
-                c = self._choose(s, rows[k + i], index, req.catalog, context, links)
+                c = self._choose(s, rows[k + i], index, req.catalog, context, links, handed)
                 if c.task is not None and i + 1 < len(steps) and lang.searches_only_where(s.text):
                     c = _Choice(s, None, c.score, c.row)  # only where to look: joined to the step saying what for
                 if c.task is not None and context in MEDIA and any(g.task for g in got) and lang.only_how(
@@ -250,10 +260,11 @@ class OfflinePlanner:
                 got.append(c)
                 if c.task is not None:
                     context = _main_output(req.catalog.tasks[c.task])
-                    links = set()
+                    links, handed = set(), False
                 else:  # "I have @0. Speed it up": "it" is the file the step only handed over
                     files = [m.modality for m in s.mentions if m.kind == "file" and m.modality in MEDIA]
                     context = files[-1] if files else context
+                    handed = handed or bool(files)
                     links |= {url_modality(m.value) for m in s.mentions if m.kind == "url"} - {None, Modality.TEXT}
             k += len(steps)
             choices.append(got)
@@ -354,9 +365,12 @@ class OfflinePlanner:
         return out
 
     def _choose(self, step: Step, row: np.ndarray, index: TaskIndex, catalog: TaskCatalog,
-                context: Modality | None = None, links: set[Modality] | None = None) -> _Choice:
+                context: Modality | None = None, links: set[Modality] | None = None,
+                handed: bool = False) -> _Choice:
         """The step's task: the nearest in meaning, nudged by the modalities the step names; ``links``: what
-        the links handed over before it point to (they come to this step when it has none of its own)."""
+        the links handed over before it point to (they come to this step when it has none of its own);
+        ``handed``: ``context`` is a file just handed over, what a step naming no thing of its own works on
+        ("I have @0. Please make the hiss quieter")."""
         lang = language()
         row = row - self.hub_weight * (index.hub - index.hub.mean()) if index.hub.size else row.copy()
         cues = lang.cues(step.for_matching())
@@ -364,12 +378,15 @@ class OfflinePlanner:
         files = {m.modality for m in step.mentions if m.kind == "file" and m.modality in MEDIA}
         read |= files
         linked = {url_modality(m.value) for m in step.mentions if m.kind == "url"} - {None, Modality.TEXT}
+        bare_link = (any(m.kind == "url" for m in step.mentions) and not any(m.kind == "quote" for m in step.mentions)
+                     and not _LINK_WORD.search(step.text))
         if not step.mentions and links:
             linked = set(links)
         if made is None and linked:
             made = next(iter(linked))
         named |= read | linked
-        if not read and context is not None and (cues.bare or lang.back.search(step.text)):
+        if not read and context is not None and (cues.bare or lang.back.search(step.text) or (
+                handed and named <= {context} and not step.mentions)):
             read = {context}
         ins, outs = _signatures(index, catalog)
         finds = lang.seeks(step.text)
@@ -386,6 +403,8 @@ class OfflinePlanner:
                 row[j] += self.target_weight
             if to_language and index.notes.get(name, _NO_NOTES).into_language:
                 row[j] += self.target_weight  # "put it into German" names a language to go into
+            if bare_link and index.notes.get(name, _NO_NOTES).produces == URL:
+                row[j] -= self.target_weight  # "fetch the jingle from <link>": the link is there, not to be found
             if made is not None:
                 if made in outs[j]:
                     row[j] += self.cue_weight
@@ -578,11 +597,11 @@ class OfflinePlanner:
                 b.used_resources.add(m.value)
             values = [m.value for m in take]
             if many and len(values) < 2:
-                values += [_ref(o) for o in b.earlier(modality, unused_only=True)]
+                values += _in_order(b.earlier(modality, unused_only=True))
             return values if many else values[0]
         if optional:
             near = b.earlier(modality, unused_only=True)
-            return ([_ref(o) for o in near] if many else _ref(near[0])) if near else None
+            return (_in_order(near) if many else _ref(near[0])) if near else None
         # 2. the step's link, through a downloader
         urls = [m for m in free if m.kind == "url"]
         if urls:
@@ -606,8 +625,7 @@ class OfflinePlanner:
         near = b.earlier(modality)
         if near:
             if many:
-                unused = [o for o in near if not o.used] or near[:1]
-                return [_ref(o) for o in unused]
+                return _in_order([o for o in near if not o.used] or near[:1])
             return _ref(near[0])
         # 5. an earlier output of another modality, through a converter
         for o in reversed(b.outs):

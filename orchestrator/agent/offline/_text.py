@@ -165,6 +165,7 @@ class Language:
     """The cue words of language.toml, compiled."""
 
     connector: re.Pattern[str]
+    before: re.Pattern[str]  # what follows goes before the step said just before ("but first, ...")
     verb_start: re.Pattern[str]
     verb_glue: re.Pattern[str]
     back: re.Pattern[str]
@@ -432,7 +433,11 @@ def language() -> Language:
                  rf"(?:(?:your|some|a\s+little|a\s+bit\s+of|any)\s+)?(?:{_alternation(data['none']['help_nouns'])})\b"
                  r"(?:\s+(?:with|on)\s+(?:this|that|it|something|a\s+few\s+things))?(?:\s+(?:please|here))?")
     return Language(
-        connector=re.compile(rf"(?:,\s*|\s+|^)\b(?:{_alternation(split['connectors'])})\b[,:]?\s*", re.I),
+        before=re.compile(rf"(?:^|(?<=[\s,;:-]))(?:(?:but|and|so)\s+)?\b(?:{_alternation(split['before'])})\b[,:]?\s*",
+                          re.I),
+        connector=re.compile(rf"(?:,\s*|\s+|^)\b(?:{_alternation(split['connectors'])})\b[,:]?\s*"
+                             # "and after, ..." / "and after take ...": "after" alone names no time of its own
+                             rf"|(?:,\s*|\s+)and\s+after(?=\s*,|\s+(?:(?:{fillers})\s+)*(?:{verbs})\b),?\s*", re.I),
         acting=re.compile(rf"\b(?:{gerunds})\b|\bto\s+(?:{verbs})\b", re.I),
         tag_question=re.compile(rf"(?:^|,)\s*(?:and\s+|but\s+)?(?:{_alternation(data['none']['tag_questions'])})\s*[?.!]*\s*$",
                                 re.I),
@@ -509,7 +514,7 @@ def language() -> Language:
         presents=re.compile(rf"^\s*(?:(?:and|so|but|also)\W+)?(?=(?:the|my|our|your|this|that|these|those|it|its|here|details)\b)"
                             rf"(?:[\w']+\s+){{0,6}}?(?:{_alternation(data['none']['presents'])})"
                             r"\b(?:\W+[\w']+){0,3}?\W*@\d+(?:\W+(?:and\W+)?@\d+)*\W*$", re.I),
-        dictate_colon=re.compile(rf"\b(?:{_alternation(data['dictate']['verbs'])})\b(?:[ \t]+[\w']+){{0,4}}?"
+        dictate_colon=re.compile(rf"\b(?:{_alternation(data['dictate']['verbs'])})\b(?:[ \t]+\w[\w']*){{0,4}}?"
                                  r"[ \t]*:(?!//)[ \t]*", re.I),
         dictate_lead=re.compile(rf"\b(?:{_alternation(data['dictate']['lead_ins'])})[ \t]*:?[ \t]+", re.I),
         speech_cue=re.compile(rf"\b(?:{_alternation([*data['dictate']['verbs'], 'speech', 'voice', 'aloud', 'spoken', 'narration', 'voiceover'])})",
@@ -544,6 +549,10 @@ _OUTPUT_NAME = re.compile(r"(?<!\bsuch\s)(?<!\bwell\s)(?<!\bsame\s)(?<!\bjust\s)
 # @0", "a clip stored as @0") means a file the user has; to do ("save it as @0") or none means a result's name
 _KEPT_AS = re.compile(r"\b(saved|stored|kept|filed|recorded|exported|uploaded|named|called|save|store|keep|export|"
                       r"saving|storing|keeping|exporting)\b(?:\W+[\w'@]+){0,8}?\W*$", re.I)
+# the user's own aim after the ask ("so I can study from it", "so that we can print it"); a step it
+# names with a verb of the list was cut off before this (``verb_glue``)
+_GOAL = re.compile(r",?\s+so\s+(?:that\s+)?(?:i|we)\s+(?:can|could|may|might|will)\b[^@]*$", re.I)
+_HEADER = re.compile(r"^\s*[\w' -]{1,30}:\s*$")  # a few words and a colon ending the line: a list's heading
 _KEPT_ALSO = "also_kept"  # an "also" that starts no step ("could you also ..."), kept in the step's words
 
 
@@ -560,7 +569,8 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
     text safe from the cutting.
     """
     lang = language()
-    masked, pieces, pos = [], [], 0
+    masked: list[str] = []
+    pos = 0
     for i, m in enumerate(mentions):
         masked.append(text[pos:m.start])
         masked.append(f"@{i}")
@@ -570,25 +580,45 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
     body = _SUBJECT_ALSO.sub(lambda m: m.group(1) + (" " + _KEPT_ALSO if m.group(2) else ""), "".join(masked))
     steps: list[Step] = []
     held = ""  # words that only ask ("please", "could you"), waiting for the step they ask for
+    ahead: list[tuple[int, int]] = []  # steps[a:b] go before steps[a - 1] ("... but first, ...")
     for s_index, sentence in enumerate(p for p in _SENTENCE.split(body) if p and p.strip()):
         sentence = _ENUM.sub(" ", sentence)
-        for part in lang.connector.split(sentence):
-            pieces = []
-            for piece in lang.verb_glue.split(part):  # "make X and a picture of Y": a second thing to make
-                pieces.extend(lang.frame_glue.split(piece) if lang.verb_start.match(piece) else [piece])
-            for piece in pieces:
-                clean = lang.tag_question.sub("", piece.replace(_KEPT_ALSO, "also")).strip(" \t,;:.!?-")
-                if not clean:
-                    continue
-                if lang.only_fillers.match(clean):  # "Please | first download it": the ask goes on
-                    held = f"{held} {clean}".strip()
-                    continue
-                if held:
-                    clean, held = f"{held} {clean}", ""
-                own = sorted({int(x) for x in _MASK.findall(clean)})
-                local = {old: new for new, old in enumerate(own)}
-                renum = _MASK.sub(lambda mt: f"@{local[int(mt.group(1))]}", clean)
-                named = {int(m.group(1)) for m in _OUTPUT_NAME.finditer(renum) if not _already_named(renum[:m.start()])}
-                steps.append(Step(renum, [replace(mentions[i], kind="name") if k in named and mentions[i].kind == "file"
-                                          else mentions[i] for k, i in enumerate(own)], s_index))
+        if _HEADER.match(sentence) and not lang.verb_start.search(sentence) and not lang.acting.search(sentence):
+            continue  # "Steps:", "My to-do list:" heads a list and asks nothing itself
+        marker = lang.before.search(sentence)
+        if marker is None:
+            held = _cut(lang, sentence, mentions, s_index, steps, held)
+            continue
+        held = _cut(lang, sentence[:marker.start()], mentions, s_index, steps, held)
+        start = len(steps)
+        held = _cut(lang, sentence[marker.end():], mentions, s_index, steps, held)
+        if 0 < start < len(steps):
+            ahead.append((start, len(steps)))
+    for a, b in ahead:
+        steps[a - 1:b] = [*steps[a:b], steps[a - 1]]
     return steps
+
+
+def _cut(lang: Language, sentence: str, mentions: list[Mention], s_index: int, steps: list[Step], held: str) -> str:
+    """Append the steps in ``sentence`` (masked) to ``steps``; returns the asking words still waiting for one."""
+    for part in lang.connector.split(sentence):
+        pieces: list[str] = []
+        for piece in lang.verb_glue.split(part):  # "make X and a picture of Y": a second thing to make
+            pieces.extend(lang.frame_glue.split(piece) if lang.verb_start.match(piece) else [piece])
+        for piece in pieces:
+            clean = lang.tag_question.sub("", piece.replace(_KEPT_ALSO, "also"))
+            clean = _GOAL.sub("", clean).strip(" \t,;:.!?-")  # "... so I can study it": why, not what
+            if not clean:
+                continue
+            if lang.only_fillers.match(clean):  # "Please | first download it": the ask goes on
+                held = f"{held} {clean}".strip()
+                continue
+            if held:
+                clean, held = f"{held} {clean}", ""
+            own = sorted({int(x) for x in _MASK.findall(clean)})
+            local = {old: new for new, old in enumerate(own)}
+            renum = _MASK.sub(lambda mt: f"@{local[int(mt.group(1))]}", clean)
+            named = {int(m.group(1)) for m in _OUTPUT_NAME.finditer(renum) if not _already_named(renum[:m.start()])}
+            steps.append(Step(renum, [replace(mentions[i], kind="name") if k in named and mentions[i].kind == "file"
+                                      else mentions[i] for k, i in enumerate(own)], s_index))
+    return held
