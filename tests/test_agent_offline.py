@@ -12,7 +12,9 @@ import pytest
 
 from orchestrator import get_tool
 from orchestrator.agent.offline import OfflinePlanner, find_mentions
-from orchestrator.agent.offline._text import language, split_steps
+from orchestrator.agent.offline._match import TaskIndex
+from orchestrator.agent.offline._planner import _Build, _Out
+from orchestrator.agent.offline._text import Step, language, split_steps
 from orchestrator.agent.plan import Plan, Resource, TaskCatalog, validate_plan
 from orchestrator.agent.planner import PlanProblem, Planner, PlanRequest
 from orchestrator.artifacts import Modality
@@ -792,3 +794,26 @@ def test_a_step_holding_a_bare_link_downloads_it_rather_than_looks_for_one(plann
     assert result.tasks[0].task == "audio-downloader"
     asked = plan(planner, catalog, "Find the link in this text: https://example.org/a.mp4 and download it.")
     assert asked.tasks[0].task == "url-extractor"
+
+
+def test_a_later_step_names_an_earlier_result_by_the_noun_of_its_action(planner: OfflinePlanner,
+                                                                        catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Transcribe memo.wav, translate it into English, write a summary of it, "
+                                    "and also list the keywords of the translation.")
+    tasks = {t.task: t.id for t in result.tasks}
+    assert chain(result)[-1] == ("keyword-extraction", [tasks["translation"]])
+
+
+def test_a_noun_names_an_earlier_result_only_through_the_verb_it_comes_from(catalog: TaskCatalog) -> None:
+    b = _Build(catalog, TaskIndex([], None, None), {})  # type: ignore[arg-type]
+    b.outs = [_Out(0, Modality.TEXT, "text"), _Out(1, Modality.TEXT, "text")]
+    b.said = {0: ["translate", "the", "note"], 1: ["write", "about", "a", "translator"]}
+    assert b.named(Step("summarize the translation"), Modality.TEXT) is b.outs[0]
+    b.said[0] = ["write", "a", "note"]
+    assert b.named(Step("summarize the translation"), Modality.TEXT) is None  # "translator" is no verb
+
+
+def test_a_polite_ask_that_only_takes_a_file_asks_for_nothing(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Would you mind taking harp.wav, then raising the pitch of the harp a little?")
+    assert len(result.tasks) == 1 and result.tasks[0].args["audio"] == "harp.wav"
+    assert "taking" not in str(result.tasks[0].args)

@@ -95,10 +95,11 @@ class _Build:
 
     def named(self, step: Step, modality: Modality) -> _Out | None:
         """The earlier output of ``modality`` the step names by what was done to it ("the fetched video",
-        "that smoothed version"): the latest task whose step said that verb."""
-        for root in _participles(step.text):
+        "that smoothed version", "the translation"): the latest task whose step said that word."""
+        verbs = language().verbs
+        for root, verb_only in _naming_roots(step.text):
             for tid in sorted(self.said, reverse=True):
-                if any(w.startswith(root) for w in self.said[tid]):
+                if any(w.startswith(root) and (not verb_only or w in verbs) for w in self.said[tid]):
                     out = next((o for o in self.outs if o.task == tid and o.modality is modality), None)
                     if out is not None:
                         return out
@@ -106,19 +107,29 @@ class _Build:
 
 
 _PARTICIPLE = re.compile(r"\b(?:the|that|this|its|their|these|those)\s+(?:\(?[a-z]+\)?\s+)?([a-z]{4,}(?:ed|en))\b", re.I)
+_NOUN = re.compile(r"\b(?:the|that|this|its|their|these|those)\s+(?:[a-z]+\s+)?([a-z]{7,})\b", re.I)
+_NOT_NAMING = frozenset({"version", "versions", "result", "results", "output", "outputs", "original", "previous",
+                         "following", "current", "content", "contents", "another"})
 
 
-def _participles(text: str) -> list[str]:
-    """The roots of the past participles that name a thing by what was done to it ("the fetched video",
-    "the stabilized clip", "the (original) downloaded file"), each cut to a prefix its verb's forms share."""
-    roots = []
+def _naming_roots(text: str) -> list[tuple[str, bool]]:
+    """Prefixes of the words that name a thing by what was done to it, each with whether only a verb said
+    earlier matches it: past participles ("the fetched video", "the (original) downloaded file"), cut to a
+    prefix its verb's forms share, and nouns of seven letters or more ("the translation", "that summary"),
+    cut to six letters ("transl"), which match the verb they come from ("translate", not "translator")."""
+    roots: list[tuple[str, bool]] = []
     for m in _PARTICIPLE.finditer(text):
         w = m.group(1).lower()
         base = w[:-3] + "y" if w.endswith("ied") else w[:-2]
         if len(base) >= 3 and base[-1] == base[-2] and base[-1] not in "aeiouls":
             base = base[:-1]  # "stopped" -> "stop"
         if len(base) >= 4:
-            roots.append(base[: max(4, len(base) - 1)])
+            roots.append((base[: max(4, len(base) - 1)], False))
+    lang = language()
+    for m in _NOUN.finditer(text):
+        w = m.group(1).lower()
+        if not w.endswith(("ed", "en")) and w not in _NOT_NAMING and w not in lang.generic:
+            roots.append((w[:6], True))
     return roots
 
 
@@ -299,7 +310,8 @@ class OfflinePlanner:
         for r, got in enumerate(choices):
             for i in range(len(got) - 1):
                 a, b = got[i], got[i + 1]
-                if a.task is None and a.step.text.split() and (a.step.sentence == b.step.sentence or (
+                if a.task is None and a.step.text.split() and not lang.opens.match(a.step.text) and (
+                        a.step.sentence == b.step.sentence or (
                         len(b.step.text.split()) <= 4 and lang.back.search(b.step.text))):
                     merged_steps.append((r, i, _join(a.step, b.step, a.step.sentence == b.step.sentence)))
         if merged_steps:

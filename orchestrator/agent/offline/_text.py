@@ -165,6 +165,7 @@ class Language:
     """The cue words of language.toml, compiled."""
 
     connector: re.Pattern[str]
+    verbs: frozenset[str]  # the verbs that start a step, with their -s, -ed and -ing forms
     before: re.Pattern[str]  # what follows goes before the step said just before ("but first, ...")
     verb_start: re.Pattern[str]
     verb_glue: re.Pattern[str]
@@ -242,11 +243,13 @@ class Language:
             return True  # only resources ("photo.jpg -> caption -> French")
         text = self._without_idle_clause(text)
         plain = _HEDGES.sub("", text)
+        if self.opens.match(plain):
+            return True  # "could you take @0": only the file, however politely
         if self.asks and self.asks.search(text):
             return False
         if self.possession and self.possession.match(plain):
             return not self.purpose.search(plain)  # "use the notes in @0 to draw ...": an ask
-        if self.opens.match(plain) or (self.delivers.match(plain) and not self.names_language(plain)):
+        if self.delivers.match(plain) and not self.names_language(plain):
             return True  # "put it into German" is no hand-back
         return bool("@" in text and self.presents.match(plain) and not self.verb_start.match(plain))
 
@@ -433,6 +436,7 @@ def language() -> Language:
                  rf"(?:(?:your|some|a\s+little|a\s+bit\s+of|any)\s+)?(?:{_alternation(data['none']['help_nouns'])})\b"
                  r"(?:\s+(?:with|on)\s+(?:this|that|it|something|a\s+few\s+things))?(?:\s+(?:please|here))?")
     return Language(
+        verbs=frozenset(f for v in split["verbs"] if " " not in v for f in (*_verb_forms(v), v + "d", v + "ed")),
         before=re.compile(rf"(?:^|(?<=[\s,;:-]))(?:(?:but|and|so)\s+)?\b(?:{_alternation(split['before'])})\b[,:]?\s*",
                           re.I),
         connector=re.compile(rf"(?:,\s*|\s+|^)\b(?:{_alternation(split['connectors'])})\b[,:]?\s*"
@@ -508,7 +512,9 @@ def language() -> Language:
         help_asks=re.compile(help_asks, re.I),
         direct=re.compile(rf"\b(?:{_alternation(data['none']['direct'])})\b", re.I),
         adds=re.compile(rf"\b(?:{_alternation(data['none']['adds'])})\b", re.I),
-        opens=re.compile(rf"^\s*(?:{_alternation(data['none']['opens'])})\s+(?:(?:my|the|this|that|a|an|file|files)\s+)*"
+        opens=re.compile(rf"^\s*{lead}(?:(?:would|do)\s+you\s+mind\s+)?"
+                         rf"(?:{_alternation(f for v in data['none']['opens'] for f in _verb_forms(v))})\s+"
+                         r"(?:(?:my|the|this|that|a|an|file|files)\s+)*"
                          r"@\d+(?:\W+(?:and\W+)?@\d+)*\W*$", re.I),
         purpose=re.compile(rf"\bto\s+(?:{verbs})\b", re.I),
         presents=re.compile(rf"^\s*(?:(?:and|so|but|also)\W+)?(?=(?:the|my|our|your|this|that|these|those|it|its|here|details)\b)"
