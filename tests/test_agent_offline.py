@@ -817,3 +817,18 @@ def test_a_polite_ask_that_only_takes_a_file_asks_for_nothing(planner: OfflinePl
     result = plan(planner, catalog, "Would you mind taking harp.wav, then raising the pitch of the harp a little?")
     assert len(result.tasks) == 1 and result.tasks[0].args["audio"] == "harp.wav"
     assert "taking" not in str(result.tasks[0].args)
+
+
+def test_someone_else_handing_the_user_a_text_sets_the_scene(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "My landlord emailed me this notice: 'Water will be off on Monday from nine "
+                                    "until noon.' Please put it into plain words.")
+    assert [t for t, _ in chain(result)] == ["text-simplification"]
+
+
+def test_both_makes_the_next_step_read_what_the_first_read(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Please transcribe lecture.wav, then both translate the text into German "
+                                    "and summarize it.")
+    assert chain(result) == [("automatic-speech-recognition", []), ("translation", [0]), ("summarization", [0])]
+    chained = plan(planner, catalog, "Please transcribe lecture.wav, then translate the text into German "
+                                     "and summarize it.")
+    assert chain(chained)[-1] == ("summarization", [1])

@@ -143,6 +143,7 @@ def _flat(values: object) -> list[str]:
     return out
 
 
+_BOTH = re.compile(r"^(?:[a-z']+\s+){0,3}?both\b(?!\s+(?:of|are|were|is)\b)", re.I)
 _LINK_WORD = re.compile(r"\b(?:links?|urls?|(?:web\s+)?address(?:es)?)\b", re.I)
 
 
@@ -453,6 +454,7 @@ class OfflinePlanner:
             if m.kind == "file":
                 b.resources.setdefault(m.value, m.modality)
         previous: str | None = None
+        both: Step | None = None  # the step just wired, when it starts with "both"
         carried: list[Mention] = []  # resources of steps that asked for nothing go to the next step
         choices = _hand_back(choices, req.catalog)
         later: list[set[str]] = []  # per choice, the file names the steps after it name
@@ -484,7 +486,15 @@ class OfflinePlanner:
             if c.task == previous and not c.step.mentions and (
                     not language().verb_start.match(c.step.text) or _transforms(req.catalog.tasks[c.task])):
                 continue  # the same action restated ("... The transcript should be accurate.")
-            self._wire(b, c)
+            if both is not None and both.sentence == c.step.sentence and b.tasks:
+                # "both summarize it and list its keywords": the second reads what the first read
+                last = b.tasks[-1].id
+                kept, b.outs = b.outs, [o for o in b.outs if o.task != last]
+                self._wire(b, c)
+                b.outs = kept + [o for o in b.outs if o not in kept]
+            else:
+                self._wire(b, c)
+            both = c.step if _BOTH.match(c.step.text) else None
             previous = c.task
         if not b.tasks:
             asked = "; ".join(c.step.plain() for c in choices if c.step.text.strip())[:300]

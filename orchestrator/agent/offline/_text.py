@@ -466,7 +466,9 @@ def language() -> Language:
         narrates=re.compile(rf"^\s*{leads}(?:"
                             rf"(?:i|we)(?:\s+|(?='))(?:{_alternation(data['none']['unable'])})\b|"
                             rf"(?:{_alternation(data['none']['narrators'])})\s+(?!(?:{_alternation(data['none']['past_asks'])})\b)"
-                            rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})"
+                            rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})|"
+                            rf"(?:{_alternation(data['none']['others'])})(?:\s+[a-z]+){{0,2}}?\s+"
+                            rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})\s+(?:me|us)"
                             rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?!(?:{_alternation(data['none']['ongoing_asks'])})\b)"
                             r"[a-z]{2,}ing"
                             # ... or a first person in a state ("I'm in a rush", "we are a small choir")
