@@ -18,6 +18,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -244,7 +245,7 @@ class OnnxSentenceModel:
         self.batch_size = batch_size
         self.path = cache_dir / f"{tag}-{INT8_VARIANT if int8 else 'fp32'}.onnx"
         self._fp32 = cache_dir / f"{tag}-fp32.onnx"
-        self._sessions: dict[int, onnxruntime.InferenceSession] = {}
+        self._sess: onnxruntime.InferenceSession | None = None
         self._tokenizer: tokenizers.Tokenizer | None = None
         self._pad = 0
         self._ready = False
@@ -278,10 +279,7 @@ class OnnxSentenceModel:
                 pad = tok.token_to_id("[PAD]")
                 self._pad = pad if pad is not None else 0
                 self._tokenizer = tok
-            from orchestrator.runtime import cpu_share
-
-            with cpu_share() as threads:  # the session the first call will use; exports now if needed
-                self._session(threads)
+            self._session()  # exports now if needed
             self._ready = True
 
     def _inputs(self, encodings: Sequence[tokenizers.Encoding]) -> dict[str, np.ndarray]:
@@ -300,16 +298,15 @@ class OnnxSentenceModel:
         assert self._tokenizer is not None
         return self._inputs(self._tokenizer.encode_batch(list(texts)))
 
-    def _session(self, threads: int) -> onnxruntime.InferenceSession:
-        got = self._sessions.get(threads)
-        if got is not None:
-            return got
+    def _session(self) -> onnxruntime.InferenceSession:
+        """The model on one thread (:meth:`encode` runs it from several at once)."""
+        if self._sess is not None:
+            return self._sess
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         for attempt in range(2):
             if not self.path.exists() or attempt:
                 self._make()
@@ -320,7 +317,7 @@ class OnnxSentenceModel:
                 if attempt:
                     raise OnnxUnavailable(f"{self.path}: ONNX Runtime cannot load the export ({exc})") from exc
                 logger.warning("offline planner: %s is damaged (%s); exporting again", self.path, exc)
-        self._sessions[threads] = sess
+        self._sess = sess
         return sess
 
     def _make(self) -> None:
@@ -338,23 +335,38 @@ class OnnxSentenceModel:
             raise OnnxUnavailable(f"exporting {self.model_dir} to ONNX failed: {exc}") from exc
 
     def encode(self, texts: Sequence[str], threads: int) -> np.ndarray:
-        """Unit vectors of ``texts`` (rows), computed with ``threads`` intra-op threads."""
+        """Unit vectors of ``texts`` (rows), computed on ``threads`` CPU threads.
+
+        The texts are batched by token count (the least padding) and the batches run side by side,
+        one single-threaded ONNX Runtime call per thread: a batch's matrices (a few hundred tokens by
+        384) are too small to split well across threads inside one call. Too few texts for a full
+        batch per thread are cut into smaller batches, so every thread has one (in fp32 a batch's size
+        never changes a vector).
+        """
         self.load()
         assert self._tokenizer is not None
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
         with self._lock:
-            sess = self._session(max(1, threads))
+            sess = self._session()
         encodings = self._tokenizer.encode_batch(list(texts))
-        # like token counts share a batch: the least padding
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
-        parts: list[np.ndarray] = []
-        for i in range(0, len(texts), self.batch_size):
-            feed = self._inputs([encodings[j] for j in order[i:i + self.batch_size]])
+        size = min(self.batch_size, -(-len(texts) // max(1, threads)))
+        batches = [order[i:i + size] for i in range(0, len(texts), size)]
+
+        def run(rows: np.ndarray) -> np.ndarray:
+            feed = self._inputs([encodings[j] for j in rows])
             hidden = sess.run(None, feed)[0]
             weights = feed["attention_mask"][..., None].astype(np.float32)
             vecs = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-            parts.append(vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12))
-        if not parts:
-            return np.zeros((0, 0), dtype=np.float32)
+            return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+
+        workers = min(max(1, threads), len(batches))
+        if workers == 1:
+            parts = [run(b) for b in batches]
+        else:  # ONNX Runtime lets go of the GIL while it runs
+            with ThreadPoolExecutor(workers, thread_name_prefix="minilm") as pool:
+                parts = list(pool.map(run, batches))
         out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
         out[order] = np.concatenate(parts)
         return out
