@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import subprocess
@@ -136,6 +137,15 @@ def test_batches_of_any_size_give_the_same_vectors(onnx_encoder: MiniLMEncoder, 
     for batch_size, threads in ((64, 2), (2, 3), (2, 8)):
         side_by_side = OnnxSentenceModel(folder, models / "models", tag, batch_size=batch_size)
         np.testing.assert_allclose(side_by_side.encode(texts, threads), one, atol=1e-5)
+
+
+def test_batches_are_cut_where_the_fewest_tokens_are_padded() -> None:
+    short, long = [3] * 10, [20] * 10
+    assert _onnx._cuts([*short, *long], 16) == [0, 10, 20]  # not [0, 16, 20]: six short texts padded to 20
+    same = _onnx._cuts([7] * 40, 16)  # nothing to pad: the fewest batches of at most 16
+    assert same[0] == 0 and same[-1] == 40 and len(same) == 4
+    assert max(b - a for a, b in itertools.pairwise(same)) <= 16
+    assert _onnx._cuts([], 16) == [0] and _onnx._cuts([5], 16) == [0, 1]
 
 
 def test_the_batches_never_run_on_more_threads_than_given(onnx_encoder: MiniLMEncoder, models: Path) -> None:

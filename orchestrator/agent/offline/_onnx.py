@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -74,6 +76,26 @@ _CALIBRATION = (
 INT8_VARIANT = "int8o{}-{}".format(
     OUTLIER_CHANNELS, hashlib.sha256("\n".join(_CALIBRATION).encode()).hexdigest()[:6])
 """Names the int8 export's recipe (its file and its vectors): a new recipe is a new file."""
+
+
+BATCH_COST = 32
+"""What one more batch costs, in padded tokens (smaller batches run less efficiently): :func:`_cuts`."""
+
+
+def _cuts(lengths: Sequence[int], most: int) -> list[int]:
+    """Where to cut texts sorted by token count into batches of at most ``most``: the fewest padded
+    tokens, each batch counting :data:`BATCH_COST` more (``[0, ..., len(lengths)]``)."""
+    best = [0] + [sys.maxsize] * len(lengths)
+    start = [0] * (len(lengths) + 1)
+    for end in range(1, len(lengths) + 1):
+        for begin in range(max(0, end - most), end):
+            cost = best[begin] + lengths[end - 1] * (end - begin) + BATCH_COST
+            if cost < best[end]:
+                best[end], start[end] = cost, begin
+    cuts = [len(lengths)]
+    while cuts[-1]:
+        cuts.append(start[cuts[-1]])
+    return cuts[::-1]
 
 
 class OnnxUnavailable(RuntimeError):
@@ -337,11 +359,11 @@ class OnnxSentenceModel:
     def encode(self, texts: Sequence[str], threads: int) -> np.ndarray:
         """Unit vectors of ``texts`` (rows), computed on ``threads`` CPU threads.
 
-        The texts are batched by token count (the least padding) and the batches run side by side,
-        one single-threaded ONNX Runtime call per thread: a batch's matrices (a few hundred tokens by
-        384) are too small to split well across threads inside one call. Too few texts for a full
-        batch per thread are cut into smaller batches, so every thread has one (in fp32 a batch's size
-        never changes a vector).
+        The texts are sorted by token count and cut into batches of at most ``batch_size``, at least
+        one per thread (fp32: where the fewest tokens are padded, :func:`_cuts`; a batch's size and
+        padding never change an fp32 vector). The batches run side by side, one single-threaded ONNX
+        Runtime call per thread: a batch's matrices (a few hundred tokens by 384) split badly across
+        threads inside one call.
         """
         self.load()
         assert self._tokenizer is not None
@@ -352,7 +374,11 @@ class OnnxSentenceModel:
         encodings = self._tokenizer.encode_batch(list(texts))
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
         size = min(self.batch_size, -(-len(texts) // max(1, threads)))
-        batches = [order[i:i + size] for i in range(0, len(texts), size)]
+        if self.int8:  # an int8 vector depends a little on its batch: plain cuts keep them steady
+            cuts = [*range(0, len(texts), size), len(texts)]
+        else:
+            cuts = _cuts([len(encodings[j].ids) for j in order], size)
+        batches = [order[a:b] for a, b in itertools.pairwise(cuts)]
 
         def run(rows: np.ndarray) -> np.ndarray:
             feed = self._inputs([encodings[j] for j in rows])
