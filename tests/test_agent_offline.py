@@ -832,3 +832,40 @@ def test_both_makes_the_next_step_read_what_the_first_read(planner: OfflinePlann
     chained = plan(planner, catalog, "Please transcribe lecture.wav, then translate the text into German "
                                      "and summarize it.")
     assert chain(chained)[-1] == ("summarization", [1])
+
+
+@pytest.mark.parametrize("text", [
+    "Read the summary aloud afterwards; shorten notes.txt into a few lines.",
+    "Finally I'd like the summary read aloud. Shorten notes.txt into a few lines.",
+])
+def test_a_step_said_to_come_last_goes_after_the_rest(planner: OfflinePlanner, catalog: TaskCatalog,
+                                                      text: str) -> None:
+    assert [t for t, _ in chain(plan(planner, catalog, text))] == ["summarization", "text-to-speech"]
+
+
+def test_a_step_that_only_mentions_the_end_of_a_thing_stays_in_place() -> None:
+    assert step_texts("Put a fade at the end of song.wav. Then speed it up.") == [
+        "Put a fade at the end of @0", "speed it up"]
+
+
+@pytest.mark.parametrize("aside", [
+    "No need to translate it.",
+    "I'll translate it myself later.",
+    "I already translated it.",
+    "Don't translate it, please.",
+])
+def test_what_the_user_declines_or_does_themselves_is_no_step(planner: OfflinePlanner, catalog: TaskCatalog,
+                                                               aside: str) -> None:
+    result = plan(planner, catalog, f"Please transcribe the interview in talk.wav. {aside}")
+    assert [t for t, _ in chain(result)] == ["automatic-speech-recognition"]
+
+
+def test_an_ask_beside_something_done_already_still_asks(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "I already have the lyrics, could you make a song from them: 'Sun on the "
+                                    "water, wind in the pines'")
+    assert [t for t, _ in chain(result)] == ["text-to-music"]
+
+
+def test_give_me_the_kind_of_text_asks_to_make_it(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Here's an essay, essay.txt. Give me the keywords.")
+    assert [t for t, _ in chain(result)] == ["keyword-extraction"]

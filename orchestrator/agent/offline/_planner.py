@@ -311,7 +311,8 @@ class OfflinePlanner:
         for r, got in enumerate(choices):
             for i in range(len(got) - 1):
                 a, b = got[i], got[i + 1]
-                if a.task is None and a.step.text.split() and not lang.opens.match(a.step.text) and (
+                if a.task is None and a.step.text.split() and not lang.opens.match(a.step.text) and not lang.declines(
+                        a.step.text) and (
                         a.step.sentence == b.step.sentence or (
                         len(b.step.text.split()) <= 4 and lang.back.search(b.step.text))):
                     merged_steps.append((r, i, _join(a.step, b.step, a.step.sentence == b.step.sentence)))
@@ -441,7 +442,7 @@ class OfflinePlanner:
             best = int(np.argmax(row))
         name = index.tasks[best]
         score = float(row[best])
-        if name == NONE or score < self.min_score or lang.only_states(step.text):
+        if name == NONE or score < self.min_score or lang.only_states(step.text) or lang.declines(step.text):
             return _Choice(step, None, score, row)
         if lang.narrative(step.text):
             return _Choice(step, None, score, row, narrative=name)
@@ -955,7 +956,7 @@ def _generic_text(text: str) -> str:
     makes = language().makes_named
 
     def kind(m: re.Match[str]) -> str:
-        before = _WORD.findall(text[:m.start()])
+        before = [w for w in _WORD.findall(text[:m.start()]) if w.lower() not in ("me", "us")]  # "give me the ..."
         return m.group(0) if before and before[-1].lower() in makes else f"{m.group(1)} text"
 
     return _EARLIER_TEXT.sub(kind, text)

@@ -167,6 +167,7 @@ class Language:
     connector: re.Pattern[str]
     verbs: frozenset[str]  # the verbs that start a step, with their -s, -ed and -ing forms
     before: re.Pattern[str]  # what follows goes before the step said just before ("but first, ...")
+    after: re.Pattern[str]  # the sentence goes after the rest ("X afterwards; ...", "Finally X. ...")
     verb_start: re.Pattern[str]
     verb_glue: re.Pattern[str]
     back: re.Pattern[str]
@@ -214,6 +215,8 @@ class Language:
     ambiguous: frozenset[str] = frozenset()  # modality words that are other parts of speech too ("still")
     not_noun_after: frozenset[str] = frozenset()  # words after which those are no nouns ("that still keeps")
     frame_glue: re.Pattern[str] = re.compile(r"(?!)")
+    negated: re.Pattern[str] = re.compile(r"(?!)")  # "don't change the speed", "no need to ..."
+    by_self: re.Pattern[str] = re.compile(r"(?!)")  # "I'll do it myself", "I already have the transcript"
 
     def prompt_of(self, text: str) -> str:
         """A generator's prompt: ``text`` without request words, the verb and a frame ("an image of").
@@ -274,6 +277,11 @@ class Language:
         elif not self.narrates.match(plain):
             return False
         return not (self.asks and self.asks.search(text)) and not self.purpose.search(plain)
+
+    def declines(self, text: str) -> bool:
+        """The step says what not to do ("no need to transcribe it"), or what the user does or did
+        themselves ("I'll summarize it myself", "I already cleaned the noise"): it asks for nothing."""
+        return bool(self.negated.match(text) or (self.by_self.search(text) and not self.asks_for(text)))
 
     def description(self, text: str) -> bool:
         """The step describes a thing ("the audio is noisy", "@0 seems slow") and does not ask: what it
@@ -436,10 +444,16 @@ def language() -> Language:
                  rf"(?:(?:your|some|a\s+little|a\s+bit\s+of|any)\s+)?(?:{_alternation(data['none']['help_nouns'])})\b"
                  r"(?:\s+(?:with|on)\s+(?:this|that|it|something|a\s+few\s+things))?(?:\s+(?:please|here))?")
     return Language(
+        after=re.compile(rf"\b(?:{_alternation(split['after_end'])})\W*$|^\W*(?:{_alternation(split['after_start'])})\b", re.I),
+        negated=re.compile(rf"^\W*{leads}(?:(?:please|but|and|just|so|also|oh|and\s+please)\W+)*"
+                           rf"(?:{_alternation(data['none']['negations'])})\b", re.I),
+        by_self=re.compile(rf"\b(?:i|we)(?:'ll|\s+will|\s+can|'m\s+going\s+to|\s+am\s+going\s+to|\s+are\s+going\s+to"
+                           rf"|'d\s+rather|\s+would\s+rather|\s+plan\s+to)\b.*\b(?:{_alternation(data['none']['selves'])})\b"
+                           rf"|\b(?:{_alternation(data['none']['already'])})\b", re.I),
         verbs=frozenset(f for v in split["verbs"] if " " not in v for f in (*_verb_forms(v), v + "d", v + "ed")),
         before=re.compile(rf"(?:^|(?<=[\s,;:-]))(?:(?:but|and|so)\s+)?\b(?:{_alternation(split['before'])})\b[,:]?\s*",
                           re.I),
-        connector=re.compile(rf"(?:,\s*|\s+|^)\b(?:{_alternation(split['connectors'])})\b[,:]?\s*"
+        connector=re.compile(rf"(?:,\s*|\s+|^)\b(?:{_alternation(split['connectors'])})\b(?!\s+of\b)[,:]?\s*"
                              # "and after, ..." / "and after take ...": "after" alone names no time of its own
                              rf"|(?:,\s*|\s+)and\s+after(?=\s*,|\s+(?:(?:{fillers})\s+)*(?:{verbs})\b),?\s*", re.I),
         acting=re.compile(rf"\b(?:{gerunds})\b|\bto\s+(?:{verbs})\b", re.I),
@@ -589,8 +603,15 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
     steps: list[Step] = []
     held = ""  # words that only ask ("please", "could you"), waiting for the step they ask for
     ahead: list[tuple[int, int]] = []  # steps[a:b] go before steps[a - 1] ("... but first, ...")
+    last: list[Step] = []  # steps said to come after the rest ("... afterwards; ...")
     for s_index, sentence in enumerate(p for p in _SENTENCE.split(body) if p and p.strip()):
         sentence = _ENUM.sub(" ", sentence)
+        marked = lang.after.search(sentence)
+        if marked and (marked.start() > 0 or not steps):  # a leading "finally" only when nothing came before
+            first = len(steps)
+            held = _cut(lang, sentence, mentions, s_index, steps, held)
+            last.extend(steps[first:])
+            continue
         if _HEADER.match(sentence) and not lang.verb_start.search(sentence) and not lang.acting.search(sentence):
             continue  # "Steps:", "My to-do list:" heads a list and asks nothing itself
         marker = lang.before.search(sentence)
@@ -604,7 +625,7 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
             ahead.append((start, len(steps)))
     for a, b in ahead:
         steps[a - 1:b] = [*steps[a:b], steps[a - 1]]
-    return steps
+    return [s for s in steps if not any(s is x for x in last)] + last
 
 
 def _cut(lang: Language, sentence: str, mentions: list[Mention], s_index: int, steps: list[Step], held: str) -> str:
