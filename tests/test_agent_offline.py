@@ -869,3 +869,38 @@ def test_an_ask_beside_something_done_already_still_asks(planner: OfflinePlanner
 def test_give_me_the_kind_of_text_asks_to_make_it(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "Here's an essay, essay.txt. Give me the keywords.")
     assert [t for t, _ in chain(result)] == ["keyword-extraction"]
+
+
+@pytest.mark.parametrize("aside", ["I want to frame it in the hallway.", "I'll print it for the party.",
+                                   "We plan to share it with the class."])
+def test_what_the_user_will_do_with_the_result_is_no_step(planner: OfflinePlanner, catalog: TaskCatalog,
+                                                          aside: str) -> None:
+    result = plan(planner, catalog, f"Could you colorize grandma.jpg? {aside}")
+    assert [t for t, _ in chain(result)] == ["image-colorizer"]
+
+
+def test_a_plan_for_the_result_that_says_what_to_make_still_asks() -> None:
+    lang = language()
+    assert lang.declines("I want to use it in my slides")
+    assert not lang.declines("I want to use it to make a poster")
+    assert not lang.declines("I'd like to add reverb")
+
+
+@pytest.mark.parametrize("scene", ["My cousin in Lisbon texted me this:", "My 8 year old brother sent me this:",
+                                   "I really love this line:"])
+def test_a_scene_before_a_quoted_text_asks_for_nothing(planner: OfflinePlanner, catalog: TaskCatalog,
+                                                      scene: str) -> None:
+    result = plan(planner, catalog, f"{scene} 'Trains leave from platform four after midnight.' "
+                                    "Could you read it out loud?")
+    assert [t for t, _ in chain(result)] == ["text-to-speech"]
+
+
+def test_only_a_thing_please_asks_for_nothing_more(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Turn song.wav into a spectrogram picture. Only the picture please, "
+                                    "I have the lyrics.")
+    assert [t for t, _ in chain(result)] == ["audio-to-image"]
+
+
+def test_a_short_version_is_a_shorter_text(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "The board wants a short version of plan.txt, about ten pages long, by Monday.")
+    assert [t for t, _ in chain(result)] == ["summarization"]

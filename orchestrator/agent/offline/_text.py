@@ -217,6 +217,8 @@ class Language:
     frame_glue: re.Pattern[str] = re.compile(r"(?!)")
     negated: re.Pattern[str] = re.compile(r"(?!)")  # "don't change the speed", "no need to ..."
     by_self: re.Pattern[str] = re.compile(r"(?!)")  # "I'll do it myself", "I already have the transcript"
+    keeps: re.Pattern[str] = re.compile(r"(?!)")  # "I want to frame it", "so I can play it in class"
+    any_verb: re.Pattern[str] = re.compile(r"(?!)")  # a verb of the list anywhere
 
     def prompt_of(self, text: str) -> str:
         """A generator's prompt: ``text`` without request words, the verb and a frame ("an image of").
@@ -279,9 +281,13 @@ class Language:
         return not (self.asks and self.asks.search(text)) and not self.purpose.search(plain)
 
     def declines(self, text: str) -> bool:
-        """The step says what not to do ("no need to transcribe it"), or what the user does or did
-        themselves ("I'll summarize it myself", "I already cleaned the noise"): it asks for nothing."""
-        return bool(self.negated.match(text) or (self.by_self.search(text) and not self.asks_for(text)))
+        """The step says what not to do ("no need to transcribe it"), what the user does or did themselves
+        ("I'll summarize it myself", "I already cleaned the noise") or will do with the result ("I want to
+        frame it", unless it says what to make for that): it asks for nothing."""
+        kept = self.keeps.match(text)
+        return bool(self.negated.match(text) or (kept and not self.purpose.search(text, kept.end('keep')))
+                    or (_ONLY.match(text) is not None and not self.any_verb.search(text))
+                    or (self.by_self.search(text) and not self.asks_for(text)))
 
     def description(self, text: str) -> bool:
         """The step describes a thing ("the audio is noisy", "@0 seems slow") and does not ask: what it
@@ -450,6 +456,13 @@ def language() -> Language:
         by_self=re.compile(rf"\b(?:i|we)(?:'ll|\s+will|\s+can|'m\s+going\s+to|\s+am\s+going\s+to|\s+are\s+going\s+to"
                            rf"|'d\s+rather|\s+would\s+rather|\s+plan\s+to)\b.*\b(?:{_alternation(data['none']['selves'])})\b"
                            rf"|\b(?:{_alternation(data['none']['already'])})\b", re.I),
+        any_verb=re.compile(rf"\b(?:{verbs})(?:s|es|ed|d|ing)?\b", re.I),
+        keeps=re.compile(rf"^\W*{leads}(?:(?:and|so|then|but)\s+)?(?:i|we)(?:'ll|'d|'m|\s+will|\s+would|\s+can|\s+could|\s+am|\s+are)?"
+                         rf"(?:\s+(?:really|also|just|then|finally))?\s+(?:(?:{_alternation(data['none']['wishes'])}|going|"
+                         rf"be\s+able)\s+to\s+)?(?P<keep>{_alternation(data['none']['keeps'])})"
+                         r"(?:\s+(?:it|them|this|that|these|those|(?:the|my|our)\s+(?:result|results|file|files|version|"
+                         r"copy|output|one|ones)))?\b(?:\s+(?:for|on|in|at|to|with|as|during|onto|later|tomorrow|tonight|"
+                         r"again|afterwards|there|here|every|each|when|while|before|after)\b.*)?\W*$", re.I),
         verbs=frozenset(f for v in split["verbs"] if " " not in v for f in (*_verb_forms(v), v + "d", v + "ed")),
         before=re.compile(rf"(?:^|(?<=[\s,;:-]))(?:(?:but|and|so)\s+)?\b(?:{_alternation(split['before'])})\b[,:]?\s*",
                           re.I),
@@ -481,10 +494,12 @@ def language() -> Language:
                             rf"(?:i|we)(?:\s+|(?='))(?:{_alternation(data['none']['unable'])})\b|"
                             rf"(?:{_alternation(data['none']['narrators'])})\s+(?!(?:{_alternation(data['none']['past_asks'])})\b)"
                             rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})|"
-                            rf"(?:{_alternation(data['none']['others'])})(?:\s+[a-z]+){{0,2}}?\s+"
+                            rf"(?:{_alternation(data['none']['others'])})(?:\s+[\w'-]+){{0,4}}?\s+"
                             rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})\s+(?:me|us)"
                             rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?!(?:{_alternation(data['none']['ongoing_asks'])})\b)"
                             r"[a-z]{2,}ing"
+                            rf"|(?:i|we)\s+(?:really\s+|just\s+|absolutely\s+)?(?:{_alternation(data['none']['likings'])})\s+"
+                            r"(?:the|this|that|these|those|my|our|it|how)\b"
                             # ... or a first person in a state ("I'm in a rush", "we are a small choir")
                             rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?:really\s+|quite\s+|such\s+)?"
                             rf"(?:{_alternation(data['none']['states'])})\s+"
@@ -574,6 +589,7 @@ _KEPT_AS = re.compile(r"\b(saved|stored|kept|filed|recorded|exported|uploaded|na
 # the user's own aim after the ask ("so I can study from it", "so that we can print it"); a step it
 # names with a verb of the list was cut off before this (``verb_glue``)
 _GOAL = re.compile(r",?\s+so\s+(?:that\s+)?(?:i|we)\s+(?:can|could|may|might|will)\b[^@]*$", re.I)
+_ONLY = re.compile(r"^\W*(?:but\s+|and\s+)?(?:only|just)\s+(?:the|a|an|one|my)\s", re.I)  # "only the image please"
 _HEADER = re.compile(r"^\s*[\w' -]{1,30}:\s*$")  # a few words and a colon ending the line: a list's heading
 _KEPT_ALSO = "also_kept"  # an "also" that starts no step ("could you also ..."), kept in the step's words
 
