@@ -232,20 +232,40 @@ def _translated(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+PACK_CUTOFF = 6000  # values over this many bytes (and memoryviews) are sent as they are, not copied into a command
+
+
+class _ZeroCopyPacker:
+    """Packs a command in one C call (hiredis) unless it carries a large value or a memoryview:
+    those go through redis-py's pure-Python packer, which hands them to ``sendall`` as they are."""
+
+    def __init__(self, python: Any, hiredis: Any) -> None:
+        self.python, self.hiredis = python, hiredis
+
+    def pack(self, *args: Any) -> list[Any]:
+        for arg in args:
+            if isinstance(arg, memoryview) or (isinstance(arg, bytes) and len(arg) > PACK_CUTOFF):
+                return self.python.pack(*args)
+        return self.hiredis.pack(*args)
+
+
 def _zero_copy_packer() -> dict[str, Any]:
     """Connection options that send large values straight from our buffers.
 
     With hiredis installed, redis-py packs every command into one new bytes
     object (and copies memoryviews first): two extra copies of each chunk. Its
     pure-Python packer hands large values and memoryviews to ``sendall`` as
-    they are. Replies are still parsed by hiredis.
+    they are, but costs more per value, so commands of small values are still
+    packed by hiredis (see :class:`_ZeroCopyPacker`). Replies are parsed by hiredis.
     """
     try:
-        from redis.connection import Encoder, PythonRespSerializer
-    except ImportError:  # a redis-py without it: keep the default
+        from redis.connection import Encoder, HiredisRespSerializer, PythonRespSerializer
+        from redis.utils import HIREDIS_AVAILABLE
+    except ImportError:  # a redis-py without them: keep the default
         return {}
     encoder = Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False)
-    return {"command_packer": PythonRespSerializer(6000, encoder.encode)}
+    python = PythonRespSerializer(PACK_CUTOFF, encoder.encode)
+    return {"command_packer": _ZeroCopyPacker(python, HiredisRespSerializer()) if HIREDIS_AVAILABLE else python}
 
 
 def _entries(items: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[int, dict[str, Any]]]:
