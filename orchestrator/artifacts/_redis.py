@@ -117,7 +117,8 @@ for i = 1, #KEYS do
   local set
   if ttl == '' then set = redis.call('SET', ref, doc, 'NX') else set = redis.call('SET', ref, doc, 'PX', ttl, 'NX') end
   if set then  -- first writer: the data key with the same life (the script is atomic: no reader sees it half done)
-    if ttl == '' then redis.call('SET', ref .. ':data', data) else redis.call('SET', ref .. ':data', data, 'PX', ttl) end
+    if ttl == '' then redis.call('SET', ref .. ':data', data)
+    else redis.call('SET', ref .. ':data', data, 'PX', ttl) end
     new = new + 1
   elseif run == '' then
     set_ttl(keys_of(ref), ttl, true)
@@ -244,7 +245,7 @@ class _ZeroCopyPacker:
 
     def pack(self, *args: Any) -> list[Any]:
         for arg in args:
-            if isinstance(arg, memoryview) or (isinstance(arg, bytes) and len(arg) > PACK_CUTOFF):
+            if isinstance(arg, memoryview) or (isinstance(arg, (bytes, bytearray)) and len(arg) > PACK_CUTOFF):
                 return self.python.pack(*args)
         return self.hiredis.pack(*args)
 
