@@ -155,8 +155,10 @@ def diamond() -> tuple[Workflow, object]:
 
 
 class StoreTrips:
-    """Counts what one run costs the store, a figure machine load does not change: Redis round
-    trips (each command, each pipeline sent), or files the directory store created or rewrote."""
+    """Counts what one run costs the store, figures machine load does not change: Redis round trips
+    (each command, each pipeline sent) and the commands the server ran (a script and each call it
+    makes count one; from ``INFO commandstats``, so another client of the same server adds to it),
+    or files the directory store created or rewrote."""
 
     def __init__(self, store) -> None:
         self.store, self.trips = store, 0
@@ -180,6 +182,10 @@ class StoreTrips:
 
             store.r.execute_command, store.r.pipeline = counted_command, counted_pipeline
 
+    def _commands(self) -> int:
+        stats = self.store.r.info("commandstats")
+        return sum(v["calls"] for k, v in stats.items() if k != "cmdstat_info")
+
     def _files(self) -> dict[str, tuple[int, int]]:
         out = {}
         for folder, _, names in os.walk(self.store.root):
@@ -190,9 +196,12 @@ class StoreTrips:
 
     def per_node(self, run: Callable[[], Any], nodes: int) -> str:
         if isinstance(self.store, RedisArtifactStore):
+            commands = self._commands()
             self.trips = 0
             run()
-            return f"{self.trips / nodes:.2f} Redis round trips/node"
+            trips = self.trips
+            commands = self._commands() - commands
+            return f"{trips / nodes:.2f} Redis round trips/node, {commands / nodes:.2f} commands/node"
         before = self._files()
         run()
         after = self._files()

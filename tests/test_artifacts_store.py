@@ -845,9 +845,48 @@ def test_flush_stores_deferred_puts_in_one_round_trip(redis_store: RedisArtifact
 
     monkeypatch.setattr(redis_store.r, "pipeline", counted_pipeline)
     redis_store.unpin("run")  # stores them, then releases the pins, in one pipeline
-    assert sent == [31]
+    assert sent == [2]  # one script stores the puts, one releases the pins
     assert all(r is not None for r in _twin(redis_store).stat_many(refs))
     assert not redis_store.r.exists(f"{redis_store.prefix}pin:run")
+
+
+def test_deferred_puts_of_stored_bytes_pin_them_or_only_extend_their_life(store: ArtifactStore):
+    kept, short, long = store.put("kept", ttl=60), store.put("short", ttl=60), store.put("long", ttl=600)
+    store.put("kept", pin="run", defer=True)
+    store.put("short", ttl=300, defer=True)
+    store.put("long", ttl=300, defer=True)
+    store.put("new", pin="run", defer=True)
+    fresh = store.put("fresh", ttl=300, defer=True)
+    store.flush()
+    assert _ttl_of(store, kept) is None  # pinned: its TTL is gone
+    assert 200 < (_ttl_of(store, short) or 0) <= 300 and 500 < (_ttl_of(store, long) or 0) <= 600  # never shortened
+    assert 200 < (_ttl_of(store, fresh) or 0) <= 300 and _twin(store).load(fresh) == "fresh"
+    store.default_ttl = 100
+    store.unpin("run")
+    assert 50 < (_ttl_of(store, kept) or 0) <= 100  # released: the default TTL back
+
+
+def test_a_deferred_pin_of_an_artifact_chunked_elsewhere_clears_every_chunks_ttl(redis_store: RedisArtifactStore):
+    blob = text_blob(5000, 7)
+    smaller = RedisArtifactStore(redis_store.url, prefix=redis_store.prefix, chunk_bytes=1024)
+    ref = smaller.put(blob, modality="text", ttl=60)  # five chunks, each with the TTL
+    redis_store.put(blob, modality="text", pin="run", defer=True)  # one chunk here: the batch script pins it
+    redis_store.flush()
+    assert len(redis_store.ttl(ref)) == 6 and set(redis_store.ttl(ref).values()) == {-1}
+    redis_store.unpin("run")
+
+
+def test_more_deferred_puts_than_one_script_takes_are_all_stored(redis_store: RedisArtifactStore):
+    from orchestrator.artifacts._redis import PUT_SMALL_BATCH
+
+    refs = [redis_store.put(f"many {i}", pin="run", defer=True) for i in range(PUT_SMALL_BATCH + 3)]
+    redis_store.default_ttl = 100
+    redis_store.flush()
+    assert all(_ttl_of(redis_store, r) is None for r in refs)
+    redis_store.unpin("run")
+    other = _twin(redis_store)
+    assert [other.load(r) for r in refs] == [f"many {i}" for i in range(PUT_SMALL_BATCH + 3)]
+    assert all(50 < (_ttl_of(redis_store, r) or 0) <= 100 for r in refs)
 
 
 def test_deferred_puts_beyond_write_behind_bytes_are_written_at_once(tmp_path: Path):

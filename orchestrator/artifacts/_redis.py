@@ -46,6 +46,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 PROVISIONAL_TTL_MS = 3_600_000  # chunks of a writer that dies before publishing expire
 PIPELINE_BYTES = 16 << 20  # chunks sent per round trip: bounds what a pipeline holds
 EVENT_BLOCK_MAX_MS = 20_000  # a blocking event read returns before the socket timeout (30 s)
+PUT_SMALL_BATCH = 256  # deferred small puts one script stores: bounds how long it holds the server
 
 # Lua helpers shared by the scripts: the keys of an artifact, and setting their TTL together.
 _LUA_LIB = """
@@ -73,11 +74,12 @@ local function set_ttl(keys, ttl, extend_only)
     if ttl == '' then redis.call('PERSIST', keys[i]) else redis.call('PEXPIRE', keys[i], ttl) end
   end
 end
--- pin the keys of the artifact ``hex`` to ``run``: in the run's pin set and the run in its pinned-by set, no TTL
-local function pin_to(keys, hex, pinset, by, run)
+-- pin the artifact at ``ref`` (id ``hex``) to ``run``: in the run's pin set and the run in its pinned-by set,
+-- no TTL (an artifact's keys share one life, so a ref without a TTL has none to remove anywhere)
+local function pin_to(ref, hex, pinset, by, run)
   redis.call('SADD', pinset, hex)
   redis.call('SADD', by, run)
-  set_ttl(keys, '', false)
+  if redis.call('PERSIST', ref) == 1 then set_ttl(keys_of(ref), '', false) end
 end
 """
 
@@ -104,24 +106,34 @@ set_ttl(targets, ARGV[2], false)
 return false
 """
 
-# A one-chunk artifact whose id is known, from its bytes (a deferred put). KEYS[1] its ref key (``p art:<hex>``);
-# ARGV[1] ref document, ARGV[2] TTL, ARGV[3] the bytes, ARGV[4] the run to pin it to ('' = none).
-# Returns nil when stored, else the stored document (its life extended).
+# One-chunk artifacts whose ids are known, from their bytes (a batch of deferred puts), in order. KEYS[i] the ref
+# key of the i-th (``p art:<hex>``); ARGV[1] the prefix ``p``, then four per artifact: ref document, TTL, bytes, the
+# run to pin it to ('' = none). A new one is written with its TTL (none when pinned); one stored already keeps its
+# document, and its life is extended (or it is pinned). Returns the count of new ones.
 _PUT_SMALL = _LUA_LIB + """
-local keys, raw = keys_of(KEYS[1])
-if raw then
-  set_ttl(keys, ARGV[2], true)
-else
-  keys = {KEYS[1], KEYS[1] .. ':data'}
-  redis.call('SET', keys[2], ARGV[3])
-  redis.call('SET', keys[1], ARGV[1])
-  set_ttl(keys, ARGV[2], false)
+local prefix, new = ARGV[1], 0
+for i = 1, #KEYS do
+  local ref, doc, ttl, data, run = KEYS[i], ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i], ARGV[4 * i + 1]
+  local set
+  if ttl == '' then set = redis.call('SET', ref, doc, 'NX') else set = redis.call('SET', ref, doc, 'PX', ttl, 'NX') end
+  if set then  -- first writer: the data key with the same life (the script is atomic: no reader sees it half done)
+    if ttl == '' then redis.call('SET', ref .. ':data', data)
+    else redis.call('SET', ref .. ':data', data, 'PX', ttl) end
+    new = new + 1
+  elseif run == '' then
+    set_ttl(keys_of(ref), ttl, true)
+  end
+  if run ~= '' then
+    local hex = string.sub(ref, #prefix + 5)
+    if set then  -- just written without a TTL: only the pin sets to fill
+      redis.call('SADD', prefix .. 'pin:' .. run, hex)
+      redis.call('SADD', prefix .. 'pinned:' .. hex, run)
+    else
+      pin_to(ref, hex, prefix .. 'pin:' .. run, prefix .. 'pinned:' .. hex, run)
+    end
+  end
 end
-if ARGV[4] ~= '' then
-  local prefix, hex = string.match(KEYS[1], '^(.*)art:(%x+)$')
-  pin_to(keys, hex, prefix .. 'pin:' .. ARGV[4], prefix .. 'pinned:' .. hex, ARGV[4])
-end
-return raw or false
+return new
 """
 
 # KEYS[1] ref key; ARGV[1] TTL ('' = none), ARGV[2] '1' to only extend. Returns 0 if absent.
@@ -143,8 +155,8 @@ return 1
 # KEYS[1] the run's pin set; ARGV[1] ref key prefix, ARGV[2] pinned-by prefix, ARGV[3] run id, ARGV[4..] hex ids.
 _PIN = _LUA_LIB + """
 for i = 4, #ARGV do
-  local keys = keys_of(ARGV[1] .. ARGV[i])
-  if keys then pin_to(keys, ARGV[i], KEYS[1], ARGV[2] .. ARGV[i], ARGV[3]) end
+  local ref = ARGV[1] .. ARGV[i]
+  if redis.call('EXISTS', ref) == 1 then pin_to(ref, ARGV[i], KEYS[1], ARGV[2] .. ARGV[i], ARGV[3]) end
 end
 return 1
 """
@@ -157,8 +169,10 @@ for _, hex in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local by = ARGV[2] .. hex
   redis.call('SREM', by, ARGV[3])
   if redis.call('SCARD', by) == 0 then
-    local keys = keys_of(ARGV[1] .. hex)
-    if keys and ARGV[4] ~= '' then set_ttl(keys, ARGV[4], false) end
+    if ARGV[4] ~= '' then
+      local keys = keys_of(ARGV[1] .. hex)
+      if keys then set_ttl(keys, ARGV[4], false) end
+    end
     released = released + 1
   end
 end
@@ -181,10 +195,10 @@ for _, v in pairs(rec) do
   for _, id in ipairs(ids) do
     if type(id) ~= 'string' or #id ~= 71 or not string.match(id, '^sha256:[0-9a-f]+$') then return 'bad' end
     local hex = string.sub(id, 8)
-    local keys, doc = keys_of(ARGV[1] .. hex)
+    local doc = redis.call('GET', ARGV[1] .. hex)
     out[#out + 1] = id
-    out[#out + 1] = doc or false
-    if keys and ARGV[3] ~= '' then pin_to(keys, hex, KEYS[2], ARGV[2] .. hex, ARGV[3]) end
+    out[#out + 1] = doc
+    if doc and ARGV[3] ~= '' then pin_to(ARGV[1] .. hex, hex, KEYS[2], ARGV[2] .. hex, ARGV[3]) end
   end
 end
 return out
@@ -219,20 +233,40 @@ def _translated(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+PACK_CUTOFF = 6000  # values over this many bytes (and memoryviews) are sent as they are, not copied into a command
+
+
+class _ZeroCopyPacker:
+    """Packs a command in one C call (hiredis) unless it carries a large value or a memoryview:
+    those go through redis-py's pure-Python packer, which hands them to ``sendall`` as they are."""
+
+    def __init__(self, python: Any, hiredis: Any) -> None:
+        self.python, self.hiredis = python, hiredis
+
+    def pack(self, *args: Any) -> list[Any]:
+        for arg in args:
+            if isinstance(arg, memoryview) or (isinstance(arg, (bytes, bytearray)) and len(arg) > PACK_CUTOFF):
+                return self.python.pack(*args)
+        return self.hiredis.pack(*args)
+
+
 def _zero_copy_packer() -> dict[str, Any]:
     """Connection options that send large values straight from our buffers.
 
     With hiredis installed, redis-py packs every command into one new bytes
     object (and copies memoryviews first): two extra copies of each chunk. Its
     pure-Python packer hands large values and memoryviews to ``sendall`` as
-    they are. Replies are still parsed by hiredis.
+    they are, but costs more per value, so commands of small values are still
+    packed by hiredis (see :class:`_ZeroCopyPacker`). Replies are parsed by hiredis.
     """
     try:
-        from redis.connection import Encoder, PythonRespSerializer
-    except ImportError:  # a redis-py without it: keep the default
+        from redis.connection import Encoder, HiredisRespSerializer, PythonRespSerializer
+        from redis.utils import HIREDIS_AVAILABLE
+    except ImportError:  # a redis-py without them: keep the default
         return {}
     encoder = Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False)
-    return {"command_packer": PythonRespSerializer(6000, encoder.encode)}
+    python = PythonRespSerializer(PACK_CUTOFF, encoder.encode)
+    return {"command_packer": _ZeroCopyPacker(python, HiredisRespSerializer()) if HIREDIS_AVAILABLE else python}
 
 
 def _entries(items: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[int, dict[str, Any]]]:
@@ -376,18 +410,20 @@ class RedisArtifactStore(ArtifactStore):
             super()._write_deferred(larger)
 
     def _queue_deferred(self, pipe: Any, batch: list[DeferredWrite]) -> list[DeferredWrite]:
-        """Queue the script of each one-chunk deferred put on ``pipe``; returns the larger ones."""
+        """Queue the one-chunk deferred puts on ``pipe``, one script per ``PUT_SMALL_BATCH`` of them;
+        returns the larger ones."""
         if not self._sha:
             self._load_scripts()
-        larger = []
-        for item in batch:
-            if len(item.data) > self.chunk_bytes:
-                larger.append(item)
-                continue
-            pipe.execute_command("EVALSHA", self._sha["put_small"], 1, self._k(item.ref.id),
-                                 self._refdoc(item.ref, 1, item.ref_json),
-                                 _ms(item.ttl if item.pin is None else None), item.data, item.pin or "")
-        return larger
+        small = [item for item in batch if len(item.data) <= self.chunk_bytes]
+        for start in range(0, len(small), PUT_SMALL_BATCH):
+            part = small[start : start + PUT_SMALL_BATCH]
+            args: list[Any] = [self.prefix]
+            for item in part:
+                args += (self._refdoc(item.ref, 1, item.ref_json), _ms(item.ttl if item.pin is None else None),
+                         item.data, item.pin or "")
+            pipe.execute_command("EVALSHA", self._sha["put_small"], len(part), *(self._k(i.ref.id) for i in part),
+                                 *args)
+        return [item for item in batch if len(item.data) > self.chunk_bytes]
 
     def _stored(self, artifact_id: str, ttl: float | None) -> ArtifactRef | None:
         """The stored ref of an id (its life extended to ``ttl``), or ``None`` if absent."""
