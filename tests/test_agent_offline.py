@@ -904,3 +904,90 @@ def test_only_a_thing_please_asks_for_nothing_more(planner: OfflinePlanner, cata
 def test_a_short_version_is_a_shorter_text(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "The board wants a short version of plan.txt, about ten pages long, by Monday.")
     assert [t for t, _ in chain(result)] == ["summarization"]
+
+
+@pytest.mark.parametrize("marker", ["and separately", "and, independently,", "and as well as that"])
+def test_a_step_said_apart_reads_what_the_step_before_it_read(planner: OfflinePlanner, catalog: TaskCatalog,
+                                                             marker: str) -> None:
+    result = plan(planner, catalog, f"Transcribe the podcast in show.mp3, summarize the text {marker} "
+                                    "pull out its keywords.")
+    assert chain(result) == [("automatic-speech-recognition", []), ("summarization", [0]),
+                             ("keyword-extraction", [0])]
+
+
+def test_apart_inside_a_story_starts_no_step() -> None:
+    assert len(step_texts("I filmed dance.mp4 and separately recorded the band in band.wav.")) == 1
+
+
+def test_a_step_said_apart_that_cannot_read_the_same_kind_takes_the_result(planner: OfflinePlanner,
+                                                                           catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Transcribe the podcast in show.mp3 and separately summarize it.")
+    assert chain(result) == [("automatic-speech-recognition", []), ("summarization", [0])]
+
+
+@pytest.mark.parametrize(("text", "tasks"), [
+    ("Please don't forget to translate memo.txt into Dutch.", ["translation"]),
+    ("Don't touch the colors, only sharpen up pier.jpg and crop it square.", None),
+    ("Don't just shorten essay.txt, also list its keywords.", ["summarization", "keyword-extraction"]),
+])
+def test_a_negation_that_still_asks_keeps_the_ask(planner: OfflinePlanner, catalog: TaskCatalog, text: str,
+                                                  tasks: list[str] | None) -> None:
+    result = plan(planner, catalog, text)
+    assert result.refusal is None and result.tasks
+    if tasks is not None:
+        assert [t for t, _ in chain(result)] == tasks
+
+
+@pytest.mark.parametrize("text", ["Just a quick summary of minutes.txt, please.",
+                                  "Only a black and white copy of beach.jpg, please."])
+def test_only_a_thing_alone_is_an_ask(planner: OfflinePlanner, catalog: TaskCatalog, text: str) -> None:
+    assert len(plan(planner, catalog, text).tasks) == 1
+
+
+@pytest.mark.parametrize("text", ["I want to share it as a podcast episode: notes.txt.",
+                                  "I want to send it to my aunt in Portuguese: letter.txt.",
+                                  "I want to upload it tonight: speed up run.mp4 a little."])
+def test_a_plan_for_the_result_that_says_what_it_needs_is_an_ask(planner: OfflinePlanner, catalog: TaskCatalog,
+                                                                 text: str) -> None:
+    assert plan(planner, catalog, text).refusal is None
+    lang = language()
+    assert lang.declines("I want to frame it in the hallway")
+    assert not lang.declines("I want to share it as an audio file")
+    assert not lang.declines("I want to send it to my aunt in Portuguese")
+
+
+def test_before_that_with_a_noun_is_no_reordering() -> None:
+    assert step_texts("Transcribe memo.wav before that meeting and summarize it.")[0].startswith("Transcribe")
+
+
+def test_but_first_goes_before_the_sentence_and_takes_over_its_file(planner: OfflinePlanner,
+                                                                    catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Transcribe choir.wav and translate it, but first take out the hiss.")
+    assert chain(result) == [("audio-noise-reduction", []), ("automatic-speech-recognition", [0]),
+                             ("translation", [1])]
+    moved = plan(planner, catalog, "Shorten essay.txt, but first translate it into English.")
+    assert chain(moved) == [("translation", []), ("summarization", [0])]
+
+
+def test_a_relieved_finally_moves_nothing(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    assert step_texts("Finally, an app that works! Shorten essay.txt.") == ["an app that works", "Shorten @0"]
+    result = plan(planner, catalog, "Finally, an app that works! Shorten essay.txt.")
+    assert [t for t, _ in chain(result)] == ["summarization"]
+
+
+def test_afterwards_in_a_sentence_of_several_steps_moves_nothing() -> None:
+    steps = step_texts("Translate memo.txt into German and read it aloud afterwards. Also check the spelling of it.")
+    assert steps == ["Translate @0 into German", "read it aloud", "check the spelling of it"]
+    assert step_texts("Read it aloud afterwards. Translate memo.txt into German.") == [
+        "Translate @0 into German", "Read it aloud"]
+
+
+def test_both_as_a_determiner_is_no_split(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Make both a.jpg and b.jpg grayscale and then stitch them together.")
+    stitch = next(t for t in result.tasks if t.task == "image-stitcher")
+    assert all(str(v).startswith("<GENERATED>") for v in stitch.args["images"])
+
+
+def test_a_local_file_of_another_kind_is_nothing_to_download(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "I have gig.mp4. Please extract the audio.")
+    assert chain(result) == [("video-to-audio", [])]

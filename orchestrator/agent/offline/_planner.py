@@ -7,7 +7,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -143,8 +143,13 @@ def _flat(values: object) -> list[str]:
     return out
 
 
-_BOTH = re.compile(r"^(?:[a-z']+\s+){0,3}?both\b(?!\s+(?:of|are|were|is)\b)", re.I)
 _LINK_WORD = re.compile(r"\b(?:links?|urls?|(?:web\s+)?address(?:es)?)\b", re.I)
+
+
+def _reads_alike(catalog: TaskCatalog, first: str, second: str | None) -> bool:
+    """Whether ``second`` can read a kind of thing ``first`` reads (so it can take what ``first`` took)."""
+    kinds = {p.modality for p in catalog.tasks[first].inputs if not p.optional}
+    return second is not None and any(p.modality in kinds for p in catalog.tasks[second].inputs)
 
 
 def _in_order(outs: list[_Out]) -> list[str]:
@@ -264,6 +269,8 @@ class OfflinePlanner:
                 c = self._choose(s, rows[k + i], index, req.catalog, context, links, handed)
                 if c.task is not None and i + 1 < len(steps) and lang.searches_only_where(s.text):
                     c = _Choice(s, None, c.score, c.row)  # only where to look: joined to the step saying what for
+                if c.task is not None and any(g.task for g in got) and lang.narrows(s.text):
+                    c = _Choice(s, None, c.score, c.row)  # "only the picture please": narrows what was asked
                 if c.task is not None and context in MEDIA and any(g.task for g in got) and lang.only_how(
                         s.text) and not _keeps(index, req.catalog, c.task, context):
                     # how the thing just changed should come out ("... and make it sound calmer"): a detail of
@@ -455,7 +462,7 @@ class OfflinePlanner:
             if m.kind == "file":
                 b.resources.setdefault(m.value, m.modality)
         previous: str | None = None
-        both: Step | None = None  # the step just wired, when it starts with "both"
+        wired: Step | None = None  # the step of the task wired last
         carried: list[Mention] = []  # resources of steps that asked for nothing go to the next step
         choices = _hand_back(choices, req.catalog)
         later: list[set[str]] = []  # per choice, the file names the steps after it name
@@ -487,16 +494,18 @@ class OfflinePlanner:
             if c.task == previous and not c.step.mentions and (
                     not language().verb_start.match(c.step.text) or _transforms(req.catalog.tasks[c.task])):
                 continue  # the same action restated ("... The transcript should be accurate.")
-            if both is not None and both.sentence == c.step.sentence and b.tasks:
-                # "both summarize it and list its keywords": the second reads what the first read
-                last = b.tasks[-1].id
-                kept, b.outs = b.outs, [o for o in b.outs if o.task != last]
+            last = b.tasks[-1] if b.tasks else None
+            if c.step.apart and last is not None and _reads_alike(req.catalog, last.task, c.task):
+                # "... and separately list its keywords": what the step before read (its files too), not its result
+                if not c.step.mentions and wired is not None:
+                    c = _Choice(_carry(c.step, [m for m in wired.mentions if m.kind in ("file", "url")]), c.task,
+                                c.score, c.row)
+                kept, b.outs = b.outs, [o for o in b.outs if o.task != last.id]
                 self._wire(b, c)
                 b.outs = kept + [o for o in b.outs if o not in kept]
             else:
                 self._wire(b, c)
-            both = c.step if _BOTH.match(c.step.text) else None
-            previous = c.task
+            previous, wired = c.task, c.step
         if not b.tasks:
             asked = "; ".join(c.step.plain() for c in choices if c.step.text.strip())[:300]
             why = b.notes[0] if b.notes else "no tool in the catalog does what it asks"
@@ -559,8 +568,9 @@ class OfflinePlanner:
         for port in info.inputs:
             if port.optional:
                 continue
-            if port.name == "url":
-                named = any(m.kind == "file" for m in c.step.mentions)  # a file named as the thing to fetch
+            if port.name == "url":  # a file named as the thing to fetch ("download the clip @0"), of the kind it fetches
+                makes = {p.modality for p in info.outputs}
+                named = any(m.kind == "file" and m.modality in makes for m in c.step.mentions)
                 if not (has_url or named or any(o.modality is Modality.TEXT for o in b.outs)):
                     return False
                 continue
@@ -933,13 +943,13 @@ def _generates(info: TaskInfo) -> bool:
 
 def _carry(step: Step, extra: list[Mention]) -> Step:
     """``step`` with ``extra`` resources appended (not in its text: they rank after its own)."""
-    return Step(step.text, step.mentions + [m for m in extra if m not in step.mentions], step.sentence)
+    return replace(step, mentions=step.mentions + [m for m in extra if m not in step.mentions])
 
 
 def _join(a: Step, b: Step, same_sentence: bool = True) -> Step:
     shift = len(a.mentions)
     text_b = re.sub(r"@(\d+)\b", lambda m: f"@{int(m.group(1)) + shift}", b.text)
-    return Step(f"{a.text} {'to' if same_sentence else '.'} {text_b}", a.mentions + b.mentions, b.sentence)
+    return Step(f"{a.text} {'to' if same_sentence else '.'} {text_b}", a.mentions + b.mentions, b.sentence, a.apart)
 
 
 _EARLIER_TEXT: re.Pattern[str] | None = None
@@ -956,7 +966,8 @@ def _generic_text(text: str) -> str:
     makes = language().makes_named
 
     def kind(m: re.Match[str]) -> str:
-        before = [w for w in _WORD.findall(text[:m.start()]) if w.lower() not in ("me", "us")]  # "give me the ..."
+        # "give me the ...", "pull out its ...": the verb before the object and its particle
+        before = [w for w in _WORD.findall(text[:m.start()]) if w.lower() not in ("me", "us", "out", "up", "off")]
         return m.group(0) if before and before[-1].lower() in makes else f"{m.group(1)} text"
 
     return _EARLIER_TEXT.sub(kind, text)

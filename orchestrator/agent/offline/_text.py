@@ -45,6 +45,7 @@ class Step:
     text: str
     mentions: list[Mention] = field(default_factory=list)
     sentence: int = 0
+    apart: bool = False  # reads what the step before it read ("..., and separately ...", "both ... and ...")
 
     def plain(self) -> str:
         """The step's text with each resource written back."""
@@ -168,6 +169,8 @@ class Language:
     verbs: frozenset[str]  # the verbs that start a step, with their -s, -ed and -ing forms
     before: re.Pattern[str]  # what follows goes before the step said just before ("but first, ...")
     after: re.Pattern[str]  # the sentence goes after the rest ("X afterwards; ...", "Finally X. ...")
+    apart: re.Pattern[str]  # what follows reads what the step before read ("..., and separately ...")
+    both: re.Pattern[str]  # "(please) both summarize it and ...": the next step reads what this one read
     verb_start: re.Pattern[str]
     verb_glue: re.Pattern[str]
     back: re.Pattern[str]
@@ -178,6 +181,7 @@ class Language:
     none_phrasings: tuple[str, ...]
     words: tuple[str, ...] = ()
     making: frozenset[str] = frozenset()
+    taking: frozenset[str] = frozenset()  # making verbs that take what they make out of a thing
     makes_named: frozenset[str] = frozenset()  # verbs whose object, a kind of text, is what they make
     possession: re.Pattern[str] | None = None
     narrates: re.Pattern[str] = re.compile(r"(?!)")
@@ -219,6 +223,7 @@ class Language:
     by_self: re.Pattern[str] = re.compile(r"(?!)")  # "I'll do it myself", "I already have the transcript"
     keeps: re.Pattern[str] = re.compile(r"(?!)")  # "I want to frame it", "so I can play it in class"
     any_verb: re.Pattern[str] = re.compile(r"(?!)")  # a verb of the list anywhere
+    language_word: re.Pattern[str] = re.compile(r"(?!)")  # a language's name anywhere
 
     def prompt_of(self, text: str) -> str:
         """A generator's prompt: ``text`` without request words, the verb and a frame ("an image of").
@@ -285,9 +290,15 @@ class Language:
         ("I'll summarize it myself", "I already cleaned the noise") or will do with the result ("I want to
         frame it", unless it says what to make for that): it asks for nothing."""
         kept = self.keeps.match(text)
-        return bool(self.negated.match(text) or (kept and not self.purpose.search(text, kept.end('keep')))
-                    or (_ONLY.match(text) is not None and not self.any_verb.search(text))
-                    or (self.by_self.search(text) and not self.asks_for(text)))
+        if kept:  # "... to make a poster", "... as a video", "... in Spanish": it says what to make
+            rest = text[kept.end("keep"):]
+            kept = None if (self.purpose.search(rest) or self.any_verb.search(kept.group("tail") or "")
+                            or _AS_KIND.search(rest) or self.language_word.search(rest)) else kept
+        return bool(self.negated.match(text) or kept or (self.by_self.search(text) and not self.asks_for(text)))
+
+    def narrows(self, text: str) -> bool:
+        """The step only narrows what an earlier one asked ("only the picture please"): no file, no verb."""
+        return _ONLY.match(text) is not None and "@" not in text and not self.any_verb.search(text)
 
     def description(self, text: str) -> bool:
         """The step describes a thing ("the audio is noisy", "@0 seems slow") and does not ask: what it
@@ -450,22 +461,31 @@ def language() -> Language:
                  rf"(?:(?:your|some|a\s+little|a\s+bit\s+of|any)\s+)?(?:{_alternation(data['none']['help_nouns'])})\b"
                  r"(?:\s+(?:with|on)\s+(?:this|that|it|something|a\s+few\s+things))?(?:\s+(?:please|here))?")
     return Language(
-        after=re.compile(rf"\b(?:{_alternation(split['after_end'])})\W*$|^\W*(?:{_alternation(split['after_start'])})\b", re.I),
+        both=re.compile(rf"^\W*(?:(?:{fillers})\s+)*both\s+(?:(?:{fillers})\s+)*(?:{verbs})\b", re.I),
+        apart=re.compile(rf"(?:,\s*|\s+|^)(?:(?:and|but)\s+)?\b(?:{_alternation(split['apart'])})\b"
+                         rf"(?:\s*,\s*|\s+(?=(?:(?:{fillers})\s+)*(?:{verbs})\b))", re.I),
+        after=re.compile(rf"\b(?:{_alternation(split['after_end'])})\W*$|^\W*(?:{_alternation(split['after_start'])})\b"
+                         r"(?!\s+of\b)", re.I),
         negated=re.compile(rf"^\W*{leads}(?:(?:please|but|and|just|so|also|oh|and\s+please)\W+)*"
-                           rf"(?:{_alternation(data['none']['negations'])})\b", re.I),
+                           rf"(?:{_alternation(data['none']['negations'])})\b"
+                           r"(?!\s+(?:forget|hesitate|be\s+afraid|fail|miss|just|only|merely|simply)\b)(?![^@]*@)"
+                           r"(?![^@]*\b(?:but|just|only|instead|rather|though|simply)\b)", re.I),
         by_self=re.compile(rf"\b(?:i|we)(?:'ll|\s+will|\s+can|'m\s+going\s+to|\s+am\s+going\s+to|\s+are\s+going\s+to"
                            rf"|'d\s+rather|\s+would\s+rather|\s+plan\s+to)\b.*\b(?:{_alternation(data['none']['selves'])})\b"
+                           r"(?=\s*(?:later|afterwards|after\s+that|tomorrow|then|too|as\s+well)?\s*(?:[,.;!?]|$))"
                            rf"|\b(?:{_alternation(data['none']['already'])})\b", re.I),
+        language_word=re.compile(rf"\b(?:{_alternation(data['languages']['names'])})\b", re.I),
         any_verb=re.compile(rf"\b(?:{verbs})(?:s|es|ed|d|ing)?\b", re.I),
         keeps=re.compile(rf"^\W*{leads}(?:(?:and|so|then|but)\s+)?(?:i|we)(?:'ll|'d|'m|\s+will|\s+would|\s+can|\s+could|\s+am|\s+are)?"
                          rf"(?:\s+(?:really|also|just|then|finally))?\s+(?:(?:{_alternation(data['none']['wishes'])}|going|"
                          rf"be\s+able)\s+to\s+)?(?P<keep>{_alternation(data['none']['keeps'])})"
                          r"(?:\s+(?:it|them|this|that|these|those|(?:the|my|our)\s+(?:result|results|file|files|version|"
                          r"copy|output|one|ones)))?\b(?:\s+(?:for|on|in|at|to|with|as|during|onto|later|tomorrow|tonight|"
-                         r"again|afterwards|there|here|every|each|when|while|before|after)\b.*)?\W*$", re.I),
+                         r"again|afterwards|there|here|every|each|when|while|before|after)\b(?P<tail>[^@:]*))?\W*$", re.I),
         verbs=frozenset(f for v in split["verbs"] if " " not in v for f in (*_verb_forms(v), v + "d", v + "ed")),
-        before=re.compile(rf"(?:^|(?<=[\s,;:-]))(?:(?:but|and|so)\s+)?\b(?:{_alternation(split['before'])})\b[,:]?\s*",
-                          re.I),
+        before=re.compile(rf"(?:^|(?<=[\s,;:-]))(?:(?:but|and|so)\s+)?\b(?:(?P<all>{_alternation(split['before_all'])})|"
+                          rf"{_alternation(split['before'])})\b"
+                          rf"(?:\s*[,:]\s*|\s+(?=(?:(?:{fillers})\s+)*(?:{verbs})\b))", re.I),
         connector=re.compile(rf"(?:,\s*|\s+|^)\b(?:{_alternation(split['connectors'])})\b(?!\s+of\b)[,:]?\s*"
                              # "and after, ..." / "and after take ...": "after" alone names no time of its own
                              rf"|(?:,\s*|\s+)and\s+after(?=\s*,|\s+(?:(?:{fillers})\s+)*(?:{verbs})\b),?\s*", re.I),
@@ -486,6 +506,7 @@ def language() -> Language:
         modality_words={Modality(k): frozenset(v) for k, v in data["modality"].items()},
         none_phrasings=tuple(data["none"]["phrasings"]),
         making=frozenset(split.get("making", ())),
+        taking=frozenset(split.get("taking", ())),
         makes_named=frozenset(refer.get("makes_named", ())),
         possession=re.compile(rf"^\s*{leads}(?:{_alternation(data['none']['starts'])})\b", re.I),
         attempted=re.compile(rf"^\s*{leads}(?:{_alternation(data['none']['perfect'])})\s+"
@@ -589,6 +610,8 @@ _KEPT_AS = re.compile(r"\b(saved|stored|kept|filed|recorded|exported|uploaded|na
 # the user's own aim after the ask ("so I can study from it", "so that we can print it"); a step it
 # names with a verb of the list was cut off before this (``verb_glue``)
 _GOAL = re.compile(r",?\s+so\s+(?:that\s+)?(?:i|we)\s+(?:can|could|may|might|will)\b[^@]*$", re.I)
+_AS_KIND = re.compile(r"\bas\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:video|audio|recording|speech|sound|song|image|picture|"
+                      r"clip|podcast|file|text|transcript|voice)", re.I)  # "share it as an audio file"
 _ONLY = re.compile(r"^\W*(?:but\s+|and\s+)?(?:only|just)\s+(?:the|a|an|one|my)\s", re.I)  # "only the image please"
 _HEADER = re.compile(r"^\s*[\w' -]{1,30}:\s*$")  # a few words and a colon ending the line: a list's heading
 _KEPT_ALSO = "also_kept"  # an "also" that starts no step ("could you also ..."), kept in the step's words
@@ -618,18 +641,20 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
     body = _SUBJECT_ALSO.sub(lambda m: m.group(1) + (" " + _KEPT_ALSO if m.group(2) else ""), "".join(masked))
     steps: list[Step] = []
     held = ""  # words that only ask ("please", "could you"), waiting for the step they ask for
-    ahead: list[tuple[int, int]] = []  # steps[a:b] go before steps[a - 1] ("... but first, ...")
-    last: list[Step] = []  # steps said to come after the rest ("... afterwards; ...")
+    ahead: list[tuple[int, int, int]] = []  # steps[a:b] go before steps[to] ("... but first, ...")
+    last: list[Step] = []  # one-step sentences said to come after the rest ("... afterwards; ...")
+    opened: list[int] = []  # per sentence, the index of its first step
     for s_index, sentence in enumerate(p for p in _SENTENCE.split(body) if p and p.strip()):
         sentence = _ENUM.sub(" ", sentence)
-        marked = lang.after.search(sentence)
-        if marked and (marked.start() > 0 or not steps):  # a leading "finally" only when nothing came before
-            first = len(steps)
-            held = _cut(lang, sentence, mentions, s_index, steps, held)
-            last.extend(steps[first:])
-            continue
+        opened.append(len(steps))
         if _HEADER.match(sentence) and not lang.verb_start.search(sentence) and not lang.acting.search(sentence):
             continue  # "Steps:", "My to-do list:" heads a list and asks nothing itself
+        marked = lang.after.search(sentence)
+        if marked and (marked.start() > 0 or not steps) and (lang.any_verb.search(sentence) or lang.asks_for(sentence)):
+            held = _cut(lang, sentence, mentions, s_index, steps, held)  # a leading "finally" only opening the request
+            if len(steps) == opened[-1] + 1:
+                last.append(steps[-1])
+            continue
         marker = lang.before.search(sentence)
         if marker is None:
             held = _cut(lang, sentence, mentions, s_index, steps, held)
@@ -638,14 +663,39 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
         start = len(steps)
         held = _cut(lang, sentence[marker.end():], mentions, s_index, steps, held)
         if 0 < start < len(steps):
-            ahead.append((start, len(steps)))
-    for a, b in ahead:
-        steps[a - 1:b] = [*steps[a:b], steps[a - 1]]
-    return [s for s in steps if not any(s is x for x in last)] + last
+            to = start - 1
+            if marker.group("all"):  # "... but first": before the sentence's first step, or the one before it
+                to = opened[-1] if opened[-1] < start else opened[-2] if len(opened) > 1 else 0
+            ahead.append((start, len(steps), to))
+    for a, b, to in ahead:
+        block, ahead_of = steps[a:b], steps[to]
+        said = re.findall(r"[a-z]+", block[0].text.lower())[:3]
+        if not block[0].mentions and len(ahead_of.mentions) == 1 and (
+                lang.back.search(block[0].text) or not any(w in lang.making - lang.taking for w in said)):
+            # "summarize @0, but first translate it (/ clean it up)": that is @0, and the summary reads its result
+            block[0] = replace(block[0], mentions=list(ahead_of.mentions))
+            ahead_of = steps[to] = replace(ahead_of, text=_MASK.sub("it", ahead_of.text), mentions=[])
+        steps[to:b] = [*block, *steps[to:a]]
+    for x in last:  # to the end, unless a later step points back at what it follows
+        i = next(k for k, s in enumerate(steps) if s is x)
+        if not any(lang.back.search(s.text) for s in steps[i + 1:]):
+            steps = [*steps[:i], *steps[i + 1:], x]
+    return steps
 
 
 def _cut(lang: Language, sentence: str, mentions: list[Mention], s_index: int, steps: list[Step], held: str) -> str:
     """Append the steps in ``sentence`` (masked) to ``steps``; returns the asking words still waiting for one."""
+    for k, chunk in enumerate(lang.apart.split(sentence)):
+        first = len(steps)
+        held = _cut_chunk(lang, chunk, mentions, s_index, steps, held)
+        if k and len(steps) > first > 0:  # "..., and separately list its keywords"
+            steps[first].apart = True
+    return held
+
+
+def _cut_chunk(lang: Language, sentence: str, mentions: list[Mention], s_index: int, steps: list[Step],
+               held: str) -> str:
+    both = False  # the step before opened with "both": this one reads what that one read
     for part in lang.connector.split(sentence):
         pieces: list[str] = []
         for piece in lang.verb_glue.split(part):  # "make X and a picture of Y": a second thing to make
@@ -665,5 +715,6 @@ def _cut(lang: Language, sentence: str, mentions: list[Mention], s_index: int, s
             renum = _MASK.sub(lambda mt: f"@{local[int(mt.group(1))]}", clean)
             named = {int(m.group(1)) for m in _OUTPUT_NAME.finditer(renum) if not _already_named(renum[:m.start()])}
             steps.append(Step(renum, [replace(mentions[i], kind="name") if k in named and mentions[i].kind == "file"
-                                      else mentions[i] for k, i in enumerate(own)], s_index))
+                                      else mentions[i] for k, i in enumerate(own)], s_index, apart=both))
+            both = lang.both.match(renum) is not None
     return held
