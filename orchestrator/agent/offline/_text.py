@@ -451,6 +451,7 @@ def language() -> Language:
     fillers = _alternation(split["fillers"])
     gerunds = _alternation(_gerund(v) for v in split["verbs"] if " " not in v and v not in split.get("not_gerunds", ()))
     lead = rf"(?:(?:{fillers})\s+)*"
+    a_verb = rf"{lead}(?:{verbs})\b"  # a step's verb, after words that only ask ("please just trim ...")
     where_verbs = _alternation(f for v in data["find"]["where_verbs"] for f in (v, v + "s", _gerund(v)))
     vague_verbs = _alternation(f for v in data["none"]["vague_verbs"] for f in _verb_forms(v))
     detail = data["detail"]
@@ -461,9 +462,9 @@ def language() -> Language:
                  rf"(?:(?:your|some|a\s+little|a\s+bit\s+of|any)\s+)?(?:{_alternation(data['none']['help_nouns'])})\b"
                  r"(?:\s+(?:with|on)\s+(?:this|that|it|something|a\s+few\s+things))?(?:\s+(?:please|here))?")
     return Language(
-        both=re.compile(rf"^\W*(?:(?:{fillers})\s+)*both\s+(?:(?:{fillers})\s+)*(?:{verbs})\b", re.I),
+        both=re.compile(rf"^\W*{lead}both\s+{a_verb}", re.I),
         apart=re.compile(rf"(?:,\s*|\s+|^)(?:(?:and|but)\s+)?\b(?:{_alternation(split['apart'])})\b"
-                         rf"(?:\s*,\s*|\s+(?=(?:(?:{fillers})\s+)*(?:{verbs})\b))", re.I),
+                         rf"(?:\s*,\s*|\s+(?={a_verb}))", re.I),
         after=re.compile(rf"\b(?:{_alternation(split['after_end'])})\W*$|^\W*(?:{_alternation(split['after_start'])})\b"
                          r"(?!\s+of\b)", re.I),
         negated=re.compile(rf"^\W*{leads}(?:(?:please|but|and|just|so|also|oh|and\s+please)\W+)*"
@@ -485,17 +486,17 @@ def language() -> Language:
         verbs=frozenset(f for v in split["verbs"] if " " not in v for f in (*_verb_forms(v), v + "d", v + "ed")),
         before=re.compile(rf"(?:^|(?<=[\s,;:-]))(?:(?:but|and|so)\s+)?\b(?:(?P<all>{_alternation(split['before_all'])})|"
                           rf"{_alternation(split['before'])})\b"
-                          rf"(?:\s*[,:]\s*|\s+(?=(?:(?:{fillers})\s+)*(?:{verbs})\b))", re.I),
+                          rf"(?:\s*[,:]\s*|\s+(?={a_verb}))", re.I),
         connector=re.compile(rf"(?:,\s*|\s+|^)\b(?:{_alternation(split['connectors'])})\b(?!\s+of\b)[,:]?\s*"
                              # "and after, ..." / "and after take ...": "after" alone names no time of its own
-                             rf"|(?:,\s*|\s+)and\s+after(?=\s*,|\s+(?:(?:{fillers})\s+)*(?:{verbs})\b),?\s*", re.I),
+                             rf"|(?:,\s*|\s+)and\s+after(?=\s*,|\s+{a_verb}),?\s*", re.I),
         acting=re.compile(rf"\b(?:{gerunds})\b|\bto\s+(?:{verbs})\b", re.I),
         tag_question=re.compile(rf"(?:^|,)\s*(?:and\s+|but\s+)?(?:{_alternation(data['none']['tag_questions'])})\s*[?.!]*\s*$",
                                 re.I),
         only_fillers=re.compile(rf"^(?:(?:{fillers})\W*)+$", re.I),
         verb_start=re.compile(rf"^\s*{lead}(?:{verbs})(?:s|es)?\b", re.I),
         verb_glue=re.compile(rf"(?:,\s*(?:and\s+)?|\s+and\s+|,?\s+so\s+(?:that\s+)?(?:i|we)\s+can\s+)"
-                             rf"(?=(?:(?:{fillers})\s+)*(?:{verbs})\b)"
+                             rf"(?={a_verb})"
                              # a list of gerunds ("by downloading it, transcribing it and summarizing it")
                              rf"|(?:,\s*(?:and\s+)?|\s+and\s+)(?:(?:then|further|also|finally|lastly|how\s+about|what\s+about)\s+)?(?=(?:{gerunds})\b)",
                              re.I),
