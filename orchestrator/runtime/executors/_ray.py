@@ -98,8 +98,17 @@ class RayExecutor:
     def _init_ray(self, ray: Any) -> None:
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                    "logging_level": logging.WARNING}
-        if self.runtime_env:
-            options["runtime_env"] = self.runtime_env
+        runtime_env = dict(self.runtime_env or {})
+        if not self.address:
+            from .._manager import _cpu_count
+
+            # Ray sets OMP_NUM_THREADS=1 in a worker whose actor holds no whole CPU: a local replica would run
+            # torch on one thread, slower, and (oneDNN on some CPUs) with other bytes for a seed than here
+            env_vars = dict(runtime_env.get("env_vars") or {})
+            env_vars.setdefault("OMP_NUM_THREADS", str(_cpu_count()))
+            runtime_env["env_vars"] = env_vars
+        if runtime_env:
+            options["runtime_env"] = runtime_env
         where = self.address or "a new local Ray"
         started = time.perf_counter()
         try:
