@@ -991,3 +991,22 @@ def test_both_as_a_determiner_is_no_split(planner: OfflinePlanner, catalog: Task
 def test_a_local_file_of_another_kind_is_nothing_to_download(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "I have gig.mp4. Please extract the audio.")
     assert chain(result) == [("video-to-audio", [])]
+
+
+def test_a_weak_apart_marker_yields_to_the_steps_own_it(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Slow down run.mp4, and as well as that, put drums.mp3 under it.")
+    assert chain(result) == [("video-speed-changer", []), ("video-synchronization", [0])]
+
+
+def test_the_step_a_first_step_went_before_reads_its_result_by_kind(planner: OfflinePlanner,
+                                                                    catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Make a video from pier.jpg, but first colorize it.")
+    assert chain(result) == [("image-colorizer", []), ("image-to-video", [0])]
+
+
+def test_before_that_opening_a_sentence_goes_before_the_sentence_before(planner: OfflinePlanner,
+                                                                        catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Transcribe band.wav and put the words into Italian. Before that, take out "
+                                    "the hum.")
+    assert chain(result) == [("audio-noise-reduction", []), ("automatic-speech-recognition", [0]),
+                             ("translation", [1])]

@@ -463,7 +463,8 @@ def language() -> Language:
                  r"(?:\s+(?:with|on)\s+(?:this|that|it|something|a\s+few\s+things))?(?:\s+(?:please|here))?")
     return Language(
         both=re.compile(rf"^\W*{lead}both\s+{a_verb}", re.I),
-        apart=re.compile(rf"(?:,\s*|\s+|^)(?:(?:and|but)\s+)?\b(?:{_alternation(split['apart'])})\b"
+        apart=re.compile(rf"(?:,\s*|\s+|^)(?:(?:and|but)\s+)?\b(?:{_alternation(split['apart'])}|"
+                         rf"(?P<weak>{_alternation(split['apart_unless_it'])}))\b"
                          rf"(?:\s*,\s*|\s+(?={a_verb}))", re.I),
         after=re.compile(rf"\b(?:{_alternation(split['after_end'])})\W*$|^\W*(?:{_alternation(split['after_start'])})\b"
                          r"(?!\s+of\b)", re.I),
@@ -611,6 +612,7 @@ _KEPT_AS = re.compile(r"\b(saved|stored|kept|filed|recorded|exported|uploaded|na
 # the user's own aim after the ask ("so I can study from it", "so that we can print it"); a step it
 # names with a verb of the list was cut off before this (``verb_glue``)
 _GOAL = re.compile(r",?\s+so\s+(?:that\s+)?(?:i|we)\s+(?:can|could|may|might|will)\b[^@]*$", re.I)
+_IT = re.compile(r"\b(?:it|them)\b", re.I)  # a step's own pointer back at the result before it
 _AS_KIND = re.compile(r"\bas\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:video|audio|recording|speech|sound|song|image|picture|"
                       r"clip|podcast|file|text|transcript|voice)", re.I)  # "share it as an audio file"
 _ONLY = re.compile(r"^\W*(?:but\s+|and\s+)?(?:only|just)\s+(?:the|a|an|one|my)\s", re.I)  # "only the image please"
@@ -665,7 +667,9 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
         held = _cut(lang, sentence[marker.end():], mentions, s_index, steps, held)
         if 0 < start < len(steps):
             to = start - 1
-            if marker.group("all"):  # "... but first": before the sentence's first step, or the one before it
+            if marker.group("all") or not sentence[:marker.start()].strip():
+                # "... but first" / "Before that, ..." opening a sentence: before the sentence's first step,
+                # or before the sentence said just before
                 to = opened[-1] if opened[-1] < start else opened[-2] if len(opened) > 1 else 0
             ahead.append((start, len(steps), to))
     for a, b, to in ahead:
@@ -673,9 +677,10 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
         said = re.findall(r"[a-z]+", block[0].text.lower())[:3]
         if not block[0].mentions and len(ahead_of.mentions) == 1 and (
                 lang.back.search(block[0].text) or not any(w in lang.making - lang.taking for w in said)):
-            # "summarize @0, but first translate it (/ clean it up)": that is @0, and the summary reads its result
+            # "summarize @0, but first translate it (/ clean it up)": that is @0, and "summarize the text" reads
+            # its result
             block[0] = replace(block[0], mentions=list(ahead_of.mentions))
-            ahead_of = steps[to] = replace(ahead_of, text=_MASK.sub("it", ahead_of.text), mentions=[])
+            ahead_of = steps[to] = replace(ahead_of, text=ahead_of.for_matching(), mentions=[])  # "the image"
         steps[to:b] = [*block, *steps[to:a]]
     for x in last:  # to the end, unless a later step points back at what it follows
         i = next(k for k, s in enumerate(steps) if s is x)
@@ -686,11 +691,15 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
 
 def _cut(lang: Language, sentence: str, mentions: list[Mention], s_index: int, steps: list[Step], held: str) -> str:
     """Append the steps in ``sentence`` (masked) to ``steps``; returns the asking words still waiting for one."""
-    for k, chunk in enumerate(lang.apart.split(sentence)):
+    pos, weak = 0, None  # after a marker: whether a pointer back in the step outweighs it
+    for m in [*lang.apart.finditer(sentence), None]:
         first = len(steps)
-        held = _cut_chunk(lang, chunk, mentions, s_index, steps, held)
-        if k and len(steps) > first > 0:  # "..., and separately list its keywords"
-            steps[first].apart = True
+        held = _cut_chunk(lang, sentence[pos:m.start() if m else len(sentence)], mentions, s_index, steps, held)
+        if weak is not None and len(steps) > first > 0 and not (weak and _IT.search(steps[first].text)):
+            steps[first].apart = True  # "..., and separately list its keywords"
+        if m is None:
+            return held
+        pos, weak = m.end(), m.group("weak") is not None
     return held
 
 
