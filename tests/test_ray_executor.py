@@ -26,9 +26,9 @@ from ray_tools import registry as test_registry  # noqa: E402
 
 from orchestrator.artifacts import RedisArtifactStore  # noqa: E402
 from orchestrator.errors import ConfigError  # noqa: E402
-from orchestrator.runtime import build_zoo  # noqa: E402
+from orchestrator.runtime import build_zoo, set_model_manager  # noqa: E402
 from orchestrator.runtime.executors import RayExecutor, get_executor  # noqa: E402
-from orchestrator.settings import Settings  # noqa: E402
+from orchestrator.settings import Settings, get_settings  # noqa: E402
 from orchestrator.workflow import Workflow  # noqa: E402
 
 TESTS = Path(__file__).parent
@@ -66,8 +66,11 @@ def ray_executor(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> It
     config = tmp_path_factory.mktemp("ray") / "serve.yaml"
     config.write_text(textwrap.dedent(CONFIG))
     path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(TESTS.parent), str(TESTS)) if p)
+    # one torch thread in every replica (and in the seeded local run below): on some CPUs oneDNN gives
+    # other float bytes with another thread count, and a local run shares its threads among the nodes
+    # running at once, so only one thread each side makes "same seed, same bytes" hold everywhere
     executor = RayExecutor(Settings(redis_url=redis_url), config=config, num_cpus=2,
-                           runtime_env={"env_vars": {"PYTHONPATH": path}})
+                           runtime_env={"env_vars": {"PYTHONPATH": path, "ORCHESTRATOR_TORCH_THREADS": "1"}})
     executor.start()
     try:
         yield executor
@@ -105,7 +108,20 @@ def _by_node(events: list[Any]) -> dict[str | None, list[tuple[Any, ...]]]:
 
 
 @pytest.mark.slow
-def test_seeded_workflow_is_byte_identical_on_ray(ray_executor: RayExecutor, stores: Any, redis_url: str) -> None:
+def test_seeded_workflow_is_byte_identical_on_ray(ray_executor: RayExecutor, stores: Any, redis_url: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_TORCH_THREADS", "1")  # as in the replicas (see the ray_executor fixture)
+    get_settings.cache_clear()
+    old = set_model_manager(None)
+    try:
+        _byte_identical_on_ray(ray_executor, stores, redis_url)
+    finally:
+        set_model_manager(old)
+        monkeypatch.delenv("ORCHESTRATOR_TORCH_THREADS")
+        get_settings.cache_clear()
+
+
+def _byte_identical_on_ray(ray_executor: RayExecutor, stores: Any, redis_url: str) -> None:
     wf = (Workflow("mixed").add_input("p", "text")
           .add_node("img", "image.generate", {"steps": 2, "width": 32, "height": 32}, inputs={"text": "p"})
           .add_node("vec", "image.embed", {}, inputs={"image": "img.image"})
