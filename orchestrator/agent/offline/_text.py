@@ -222,7 +222,6 @@ class Language:
     negated: re.Pattern[str] = re.compile(r"(?!)")  # "don't change the speed", "no need to ..."
     by_self: re.Pattern[str] = re.compile(r"(?!)")  # "I'll do it myself", "I already have the transcript"
     keeps: re.Pattern[str] = re.compile(r"(?!)")  # "I want to frame it", "so I can play it in class"
-    any_verb: re.Pattern[str] = re.compile(r"(?!)")  # a verb of the list anywhere
     language_word: re.Pattern[str] = re.compile(r"(?!)")  # a language's name anywhere
 
     def prompt_of(self, text: str) -> str:
@@ -292,13 +291,17 @@ class Language:
         kept = self.keeps.match(text)
         if kept:  # "... to make a poster", "... as a video", "... in Spanish": it says what to make
             rest = text[kept.end("keep"):]
-            kept = None if (self.purpose.search(rest) or self.any_verb.search(kept.group("tail") or "")
+            kept = None if (self.purpose.search(rest) or self.says_verb(kept.group("tail") or "")
                             or _AS_KIND.search(rest) or self.language_word.search(rest)) else kept
         return bool(self.negated.match(text) or kept or (self.by_self.search(text) and not self.asks_for(text)))
 
+    def says_verb(self, text: str) -> bool:
+        """A word of ``text`` is one of the verbs that start a step, in any of its forms."""
+        return any(w in self.verbs for w in re.findall(r"[a-z]+", text.lower()))
+
     def narrows(self, text: str) -> bool:
         """The step only narrows what an earlier one asked ("only the picture please"): no file, no verb."""
-        return _ONLY.match(text) is not None and "@" not in text and not self.any_verb.search(text)
+        return _ONLY.match(text) is not None and "@" not in text and not self.says_verb(text)
 
     def description(self, text: str) -> bool:
         """The step describes a thing ("the audio is noisy", "@0 seems slow") and does not ask: what it
@@ -477,7 +480,6 @@ def language() -> Language:
                            r"(?=\s*(?:later|afterwards|after\s+that|tomorrow|then|too|as\s+well)?\s*(?:[,.;!?]|$))"
                            rf"|\b(?:{_alternation(data['none']['already'])})\b", re.I),
         language_word=re.compile(rf"\b(?:{_alternation(data['languages']['names'])})\b", re.I),
-        any_verb=re.compile(rf"\b(?:{verbs})(?:s|es|ed|d|ing)?\b", re.I),
         keeps=re.compile(rf"^\W*{leads}(?:(?:and|so|then|but)\s+)?(?:i|we)(?:'ll|'d|'m|\s+will|\s+would|\s+can|\s+could|\s+am|\s+are)?"
                          rf"(?:\s+(?:really|also|just|then|finally))?\s+(?:(?:{_alternation(data['none']['wishes'])}|going|"
                          rf"be\s+able)\s+to\s+)?(?P<keep>{_alternation(data['none']['keeps'])})"
@@ -653,7 +655,7 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
         if _HEADER.match(sentence) and not lang.verb_start.search(sentence) and not lang.acting.search(sentence):
             continue  # "Steps:", "My to-do list:" heads a list and asks nothing itself
         marked = lang.after.search(sentence)
-        if marked and (marked.start() > 0 or not steps) and (lang.any_verb.search(sentence) or lang.asks_for(sentence)):
+        if marked and (marked.start() > 0 or not steps) and (lang.says_verb(sentence) or lang.asks_for(sentence)):
             held = _cut(lang, sentence, mentions, s_index, steps, held)  # a leading "finally" only opening the request
             if len(steps) == opened[-1] + 1:
                 last.append(steps[-1])
