@@ -1010,3 +1010,17 @@ def test_before_that_opening_a_sentence_goes_before_the_sentence_before(planner:
                                     "the hum.")
     assert chain(result) == [("audio-noise-reduction", []), ("automatic-speech-recognition", [0]),
                              ("translation", [1])]
+
+
+def test_a_heading_naming_a_file_hands_it_to_the_list(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    text = "Plan for rehearsal.mp4:\n1. take the sound out of it\n2. strip the hiss from the result"
+    result = plan(planner, catalog, text)
+    assert [t for t, _ in chain(result)][0] == "video-to-audio"
+    assert result.tasks[0].args["video"] == "rehearsal.mp4"
+    assert len(result.tasks) == 2
+
+
+def test_a_description_hands_its_file_to_the_next_ask(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "sign.png is a snapshot of a street sign in Greek. Read the words off it, then "
+                                    "turn them into English.")
+    assert chain(result) == [("image-to-text-ocr", []), ("translation", [0])]

@@ -277,7 +277,7 @@ class OfflinePlanner:
                     # that change, unless its task changes that kind of thing into the same kind; joined to nothing
                     c = _Choice(Step("", [], s.sentence), None, 0.0)
                 got.append(c)
-                if c.task is not None:
+                if c.task is not None and not lang.description(s.text):  # "@0 is a photo of ...": hands @0 over
                     context = _main_output(req.catalog.tasks[c.task])
                     links, handed = set(), False
                 else:  # "I have @0. Speed it up": "it" is the file the step only handed over
@@ -318,7 +318,8 @@ class OfflinePlanner:
         for r, got in enumerate(choices):
             for i in range(len(got) - 1):
                 a, b = got[i], got[i + 1]
-                if a.task is None and a.step.text.split() and not lang.opens.match(a.step.text) and not lang.declines(
+                if a.task is None and a.step.text.split() and not a.step.hands and not lang.opens.match(
+                        a.step.text) and not lang.declines(
                         a.step.text) and (
                         a.step.sentence == b.step.sentence or (
                         len(b.step.text.split()) <= 4 and lang.back.search(b.step.text))):
@@ -449,7 +450,8 @@ class OfflinePlanner:
             best = int(np.argmax(row))
         name = index.tasks[best]
         score = float(row[best])
-        if name == NONE or score < self.min_score or lang.only_states(step.text) or lang.declines(step.text):
+        if name == NONE or score < self.min_score or step.hands or lang.only_states(step.text) or lang.declines(
+                step.text):
             return _Choice(step, None, score, row)
         if lang.narrative(step.text):
             return _Choice(step, None, score, row, narrative=name)

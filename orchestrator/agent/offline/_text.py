@@ -46,6 +46,7 @@ class Step:
     mentions: list[Mention] = field(default_factory=list)
     sentence: int = 0
     apart: bool = False  # reads what the step before it read ("..., and separately ...", "both ... and ...")
+    hands: bool = False  # asks nothing, only hands its resources to the steps after it ("Steps for @0:")
 
     def plain(self) -> str:
         """The step's text with each resource written back."""
@@ -618,7 +619,7 @@ _IT = re.compile(r"\b(?:it|them)\b", re.I)  # a step's own pointer back at the r
 _AS_KIND = re.compile(r"\bas\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:video|audio|recording|speech|sound|song|image|picture|"
                       r"clip|podcast|file|text|transcript|voice)", re.I)  # "share it as an audio file"
 _ONLY = re.compile(r"^\W*(?:but\s+|and\s+)?(?:only|just)\s+(?:the|a|an|one|my)\s", re.I)  # "only the image please"
-_HEADER = re.compile(r"^\s*[\w' -]{1,30}:\s*$")  # a few words and a colon ending the line: a list's heading
+_HEADER = re.compile(r"^\s*[\w@' -]{1,30}:\s*$")  # a few words and a colon ending the line: a list's heading
 _KEPT_ALSO = "also_kept"  # an "also" that starts no step ("could you also ..."), kept in the step's words
 
 
@@ -653,7 +654,11 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
         sentence = _ENUM.sub(" ", sentence)
         opened.append(len(steps))
         if _HEADER.match(sentence) and not lang.verb_start.search(sentence) and not lang.acting.search(sentence):
-            continue  # "Steps:", "My to-do list:" heads a list and asks nothing itself
+            # "Steps:", "My to-do list:" heads a list and asks nothing itself; "Steps for @0:" hands @0 to it
+            if _MASK.search(sentence):
+                _cut_chunk(lang, sentence, mentions, s_index, steps, "")
+                steps[-1].hands = True
+            continue
         marked = lang.after.search(sentence)
         if marked and (marked.start() > 0 or not steps) and (lang.says_verb(sentence) or lang.asks_for(sentence)):
             held = _cut(lang, sentence, mentions, s_index, steps, held)  # a leading "finally" only opening the request
