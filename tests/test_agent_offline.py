@@ -1024,3 +1024,22 @@ def test_a_description_hands_its_file_to_the_next_ask(planner: OfflinePlanner, c
     result = plan(planner, catalog, "sign.png is a snapshot of a street sign in Greek. Read the words off it, then "
                                     "turn them into English.")
     assert chain(result) == [("image-to-text-ocr", []), ("translation", [0])]
+
+
+def test_a_result_named_by_what_was_done_to_it_does_not_pull_that_task(planner: OfflinePlanner,
+                                                                        catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Apply a chorus effect to choir.wav, then chart the chorused audio as a waveform.")
+    assert chain(result) == [("audio-effects", []), ("audio-to-image", [0])]
+    slowed = plan(planner, catalog, "Slow skate.mp4 down and pull a still from the slowed clip.")
+    assert chain(slowed) == [("video-speed-changer", []), ("video-to-image", [0])]
+
+
+def test_pulling_something_out_says_what_is_made() -> None:
+    assert language().cues("pull the voice out of the video").made is Modality.AUDIO
+
+
+def test_a_leading_phrase_saying_what_to_work_on_is_no_step(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    text = "Steady walk.mp4. From the steadied clip, pull out the soundtrack."
+    assert len(step_texts(text)) == 2
+    result = plan(planner, catalog, text)
+    assert chain(result) == [("video-stabilizer", []), ("video-to-audio", [0])]

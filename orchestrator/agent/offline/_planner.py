@@ -112,19 +112,36 @@ _NOT_NAMING = frozenset({"version", "versions", "result", "results", "output", "
                          "following", "current", "content", "contents", "another"})
 
 
+def _participle_root(word: str) -> str | None:
+    """A prefix the forms of a past participle's verb share ("stopped" -> "stop", "colorized" -> "colori"),
+    or None when too short to tell."""
+    w = word.lower()
+    base = w[:-3] + "y" if w.endswith("ied") else w[:-2]
+    if len(base) >= 3 and base[-1] == base[-2] and base[-1] not in "aeiouls":
+        base = base[:-1]  # "stopped" -> "stop"
+    return base[: max(4, len(base) - 1)] if len(base) >= 4 else None
+
+
+def _mark_done(steps: list[Step]) -> list[Step]:
+    """Each step with the participles that name an earlier step's result by what that step said ("add
+    reverb to @0, then chart the reverbed track"): :meth:`Step.for_matching` leaves them out, wiring keeps
+    them (:meth:`_Build.named`)."""
+    out: list[Step] = []
+    said: set[str] = set()
+    for s in steps:
+        done = tuple(m.group(1) for m in _PARTICIPLE.finditer(s.text)
+                     if (root := _participle_root(m.group(1))) and any(w.startswith(root) for w in said))
+        out.append(replace(s, done=done) if done else s)
+        said |= set(re.findall(r"[a-z]+", s.text.lower()))
+    return out
+
+
 def _naming_roots(text: str) -> list[tuple[str, bool]]:
     """Prefixes of the words that name a thing by what was done to it, each with whether only a verb said
     earlier matches it: past participles ("the fetched video", "the (original) downloaded file"), cut to a
     prefix its verb's forms share, and nouns of seven letters or more ("the translation", "that summary"),
     cut to six letters ("transl"), which match the verb they come from ("translate", not "translator")."""
-    roots: list[tuple[str, bool]] = []
-    for m in _PARTICIPLE.finditer(text):
-        w = m.group(1).lower()
-        base = w[:-3] + "y" if w.endswith("ied") else w[:-2]
-        if len(base) >= 3 and base[-1] == base[-2] and base[-1] not in "aeiouls":
-            base = base[:-1]  # "stopped" -> "stop"
-        if len(base) >= 4:
-            roots.append((base[: max(4, len(base) - 1)], False))
+    roots = [(root, False) for m in _PARTICIPLE.finditer(text) if (root := _participle_root(m.group(1)))]
     lang = language()
     for m in _NOUN.finditer(text):
         w = m.group(1).lower()
@@ -250,7 +267,7 @@ class OfflinePlanner:
             # files, links and quoted text as the user wrote them; around them "I’ve" is "I've" to every cue
             # word (one character for one: the mentions' places hold in both)
             mentions = find_mentions(req.text, dict(req.resources))
-            steps = split_steps(_APOSTROPHE.sub("'", req.text), mentions)
+            steps = _mark_done(split_steps(_APOSTROPHE.sub("'", req.text), mentions))
             if len(steps) > self.max_steps:
                 cut[r] = len(steps)
                 steps = steps[: self.max_steps]
@@ -951,7 +968,9 @@ def _carry(step: Step, extra: list[Mention]) -> Step:
 def _join(a: Step, b: Step, same_sentence: bool = True) -> Step:
     shift = len(a.mentions)
     text_b = re.sub(r"@(\d+)\b", lambda m: f"@{int(m.group(1)) + shift}", b.text)
-    return Step(f"{a.text} {'to' if same_sentence else '.'} {text_b}", a.mentions + b.mentions, b.sentence, a.apart)
+    tail_b = len(re.sub(r"@(\d+)\b", lambda m: f"@{int(m.group(1)) + shift}", b.text[len(b.text) - b.tail:]))
+    return Step(f"{a.text} {'to' if same_sentence else '.'} {text_b}", a.mentions + b.mentions, b.sentence, a.apart,
+                done=a.done + b.done, tail=tail_b if b.tail else 0)
 
 
 _EARLIER_TEXT: re.Pattern[str] | None = None

@@ -47,6 +47,9 @@ class Step:
     sentence: int = 0
     apart: bool = False  # reads what the step before it read ("..., and separately ...", "both ... and ...")
     hands: bool = False  # asks nothing, only hands its resources to the steps after it ("Steps for @0:")
+    done: tuple[str, ...] = ()  # words naming an earlier step's result by what it did ("the reverbed track")
+    tail: int = 0  # last characters of ``text``, moved there, that only say what it works on ("From the new cut, ...")
+
 
     def plain(self) -> str:
         """The step's text with each resource written back."""
@@ -63,7 +66,10 @@ class Step:
                 return "the text"
             return words.get(m.modality, "the text file")
 
-        return _MASK.sub(lambda mt: word(self.mentions[int(mt.group(1))]), self.text)
+        text = _MASK.sub(lambda mt: word(self.mentions[int(mt.group(1))]), self.text[:len(self.text) - self.tail])
+        if self.done:  # they name the task that made the thing, not this step's task
+            text = re.sub(r"\s*\b(?:" + "|".join(map(re.escape, self.done)) + r")\b", "", text)
+        return text
 
 
 _MASK = re.compile(r"@(\d+)\b")
@@ -510,7 +516,7 @@ def language() -> Language:
         vague_nouns=frozenset(data["none"]["vague_nouns"]),
         modality_words={Modality(k): frozenset(v) for k, v in data["modality"].items()},
         none_phrasings=tuple(data["none"]["phrasings"]),
-        making=frozenset(split.get("making", ())),
+        making=frozenset(split.get("making", ())) | frozenset(split.get("taking", ())),
         taking=frozenset(split.get("taking", ())),
         makes_named=frozenset(refer.get("makes_named", ())),
         possession=re.compile(rf"^\s*{leads}(?:{_alternation(data['none']['starts'])})\b", re.I),
@@ -620,6 +626,9 @@ _AS_KIND = re.compile(r"\bas\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:video|audio|recording
                       r"clip|podcast|file|text|transcript|voice)", re.I)  # "share it as an audio file"
 _ONLY = re.compile(r"^\W*(?:but\s+|and\s+)?(?:only|just)\s+(?:the|a|an|one|my)\s", re.I)  # "only the image please"
 _HEADER = re.compile(r"^\s*[\w@' -]{1,30}:\s*$")  # a few words and a colon ending the line: a list's heading
+# "From the new cut, ...", "For @0, ...": a preposition and the thing a step works on
+_LEAD = re.compile(r"(?:from|for|with|using|based\s+on|out\s+of|on)\s+(?:the|that|this|these|those|my|your|our|its|"
+                   r"their|both|each|@\d+)\b", re.I)
 _KEPT_ALSO = "also_kept"  # an "also" that starts no step ("could you also ..."), kept in the step's words
 
 
@@ -687,7 +696,8 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
             # "summarize @0, but first translate it (/ clean it up)": that is @0, and "summarize the text" reads
             # its result
             block[0] = replace(block[0], mentions=list(ahead_of.mentions))
-            ahead_of = steps[to] = replace(ahead_of, text=ahead_of.for_matching(), mentions=[])  # "the image"
+            ahead_of = steps[to] = replace(ahead_of, text=ahead_of.for_matching(), mentions=[], tail=0,
+                                           done=())  # "the image"
         steps[to:b] = [*block, *steps[to:a]]
     for x in last:  # to the end, unless a later step points back at what it follows
         i = next(k for k, s in enumerate(steps) if s is x)
@@ -713,25 +723,35 @@ def _cut(lang: Language, sentence: str, mentions: list[Mention], s_index: int, s
 def _cut_chunk(lang: Language, sentence: str, mentions: list[Mention], s_index: int, steps: list[Step],
                held: str) -> str:
     both = False  # the step before opened with "both": this one reads what that one read
+    pieces: list[tuple[str, bool]] = []  # each with whether a verb of the same clause follows it
     for part in lang.connector.split(sentence):
-        pieces: list[str] = []
-        for piece in lang.verb_glue.split(part):  # "make X and a picture of Y": a second thing to make
-            pieces.extend(lang.frame_glue.split(piece) if lang.verb_start.match(piece) else [piece])
-        for piece in pieces:
-            clean = lang.tag_question.sub("", piece.replace(_KEPT_ALSO, "also"))
-            clean = _GOAL.sub("", clean).strip(" \t,;:.!?-")  # "... so I can study it": why, not what
-            if not clean:
-                continue
-            if lang.only_fillers.match(clean):  # "Please | first download it": the ask goes on
-                held = f"{held} {clean}".strip()
-                continue
-            if held:
-                clean, held = f"{held} {clean}", ""
-            own = sorted({int(x) for x in _MASK.findall(clean)})
-            local = {old: new for new, old in enumerate(own)}
-            renum = _MASK.sub(lambda mt: f"@{local[int(mt.group(1))]}", clean)
-            named = {int(m.group(1)) for m in _OUTPUT_NAME.finditer(renum) if not _already_named(renum[:m.start()])}
-            steps.append(Step(renum, [replace(mentions[i], kind="name") if k in named and mentions[i].kind == "file"
-                                      else mentions[i] for k, i in enumerate(own)], s_index, apart=both))
-            both = lang.both.match(renum) is not None
+        glued = lang.verb_glue.split(part)  # "make X and a picture of Y": a second thing to make
+        for g, piece in enumerate(glued):
+            cut = lang.frame_glue.split(piece) if lang.verb_start.match(piece) else [piece]
+            pieces.extend((c, g + 1 < len(glued) and c is cut[-1]) for c in cut)
+    lead = ""  # "From the new cut, | take a still": what the next step works on, put after its words
+    for piece, verb_next in pieces:
+        clean = lang.tag_question.sub("", piece.replace(_KEPT_ALSO, "also"))
+        clean = _GOAL.sub("", clean).strip(" \t,;:.!?-")  # "... so I can study it": why, not what
+        if not clean:
+            continue
+        if verb_next and _LEAD.match(clean) and len(clean.split()) <= 6:
+            lead = f"{lead} {clean}".strip()
+            continue
+        if lang.only_fillers.match(clean):  # "Please | first download it": the ask goes on
+            held = f"{held} {clean}".strip()
+            continue
+        if held:
+            clean, held = f"{held} {clean}", ""
+        said = len(clean)
+        if lead:
+            clean, lead = f"{clean}, {lead}", ""
+        own = sorted({int(x) for x in _MASK.findall(clean)})
+        local = {old: new for new, old in enumerate(own)}
+        renum = _MASK.sub(lambda mt: f"@{local[int(mt.group(1))]}", clean)
+        named = {int(m.group(1)) for m in _OUTPUT_NAME.finditer(renum) if not _already_named(renum[:m.start()])}
+        steps.append(Step(renum, [replace(mentions[i], kind="name") if k in named and mentions[i].kind == "file"
+                                  else mentions[i] for k, i in enumerate(own)], s_index, apart=both,
+                          tail=len(_MASK.sub(lambda mt: f"@{local[int(mt.group(1))]}", clean[said:]))))
+        both = lang.both.match(renum) is not None
     return held
