@@ -1043,3 +1043,21 @@ def test_a_leading_phrase_saying_what_to_work_on_is_no_step(planner: OfflinePlan
     assert len(step_texts(text)) == 2
     result = plan(planner, catalog, text)
     assert chain(result) == [("video-stabilizer", []), ("video-to-audio", [0])]
+
+
+def test_the_words_out_of_a_file_are_not_words_to_speak(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    text = "My aunt doesn't speak Dutch. Get the words out of talk.mp4 and put them into English, please."
+    assert not [m for m in find_mentions(text) if m.kind == "quote"]
+    assert chain(plan(planner, catalog, text)) == [("video-to-text", []), ("translation", [0])]
+
+
+def test_quoted_words_to_look_for_make_a_search(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Find me some photos of 'foxes playing in the snow'.")
+    assert [t for t, _ in chain(result)] == ["image-search"]
+
+
+def test_what_someone_else_cannot_do_sets_the_scene(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "My uncle doesn't speak Spanish. Transcribe speech.wav and put it into English.")
+    assert [t for t, _ in chain(result)] == ["automatic-speech-recognition", "translation"]
+    result = plan(planner, catalog, "She doesn't like long texts. Summarize essay.txt.")
+    assert [t for t, _ in chain(result)] == ["summarization"]

@@ -428,7 +428,9 @@ class OfflinePlanner:
                 handed and named <= {context} and not step.mentions)):
             read = {context}
         ins, outs = _signatures(index, catalog)
-        finds = lang.seeks(step.text)
+        # "find pictures of '<words>'": quoted words are what to look for, not a thing to look in
+        finds = lang.seeks(re.sub(r"@(\d+)\b", lambda mt: "the words" if step.mentions[int(mt.group(1))].kind == "quote"
+                                  else mt.group(0), step.text))
         to_language = lang.names_language(step.text)
         # a text's length; with media in the step, "condense it" is about its duration
         way = lang.length_of(step.text) if not (named | read) - {Modality.TEXT} else None

@@ -121,7 +121,7 @@ def find_mentions(text: str, known: Mapping[str, Modality] | None = None) -> lis
 
 
 _QUOTE_CHARS = "'\"“‘"
-_WORDS_IN = re.compile(r"(?:off|from|in|on|of|inside|within|written|printed|shown|that appear)\b", re.I)
+_WORDS_IN = re.compile(r"(?:off|from|in|on|of|out\s+of|inside|within|written|printed|shown|that appear)\b", re.I)
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|\n")
 
 
@@ -528,6 +528,8 @@ def language() -> Language:
                             rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})|"
                             rf"(?:{_alternation(data['none']['others'])})(?:\s+[\w'-]+){{0,4}}?\s+"
                             rf"(?:[a-z]{{3,}}ed|{_alternation(data['none']['past'])})\s+(?:me|us)"
+                            rf"|(?:(?:{_alternation(data['none']['others'])})(?:\s+[\w'-]+){{1,3}}?|he|she|they)\s+"
+                            rf"(?:{_alternation(data['none']['lacks'])})(?=\s)"
                             rf"|(?:{_alternation(data['none']['ongoing'])})\s+(?!(?:{_alternation(data['none']['ongoing_asks'])})\b)"
                             r"[a-z]{2,}ing"
                             rf"|(?:i|we)\s+(?:really\s+|just\s+|absolutely\s+)?(?:{_alternation(data['none']['likings'])})\s+"
