@@ -1061,3 +1061,8 @@ def test_what_someone_else_cannot_do_sets_the_scene(planner: OfflinePlanner, cat
     assert [t for t, _ in chain(result)] == ["automatic-speech-recognition", "translation"]
     result = plan(planner, catalog, "She doesn't like long texts. Summarize essay.txt.")
     assert [t for t, _ in chain(result)] == ["summarization"]
+
+
+def test_restyle_and_tidy_start_steps() -> None:
+    assert step_texts("Colorize a.jpg, restyle it after b.jpg") == ["Colorize @0", "restyle it after @0"]
+    assert step_texts("Transcribe memo.wav and tidy up the wording") == ["Transcribe @0", "tidy up the wording"]
