@@ -1066,3 +1066,12 @@ def test_what_someone_else_cannot_do_sets_the_scene(planner: OfflinePlanner, cat
 def test_restyle_and_tidy_start_steps() -> None:
     assert step_texts("Colorize a.jpg, restyle it after b.jpg") == ["Colorize @0", "restyle it after @0"]
     assert step_texts("Transcribe memo.wav and tidy up the wording") == ["Transcribe @0", "tidy up the wording"]
+
+
+def test_a_step_said_before_a_named_verb_goes_before_that_step(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Shorten story.txt for me. It's in Italian, so put it into English before "
+                                    "shortening.")
+    assert chain(result) == [("translation", []), ("summarization", [0])]
+    assert result.tasks[0].args["text"] == "story.txt"
+    # "before" and a time is no order between steps
+    assert len(step_texts("Transcribe memo.wav before lunch.")) == 1

@@ -705,6 +705,37 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
         i = next(k for k, s in enumerate(steps) if s is x)
         if not any(lang.back.search(s.text) for s in steps[i + 1:]):
             steps = [*steps[:i], *steps[i + 1:], x]
+    return _before_named(lang, steps)
+
+
+_BEFORE_VERB = re.compile(r",?\s*\b(?:before|prior\s+to)\s+(?:(?:you|we|i)\s+)?([a-z]+)\b.*$", re.I)
+
+
+def _before_named(lang: Language, steps: list[Step]) -> list[Step]:
+    """A step ending "... before summarizing (it)" goes before the step said earlier that summarizes; with
+    no thing of its own it takes that step's file ("I need a summary of @0; translate it before summarizing":
+    translate @0, then summarize the translation)."""
+    for i in range(len(steps)):
+        m = _BEFORE_VERB.search(steps[i].text)
+        if m is None or m.start() == 0:
+            continue
+        word = m.group(1).lower()
+        stem = word[:-3] if word.endswith("ing") else word
+        if len(stem) >= 3 and stem[-1] == stem[-2] and stem[-1] not in "aeiouls":
+            stem = stem[:-1]  # "cutting" -> "cut"
+        if word not in lang.verbs and stem not in lang.verbs and (stem + "e") not in lang.verbs:
+            continue  # "before the deadline", "before lunch"
+        root = stem[:6] if len(stem) >= 6 else stem
+        j = next((k for k in range(i - 1, -1, -1)
+                  if any(w.startswith(root) for w in re.findall(r"[a-z]+", steps[k].text.lower()))), None)
+        if j is None:
+            continue
+        step = replace(steps[i], text=steps[i].text[:m.start()], tail=0)
+        ahead_of = steps[j]
+        if not step.mentions and len(ahead_of.mentions) == 1 and lang.back.search(step.text):
+            step = replace(step, mentions=list(ahead_of.mentions))
+            ahead_of = replace(ahead_of, text=ahead_of.for_matching(), mentions=[], tail=0, done=())
+        steps = [*steps[:j], step, ahead_of, *steps[j + 1:i], *steps[i + 1:]]
     return steps
 
 
