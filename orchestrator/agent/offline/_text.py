@@ -348,7 +348,8 @@ class Language:
     def asks_for(self, text: str) -> bool:
         """The step asks in so many words: a request phrase ("could you", "I need") or an imperative verb."""
         text = self.help_asks.sub("", text)
-        return bool((self.asks and self.asks.search(text)) or self.verb_start.match(text))
+        return bool((self.asks and self.asks.search(text)) or self.verb_start.match(text) or any(
+            self.verb_start.match(text[m.end():]) for m in _SO_THEN.finditer(text)))  # "it's long, so cut it"
 
     def asks_directly(self, text: str) -> bool:
         """The step puts the ask to the listener ("could you ...", "please ...", an imperative verb),
@@ -412,6 +413,7 @@ class Language:
 
 
 _PRONOUNS = "it|them|this|that|these|those"
+_SO_THEN = re.compile(r"\b(?:so|then)\s+", re.I)
 # words that do not change what a step states or asks ("I also have ...", "I've just found ...")
 _HEDGES = re.compile(r"\b(?:also|just|already|recently|actually|really|now|currently)\s+", re.I)
 # "a clip that I'd love to use": the clause after the noun (group 1 from the wish on)
