@@ -1075,3 +1075,13 @@ def test_a_step_said_before_a_named_verb_goes_before_that_step(planner: OfflineP
     assert result.tasks[0].args["text"] == "story.txt"
     # "before" and a time is no order between steps
     assert len(step_texts("Transcribe memo.wav before lunch.")) == 1
+
+
+def test_a_step_said_later_with_first_goes_before_the_sentence_before(planner: OfflinePlanner,
+                                                                      catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Read poem.txt aloud. Actually, fix its grammar first, it has typos.")
+    assert chain(result) == [("grammar-check", []), ("text-to-speech", [0])]
+    assert result.tasks[0].args["text"] == "poem.txt"
+    # "X first, then Y" orders its own sentence only
+    kept = plan(planner, catalog, "Caption photo.jpg. Then translate the caption first, then read it aloud.")
+    assert [t for t, _ in chain(kept)][0] == "image-to-text"

@@ -413,6 +413,8 @@ class Language:
 
 
 _PRONOUNS = "it|them|this|that|these|those"
+_DO_FIRST = re.compile(r"^(?P<body>.*?\S)\s+first(?:\s+of\s+all)?\b(?=\s*(?:[,;:!?.)-]|$))", re.I)  # "... do X first"
+_THEN_NEXT = re.compile(r"\s*[,;]?\s*(?:and\s+)?(?:then|after\s+that|afterwards|next)\b", re.I)  # "X first, then Y"
 _SO_THEN = re.compile(r"\b(?:so|then)\s+", re.I)
 # words that do not change what a step states or asks ("I also have ...", "I've just found ...")
 _HEDGES = re.compile(r"\b(?:also|just|already|recently|actually|really|now|currently)\s+", re.I)
@@ -660,7 +662,8 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
     body = _SUBJECT_ALSO.sub(lambda m: m.group(1) + (" " + _KEPT_ALSO if m.group(2) else ""), "".join(masked))
     steps: list[Step] = []
     held = ""  # words that only ask ("please", "could you"), waiting for the step they ask for
-    ahead: list[tuple[int, int, int]] = []  # steps[a:b] go before steps[to] ("... but first, ...")
+    # steps[a:b] go before steps[to] ("... but first, ..."), taking its file only if they point back at it
+    ahead: list[tuple[int, int, int, bool]] = []
     last: list[Step] = []  # one-step sentences said to come after the rest ("... afterwards; ...")
     opened: list[int] = []  # per sentence, the index of its first step
     for s_index, sentence in enumerate(p for p in _SENTENCE.split(body) if p and p.strip()):
@@ -678,6 +681,18 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
             if len(steps) == opened[-1] + 1:
                 last.append(steps[-1])
             continue
+        first = _DO_FIRST.match(sentence)
+        if first and len(opened) > 1 and lang.says_verb(first.group("body")) and not _THEN_NEXT.match(
+                sentence, first.end()) and any(
+                lang.asks_for(s.text) for s in steps[opened[-2]:opened[-1]]):
+            # "Draw a picture from @0. Actually, summarize it first.": before the sentence said just before
+            # ("X first, then Y" only orders its own sentence)
+            start = len(steps)
+            held = _cut(lang, first.group("body"), mentions, s_index, steps, held)
+            if start < len(steps):
+                ahead.append((start, len(steps), opened[-2], True))
+            held = _cut(lang, sentence[first.end():], mentions, s_index, steps, held)
+            continue
         marker = lang.before.search(sentence)
         if marker is None:
             held = _cut(lang, sentence, mentions, s_index, steps, held)
@@ -691,12 +706,12 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
                 # "... but first" / "Before that, ..." opening a sentence: before the sentence's first step,
                 # or before the sentence said just before
                 to = opened[-1] if opened[-1] < start else opened[-2] if len(opened) > 1 else 0
-            ahead.append((start, len(steps), to))
-    for a, b, to in ahead:
+            ahead.append((start, len(steps), to, False))
+    for a, b, to, back_only in ahead:
         block, ahead_of = steps[a:b], steps[to]
         said = re.findall(r"[a-z]+", block[0].text.lower())[:3]
-        if not block[0].mentions and len(ahead_of.mentions) == 1 and (
-                lang.back.search(block[0].text) or not any(w in lang.making - lang.taking for w in said)):
+        if not block[0].mentions and len(ahead_of.mentions) == 1 and (lang.back.search(block[0].text) or (
+                not back_only and not any(w in lang.making - lang.taking for w in said))):
             # "summarize @0, but first translate it (/ clean it up)": that is @0, and "summarize the text" reads
             # its result
             block[0] = replace(block[0], mentions=list(ahead_of.mentions))
