@@ -1085,3 +1085,7 @@ def test_a_step_said_later_with_first_goes_before_the_sentence_before(planner: O
     # "X first, then Y" orders its own sentence only
     kept = plan(planner, catalog, "Caption photo.jpg. Then translate the caption first, then read it aloud.")
     assert [t for t, _ in chain(kept)][0] == "image-to-text"
+
+
+def test_what_the_result_should_do_is_no_step_of_its_own() -> None:
+    assert step_texts("Reword note.txt so that it will read kinder.") == ["Reword @0"]

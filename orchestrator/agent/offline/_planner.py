@@ -335,7 +335,10 @@ class OfflinePlanner:
         for r, got in enumerate(choices):
             for i in range(len(got) - 1):
                 a, b = got[i], got[i + 1]
-                if a.task is None and a.step.text.split() and not a.step.hands and not lang.opens.match(
+                # "Look at @0, ...", "I have @0.": only hands over a file, which the next step gets anyway
+                hands = a.step.hands or (len(a.step.text.split()) <= 4 and lang.only_states(a.step.text) and any(
+                    m.kind == "file" for m in a.step.mentions))
+                if a.task is None and a.step.text.split() and not hands and not lang.opens.match(
                         a.step.text) and not lang.declines(
                         a.step.text) and (
                         a.step.sentence == b.step.sentence or (

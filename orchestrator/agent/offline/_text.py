@@ -626,7 +626,8 @@ _KEPT_AS = re.compile(r"\b(saved|stored|kept|filed|recorded|exported|uploaded|na
                       r"saving|storing|keeping|exporting)\b(?:\W+[\w'@]+){0,8}?\W*$", re.I)
 # the user's own aim after the ask ("so I can study from it", "so that we can print it"); a step it
 # names with a verb of the list was cut off before this (``verb_glue``)
-_GOAL = re.compile(r",?\s+so\s+(?:that\s+)?(?:i|we)\s+(?:can|could|may|might|will)\b[^@]*$", re.I)
+_GOAL = re.compile(r",?\s+so\s+(?:that\s+)?(?:i|we|it|they|he|she|everyone|people)\s+(?:can|could|may|might|will|would)\b[^@]*$",
+                   re.I)  # "... so I can study it", "... so that it will read warmer": why, not what
 _IT = re.compile(r"\b(?:it|them)\b", re.I)  # a step's own pointer back at the result before it
 _AS_KIND = re.compile(r"\bas\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:video|audio|recording|speech|sound|song|image|picture|"
                       r"clip|podcast|file|text|transcript|voice)", re.I)  # "share it as an audio file"
