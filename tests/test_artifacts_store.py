@@ -866,6 +866,26 @@ def test_deferred_puts_of_stored_bytes_pin_them_or_only_extend_their_life(store:
     assert 50 < (_ttl_of(store, kept) or 0) <= 100  # released: the default TTL back
 
 
+def test_deferred_puts_stored_by_their_runs_unpin_end_as_the_release_leaves_them(store: ArtifactStore):
+    """The puts a run deferred are stored by its unpin (Redis: with the release, in one pipeline): new ones get
+    the default TTL at once, unless another run pins the same bytes; nothing of the run's pins is left."""
+    store.default_ttl = 300
+    held = store.put("held by b", pin="run-b")
+    gone = store.put("pinned by b, then deleted", pin="run-b")
+    store.delete(gone)
+    fresh = store.put("fresh from a", pin="run-a", defer=True)
+    store.put("held by b", pin="run-a", defer=True)
+    store.put("pinned by b, then deleted", pin="run-a", defer=True)  # made again: run-b's pin still holds it
+    store.unpin("run-a")
+    other = _twin(store)
+    assert other.load(fresh) == "fresh from a" and 200 < (_ttl_of(store, fresh) or 0) <= 300
+    assert _ttl_of(store, held) is None and _ttl_of(store, gone) is None  # run-b still holds them
+    store.unpin("run-b")
+    assert 200 < (_ttl_of(store, held) or 0) <= 300 and 200 < (_ttl_of(store, gone) or 0) <= 300
+    if isinstance(store, RedisArtifactStore):
+        assert not store.r.exists(f"{store.prefix}pin:run-a", f"{store.prefix}pinned:{fresh.hex}")
+
+
 def test_a_deferred_pin_of_an_artifact_chunked_elsewhere_clears_every_chunks_ttl(redis_store: RedisArtifactStore):
     blob = text_blob(5000, 7)
     smaller = RedisArtifactStore(redis_store.url, prefix=redis_store.prefix, chunk_bytes=1024)

@@ -107,13 +107,24 @@ return false
 """
 
 # One-chunk artifacts whose ids are known, from their bytes (a batch of deferred puts), in order. KEYS[i] the ref
-# key of the i-th (``p art:<hex>``); ARGV[1] the prefix ``p``, then four per artifact: ref document, TTL, bytes, the
-# run to pin it to ('' = none). A new one is written with its TTL (none when pinned); one stored already keeps its
-# document, and its life is extended (or it is pinned). Returns the count of new ones.
+# key of the i-th (``p art:<hex>``); ARGV[1] the prefix ``p``, ARGV[2] a run whose pins the next script releases
+# ('' = none) and ARGV[3] the TTL that release gives back ('' = none), then four per artifact: ref document, TTL,
+# bytes, the run to pin it to ('' = none). A new one is written with its TTL (none when pinned); one stored already
+# keeps its document, and its life is extended (or it is pinned). A new one pinned to the run being released is
+# written as the release leaves it: with the TTL it gives back, none if another run pins it (no pin sets to fill
+# and empty again). Returns the count of new ones.
 _PUT_SMALL = _LUA_LIB + """
-local prefix, new = ARGV[1], 0
+local prefix, releasing, released_ttl, new = ARGV[1], ARGV[2], ARGV[3], 0
 for i = 1, #KEYS do
-  local ref, doc, ttl, data, run = KEYS[i], ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i], ARGV[4 * i + 1]
+  local ref, doc, ttl, data, run = KEYS[i], ARGV[4 * i], ARGV[4 * i + 1], ARGV[4 * i + 2], ARGV[4 * i + 3]
+  local hex
+  if run ~= '' then
+    hex = string.sub(ref, #prefix + 5)
+    if run == releasing then
+      ttl = released_ttl
+      if ttl ~= '' and redis.call('EXISTS', prefix .. 'pinned:' .. hex) == 1 then ttl = '' end
+    end
+  end
   local set
   if ttl == '' then set = redis.call('SET', ref, doc, 'NX') else set = redis.call('SET', ref, doc, 'PX', ttl, 'NX') end
   if set then  -- first writer: the data key with the same life (the script is atomic: no reader sees it half done)
@@ -123,8 +134,7 @@ for i = 1, #KEYS do
   elseif run == '' then
     set_ttl(keys_of(ref), ttl, true)
   end
-  if run ~= '' then
-    local hex = string.sub(ref, #prefix + 5)
+  if run ~= '' and not (set and run == releasing) then
     if set then  -- just written without a TTL: only the pin sets to fill
       redis.call('SADD', prefix .. 'pin:' .. run, hex)
       redis.call('SADD', prefix .. 'pinned:' .. hex, run)
@@ -409,15 +419,17 @@ class RedisArtifactStore(ArtifactStore):
         if larger:
             super()._write_deferred(larger)
 
-    def _queue_deferred(self, pipe: Any, batch: list[DeferredWrite]) -> list[DeferredWrite]:
+    def _queue_deferred(self, pipe: Any, batch: list[DeferredWrite], releasing: str | None = None
+                        ) -> list[DeferredWrite]:
         """Queue the one-chunk deferred puts on ``pipe``, one script per ``PUT_SMALL_BATCH`` of them;
-        returns the larger ones."""
+        returns the larger ones. ``releasing``: a run whose pins a script queued next on ``pipe``
+        releases (its new artifacts are written as the release leaves them)."""
         if not self._sha:
             self._load_scripts()
         small = [item for item in batch if len(item.data) <= self.chunk_bytes]
         for start in range(0, len(small), PUT_SMALL_BATCH):
             part = small[start : start + PUT_SMALL_BATCH]
-            args: list[Any] = [self.prefix]
+            args: list[Any] = [self.prefix, releasing or "", _ms(self.default_ttl) if releasing else ""]
             for item in part:
                 args += (self._refdoc(item.ref, 1, item.ref_json), _ms(item.ttl if item.pin is None else None),
                          item.data, item.pin or "")
@@ -560,7 +572,7 @@ class RedisArtifactStore(ArtifactStore):
     def _unpin(self, run_id: str, deferred: list[DeferredWrite]) -> None:
         """The deferred puts and the release in one pipeline (the release runs after them)."""
         pipe = self.r.pipeline(transaction=False)
-        larger = self._queue_deferred(pipe, deferred)
+        larger = self._queue_deferred(pipe, deferred, releasing=run_id)
         if larger:  # uploaded first: the release must come after every pin
             pipe.execute()
             super()._write_deferred(larger)
