@@ -248,15 +248,24 @@ PACK_CUTOFF = 6000  # values over this many bytes (and memoryviews) are sent as 
 
 class _ZeroCopyPacker:
     """Packs a command in one C call (hiredis) unless it carries a large value or a memoryview:
-    those go through redis-py's pure-Python packer, which hands them to ``sendall`` as they are."""
+    those go through redis-py's pure-Python packer, which hands them to ``sendall`` as they are.
+    A command of str, int and small bytes only (most, and the scripts a run's end sends, with a few
+    arguments per artifact) goes to hiredis as it is, without redis-py's pass over its arguments."""
 
-    def __init__(self, python: Any, hiredis: Any) -> None:
-        self.python, self.hiredis = python, hiredis
+    def __init__(self, python: Any, hiredis: Any, pack_command: Callable[[tuple[Any, ...]], bytes]) -> None:
+        self.python, self.hiredis, self.pack_command = python, hiredis, pack_command
 
     def pack(self, *args: Any) -> list[Any]:
+        as_is = True
         for arg in args:
+            kind = type(arg)
+            if kind is str or kind is int:
+                continue
             if isinstance(arg, memoryview) or (isinstance(arg, (bytes, bytearray)) and len(arg) > PACK_CUTOFF):
                 return self.python.pack(*args)
+            as_is = as_is and kind is bytes
+        if as_is and type(args[0]) is str and " " not in args[0]:  # redis-py splits a name like 'CONFIG GET'
+            return [self.pack_command(args)]
         return self.hiredis.pack(*args)
 
 
@@ -276,7 +285,11 @@ def _zero_copy_packer() -> dict[str, Any]:
         return {}
     encoder = Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False)
     python = PythonRespSerializer(PACK_CUTOFF, encoder.encode)
-    return {"command_packer": _ZeroCopyPacker(python, HiredisRespSerializer()) if HIREDIS_AVAILABLE else python}
+    if not HIREDIS_AVAILABLE:
+        return {"command_packer": python}
+    import hiredis
+
+    return {"command_packer": _ZeroCopyPacker(python, HiredisRespSerializer(), hiredis.pack_command)}
 
 
 def _entries(items: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[int, dict[str, Any]]]:
