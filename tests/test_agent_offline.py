@@ -1089,3 +1089,10 @@ def test_a_step_said_later_with_first_goes_before_the_sentence_before(planner: O
 
 def test_what_the_result_should_do_is_no_step_of_its_own() -> None:
     assert step_texts("Reword note.txt so that it will read kinder.") == ["Reword @0"]
+
+
+def test_a_step_that_makes_something_new_is_no_search(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Brainstorm some topics about 'tiny houses'. Expand them into an essay; also "
+                                    "generate a cover image from the topic list.")
+    assert [t for t, _ in chain(result)] == ["topic-generation", "text-expansion", "text-to-image"]
+    assert language().cues("make a poster from the shopping list").read == {Modality.TEXT}

@@ -435,6 +435,7 @@ class OfflinePlanner:
         finds = lang.seeks(re.sub(r"@(\d+)\b", lambda mt: "the words" if step.mentions[int(mt.group(1))].kind == "quote"
                                   else mt.group(0), step.text))
         to_language = lang.names_language(step.text)
+        creates = not finds and lang.creates.match(step.text[:len(step.text) - step.tail]) is not None
         # a text's length; with media in the step, "condense it" is about its duration
         way = lang.length_of(step.text) if not (named | read) - {Modality.TEXT} else None
         for j, name in enumerate(index.tasks):
@@ -445,6 +446,8 @@ class OfflinePlanner:
                 row[j] += self.cue_weight if length == way else -self.target_weight  # "shorten it" is no expansion
             if finds and index.notes.get(name, _NO_NOTES).backend == "search":
                 row[j] += self.target_weight
+            elif creates and index.notes.get(name, _NO_NOTES).backend == "search":
+                row[j] -= self.target_weight  # "generate a cover image from the list" makes one, finds none
             if to_language and index.notes.get(name, _NO_NOTES).into_language:
                 row[j] += self.target_weight  # "put it into German" names a language to go into
             if bare_link and index.notes.get(name, _NO_NOTES).produces == URL:

@@ -195,6 +195,7 @@ class Language:
     describes: re.Pattern[str] = re.compile(r"(?!)")
     finds: re.Pattern[str] = re.compile(r"(?!)")
     finds_in: re.Pattern[str] = re.compile(r"(?!)")
+    creates: re.Pattern[str] = re.compile(r"(?!)")  # a step opening with a verb that makes something new
     only_where: re.Pattern[str] = re.compile(r"(?!)")  # a search that names only where to look ("search the web")
     vague: re.Pattern[str] = re.compile(r"(?!)")  # an ask whose object only points back ("could you do this")
     detail: re.Pattern[str] = re.compile(r"(?!)")  # a clause that only says how a thing should come out
@@ -561,6 +562,7 @@ def language() -> Language:
         to_language=re.compile(rf"\b(?:into|to)\s+(?:(?:plain|simple|proper|formal|informal|everyday)\s+)?"
                                rf"(?:{_alternation(data['languages']['names'])})\b", re.I),
         finds=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\b", re.I),
+        creates=re.compile(rf"^\s*{lead}(?:{_alternation(data['find']['creates'])})\b", re.I),
         finds_in=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\s+(?:{_PRONOUNS})\b"
                             rf"|\bof\s+(?:{_PRONOUNS}|@\d+)\b"
                             rf"|\b(?:in|inside|within|from)\s+(?:{_PRONOUNS}|my|the(?!\s+(?:internet|web|net)\b))\b", re.I),
