@@ -1096,3 +1096,13 @@ def test_a_step_that_makes_something_new_is_no_search(planner: OfflinePlanner, c
                                     "generate a cover image from the topic list.")
     assert [t for t, _ in chain(result)] == ["topic-generation", "text-expansion", "text-to-image"]
     assert language().cues("make a poster from the shopping list").read == {Modality.TEXT}
+
+
+def test_going_back_to_a_given_file_is_no_step(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Pull the sound out of gig.mp4 and clean the hiss off it. Then go back to gig.mp4 "
+                                    "and take a still frame.")
+    assert chain(result) == [("video-to-audio", []), ("audio-noise-reduction", [0]), ("video-to-image", [])]
+    again = plan(planner, catalog, "Denoise call.wav and transcribe it. Afterwards, please take the original "
+                                   "call.wav and disguise the voices.")
+    assert [t for t, _ in chain(again)] == ["audio-noise-reduction", "automatic-speech-recognition", "voice-changer"]
+    assert again.tasks[2].args["audio"] == "call.wav"

@@ -195,6 +195,7 @@ class Language:
     describes: re.Pattern[str] = re.compile(r"(?!)")
     finds: re.Pattern[str] = re.compile(r"(?!)")
     finds_in: re.Pattern[str] = re.compile(r"(?!)")
+    returns: re.Pattern[str] = re.compile(r"(?!)")  # a step only going back to a thing given before
     creates: re.Pattern[str] = re.compile(r"(?!)")  # a step opening with a verb that makes something new
     only_where: re.Pattern[str] = re.compile(r"(?!)")  # a search that names only where to look ("search the web")
     vague: re.Pattern[str] = re.compile(r"(?!)")  # an ask whose object only points back ("could you do this")
@@ -262,6 +263,10 @@ class Language:
         plain = _HEDGES.sub("", text)
         if self.opens.match(plain):
             return True  # "could you take @0": only the file, however politely
+        bare = _PLEASE.sub("", plain)
+        if self.returns.match(bare) and len(bare.split()) <= 6 and not (self.asks and self.asks.search(bare)) and (
+                not self.purpose.search(bare)):
+            return True  # "please go back to @0": only the file again, however politely
         if self.asks and self.asks.search(text):
             return False
         if self.possession and self.possession.match(plain):
@@ -416,6 +421,7 @@ class Language:
 _PRONOUNS = "it|them|this|that|these|those"
 _DO_FIRST = re.compile(r"^(?P<body>.*?\S)\s+first(?:\s+of\s+all)?\b(?=\s*(?:[,;:!?.)-]|$))", re.I)  # "... do X first"
 _THEN_NEXT = re.compile(r"\s*[,;]?\s*(?:and\s+)?(?:then|after\s+that|afterwards|next)\b", re.I)  # "X first, then Y"
+_PLEASE = re.compile(r"^\s*(?:please|kindly)\s+", re.I)
 _SO_THEN = re.compile(r"\b(?:so|then)\s+", re.I)
 # words that do not change what a step states or asks ("I also have ...", "I've just found ...")
 _HEDGES = re.compile(r"\b(?:also|just|already|recently|actually|really|now|currently)\s+", re.I)
@@ -525,6 +531,7 @@ def language() -> Language:
         taking=frozenset(split.get("taking", ())),
         makes_named=frozenset(refer.get("makes_named", ())),
         possession=re.compile(rf"^\s*{leads}(?:{_alternation(data['none']['starts'])})\b", re.I),
+        returns=re.compile(rf"^\s*{leads}(?:{_alternation(data['none']['returns'])})\b", re.I),
         attempted=re.compile(rf"^\s*{leads}(?:{_alternation(data['none']['perfect'])})\s+"
                              rf"(?:{_alternation(data['none']['attempts'])})\b(?:\s+(?:to|on|with)\s+[\w']+)?", re.I),
         narrates=re.compile(rf"^\s*{leads}(?:"
