@@ -1106,3 +1106,7 @@ def test_going_back_to_a_given_file_is_no_step(planner: OfflinePlanner, catalog:
                                    "call.wav and disguise the voices.")
     assert [t for t, _ in chain(again)] == ["audio-noise-reduction", "automatic-speech-recognition", "voice-changer"]
     assert again.tasks[2].args["audio"] == "call.wav"
+
+
+def test_a_jingle_is_audio() -> None:
+    assert language().cues("compose a catchy jingle for the shop").made is Modality.AUDIO
