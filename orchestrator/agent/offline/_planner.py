@@ -267,7 +267,7 @@ class OfflinePlanner:
             # files, links and quoted text as the user wrote them; around them "I’ve" is "I've" to every cue
             # word (one character for one: the mentions' places hold in both)
             mentions = find_mentions(req.text, dict(req.resources))
-            steps = _mark_done(split_steps(_APOSTROPHE.sub("'", req.text), mentions))
+            steps = _mark_done(split_steps(_APOSTROPHE.sub("'", req.text), mentions, self._known))
             if len(steps) > self.max_steps:
                 cut[r] = len(steps)
                 steps = steps[: self.max_steps]
@@ -362,6 +362,13 @@ class OfflinePlanner:
     def plan_texts(self, texts: Sequence[str], catalog: TaskCatalog) -> list[Plan]:
         """Synchronous convenience: plan plain request texts against one catalog."""
         return self.plan_many([PlanRequest(t, catalog) for t in texts])
+
+    @property
+    def _known(self) -> frozenset[str]:
+        """Words spelled right: the encoder's tokenizer vocabulary (none for the word-overlap matcher: no
+        misspelling is mended there)."""
+        vocabulary = getattr(self.encoder, "vocabulary", frozenset())
+        return vocabulary if isinstance(vocabulary, frozenset) else frozenset()
 
     # ------------------------------------------------------------------ matching
     def _encode(self, texts: list[str]) -> np.ndarray:

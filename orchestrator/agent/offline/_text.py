@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources as _pkg
@@ -174,6 +175,7 @@ class Language:
 
     connector: re.Pattern[str]
     verbs: frozenset[str]  # the verbs that start a step, with their -s, -ed and -ing forms
+    base_verbs: frozenset[str]  # those of five letters or more, as listed (what a misspelling is mended to)
     before: re.Pattern[str]  # what follows goes before the step said just before ("but first, ...")
     after: re.Pattern[str]  # the sentence goes after the rest ("X afterwards; ...", "Finally X. ...")
     apart: re.Pattern[str]  # what follows reads what the step before read ("..., and separately ...")
@@ -421,6 +423,17 @@ class Language:
 _PRONOUNS = "it|them|this|that|these|those"
 _DO_FIRST = re.compile(r"^(?P<body>.*?\S)\s+first(?:\s+of\s+all)?\b(?=\s*(?:[,;:!?.)-]|$))", re.I)  # "... do X first"
 _THEN_NEXT = re.compile(r"\s*[,;]?\s*(?:and\s+)?(?:then|after\s+that|afterwards|next)\b", re.I)  # "X first, then Y"
+def _mended(lang: Language, word: str, known: Container[str]) -> str:
+    """``word``, or the step verb it misspells: outside ``known``, no form of a verb, and within a
+    difflib ratio of 0.85 of one verb of the list with the same first letter."""
+    w = word.lower()
+    if w in known or w in lang.verbs or w.endswith(("ing", "ed", "s")):
+        return word
+    near = [v for v in lang.base_verbs if v[0] == w[0] and abs(len(v) - len(w)) <= 2]
+    got = difflib.get_close_matches(w, near, n=1, cutoff=0.85)
+    return got[0] if got and not w.startswith(got[0][:-1]) else word
+
+
 _PLEASE = re.compile(r"^\s*(?:please|kindly)\s+", re.I)
 _SO_THEN = re.compile(r"\b(?:so|then)\s+", re.I)
 # words that do not change what a step states or asks ("I also have ...", "I've just found ...")
@@ -505,6 +518,7 @@ def language() -> Language:
                          r"copy|output|one|ones)))?\b(?:\s+(?:for|on|in|at|to|with|as|during|onto|later|tomorrow|tonight|"
                          r"again|afterwards|there|here|every|each|when|while|before|after)\b(?P<tail>[^@:]*))?\W*$", re.I),
         verbs=frozenset(f for v in split["verbs"] if " " not in v for f in (*_verb_forms(v), v + "d", v + "ed")),
+        base_verbs=frozenset(v for v in split["verbs"] if " " not in v and len(v) >= 5),
         before=re.compile(rf"(?:^|(?<=[\s,;:-]))(?:(?:but|and|so)\s+)?\b(?:(?P<all>{_alternation(split['before_all'])})|"
                           rf"{_alternation(split['before'])})\b"
                           rf"(?:\s*[,:]\s*|\s+(?={a_verb}))", re.I),
@@ -654,11 +668,12 @@ def _already_named(before: str) -> bool:
     return m is not None and m.group(1).lower().endswith(("ed", "kept"))
 
 
-def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
+def split_steps(text: str, mentions: list[Mention], known: Container[str] = ()) -> list[Step]:
     """Cut ``text`` into steps: sentences, list items, connectors, and ``and`` or ``,`` before a verb.
 
     Each step keeps the mentions inside it; masks make file names' dots and quoted
-    text safe from the cutting.
+    text safe from the cutting. ``known``: words that are spelled right (a tokenizer's vocabulary);
+    a word outside it close to one step verb is that verb misspelled ("transcibe"), mended first.
     """
     lang = language()
     masked: list[str] = []
@@ -670,6 +685,8 @@ def split_steps(text: str, mentions: list[Mention]) -> list[Step]:
     masked.append(text[pos:])
     # "I also want ...", "could you then ...": no new step; the "also" stays in the words ("can you also ...")
     body = _SUBJECT_ALSO.sub(lambda m: m.group(1) + (" " + _KEPT_ALSO if m.group(2) else ""), "".join(masked))
+    if known:
+        body = re.sub(r"[A-Za-z]{5,}", lambda m: _mended(lang, m.group(0), known), body)
     steps: list[Step] = []
     held = ""  # words that only ask ("please", "could you"), waiting for the step they ask for
     # steps[a:b] go before steps[to] ("... but first, ..."), taking its file only if they point back at it
