@@ -1121,3 +1121,10 @@ def test_a_misspelled_step_verb_is_mended(planner: OfflinePlanner, catalog: Task
     texts = [s.text for s in split_steps("ask the captain and caption photo.jpg",
                                          find_mentions("ask the captain and caption photo.jpg"), known)]
     assert texts == ["ask the captain", "caption @0"]
+
+
+def test_a_phrasal_verb_with_its_object_inside_says_the_length(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    assert language().length_of("boil the minutes down to a page") == "shorter"
+    assert language().length_of("flesh my outline out") == "longer"
+    result = plan(planner, catalog, "Transcribe talk.wav, boil the transcript down, then read it aloud.")
+    assert [t for t, _ in chain(result)] == ["automatic-speech-recognition", "summarization", "text-to-speech"]

@@ -476,6 +476,13 @@ def _alternation(words: Iterable[str]) -> str:
     return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(set(words), key=len, reverse=True))
 
 
+def _phrasal(words: Iterable[str]) -> str:
+    """:func:`_alternation`, where a verb and its particle may have a few words between them ("boil the
+    notes down", "flesh it out")."""
+    return "|".join(re.sub(r"\\s\+(down|out|up)$", r"(?:\\s+[\\w'@]+){0,3}?\\s+\1", p)
+                    for p in _alternation(words).split("|"))
+
+
 @lru_cache(maxsize=1)
 def language() -> Language:
     """Load language.toml once."""
@@ -579,7 +586,7 @@ def language() -> Language:
                             rf"\s+(?:(?:me|us)\s+|back\s+)*(?:{_alternation(data['none']['delivered'])})\b[\w\s-]{{0,12}}?"
                             r"(?:\s+(?:back|locally|to\s+(?:me|my\s+\w+)|on\s+my\s+\w+|(?:as|to|in)\s+@\d+|as\s+(?:the|a|my)\s+(?:final\s+)?"
                             r"(?:result|output|file|answer))){0,2}\s*(?:for\s+me|please)?\W*$", re.I),
-        lengths=tuple((re.compile(rf"\b(?:{_alternation(v)})\b", re.I), k) for k, v in data.get("length", {}).items()),
+        lengths=tuple((re.compile(rf"\b(?:{_phrasal(v)})\b", re.I), k) for k, v in data.get("length", {}).items()),
         to_language=re.compile(rf"\b(?:into|to)\s+(?:(?:plain|simple|proper|formal|informal|everyday)\s+)?"
                                rf"(?:{_alternation(data['languages']['names'])})\b", re.I),
         finds=re.compile(rf"\b(?:{_alternation(data['find']['verbs'])})\b", re.I),
