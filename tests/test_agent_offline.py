@@ -1128,3 +1128,8 @@ def test_a_phrasal_verb_with_its_object_inside_says_the_length(planner: OfflineP
     assert language().length_of("flesh my outline out") == "longer"
     assert step_texts("Transcribe talk.wav, boil it down to the key points") == ["Transcribe @0",
                                                                                  "boil it down to the key points"]
+
+
+def test_a_clause_saying_when_is_no_step() -> None:
+    assert step_texts("Denoise band.wav. Once it's clean, add some echo to it") == [
+        "Denoise @0", "add some echo to it, Once it's clean"]
