@@ -1130,6 +1130,20 @@ def test_a_phrasal_verb_with_its_object_inside_says_the_length(planner: OfflineP
                                                                                  "boil it down to the key points"]
 
 
-def test_a_clause_saying_when_is_no_step() -> None:
-    assert step_texts("Denoise band.wav. Once it's clean, add some echo to it") == [
-        "Denoise @0", "add some echo to it, Once it's clean"]
+def test_a_clause_saying_when_keeps_what_it_implies(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    # "Once X is <state>" may be the only place a step is asked for: it stays a step
+    result = plan(planner, catalog, "Once the picture is grayscale, flip it upside down. Start with pier.jpg.")
+    assert "image-grayscale" in [t for t, _ in chain(result)]
+
+
+def test_using_the_original_reads_the_original(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Caption photo.jpg, then using the original image, turn it into a video")
+    assert [t for t, _ in chain(result)] == ["image-to-text", "image-to-video"]
+
+
+def test_going_back_to_the_original_thing_reads_the_given_file(planner: OfflinePlanner,
+                                                               catalog: TaskCatalog) -> None:
+    result = plan(planner, catalog, "Rotate pic.png by 90 degrees and describe it. Then go back to the original "
+                                    "picture and find the faces in it.")
+    faces = next(t for t in result.tasks if t.task == "face-detection")
+    assert faces.args["image"] == "pic.png"

@@ -136,6 +136,25 @@ def _mark_done(steps: list[Step]) -> list[Step]:
     return out
 
 
+def _back_to_given(steps: list[Step]) -> list[Step]:
+    """A step going back to "the original photo" without naming it gets the first file of that kind an earlier
+    step named (it hands that file to the step after it, like "go back to @0")."""
+    lang = language()
+    out: list[Step] = []
+    for s in steps:
+        if not s.mentions and lang.returns.match(_HEDGE_WORDS.sub("", s.text)):
+            kinds = lang.cues(s.text).named
+            given = next((m for e in out for m in e.mentions if m.kind == "file" and (not kinds or m.modality in kinds)),
+                         None)
+            if given is not None:
+                s = replace(s, mentions=[given], hands=True)
+        out.append(s)
+    return out
+
+
+_HEDGE_WORDS = re.compile(r"^\W*(?:(?:also|then|and|now|please|so|ok|okay)\W+)*", re.I)
+
+
 def _naming_roots(text: str) -> list[tuple[str, bool]]:
     """Prefixes of the words that name a thing by what was done to it, each with whether only a verb said
     earlier matches it: past participles ("the fetched video", "the (original) downloaded file"), cut to a
@@ -267,7 +286,7 @@ class OfflinePlanner:
             # files, links and quoted text as the user wrote them; around them "I’ve" is "I've" to every cue
             # word (one character for one: the mentions' places hold in both)
             mentions = find_mentions(req.text, dict(req.resources))
-            steps = _mark_done(split_steps(_APOSTROPHE.sub("'", req.text), mentions, self._known))
+            steps = _back_to_given(_mark_done(split_steps(_APOSTROPHE.sub("'", req.text), mentions, self._known)))
             if len(steps) > self.max_steps:
                 cut[r] = len(steps)
                 steps = steps[: self.max_steps]

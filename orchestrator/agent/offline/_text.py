@@ -664,11 +664,8 @@ _AS_KIND = re.compile(r"\bas\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:video|audio|recording
 _ONLY = re.compile(r"^\W*(?:but\s+|and\s+)?(?:only|just)\s+(?:the|a|an|one|my)\s", re.I)  # "only the image please"
 _HEADER = re.compile(r"^\s*[\w@' -]{1,30}:\s*$")  # a few words and a colon ending the line: a list's heading
 # "From the new cut, ...", "For @0, ...": a preposition and the thing a step works on
-_LEAD = re.compile(r"(?:from|for|with|using|based\s+on|out\s+of|on)\s+(?:the|that|this|these|those|my|your|our|its|"
-                   r"their|both|each|@\d+)\b"
-                   # ... or when to do it: "Once it's clean, ...", "When that is done, ..."
-                   r"|(?:once|when|whenever|as\s+soon\s+as|after)\s+(?:it|it's|that|that's|this|they|they're|the|you|"
-                   r"you've|i|i've|we|we've|@\d+)\b", re.I)
+_LEAD = re.compile(r"(?:from|for|with|based\s+on|out\s+of|on)\s+(?:the|that|this|these|those|my|your|our|its|"
+                   r"their|both|each|@\d+)\b", re.I)
 _KEPT_ALSO = "also_kept"  # an "also" that starts no step ("could you also ..."), kept in the step's words
 
 
