@@ -1147,3 +1147,9 @@ def test_going_back_to_the_original_thing_reads_the_given_file(planner: OfflineP
                                     "picture and find the faces in it.")
     faces = next(t for t in result.tasks if t.task == "face-detection")
     assert faces.args["image"] == "pic.png"
+
+
+def test_a_clause_saying_after_what_was_asked_is_no_step() -> None:
+    assert step_texts("Transcribe memo.wav. Once you have the transcript, put it into Dutch.") == [
+        "Transcribe @0", "put it into Dutch, Once you have the transcript"]
+    assert step_texts("Caption shot.png. When that's done, read it out.")[1] == "read it out, When that's done"

@@ -666,6 +666,24 @@ _HEADER = re.compile(r"^\s*[\w@' -]{1,30}:\s*$")  # a few words and a colon endi
 # "From the new cut, ...", "For @0, ...": a preposition and the thing a step works on
 _LEAD = re.compile(r"(?:from|for|with|based\s+on|out\s+of|on)\s+(?:the|that|this|these|those|my|your|our|its|"
                    r"their|both|each|@\d+)\b", re.I)
+_WHEN = re.compile(r"(?:once|when|whenever|as\s+soon\s+as|after)\s+(?P<rest>.+)$", re.I)
+_DONE = re.compile(r"(?:it|that|this|they|those)(?:'s|'re|\s+is|\s+are|\s+has\s+been|\s+have\s+been|\s+was)?\s+"
+                   r"(?:done|finished|ready|complete|completed|over)\b", re.I)
+
+
+def _when_done(clause: str, before: list[Step]) -> bool:
+    """``clause`` only says the step comes after one already asked: "once that's done", "when you have the
+    transcript" after "transcribe ...". A state nobody asked for ("once the image is grayscale") is an ask."""
+    m = _WHEN.match(clause)
+    if m is None or len(clause.split()) > 8:
+        return False
+    if _DONE.match(m.group("rest")):
+        return bool(before)
+    said = {w for s in before for w in re.findall(r"[a-z]{5,}", s.text.lower())}
+    return any(any(x.startswith(w[:6]) for x in said) for w in re.findall(r"[a-z]{5,}", m.group("rest").lower())
+               if w not in language().generic)
+
+
 _KEPT_ALSO = "also_kept"  # an "also" that starts no step ("could you also ..."), kept in the step's words
 
 
@@ -819,7 +837,7 @@ def _cut_chunk(lang: Language, sentence: str, mentions: list[Mention], s_index: 
         clean = _GOAL.sub("", clean).strip(" \t,;:.!?-")  # "... so I can study it": why, not what
         if not clean:
             continue
-        if verb_next and _LEAD.match(clean) and len(clean.split()) <= 6:
+        if verb_next and ((_LEAD.match(clean) and len(clean.split()) <= 6) or _when_done(clean, steps)):
             lead = f"{lead} {clean}".strip()
             continue
         if lang.only_fillers.match(clean):  # "Please | first download it": the ask goes on
