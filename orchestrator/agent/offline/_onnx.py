@@ -398,9 +398,10 @@ class OnnxSentenceModel:
         workers = min(max(1, threads), len(batches))
         if workers == 1:
             parts = [run(b) for b in batches]
-        else:  # ONNX Runtime lets go of the GIL while it runs
-            with ThreadPoolExecutor(workers, thread_name_prefix="minilm") as pool:
-                parts = list(pool.map(run, batches))
+        else:  # ONNX Runtime lets go of the GIL while it runs; each thread takes every ``workers``-th batch
+            with ThreadPoolExecutor(workers, thread_name_prefix="minilm") as pool:  # (one future per thread)
+                got = list(pool.map(lambda k: [run(b) for b in batches[k::workers]], range(workers)))
+            parts = [got[i % workers][i // workers] for i in range(len(batches))]
         out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
         out[order] = np.concatenate(parts)
         return out

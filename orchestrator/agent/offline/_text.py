@@ -429,9 +429,18 @@ def _mended(lang: Language, word: str, known: Container[str]) -> str:
     w = word.lower()
     if w in known or w in lang.verbs or w.endswith(("ing", "ed", "s")):
         return word
-    near = [v for v in lang.base_verbs if v[0] == w[0] and abs(len(v) - len(w)) <= 2]
-    got = difflib.get_close_matches(w, near, n=1, cutoff=0.85)
-    return got[0] if got and not w.startswith(got[0][:-1]) else word
+    key = (id(known), w)
+    fix = _MENDS.get(key)
+    if fix is None:
+        near = [v for v in lang.base_verbs if v[0] == w[0] and abs(len(v) - len(w)) <= 2]
+        got = difflib.get_close_matches(w, near, n=1, cutoff=0.85)
+        fix = got[0] if got and not w.startswith(got[0][:-1]) else ""
+        if len(_MENDS) < 50_000:
+            _MENDS[key] = fix
+    return fix or word
+
+
+_MENDS: dict[tuple[int, str], str] = {}  # (vocabulary, word) -> the verb it misspells, or ""
 
 
 _PLEASE = re.compile(r"^\s*(?:please|kindly)\s+", re.I)
