@@ -133,8 +133,9 @@ class Settings(BaseSettings):
     """Tool-side embedding files kept there (the least recently written go first); 0: no disk cache."""
     planner_encoder: PlannerEncoder = "onnx-int8"
     """How the offline planner runs MiniLM: ``onnx-int8`` (int8 MatMuls with 7-bit weights and each one's
-    outlier input channels in fp32: 1.2x fp32's speed on AVX2, 2x with VNNI; the same vectors on every
-    x86 CPU, within cosine 0.99 of fp32 (0.998 on average), plan F1 within 0.01 of fp32's), ``onnx``
+    outlier input channels in fp32, one text per call: 1.2x fp32's speed on AVX2, 2x with VNNI; a text's
+    vector depends on no other text, within cosine 0.99 of fp32 (0.998 on average), plan F1 within 0.01
+    of fp32's), ``onnx``
     (ONNX Runtime, fp32: torch's vectors to 1e-6, about 2x torch's speed on CPU), or ``torch``
     (sentence-transformers).
     The ONNX exports are made once per machine under ``planner_cache_path/models`` (that first time

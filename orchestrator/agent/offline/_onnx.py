@@ -75,9 +75,10 @@ _CALIBRATION = (
 
 WEIGHT_LEVELS = 63
 """int8 weights use -63..63 (7 bits): on CPUs without VNNI, ONNX Runtime multiplies uint8 activations by
-int8 weights with an instruction whose 16-bit pair sums overflow at full range; 7 bits never do, so the
-vectors are the same on every x86 CPU (measured on AVX2 only: cosine to fp32 0.972 at worst with
-8-bit weights, 0.995 with 7)."""
+int8 weights with an instruction whose 16-bit pair sums overflow at full range; 7 bits never do, so no
+CPU loses accuracy to it (measured on AVX2: cosine to fp32 0.972 at worst with 8-bit weights, 0.995
+with 7). The fp32 parts between the int8 products still round per instruction set: vectors agree
+closely across CPUs, not to the bit."""
 
 INT8_VARIANT = "int8o{}w{}-{}".format(
     OUTLIER_CHANNELS, WEIGHT_LEVELS.bit_length() + 1, hashlib.sha256("\n".join(_CALIBRATION).encode()).hexdigest()[:6])
