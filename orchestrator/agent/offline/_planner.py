@@ -16,7 +16,7 @@ from orchestrator.artifacts import Modality
 from ..plan import Plan, PlanTask, TaskCatalog, TaskInfo
 from ..planner import PlanProblem, PlanRequest
 from ._match import NONE, Encoder, TaskIndex, TaskNotes, build_index, default_encoder
-from ._text import Mention, Step, find_mentions, language, split_steps, url_modality
+from ._text import Mention, Step, find_mentions, language, split_steps, url_modality, verb_stem
 
 __all__ = ["OfflinePlanner"]
 
@@ -115,10 +115,7 @@ _NOT_NAMING = frozenset({"version", "versions", "result", "results", "output", "
 def _participle_root(word: str) -> str | None:
     """A prefix the forms of a past participle's verb share ("stopped" -> "stop", "colorized" -> "colori"),
     or None when too short to tell."""
-    w = word.lower()
-    base = w[:-3] + "y" if w.endswith("ied") else w[:-2]
-    if len(base) >= 3 and base[-1] == base[-2] and base[-1] not in "aeiouls":
-        base = base[:-1]  # "stopped" -> "stop"
+    base = verb_stem(word)
     return base[: max(4, len(base) - 1)] if len(base) >= 4 else None
 
 
@@ -142,7 +139,7 @@ def _back_to_given(steps: list[Step]) -> list[Step]:
     lang = language()
     out: list[Step] = []
     for s in steps:
-        if not s.mentions and lang.returns.match(_HEDGE_WORDS.sub("", s.text)):
+        if not s.mentions and lang.returns_to(s.text):
             kinds = lang.cues(s.text).named
             given = next((m for e in out for m in e.mentions if m.kind == "file" and (not kinds or m.modality in kinds)),
                          None)
@@ -150,9 +147,6 @@ def _back_to_given(steps: list[Step]) -> list[Step]:
                 s = replace(s, mentions=[given], hands=True)
         out.append(s)
     return out
-
-
-_HEDGE_WORDS = re.compile(r"^\W*(?:(?:also|then|and|now|please|so|ok|okay)\W+)*", re.I)
 
 
 def _naming_roots(text: str) -> list[tuple[str, bool]]:
@@ -461,7 +455,7 @@ class OfflinePlanner:
         finds = lang.seeks(re.sub(r"@(\d+)\b", lambda mt: "the words" if step.mentions[int(mt.group(1))].kind == "quote"
                                   else mt.group(0), step.text))
         to_language = lang.names_language(step.text)
-        creates = not finds and lang.creates.match(step.text[:len(step.text) - step.tail]) is not None
+        creates = not finds and lang.creates.match(step.said) is not None
         # a text's length; with media in the step, "condense it" is about its duration
         way = lang.length_of(step.text) if not (named | read) - {Modality.TEXT} else None
         for j, name in enumerate(index.tasks):

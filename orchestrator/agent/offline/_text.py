@@ -52,6 +52,11 @@ class Step:
     tail: int = 0  # last characters of ``text``, moved there, that only say what it works on ("From the new cut, ...")
 
 
+    @property
+    def said(self) -> str:
+        """``text`` without its ``tail``: the words that say what to do."""
+        return self.text[:len(self.text) - self.tail]
+
     def plain(self) -> str:
         """The step's text with each resource written back."""
         return _unmask(self.text, self.mentions)
@@ -67,7 +72,7 @@ class Step:
                 return "the text"
             return words.get(m.modality, "the text file")
 
-        text = _MASK.sub(lambda mt: word(self.mentions[int(mt.group(1))]), self.text[:len(self.text) - self.tail])
+        text = _MASK.sub(lambda mt: word(self.mentions[int(mt.group(1))]), self.said)
         if self.done:  # they name the task that made the thing, not this step's task
             text = re.sub(r"\s*\b(?:" + "|".join(map(re.escape, self.done)) + r")\b", "", text)
         return text
@@ -265,9 +270,7 @@ class Language:
         plain = _HEDGES.sub("", text)
         if self.opens.match(plain):
             return True  # "could you take @0": only the file, however politely
-        bare = _PLEASE.sub("", plain)
-        if self.returns.match(bare) and len(bare.split()) <= 6 and not (self.asks and self.asks.search(bare)) and (
-                not self.purpose.search(bare)):
+        if self.returns_to(plain):
             return True  # "please go back to @0": only the file again, however politely
         if self.asks and self.asks.search(text):
             return False
@@ -276,6 +279,14 @@ class Language:
         if self.delivers.match(plain) and not self.names_language(plain):
             return True  # "put it into German" is no hand-back
         return bool("@" in text and self.presents.match(plain) and not self.verb_start.match(plain))
+
+    def returns_to(self, text: str) -> bool:
+        """The step only goes back to a thing given before ("please go back to @0", "then take the original
+        photo"), in a few words that ask nothing else."""
+        m = self.returns.match(_HEDGES.sub("", text))
+        rest = m.string[m.start("back"):] if m else ""
+        return bool(rest) and len(rest.split()) <= 6 and not (self.asks and self.asks.search(rest)) and (
+            not self.purpose.search(rest))
 
     def _without_idle_clause(self, text: str) -> str:
         """``text`` without what asks for no task: a relative clause that only says what the user will do
@@ -429,21 +440,19 @@ def _mended(lang: Language, word: str, known: Container[str]) -> str:
     w = word.lower()
     if w in known or w in lang.verbs or w.endswith(("ing", "ed", "s")):
         return word
-    key = (id(known), w)
-    fix = _MENDS.get(key)
+    fix = _MENDS.get(w)
     if fix is None:
         near = [v for v in lang.base_verbs if v[0] == w[0] and abs(len(v) - len(w)) <= 2]
         got = difflib.get_close_matches(w, near, n=1, cutoff=0.85)
         fix = got[0] if got and not w.startswith(got[0][:-1]) else ""
         if len(_MENDS) < 50_000:
-            _MENDS[key] = fix
+            _MENDS[w] = fix
     return fix or word
 
 
-_MENDS: dict[tuple[int, str], str] = {}  # (vocabulary, word) -> the verb it misspells, or ""
+_MENDS: dict[str, str] = {}  # a word outside the vocabulary -> the verb it misspells, or ""
 
 
-_PLEASE = re.compile(r"^\s*(?:please|kindly)\s+", re.I)
 _SO_THEN = re.compile(r"\b(?:so|then)\s+", re.I)
 # words that do not change what a step states or asks ("I also have ...", "I've just found ...")
 _HEDGES = re.compile(r"\b(?:also|just|already|recently|actually|really|now|currently)\s+", re.I)
@@ -561,7 +570,7 @@ def language() -> Language:
         taking=frozenset(split.get("taking", ())),
         makes_named=frozenset(refer.get("makes_named", ())),
         possession=re.compile(rf"^\s*{leads}(?:{_alternation(data['none']['starts'])})\b", re.I),
-        returns=re.compile(rf"^\s*{leads}(?:{_alternation(data['none']['returns'])})\b", re.I),
+        returns=re.compile(rf"^\s*{leads}{lead}(?P<back>{_alternation(data['none']['returns'])})\b", re.I),
         attempted=re.compile(rf"^\s*{leads}(?:{_alternation(data['none']['perfect'])})\s+"
                              rf"(?:{_alternation(data['none']['attempts'])})\b(?:\s+(?:to|on|with)\s+[\w']+)?", re.I),
         narrates=re.compile(rf"^\s*{leads}(?:"
@@ -680,7 +689,7 @@ _DONE = re.compile(r"(?:it|that|this|they|those)(?:'s|'re|\s+is|\s+are|\s+has\s+
                    r"(?:done|finished|ready|complete|completed|over)\b", re.I)
 
 
-def _when_done(clause: str, before: list[Step]) -> bool:
+def _when_done(lang: Language, clause: str, before: list[Step]) -> bool:
     """``clause`` only says the step comes after one already asked: "once that's done", "when you have the
     transcript" after "transcribe ...". A state nobody asked for ("once the image is grayscale") is an ask."""
     m = _WHEN.match(clause)
@@ -690,7 +699,7 @@ def _when_done(clause: str, before: list[Step]) -> bool:
         return bool(before)
     said = {w for s in before for w in re.findall(r"[a-z]{5,}", s.text.lower())}
     return any(any(x.startswith(w[:6]) for x in said) for w in re.findall(r"[a-z]{5,}", m.group("rest").lower())
-               if w not in language().generic)
+               if w not in lang.generic)
 
 
 _KEPT_ALSO = "also_kept"  # an "also" that starts no step ("could you also ..."), kept in the step's words
@@ -775,15 +784,33 @@ def split_steps(text: str, mentions: list[Mention], known: Container[str] = ()) 
                 not back_only and not any(w in lang.making - lang.taking for w in said))):
             # "summarize @0, but first translate it (/ clean it up)": that is @0, and "summarize the text" reads
             # its result
-            block[0] = replace(block[0], mentions=list(ahead_of.mentions))
-            ahead_of = steps[to] = replace(ahead_of, text=ahead_of.for_matching(), mentions=[], tail=0,
-                                           done=())  # "the image"
+            block[0], ahead_of = _takes_file(block[0], ahead_of)
+            steps[to] = ahead_of
         steps[to:b] = [*block, *steps[to:a]]
     for x in last:  # to the end, unless a later step points back at what it follows
         i = next(k for k, s in enumerate(steps) if s is x)
         if not any(lang.back.search(s.text) for s in steps[i + 1:]):
             steps = [*steps[:i], *steps[i + 1:], x]
     return _before_named(lang, steps)
+
+
+def _takes_file(first: Step, then: Step) -> tuple[Step, Step]:
+    """``first``, moved before ``then``, with ``then``'s file; ``then`` names that thing by its kind ("the
+    image") and reads ``first``'s result."""
+    return (replace(first, mentions=list(then.mentions)),
+            replace(then, text=then.for_matching(), mentions=[], tail=0, done=()))
+
+
+def verb_stem(word: str) -> str:
+    """``word`` without an -ing, -ied or -ed ending, its doubled consonant undone ("cutting" -> "cut",
+    "stopped" -> "stop", "copied" -> "copy")."""
+    w = word.lower()
+    if w.endswith("ied"):
+        return w[:-3] + "y"
+    base = w[:-3] if w.endswith("ing") else w[:-2] if w.endswith(("ed", "en")) else w
+    if len(base) >= 3 and base[-1] == base[-2] and base[-1] not in "aeiouls":
+        base = base[:-1]
+    return base
 
 
 _BEFORE_VERB = re.compile(r",?\s*\b(?:before|prior\s+to)\s+(?:(?:you|we|i)\s+)?([a-z]+)\b.*$", re.I)
@@ -798,9 +825,7 @@ def _before_named(lang: Language, steps: list[Step]) -> list[Step]:
         if m is None or m.start() == 0:
             continue
         word = m.group(1).lower()
-        stem = word[:-3] if word.endswith("ing") else word
-        if len(stem) >= 3 and stem[-1] == stem[-2] and stem[-1] not in "aeiouls":
-            stem = stem[:-1]  # "cutting" -> "cut"
+        stem = verb_stem(word) if word.endswith("ing") else word  # "before summarizing", "before you cut"
         if word not in lang.verbs and stem not in lang.verbs and (stem + "e") not in lang.verbs:
             continue  # "before the deadline", "before lunch"
         root = stem[:6] if len(stem) >= 6 else stem
@@ -811,8 +836,7 @@ def _before_named(lang: Language, steps: list[Step]) -> list[Step]:
         step = replace(steps[i], text=steps[i].text[:m.start()], tail=0)
         ahead_of = steps[j]
         if not step.mentions and len(ahead_of.mentions) == 1 and lang.back.search(step.text):
-            step = replace(step, mentions=list(ahead_of.mentions))
-            ahead_of = replace(ahead_of, text=ahead_of.for_matching(), mentions=[], tail=0, done=())
+            step, ahead_of = _takes_file(step, ahead_of)
         steps = [*steps[:j], step, ahead_of, *steps[j + 1:i], *steps[i + 1:]]
     return steps
 
@@ -846,7 +870,7 @@ def _cut_chunk(lang: Language, sentence: str, mentions: list[Mention], s_index: 
         clean = _GOAL.sub("", clean).strip(" \t,;:.!?-")  # "... so I can study it": why, not what
         if not clean:
             continue
-        if verb_next and ((_LEAD.match(clean) and len(clean.split()) <= 6) or _when_done(clean, steps)):
+        if verb_next and ((_LEAD.match(clean) and len(clean.split()) <= 6) or _when_done(lang, clean, steps)):
             lead = f"{lead} {clean}".strip()
             continue
         if lang.only_fillers.match(clean):  # "Please | first download it": the ask goes on
