@@ -57,7 +57,7 @@ def chain(result: Plan) -> list[tuple[str, list[int]]]:
     return [(t.task, sorted({k for _, k in t.refs()})) for t in result.tasks]
 
 
-def tasks(result: Plan) -> list[str]:
+def task_names(result: Plan) -> list[str]:
     """The plan's task names in order."""
     return [t.task for t in result.tasks]
 
@@ -827,7 +827,7 @@ def test_a_polite_ask_that_only_takes_a_file_asks_for_nothing(planner: OfflinePl
 def test_someone_else_handing_the_user_a_text_sets_the_scene(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "My landlord emailed me this notice: 'Water will be off on Monday from nine "
                                     "until noon.' Please put it into plain words.")
-    assert tasks(result) == ["text-simplification"]
+    assert task_names(result) == ["text-simplification"]
 
 
 def test_both_makes_the_next_step_read_what_the_first_read(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
@@ -862,18 +862,18 @@ def test_a_step_that_only_mentions_the_end_of_a_thing_stays_in_place() -> None:
 def test_what_the_user_declines_or_does_themselves_is_no_step(planner: OfflinePlanner, catalog: TaskCatalog,
                                                                aside: str) -> None:
     result = plan(planner, catalog, f"Please transcribe the interview in talk.wav. {aside}")
-    assert tasks(result) == ["automatic-speech-recognition"]
+    assert task_names(result) == ["automatic-speech-recognition"]
 
 
 def test_an_ask_beside_something_done_already_still_asks(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "I already have the lyrics, could you make a song from them: 'Sun on the "
                                     "water, wind in the pines'")
-    assert tasks(result) == ["text-to-music"]
+    assert task_names(result) == ["text-to-music"]
 
 
 def test_give_me_the_kind_of_text_asks_to_make_it(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "Here's an essay, essay.txt. Give me the keywords.")
-    assert tasks(result) == ["keyword-extraction"]
+    assert task_names(result) == ["keyword-extraction"]
 
 
 @pytest.mark.parametrize("aside", ["I want to frame it in the hallway.", "I'll print it for the party.",
@@ -881,7 +881,7 @@ def test_give_me_the_kind_of_text_asks_to_make_it(planner: OfflinePlanner, catal
 def test_what_the_user_will_do_with_the_result_is_no_step(planner: OfflinePlanner, catalog: TaskCatalog,
                                                           aside: str) -> None:
     result = plan(planner, catalog, f"Could you colorize grandma.jpg? {aside}")
-    assert tasks(result) == ["image-colorizer"]
+    assert task_names(result) == ["image-colorizer"]
 
 
 def test_a_plan_for_the_result_that_says_what_to_make_still_asks() -> None:
@@ -897,18 +897,18 @@ def test_a_scene_before_a_quoted_text_asks_for_nothing(planner: OfflinePlanner, 
                                                       scene: str) -> None:
     result = plan(planner, catalog, f"{scene} 'Trains leave from platform four after midnight.' "
                                     "Could you read it out loud?")
-    assert tasks(result) == ["text-to-speech"]
+    assert task_names(result) == ["text-to-speech"]
 
 
 def test_only_a_thing_please_asks_for_nothing_more(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "Turn song.wav into a spectrogram picture. Only the picture please, "
                                     "I have the lyrics.")
-    assert tasks(result) == ["audio-to-image"]
+    assert task_names(result) == ["audio-to-image"]
 
 
 def test_a_short_version_is_a_shorter_text(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "The board wants a short version of plan.txt, about ten pages long, by Monday.")
-    assert tasks(result) == ["summarization"]
+    assert task_names(result) == ["summarization"]
 
 
 @pytest.mark.parametrize("marker", ["and separately", "and, independently,", "and as well as that"])
@@ -940,7 +940,7 @@ def test_a_negation_that_still_asks_keeps_the_ask(planner: OfflinePlanner, catal
     result = plan(planner, catalog, text)
     assert result.refusal is None and result.tasks
     if tasks is not None:
-        assert tasks(result) == tasks
+        assert task_names(result) == tasks
 
 
 @pytest.mark.parametrize("text", ["Just a quick summary of minutes.txt, please.",
@@ -977,7 +977,7 @@ def test_but_first_goes_before_the_sentence_and_takes_over_its_file(planner: Off
 def test_a_relieved_finally_moves_nothing(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     assert step_texts("Finally, an app that works! Shorten essay.txt.") == ["an app that works", "Shorten @0"]
     result = plan(planner, catalog, "Finally, an app that works! Shorten essay.txt.")
-    assert tasks(result) == ["summarization"]
+    assert task_names(result) == ["summarization"]
 
 
 def test_afterwards_in_a_sentence_of_several_steps_moves_nothing() -> None:
@@ -1020,7 +1020,7 @@ def test_before_that_opening_a_sentence_goes_before_the_sentence_before(planner:
 def test_a_heading_naming_a_file_hands_it_to_the_list(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     text = "Plan for rehearsal.mp4:\n1. take the sound out of it\n2. strip the hiss from the result"
     result = plan(planner, catalog, text)
-    assert tasks(result)[0] == "video-to-audio"
+    assert task_names(result)[0] == "video-to-audio"
     assert result.tasks[0].args["video"] == "rehearsal.mp4"
     assert len(result.tasks) == 2
 
@@ -1058,14 +1058,14 @@ def test_the_words_out_of_a_file_are_not_words_to_speak(planner: OfflinePlanner,
 
 def test_quoted_words_to_look_for_make_a_search(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "Find me some photos of 'foxes playing in the snow'.")
-    assert tasks(result) == ["image-search"]
+    assert task_names(result) == ["image-search"]
 
 
 def test_what_someone_else_cannot_do_sets_the_scene(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "My uncle doesn't speak Spanish. Transcribe speech.wav and put it into English.")
-    assert tasks(result) == ["automatic-speech-recognition", "translation"]
+    assert task_names(result) == ["automatic-speech-recognition", "translation"]
     result = plan(planner, catalog, "She doesn't like long texts. Summarize essay.txt.")
-    assert tasks(result) == ["summarization"]
+    assert task_names(result) == ["summarization"]
 
 
 def test_restyle_and_tidy_start_steps() -> None:
@@ -1089,7 +1089,7 @@ def test_a_step_said_later_with_first_goes_before_the_sentence_before(planner: O
     assert result.tasks[0].args["text"] == "poem.txt"
     # "X first, then Y" orders its own sentence only
     kept = plan(planner, catalog, "Caption photo.jpg. Then translate the caption first, then read it aloud.")
-    assert tasks(kept)[0] == "image-to-text"
+    assert task_names(kept)[0] == "image-to-text"
 
 
 def test_what_the_result_should_do_is_no_step_of_its_own() -> None:
@@ -1099,7 +1099,7 @@ def test_what_the_result_should_do_is_no_step_of_its_own() -> None:
 def test_a_step_that_makes_something_new_is_no_search(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "Brainstorm some topics about 'tiny houses'. Expand them into an essay; also "
                                     "generate a cover image from the topic list.")
-    assert tasks(result) == ["topic-generation", "text-expansion", "text-to-image"]
+    assert task_names(result) == ["topic-generation", "text-expansion", "text-to-image"]
     assert language().cues("make a poster from the shopping list").read == {Modality.TEXT}
 
 
@@ -1109,7 +1109,7 @@ def test_going_back_to_a_given_file_is_no_step(planner: OfflinePlanner, catalog:
     assert chain(result) == [("video-to-audio", []), ("audio-noise-reduction", [0]), ("video-to-image", [])]
     again = plan(planner, catalog, "Denoise call.wav and transcribe it. Afterwards, please take the original "
                                    "call.wav and disguise the voices.")
-    assert tasks(again) == ["audio-noise-reduction", "automatic-speech-recognition", "voice-changer"]
+    assert task_names(again) == ["audio-noise-reduction", "automatic-speech-recognition", "voice-changer"]
     assert again.tasks[2].args["audio"] == "call.wav"
 
 
@@ -1138,12 +1138,12 @@ def test_a_phrasal_verb_with_its_object_inside_says_the_length(planner: OfflineP
 def test_a_clause_saying_when_keeps_what_it_implies(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     # "Once X is <state>" may be the only place a step is asked for: it stays a step
     result = plan(planner, catalog, "Once the picture is grayscale, flip it upside down. Start with pier.jpg.")
-    assert "image-grayscale" in tasks(result)
+    assert "image-grayscale" in task_names(result)
 
 
 def test_using_the_original_reads_the_original(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "Caption photo.jpg, then using the original image, turn it into a video")
-    assert tasks(result) == ["image-to-text", "image-to-video"]
+    assert task_names(result) == ["image-to-text", "image-to-video"]
 
 
 def test_going_back_to_the_original_thing_reads_the_given_file(planner: OfflinePlanner,
