@@ -1035,7 +1035,7 @@ def test_a_result_named_by_what_was_done_to_it_does_not_pull_that_task(planner: 
                                                                         catalog: TaskCatalog) -> None:
     result = plan(planner, catalog, "Apply a chorus effect to choir.wav, then chart the chorused audio as a waveform.")
     assert chain(result) == [("audio-effects", []), ("audio-to-image", [0])]
-    slowed = plan(planner, catalog, "Slow skate.mp4 down and pull a still from the slowed clip.")
+    slowed = plan(planner, catalog, "Slow surf.mp4 down and pull one still out of the slowed clip.")
     assert chain(slowed) == [("video-speed-changer", []), ("video-to-image", [0])]
 
 
@@ -1097,8 +1097,8 @@ def test_what_the_result_should_do_is_no_step_of_its_own() -> None:
 
 
 def test_a_step_that_makes_something_new_is_no_search(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
-    result = plan(planner, catalog, "Brainstorm some topics about 'tiny houses'. Expand them into an essay; also "
-                                    "generate a cover image from the topic list.")
+    result = plan(planner, catalog, "Brainstorm topics on 'tiny houses' and expand them into an essay; then create "
+                                    "a cover image out of the topic list.")
     assert task_names(result) == ["topic-generation", "text-expansion", "text-to-image"]
     assert language().cues("make a poster from the shopping list").read == {Modality.TEXT}
 
@@ -1107,8 +1107,8 @@ def test_going_back_to_a_given_file_is_no_step(planner: OfflinePlanner, catalog:
     result = plan(planner, catalog, "Pull the sound out of gig.mp4 and clean the hiss off it. Then go back to gig.mp4 "
                                     "and take a still frame.")
     assert chain(result) == [("video-to-audio", []), ("audio-noise-reduction", [0]), ("video-to-image", [])]
-    again = plan(planner, catalog, "Denoise call.wav and transcribe it. Afterwards, please take the original "
-                                   "call.wav and disguise the voices.")
+    again = plan(planner, catalog, "Denoise call.wav and transcribe it. Later, please return to call.wav and make "
+                                   "the voices sound like robots.")
     assert task_names(again) == ["audio-noise-reduction", "automatic-speech-recognition", "voice-changer"]
     assert again.tasks[2].args["audio"] == "call.wav"
 
@@ -1142,19 +1142,20 @@ def test_a_clause_saying_when_keeps_what_it_implies(planner: OfflinePlanner, cat
 
 
 def test_using_the_original_reads_the_original(planner: OfflinePlanner, catalog: TaskCatalog) -> None:
-    result = plan(planner, catalog, "Caption photo.jpg, then using the original image, turn it into a video")
+    result = plan(planner, catalog, "Describe pic.png and after that, using the original picture, turn it into a "
+                                    "short video.")
     assert task_names(result) == ["image-to-text", "image-to-video"]
 
 
 def test_going_back_to_the_original_thing_reads_the_given_file(planner: OfflinePlanner,
                                                                catalog: TaskCatalog) -> None:
-    result = plan(planner, catalog, "Rotate pic.png by 90 degrees and describe it. Then go back to the original "
-                                    "picture and find the faces in it.")
+    result = plan(planner, catalog, "Turn pic.png ninety degrees and describe it; next, switch back to the original "
+                                    "picture and detect the faces.")
     faces = next(t for t in result.tasks if t.task == "face-detection")
     assert faces.args["image"] == "pic.png"
 
 
 def test_a_clause_saying_after_what_was_asked_is_no_step() -> None:
-    assert step_texts("Transcribe memo.wav. Once you have the transcript, put it into Dutch.") == [
-        "Transcribe @0", "put it into Dutch, Once you have the transcript"]
+    assert step_texts("Transcribe memo.wav, please. When the transcript is there, put it into Dutch.") == [
+        "Transcribe @0, please", "put it into Dutch, When the transcript is there"]
     assert step_texts("Caption shot.png. When that's done, read it out.")[1] == "read it out, When that's done"

@@ -467,7 +467,7 @@ class OfflinePlanner:
             if finds and index.notes.get(name, _NO_NOTES).backend == "search":
                 row[j] += self.target_weight
             elif creates and index.notes.get(name, _NO_NOTES).backend == "search":
-                row[j] -= self.target_weight  # "generate a cover image from the list" makes one, finds none
+                row[j] -= self.target_weight  # "draw a poster from my notes" makes one, finds none
             if to_language and index.notes.get(name, _NO_NOTES).into_language:
                 row[j] += self.target_weight  # "put it into German" names a language to go into
             if bare_link and index.notes.get(name, _NO_NOTES).produces == URL:
