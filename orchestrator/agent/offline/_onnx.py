@@ -382,11 +382,11 @@ class OnnxSentenceModel:
             sess = self._session()
         encodings = self._tokenizer.encode_batch(list(texts))
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
-        size = min(self.batch_size, -(-len(texts) // max(1, threads)))
         if self.int8:  # one text per call: its activations' int8 scale is its own, not its batch's
             cuts = list(range(len(texts) + 1))
         else:
-            cuts = _cuts([len(encodings[j].ids) for j in order], size)
+            most = min(self.batch_size, -(-len(texts) // max(1, threads)))  # at least one batch per thread
+            cuts = _cuts([len(encodings[j].ids) for j in order], most)
         batches = [order[a:b] for a, b in itertools.pairwise(cuts)]
 
         def run(rows: np.ndarray) -> np.ndarray:
