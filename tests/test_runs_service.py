@@ -529,9 +529,11 @@ async def test_the_first_keep_alive_comes_after_first_idle_then_every_idle(tmp_p
 
 
 class _ThreadNoting(LocalArtifactStore):
-    """The directory store, noting which thread appends each batch of events (after ``delay`` seconds)."""
+    """The directory store, noting which thread appends each batch of events (after waiting ``delay``
+    seconds, or computing for ``busy`` seconds)."""
 
     delay = 0.0
+    busy = 0.0
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
@@ -543,6 +545,9 @@ class _ThreadNoting(LocalArtifactStore):
 
         self.threads.append(threading.get_ident())
         time.sleep(self.delay)
+        until = time.thread_time() + self.busy
+        while time.thread_time() < until:  # work that holds the interpreter, as packing and parsing do
+            pass
         return super().append_events(stream, events)
 
 
@@ -574,6 +579,29 @@ async def test_store_writes_go_on_the_loop_while_quick_and_back_to_threads_when_
         mark = len(store.threads)
         await runs(5)
         assert loop_thread not in store.threads[mark:]
+    finally:
+        await manager.stop()
+
+
+async def test_store_writes_slow_from_their_own_work_stay_on_the_loop(tmp_path: Path) -> None:
+    """Only the time a store call waits sends it to a thread: its own CPU work would hold the interpreter
+    there too, and the hand-offs would cost more on top."""
+    import threading
+
+    store = _ThreadNoting(tmp_path)
+    store.busy = 0.03  # each append: more than the limit of work, nothing to wait for
+    manager = RunManager(store, ServerSettings(max_concurrent_runs=1), inline_seconds=0.01)
+    loop_thread = threading.get_ident()
+
+    async def runs(n: int) -> None:
+        for _ in range(n):
+            job = await manager.submit("graph", _run_steps())
+            await asyncio.wait_for(job.done.wait(), 5)
+
+    await manager.start()
+    try:
+        await runs(2 * RunManager.STORE_PROBE_EVERY)
+        assert store.threads[-5:] == [loop_thread] * 5
     finally:
         await manager.stop()
 

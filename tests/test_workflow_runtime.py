@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from orchestrator import ToolRegistry, tool
+from orchestrator import LocalArtifactStore, ToolRegistry, tool
 from orchestrator.settings import Settings
 from orchestrator.workflow import CancelFlag, Workflow
 
@@ -231,6 +231,38 @@ def test_a_quick_blocking_tool_moves_onto_the_loop_and_a_slow_one_stays_in_the_p
     for i in range(4):
         assert _on_loop(slow, {"t": f"s{i}"}, store=store, cache=False).ok
     assert me not in idents
+
+
+class _LookupNoting(LocalArtifactStore):
+    """The directory store, noting the thread of each node-cache lookup, which first waits ``delay``
+    seconds or computes for ``busy`` seconds."""
+
+    delay = 0.0
+    busy = 0.0
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.threads: list[int] = []
+
+    def get_record_refs_many(self, *args, **kwargs):  # type: ignore[no-untyped-def]  # the base's signature
+        self.threads.append(threading.get_ident())
+        time.sleep(self.delay)
+        until = time.thread_time() + self.busy
+        while time.thread_time() < until:  # work that holds the interpreter, as packing and parsing do
+            pass
+        return super().get_record_refs_many(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("slow_by", "on_loop"), [("busy", True), ("delay", False)])
+def test_cache_lookups_slow_from_their_own_work_run_on_the_loop_and_waiting_ones_in_a_thread(tmp_path, slow_by, on_loop):
+    store = _LookupNoting(tmp_path)
+    setattr(store, slow_by, 0.03)  # three times the limit below
+    reg, _ = _napper()
+    compiled = _nap(reg, Settings(inline_tool_seconds=0.01), 0.0)
+    for i in range(6):
+        assert _on_loop(compiled, {"t": f"{slow_by}{i}"}, store=store).ok
+    assert threading.get_ident() not in store.threads[:3], "a store never timed is called in a thread first"
+    assert (store.threads[-1] == threading.get_ident()) is on_loop
 
 
 def test_inline_tool_seconds_zero_keeps_every_blocking_call_in_the_pool(local_store):

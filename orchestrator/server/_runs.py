@@ -501,21 +501,22 @@ class RunManager:
             job.stored.set()
 
     async def _store_call(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """``fn(*args)``, blocking store work, on the loop while these calls are quick (two thread hand-offs
-        cost more than a round trip to Redis), else in a thread (:class:`~orchestrator.workflow.QuickCalls`,
-        keyed by this manager). Only calls made on the loop are timed: one in a thread also waits for a busy
-        loop to let go of the interpreter, which would make a quick store look slow for good. So while they
-        go to threads (as they all do at first), every ``STORE_PROBE_EVERY``-th is made on the loop and timed."""
+        """``fn(*args)``, blocking store work, on the loop while these calls wait briefly (two thread hand-offs
+        cost more than a round trip to Redis, and their own CPU work holds the interpreter wherever they run),
+        else in a thread (:class:`~orchestrator.workflow.QuickCalls`, keyed by this manager). Only calls made
+        on the loop are timed: one in a thread also waits for a busy loop to let go of the interpreter, which
+        would make a quick store look slow for good. So while they go to threads (as they all do at first),
+        every ``STORE_PROBE_EVERY``-th is made on the loop and timed."""
         if not quick_calls.is_quick(self, self._inline_seconds):
             self._pooled_calls += 1
             if self._inline_seconds <= 0 or self._pooled_calls < self.STORE_PROBE_EVERY:
                 return await asyncio.to_thread(fn, *args)
             self._pooled_calls = 0
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.thread_time()
         try:
             return fn(*args)
         finally:
-            quick_calls.record(self, time.perf_counter() - began)
+            quick_calls.record(self, time.perf_counter() - began, cpu=time.thread_time() - cpu)
 
     def _store_batches(self, work: list[_Batch]
                        ) -> list[tuple[list[tuple[int, dict[str, Any]]], bool, OrchestratorError | None]]:

@@ -1102,13 +1102,13 @@ def _cache_lookup(store: ArtifactStore, key: str, run_id: str) -> dict[str, Refs
 
 def _cache_lookups(store: ArtifactStore, keys: list[str], run_id: str) -> list[dict[str, Refs] | None]:
     """The outputs cached under each key (one store call), pinned to the run; ``None`` where any
-    output is gone. Its wall time goes to :data:`quick_calls` under the store (quick: looked up
-    on the loop)."""
-    began = time.perf_counter()
+    output is gone. Its wall time less its CPU time goes to :data:`quick_calls` under the store
+    (quick: looked up on the loop)."""
+    began, cpu = time.perf_counter(), time.thread_time()
     try:
         found = store.get_record_refs_many(CACHE_NAMESPACE, keys, pin=run_id)
     finally:
-        quick_calls.record(store, time.perf_counter() - began)
+        quick_calls.record(store, time.perf_counter() - began, cpu=time.thread_time() - cpu)
     memo = _memo_for(store)
     outputs: list[dict[str, Refs] | None] = []
     for key, entry in zip(keys, found, strict=True):

@@ -151,6 +151,13 @@ class QuickCalls:
     weighing ``QUICK_WEIGHT``), over at least ``QUICK_MIN_CALLS`` calls, runs on the
     event loop instead. One call twice as slow as the limit is enough to send a tool
     that turned slow back to the pool.
+
+    A store is timed the same way, by what a thread would spare the loop: a call's wall
+    time less the CPU time of the thread that made it (:meth:`record` with ``cpu``). A
+    store call's own work (packing, parsing, JSON) holds the interpreter, so in a thread it
+    keeps the loop waiting all the same, and costs the two hand-offs on top; only its waits
+    (a round trip to a remote server, a slow disk) leave the loop free to do something else.
+    Tools are timed by wall time alone: a model call computes outside the interpreter.
     """
 
     QUICK_MIN_CALLS = 3
@@ -178,8 +185,11 @@ class QuickCalls:
         with self._lock:
             self._pool_only.add(tool)
 
-    def record(self, tool: Any, seconds: float) -> None:
-        """Note the wall time of one call (from any thread)."""
+    def record(self, tool: Any, seconds: float, *, cpu: float | None = None) -> None:
+        """Note the wall time of one call (from any thread); with ``cpu``, the CPU time of the
+        thread that made it, only the rest counts (see the class docstring)."""
+        if cpu is not None:
+            seconds = max(0.0, seconds - cpu)
         with self._lock:
             calls, avg = self._times.get(tool, (0, seconds))
             self._times[tool] = (calls + 1, avg + self.QUICK_WEIGHT * (seconds - avg))
