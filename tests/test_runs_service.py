@@ -529,11 +529,9 @@ async def test_the_first_keep_alive_comes_after_first_idle_then_every_idle(tmp_p
 
 
 class _ThreadNoting(LocalArtifactStore):
-    """The directory store, noting which thread appends each batch of events (after waiting ``delay``
-    seconds, or computing for ``busy`` seconds)."""
+    """The directory store, noting which thread appends each batch of events (after ``delay`` seconds)."""
 
     delay = 0.0
-    busy = 0.0
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
@@ -545,9 +543,6 @@ class _ThreadNoting(LocalArtifactStore):
 
         self.threads.append(threading.get_ident())
         time.sleep(self.delay)
-        until = time.thread_time() + self.busy
-        while time.thread_time() < until:  # work that holds the interpreter, as packing and parsing do
-            pass
         return super().append_events(stream, events)
 
 
@@ -583,27 +578,34 @@ async def test_store_writes_go_on_the_loop_while_quick_and_back_to_threads_when_
         await manager.stop()
 
 
-async def test_store_writes_slow_from_their_own_work_stay_on_the_loop(tmp_path: Path) -> None:
+async def test_store_calls_slow_from_their_own_work_stay_on_the_loop_and_waiting_ones_go_to_threads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the time a store call waits sends it to a thread: its own CPU work would hold the interpreter
     there too, and the hand-offs would cost more on top."""
     import threading
+    import time
 
-    store = _ThreadNoting(tmp_path)
-    store.busy = 0.03  # each append: more than the limit of work, nothing to wait for
-    manager = RunManager(store, ServerSettings(max_concurrent_runs=1), inline_seconds=0.01)
+    monkeypatch.setattr(RunManager, "STORE_PROBE_EVERY", 2)  # while in threads, every other call timed on the loop
     loop_thread = threading.get_ident()
+    where: list[int] = []
 
-    async def runs(n: int) -> None:
-        for _ in range(n):
-            job = await manager.submit("graph", _run_steps())
-            await asyncio.wait_for(job.done.wait(), 5)
+    def work() -> None:  # three times the limit below of work that holds the interpreter, nothing to wait for
+        where.append(threading.get_ident())
+        until = time.thread_time() + 0.1
+        while time.thread_time() < until:
+            pass
 
-    await manager.start()
-    try:
-        await runs(2 * RunManager.STORE_PROBE_EVERY)
-        assert store.threads[-5:] == [loop_thread] * 5
-    finally:
-        await manager.stop()
+    def wait() -> None:  # as long, all of it waiting
+        where.append(threading.get_ident())
+        time.sleep(0.1)
+
+    for fn, on_loop in ((work, True), (wait, False)):
+        manager = RunManager(LocalArtifactStore(tmp_path), ServerSettings(), inline_seconds=0.03)
+        where.clear()
+        for _ in range(10):
+            await manager._store_call(fn)
+        assert loop_thread not in where[:1], "calls start in threads"
+        assert (where[-3:] == [loop_thread] * 3) is on_loop, where
 
 
 async def test_runs_at_once_on_a_slow_store_each_store_every_event_in_order(tmp_path: Path) -> None:

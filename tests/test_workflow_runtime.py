@@ -256,9 +256,9 @@ class _LookupNoting(LocalArtifactStore):
 @pytest.mark.parametrize(("slow_by", "on_loop"), [("busy", True), ("delay", False)])
 def test_cache_lookups_slow_from_their_own_work_run_on_the_loop_and_waiting_ones_in_a_thread(tmp_path, slow_by, on_loop):
     store = _LookupNoting(tmp_path)
-    setattr(store, slow_by, 0.03)  # three times the limit below
+    setattr(store, slow_by, 0.1)  # three times the limit below
     reg, _ = _napper()
-    compiled = _nap(reg, Settings(inline_tool_seconds=0.01), 0.0)
+    compiled = _nap(reg, Settings(inline_tool_seconds=0.03), 0.0)
     for i in range(6):
         assert _on_loop(compiled, {"t": f"{slow_by}{i}"}, store=store).ok
     assert threading.get_ident() not in store.threads[:3], "a store never timed is called in a thread first"
