@@ -13,6 +13,7 @@ import httpx
 import pytest
 from server_proc import ServerProcess
 from typer.testing import CliRunner
+from workflow_tools import hold_interpreter
 
 from orchestrator.artifacts import LocalArtifactStore
 from orchestrator.cli import app
@@ -589,11 +590,9 @@ async def test_store_calls_slow_from_their_own_work_stay_on_the_loop_and_waiting
     loop_thread = threading.get_ident()
     where: list[int] = []
 
-    def work() -> None:  # three times the limit below of work that holds the interpreter, nothing to wait for
+    def work() -> None:  # three times the limit below of work, nothing to wait for
         where.append(threading.get_ident())
-        until = time.thread_time() + 0.1
-        while time.thread_time() < until:
-            pass
+        hold_interpreter(0.1)
 
     def wait() -> None:  # as long, all of it waiting
         where.append(threading.get_ident())

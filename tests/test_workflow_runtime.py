@@ -20,7 +20,7 @@ from orchestrator.settings import Settings
 from orchestrator.workflow import CancelFlag, Workflow
 
 import workflow_tools
-from workflow_tools import registry
+from workflow_tools import hold_interpreter, registry
 
 seen: dict[str, list] = {"loops": [], "threads": []}
 local_registry = ToolRegistry()
@@ -247,9 +247,7 @@ class _LookupNoting(LocalArtifactStore):
     def get_record_refs_many(self, *args, **kwargs):  # type: ignore[no-untyped-def]  # the base's signature
         self.threads.append(threading.get_ident())
         time.sleep(self.delay)
-        until = time.thread_time() + self.busy
-        while time.thread_time() < until:  # work that holds the interpreter, as packing and parsing do
-            pass
+        hold_interpreter(self.busy)
         return super().get_record_refs_many(*args, **kwargs)
 
 

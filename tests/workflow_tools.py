@@ -16,6 +16,14 @@ calls: dict[str, int] = {}
 _lock = threading.Lock()
 
 
+def hold_interpreter(seconds: float) -> None:
+    """Compute for ``seconds`` of this thread's CPU time, nothing to wait for (as a store's packing
+    and parsing: work that holds the interpreter wherever it runs)."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
 def _count(name: str) -> None:
     with _lock:
         calls[name] = calls.get(name, 0) + 1

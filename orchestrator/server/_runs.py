@@ -512,11 +512,8 @@ class RunManager:
             if self._inline_seconds <= 0 or self._pooled_calls < self.STORE_PROBE_EVERY:
                 return await asyncio.to_thread(fn, *args)
             self._pooled_calls = 0
-        began, cpu = time.perf_counter(), time.thread_time()
-        try:
+        with quick_calls.timing_waits(self):
             return fn(*args)
-        finally:
-            quick_calls.record(self, time.perf_counter() - began, cpu=time.thread_time() - cpu)
 
     def _store_batches(self, work: list[_Batch]
                        ) -> list[tuple[list[tuple[int, dict[str, Any]]], bool, OrchestratorError | None]]:

@@ -1104,11 +1104,8 @@ def _cache_lookups(store: ArtifactStore, keys: list[str], run_id: str) -> list[d
     """The outputs cached under each key (one store call), pinned to the run; ``None`` where any
     output is gone. Its wall time less its CPU time goes to :data:`quick_calls` under the store
     (quick: looked up on the loop)."""
-    began, cpu = time.perf_counter(), time.thread_time()
-    try:
+    with quick_calls.timing_waits(store):
         found = store.get_record_refs_many(CACHE_NAMESPACE, keys, pin=run_id)
-    finally:
-        quick_calls.record(store, time.perf_counter() - began, cpu=time.thread_time() - cpu)
     memo = _memo_for(store)
     outputs: list[dict[str, Refs] | None] = []
     for key, entry in zip(keys, found, strict=True):

@@ -20,10 +20,12 @@ flag. These live once per process (loops once per calling thread) instead:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
+import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -153,7 +155,7 @@ class QuickCalls:
     that turned slow back to the pool.
 
     A store is timed the same way, by what a thread would spare the loop: a call's wall
-    time less the CPU time of the thread that made it (:meth:`record` with ``cpu``). A
+    time less the CPU time of the thread that made it (:meth:`timing_waits`). A
     store call's own work (packing, parsing, JSON) holds the interpreter, so in a thread it
     keeps the loop waiting all the same, and costs the two hand-offs on top; only its waits
     (a round trip to a remote server, a slow disk) leave the loop free to do something else.
@@ -185,14 +187,21 @@ class QuickCalls:
         with self._lock:
             self._pool_only.add(tool)
 
-    def record(self, tool: Any, seconds: float, *, cpu: float | None = None) -> None:
-        """Note the wall time of one call (from any thread); with ``cpu``, the CPU time of the
-        thread that made it, only the rest counts (see the class docstring)."""
-        if cpu is not None:
-            seconds = max(0.0, seconds - cpu)
+    def record(self, tool: Any, seconds: float) -> None:
+        """Note the wall time of one call (from any thread)."""
         with self._lock:
             calls, avg = self._times.get(tool, (0, seconds))
             self._times[tool] = (calls + 1, avg + self.QUICK_WEIGHT * (seconds - avg))
+
+    @contextlib.contextmanager
+    def timing_waits(self, key: Any) -> Iterator[None]:
+        """Record the block under ``key`` by what it waited for: its wall time less this thread's
+        CPU time over it (a store call; see the class docstring)."""
+        began, cpu = time.perf_counter(), time.thread_time()
+        try:
+            yield
+        finally:
+            self.record(key, max(0.0, time.perf_counter() - began - (time.thread_time() - cpu)))
 
 
 quick_calls = QuickCalls()
